@@ -1,0 +1,180 @@
+//! `vitalflow`: run, validate and draw clinical stream-processing jobs.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use vitalflow_engine::graph::{GraphFormat, render};
+use vitalflow_engine::runtime::RunError;
+use vitalflow_engine::{Job, RunOptions, RunSummary, run};
+
+/// vitalflow runs declarative clinical event pipelines (ingestion → anonymization → FHIR R4
+/// canonization → auditing) on timely dataflow.
+#[derive(Parser)]
+#[command(name = "vitalflow", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job to completion and print a summary.
+    ///
+    /// Exit codes: 0 success, 1 the job failed, 2 invalid job or usage.
+    Run {
+        /// The job file (TOML).
+        job: PathBuf,
+        /// Worker threads [default: the job's `workers`, else 1].
+        #[arg(short, long)]
+        workers: Option<usize>,
+        /// Output folder [default: the job's `out`, else out/<job name>]. Each run replaces the
+        /// folders of the job's sinks in it.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Don't show the live progress line (it is only shown on a terminal anyway).
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Check job files; print every problem as `path:line:col: message`.
+    ///
+    /// Exit codes: 0 all valid, 2 at least one problem.
+    Validate {
+        /// Job files.
+        #[arg(required = true)]
+        jobs: Vec<PathBuf>,
+    },
+    /// Print a job's graph (Mermaid by default: it renders on GitHub).
+    Graph {
+        /// The job file.
+        job: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t = Format::Mermaid)]
+        format: Format,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// A Mermaid flowchart.
+    Mermaid,
+    /// Graphviz DOT.
+    Dot,
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VITALFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { jobs } => validate(&jobs),
+        Command::Graph { job, format } => match Job::load(&job) {
+            Ok(job) => {
+                let format = match format {
+                    Format::Mermaid => GraphFormat::Mermaid,
+                    Format::Dot => GraphFormat::Dot,
+                };
+                print!("{}", render(&job, format));
+                ExitCode::SUCCESS
+            }
+            Err(d) => {
+                eprintln!("{d}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run {
+            job,
+            workers,
+            out,
+            no_progress,
+        } => {
+            let job = match Job::load(&job) {
+                Ok(job) => job,
+                Err(d) => {
+                    eprintln!("{d}");
+                    return ExitCode::from(2);
+                }
+            };
+            let options = RunOptions {
+                workers,
+                out,
+                progress: !no_progress && std::io::stderr().is_terminal(),
+            };
+            match run(&job, &options) {
+                Ok(summary) => {
+                    print_summary(&summary);
+                    ExitCode::SUCCESS
+                }
+                Err(RunError::Invalid(d)) => {
+                    eprintln!("{d}");
+                    ExitCode::from(2)
+                }
+                Err(e) => {
+                    let e = anyhow::Error::new(e).context(format!("running job `{}`", job.name));
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+fn validate(jobs: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for path in jobs {
+        match Job::load(path).with_context(|| format!("validating {}", path.display())) {
+            Ok(job) => println!("{}: ok ({} nodes)", path.display(), job.nodes.len()),
+            Err(e) => {
+                ok = false;
+                if let Some(d) = e.downcast_ref::<vitalflow_engine::Diagnostics>() {
+                    eprintln!("{d}");
+                    eprintln!("{}: {} problem(s)", path.display(), d.0.len());
+                } else {
+                    eprintln!("error: {e:#}");
+                }
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+fn print_summary(s: &RunSummary) {
+    let secs = s.elapsed.as_secs_f64();
+    println!(
+        "job {} · run {} · {} worker(s) · {:.2} s",
+        s.job, s.run_id, s.workers, secs
+    );
+    println!(
+        "{:<16} {:<12} {:>12} {:>12} {:>10} {:>7}",
+        "node", "kind", "in", "out", "rejected", "files"
+    );
+    for n in &s.nodes {
+        let files = if n.files > 0 {
+            n.files.to_string()
+        } else {
+            "-".into()
+        };
+        println!(
+            "{:<16} {:<12} {:>12} {:>12} {:>10} {:>7}",
+            n.name, n.kind, n.records_in, n.records_out, n.rejected, files
+        );
+    }
+    let records = s.source_records();
+    println!(
+        "{} source records in {:.2} s: {:.0} records/s",
+        records,
+        secs,
+        records as f64 / secs.max(1e-9)
+    );
+    println!("output: {}", s.out.display());
+}

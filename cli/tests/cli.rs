@@ -1,0 +1,167 @@
+//! `vitalflow validate` and `vitalflow graph`.
+#![allow(clippy::unwrap_used)]
+
+use crate::support::{root, show, vitalflow};
+
+#[test]
+fn validate_accepts_every_shipped_job() {
+    for entry in std::fs::read_dir(root().join("dataflows")).unwrap() {
+        let path = entry.unwrap().path();
+        let o = vitalflow(&["validate", path.to_str().unwrap()], &[]);
+        assert!(o.status.success(), "{}: {}", path.display(), show(&o));
+    }
+}
+
+#[test]
+fn validate_reports_every_mistake_at_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("broken.toml");
+    // Three distinct mistakes: an unknown field (line 5), an edge to a missing node (line 9) and
+    // alerts-like mismatched ports: audit records wired into a Parquet sink (line 17).
+    std::fs::write(
+        &job,
+        r#"[sources.gen]
+kind = "generator"
+seed = 7
+count = 100
+colour = "blue"
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["genn"]
+
+[operators.audit]
+kind = "audit"
+inputs = ["ingest.events"]
+
+[sinks.fhir]
+kind = "parquet"
+inputs = ["audit"]
+"#,
+    )
+    .unwrap();
+    let o = vitalflow(&["validate", job.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with(job.to_str().unwrap()))
+        .filter(|l| !l.ends_with("problem(s)"))
+        .collect();
+    assert_eq!(errors.len(), 3, "{}", show(&o));
+    let at = |line: usize, col: usize, needle: &str| {
+        let prefix = format!("{}:{line}:{col}: ", job.display());
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&prefix) && e.contains(needle)),
+            "no `{needle}` at {line}:{col} in:\n{stderr}"
+        );
+    };
+    at(5, 1, "unknown field `colour`");
+    at(9, 11, "no node named `genn`");
+    at(
+        17,
+        11,
+        "carries audit records, but a parquet node takes FHIR resources",
+    );
+}
+
+#[test]
+fn validate_reports_unknown_kinds_cycles_and_unset_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("cycle.toml");
+    std::fs::write(
+        &job,
+        r#"[sources.gen]
+kind = "generatr"
+
+[operators.a]
+kind = "canonize"
+inputs = ["b"]
+
+[operators.b]
+kind = "canonize"
+inputs = ["a"]
+
+[sinks.out]
+kind = "jsonl"
+inputs = ["a"]
+path = "${VITALFLOW_TEST_UNSET_VARIABLE}"
+"#,
+    )
+    .unwrap();
+    let o = vitalflow(&["validate", job.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(":2:8: unknown source kind `generatr`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cycle"), "{stderr}");
+    assert!(
+        stderr.contains(":15:9: environment variable `VITALFLOW_TEST_UNSET_VARIABLE` is not set"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn graph_prints_a_mermaid_flowchart_naming_every_node() {
+    let o = vitalflow(&["graph", "dataflows/quickstart.toml"], &[]);
+    assert!(o.status.success(), "{}", show(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.starts_with("flowchart LR\n"), "{out}");
+    for node in [
+        "generator",
+        "ingest",
+        "anonymize",
+        "canonize",
+        "audit",
+        "fhir",
+        "audit_log",
+        "dead_letter",
+    ] {
+        assert!(
+            out.lines().any(|l| l.trim_start().starts_with(node)),
+            "{node} missing:\n{out}"
+        );
+    }
+    assert!(out.contains("ingest -.->|events| audit"), "{out}");
+    let dot = vitalflow(
+        &["graph", "--format", "dot", "dataflows/quickstart.toml"],
+        &[],
+    );
+    assert!(
+        String::from_utf8_lossy(&dot.stdout).contains("\"canonize\" -> \"fhir\""),
+        "{}",
+        show(&dot)
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = vitalflow(&["run"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let o = vitalflow(&["run", "does-not-exist.toml"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+}
+
+#[test]
+fn a_missing_key_refuses_to_start_and_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = vitalflow(
+        &[
+            "run",
+            "dataflows/quickstart.toml",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
+        &[("VITALFLOW_KEY_SOURCE", "env:VITALFLOW_TEST_NO_SUCH_KEY")],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("quickstart.toml:") && stderr.contains("operators.anonymize.key"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,216 @@
+//! The four stages end to end into Parquet: FHIR validity, no PHI, worker-count independence,
+//! and the shared sample data.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use vitalflow_connectors::generator::{Generator, GeneratorConfig};
+
+use crate::support::{
+    job_variant, key_file, output_files, python, python_check, sample_data, show, vitalflow,
+};
+
+/// The quickstart job, smaller: 20,000 events of 200 patients in 4 batches.
+const SMALL: &[(&str, &str)] = &[
+    ("count = 200000", "count = 20000"),
+    ("patients = 500", "patients = 200"),
+    ("batch-size = 25000", "batch-size = 5000"),
+];
+
+fn run_quickstart(dir: &Path, out: &Path, workers: &str) {
+    let job = job_variant("dataflows/quickstart.toml", dir, SMALL);
+    let key = format!("file:{}", key_file(dir).display());
+    let o = vitalflow(
+        &[
+            "run",
+            job.to_str().unwrap(),
+            "--workers",
+            workers,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("VITALFLOW_KEY_SOURCE", &key)],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("20000 source records"), "{stdout}");
+}
+
+#[test]
+fn quickstart_writes_fhir_r4_parquet_without_any_generator_phi() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run_quickstart(dir.path(), &out, "2");
+
+    // Every PHI value the generator produced for these events.
+    let generator = Generator::new(GeneratorConfig {
+        seed: 42,
+        patients: 200,
+        count: 20_000,
+        ..GeneratorConfig::default()
+    });
+    let phi = generator.phi_values();
+    assert!(
+        phi.len() > 1000,
+        "the generator should report its PHI values ({})",
+        phi.len()
+    );
+
+    // Raw bytes of every output file except dead-letter/ (Parquet pages are compressed: the
+    // Python check below also scans their decoded string columns).
+    let files = output_files(&out);
+    assert!(
+        files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "parquet")),
+        "no parquet in {files:?}"
+    );
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        for (line, value) in phi.iter().enumerate() {
+            assert!(
+                !contains(&bytes, value.as_bytes()),
+                "{} contains PHI value #{line} of the generator",
+                file.display()
+            );
+        }
+    }
+
+    let Some(python) = python() else { return };
+    let phi_file = dir.path().join("phi.txt");
+    std::fs::write(&phi_file, phi.join("\n")).unwrap();
+    let summary = python_check(
+        &python,
+        "check_output.py",
+        &[out.to_str().unwrap(), "--phi", phi_file.to_str().unwrap()],
+    );
+    assert_eq!(summary["patients"], 200, "{summary}");
+    assert_eq!(summary["observations"], 20_000 - 200, "{summary}");
+    assert_eq!(summary["fhir_invalid"], 0, "{summary}");
+    assert_eq!(summary["phi_hits"], 0, "{summary}");
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn one_and_two_workers_write_the_same_rows() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    run_quickstart(dir.path(), &one, "1");
+    run_quickstart(dir.path(), &two, "2");
+    let a = python_check(&python, "rows.py", &[one.to_str().unwrap()]);
+    let b = python_check(&python, "rows.py", &[two.to_str().unwrap()]);
+    assert_eq!(a["Observation"]["rows"], 19_800, "{a}");
+    assert_eq!(a["Observation"]["distinct_ids"], 19_800, "{a}");
+    assert_eq!(a["Patient"]["rows"], 200, "{a}");
+    assert_eq!(a, b, "1 worker and 2 workers differ");
+}
+
+#[test]
+fn sample_data_vitals_are_canonized_without_their_phi() {
+    let Some(data) = sample_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = vitalflow(
+        &[
+            "run",
+            "dataflows/sample-data.toml",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &[("VITALFLOW_SAMPLE_DATA", data.to_str().unwrap())],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+
+    // PHI of the Synthea patients: names, street lines, phone numbers, identifiers, birth dates.
+    let mut phi = Vec::new();
+    for entry in std::fs::read_dir(data.join("fhir-r4")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let bundle: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        for e in bundle["entry"].as_array().unwrap() {
+            let r = &e["resource"];
+            if r["resourceType"] != "Patient" {
+                continue;
+            }
+            for name in r["name"].as_array().into_iter().flatten() {
+                phi.extend(
+                    name["given"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|g| g.as_str())
+                        .map(str::to_owned),
+                );
+                phi.extend(name["family"].as_str().map(str::to_owned));
+            }
+            for a in r["address"].as_array().into_iter().flatten() {
+                phi.extend(
+                    a["line"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|l| l.as_str())
+                        .map(str::to_owned),
+                );
+                phi.extend(a["city"].as_str().map(str::to_owned));
+            }
+            for t in r["telecom"].as_array().into_iter().flatten() {
+                phi.extend(t["value"].as_str().map(str::to_owned));
+            }
+            for i in r["identifier"].as_array().into_iter().flatten() {
+                phi.extend(i["value"].as_str().map(str::to_owned));
+            }
+            phi.extend(r["birthDate"].as_str().map(str::to_owned));
+            phi.extend(r["id"].as_str().map(str::to_owned));
+        }
+    }
+    assert!(
+        phi.len() >= 4 * 6,
+        "expected the PHI of 4 patients, got {}",
+        phi.len()
+    );
+
+    let files = output_files(&out);
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        for (line, value) in phi.iter().enumerate() {
+            assert!(
+                !contains(&bytes, value.as_bytes()),
+                "{} contains Synthea PHI value #{line}",
+                file.display()
+            );
+        }
+    }
+    let Some(python) = python() else { return };
+    let phi_file = dir.path().join("phi.txt");
+    std::fs::write(&phi_file, phi.join("\n")).unwrap();
+    let summary = python_check(
+        &python,
+        "check_output.py",
+        &[out.to_str().unwrap(), "--phi", phi_file.to_str().unwrap()],
+    );
+    assert_eq!(summary["patients"], 4, "{summary}");
+    assert_eq!(summary["fhir_invalid"], 0, "{summary}");
+    assert_eq!(summary["phi_hits"], 0, "{summary}");
+    let by_code = &summary["by_code"];
+    // Synthea: weight, height, BMI, blood pressure, oral temperature; the ICU record: heart rate,
+    // respiratory rate, SpO2, blood pressure, mean arterial pressure.
+    for code in [
+        "29463-7", "8302-2", "39156-5", "85354-9", "8310-5", "8867-4", "9279-1", "59408-5",
+        "8478-0",
+    ] {
+        assert!(
+            by_code[code].as_u64().unwrap_or(0) > 0,
+            "no {code} in {summary}"
+        );
+    }
+    // The ICU record alone has 1,936 minutes of heart rate (0 = not connected is skipped).
+    assert!(by_code["8867-4"].as_u64().unwrap() > 1500, "{summary}");
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `vitalflow` binary on real job files, outputs read back by
+//! independent readers (pyarrow, DuckDB, the FHIR R4 models of `fhir.resources`).
+
+mod support;
+
+mod audit;
+mod cli;
+mod pipeline;

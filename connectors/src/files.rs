@@ -1,0 +1,394 @@
+//! Reads input files into [`RawRecord`]s.
+//!
+//! Sources only split files into records; parsing (and dead-lettering what does not parse) is
+//! ingestion's job. So a line that is not valid UTF-8, or a CSV row with the wrong number of
+//! fields, is still emitted: only I/O errors are errors.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use serde::de::IgnoredAny;
+use thiserror::Error;
+use vitalflow_model::{RawFormat, RawRecord};
+
+/// The UTF-8 byte order mark, dropped at the start of a file.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// The format of the files of a [`FileSource`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileFormat {
+    /// Platform event envelopes, one JSON object a line (`.ndjson`, `.jsonl`, `.json`).
+    Envelope,
+    /// FHIR R4 JSON: a Bundle or a resource per `.json` file, or one resource a line in
+    /// `.ndjson` / `.jsonl` files.
+    Fhir,
+    /// Vital-sign numerics as CSV (`.csv`) with a header row; every file holds the readings of
+    /// one patient.
+    VitalsCsv {
+        /// The source patient id of the readings.
+        patient_id: String,
+    },
+    /// HL7 v2 messages, one message per `.hl7` file.
+    Hl7v2,
+}
+
+impl FileFormat {
+    /// How ingestion must parse the records.
+    #[must_use]
+    pub const fn raw_format(&self) -> RawFormat {
+        match self {
+            Self::Envelope => RawFormat::Envelope,
+            Self::Fhir => RawFormat::Fhir,
+            Self::VitalsCsv { .. } => RawFormat::VitalsCsv,
+            Self::Hl7v2 => RawFormat::Hl7v2,
+        }
+    }
+
+    /// The file extensions (lower case, without the dot) a directory scan picks up.
+    #[must_use]
+    pub const fn extensions(&self) -> &'static [&'static str] {
+        match self {
+            Self::Envelope | Self::Fhir => &["ndjson", "jsonl", "json"],
+            Self::VitalsCsv { .. } => &["csv"],
+            Self::Hl7v2 => &["hl7"],
+        }
+    }
+}
+
+/// An I/O error reading a source. Messages name the path (paths hold no PHI), never the data.
+#[derive(Debug, Error)]
+pub enum FileError {
+    /// A file-system operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`read`, `list directory`, ...).
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FileError + 'a {
+    move |source| FileError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A file source: a file, or the files of a directory, in one format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileSource {
+    /// Name of the source node in the job file.
+    pub name: String,
+    /// A file, or a directory whose files are read (not recursively), sorted by name. Only
+    /// regular files with an extension of the format are read; `LICENSE*`, `README*` and
+    /// dotfiles are ignored.
+    pub path: PathBuf,
+    /// The format of the files.
+    pub format: FileFormat,
+}
+
+impl FileSource {
+    /// The files to read, in reading order.
+    ///
+    /// # Errors
+    /// [`FileError`] when `path` or a directory entry cannot be read.
+    pub fn files(&self) -> Result<Vec<PathBuf>, FileError> {
+        let meta = fs::metadata(&self.path).map_err(io_err("read", &self.path))?;
+        if !meta.is_dir() {
+            return Ok(vec![self.path.clone()]);
+        }
+        let mut files = Vec::new();
+        let entries = fs::read_dir(&self.path).map_err(io_err("list directory", &self.path))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err("list directory", &self.path))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name.starts_with("LICENSE") || name.starts_with("README") {
+                continue;
+            }
+            let ext = Path::new(&*name)
+                .extension()
+                .map(|e| e.to_string_lossy().to_ascii_lowercase());
+            if !ext.is_some_and(|e| self.format.extensions().contains(&e.as_str())) {
+                continue;
+            }
+            let path = entry.path();
+            // Follows symbolic links: a link to a regular file is read.
+            if fs::metadata(&path)
+                .map_err(io_err("read", &path))?
+                .is_file()
+            {
+                files.push(path);
+            }
+        }
+        files.sort();
+        Ok(files)
+    }
+
+    /// Reads every record, calling `emit` for each in a deterministic order with a dense
+    /// `sequence` starting at 0, and returns the number of records.
+    ///
+    /// Locations are `path:line` (the 1-based line where the record starts). Blank lines are
+    /// skipped. Envelope and FHIR `.ndjson`/`.jsonl` files give a record a line; a FHIR or
+    /// envelope `.json` file is one record, unless it is not one JSON document but lines of
+    /// them. A CSV data row gives a record with the header's column names and the patient id as
+    /// context, its bytes the row re-serialized as one CSV line. An HL7 v2 file is one record.
+    ///
+    /// # Errors
+    /// [`FileError`] on I/O errors only.
+    pub fn read(&self, emit: impl FnMut(RawRecord)) -> Result<u64, FileError> {
+        let mut out = Emitter {
+            source: &self.name,
+            format: self.format.raw_format(),
+            sequence: 0,
+            emit,
+        };
+        for path in self.files()? {
+            let is_json = path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+            match &self.format {
+                FileFormat::Envelope | FileFormat::Fhir if is_json => read_json(&path, &mut out)?,
+                FileFormat::Envelope | FileFormat::Fhir => read_lines(&path, &mut out)?,
+                FileFormat::VitalsCsv { patient_id } => read_csv(&path, patient_id, &mut out)?,
+                FileFormat::Hl7v2 => read_whole(&path, &mut out)?,
+            }
+        }
+        Ok(out.sequence)
+    }
+}
+
+/// Numbers and emits records.
+struct Emitter<'a, F> {
+    source: &'a str,
+    format: RawFormat,
+    sequence: u64,
+    emit: F,
+}
+
+impl<F: FnMut(RawRecord)> Emitter<'_, F> {
+    fn push(&mut self, path: &Path, line: u64, bytes: Vec<u8>, csv: Option<(&[String], &str)>) {
+        let (header, context) = match csv {
+            Some((h, ctx)) => (Some(h.to_vec()), Some(ctx.to_owned())),
+            None => (None, None),
+        };
+        (self.emit)(RawRecord {
+            source: self.source.to_owned(),
+            location: format!("{}:{line}", path.display()),
+            sequence: self.sequence,
+            format: self.format,
+            header,
+            context,
+            bytes,
+        });
+        self.sequence += 1;
+    }
+}
+
+fn open(path: &Path) -> Result<BufReader<File>, FileError> {
+    File::open(path)
+        .map(BufReader::new)
+        .map_err(io_err("open", path))
+}
+
+/// Strips a line terminator (`\n` or `\r\n`) and, on the first line, a byte order mark.
+fn strip_line(mut line: &[u8], first: bool) -> &[u8] {
+    if first {
+        line = line.strip_prefix(BOM).unwrap_or(line);
+    }
+    line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// One record per non-blank line.
+fn read_lines<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Result<(), FileError> {
+    let mut reader = open(path)?;
+    let mut buf = Vec::new();
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        if reader
+            .read_until(b'\n', &mut buf)
+            .map_err(io_err("read", path))?
+            == 0
+        {
+            return Ok(());
+        }
+        line_no += 1;
+        let line = strip_line(&buf, line_no == 1);
+        if !line.trim_ascii().is_empty() {
+            out.push(path, line_no, line.to_vec(), None);
+        }
+    }
+}
+
+fn read_all(path: &Path) -> Result<Vec<u8>, FileError> {
+    let mut bytes = Vec::new();
+    open(path)?
+        .read_to_end(&mut bytes)
+        .map_err(io_err("read", path))?;
+    if bytes.starts_with(BOM) {
+        bytes.drain(..BOM.len());
+    }
+    Ok(bytes)
+}
+
+/// The 1-based line of the first non-whitespace byte.
+fn first_line(bytes: &[u8]) -> u64 {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(0);
+    1 + bytes[..start].iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// The whole file as one record (HL7 v2: one message per file).
+fn read_whole<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Result<(), FileError> {
+    let bytes = read_all(path)?;
+    if !bytes.trim_ascii().is_empty() {
+        out.push(path, first_line(&bytes), bytes, None);
+    }
+    Ok(())
+}
+
+/// A `.json` file: one JSON document (a Bundle, a resource, an envelope), or, if the file is not
+/// one document but every non-blank line is, one record a line.
+fn read_json<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Result<(), FileError> {
+    let bytes = read_all(path)?;
+    if bytes.trim_ascii().is_empty() {
+        return Ok(());
+    }
+    let one_document = serde_json::from_slice::<IgnoredAny>(&bytes).is_ok();
+    let lines: Vec<(u64, &[u8])> = (1u64..)
+        .zip(bytes.split(|&b| b == b'\n'))
+        .map(|(n, l)| (n, l.strip_suffix(b"\r").unwrap_or(l)))
+        .filter(|(_, l)| !l.trim_ascii().is_empty())
+        .collect();
+    let json_lines = !one_document
+        && lines.len() > 1
+        && lines
+            .iter()
+            .all(|(_, l)| serde_json::from_slice::<IgnoredAny>(l).is_ok());
+    if json_lines {
+        for (n, l) in lines {
+            out.push(path, n, l.to_vec(), None);
+        }
+    } else {
+        out.push(path, first_line(&bytes), bytes, None);
+    }
+    Ok(())
+}
+
+/// One record per CSV data row; the first non-blank row is the header. A quoted field may span
+/// lines; the record's location is the line where it starts.
+fn read_csv<F: FnMut(RawRecord)>(
+    path: &Path,
+    patient_id: &str,
+    out: &mut Emitter<'_, F>,
+) -> Result<(), FileError> {
+    let mut reader = open(path)?;
+    let mut header: Option<Vec<String>> = None;
+    let mut record = Vec::new();
+    let (mut line_no, mut start) = (0u64, 0u64);
+    loop {
+        let before = record.len();
+        let n = reader
+            .read_until(b'\n', &mut record)
+            .map_err(io_err("read", path))?;
+        let eof = n == 0;
+        if !eof {
+            line_no += 1;
+            if before == 0 {
+                start = line_no;
+                if line_no == 1 && record.starts_with(BOM) {
+                    record.drain(..BOM.len());
+                }
+            }
+        }
+        if record.is_empty() {
+            return Ok(());
+        }
+        let (fields, open_quote) = split_csv(strip_line(&record, false));
+        if open_quote && !eof {
+            continue; // a quoted field goes on on the next line
+        }
+        if !strip_line(&record, false).trim_ascii().is_empty() {
+            match &header {
+                None => {
+                    let names = fields
+                        .iter()
+                        .map(|f| String::from_utf8_lossy(f).trim().to_owned());
+                    header = Some(names.collect());
+                }
+                Some(h) => out.push(path, start, csv_line(&fields), Some((h, patient_id))),
+            }
+        }
+        record.clear();
+    }
+}
+
+/// Splits one CSV record into fields (RFC 4180, leniently: a quote opens a quoted field only
+/// at the start of a field). Also says whether the record ends inside a quoted field.
+fn split_csv(record: &[u8]) -> (Vec<Vec<u8>>, bool) {
+    let mut fields = Vec::new();
+    let mut field = Vec::new();
+    let (mut quoted, mut at_start) = (false, true);
+    let mut bytes = record.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        if quoted {
+            if b != b'"' {
+                field.push(b);
+            } else if bytes.next_if_eq(&b'"').is_some() {
+                field.push(b'"');
+            } else {
+                quoted = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' if at_start => quoted = true,
+            b',' => {
+                fields.push(std::mem::take(&mut field));
+                at_start = true;
+                continue;
+            }
+            _ => field.push(b),
+        }
+        at_start = false;
+    }
+    fields.push(field);
+    (fields, quoted)
+}
+
+/// Fields as one CSV line: joined by commas, quoted when they hold a comma, a quote or a line
+/// break.
+fn csv_line(fields: &[Vec<u8>]) -> Vec<u8> {
+    let mut line = Vec::with_capacity(fields.iter().map(|f| f.len() + 1).sum());
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            line.push(b',');
+        }
+        if field
+            .iter()
+            .any(|b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
+        {
+            line.push(b'"');
+            for &b in field {
+                if b == b'"' {
+                    line.push(b'"');
+                }
+                line.push(b);
+            }
+            line.push(b'"');
+        } else {
+            line.extend_from_slice(field);
+        }
+    }
+    line
+}

@@ -1,0 +1,433 @@
+//! The canonical sink's Parquet writer.
+//!
+//! Files are Hive-partitioned by resource type and date,
+//! `<root>/<ResourceType>/date=YYYY-MM-DD/part-<tag>.parquet`, and committed atomically: each is
+//! written as `.part-<tag>.parquet.inprogress` in the same folder, fsynced, renamed into place,
+//! and the folder fsynced. Readers that skip dotfiles (Spark, DuckDB, pyarrow) never see a
+//! partial file, and a replay with the same tag replaces a file rather than duplicating it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{
+    ArrayRef, BooleanArray, Float64Array, Int32Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::NaiveDate;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use vitalflow_model::canonical::{
+    CanonicalResource, Columns, ObservationColumns, PatientColumns, ResourceType,
+};
+
+use crate::{SinkError, check_name, create_dir_durable, sync_dir};
+
+/// Maximum rows in one row group.
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+/// The Arrow type of a column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    /// UTF-8 string.
+    Utf8,
+    /// 64-bit float.
+    Float64,
+    /// 32-bit signed integer.
+    Int32,
+    /// Boolean.
+    Boolean,
+    /// Microseconds since the Unix epoch, time zone `UTC`.
+    TimestampUtc,
+}
+
+impl ColumnType {
+    /// The Arrow data type.
+    #[must_use]
+    pub fn data_type(self) -> DataType {
+        match self {
+            Self::Utf8 => DataType::Utf8,
+            Self::Float64 => DataType::Float64,
+            Self::Int32 => DataType::Int32,
+            Self::Boolean => DataType::Boolean,
+            Self::TimestampUtc => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        }
+    }
+}
+
+/// One column of a canonical table, with its user documentation. The description is also
+/// stored in the Arrow field metadata under `description`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ColumnDoc {
+    /// Column name.
+    pub name: &'static str,
+    /// Column type.
+    pub column_type: ColumnType,
+    /// Whether the column may hold nulls.
+    pub nullable: bool,
+    /// What the column holds.
+    pub description: &'static str,
+}
+
+const fn col(
+    name: &'static str,
+    column_type: ColumnType,
+    nullable: bool,
+    description: &'static str,
+) -> ColumnDoc {
+    ColumnDoc {
+        name,
+        column_type,
+        nullable,
+        description,
+    }
+}
+
+/// The columns of `canonical/Observation/`, in order.
+pub const OBSERVATION_COLUMNS: [ColumnDoc; 10] = [
+    col(
+        "id",
+        ColumnType::Utf8,
+        false,
+        "Observation id: deterministic and pseudonymous.",
+    ),
+    col(
+        "patient",
+        ColumnType::Utf8,
+        false,
+        "Pseudonym of the patient (`subject` is `Patient/<patient>`).",
+    ),
+    col(
+        "code",
+        ColumnType::Utf8,
+        false,
+        "LOINC code of the vital sign (`8867-4` heart rate, `85354-9` blood-pressure panel, ...).",
+    ),
+    col(
+        "display",
+        ColumnType::Utf8,
+        true,
+        "LOINC display name of `code`.",
+    ),
+    col(
+        "value",
+        ColumnType::Float64,
+        true,
+        "Measured value in `unit`; null for blood-pressure panels, which use `systolic` and `diastolic`.",
+    ),
+    col(
+        "unit",
+        ColumnType::Utf8,
+        true,
+        "UCUM unit code of `value` (or of the components): `/min`, `%`, `Cel`, `mm[Hg]`, `kg`, `cm`, `kg/m2`.",
+    ),
+    col(
+        "systolic",
+        ColumnType::Float64,
+        true,
+        "Systolic pressure in mm[Hg] (LOINC 8480-6); blood-pressure panels only.",
+    ),
+    col(
+        "diastolic",
+        ColumnType::Float64,
+        true,
+        "Diastolic pressure in mm[Hg] (LOINC 8462-4); blood-pressure panels only.",
+    ),
+    col(
+        "effective",
+        ColumnType::TimestampUtc,
+        false,
+        "When the measurement was taken (`effectiveDateTime`, UTC, microseconds), after the de-identification date policy.",
+    ),
+    col(
+        "resource",
+        ColumnType::Utf8,
+        false,
+        "The full FHIR R4 Observation as JSON.",
+    ),
+];
+
+/// The columns of `canonical/Patient/`, in order.
+pub const PATIENT_COLUMNS: [ColumnDoc; 9] = [
+    col(
+        "id",
+        ColumnType::Utf8,
+        false,
+        "Patient id: the patient's pseudonym (keyed HMAC of the source id).",
+    ),
+    col(
+        "gender",
+        ColumnType::Utf8,
+        true,
+        "FHIR administrative gender: `male`, `female`, `other` or `unknown`.",
+    ),
+    col(
+        "birth_year",
+        ColumnType::Int32,
+        true,
+        "Year of birth; null when unknown or when the patient is over 89.",
+    ),
+    col(
+        "age_group",
+        ColumnType::Utf8,
+        true,
+        "`90 or older` for patients over 89 (whose birth year is withheld), else null.",
+    ),
+    col(
+        "deceased",
+        ColumnType::Boolean,
+        false,
+        "Whether the patient is deceased.",
+    ),
+    col(
+        "state",
+        ColumnType::Utf8,
+        true,
+        "State of residence (kept by HIPAA Safe Harbor).",
+    ),
+    col(
+        "zip3",
+        ColumnType::Utf8,
+        true,
+        "First three digits of the ZIP code; `000` for ZIP3 areas of fewer than 20,000 people.",
+    ),
+    col("country", ColumnType::Utf8, true, "Country of residence."),
+    col(
+        "resource",
+        ColumnType::Utf8,
+        false,
+        "The full FHIR R4 Patient as JSON.",
+    ),
+];
+
+fn schema_of(columns: &[ColumnDoc]) -> SchemaRef {
+    let fields: Vec<Field> = columns
+        .iter()
+        .map(|c| {
+            Field::new(c.name, c.column_type.data_type(), c.nullable).with_metadata(HashMap::from(
+                [("description".to_owned(), c.description.to_owned())],
+            ))
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
+
+/// The Arrow schema of `canonical/Observation/` files ([`OBSERVATION_COLUMNS`]).
+#[must_use]
+pub fn observation_schema() -> SchemaRef {
+    schema_of(&OBSERVATION_COLUMNS)
+}
+
+/// The Arrow schema of `canonical/Patient/` files ([`PATIENT_COLUMNS`]).
+#[must_use]
+pub fn patient_schema() -> SchemaRef {
+    schema_of(&PATIENT_COLUMNS)
+}
+
+/// A Parquet file the writer committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedFile {
+    /// Final path of the file.
+    pub path: PathBuf,
+    /// The resource type of its rows.
+    pub resource_type: ResourceType,
+    /// Number of rows.
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// Writes canonical resources as Hive-partitioned Parquet files under `root`
+/// (`<out>/canonical`).
+#[derive(Clone, Debug)]
+pub struct ParquetWriter {
+    root: PathBuf,
+}
+
+impl ParquetWriter {
+    /// A writer into `root` (created on first write).
+    #[must_use]
+    pub const fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    /// The root folder.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes `rows` grouped by (resource type, partition date) to
+    /// `<root>/<ResourceType>/date=YYYY-MM-DD/part-<tag>.parquet`, each committed atomically
+    /// (see the module documentation). Row order within a file is the order of `rows`. Snappy
+    /// compression, row groups of at most [`ROW_GROUP_ROWS`] rows. Returns the committed files,
+    /// sorted by resource type and date.
+    ///
+    /// # Errors
+    /// [`SinkError`] when `tag` is not a plain file-name fragment, or on I/O or encoding
+    /// errors; a failed file's `.inprogress` file is removed.
+    pub fn write(
+        &mut self,
+        tag: &str,
+        rows: &[CanonicalResource],
+    ) -> Result<Vec<CommittedFile>, SinkError> {
+        check_name(tag)?;
+        let mut groups: BTreeMap<(ResourceType, NaiveDate), Vec<&CanonicalResource>> =
+            BTreeMap::new();
+        for row in rows {
+            groups
+                .entry((row.resource_type(), row.date))
+                .or_default()
+                .push(row);
+        }
+        let mut committed = Vec::with_capacity(groups.len());
+        for ((resource_type, date), rows) in groups {
+            let dir = self
+                .root
+                .join(resource_type.as_str())
+                .join(format!("date={}", date.format("%Y-%m-%d")));
+            create_dir_durable(&dir)?;
+            let tmp = dir.join(format!(".part-{tag}.parquet.inprogress"));
+            let path = dir.join(format!("part-{tag}.parquet"));
+            if let Err(e) = write_file(&tmp, resource_type, &rows) {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+            fs::rename(&tmp, &path).map_err(SinkError::io("rename", &tmp))?;
+            sync_dir(&dir)?;
+            let bytes = fs::metadata(&path)
+                .map_err(SinkError::io("stat", &path))?
+                .len();
+            tracing::debug!(path = %path.display(), rows = rows.len(), bytes, "committed Parquet file");
+            committed.push(CommittedFile {
+                path,
+                resource_type,
+                rows: rows.len() as u64,
+                bytes,
+            });
+        }
+        Ok(committed)
+    }
+}
+
+/// Writes and fsyncs one file.
+fn write_file(
+    path: &Path,
+    resource_type: ResourceType,
+    rows: &[&CanonicalResource],
+) -> Result<(), SinkError> {
+    let schema = match resource_type {
+        ResourceType::Patient => patient_schema(),
+        ResourceType::Observation => observation_schema(),
+    };
+    let file = File::create(path).map_err(SinkError::io("create", path))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    let parquet_err = |source| SinkError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut writer =
+        ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(parquet_err)?;
+    for chunk in rows.chunks(ROW_GROUP_ROWS) {
+        let batch = batch(&schema, resource_type, chunk).map_err(|source| SinkError::Arrow {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        writer.write(&batch).map_err(parquet_err)?;
+    }
+    let file = writer.into_inner().map_err(parquet_err)?;
+    file.sync_all().map_err(SinkError::io("fsync", path))
+}
+
+/// An Arrow batch of `rows`, which must all be of the schema's resource type.
+fn batch(
+    schema: &SchemaRef,
+    resource_type: ResourceType,
+    rows: &[&CanonicalResource],
+) -> Result<RecordBatch, ArrowError> {
+    let columns = match resource_type {
+        ResourceType::Observation => observation_columns(rows)?,
+        ResourceType::Patient => patient_columns(rows)?,
+    };
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+fn mixed(expected: ResourceType) -> ArrowError {
+    ArrowError::InvalidArgumentError(format!(
+        "a row that is not a {} in a {} file",
+        expected.as_str(),
+        expected.as_str()
+    ))
+}
+
+fn observation_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, ArrowError> {
+    let obs = rows
+        .iter()
+        .map(|r| match &r.columns {
+            Columns::Observation(o) => Ok((*r, o)),
+            Columns::Patient(_) => Err(mixed(ResourceType::Observation)),
+        })
+        .collect::<Result<Vec<(&CanonicalResource, &ObservationColumns)>, _>>()?;
+    let text =
+        |f: for<'a> fn(&'a CanonicalResource, &'a ObservationColumns) -> &'a str| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(
+                obs.iter().map(|(r, o)| f(r, o)),
+            ))
+        };
+    let float = |f: fn(&ObservationColumns) -> Option<f64>| -> ArrayRef {
+        Arc::new(Float64Array::from_iter(obs.iter().map(|(_, o)| f(o))))
+    };
+    let effective =
+        TimestampMicrosecondArray::from_iter_values(obs.iter().map(|(_, o)| o.effective_us))
+            .with_timezone("UTC");
+    Ok(vec![
+        text(|r, _| &r.id),
+        text(|r, _| &r.patient),
+        text(|_, o| &o.code),
+        text(|_, o| &o.display),
+        float(|o| o.value),
+        text(|_, o| &o.unit),
+        float(|o| o.systolic),
+        float(|o| o.diastolic),
+        Arc::new(effective),
+        text(|r, _| &r.resource),
+    ])
+}
+
+fn patient_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, ArrowError> {
+    let pats = rows
+        .iter()
+        .map(|r| match &r.columns {
+            Columns::Patient(p) => Ok((*r, p)),
+            Columns::Observation(_) => Err(mixed(ResourceType::Patient)),
+        })
+        .collect::<Result<Vec<(&CanonicalResource, &PatientColumns)>, _>>()?;
+    let text = |f: fn(&PatientColumns) -> Option<&str>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(pats.iter().map(|(_, p)| f(p))))
+    };
+    Ok(vec![
+        Arc::new(StringArray::from_iter_values(
+            pats.iter().map(|(r, _)| r.id.as_str()),
+        )),
+        text(|p| p.gender.as_deref()),
+        Arc::new(Int32Array::from_iter(
+            pats.iter().map(|(_, p)| p.birth_year),
+        )),
+        text(|p| p.age_group.as_deref()),
+        Arc::new(BooleanArray::from_iter(
+            pats.iter().map(|(_, p)| Some(p.deceased)),
+        )),
+        text(|p| p.state.as_deref()),
+        text(|p| p.zip3.as_deref()),
+        text(|p| p.country.as_deref()),
+        Arc::new(StringArray::from_iter_values(
+            pats.iter().map(|(r, _)| r.resource.as_str()),
+        )),
+    ])
+}

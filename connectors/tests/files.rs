@@ -1,0 +1,211 @@
+//! File sources: fixtures made here, and the shared sample data when present.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use vitalflow_connectors::{FileError, FileFormat, FileSource};
+use vitalflow_model::{RawFormat, RawRecord};
+
+fn read(path: &Path, format: FileFormat) -> Vec<RawRecord> {
+    let src = FileSource {
+        name: "in".into(),
+        path: path.to_path_buf(),
+        format,
+    };
+    let mut out = Vec::new();
+    let n = src.read(|r| out.push(r)).unwrap();
+    assert_eq!(n, out.len() as u64);
+    for (i, r) in out.iter().enumerate() {
+        assert_eq!(r.sequence, i as u64, "dense sequence");
+        assert_eq!(r.source, "in");
+    }
+    out
+}
+
+fn loc(r: &RawRecord) -> String {
+    let (path, line) = r.location.rsplit_once(':').unwrap();
+    let name = Path::new(path).file_name().unwrap().to_string_lossy();
+    format!("{name}:{line}")
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) {
+    fs::write(dir.join(name), bytes).unwrap();
+}
+
+#[test]
+fn envelope_ndjson_and_json_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut a = b"\xEF\xBB\xBF{\"n\":1}\r\n\n   \n{\"n\":2}\n".to_vec();
+    a.extend_from_slice(b"{\"bad\":\"\xFF\xFE\"}\n{\"n\":3}");
+    write(d, "a.ndjson", &a);
+    write(d, "b.jsonl", b"{\"n\":4}\n");
+    write(d, "c.json", b"\n{\n  \"n\": 5\n}\n");
+    write(d, "README.md", b"{\"no\":1}\n");
+    write(d, "LICENSE", b"{\"no\":2}\n");
+    write(d, ".hidden.ndjson", b"{\"no\":3}\n");
+    write(d, "notes.txt", b"{\"no\":4}\n");
+    write(d, "empty.ndjson", b"\n\n");
+    fs::create_dir(d.join("sub.ndjson")).unwrap();
+    write(&d.join("sub.ndjson"), "x.ndjson", b"{\"no\":5}\n");
+
+    let recs = read(d, FileFormat::Envelope);
+    let got: Vec<(String, Vec<u8>)> = recs.iter().map(|r| (loc(r), r.bytes.clone())).collect();
+    let want: Vec<(String, Vec<u8>)> = vec![
+        ("a.ndjson:1".into(), b"{\"n\":1}".to_vec()),
+        ("a.ndjson:4".into(), b"{\"n\":2}".to_vec()),
+        ("a.ndjson:5".into(), b"{\"bad\":\"\xFF\xFE\"}".to_vec()),
+        ("a.ndjson:6".into(), b"{\"n\":3}".to_vec()),
+        ("b.jsonl:1".into(), b"{\"n\":4}".to_vec()),
+        ("c.json:2".into(), b"\n{\n  \"n\": 5\n}\n".to_vec()),
+    ];
+    assert_eq!(got, want);
+    assert!(
+        recs.iter()
+            .all(|r| r.format == RawFormat::Envelope && r.header.is_none())
+    );
+
+    // A single file is read as given.
+    let one = read(&d.join("b.jsonl"), FileFormat::Envelope);
+    assert_eq!(one.len(), 1);
+}
+
+#[test]
+fn fhir_documents_and_lines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let bundle = b"{\n \"resourceType\": \"Bundle\",\n \"entry\": []\n}\n";
+    write(d, "1-bundle.json", bundle);
+    write(
+        d,
+        "2-resources.ndjson",
+        b"{\"resourceType\":\"Patient\"}\n{\"resourceType\":\"Observation\"}\n",
+    );
+    write(
+        d,
+        "3-lines.json",
+        b"{\"resourceType\":\"Patient\"}\n\n{\"resourceType\":\"Patient\"}\n",
+    );
+    write(d, "4-broken.json", b"{\"resourceType\": \"Patient\",\n");
+    let recs = read(d, FileFormat::Fhir);
+    let got: Vec<String> = recs.iter().map(loc).collect();
+    assert_eq!(
+        got,
+        [
+            "1-bundle.json:1",
+            "2-resources.ndjson:1",
+            "2-resources.ndjson:2",
+            "3-lines.json:1",
+            "3-lines.json:3",
+            "4-broken.json:1"
+        ]
+    );
+    assert_eq!(recs[0].bytes, bundle);
+    assert!(recs.iter().all(|r| r.format == RawFormat::Fhir));
+}
+
+#[test]
+fn vitals_csv_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut csv = b"\xEF\xBB\xBFtime, HR ,SpO2\r\n2026-01-01T00:00:00Z,72,98\r\n\r\n".to_vec();
+    csv.extend_from_slice(b"2026-01-01T00:01:00Z,\"7,3\",97\n2026-01-01T00:02:00Z,70\n");
+    csv.extend_from_slice(b"2026-01-01T00:03:00Z,\xFF,96\n\"multi\nline\",1,2\n");
+    write(d, "p1.csv", &csv);
+    write(d, "p1.json", b"{}");
+    let recs = read(
+        d,
+        FileFormat::VitalsCsv {
+            patient_id: "P000000001".into(),
+        },
+    );
+    let header = vec!["time".to_owned(), "HR".to_owned(), "SpO2".to_owned()];
+    for r in &recs {
+        assert_eq!(r.header.as_ref(), Some(&header));
+        assert_eq!(r.context.as_deref(), Some("P000000001"));
+        assert_eq!(r.format, RawFormat::VitalsCsv);
+    }
+    let got: Vec<(String, Vec<u8>)> = recs.iter().map(|r| (loc(r), r.bytes.clone())).collect();
+    let want: Vec<(String, Vec<u8>)> = vec![
+        ("p1.csv:2".into(), b"2026-01-01T00:00:00Z,72,98".to_vec()),
+        (
+            "p1.csv:4".into(),
+            b"2026-01-01T00:01:00Z,\"7,3\",97".to_vec(),
+        ),
+        ("p1.csv:5".into(), b"2026-01-01T00:02:00Z,70".to_vec()),
+        ("p1.csv:6".into(), b"2026-01-01T00:03:00Z,\xFF,96".to_vec()),
+        ("p1.csv:7".into(), b"\"multi\nline\",1,2".to_vec()),
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn hl7_one_message_per_file_and_errors_name_the_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "b.hl7", b"MSH|^~\\&|B\rPID|1\r");
+    write(d, "a.hl7", b"MSH|^~\\&|A\rPID|1\r");
+    write(d, "LICENSE.txt", b"MIT");
+    let recs = read(d, FileFormat::Hl7v2);
+    assert_eq!(
+        recs.iter().map(loc).collect::<Vec<_>>(),
+        ["a.hl7:1", "b.hl7:1"]
+    );
+    assert_eq!(recs[1].bytes, b"MSH|^~\\&|B\rPID|1\r");
+
+    let missing = FileSource {
+        name: "in".into(),
+        path: d.join("nope"),
+        format: FileFormat::Hl7v2,
+    };
+    let err = missing.read(|_| {}).unwrap_err();
+    assert!(matches!(err, FileError::Io { .. }));
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+fn sample_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("VITALFLOW_SAMPLE_DATA").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data")),
+        PathBuf::from,
+    );
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: sample data not found at {} (set VITALFLOW_SAMPLE_DATA)",
+            dir.display()
+        );
+        None
+    }
+}
+
+#[test]
+fn reads_the_shared_sample_data() {
+    let Some(data) = sample_data() else { return };
+    let vitals = read(
+        &data.join("vitals/s00001-numerics.csv"),
+        FileFormat::VitalsCsv {
+            patient_id: "s00001".into(),
+        },
+    );
+    assert_eq!(vitals.len(), 1936);
+    assert_eq!(vitals[0].header.as_ref().unwrap()[2], "HR");
+    assert!(vitals[0].location.ends_with("s00001-numerics.csv:2"));
+    assert!(
+        vitals
+            .iter()
+            .all(|r| r.bytes.split(|&b| b == b',').count() == 12)
+    );
+
+    let fhir = read(&data.join("fhir-r4"), FileFormat::Fhir);
+    assert_eq!(fhir.len(), 4);
+    for r in &fhir {
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes).unwrap();
+        assert_eq!(v["resourceType"], "Bundle");
+    }
+
+    let hl7 = read(&data.join("hl7v2"), FileFormat::Hl7v2);
+    assert_eq!(hl7.len(), 139);
+    assert!(hl7.iter().all(|r| r.bytes.starts_with(b"MSH|")));
+}

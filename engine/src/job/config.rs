@@ -1,0 +1,201 @@
+//! Typed configuration of every node kind. Each struct rejects unknown fields; the doc comment of
+//! each field is its reference documentation (see `docs/job-files.md`).
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The `[job]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JobSection {
+    /// Name of the job, used in domain events and the run summary. Default: the file's stem.
+    pub name: Option<String>,
+    /// A sentence describing the job.
+    pub description: Option<String>,
+    /// Worker threads when `--workers` is not given. Default: 1.
+    pub workers: Option<usize>,
+    /// Records per batch (timely epoch); each stage reports its domain events per batch.
+    /// Default: 10000.
+    pub batch_size: Option<u64>,
+    /// Output folder when `--out` is not given. Default: `out/<job name>`.
+    pub out: Option<String>,
+}
+
+/// `kind = "generator"`: synthetic patients and vital signs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GeneratorConfig {
+    /// Always `"generator"`.
+    pub kind: String,
+    /// Random seed: the same seed gives the same events. Default: 42.
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+    /// Number of patients. Default: 1000.
+    #[serde(default = "defaults::patients")]
+    pub patients: u64,
+    /// Total events, the patients' `patient.record.created` events included. Default: 100000.
+    #[serde(default = "defaults::count")]
+    pub count: u64,
+    /// Events per second over all workers; 0 means as fast as possible. Default: 0.
+    #[serde(default)]
+    pub rate: f64,
+    /// Event time of the first reading, RFC 3339. Default: 2026-01-01T00:00:00Z.
+    pub start: Option<String>,
+    /// Seconds between two readings of one patient. Default: 60.
+    #[serde(default = "defaults::interval")]
+    pub interval_secs: u32,
+    /// Percentage of patients who deteriorate. Default: 10.
+    #[serde(default = "defaults::deteriorating")]
+    pub deteriorating_percent: u8,
+}
+
+/// `kind = "file"`: records from a file or every matching file of a folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// Always `"file"`.
+    pub kind: String,
+    /// A file, or a folder whose files (sorted by name, not recursive) are read. Relative paths
+    /// are relative to the job file's folder.
+    pub path: Spanned<String>,
+    /// `envelope` (NDJSON event envelopes), `fhir` (FHIR R4 JSON Bundles or resources, or NDJSON
+    /// of resources), `vitals-csv` (numerics CSV), `hl7v2`.
+    pub format: Spanned<String>,
+    /// `vitals-csv` only: the source patient id of the file's readings (the CSV has none).
+    pub patient_id: Option<String>,
+}
+
+/// `kind = "ingest"`, `"canonize"`, `"audit"`: stages without settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StageConfig {
+    /// The stage kind.
+    pub kind: String,
+    /// Upstream ports, `node` or `node.port`.
+    pub inputs: Vec<Spanned<String>>,
+}
+
+/// `kind = "anonymize"`: HIPAA Safe Harbor de-identification.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AnonymizeConfig {
+    /// Always `"anonymize"`.
+    pub kind: String,
+    /// Upstream ports.
+    pub inputs: Vec<Spanned<String>>,
+    /// Where the pseudonymization key comes from: `env:NAME` (an environment variable),
+    /// `file:PATH` (a file; relative to the job file), or `ephemeral` (a random key for this run
+    /// only: pseudonyms change every run; for demos). Required.
+    pub key: Spanned<String>,
+    /// `shift` (every date of a patient moved by one consistent random number of days) or `year`
+    /// (dates generalized to their year). Default: `shift`.
+    #[serde(default = "defaults::dates")]
+    pub dates: Spanned<String>,
+    /// Largest date shift, in days, either way. Default: 365.
+    #[serde(default = "defaults::max_shift_days")]
+    pub max_shift_days: u32,
+    /// Three-digit ZIP prefixes replaced by `000`. Default: the HHS list of ZIP3 areas with
+    /// 20,000 people or fewer.
+    pub restricted_zip3: Option<Vec<String>>,
+}
+
+/// `kind = "parquet"`: canonical FHIR resources as Parquet, Hive-partitioned by date.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ParquetConfig {
+    /// Always `"parquet"`.
+    pub kind: String,
+    /// Upstream ports (FHIR resources).
+    pub inputs: Vec<Spanned<String>>,
+    /// Folder under the output folder. Default: `canonical`.
+    #[serde(default = "defaults::canonical")]
+    pub path: String,
+    /// Write files once this many completed rows are buffered. Default: 250000.
+    #[serde(default = "defaults::roll_rows")]
+    pub roll_rows: usize,
+    /// Write files at least this often while rows are buffered (`500ms`, `5s`, `1m`). Default: `5s`.
+    #[serde(default = "defaults::roll_interval")]
+    pub roll_interval: Spanned<String>,
+}
+
+/// `kind = "jsonl"`: JSON lines (audit records, domain events, FHIR resources as NDJSON).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JsonlConfig {
+    /// Always `"jsonl"`.
+    pub kind: String,
+    /// Upstream ports, all of one kind.
+    pub inputs: Vec<Spanned<String>>,
+    /// Folder under the output folder. Required.
+    pub path: String,
+    /// Write files at least this often while lines are buffered. Default: `5s`.
+    #[serde(default = "defaults::roll_interval")]
+    pub roll_interval: Spanned<String>,
+}
+
+/// `kind = "dead-letter"`: rejected input with the reason. Holds raw PHI: owner-only folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeadLetterConfig {
+    /// Always `"dead-letter"`.
+    pub kind: String,
+    /// Upstream `dead-letter` ports.
+    pub inputs: Vec<Spanned<String>>,
+    /// Folder under the output folder. Default: `dead-letter`.
+    #[serde(default = "defaults::dead_letter")]
+    pub path: String,
+}
+
+mod defaults {
+    use toml::Spanned;
+
+    pub const fn seed() -> u64 {
+        42
+    }
+    pub const fn patients() -> u64 {
+        1000
+    }
+    pub const fn count() -> u64 {
+        100_000
+    }
+    pub const fn interval() -> u32 {
+        60
+    }
+    pub const fn deteriorating() -> u8 {
+        10
+    }
+    pub fn dates() -> Spanned<String> {
+        Spanned::new(0..0, "shift".into())
+    }
+    pub const fn max_shift_days() -> u32 {
+        365
+    }
+    pub fn canonical() -> String {
+        "canonical".into()
+    }
+    pub fn dead_letter() -> String {
+        "dead-letter".into()
+    }
+    pub const fn roll_rows() -> usize {
+        250_000
+    }
+    pub fn roll_interval() -> Spanned<String> {
+        Spanned::new(0..0, "5s".into())
+    }
+}
+
+/// Parses `500ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" | "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_millis(ms))
+}

@@ -1,0 +1,246 @@
+//! Whole-graph validation: edges, port kinds, cycles, per-kind settings. Collects every error.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Diagnostic, JobText, Node, NodeKind, PortKind, Section, parse_duration};
+
+/// Checks the graph and returns the nodes in dependency order.
+pub(super) fn check(text: &JobText, nodes: Vec<Node>, errors: &mut Vec<Diagnostic>) -> Vec<Node> {
+    let mut by_name: BTreeMap<&str, &Node> = BTreeMap::new();
+    for n in &nodes {
+        if let Some(prev) = by_name.insert(&n.name, n) {
+            errors.push(text.diag(
+                n.span.start,
+                format!(
+                    "node name `{}` is already used by `{}.{}`: names must be unique across sections",
+                    n.name,
+                    prev.section.as_str(),
+                    prev.name
+                ),
+            ));
+        }
+    }
+    if !nodes.iter().any(|n| n.section == Section::Sources) {
+        errors.push(text.diag(0, "the job has no source: add a [sources.NAME] table"));
+    }
+    if !nodes.iter().any(|n| n.section == Section::Sinks) {
+        errors.push(text.diag(0, "the job has no sink: add a [sinks.NAME] table"));
+    }
+
+    for n in &nodes {
+        let path = format!("{}.{}", n.section.as_str(), n.name);
+        check_settings(text, n, &path, errors);
+        if n.section != Section::Sources && n.inputs.is_empty() {
+            errors.push(text.diag(
+                n.span.start,
+                format!("`{path}.inputs` is empty: name at least one upstream port"),
+            ));
+        }
+        let mut kinds = BTreeSet::new();
+        for input in &n.inputs {
+            let Some(up) = by_name.get(input.node.as_str()) else {
+                errors.push(text.diag(
+                    input.span.start,
+                    format!("`{path}.inputs`: no node named `{}`", input.node),
+                ));
+                continue;
+            };
+            let Some(kind) = up.port_kind(&input.port) else {
+                let ports: Vec<_> = up.kind.outputs().iter().map(|(p, _)| *p).collect();
+                errors.push(text.diag(
+                    input.span.start,
+                    if ports.is_empty() {
+                        format!(
+                            "`{path}.inputs`: `{}` is a sink and has no output ports",
+                            input.node
+                        )
+                    } else {
+                        format!(
+                            "`{path}.inputs`: `{}` has no port `{}` (its ports: {})",
+                            input.node,
+                            input.port,
+                            ports.join(", ")
+                        )
+                    },
+                ));
+                continue;
+            };
+            if !n.kind.accepts().contains(&kind) {
+                let accepted: Vec<_> = n.kind.accepts().iter().map(|k| k.describe()).collect();
+                errors.push(text.diag(
+                    input.span.start,
+                    format!(
+                        "`{path}.inputs`: `{}.{}` carries {}, but a {} node takes {}",
+                        input.node,
+                        input.port,
+                        kind.describe(),
+                        n.kind.name(),
+                        accepted.join(" or ")
+                    ),
+                ));
+            }
+            kinds.insert(kind);
+        }
+        if kinds.len() > 1 {
+            errors.push(text.diag(
+                n.span.start,
+                format!(
+                        "`{path}.inputs` mixes kinds ({}): one sink writes one kind",
+                        kinds
+                            .iter()
+                            .map(|k| k.describe())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+            ));
+        }
+    }
+    topo_order(text, nodes, errors)
+}
+
+fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnostic>) {
+    let duration = |s: &toml::Spanned<String>, field: &str, errors: &mut Vec<Diagnostic>| {
+        if parse_duration(s.get_ref()).is_none() {
+            errors.push(text.diag(
+                s.span().start,
+                format!(
+                    "`{path}.{field}`: `{}` is not a duration (use e.g. `500ms`, `5s`, `1m`)",
+                    s.get_ref()
+                ),
+            ));
+        }
+    };
+    match &n.kind {
+        NodeKind::File(f) => {
+            let formats = ["envelope", "fhir", "vitals-csv", "hl7v2"];
+            if !formats.contains(&f.format.get_ref().as_str()) {
+                errors.push(text.diag(
+                    f.format.span().start,
+                    format!(
+                        "`{path}.format`: unknown format `{}` (expected one of: {})",
+                        f.format.get_ref(),
+                        formats.join(", ")
+                    ),
+                ));
+            }
+            if f.format.get_ref() == "vitals-csv" && f.patient_id.is_none() {
+                errors.push(text.diag(n.span.start, format!("`{path}`: format `vitals-csv` needs `patient-id` (the CSV has no patient column)")));
+            }
+        }
+        NodeKind::Generator(g) => {
+            if g.patients == 0 {
+                errors.push(text.diag(
+                    n.span.start,
+                    format!("`{path}.patients` must be at least 1"),
+                ));
+            }
+            if !(g.rate >= 0.0 && g.rate.is_finite()) {
+                errors.push(text.diag(
+                    n.span.start,
+                    format!("`{path}.rate` must be 0 (unlimited) or a positive number"),
+                ));
+            }
+            if let Some(start) = &g.start
+                && chrono::DateTime::parse_from_rfc3339(start).is_err()
+            {
+                errors.push(text.diag(
+                    n.span.start,
+                    format!("`{path}.start`: not an RFC 3339 time"),
+                ));
+            }
+        }
+        NodeKind::Anonymize(a) => {
+            let key = a.key.get_ref();
+            let ok = key == "ephemeral"
+                || key.strip_prefix("env:").is_some_and(|v| !v.is_empty())
+                || key.strip_prefix("file:").is_some_and(|v| !v.is_empty());
+            if !ok {
+                errors.push(text.diag(
+                    a.key.span().start,
+                    format!("`{path}.key` must be `env:NAME`, `file:PATH` or `ephemeral`"),
+                ));
+            }
+            if !["shift", "year"].contains(&a.dates.get_ref().as_str()) {
+                errors.push(text.diag(
+                    a.dates.span().start,
+                    format!(
+                        "`{path}.dates` must be `shift` or `year`, not `{}`",
+                        a.dates.get_ref()
+                    ),
+                ));
+            }
+            for z in a.restricted_zip3.iter().flatten() {
+                if z.len() != 3 || !z.bytes().all(|b| b.is_ascii_digit()) {
+                    errors.push(text.diag(
+                        n.span.start,
+                        format!("`{path}.restricted-zip3`: `{z}` is not three digits"),
+                    ));
+                }
+            }
+        }
+        NodeKind::Parquet(p) => duration(&p.roll_interval, "roll-interval", errors),
+        NodeKind::Jsonl(j) => duration(&j.roll_interval, "roll-interval", errors),
+        NodeKind::Ingest | NodeKind::Canonize | NodeKind::Audit | NodeKind::DeadLetter(_) => {}
+    }
+}
+
+/// Kahn's algorithm; reports the nodes of a cycle if there is one.
+fn topo_order(text: &JobText, nodes: Vec<Node>, errors: &mut Vec<Diagnostic>) -> Vec<Node> {
+    let names: BTreeSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    let mut indegree: BTreeMap<&str, usize> = names.iter().map(|n| (*n, 0)).collect();
+    for n in &nodes {
+        let ups: BTreeSet<&str> = n
+            .inputs
+            .iter()
+            .map(|i| i.node.as_str())
+            .filter(|u| names.contains(u))
+            .collect();
+        *indegree.entry(&n.name).or_default() = ups.len();
+    }
+    let mut order: Vec<String> = Vec::new();
+    let mut ready: Vec<&str> = nodes
+        .iter()
+        .filter(|n| indegree.get(n.name.as_str()) == Some(&0))
+        .map(|n| n.name.as_str())
+        .collect();
+    ready.reverse();
+    while let Some(done) = ready.pop() {
+        order.push(done.to_owned());
+        for n in &nodes {
+            let ups: BTreeSet<&str> = n.inputs.iter().map(|i| i.node.as_str()).collect();
+            if ups.contains(done)
+                && let Some(d) = indegree.get_mut(n.name.as_str())
+            {
+                *d -= 1;
+                if *d == 0 {
+                    ready.insert(0, &n.name);
+                }
+            }
+        }
+    }
+    if order.len() < names.len() {
+        let in_cycle: Vec<&Node> = nodes.iter().filter(|n| !order.contains(&n.name)).collect();
+        let cycle: Vec<&str> = in_cycle.iter().map(|n| n.name.as_str()).collect();
+        if let Some(first) = in_cycle.first() {
+            errors.push(text.diag(
+                first.span.start,
+                format!(
+                    "the graph has a cycle through: {} (a job must be a DAG)",
+                    cycle.join(" → ")
+                ),
+            ));
+        }
+    }
+    let mut nodes = nodes;
+    nodes.sort_by_key(|n| {
+        order
+            .iter()
+            .position(|o| *o == n.name)
+            .unwrap_or(usize::MAX)
+    });
+    nodes
+}
+
+/// Port kinds that are never written by a general sink (documented safety rule).
+#[allow(dead_code)]
+pub(super) const PHI_KINDS: [PortKind; 2] = [PortKind::Clinical, PortKind::DeadLetter];

@@ -1,0 +1,580 @@
+//! The declarative job file.
+//!
+//! A job is a TOML file with a `[job]` table and three tables of nodes: `[sources.NAME]`,
+//! `[operators.NAME]` and `[sinks.NAME]`. Every node has a `kind`; operators and sinks name their
+//! upstream ports in `inputs` (`node` for its `out` port, or `node.port`). The reference is
+//! `docs/job-files.md`.
+//!
+//! Loading never stops at the first mistake: [`Job::parse`] returns every error it finds, each
+//! with the file, line and column.
+
+pub mod config;
+mod graph_check;
+mod text;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+pub use config::parse_duration;
+use config::{
+    AnonymizeConfig, DeadLetterConfig, FileConfig, GeneratorConfig, JobSection, JsonlConfig,
+    ParquetConfig, StageConfig,
+};
+pub use text::JobText;
+
+/// One problem in a job file, at a line and column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The job file.
+    pub path: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub col: usize,
+    /// What is wrong, and where possible how to fix it.
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path.display(),
+            self.line,
+            self.col,
+            self.message
+        )
+    }
+}
+
+/// Every problem found in a job file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct Diagnostics(pub Vec<Diagnostic>);
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, d) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The three sections nodes are declared in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Section {
+    /// `[sources.NAME]`
+    Sources,
+    /// `[operators.NAME]`
+    Operators,
+    /// `[sinks.NAME]`
+    Sinks,
+}
+
+impl Section {
+    /// The table name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Sources => "sources",
+            Self::Operators => "operators",
+            Self::Sinks => "sinks",
+        }
+    }
+}
+
+/// What flows through a port. Edges must connect ports of the same kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PortKind {
+    /// Unparsed input records.
+    Raw,
+    /// Parsed clinical records (PHI: only anonymization takes them).
+    Clinical,
+    /// De-identified records.
+    Deidentified,
+    /// Canonical FHIR R4 resources.
+    Fhir,
+    /// Stage domain events.
+    DomainEvent,
+    /// Hash-chained audit records.
+    AuditRecord,
+    /// Rejected input with reasons (raw PHI: only the dead-letter sink takes them).
+    DeadLetter,
+}
+
+impl PortKind {
+    /// How the kind is named in messages.
+    #[must_use]
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::Raw => "raw input records",
+            Self::Clinical => "parsed clinical records (with PHI)",
+            Self::Deidentified => "de-identified records",
+            Self::Fhir => "FHIR resources",
+            Self::DomainEvent => "domain events",
+            Self::AuditRecord => "audit records",
+            Self::DeadLetter => "dead letters",
+        }
+    }
+}
+
+/// A node's kind and settings.
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    /// Synthetic clinical events.
+    Generator(GeneratorConfig),
+    /// Files.
+    File(FileConfig),
+    /// Parse and validate.
+    Ingest,
+    /// De-identify.
+    Anonymize(AnonymizeConfig),
+    /// To FHIR R4.
+    Canonize,
+    /// Record every domain event in a hash chain.
+    Audit,
+    /// Parquet files.
+    Parquet(ParquetConfig),
+    /// JSON lines files.
+    Jsonl(JsonlConfig),
+    /// Dead letters.
+    DeadLetter(DeadLetterConfig),
+}
+
+/// The node kinds of each section, for messages.
+const SOURCE_KINDS: &[&str] = &["generator", "file"];
+const OPERATOR_KINDS: &[&str] = &["ingest", "anonymize", "canonize", "audit"];
+const SINK_KINDS: &[&str] = &["parquet", "jsonl", "dead-letter"];
+
+impl NodeKind {
+    /// The `kind` string.
+    #[must_use]
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Self::Generator(_) => "generator",
+            Self::File(_) => "file",
+            Self::Ingest => "ingest",
+            Self::Anonymize(_) => "anonymize",
+            Self::Canonize => "canonize",
+            Self::Audit => "audit",
+            Self::Parquet(_) => "parquet",
+            Self::Jsonl(_) => "jsonl",
+            Self::DeadLetter(_) => "dead-letter",
+        }
+    }
+
+    /// Output ports and what they carry.
+    #[must_use]
+    pub const fn outputs(&self) -> &'static [(&'static str, PortKind)] {
+        use PortKind as P;
+        match self {
+            Self::Generator(_) | Self::File(_) => &[("out", P::Raw)],
+            Self::Ingest => &[
+                ("out", P::Clinical),
+                ("events", P::DomainEvent),
+                ("dead-letter", P::DeadLetter),
+            ],
+            Self::Anonymize(_) => &[
+                ("out", P::Deidentified),
+                ("events", P::DomainEvent),
+                ("dead-letter", P::DeadLetter),
+            ],
+            Self::Canonize => &[
+                ("out", P::Fhir),
+                ("events", P::DomainEvent),
+                ("dead-letter", P::DeadLetter),
+            ],
+            Self::Audit => &[("out", P::AuditRecord)],
+            Self::Parquet(_) | Self::Jsonl(_) | Self::DeadLetter(_) => &[],
+        }
+    }
+
+    /// The port kinds this node accepts on its inputs.
+    #[must_use]
+    pub const fn accepts(&self) -> &'static [PortKind] {
+        use PortKind as P;
+        match self {
+            Self::Generator(_) | Self::File(_) => &[],
+            Self::Ingest => &[P::Raw],
+            Self::Anonymize(_) => &[P::Clinical],
+            Self::Canonize => &[P::Deidentified],
+            Self::Audit => &[P::DomainEvent],
+            Self::Parquet(_) => &[P::Fhir],
+            Self::Jsonl(_) => &[P::AuditRecord, P::DomainEvent, P::Fhir],
+            Self::DeadLetter(_) => &[P::DeadLetter],
+        }
+    }
+
+    /// Whether this node is a stage that publishes domain events.
+    #[must_use]
+    pub const fn is_stage(&self) -> bool {
+        matches!(self, Self::Ingest | Self::Anonymize(_) | Self::Canonize)
+    }
+}
+
+/// A reference to an upstream port, as written in `inputs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputRef {
+    /// Upstream node name.
+    pub node: String,
+    /// Upstream port name (`out` when omitted).
+    pub port: String,
+    /// Byte span of the reference in the substituted text.
+    pub span: std::ops::Range<usize>,
+}
+
+/// A node of the job graph.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Its name (the table key).
+    pub name: String,
+    /// Its section.
+    pub section: Section,
+    /// Its kind and settings.
+    pub kind: NodeKind,
+    /// Its upstream ports.
+    pub inputs: Vec<InputRef>,
+    /// Byte span of its table name.
+    pub span: std::ops::Range<usize>,
+}
+
+impl Node {
+    /// The kind of an output port, if the node has it.
+    #[must_use]
+    pub fn port_kind(&self, port: &str) -> Option<PortKind> {
+        self.kind
+            .outputs()
+            .iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, k)| *k)
+    }
+}
+
+/// A parsed and validated job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The job's name.
+    pub name: String,
+    /// The `[job]` table.
+    pub settings: JobSection,
+    /// The nodes, in dependency order (every node after its inputs).
+    pub nodes: Vec<Node>,
+    /// The job file's text, to report problems found later (at run time) at their place.
+    pub text: JobText,
+}
+
+impl Job {
+    /// Reads, substitutes, parses and validates a job file.
+    ///
+    /// # Errors
+    /// Every problem found, each at its line and column.
+    pub fn load(path: &Path) -> Result<Self, Diagnostics> {
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics(vec![Diagnostic {
+                path: path.to_owned(),
+                line: 1,
+                col: 1,
+                message: format!("cannot read the job file: {e}"),
+            }])
+        })?;
+        Self::parse(path, source, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates a job file's text; `env` looks up `${VAR}` substitutions.
+    ///
+    /// # Errors
+    /// Every problem found, each at its line and column.
+    pub fn parse(
+        path: &Path,
+        source: String,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, Diagnostics> {
+        let (text, mut errors) = JobText::new(path, source, env);
+        let root = match DeTable::parse(&text.text) {
+            Ok(root) => root,
+            Err(e) => {
+                errors.push(text.diag_span(e.span(), clean_message(e.message())));
+                return Err(Diagnostics(errors));
+            }
+        };
+        let mut settings = JobSection::default();
+        let mut nodes = Vec::new();
+        let mut keys: Vec<_> = root.get_ref().iter().collect();
+        keys.sort_by_key(|(k, _)| k.span().start);
+        for (key, value) in keys {
+            match key.get_ref().as_ref() {
+                "job" => {
+                    if let Some(s) = decode::<JobSection>(&text, value, "job", &mut errors) {
+                        settings = s;
+                    }
+                }
+                "sources" => collect_nodes(&text, Section::Sources, value, &mut nodes, &mut errors),
+                "operators" => {
+                    collect_nodes(&text, Section::Operators, value, &mut nodes, &mut errors);
+                }
+                "sinks" => collect_nodes(&text, Section::Sinks, value, &mut nodes, &mut errors),
+                other => errors.push(text.diag_span(
+                    Some(key.span()),
+                    format!("unknown table `{other}` (expected `job`, `sources`, `operators` or `sinks`)"),
+                )),
+            }
+        }
+        if let Some(0) = settings.workers {
+            errors.push(text.diag(0, "job.workers must be at least 1"));
+        }
+        if let Some(0) = settings.batch_size {
+            errors.push(text.diag(0, "job.batch-size must be at least 1"));
+        }
+        let nodes = graph_check::check(&text, nodes, &mut errors);
+        if !errors.is_empty() {
+            errors.sort_by_key(|d| (d.line, d.col));
+            errors.dedup();
+            return Err(Diagnostics(errors));
+        }
+        let name = settings.name.clone().unwrap_or_else(|| {
+            path.file_stem()
+                .map_or_else(|| "job".to_owned(), |s| s.to_string_lossy().into_owned())
+        });
+        Ok(Self {
+            name,
+            settings,
+            nodes,
+            text,
+        })
+    }
+
+    /// The folder relative paths in the job file are resolved against.
+    #[must_use]
+    pub fn base_dir(&self) -> PathBuf {
+        self.text
+            .path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+    }
+
+    /// A node by name.
+    #[must_use]
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// A diagnostic at a byte span of the job file (for problems found when the job starts).
+    #[must_use]
+    pub fn diag(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> Diagnostic {
+        self.text.diag(span.start, message)
+    }
+}
+
+/// TOML parser messages end with a newline and sometimes repeat the position; keep one line.
+fn clean_message(message: &str) -> String {
+    message
+        .trim()
+        .lines()
+        .next()
+        .unwrap_or("invalid TOML")
+        .to_owned()
+}
+
+fn collect_nodes(
+    text: &JobText,
+    section: Section,
+    value: &Spanned<DeValue<'_>>,
+    nodes: &mut Vec<Node>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let DeValue::Table(table) = value.get_ref() else {
+        errors.push(text.diag_span(
+            Some(value.span()),
+            format!(
+                "`{}` must be a table of nodes, like [{}.NAME]",
+                section.as_str(),
+                section.as_str()
+            ),
+        ));
+        return;
+    };
+    let mut entries: Vec<_> = table.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    for (key, node) in entries {
+        let name = key.get_ref().to_string();
+        let path = format!("{}.{name}", section.as_str());
+        if let Some(node) = parse_node(text, section, &name, &path, key.span(), node, errors) {
+            nodes.push(node);
+        }
+    }
+}
+
+fn parse_node(
+    text: &JobText,
+    section: Section,
+    name: &str,
+    path: &str,
+    span: std::ops::Range<usize>,
+    value: &Spanned<DeValue<'_>>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Node> {
+    let DeValue::Table(table) = value.get_ref() else {
+        errors.push(text.diag_span(Some(value.span()), format!("`{path}` must be a table")));
+        return None;
+    };
+    let Some((kind_key, kind_value)) = table.iter().find(|(k, _)| k.get_ref() == "kind") else {
+        errors.push(text.diag_span(Some(span), format!("`{path}` has no `kind`")));
+        return None;
+    };
+    let _ = kind_key;
+    let DeValue::String(kind) = kind_value.get_ref() else {
+        errors.push(text.diag_span(
+            Some(kind_value.span()),
+            format!("`{path}.kind` must be a string"),
+        ));
+        return None;
+    };
+    let allowed = match section {
+        Section::Sources => SOURCE_KINDS,
+        Section::Operators => OPERATOR_KINDS,
+        Section::Sinks => SINK_KINDS,
+    };
+    if !allowed.contains(&kind.as_ref()) {
+        errors.push(text.diag_span(
+            Some(kind_value.span()),
+            format!(
+                "unknown {} kind `{kind}` (expected one of: {})",
+                &section.as_str()[..section.as_str().len() - 1],
+                allowed.join(", ")
+            ),
+        ));
+        return None;
+    }
+    let (kind, inputs) = match kind.as_ref() {
+        "generator" => (
+            NodeKind::Generator(decode(text, value, path, errors)?),
+            vec![],
+        ),
+        "file" => (NodeKind::File(decode(text, value, path, errors)?), vec![]),
+        "ingest" | "canonize" | "audit" => {
+            let c: StageConfig = decode(text, value, path, errors)?;
+            let kind = match c.kind.as_str() {
+                "ingest" => NodeKind::Ingest,
+                "canonize" => NodeKind::Canonize,
+                _ => NodeKind::Audit,
+            };
+            (kind, c.inputs)
+        }
+        "anonymize" => {
+            let c: AnonymizeConfig = decode(text, value, path, errors)?;
+            let inputs = c.inputs.clone();
+            (NodeKind::Anonymize(c), inputs)
+        }
+        "parquet" => {
+            let c: ParquetConfig = decode(text, value, path, errors)?;
+            let inputs = c.inputs.clone();
+            (NodeKind::Parquet(c), inputs)
+        }
+        "jsonl" => {
+            let c: JsonlConfig = decode(text, value, path, errors)?;
+            let inputs = c.inputs.clone();
+            (NodeKind::Jsonl(c), inputs)
+        }
+        _ => {
+            let c: DeadLetterConfig = decode(text, value, path, errors)?;
+            let inputs = c.inputs.clone();
+            (NodeKind::DeadLetter(c), inputs)
+        }
+    };
+    let inputs = inputs
+        .into_iter()
+        .map(|s| {
+            let span = s.span();
+            let raw = s.into_inner();
+            let (node, port) = match raw.split_once('.') {
+                Some((n, p)) => (n.to_owned(), p.to_owned()),
+                None => (raw, "out".to_owned()),
+            };
+            InputRef { node, port, span }
+        })
+        .collect();
+    Some(Node {
+        name: name.to_owned(),
+        section,
+        kind,
+        inputs,
+        span,
+    })
+}
+
+/// Deserializes one table, reporting every unknown field (not just the first) and then the first
+/// other error, at their positions.
+fn decode<T: DeserializeOwned>(
+    text: &JobText,
+    value: &Spanned<DeValue<'_>>,
+    path: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<T> {
+    let mut value = value.clone();
+    for _ in 0..64 {
+        match T::deserialize(ValueDeserializer::from(value.clone())) {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                let message = clean_message(e.message());
+                let span = e.span();
+                if let (Some(field), Some(span)) = (unknown_field(&message), span.clone()) {
+                    errors.push(text.diag(
+                        span.start,
+                        format!(
+                            "`{path}`: unknown field `{field}`{}",
+                            expected_suffix(&message)
+                        ),
+                    ));
+                    if let DeValue::Table(t) = value.get_mut() {
+                        let before = t.len();
+                        let kept: Vec<_> = std::mem::take(t)
+                            .into_iter()
+                            .filter(|(k, _)| k.get_ref() != field)
+                            .collect();
+                        *t = kept.into_iter().collect();
+                        if t.len() < before {
+                            continue;
+                        }
+                    }
+                    return None;
+                }
+                errors.push(
+                    text.diag_span(span.or(Some(value.span())), format!("`{path}`: {message}")),
+                );
+                return None;
+            }
+        }
+    }
+    None
+}
+
+fn unknown_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(&rest[..rest.find('`')?])
+}
+
+fn expected_suffix(message: &str) -> String {
+    message
+        .find(", expected")
+        .map(|i| format!(" ({})", &message[i + 2..]))
+        .unwrap_or_default()
+}
+
+/// Node names by section, for graph rendering.
+#[must_use]
+pub fn nodes_by_section(job: &Job) -> BTreeMap<Section, Vec<&Node>> {
+    let mut map: BTreeMap<Section, Vec<&Node>> = BTreeMap::new();
+    for n in &job.nodes {
+        map.entry(n.section).or_default().push(n);
+    }
+    map
+}

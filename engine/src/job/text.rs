@@ -1,0 +1,219 @@
+//! Job file text: `${VAR}` substitution and mapping byte offsets back to line and column.
+
+use std::path::{Path, PathBuf};
+
+use super::Diagnostic;
+
+/// One `${...}` replaced in the text.
+#[derive(Debug, Clone, Copy)]
+struct Substitution {
+    /// Start of the replacement in the substituted text.
+    at: usize,
+    /// Length of the replacement.
+    new_len: usize,
+    /// Length of the `${...}` it replaced.
+    old_len: usize,
+}
+
+/// The text of a job file, before and after environment substitution.
+#[derive(Debug, Clone)]
+pub struct JobText {
+    /// The file's path, as given.
+    pub path: PathBuf,
+    original: String,
+    /// The text with `${VAR}` and `${VAR:-default}` substituted.
+    pub text: String,
+    subs: Vec<Substitution>,
+}
+
+impl JobText {
+    /// Substitutes `${VAR}` and `${VAR:-default}` from `env`. `$${` stands for a literal `${`.
+    /// Comment lines are left alone. Unset variables without a default are reported.
+    pub fn new(
+        path: &Path,
+        original: String,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (Self, Vec<Diagnostic>) {
+        let mut text = String::with_capacity(original.len());
+        let mut subs = Vec::new();
+        let mut errors = Vec::new();
+        let bytes = original.as_bytes();
+        let mut i = 0;
+        let mut line_is_comment = false;
+        let mut line_start = true;
+        while i < bytes.len() {
+            let c = bytes[i];
+            if line_start {
+                let rest = original[i..].trim_start_matches([' ', '\t']);
+                line_is_comment = rest.starts_with('#');
+                line_start = false;
+            }
+            if c == b'\n' {
+                line_start = true;
+            }
+            if !line_is_comment && c == b'$' && original[i..].starts_with("$${") {
+                text.push_str("${");
+                subs.push(Substitution {
+                    at: text.len() - 2,
+                    new_len: 2,
+                    old_len: 3,
+                });
+                i += 3;
+                continue;
+            }
+            if !line_is_comment
+                && c == b'$'
+                && original[i..].starts_with("${")
+                && let Some(end) = original[i..].find('}')
+            {
+                {
+                    let inner = &original[i + 2..i + end];
+                    if !inner.contains('\n') {
+                        let (name, default) = match inner.split_once(":-") {
+                            Some((n, d)) => (n, Some(d)),
+                            None => (inner, None),
+                        };
+                        let value = match env(name) {
+                            Some(v) if !v.is_empty() || default.is_none() => Some(v),
+                            _ => default.map(str::to_owned),
+                        };
+                        let valid_name = !name.is_empty()
+                            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                        if !valid_name {
+                            errors.push(self_diag(path, &original, i, format!(
+                                "`${{{inner}}}` is not a valid substitution (use ${{NAME}} or ${{NAME:-default}})"
+                            )));
+                        } else if let Some(value) = value {
+                            subs.push(Substitution {
+                                at: text.len(),
+                                new_len: value.len(),
+                                old_len: end + 1,
+                            });
+                            text.push_str(&value);
+                            i += end + 1;
+                            continue;
+                        } else {
+                            errors.push(self_diag(path, &original, i, format!(
+                                "environment variable `{name}` is not set (give a default with ${{{name}:-value}})"
+                            )));
+                        }
+                    }
+                }
+            }
+            // Copy one UTF-8 character.
+            let len = utf8_len(c);
+            text.push_str(&original[i..(i + len).min(original.len())]);
+            i += len;
+        }
+        (
+            Self {
+                path: path.to_owned(),
+                original,
+                text,
+                subs,
+            },
+            errors,
+        )
+    }
+
+    /// Maps a byte offset in the substituted text to an offset in the original file.
+    fn original_offset(&self, offset: usize) -> usize {
+        let mut delta: isize = 0;
+        for s in &self.subs {
+            if offset >= s.at + s.new_len {
+                delta += s.old_len as isize - s.new_len as isize;
+            } else if offset >= s.at {
+                // Inside a replacement: point at the `${`.
+                return (s.at as isize + delta).max(0) as usize;
+            } else {
+                break;
+            }
+        }
+        (offset as isize + delta).max(0) as usize
+    }
+
+    /// A diagnostic at a byte offset of the substituted text.
+    pub fn diag(&self, offset: usize, message: impl Into<String>) -> Diagnostic {
+        self_diag(
+            &self.path,
+            &self.original,
+            self.original_offset(offset),
+            message.into(),
+        )
+    }
+
+    /// A diagnostic at the start of a span of the substituted text.
+    pub fn diag_span(
+        &self,
+        span: Option<std::ops::Range<usize>>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        self.diag(span.map_or(0, |s| s.start), message)
+    }
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0..=0x7f => 1,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        _ => 4,
+    }
+}
+
+fn self_diag(path: &Path, original: &str, offset: usize, message: String) -> Diagnostic {
+    let offset = offset.min(original.len());
+    let before = &original[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |p| p + 1);
+    let col = original[line_start..offset].chars().count() + 1;
+    Diagnostic {
+        path: path.to_owned(),
+        line,
+        col,
+        message,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "WORKERS" => Some("4".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn substitutes_and_maps_positions_back() {
+        let src =
+            "a = ${WORKERS}\nb = \"${MISSING:-x}\" c\n# ${NOT_SUBSTITUTED}\nd = $${LITERAL}\n";
+        let (t, errors) = JobText::new(Path::new("j.toml"), src.into(), &env);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            t.text,
+            "a = 4\nb = \"x\" c\n# ${NOT_SUBSTITUTED}\nd = ${LITERAL}\n"
+        );
+        let c = t.text.find(" c").unwrap() + 1;
+        let d = t.diag(c, "here");
+        assert_eq!((d.line, d.col), (2, 21));
+    }
+
+    #[test]
+    fn unset_variable_is_reported_at_its_position() {
+        let (_, errors) = JobText::new(Path::new("j.toml"), "x = 1\ny = ${NOPE}\n".into(), &env);
+        assert_eq!(errors.len(), 1);
+        assert_eq!((errors[0].line, errors[0].col), (2, 5));
+        assert!(errors[0].message.contains("NOPE"));
+    }
+
+    #[test]
+    fn empty_value_uses_default() {
+        let (t, _) = JobText::new(Path::new("j"), "x = \"${EMPTY:-d}\"".into(), &env);
+        assert_eq!(t.text, "x = \"d\"");
+    }
+}

@@ -1,0 +1,76 @@
+//! Counters shared by the workers and the progress display, and the job's failure flag.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use vitalflow_model::envelope::Counts;
+
+/// Counters of one node, summed over workers.
+#[derive(Debug, Default)]
+pub struct NodeCounters {
+    /// Records received.
+    pub records_in: AtomicU64,
+    /// Records emitted (or, for sinks, written).
+    pub records_out: AtomicU64,
+    /// Records rejected to dead-letter.
+    pub rejected: AtomicU64,
+    /// Files written (sinks).
+    pub files: AtomicU64,
+}
+
+impl NodeCounters {
+    /// Adds counts.
+    pub fn add(&self, c: &Counts) {
+        self.records_in.fetch_add(c.records_in, Ordering::Relaxed);
+        self.records_out.fetch_add(c.records_out, Ordering::Relaxed);
+        self.rejected.fetch_add(c.rejected, Ordering::Relaxed);
+    }
+
+    /// Adds written files.
+    pub fn add_files(&self, n: u64) {
+        self.files.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A snapshot.
+    #[must_use]
+    pub fn snapshot(&self) -> (u64, u64, u64, u64) {
+        (
+            self.records_in.load(Ordering::Relaxed),
+            self.records_out.load(Ordering::Relaxed),
+            self.rejected.load(Ordering::Relaxed),
+            self.files.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The first error of a running job; every worker stops when it is set.
+#[derive(Debug, Clone, Default)]
+pub struct Failure {
+    flag: Arc<AtomicBool>,
+    message: Arc<Mutex<Option<String>>>,
+}
+
+impl Failure {
+    /// Records a failure (the first one wins) and tells every worker to stop.
+    pub fn fail(&self, message: String) {
+        tracing::error!(%message, "job failed");
+        if let Ok(mut m) = self.message.lock()
+            && m.is_none()
+        {
+            *m = Some(message);
+        }
+        self.flag.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the job has failed.
+    #[must_use]
+    pub fn failed(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+
+    /// The failure, if any.
+    #[must_use]
+    pub fn message(&self) -> Option<String> {
+        self.message.lock().ok().and_then(|m| m.clone())
+    }
+}

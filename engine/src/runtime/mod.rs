@@ -1,0 +1,242 @@
+//! Running a job on timely dataflow.
+//!
+//! [`run`] resolves the job ([`plan::prepare`]), starts N timely workers that each build the same
+//! dataflow ([`plan::build`]), shows progress while they run, and returns a [`RunSummary`].
+//! Records are exchanged by patient key after ingestion, so a patient's records stay in order on
+//! one worker; the output does not depend on the number of workers.
+
+pub mod metrics;
+pub mod ops;
+pub mod plan;
+pub mod saga;
+pub mod sources;
+pub mod stages;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use vitalflow_model::ids::uuid_from;
+
+use crate::job::{Diagnostics, Job, Section};
+use metrics::Failure;
+use saga::RunIdentity;
+
+/// How to run a job.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Worker threads (default: the job's `workers`, else 1).
+    pub workers: Option<usize>,
+    /// Output folder (default: the job's `out`, else `out/<job name>`).
+    pub out: Option<PathBuf>,
+    /// Show a live progress line on standard error.
+    pub progress: bool,
+}
+
+/// Counts of one node at the end of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSummary {
+    /// Node name.
+    pub name: String,
+    /// Node kind.
+    pub kind: String,
+    /// Records received (sources: read).
+    pub records_in: u64,
+    /// Records emitted (sinks: written).
+    pub records_out: u64,
+    /// Records sent to dead-letter.
+    pub rejected: u64,
+    /// Files written (sinks).
+    pub files: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Job name.
+    pub job: String,
+    /// Run id (the `traceId` of every domain event).
+    pub run_id: String,
+    /// Workers used.
+    pub workers: usize,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Wall-clock time.
+    pub elapsed: Duration,
+    /// Per node, in job order.
+    pub nodes: Vec<NodeSummary>,
+}
+
+impl RunSummary {
+    /// Records read by all sources.
+    #[must_use]
+    pub fn source_records(&self) -> u64 {
+        self.nodes
+            .iter()
+            .filter(|n| n.kind == "generator" || n.kind == "file")
+            .map(|n| n.records_out)
+            .sum()
+    }
+}
+
+/// Why a run did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The job cannot start as configured (exit code 2).
+    #[error("{0}")]
+    Invalid(#[from] Diagnostics),
+    /// The job started and failed (exit code 1).
+    #[error("the job failed: {0}")]
+    Failed(String),
+}
+
+/// Runs a validated job to completion.
+///
+/// # Errors
+/// [`RunError::Invalid`] if keys, inputs or output folders cannot be resolved;
+/// [`RunError::Failed`] if a worker failed.
+pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
+    let workers = options.workers.or(job.settings.workers).unwrap_or(1).max(1);
+    let out = options
+        .out
+        .clone()
+        .or_else(|| job.settings.out.as_ref().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("out").join(&job.name));
+    let started_at = Utc::now();
+    let run_id = uuid_from(&[
+        job.name.as_bytes(),
+        started_at.to_rfc3339().as_bytes(),
+        &std::process::id().to_le_bytes(),
+    ]);
+    let run = RunIdentity {
+        job: job.name.clone(),
+        run_id: run_id.clone(),
+    };
+    let plan = Arc::new(plan::prepare(job, &out, run)?);
+    tracing::info!(job = %job.name, %run_id, workers, out = %out.display(), "starting");
+
+    let failure = Failure::default();
+    let started = Instant::now();
+    let done = Arc::new(AtomicBool::new(false));
+    let progress = options.progress.then(|| {
+        let (plan, done) = (Arc::clone(&plan), Arc::clone(&done));
+        let nodes: Vec<(String, bool)> = job
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.section == Section::Sources))
+            .collect();
+        std::thread::spawn(move || show_progress(&plan, &nodes, &done, started))
+    });
+
+    let worker_plan = Arc::clone(&plan);
+    let worker_failure = failure.clone();
+    let config = timely::Config::process(workers);
+    let result = timely::execute(config, move |worker| {
+        let failure = worker_failure.clone();
+        worker.dataflow::<vitalflow_model::Time, _, _>(|scope| {
+            plan::build(scope, &worker_plan, failure.clone())
+        });
+        while worker.step_or_park(Some(Duration::from_millis(20))) {
+            if failure.failed() {
+                for id in worker.installed_dataflows() {
+                    worker.drop_dataflow(id);
+                }
+                break;
+            }
+        }
+    });
+    let joined = match result {
+        Ok(guards) => guards.join(),
+        Err(e) => vec![Err(e)],
+    };
+    done.store(true, Ordering::SeqCst);
+    if let Some(handle) = progress {
+        let _ = handle.join();
+    }
+    for r in joined {
+        if let Err(e) = r {
+            failure.fail(format!("a worker stopped: {e}"));
+        }
+    }
+    if let Some(message) = failure.message() {
+        return Err(RunError::Failed(message));
+    }
+    let nodes = job
+        .nodes
+        .iter()
+        .map(|n| {
+            let (records_in, records_out, rejected, files) = plan
+                .counters
+                .get(&n.name)
+                .map(|c| c.snapshot())
+                .unwrap_or_default();
+            NodeSummary {
+                name: n.name.clone(),
+                kind: n.kind.name().to_owned(),
+                records_in,
+                records_out,
+                rejected,
+                files,
+            }
+        })
+        .collect();
+    Ok(RunSummary {
+        job: job.name.clone(),
+        run_id,
+        workers,
+        out,
+        elapsed: started.elapsed(),
+        nodes,
+    })
+}
+
+fn human(n: f64) -> String {
+    if n >= 1e6 {
+        format!("{:.2}M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1}k", n / 1e3)
+    } else {
+        format!("{n:.0}")
+    }
+}
+
+fn show_progress(plan: &plan::Plan, nodes: &[(String, bool)], done: &AtomicBool, started: Instant) {
+    let tty = std::io::stderr().is_terminal();
+    while !done.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(250));
+        if !tty {
+            continue;
+        }
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        let mut line = format!("{secs:6.1}s");
+        let mut read = 0;
+        for (name, is_source) in nodes {
+            if let Some(c) = plan.counters.get(name) {
+                let (i, o, r, _) = c.snapshot();
+                if *is_source {
+                    read += o;
+                    line.push_str(&format!(" | {name} {}", human(o as f64)));
+                } else {
+                    line.push_str(&format!(
+                        " | {name} {}→{}",
+                        human(i as f64),
+                        human(o as f64)
+                    ));
+                    if r > 0 {
+                        line.push_str(&format!(" ✗{}", human(r as f64)));
+                    }
+                }
+            }
+        }
+        line.push_str(&format!(" | {}/s", human(read as f64 / secs)));
+        let mut err = std::io::stderr().lock();
+        let _ = write!(err, "\r\x1b[2K{line}");
+        let _ = err.flush();
+    }
+    if tty {
+        let _ = write!(std::io::stderr(), "\r\x1b[2K");
+    }
+}

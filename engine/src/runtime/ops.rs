@@ -1,0 +1,231 @@
+//! Generic timely operators the planner assembles: a stage with its three outputs, a rolling
+//! sink that reports what it made durable, and small helpers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::Stream;
+use timely::dataflow::channels::pact::ParallelizationContract;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::operator::Operator;
+use vitalflow_model::envelope::Counts;
+use vitalflow_model::{DeadLetter, Time, batch_of};
+
+use super::metrics::{Failure, NodeCounters};
+
+/// A stream of vectors of `D` at `Time`.
+pub type VecStream<'s, D> = Stream<'s, Time, Vec<D>>;
+
+/// What one stage did for one batch, on one worker, in one activation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageStat {
+    /// The batch.
+    pub batch: u64,
+    /// Records in, out, rejected.
+    pub counts: Counts,
+    /// Stage-specific detail to merge (the de-identification report), as JSON.
+    pub detail: Option<serde_json::Value>,
+}
+
+/// What a sink made durable: files renamed into place, covering these batches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SinkCommit {
+    /// The sink node.
+    pub sink: String,
+    /// The batches whose rows the files hold.
+    pub batches: Vec<u64>,
+    /// The files, relative to the output folder.
+    pub files: Vec<String>,
+    /// Rows written.
+    pub rows: u64,
+}
+
+/// Per-record logic of a stage: consumes one record, pushes outputs and dead letters.
+pub trait StageLogic<I, O>: 'static {
+    /// Processes one record.
+    fn process(&mut self, record: I, out: &mut Vec<O>, dead: &mut Vec<DeadLetter>);
+    /// Takes the stage-specific detail accumulated since the last call.
+    fn take_detail(&mut self) -> Option<serde_json::Value> {
+        None
+    }
+}
+
+/// A stage operator: `logic` per record; outputs (records, dead letters, per-batch stats).
+pub fn stage<'s, I, O, P, L>(
+    input: VecStream<'s, I>,
+    pact: P,
+    name: &str,
+    mut logic: L,
+    counters: Arc<NodeCounters>,
+) -> (
+    VecStream<'s, O>,
+    VecStream<'s, DeadLetter>,
+    VecStream<'s, StageStat>,
+)
+where
+    I: Clone + Send + 'static,
+    O: Clone + Send + 'static,
+    P: ParallelizationContract<Time, Vec<I>>,
+    L: StageLogic<I, O>,
+{
+    let mut builder = OperatorBuilder::new(name.to_owned(), input.scope());
+    let mut input = builder.new_input(input, pact);
+    let (out, out_stream) = builder.new_output::<Vec<O>>();
+    let (dead, dead_stream) = builder.new_output::<Vec<DeadLetter>>();
+    let (stats, stats_stream) = builder.new_output::<Vec<StageStat>>();
+    let mut out = OutputBuilder::<_, CapacityContainerBuilder<Vec<O>>>::from(out);
+    let mut dead = OutputBuilder::<_, CapacityContainerBuilder<Vec<DeadLetter>>>::from(dead);
+    let mut stats = OutputBuilder::<_, CapacityContainerBuilder<Vec<StageStat>>>::from(stats);
+    builder.build(move |_caps| {
+        let mut produced = Vec::new();
+        let mut rejected = Vec::new();
+        move |_frontiers| {
+            let mut out = out.activate();
+            let mut dead = dead.activate();
+            let mut stats = stats.activate();
+            input.for_each_stamp(|cap, data| {
+                let Some(time) = cap.least().copied() else {
+                    return;
+                };
+                let mut records_in = 0u64;
+                for batch in data {
+                    records_in += batch.len() as u64;
+                    for record in batch.drain(..) {
+                        logic.process(record, &mut produced, &mut rejected);
+                    }
+                }
+                let counts = Counts {
+                    records_in,
+                    records_out: produced.len() as u64,
+                    rejected: rejected.len() as u64,
+                };
+                counters.add(&counts);
+                out.session(&cap).give_iterator(produced.drain(..));
+                dead.session(&cap).give_iterator(rejected.drain(..));
+                stats.session(&cap).give(StageStat {
+                    batch: batch_of(time),
+                    counts,
+                    detail: logic.take_detail(),
+                });
+            });
+        }
+    });
+    (out_stream, dead_stream, stats_stream)
+}
+
+/// Writes a sink's rows; returns the files made durable (relative to the output folder).
+pub trait SinkWriter<T>: 'static {
+    /// Writes `rows` durably under names derived from `tag`.
+    ///
+    /// # Errors
+    /// A message naming the file that could not be written.
+    fn write(&mut self, tag: &str, rows: &[T]) -> Result<Vec<String>, String>;
+}
+
+/// When a rolling sink writes its buffered, completed rows.
+#[derive(Clone, Copy, Debug)]
+pub struct RollPolicy {
+    /// Write once this many completed rows are buffered.
+    pub rows: usize,
+    /// Write at least this often while completed rows are buffered.
+    pub interval: Duration,
+}
+
+/// A sink that buffers rows per time, and writes the rows of every completed time (the input
+/// frontier has passed it) when the roll policy says so. It holds a capability for each buffered
+/// time, so its output, one [`SinkCommit`] per write, tells downstream what is durable.
+pub fn rolling_sink<'s, T, W>(
+    input: VecStream<'s, T>,
+    name: &str,
+    worker: usize,
+    policy: RollPolicy,
+    mut writer: W,
+    counters: Arc<NodeCounters>,
+    failure: Failure,
+) -> VecStream<'s, SinkCommit>
+where
+    T: Clone + Send + 'static,
+    W: SinkWriter<T>,
+{
+    let sink = name.to_owned();
+    let scope = input.scope();
+    input.unary_frontier::<CapacityContainerBuilder<Vec<SinkCommit>>, _, _, _>(
+        Pipeline,
+        name,
+        move |_cap, info| {
+            let activator = scope.activator_for(info.address);
+            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<T>)> = BTreeMap::new();
+            let mut last_write = Instant::now();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    if let Some(cap) = cap.retain_least(output.output_index()) {
+                        let entry = pending
+                            .entry(*cap.time())
+                            .or_insert_with(|| (cap, Vec::new()));
+                        for batch in data {
+                            entry.1.append(batch);
+                        }
+                    }
+                });
+                let complete: Vec<Time> = pending
+                    .keys()
+                    .copied()
+                    .filter(|t| !frontier.less_equal(t))
+                    .collect();
+                if complete.is_empty() {
+                    return;
+                }
+                let rows: usize = complete
+                    .iter()
+                    .map(|t| pending.get(t).map_or(0, |p| p.1.len()))
+                    .sum();
+                let due = rows >= policy.rows
+                    || last_write.elapsed() >= policy.interval
+                    || frontier.is_empty();
+                if !due {
+                    activator.activate_after(policy.interval.saturating_sub(last_write.elapsed()));
+                    return;
+                }
+                let mut caps = Vec::new();
+                let mut buffer = Vec::with_capacity(rows);
+                for t in &complete {
+                    if let Some((cap, mut data)) = pending.remove(t) {
+                        buffer.append(&mut data);
+                        caps.push(cap);
+                    }
+                }
+                let (first, last) = (complete[0], complete[complete.len() - 1]);
+                let tag = format!("{first:010}-{last:010}-w{worker}");
+                match writer.write(&tag, &buffer) {
+                    Ok(files) => {
+                        counters.add(&Counts {
+                            records_in: buffer.len() as u64,
+                            records_out: buffer.len() as u64,
+                            rejected: 0,
+                        });
+                        counters.add_files(files.len() as u64);
+                        let mut batches: Vec<u64> = complete.iter().map(|t| batch_of(*t)).collect();
+                        batches.dedup();
+                        if let Some(cap) = caps.first() {
+                            output.session(cap).give(SinkCommit {
+                                sink: sink.clone(),
+                                batches,
+                                files,
+                                rows: buffer.len() as u64,
+                            });
+                        }
+                    }
+                    Err(message) => failure.fail(format!("sink `{sink}`: {message}")),
+                }
+                last_write = Instant::now();
+                drop(caps);
+            }
+        },
+    )
+}

@@ -1,0 +1,566 @@
+//! Planning: resolves a validated job into what the workers need (keys, files, folders), then
+//! builds its timely dataflow on each worker.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use timely::dataflow::Scope;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Concatenate;
+use timely::dataflow::operators::generic::operator::empty;
+use vitalflow_connectors::files::{FileFormat, FileSource};
+use vitalflow_connectors::generator::{Generator, GeneratorConfig};
+use vitalflow_connectors::jsonl::dead_letter_json;
+use vitalflow_connectors::parquet::ParquetWriter;
+use vitalflow_model::canonical::CanonicalResource;
+use vitalflow_model::clinical::Ingested;
+use vitalflow_model::deid::DeidRecord;
+use vitalflow_model::envelope::{AuditRecord, DomainEvent};
+use vitalflow_model::ids::route_hash;
+use vitalflow_model::{DeadLetter, RawRecord, Time};
+use vitalflow_operators::anonymize::{AnonymizeConfig, Anonymizer, DatePolicy, PseudonymKey};
+
+use super::metrics::{Failure, NodeCounters};
+use super::ops::{RollPolicy, SinkCommit, StageStat, VecStream, rolling_sink, stage};
+use super::saga::{RunIdentity, SagaRole, audit, reporter};
+use super::sources;
+use super::stages::{
+    AnonymizeLogic, CanonizeLogic, IngestLogic, JsonlSink, ParquetSink, keep_none, merge_counts,
+};
+use crate::job::{Diagnostic, Diagnostics, Job, NodeKind, Section, parse_duration};
+
+/// A node resolved for running.
+pub enum Prepared {
+    /// The generator.
+    Generator(Arc<Generator>, f64),
+    /// Files.
+    File(Arc<FileSource>),
+    /// Ingestion.
+    Ingest,
+    /// Anonymization with its key.
+    Anonymize(Arc<Anonymizer>),
+    /// Canonization.
+    Canonize,
+    /// Auditing.
+    Audit,
+    /// Parquet sink: folder and roll policy.
+    Parquet(PathBuf, RollPolicy),
+    /// JSON-lines sink.
+    Jsonl(PathBuf, RollPolicy),
+    /// Dead-letter sink.
+    DeadLetter(PathBuf),
+}
+
+/// A node of a plan: name, section, inputs (node, port), resolved kind.
+pub type PlannedNode = (String, Section, Vec<(String, String)>, Prepared);
+
+/// A job resolved for running.
+pub struct Plan {
+    /// Run identity.
+    pub run: RunIdentity,
+    /// Records per batch.
+    pub batch_size: u64,
+    /// The output folder.
+    pub out: PathBuf,
+    /// Nodes: name, section, inputs (node, port), resolved kind.
+    pub nodes: Vec<PlannedNode>,
+    /// Counters, by node name.
+    pub counters: BTreeMap<String, Arc<NodeCounters>>,
+}
+
+fn key_from(spec: &str, base: &Path) -> Result<PseudonymKey, String> {
+    if spec == "ephemeral" {
+        return Ok(PseudonymKey::ephemeral());
+    }
+    if let Some(var) = spec.strip_prefix("env:") {
+        return PseudonymKey::from_env(var).map_err(|e| e.to_string());
+    }
+    if let Some(path) = spec.strip_prefix("file:") {
+        return PseudonymKey::from_file(&base.join(path)).map_err(|e| e.to_string());
+    }
+    Err(format!(
+        "`{spec}` is not `env:NAME`, `file:PATH` or `ephemeral`"
+    ))
+}
+
+/// Resolves keys, files and folders. Problems are reported at their place in the job file.
+///
+/// # Errors
+/// Diagnostics for keys that cannot be loaded, missing input paths, output folders that cannot
+/// be created.
+pub fn prepare(job: &Job, out: &Path, run: RunIdentity) -> Result<Plan, Diagnostics> {
+    let base = job.base_dir();
+    let mut errors: Vec<Diagnostic> = Vec::new();
+    let mut nodes = Vec::new();
+    let mut counters = BTreeMap::new();
+    let batch_size = job.settings.batch_size.unwrap_or(10_000);
+    for node in &job.nodes {
+        let prepared = match &node.kind {
+            NodeKind::Generator(g) => {
+                let mut cfg = GeneratorConfig {
+                    seed: g.seed,
+                    patients: g.patients,
+                    count: g.count,
+                    interval_secs: g.interval_secs,
+                    deteriorating_percent: g.deteriorating_percent,
+                    ..GeneratorConfig::default()
+                };
+                if let Some(start) = g
+                    .start
+                    .as_ref()
+                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                {
+                    cfg.start = start.with_timezone(&chrono::Utc);
+                }
+                Prepared::Generator(Arc::new(Generator::new(cfg)), g.rate)
+            }
+            NodeKind::File(f) => {
+                let path = base.join(f.path.get_ref());
+                if !path.exists() {
+                    errors.push(job.diag(
+                        f.path.span(),
+                        format!("`{}` does not exist", path.display()),
+                    ));
+                }
+                let format = match f.format.get_ref().as_str() {
+                    "envelope" => FileFormat::Envelope,
+                    "fhir" => FileFormat::Fhir,
+                    "hl7v2" => FileFormat::Hl7v2,
+                    _ => FileFormat::VitalsCsv {
+                        patient_id: f.patient_id.clone().unwrap_or_default(),
+                    },
+                };
+                Prepared::File(Arc::new(FileSource {
+                    name: node.name.clone(),
+                    path,
+                    format,
+                }))
+            }
+            NodeKind::Ingest => Prepared::Ingest,
+            NodeKind::Canonize => Prepared::Canonize,
+            NodeKind::Audit => Prepared::Audit,
+            NodeKind::Anonymize(a) => match key_from(a.key.get_ref(), &base) {
+                Ok(key) => {
+                    let dates = if a.dates.get_ref() == "year" {
+                        DatePolicy::Year
+                    } else {
+                        DatePolicy::Shift {
+                            max_days: a.max_shift_days,
+                        }
+                    };
+                    let restricted_zip3 = a
+                        .restricted_zip3
+                        .clone()
+                        .unwrap_or_else(AnonymizeConfig::default_restricted_zip3);
+                    Prepared::Anonymize(Arc::new(Anonymizer::new(AnonymizeConfig {
+                        key,
+                        dates,
+                        restricted_zip3,
+                    })))
+                }
+                Err(message) => {
+                    errors.push(job.diag(
+                        a.key.span(),
+                        format!("operators.{}.key: {message}", node.name),
+                    ));
+                    continue;
+                }
+            },
+            NodeKind::Parquet(p) => Prepared::Parquet(
+                out.join(&p.path),
+                RollPolicy {
+                    rows: p.roll_rows.max(1),
+                    interval: parse_duration(p.roll_interval.get_ref()).unwrap_or_default(),
+                },
+            ),
+            NodeKind::Jsonl(j) => Prepared::Jsonl(
+                out.join(&j.path),
+                RollPolicy {
+                    rows: usize::MAX,
+                    interval: parse_duration(j.roll_interval.get_ref()).unwrap_or_default(),
+                },
+            ),
+            NodeKind::DeadLetter(d) => Prepared::DeadLetter(out.join(&d.path)),
+        };
+        counters.insert(node.name.clone(), Arc::new(NodeCounters::default()));
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|i| (i.node.clone(), i.port.clone()))
+            .collect();
+        nodes.push((node.name.clone(), node.section, inputs, prepared));
+    }
+    // Each run replaces its sinks' folders: a job's output is the result of one run.
+    for (name, _, _, prepared) in &nodes {
+        if let Prepared::Parquet(dir, _) | Prepared::Jsonl(dir, _) | Prepared::DeadLetter(dir) =
+            prepared
+        {
+            let result = if dir.exists() {
+                std::fs::remove_dir_all(dir)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result.and_then(|()| std::fs::create_dir_all(dir)) {
+                let span = job.node(name).map_or(0..0, |n| n.span.clone());
+                errors.push(job.diag(
+                    span,
+                    format!("cannot prepare the output folder `{}`: {e}", dir.display()),
+                ));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Diagnostics(errors));
+    }
+    Ok(Plan {
+        run,
+        batch_size,
+        out: out.to_owned(),
+        nodes,
+        counters,
+    })
+}
+
+/// A built output port.
+#[derive(Clone)]
+enum Port<'s> {
+    Raw(VecStream<'s, RawRecord>),
+    Clinical(VecStream<'s, Ingested>),
+    Deid(VecStream<'s, DeidRecord>),
+    Fhir(VecStream<'s, CanonicalResource>),
+    Events(VecStream<'s, DomainEvent>),
+    Audit(VecStream<'s, AuditRecord>),
+    Dead(VecStream<'s, DeadLetter>),
+}
+
+macro_rules! port_getter {
+    ($fn:ident, $variant:ident, $ty:ty) => {
+        fn $fn<'s>(p: &Port<'s>) -> Option<VecStream<'s, $ty>> {
+            match p {
+                Port::$variant(s) => Some(s.clone()),
+                _ => None,
+            }
+        }
+    };
+}
+port_getter!(as_raw, Raw, RawRecord);
+port_getter!(as_clinical, Clinical, Ingested);
+port_getter!(as_deid, Deid, DeidRecord);
+port_getter!(as_fhir, Fhir, CanonicalResource);
+port_getter!(as_events, Events, DomainEvent);
+port_getter!(as_audit, Audit, AuditRecord);
+port_getter!(as_dead, Dead, DeadLetter);
+
+struct Builder<'s, 'p> {
+    scope: Scope<'s, Time>,
+    plan: &'p Plan,
+    failure: Failure,
+    ports: BTreeMap<(String, String), Port<'s>>,
+    stats: BTreeMap<String, (VecStream<'s, StageStat>, SagaRole, Option<String>)>,
+    commits: BTreeMap<String, VecStream<'s, SinkCommit>>,
+    built: BTreeSet<String>,
+}
+
+impl<'s> Builder<'s, '_> {
+    /// Sinks reading `node.out`: a stage's closing event waits for them.
+    fn sinks_of(&self, node: &str) -> Vec<String> {
+        self.plan
+            .nodes
+            .iter()
+            .filter(|(_, section, inputs, _)| {
+                *section == Section::Sinks && inputs.iter().any(|(n, p)| n == node && p == "out")
+            })
+            .map(|(name, ..)| name.clone())
+            .collect()
+    }
+
+    fn ready(&self, inputs: &[(String, String)]) -> bool {
+        inputs.iter().all(|(n, p)| {
+            self.built.contains(n)
+                && (p != "events" || self.sinks_of(n).iter().all(|s| self.built.contains(s)))
+        })
+    }
+
+    fn port(&mut self, node: &str, port: &str) -> Option<Port<'s>> {
+        let key = (node.to_owned(), port.to_owned());
+        if let Some(p) = self.ports.get(&key) {
+            return Some(p.clone());
+        }
+        if port != "events" {
+            return None;
+        }
+        let (stats, role, upstream) = self.stats.get(node)?.clone();
+        let commits: Vec<_> = self
+            .sinks_of(node)
+            .iter()
+            .filter_map(|s| self.commits.get(s).cloned())
+            .collect();
+        let durable = if commits.is_empty() {
+            empty(self.scope)
+        } else {
+            self.scope.concatenate(commits)
+        };
+        let merge = if role == SagaRole::Anonymization {
+            merge_counts
+        } else {
+            keep_none
+        };
+        let events = Port::Events(reporter(
+            stats,
+            durable,
+            node.to_owned(),
+            role,
+            upstream,
+            self.plan.run.clone(),
+            merge,
+        ));
+        self.ports.insert(key, events.clone());
+        Some(events)
+    }
+
+    fn inputs<T: Clone + 'static>(
+        &mut self,
+        inputs: &[(String, String)],
+        get: fn(&Port<'s>) -> Option<VecStream<'s, T>>,
+    ) -> VecStream<'s, T> {
+        let streams: Vec<_> = inputs
+            .iter()
+            .filter_map(|(n, p)| self.port(n, p))
+            .filter_map(|p| get(&p))
+            .collect();
+        if streams.len() == 1 {
+            streams
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| empty(self.scope))
+        } else {
+            self.scope.concatenate(streams)
+        }
+    }
+
+    fn upstream_stage(&self, inputs: &[(String, String)]) -> Option<String> {
+        inputs
+            .iter()
+            .map(|(n, _)| n.clone())
+            .find(|n| self.stats.contains_key(n))
+    }
+
+    fn build_node(&mut self, name: &str, inputs: &[(String, String)], prepared: &Prepared) {
+        let plan = self.plan;
+        let counters = plan.counters.get(name).cloned().unwrap_or_default();
+        let worker = self.scope.index();
+        let out = |b: &mut Self, port: &str, p: Port<'s>| {
+            b.ports.insert((name.to_owned(), port.to_owned()), p);
+        };
+        match prepared {
+            Prepared::Generator(g, rate) => {
+                let s = sources::generator(
+                    self.scope,
+                    name,
+                    Arc::clone(g),
+                    *rate,
+                    plan.batch_size,
+                    counters,
+                );
+                out(self, "out", Port::Raw(s));
+            }
+            Prepared::File(f) => {
+                let s = sources::files(
+                    self.scope,
+                    name,
+                    Arc::clone(f),
+                    plan.batch_size,
+                    counters,
+                    self.failure.clone(),
+                );
+                out(self, "out", Port::Raw(s));
+            }
+            Prepared::Ingest => {
+                let input = self.inputs(inputs, as_raw);
+                let logic = IngestLogic {
+                    stage: name.to_owned(),
+                };
+                let (o, d, s) = stage(
+                    input,
+                    Exchange::new(|r: &RawRecord| r.sequence),
+                    name,
+                    logic,
+                    counters,
+                );
+                out(self, "out", Port::Clinical(o));
+                out(self, "dead-letter", Port::Dead(d));
+                self.stats
+                    .insert(name.to_owned(), (s, SagaRole::Ingestion, None));
+            }
+            Prepared::Anonymize(anonymizer) => {
+                let input = self.inputs(inputs, as_clinical);
+                let upstream = self.upstream_stage(inputs);
+                let logic = AnonymizeLogic {
+                    stage: name.to_owned(),
+                    anonymizer: Arc::clone(anonymizer),
+                    report: Default::default(),
+                };
+                let pact = Exchange::new(|r: &Ingested| route_hash(r.record.patient_id()));
+                let (o, d, s) = stage(input, pact, name, logic, counters);
+                out(self, "out", Port::Deid(o));
+                out(self, "dead-letter", Port::Dead(d));
+                self.stats
+                    .insert(name.to_owned(), (s, SagaRole::Anonymization, upstream));
+            }
+            Prepared::Canonize => {
+                let input = self.inputs(inputs, as_deid);
+                let upstream = self.upstream_stage(inputs);
+                let (o, d, s) = stage(
+                    input,
+                    Pipeline,
+                    name,
+                    CanonizeLogic {
+                        stage: name.to_owned(),
+                    },
+                    counters,
+                );
+                out(self, "out", Port::Fhir(o));
+                out(self, "dead-letter", Port::Dead(d));
+                self.stats
+                    .insert(name.to_owned(), (s, SagaRole::Canonization, upstream));
+            }
+            Prepared::Audit => {
+                let input = self.inputs(inputs, as_events);
+                let records = audit(input, name);
+                out(self, "out", Port::Audit(records));
+            }
+            Prepared::Parquet(dir, policy) => {
+                let input = self.inputs(inputs, as_fhir);
+                let writer = ParquetSink {
+                    out: plan.out.clone(),
+                    writer: ParquetWriter::new(dir.clone()),
+                };
+                let c = rolling_sink(
+                    input,
+                    name,
+                    worker,
+                    *policy,
+                    writer,
+                    counters,
+                    self.failure.clone(),
+                );
+                self.commits.insert(name.to_owned(), c);
+            }
+            Prepared::Jsonl(dir, policy) => {
+                let (o, p) = (plan.out.clone(), dir.clone());
+                let kind = inputs.first().and_then(|(n, port)| self.port(n, port));
+                let c = match kind {
+                    Some(Port::Audit(_)) => {
+                        let input = self.inputs(inputs, as_audit);
+                        let w = JsonlSink {
+                            out: o,
+                            dir: p,
+                            private: false,
+                            render: |r: &AuditRecord| serde_json::to_value(r).unwrap_or_default(),
+                        };
+                        rolling_sink(
+                            input,
+                            name,
+                            worker,
+                            *policy,
+                            w,
+                            counters,
+                            self.failure.clone(),
+                        )
+                    }
+                    Some(Port::Events(_)) => {
+                        let input = self.inputs(inputs, as_events);
+                        let w = JsonlSink {
+                            out: o,
+                            dir: p,
+                            private: false,
+                            render: |r: &DomainEvent| serde_json::to_value(r).unwrap_or_default(),
+                        };
+                        rolling_sink(
+                            input,
+                            name,
+                            worker,
+                            *policy,
+                            w,
+                            counters,
+                            self.failure.clone(),
+                        )
+                    }
+                    _ => {
+                        let input = self.inputs(inputs, as_fhir);
+                        let w = JsonlSink {
+                            out: o,
+                            dir: p,
+                            private: false,
+                            render: |r: &CanonicalResource| {
+                                serde_json::from_str(&r.resource).unwrap_or_default()
+                            },
+                        };
+                        rolling_sink(
+                            input,
+                            name,
+                            worker,
+                            *policy,
+                            w,
+                            counters,
+                            self.failure.clone(),
+                        )
+                    }
+                };
+                self.commits.insert(name.to_owned(), c);
+            }
+            Prepared::DeadLetter(dir) => {
+                let input = self.inputs(inputs, as_dead);
+                let w = JsonlSink {
+                    out: plan.out.clone(),
+                    dir: dir.clone(),
+                    private: true,
+                    render: dead_letter_json,
+                };
+                let policy = RollPolicy {
+                    rows: usize::MAX,
+                    interval: std::time::Duration::from_secs(5),
+                };
+                let c = rolling_sink(
+                    input,
+                    name,
+                    worker,
+                    policy,
+                    w,
+                    counters,
+                    self.failure.clone(),
+                );
+                self.commits.insert(name.to_owned(), c);
+            }
+        }
+        self.built.insert(name.to_owned());
+    }
+}
+
+/// Builds the job's dataflow in `scope` (called on every worker).
+pub fn build<'s>(scope: Scope<'s, Time>, plan: &Plan, failure: Failure) {
+    let mut b = Builder {
+        scope,
+        plan,
+        failure,
+        ports: BTreeMap::new(),
+        stats: BTreeMap::new(),
+        commits: BTreeMap::new(),
+        built: BTreeSet::new(),
+    };
+    // Build in rounds: a node is built once its inputs are, and a stage's `events` port once the
+    // sinks of that stage's output are (its closing event waits for their durability).
+    loop {
+        let mut progressed = false;
+        for (name, _, inputs, prepared) in &plan.nodes {
+            if !b.built.contains(name) && b.ready(inputs) {
+                b.build_node(name, inputs, prepared);
+                progressed = true;
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+}

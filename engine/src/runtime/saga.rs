@@ -1,0 +1,343 @@
+//! The choreography saga: each stage's domain events per batch, emitted from the dataflow's
+//! frontiers, and the audit stage's hash chain over all of them.
+//!
+//! A stage's `Started` event is published when its first record of a batch arrives; its
+//! `Finished`/`Finalizada`/`Completed` event only when the stage's input frontier has passed the
+//! batch **and** every sink fed by the stage's output has made the batch durable.
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::operator::Operator;
+use vitalflow_model::envelope::{
+    AuditRecord, Counts, DomainEvent, DomainEventType, ENVELOPE_VERSION, EventMetadata, StageReport,
+};
+use vitalflow_model::ids::{hex, uuid_from};
+use vitalflow_model::{Time, batch_of};
+
+use super::ops::{SinkCommit, StageStat, VecStream};
+
+/// The saga role of a stage: which events it publishes and what causes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SagaRole {
+    /// Ingestion: Created, Started, Finished.
+    Ingestion,
+    /// Anonymization: Iniciada, Finalizada.
+    Anonymization,
+    /// Canonization: Created, Started, Completed.
+    Canonization,
+}
+
+impl SagaRole {
+    /// The events published when a batch's first record arrives, then the closing event.
+    #[must_use]
+    pub const fn events(self) -> (&'static [DomainEventType], DomainEventType) {
+        use DomainEventType as E;
+        match self {
+            Self::Ingestion => (
+                &[E::DataIngestionCreated, E::DataIngestionStarted],
+                E::DataIngestionFinished,
+            ),
+            Self::Anonymization => (
+                &[E::EventoAnonimizacionIniciada],
+                E::EventoAnonimizacionFinalizada,
+            ),
+            Self::Canonization => (
+                &[
+                    E::EventDataCanonizationCreated,
+                    E::EventDataCanonizationStarted,
+                ],
+                E::EventDataCanonizationCompleted,
+            ),
+        }
+    }
+
+    /// The upstream event that starts this stage's chain for a batch (records began to flow).
+    #[must_use]
+    pub const fn trigger(self) -> Option<(SagaRole, DomainEventType)> {
+        match self {
+            Self::Ingestion => None,
+            Self::Anonymization => Some((Self::Ingestion, DomainEventType::DataIngestionStarted)),
+            Self::Canonization => Some((
+                Self::Anonymization,
+                DomainEventType::EventoAnonimizacionIniciada,
+            )),
+        }
+    }
+}
+
+/// Identity of the run, shared by every event.
+#[derive(Clone, Debug)]
+pub struct RunIdentity {
+    /// Job name.
+    pub job: String,
+    /// Run id.
+    pub run_id: String,
+}
+
+impl RunIdentity {
+    /// The deterministic id of a stage's event for a batch.
+    #[must_use]
+    pub fn event_id(&self, stage: &str, batch: u64, kind: DomainEventType) -> String {
+        uuid_from(&[
+            self.run_id.as_bytes(),
+            stage.as_bytes(),
+            &batch.to_le_bytes(),
+            kind.as_str().as_bytes(),
+        ])
+    }
+
+    /// The correlation id of a batch: the same for every stage.
+    #[must_use]
+    pub fn correlation_id(&self, batch: u64) -> String {
+        uuid_from(&[self.run_id.as_bytes(), b"batch", &batch.to_le_bytes()])
+    }
+}
+
+struct Pending {
+    cap: Capability<Time>,
+    counts: Counts,
+    detail: Option<serde_json::Value>,
+    outputs: Vec<String>,
+}
+
+/// Builds a stage's domain events from its stats (all workers) and the commits of the sinks fed by
+/// its output. Runs on worker 0.
+#[allow(clippy::too_many_arguments)]
+pub fn reporter<'s>(
+    stats: VecStream<'s, StageStat>,
+    durable: VecStream<'s, SinkCommit>,
+    stage: String,
+    role: SagaRole,
+    upstream: Option<String>,
+    run: RunIdentity,
+    merge_detail: fn(&mut Option<serde_json::Value>, Option<serde_json::Value>),
+) -> VecStream<'s, DomainEvent> {
+    stats.binary_frontier::<_, CapacityContainerBuilder<Vec<DomainEvent>>, _, _, _, _>(
+        durable,
+        Exchange::new(|_: &StageStat| 0),
+        Exchange::new(|_: &SinkCommit| 0),
+        &format!("Saga({stage})"),
+        move |_cap, _info| {
+            let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+            let mut outputs: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+            move |(stats, stats_frontier), (commits, commits_frontier), output| {
+                let (opening, closing) = role.events();
+                stats.for_each_stamp(|cap, data| {
+                    let Some(time) = cap.least().copied() else {
+                        return;
+                    };
+                    for batch in data {
+                        for stat in batch.drain(..) {
+                            let b = stat.batch;
+                            #[allow(clippy::map_entry)]
+                            if !pending.contains_key(&b) {
+                                let Some(owned) = cap.retain_least(output.output_index()) else {
+                                    continue;
+                                };
+                                let mut session = output.session(&owned);
+                                let mut cause = role
+                                    .trigger()
+                                    .zip(upstream.as_ref())
+                                    .map(|((_, kind), up)| run.event_id(up, b, kind));
+                                for kind in opening {
+                                    let event = make_event(
+                                        &run,
+                                        &stage,
+                                        b,
+                                        *kind,
+                                        cause.take(),
+                                        Counts::default(),
+                                        vec![],
+                                        None,
+                                    );
+                                    cause = Some(event.metadata.event_id.clone());
+                                    session.give(event);
+                                }
+                                drop(session);
+                                pending.insert(
+                                    b,
+                                    Pending {
+                                        cap: owned,
+                                        counts: Counts::default(),
+                                        detail: None,
+                                        outputs: vec![],
+                                    },
+                                );
+                            }
+                            if let Some(p) = pending.get_mut(&b) {
+                                p.counts.add(&stat.counts);
+                                merge_detail(&mut p.detail, stat.detail);
+                            }
+                            let _ = time;
+                        }
+                    }
+                });
+                commits.for_each_stamp(|_cap, data| {
+                    for batch in data {
+                        for commit in batch.drain(..) {
+                            for b in &commit.batches {
+                                outputs
+                                    .entry(*b)
+                                    .or_default()
+                                    .extend(commit.files.iter().cloned());
+                            }
+                        }
+                    }
+                });
+                let done: Vec<u64> = pending
+                    .iter()
+                    .filter(|(_, p)| {
+                        !stats_frontier.less_equal(p.cap.time())
+                            && !commits_frontier.less_equal(p.cap.time())
+                    })
+                    .map(|(b, _)| *b)
+                    .collect();
+                for b in done {
+                    let Some(mut p) = pending.remove(&b) else {
+                        continue;
+                    };
+                    p.outputs = outputs.remove(&b).unwrap_or_default();
+                    p.outputs.sort();
+                    p.outputs.dedup();
+                    let cause = run.event_id(&stage, b, *opening.last().unwrap_or(&closing));
+                    let event = make_event(
+                        &run,
+                        &stage,
+                        b,
+                        closing,
+                        Some(cause),
+                        p.counts,
+                        p.outputs,
+                        p.detail,
+                    );
+                    output.session(&p.cap).give(event);
+                }
+            }
+        },
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make_event(
+    run: &RunIdentity,
+    stage: &str,
+    batch: u64,
+    kind: DomainEventType,
+    causation_id: Option<String>,
+    counts: Counts,
+    outputs: Vec<String>,
+    detail: Option<serde_json::Value>,
+) -> DomainEvent {
+    DomainEvent {
+        metadata: EventMetadata {
+            event_id: run.event_id(stage, batch, kind),
+            event_type: kind.as_str().to_owned(),
+            event_source: format!("vitalflow/{}/{stage}", run.job),
+            correlation_id: run.correlation_id(batch),
+            causation_id,
+            timestamp: Utc::now(),
+            version: ENVELOPE_VERSION.to_owned(),
+            trace_id: Some(run.run_id.clone()),
+        },
+        payload: StageReport {
+            job: run.job.clone(),
+            run_id: run.run_id.clone(),
+            stage: stage.to_owned(),
+            batch,
+            counts,
+            outputs,
+            detail: detail.unwrap_or(serde_json::Value::Null),
+        },
+    }
+}
+
+/// Hex SHA-256 chaining an audit record to its predecessor.
+#[must_use]
+///
+/// `recorded_at` is the JSON string of the record's `recordedAt`, `event_json` the JSON of its
+/// `event`.
+pub fn chain_hash(prev_hash: &str, sequence: u64, recorded_at: &str, event_json: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(sequence.to_le_bytes());
+    h.update(recorded_at.as_bytes());
+    h.update(event_json.as_bytes());
+    hex(&h.finalize())
+}
+
+/// The audit stage: every domain event, in saga order per batch, chained by SHA-256. Runs on
+/// worker 0 so the chain is one sequence.
+pub fn audit<'s>(events: VecStream<'s, DomainEvent>, name: &str) -> VecStream<'s, AuditRecord> {
+    events.unary_frontier::<CapacityContainerBuilder<Vec<AuditRecord>>, _, _, _>(
+        Exchange::new(|_: &DomainEvent| 0),
+        name,
+        move |_cap, _info| {
+            let mut stash: BTreeMap<Time, (Capability<Time>, Vec<DomainEvent>)> = BTreeMap::new();
+            let mut sequence = 0u64;
+            let mut prev_hash = "0".repeat(64);
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    if let Some(cap) = cap.retain_least(output.output_index()) {
+                        let entry = stash
+                            .entry(*cap.time())
+                            .or_insert_with(|| (cap, Vec::new()));
+                        for batch in data {
+                            entry.1.append(batch);
+                        }
+                    }
+                });
+                let ready: Vec<Time> = stash
+                    .keys()
+                    .copied()
+                    .filter(|t| !frontier.less_equal(t))
+                    .collect();
+                for t in ready {
+                    let Some((cap, mut events)) = stash.remove(&t) else {
+                        continue;
+                    };
+                    events.sort_by(|a, b| {
+                        (
+                            a.payload.batch,
+                            order(&a.metadata.event_type),
+                            &a.payload.stage,
+                        )
+                            .cmp(&(
+                                b.payload.batch,
+                                order(&b.metadata.event_type),
+                                &b.payload.stage,
+                            ))
+                    });
+                    let mut session = output.session(&cap);
+                    for event in events {
+                        let recorded_at = Utc::now();
+                        let event_json = serde_json::to_string(&event).unwrap_or_default();
+                        let stamp = serde_json::to_string(&recorded_at).unwrap_or_default();
+                        let hash = chain_hash(&prev_hash, sequence, &stamp, &event_json);
+                        session.give(AuditRecord {
+                            sequence,
+                            recorded_at,
+                            event,
+                            prev_hash: prev_hash.clone(),
+                            hash: hash.clone(),
+                        });
+                        prev_hash = hash;
+                        sequence += 1;
+                    }
+                    let _ = batch_of(t);
+                }
+            }
+        },
+    )
+}
+
+fn order(event_type: &str) -> usize {
+    DomainEventType::ALL
+        .iter()
+        .position(|k| k.as_str() == event_type)
+        .unwrap_or(usize::MAX)
+}

@@ -1,0 +1,98 @@
+//! FHIR R4 resources as the canonization stage emits them: typed columns for analytics plus the
+//! full resource JSON.
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+/// The FHIR resource types vitalflow writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ResourceType {
+    /// `Patient`
+    Patient,
+    /// `Observation`
+    Observation,
+}
+
+impl ResourceType {
+    /// The FHIR name, also the folder name under `canonical/`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Patient => "Patient",
+            Self::Observation => "Observation",
+        }
+    }
+}
+
+/// Typed columns of a canonical Patient.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PatientColumns {
+    /// FHIR `gender`.
+    pub gender: Option<String>,
+    /// Birth year (null for patients over 89).
+    pub birth_year: Option<i32>,
+    /// `90 or older` where the birth year is withheld.
+    pub age_group: Option<String>,
+    /// Whether the patient is deceased.
+    pub deceased: bool,
+    /// State.
+    pub state: Option<String>,
+    /// ZIP3.
+    pub zip3: Option<String>,
+    /// Country.
+    pub country: Option<String>,
+}
+
+/// Typed columns of a canonical vital-signs Observation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObservationColumns {
+    /// LOINC code.
+    pub code: String,
+    /// LOINC display.
+    pub display: String,
+    /// Value in `unit` (null for blood-pressure panels, which use the components).
+    pub value: Option<f64>,
+    /// UCUM unit code.
+    pub unit: String,
+    /// Systolic component (blood-pressure panels only).
+    pub systolic: Option<f64>,
+    /// Diastolic component (blood-pressure panels only).
+    pub diastolic: Option<f64>,
+    /// `effectiveDateTime`, microseconds since the Unix epoch, UTC.
+    pub effective_us: i64,
+}
+
+/// The typed part of a canonical resource.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Columns {
+    /// A Patient.
+    Patient(PatientColumns),
+    /// An Observation.
+    Observation(ObservationColumns),
+}
+
+/// A canonical FHIR R4 resource.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CanonicalResource {
+    /// The resource id.
+    pub id: String,
+    /// The pseudonymous patient id (the subject, or the Patient's own id).
+    pub patient: String,
+    /// The Hive partition date (`date=YYYY-MM-DD`).
+    pub date: NaiveDate,
+    /// Typed columns.
+    pub columns: Columns,
+    /// The FHIR R4 JSON.
+    pub resource: String,
+}
+
+impl CanonicalResource {
+    /// The FHIR resource type.
+    #[must_use]
+    pub const fn resource_type(&self) -> ResourceType {
+        match self.columns {
+            Columns::Patient(_) => ResourceType::Patient,
+            Columns::Observation(_) => ResourceType::Observation,
+        }
+    }
+}

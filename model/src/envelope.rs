@@ -1,0 +1,154 @@
+//! The platform event envelope and the stages' domain events (the choreography saga).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Version of the envelope schema vitalflow writes.
+pub const ENVELOPE_VERSION: &str = "1.0";
+
+/// Envelope metadata, as on the platform's event bus.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventMetadata {
+    /// Unique id of this event.
+    pub event_id: String,
+    /// `{domain}.{entity}.{action}` for input events (`patient.record.created`), the event name
+    /// for the stages' domain events (`DataIngestionFinished`).
+    pub event_type: String,
+    /// The system or stage that emitted the event.
+    pub event_source: String,
+    /// Groups the events of one unit of work (a batch).
+    pub correlation_id: String,
+    /// The event that caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// When the event was emitted.
+    pub timestamp: DateTime<Utc>,
+    /// Envelope schema version.
+    pub version: String,
+    /// Distributed trace id, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+}
+
+/// An event: metadata and a payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<P> {
+    /// Metadata.
+    pub metadata: EventMetadata,
+    /// Payload.
+    pub payload: P,
+}
+
+/// The domain events the stages publish, per batch. Names are part of the platform contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum DomainEventType {
+    /// A batch of input was opened by ingestion.
+    DataIngestionCreated,
+    /// Ingestion received the batch's first record.
+    DataIngestionStarted,
+    /// Ingestion has parsed every record of the batch.
+    DataIngestionFinished,
+    /// Anonymization received the batch's first record.
+    EventoAnonimizacionIniciada,
+    /// Anonymization has processed every record of the batch.
+    EventoAnonimizacionFinalizada,
+    /// A canonization batch was opened.
+    EventDataCanonizationCreated,
+    /// Canonization received the batch's first record.
+    EventDataCanonizationStarted,
+    /// Canonization has processed every record of the batch and its output is durable.
+    EventDataCanonizationCompleted,
+}
+
+impl DomainEventType {
+    /// All eight, in saga order.
+    pub const ALL: [Self; 8] = [
+        Self::DataIngestionCreated,
+        Self::DataIngestionStarted,
+        Self::DataIngestionFinished,
+        Self::EventoAnonimizacionIniciada,
+        Self::EventoAnonimizacionFinalizada,
+        Self::EventDataCanonizationCreated,
+        Self::EventDataCanonizationStarted,
+        Self::EventDataCanonizationCompleted,
+    ];
+
+    /// The exact event name.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::DataIngestionCreated => "DataIngestionCreated",
+            Self::DataIngestionStarted => "DataIngestionStarted",
+            Self::DataIngestionFinished => "DataIngestionFinished",
+            Self::EventoAnonimizacionIniciada => "EventoAnonimizacionIniciada",
+            Self::EventoAnonimizacionFinalizada => "EventoAnonimizacionFinalizada",
+            Self::EventDataCanonizationCreated => "EventDataCanonizationCreated",
+            Self::EventDataCanonizationStarted => "EventDataCanonizationStarted",
+            Self::EventDataCanonizationCompleted => "EventDataCanonizationCompleted",
+        }
+    }
+}
+
+/// Record counts of one stage for one batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    /// Records received.
+    pub records_in: u64,
+    /// Records emitted.
+    pub records_out: u64,
+    /// Records rejected to dead-letter.
+    pub rejected: u64,
+}
+
+impl Counts {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &Self) {
+        self.records_in += other.records_in;
+        self.records_out += other.records_out;
+        self.rejected += other.rejected;
+    }
+}
+
+/// The payload of every stage domain event: a fat, self-contained report of the batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageReport {
+    /// The job's name.
+    pub job: String,
+    /// The run this batch belongs to.
+    pub run_id: String,
+    /// The stage node's name in the job file.
+    pub stage: String,
+    /// The batch number.
+    pub batch: u64,
+    /// Record counts so far (final in Finished/Finalizada/Completed events).
+    pub counts: Counts,
+    /// Where the stage's output of this batch is (files, topics).
+    #[serde(default)]
+    pub outputs: Vec<String>,
+    /// Stage-specific detail (e.g. the de-identification report).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub detail: serde_json::Value,
+}
+
+/// A stage domain event.
+pub type DomainEvent = Envelope<StageReport>;
+
+/// An audit record: one domain event, chained to the previous record by SHA-256 so that the
+/// audit trail is tamper-evident.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    /// Position in the audit trail (0-based).
+    pub sequence: u64,
+    /// When the audit stage recorded the event.
+    pub recorded_at: DateTime<Utc>,
+    /// The event.
+    pub event: DomainEvent,
+    /// `hash` of the previous record (64 zeros for the first).
+    pub prev_hash: String,
+    /// SHA-256 over `prev_hash` and the canonical JSON of `sequence`, `recordedAt` and `event`.
+    pub hash: String,
+}

@@ -1,0 +1,324 @@
+//! Anonymization: HIPAA Safe Harbor de-identification of clinical records.
+//!
+//! [`Anonymizer::apply`] turns an [`Ingested`] clinical record into a [`DeidRecord`]:
+//!
+//! * the source patient id becomes a keyed pseudonym ([`Anonymizer::pseudonym`]);
+//! * names, phone numbers, emails, SSN, MRN, other identifiers, street lines and city are
+//!   dropped;
+//! * the birth date becomes the birth year, or nothing with the age group `90 or older` for
+//!   patients older than 89 at `recorded_at` (or at death, if later); the date of death likewise;
+//! * the ZIP code becomes its first three digits, `000` for the sparsely populated ZIP3s of
+//!   [`AnonymizeConfig::restricted_zip3`]; state and country are kept;
+//! * every other date tied to the patient (measurement times, `recorded_at`) follows the
+//!   [`DatePolicy`]: a per-patient shift by whole days, or the year only;
+//! * measurement ids become keyed hashes that do not reveal the source id.
+//!
+//! Every action is counted in a [`DeidReport`].
+
+mod key;
+mod report;
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, TimeZone, Utc};
+use thiserror::Error;
+use vitalflow_model::clinical::{ClinicalRecord, Ingested, PatientRecord, VitalRecord};
+use vitalflow_model::deid::{AGE_90_OR_OLDER, DeidPatient, DeidRecord, DeidVital};
+use vitalflow_model::ids::hex;
+
+pub use self::key::{KeyError, PseudonymKey};
+pub use self::report::DeidReport;
+use crate::ingest::DECEASED_DATE_UNKNOWN;
+
+/// What happens to the dates tied to a patient (other than birth and death, which keep only
+/// their year).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatePolicy {
+    /// Shift every date of a patient by the same number of whole days, in
+    /// `[-max_days, +max_days]`, derived from the key and the patient id. Intervals between a
+    /// patient's measurements are preserved.
+    Shift {
+        /// The largest shift, in days.
+        max_days: u32,
+    },
+    /// Keep only the year: every date becomes January 1st, 00:00:00 UTC of its year.
+    Year,
+}
+
+/// The anonymizer's configuration.
+#[derive(Clone, Debug)]
+pub struct AnonymizeConfig {
+    /// The pseudonymization key.
+    pub key: PseudonymKey,
+    /// The date policy.
+    pub dates: DatePolicy,
+    /// ZIP3s reported as `000` (see [`Self::default_restricted_zip3`]).
+    pub restricted_zip3: Vec<String>,
+}
+
+impl AnonymizeConfig {
+    /// The 3-digit ZIP codes whose population is 20,000 or fewer (2010 census), which Safe
+    /// Harbor requires to be reported as `000`.
+    #[must_use]
+    pub fn default_restricted_zip3() -> Vec<String> {
+        [
+            "036", "059", "102", "202", "203", "204", "205", "369", "556", "692", "753", "772",
+            "821", "823", "878", "879", "884", "893",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+    }
+}
+
+/// A record that cannot be anonymized. Messages never contain PHI.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum AnonymizeError {
+    /// The record has no patient id to pseudonymize.
+    #[error("{record} record: patient id is empty")]
+    EmptyPatientId {
+        /// `patient` or `vital`.
+        record: &'static str,
+    },
+    /// A date falls outside the representable range once the date policy is applied.
+    #[error("{field}: date out of range once the date policy is applied")]
+    DateOutOfRange {
+        /// The field.
+        field: &'static str,
+    },
+}
+
+/// Applies Safe Harbor de-identification with a key and a date policy.
+#[derive(Clone, Debug)]
+pub struct Anonymizer {
+    key: PseudonymKey,
+    dates: DatePolicy,
+    restricted: BTreeSet<String>,
+}
+
+impl Anonymizer {
+    /// An anonymizer with `cfg`.
+    #[must_use]
+    pub fn new(cfg: AnonymizeConfig) -> Self {
+        Self {
+            key: cfg.key,
+            dates: cfg.dates,
+            restricted: cfg
+                .restricted_zip3
+                .into_iter()
+                .map(|z| z.trim().to_owned())
+                .collect(),
+        }
+    }
+
+    /// The pseudonym of a source patient id: the first 32 hex digits of
+    /// HMAC-SHA256(key, `"patient\0"` + id).
+    #[must_use]
+    pub fn pseudonym(&self, source_patient_id: &str) -> String {
+        let mac = self.key.mac(&[b"patient\0", source_patient_id.as_bytes()]);
+        hex(&mac[..16])
+    }
+
+    /// The date shift of a patient under [`DatePolicy::Shift`]: whole days in
+    /// `[-max_days, +max_days]`, from HMAC-SHA256(key, `"shift\0"` + id).
+    #[must_use]
+    pub fn shift_days(&self, source_patient_id: &str, max_days: u32) -> i64 {
+        let mac = self.key.mac(&[b"shift\0", source_patient_id.as_bytes()]);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&mac[..8]);
+        let span = 2 * u64::from(max_days) + 1;
+        let r = u64::from_le_bytes(first) % span;
+        // r < span <= 2^33: both conversions are exact.
+        i64::try_from(r).unwrap_or(0) - i64::from(max_days)
+    }
+
+    /// De-identifies one record, counting what was done in `report` (only on success).
+    ///
+    /// # Errors
+    /// [`AnonymizeError::EmptyPatientId`] for a record without patient id,
+    /// [`AnonymizeError::DateOutOfRange`] when the date policy overflows.
+    pub fn apply(
+        &self,
+        rec: &Ingested,
+        report: &mut DeidReport,
+    ) -> Result<DeidRecord, AnonymizeError> {
+        let mut local = DeidReport::default();
+        let out = match &rec.record {
+            ClinicalRecord::Patient(p) => self.patient(p, &mut local).map(DeidRecord::Patient),
+            ClinicalRecord::Vital(v) => self.vital(v, &mut local).map(DeidRecord::Vital),
+        }?;
+        report.merge(&local);
+        Ok(out)
+    }
+
+    fn patient(
+        &self,
+        p: &PatientRecord,
+        r: &mut DeidReport,
+    ) -> Result<DeidPatient, AnonymizeError> {
+        if p.patient_id.trim().is_empty() {
+            return Err(AnonymizeError::EmptyPatientId { record: "patient" });
+        }
+        let pseudonym = self.pseudonym(&p.patient_id);
+        r.record("patient-id", "crypto-hash");
+        r.add(
+            "name",
+            "redact",
+            count(p.given.len()) + u64::from(p.family.is_some()),
+        );
+        r.add("ssn", "redact", u64::from(p.ssn.is_some()));
+        r.add("mrn", "redact", u64::from(p.mrn.is_some()));
+        r.add("other-id", "redact", count(p.other_identifiers.len()));
+        r.add("phone", "redact", count(p.phones.len()));
+        r.add("email", "redact", count(p.emails.len()));
+
+        // Age at the latest date the record speaks for.
+        let death = p.deceased.filter(|d| *d != DECEASED_DATE_UNKNOWN);
+        let reference = death.map_or(p.recorded_at.date_naive(), |d| {
+            d.max(p.recorded_at.date_naive())
+        });
+        let over_89 = p.birth_date.is_some_and(|b| age_at(b, reference) > 89);
+        let (birth_year, age_group) = match p.birth_date {
+            Some(_) if over_89 => {
+                r.record("age-over-89", "generalize");
+                r.record("birth-date", "redact");
+                (None, Some(AGE_90_OR_OLDER.to_owned()))
+            }
+            Some(b) => {
+                r.record("birth-date", "generalize-year");
+                (Some(b.year()), None)
+            }
+            None => (None, None),
+        };
+        let deceased_year = match death {
+            Some(_) if over_89 => {
+                r.record("death-date", "redact");
+                None
+            }
+            Some(d) => {
+                r.record("death-date", "generalize-year");
+                Some(d.year())
+            }
+            None => None,
+        };
+
+        let (mut state, mut zip3, mut country) = (None, None, None);
+        if let Some(a) = p.addresses.first() {
+            state = a.state.clone();
+            country = a.country.clone();
+            r.add("address-street", "redact", count(a.lines.len()));
+            r.add("city", "redact", u64::from(a.city.is_some()));
+            if let Some(zip) = &a.postal_code {
+                zip3 = zip3_of(zip);
+                match &zip3 {
+                    None => r.record("zip", "redact"),
+                    Some(z) if self.restricted.contains(z) => {
+                        r.record("zip", "restrict-000");
+                        zip3 = Some("000".to_owned());
+                    }
+                    Some(_) => r.record("zip", "generalize-zip3"),
+                }
+            }
+        }
+        r.add(
+            "address",
+            "redact",
+            count(p.addresses.len().saturating_sub(1)),
+        );
+
+        Ok(DeidPatient {
+            pseudonym,
+            birth_year,
+            age_group,
+            deceased_year,
+            deceased: p.deceased.is_some(),
+            gender: p.gender,
+            state,
+            zip3,
+            country,
+            recorded_at: self.date(&p.patient_id, p.recorded_at, "recorded_at", r)?,
+        })
+    }
+
+    fn vital(&self, v: &VitalRecord, r: &mut DeidReport) -> Result<DeidVital, AnonymizeError> {
+        if v.patient_id.trim().is_empty() {
+            return Err(AnonymizeError::EmptyPatientId { record: "vital" });
+        }
+        let pseudonym = self.pseudonym(&v.patient_id);
+        r.record("patient-id", "crypto-hash");
+        let identity = match &v.source_id {
+            Some(id) => {
+                r.record("measurement-id", "crypto-hash");
+                id.clone()
+            }
+            None => v.effective.to_rfc3339(),
+        };
+        let mac = self.key.mac(&[
+            b"obs\0",
+            v.patient_id.as_bytes(),
+            b"\0",
+            v.kind.as_str().as_bytes(),
+            b"\0",
+            identity.as_bytes(),
+        ]);
+        Ok(DeidVital {
+            id: hex(&mac[..16]),
+            pseudonym,
+            kind: v.kind,
+            value: v.value,
+            effective: self.date(&v.patient_id, v.effective, "effective", r)?,
+        })
+    }
+
+    /// Applies the date policy to a date-time of patient `patient_id`.
+    fn date(
+        &self,
+        patient_id: &str,
+        t: DateTime<Utc>,
+        field: &'static str,
+        r: &mut DeidReport,
+    ) -> Result<DateTime<Utc>, AnonymizeError> {
+        let out = match self.dates {
+            DatePolicy::Shift { max_days } => {
+                r.record("date", "shift");
+                TimeDelta::try_days(self.shift_days(patient_id, max_days))
+                    .and_then(|d| t.checked_add_signed(d))
+            }
+            DatePolicy::Year => {
+                r.record("date", "generalize-year");
+                Utc.with_ymd_and_hms(t.year(), 1, 1, 0, 0, 0).single()
+            }
+        };
+        out.ok_or(AnonymizeError::DateOutOfRange { field })
+    }
+}
+
+/// Completed years between `birth` and `at`.
+fn age_at(birth: NaiveDate, at: NaiveDate) -> i32 {
+    let mut age = at.year() - birth.year();
+    if (at.month(), at.day()) < (birth.month(), birth.day()) {
+        age -= 1;
+    }
+    age
+}
+
+/// The first three digits of a 5- or 9-digit US ZIP code (`12345`, `123456789`, `12345-6789`).
+fn zip3_of(zip: &str) -> Option<String> {
+    let zip = zip.trim();
+    let digits: String = zip.chars().filter(|c| *c != '-').collect();
+    let dashes_ok = match zip.find('-') {
+        None => true,
+        Some(at) => at == 5 && zip.len() == 10,
+    };
+    let ok = dashes_ok
+        && (digits.len() == 5 || digits.len() == 9)
+        && digits.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| digits[..3].to_owned())
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

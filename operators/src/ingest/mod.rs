@@ -1,0 +1,132 @@
+//! Ingestion: raw bytes to [`Ingested`] clinical records.
+//!
+//! [`ingest`] parses one [`RawRecord`] according to its [`RawFormat`]:
+//!
+//! * [`RawFormat::Envelope`]: one platform event envelope, see [`envelope`] for the payloads;
+//! * [`RawFormat::Fhir`]: one FHIR R4 JSON document (a Bundle or a single resource), see [`fhir`];
+//! * [`RawFormat::VitalsCsv`]: one CSV row of vital-sign numerics, see [`vitals_csv`];
+//! * [`RawFormat::Hl7v2`] and [`RawFormat::Unknown`]: dead-lettered with a reason.
+//!
+//! Every part of the input that cannot be used becomes one [`DeadLetter`] whose reason names the
+//! field at fault but never echoes a value from the input (the reasons are logged and counted;
+//! values may be PHI).
+
+pub mod envelope;
+pub mod fhir;
+mod json;
+mod time;
+pub mod vitals_csv;
+
+use chrono::NaiveDate;
+use vitalflow_model::clinical::{ClinicalRecord, Ingested};
+use vitalflow_model::vitals::UnitError;
+use vitalflow_model::{DeadLetter, RawFormat, RawRecord};
+
+/// The date of death ingestion records for a patient known to be deceased without a known date
+/// (FHIR `deceasedBoolean: true`).
+///
+/// [`vitalflow_model::clinical::PatientRecord::deceased`] can only hold a date; anonymization
+/// recognises this sentinel and reports the patient as deceased without a year.
+pub const DECEASED_DATE_UNKNOWN: NaiveDate = NaiveDate::MIN;
+
+/// Parses one raw record.
+///
+/// Good records are pushed to `ok`, with `sequence = (raw.sequence, index within the raw
+/// record)`. Every part that cannot be used is pushed to `dead`: one [`DeadLetter`] per rejected
+/// part, with `stage`, the raw record's source, location and format, a reason naming the field,
+/// and the bytes of the rejected part (the whole raw bytes, or one Bundle entry's resource JSON).
+///
+/// Never panics, whatever the bytes.
+pub fn ingest(raw: &RawRecord, stage: &str, ok: &mut Vec<Ingested>, dead: &mut Vec<DeadLetter>) {
+    let mut sink = Sink {
+        raw,
+        stage,
+        ok,
+        dead,
+    };
+    match raw.format {
+        RawFormat::Envelope => envelope::parse(&mut sink),
+        RawFormat::Fhir => fhir::parse(&mut sink),
+        RawFormat::VitalsCsv => vitals_csv::parse(&mut sink),
+        RawFormat::Hl7v2 => sink.reject_raw("HL7 v2 is not supported yet"),
+        RawFormat::Unknown => sink.reject_raw("unrecognised input format"),
+    }
+}
+
+/// Where the parsers put their output for one raw record.
+pub(crate) struct Sink<'a> {
+    raw: &'a RawRecord,
+    stage: &'a str,
+    ok: &'a mut Vec<Ingested>,
+    dead: &'a mut Vec<DeadLetter>,
+}
+
+impl Sink<'_> {
+    /// The raw record being parsed.
+    pub(crate) const fn raw(&self) -> &RawRecord {
+        self.raw
+    }
+
+    /// Emits a parsed record, `index` being its position within the raw record.
+    pub(crate) fn accept(&mut self, index: u32, record: ClinicalRecord) {
+        self.ok.push(Ingested {
+            source: self.raw.source.clone(),
+            location: self.raw.location.clone(),
+            sequence: (self.raw.sequence, index),
+            record,
+        });
+    }
+
+    /// Dead-letters a part of the raw record.
+    pub(crate) fn reject(&mut self, reason: impl Into<String>, bytes: Vec<u8>) {
+        self.dead.push(DeadLetter {
+            stage: self.stage.to_owned(),
+            source: self.raw.source.clone(),
+            location: self.raw.location.clone(),
+            format: self.raw.format,
+            reason: reason.into(),
+            bytes,
+        });
+    }
+
+    /// Dead-letters the whole raw record.
+    pub(crate) fn reject_raw(&mut self, reason: impl Into<String>) {
+        let bytes = self.raw.bytes.clone();
+        self.reject(reason, bytes);
+    }
+}
+
+/// `s` if it looks like a code (letters, digits, `-`, `.`, `_`; at most 64 characters), else a
+/// placeholder: input codes are named in reasons only when they cannot smuggle free text.
+pub(crate) fn safe_code(s: &str) -> &str {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if ok { s } else { "(invalid code)" }
+}
+
+/// A reason for a value whose unit cannot be normalized; the unit is named only when it looks
+/// like a unit.
+pub(crate) fn unit_reason(field: &str, err: &UnitError) -> String {
+    match err {
+        UnitError::Unsupported { kind, unit } => {
+            let looks_like_unit = unit.chars().count() <= 24
+                && unit
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "[]{}/%_.-^*° ²".contains(c));
+            let unit = if looks_like_unit {
+                unit.as_str()
+            } else {
+                "(invalid unit)"
+            };
+            format!("{field}: unit `{unit}` is not a unit of {}", kind.as_str())
+        }
+        UnitError::NotFinite { kind } => {
+            format!("{field}: value of {} is not a finite number", kind.as_str())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""Checks the output folder of a vitalflow job.
+
+Usage: check_output.py OUT_DIR [--phi FILE] [--expect-min-observations N]
+
+* reads every OUT_DIR/canonical/Observation/**/*.parquet and Patient/**/*.parquet with pyarrow,
+  and cross-checks the row counts with DuckDB (read_parquet, hive_partitioning=true);
+* validates every `resource` JSON with the FHIR R4 (4.0.1) models of fhir.resources;
+* checks each Observation: LOINC code and UCUM unit are one of the expected pairs, category
+  vital-signs, subject Patient/<patient column>, and the typed columns agree with the resource;
+* checks each Patient: columns agree with the resource, and no direct identifier is left
+  (name, telecom, photo, contact, street lines, city, full ZIP, birth dates finer than a year);
+* with --phi FILE (one PHI string a line) scans every byte of every file under OUT_DIR except
+  dead-letter/, and for Parquet files also the decoded string columns, for every PHI string.
+  Leaks are reported by file and by line number in FILE: PHI values are never printed.
+
+Prints a JSON summary on stdout and exits 1 on any problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import fhir.resources
+from fhir.resources.observation import Observation
+from fhir.resources.patient import Patient
+
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+# LOINC code -> UCUM unit of the value (or of the components, for the blood-pressure panel).
+EXPECTED_UNITS = {
+    "8867-4": "/min",
+    "9279-1": "/min",
+    "59408-5": "%",
+    "8310-5": "Cel",
+    "85354-9": "mm[Hg]",
+    "8478-0": "mm[Hg]",
+    "29463-7": "kg",
+    "8302-2": "cm",
+    "39156-5": "kg/m2",
+}
+BP_PANEL, SYSTOLIC, DIASTOLIC = "85354-9", "8480-6", "8462-4"
+SPO2, SPO2_ARTERIAL = "59408-5", "2708-6"
+# fhir.resources does not check required code bindings: these are checked here.
+OBSERVATION_STATUS = {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"}
+GENDERS = {"male", "female", "other", "unknown"}
+MAX_REPORTED = 20  # problems printed per kind
+
+
+class Problems:
+    """Collects problems; prints the first few of each kind to stderr."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def add(self, kind: str, message: str) -> None:
+        self.counts[kind] += 1
+        if self.counts[kind] <= MAX_REPORTED:
+            print(f"PROBLEM [{kind}] {message}", file=sys.stderr)
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def parquet_files(root: Path, resource_type: str) -> list[Path]:
+    base = root / "canonical" / resource_type
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.rglob("*.parquet") if not p.name.startswith("."))
+
+
+def codings(concept: dict | None) -> list[dict]:
+    return (concept or {}).get("coding") or []
+
+
+def has_coding(concept: dict | None, system: str, code: str) -> bool:
+    return any(c.get("system") == system and c.get("code") == code for c in codings(concept))
+
+
+def close(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
+
+
+def validation_errors(model, resource: dict) -> str | None:
+    """None when the resource is valid; otherwise the error locations (never the values)."""
+    try:
+        model.parse_obj(resource)
+        return None
+    except Exception as e:  # pydantic.ValidationError, or errors raised by the validators
+        errors = getattr(e, "errors", None)
+        if callable(errors):
+            return "; ".join(
+                f"{'.'.join(str(x) for x in err.get('loc', ()))}: {err.get('type', '')}"
+                for err in errors()[:5]
+            )
+        return type(e).__name__
+
+
+def check_quantity(q: dict | None, unit: str, value: float | None, where: str, problems: Problems) -> None:
+    if not q:
+        problems.add("observation", f"{where}: no valueQuantity")
+        return
+    if q.get("system") != UCUM or q.get("code") != unit:
+        problems.add("observation", f"{where}: quantity is {q.get('system')}|{q.get('code')}, expected {UCUM}|{unit}")
+    if value is not None and not close(q.get("value"), value):
+        problems.add("observation", f"{where}: quantity value disagrees with its column")
+
+
+def check_observation(row: dict, where: str, problems: Problems, by_code: Counter) -> None:
+    code, unit = row["code"], row["unit"]
+    by_code[code] += 1
+    expected = EXPECTED_UNITS.get(code)
+    if expected is None:
+        problems.add("observation", f"{where}: unexpected code {code}")
+    elif unit != expected:
+        problems.add("observation", f"{where}: code {code} has unit {unit}, expected {expected}")
+    try:
+        r = json.loads(row["resource"])
+    except (TypeError, ValueError):
+        problems.add("fhir_invalid", f"{where}: resource is not JSON")
+        return
+    if r.get("resourceType") != "Observation" or r.get("id") != row["id"]:
+        problems.add("observation", f"{where}: resourceType/id disagree with the columns")
+    if r.get("status") not in OBSERVATION_STATUS:
+        problems.add("fhir_invalid", f"{where}: status is not an ObservationStatus code")
+    if not has_coding(r.get("code"), LOINC, code):
+        problems.add("observation", f"{where}: code.coding lacks {LOINC}|{code}")
+    if code == SPO2 and not has_coding(r.get("code"), LOINC, SPO2_ARTERIAL):
+        problems.add("observation", f"{where}: SpO2 lacks the {SPO2_ARTERIAL} coding")
+    if not any(has_coding(c, CATEGORY, "vital-signs") for c in r.get("category") or []):
+        problems.add("observation", f"{where}: category is not vital-signs")
+    if (r.get("subject") or {}).get("reference") != f"Patient/{row['patient']}":
+        problems.add("observation", f"{where}: subject is not Patient/<patient column>")
+    effective = r.get("effectiveDateTime")
+    try:
+        t = datetime.fromisoformat(str(effective).replace("Z", "+00:00"))
+        col = row["effective"]
+        if t.tzinfo is None or col is None or abs((t - col).total_seconds()) >= 1:
+            problems.add("observation", f"{where}: effectiveDateTime disagrees with the effective column")
+    except ValueError:
+        problems.add("observation", f"{where}: effectiveDateTime missing or not a dateTime")
+    if code == BP_PANEL:
+        if r.get("valueQuantity") is not None or row["value"] is not None:
+            problems.add("observation", f"{where}: blood-pressure panel with a value")
+        components = {}
+        for c in r.get("component") or []:
+            for k in (SYSTOLIC, DIASTOLIC):
+                if has_coding(c.get("code"), LOINC, k):
+                    components[k] = c.get("valueQuantity")
+        for k, col in ((SYSTOLIC, "systolic"), (DIASTOLIC, "diastolic")):
+            if k not in components:
+                problems.add("observation", f"{where}: blood-pressure panel lacks component {k}")
+            else:
+                check_quantity(components[k], "mm[Hg]", row[col], f"{where} component {k}", problems)
+    elif expected is not None:
+        check_quantity(r.get("valueQuantity"), expected, row["value"], where, problems)
+        if row["systolic"] is not None or row["diastolic"] is not None:
+            problems.add("observation", f"{where}: systolic/diastolic set on a {code}")
+    error = validation_errors(Observation, r)
+    if error is not None:
+        problems.add("fhir_invalid", f"{where}: not a valid FHIR R4 Observation: {error}")
+
+
+ZIP5 = re.compile(r"\d{5}")
+
+
+def check_patient(row: dict, where: str, problems: Problems) -> None:
+    try:
+        r = json.loads(row["resource"])
+    except (TypeError, ValueError):
+        problems.add("fhir_invalid", f"{where}: resource is not JSON")
+        return
+    if r.get("resourceType") != "Patient" or r.get("id") != row["id"]:
+        problems.add("patient", f"{where}: resourceType/id disagree with the columns")
+    if r.get("gender") is not None and r.get("gender") not in GENDERS:
+        problems.add("fhir_invalid", f"{where}: gender is not an AdministrativeGender code")
+    if r.get("gender") != row["gender"]:
+        problems.add("patient", f"{where}: gender disagrees with its column")
+    for field in ("name", "telecom", "photo", "contact"):
+        if r.get(field):
+            problems.add("deid", f"{where}: Patient.{field} present")
+    for a in r.get("address") or []:
+        for field in ("line", "city", "district", "text"):
+            if a.get(field):
+                problems.add("deid", f"{where}: Patient.address.{field} present")
+        if ZIP5.search(str(a.get("postalCode") or "")):
+            problems.add("deid", f"{where}: Patient.address.postalCode finer than ZIP3")
+    birth = r.get("birthDate")
+    if birth is not None:
+        if not re.fullmatch(r"\d{4}", str(birth)):
+            problems.add("deid", f"{where}: birthDate finer than a year")
+        elif int(birth) != row["birth_year"]:
+            problems.add("patient", f"{where}: birthDate disagrees with birth_year")
+    if row["age_group"] is not None and (row["birth_year"] is not None or birth is not None):
+        problems.add("deid", f"{where}: birth year given for an age group")
+    deceased_at = r.get("deceasedDateTime")
+    if deceased_at is not None and not re.fullmatch(r"\d{4}", str(deceased_at)):
+        problems.add("deid", f"{where}: deceasedDateTime finer than a year")
+    if bool(r.get("deceasedBoolean") or deceased_at) != bool(row["deceased"]):
+        problems.add("patient", f"{where}: deceased disagrees with its column")
+    error = validation_errors(Patient, r)
+    if error is not None:
+        problems.add("fhir_invalid", f"{where}: not a valid FHIR R4 Patient: {error}")
+
+
+def duckdb_count(root: Path, resource_type: str) -> int:
+    if not parquet_files(root, resource_type):
+        return 0
+    glob = str(root / "canonical" / resource_type / "**" / "*.parquet").replace("'", "''")
+    con = duckdb.connect()
+    try:
+        row = con.execute(
+            f"SELECT count(*), count(*) FILTER (WHERE date IS NULL) "
+            f"FROM read_parquet('{glob}', hive_partitioning = true)"
+        ).fetchone()
+    finally:
+        con.close()
+    if row[1]:
+        raise ValueError(f"{row[1]} {resource_type} rows without a date partition")
+    return int(row[0])
+
+
+# ---- PHI scan -----------------------------------------------------------------------------
+
+
+def trie_regex(words: list[bytes]) -> re.Pattern[bytes]:
+    """One regex matching any of `words`, preferring the longest (a trie of alternations)."""
+    trie: dict = {}
+    for w in words:
+        node = trie
+        for b in w:
+            node = node.setdefault(b, {})
+        node[None] = True
+
+    def build(node: dict) -> bytes:
+        end = None in node
+        branches = [re.escape(bytes([b])) + build(child) for b, child in sorted((k, v) for k, v in node.items() if k is not None)]
+        if not branches:
+            return b""
+        body = branches[0] if len(branches) == 1 else b"(?:" + b"|".join(branches) + b")"
+        return b"(?:" + body + b")?" if end else body
+
+    return re.compile(build(trie))
+
+
+class PhiScanner:
+    def __init__(self, phi_file: Path) -> None:
+        self.lines: dict[bytes, int] = {}
+        for n, line in enumerate(phi_file.read_text(encoding="utf-8").splitlines(), start=1):
+            value = line.strip()
+            if value:
+                self.lines.setdefault(value.encode("utf-8"), n)
+        self.pattern = trie_regex(list(self.lines)) if self.lines else None
+
+    def find(self, data: bytes) -> set[int]:
+        """Line numbers (in the PHI file) of the PHI values in `data`."""
+        if self.pattern is None:
+            return set()
+        matches = {m.group(0) for m in self.pattern.finditer(data)}
+        # A match may contain shorter PHI values (a full name holds the given name).
+        return {n for value, n in self.lines.items() if any(value in m for m in matches)}
+
+
+def parquet_strings(path: Path) -> bytes:
+    table = pq.read_table(path)
+    parts = []
+    for column in table.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            parts.extend(v for v in column.to_pylist() if v is not None)
+    return "\n".join(parts).encode("utf-8")
+
+
+def scan_phi(root: Path, scanner: PhiScanner, problems: Problems) -> tuple[int, int, int]:
+    """Returns (files scanned, bytes scanned, PHI hits)."""
+    files = scanned = hits = 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root)
+        if rel.parts[0] == "dead-letter":
+            continue
+        data = path.read_bytes()
+        found = scanner.find(str(rel).encode("utf-8")) | scanner.find(data)
+        if path.suffix == ".parquet" and not path.name.startswith("."):
+            try:
+                found |= scanner.find(parquet_strings(path))
+            except (OSError, pa.ArrowException) as e:
+                problems.add("parquet", f"{rel}: cannot decode for the PHI scan: {type(e).__name__}")
+        files += 1
+        scanned += len(data)
+        if found:
+            hits += len(found)
+            lines = ", ".join(str(n) for n in sorted(found)[:MAX_REPORTED])
+            more = "" if len(found) <= MAX_REPORTED else f" (+{len(found) - MAX_REPORTED} more)"
+            problems.add("phi", f"{rel} holds PHI values from lines {lines}{more} of the PHI file")
+    return files, scanned, hits
+
+
+# ---- main ---------------------------------------------------------------------------------
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--phi", type=Path, help="file with one PHI string a line")
+    parser.add_argument("--expect-min-observations", type=int, default=0, metavar="N")
+    args = parser.parse_args()
+    root: Path = args.out_dir
+    problems = Problems()
+    if fhir.resources.__fhir_version__ != "4.0.1":
+        problems.add("setup", f"fhir.resources models are FHIR {fhir.resources.__fhir_version__}, not R4 4.0.1")
+    if not (root / "canonical").is_dir():
+        problems.add("layout", f"{root}/canonical does not exist")
+
+    by_code: Counter[str] = Counter()
+    counts = {}
+    observation_patients: set[str] = set()
+    patient_ids: set[str] = set()
+    files = 0
+    for resource_type in ("Observation", "Patient"):
+        total = 0
+        for path in parquet_files(root, resource_type):
+            files += 1
+            rel = path.relative_to(root)
+            try:
+                table = pq.read_table(path)
+            except (OSError, pa.ArrowException) as e:
+                problems.add("parquet", f"{rel}: unreadable: {type(e).__name__}: {e}")
+                continue
+            if resource_type == "Observation":
+                effective = table.schema.field("effective").type if "effective" in table.schema.names else None
+                if not (pa.types.is_timestamp(effective) and effective.unit == "us" and effective.tz == "UTC"):
+                    problems.add("parquet", f"{rel}: effective is {effective}, expected timestamp[us, tz=UTC]")
+                    continue
+            for i, row in enumerate(table.to_pylist()):
+                where = f"{rel} row {i}"
+                if resource_type == "Observation":
+                    check_observation(row, where, problems, by_code)
+                    observation_patients.add(row["patient"])
+                else:
+                    check_patient(row, where, problems)
+                    patient_ids.add(row["id"])
+            total += table.num_rows
+        counts[resource_type] = total
+        try:
+            in_duckdb = duckdb_count(root, resource_type)
+            if in_duckdb != total:
+                problems.add("duckdb", f"DuckDB reads {in_duckdb} {resource_type} rows, pyarrow {total}")
+        except (duckdb.Error, ValueError) as e:
+            problems.add("duckdb", f"{resource_type}: {type(e).__name__}: {e}")
+
+    if counts["Observation"] < args.expect_min_observations:
+        problems.add("count", f"{counts['Observation']} observations, expected at least {args.expect_min_observations}")
+
+    summary = {
+        "observations": counts["Observation"],
+        "patients": counts["Patient"],
+        "files": files,
+        "by_code": dict(sorted(by_code.items())),
+        "fhir_invalid": problems.counts["fhir_invalid"],
+        "phi_hits": 0,
+        "observation_patients_without_patient": len(observation_patients - patient_ids) if patient_ids else None,
+    }
+    if args.phi is not None:
+        scanned_files, scanned_bytes, hits = scan_phi(root, PhiScanner(args.phi), problems)
+        summary.update(phi_hits=hits, phi_scanned_files=scanned_files, phi_scanned_bytes=scanned_bytes)
+    summary["problems"] = dict(sorted(problems.counts.items()))
+    print(json.dumps(summary, indent=2))
+    return 1 if problems.total() else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
