@@ -65,25 +65,9 @@ fn quickstart_writes_fhir_r4_parquet_without_any_generator_phi() {
             .any(|f| f.extension().is_some_and(|e| e == "parquet")),
         "no parquet in {files:?}"
     );
-    for file in &files {
-        let bytes = std::fs::read(file).unwrap();
-        for (line, value) in phi.iter().enumerate() {
-            assert!(
-                !contains(&bytes, value.as_bytes()),
-                "{} contains PHI value #{line} of the generator",
-                file.display()
-            );
-        }
-    }
-
-    let Some(python) = python() else { return };
-    let phi_file = dir.path().join("phi.txt");
-    std::fs::write(&phi_file, phi.join("\n")).unwrap();
-    let summary = python_check(
-        &python,
-        "check_output.py",
-        &[out.to_str().unwrap(), "--phi", phi_file.to_str().unwrap()],
-    );
+    let Some(summary) = scan_for_phi(dir.path(), &out, &phi) else {
+        return;
+    };
     assert_eq!(summary["patients"], 200, "{summary}");
     assert_eq!(summary["observations"], 20_000 - 200, "{summary}");
     assert_eq!(summary["fhir_invalid"], 0, "{summary}");
@@ -177,25 +161,9 @@ fn sample_data_vitals_are_canonized_without_their_phi() {
         phi.len()
     );
 
-    let files = output_files(&out);
-    for file in &files {
-        let bytes = std::fs::read(file).unwrap();
-        for (line, value) in phi.iter().enumerate() {
-            assert!(
-                !contains(&bytes, value.as_bytes()),
-                "{} contains Synthea PHI value #{line}",
-                file.display()
-            );
-        }
-    }
-    let Some(python) = python() else { return };
-    let phi_file = dir.path().join("phi.txt");
-    std::fs::write(&phi_file, phi.join("\n")).unwrap();
-    let summary = python_check(
-        &python,
-        "check_output.py",
-        &[out.to_str().unwrap(), "--phi", phi_file.to_str().unwrap()],
-    );
+    let Some(summary) = scan_for_phi(dir.path(), &out, &phi) else {
+        return;
+    };
     assert_eq!(summary["patients"], 4, "{summary}");
     assert_eq!(summary["fhir_invalid"], 0, "{summary}");
     assert_eq!(summary["phi_hits"], 0, "{summary}");
@@ -213,4 +181,28 @@ fn sample_data_vitals_are_canonized_without_their_phi() {
     }
     // The ICU record alone has 1,936 minutes of heart rate (0 = not connected is skipped).
     assert!(by_code["8867-4"].as_u64().unwrap() > 1500, "{summary}");
+}
+
+/// Scans every output file except `dead-letter/` for each PHI value: the raw bytes here, then the
+/// decoded Parquet columns with the independent reader. Returns the reader's summary (`None` when
+/// Python is missing and not required).
+fn scan_for_phi(dir: &Path, out: &Path, phi: &[String]) -> Option<serde_json::Value> {
+    for file in &output_files(out) {
+        let bytes = std::fs::read(file).unwrap();
+        for (line, value) in phi.iter().enumerate() {
+            assert!(
+                !contains(&bytes, value.as_bytes()),
+                "{} contains PHI value #{line}",
+                file.display()
+            );
+        }
+    }
+    let python = python()?;
+    let phi_file = dir.join("phi.txt");
+    std::fs::write(&phi_file, phi.join("\n")).unwrap();
+    Some(python_check(
+        &python,
+        "check_output.py",
+        &[out.to_str().unwrap(), "--phi", phi_file.to_str().unwrap()],
+    ))
 }

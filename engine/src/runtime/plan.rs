@@ -346,6 +346,37 @@ impl<'s> Builder<'s, '_> {
             .find(|n| self.stats.contains_key(n))
     }
 
+    /// A JSON-lines sink over the node's inputs of one kind.
+    #[allow(clippy::too_many_arguments)]
+    fn jsonl<T: Clone + Send + 'static>(
+        &mut self,
+        name: &str,
+        inputs: &[(String, String)],
+        get: fn(&Port<'s>) -> Option<VecStream<'s, T>>,
+        dir: &Path,
+        policy: RollPolicy,
+        private: bool,
+        render: fn(&T) -> serde_json::Value,
+    ) -> VecStream<'s, SinkCommit> {
+        let input = self.inputs(inputs, get);
+        let counters = self.plan.counters.get(name).cloned().unwrap_or_default();
+        let writer = JsonlSink {
+            out: self.plan.out.clone(),
+            dir: dir.to_owned(),
+            private,
+            render,
+        };
+        rolling_sink(
+            input,
+            name,
+            self.scope.index(),
+            policy,
+            writer,
+            counters,
+            self.failure.clone(),
+        )
+    }
+
     fn build_node(&mut self, name: &str, inputs: &[(String, String)], prepared: &Prepared) {
         let plan = self.plan;
         let counters = plan.counters.get(name).cloned().unwrap_or_default();
@@ -427,7 +458,7 @@ impl<'s> Builder<'s, '_> {
             }
             Prepared::Audit => {
                 let input = self.inputs(inputs, as_events);
-                let records = audit(input, name);
+                let records = audit(input, name, counters);
                 out(self, "out", Port::Audit(records));
             }
             Prepared::Parquet(dir, policy) => {
@@ -448,94 +479,55 @@ impl<'s> Builder<'s, '_> {
                 self.commits.insert(name.to_owned(), c);
             }
             Prepared::Jsonl(dir, policy) => {
-                let (o, p) = (plan.out.clone(), dir.clone());
                 let kind = inputs.first().and_then(|(n, port)| self.port(n, port));
                 let c = match kind {
-                    Some(Port::Audit(_)) => {
-                        let input = self.inputs(inputs, as_audit);
-                        let w = JsonlSink {
-                            out: o,
-                            dir: p,
-                            private: false,
-                            render: |r: &AuditRecord| serde_json::to_value(r).unwrap_or_default(),
-                        };
-                        rolling_sink(
-                            input,
-                            name,
-                            worker,
-                            *policy,
-                            w,
-                            counters,
-                            self.failure.clone(),
-                        )
-                    }
-                    Some(Port::Events(_)) => {
-                        let input = self.inputs(inputs, as_events);
-                        let w = JsonlSink {
-                            out: o,
-                            dir: p,
-                            private: false,
-                            render: |r: &DomainEvent| serde_json::to_value(r).unwrap_or_default(),
-                        };
-                        rolling_sink(
-                            input,
-                            name,
-                            worker,
-                            *policy,
-                            w,
-                            counters,
-                            self.failure.clone(),
-                        )
-                    }
-                    _ => {
-                        let input = self.inputs(inputs, as_fhir);
-                        let w = JsonlSink {
-                            out: o,
-                            dir: p,
-                            private: false,
-                            render: |r: &CanonicalResource| {
-                                serde_json::from_str(&r.resource).unwrap_or_default()
-                            },
-                        };
-                        rolling_sink(
-                            input,
-                            name,
-                            worker,
-                            *policy,
-                            w,
-                            counters,
-                            self.failure.clone(),
-                        )
-                    }
+                    Some(Port::Audit(_)) => self.jsonl(
+                        name,
+                        inputs,
+                        as_audit,
+                        dir,
+                        *policy,
+                        false,
+                        to_json::<AuditRecord>,
+                    ),
+                    Some(Port::Events(_)) => self.jsonl(
+                        name,
+                        inputs,
+                        as_events,
+                        dir,
+                        *policy,
+                        false,
+                        to_json::<DomainEvent>,
+                    ),
+                    _ => self.jsonl(
+                        name,
+                        inputs,
+                        as_fhir,
+                        dir,
+                        *policy,
+                        false,
+                        |r: &CanonicalResource| {
+                            serde_json::from_str(&r.resource).unwrap_or_default()
+                        },
+                    ),
                 };
                 self.commits.insert(name.to_owned(), c);
             }
             Prepared::DeadLetter(dir) => {
-                let input = self.inputs(inputs, as_dead);
-                let w = JsonlSink {
-                    out: plan.out.clone(),
-                    dir: dir.clone(),
-                    private: true,
-                    render: dead_letter_json,
-                };
                 let policy = RollPolicy {
                     rows: usize::MAX,
                     interval: std::time::Duration::from_secs(5),
                 };
-                let c = rolling_sink(
-                    input,
-                    name,
-                    worker,
-                    policy,
-                    w,
-                    counters,
-                    self.failure.clone(),
-                );
+                let c = self.jsonl(name, inputs, as_dead, dir, policy, true, dead_letter_json);
                 self.commits.insert(name.to_owned(), c);
             }
         }
         self.built.insert(name.to_owned());
     }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
 }
 
 /// Builds the job's dataflow in `scope` (called on every worker).

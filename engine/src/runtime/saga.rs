@@ -272,7 +272,11 @@ pub fn chain_hash(prev_hash: &str, sequence: u64, recorded_at: &str, event_json:
 
 /// The audit stage: every domain event, in saga order per batch, chained by SHA-256. Runs on
 /// worker 0 so the chain is one sequence.
-pub fn audit<'s>(events: VecStream<'s, DomainEvent>, name: &str) -> VecStream<'s, AuditRecord> {
+pub fn audit<'s>(
+    events: VecStream<'s, DomainEvent>,
+    name: &str,
+    counters: std::sync::Arc<super::metrics::NodeCounters>,
+) -> VecStream<'s, AuditRecord> {
     events.unary_frontier::<CapacityContainerBuilder<Vec<AuditRecord>>, _, _, _>(
         Exchange::new(|_: &DomainEvent| 0),
         name,
@@ -311,6 +315,12 @@ pub fn audit<'s>(events: VecStream<'s, DomainEvent>, name: &str) -> VecStream<'s
                                 order(&b.metadata.event_type),
                                 &b.payload.stage,
                             ))
+                    });
+                    let n = events.len() as u64;
+                    counters.add(&Counts {
+                        records_in: n,
+                        records_out: n,
+                        rejected: 0,
                     });
                     let mut session = output.session(&cap);
                     for event in events {
