@@ -7,6 +7,7 @@
 //! * [`deid`]: records after anonymization. They hold no direct identifiers;
 //! * [`canonical`]: FHIR R4 resources with typed columns, ready for sinks;
 //! * [`envelope`]: the platform event envelope and the stages' domain events;
+//! * [`row`]: records of a shape declared in the job file, as typed values;
 //! * [`DeadLetter`]: input a stage could not process, with the reason.
 //!
 //! The split between `clinical` and `deid` is the type-level guarantee that PHI stays inside the
@@ -19,6 +20,7 @@ pub mod deid;
 pub mod envelope;
 pub mod ids;
 pub mod raw;
+pub mod row;
 pub mod vitals;
 
 pub use raw::{DeadLetter, RawFormat, RawRecord};

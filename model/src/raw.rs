@@ -14,6 +14,10 @@ pub enum RawFormat {
     VitalsCsv,
     /// HL7 v2 message (not supported yet: dead-lettered by ingestion with a reason).
     Hl7v2,
+    /// One JSON document of a declared schema (a line of NDJSON, or a whole file).
+    Json,
+    /// One CSV row of a declared schema; `header` holds the column names, if the file has them.
+    Csv,
     /// A format the source could not recognise.
     Unknown,
 }
@@ -27,6 +31,8 @@ impl RawFormat {
             Self::Fhir => "fhir",
             Self::VitalsCsv => "vitals-csv",
             Self::Hl7v2 => "hl7v2",
+            Self::Json => "json",
+            Self::Csv => "csv",
             Self::Unknown => "unknown",
         }
     }

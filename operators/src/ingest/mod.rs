@@ -49,6 +49,9 @@ pub fn ingest(raw: &RawRecord, stage: &str, ok: &mut Vec<Ingested>, dead: &mut V
         RawFormat::Fhir => fhir::parse(&mut sink),
         RawFormat::VitalsCsv => vitals_csv::parse(&mut sink),
         RawFormat::Hl7v2 => sink.reject_raw("HL7 v2 is not supported yet"),
+        RawFormat::Json | RawFormat::Csv => sink.reject_raw(
+            "records of a declared schema are decoded by their source, not by ingestion",
+        ),
         RawFormat::Unknown => sink.reject_raw("unrecognised input format"),
     }
 }
