@@ -1,11 +1,12 @@
 //! `vitalflow`: run, validate and draw clinical stream-processing jobs.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_engine::graph::{GraphFormat, render};
 use vitalflow_engine::runtime::RunError;
 use vitalflow_engine::{Job, RunOptions, RunSummary, run};
@@ -46,6 +47,27 @@ enum Command {
         #[arg(required = true)]
         jobs: Vec<PathBuf>,
     },
+    /// Write synthetic input files (for trying jobs and measuring them).
+    Generate {
+        /// What to write.
+        #[arg(value_enum)]
+        what: Generated,
+        /// Number of records.
+        #[arg(short = 'n', long, default_value_t = 100_000)]
+        count: u64,
+        /// Number of patients.
+        #[arg(short, long, default_value_t = 500)]
+        patients: u64,
+        /// Random seed: the same seed writes the same file.
+        #[arg(short, long, default_value_t = 42)]
+        seed: u64,
+        /// Percentage of patients who deteriorate.
+        #[arg(long, default_value_t = 10)]
+        deteriorating_percent: u8,
+        /// Output file [default: standard output].
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+    },
     /// Print a job's graph (Mermaid by default: it renders on GitHub).
     Graph {
         /// The job file.
@@ -54,6 +76,13 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Mermaid)]
         format: Format,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Generated {
+    /// Flat vital-sign JSON lines, as a bedside-monitor gateway sends them (see
+    /// dataflows/vitals-flat.toml).
+    VitalsFlat,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -74,6 +103,29 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { jobs } => validate(&jobs),
+        Command::Generate {
+            what: Generated::VitalsFlat,
+            count,
+            patients,
+            seed,
+            deteriorating_percent,
+            out,
+        } => {
+            let config = GeneratorConfig {
+                seed,
+                patients: patients.max(1),
+                count,
+                deteriorating_percent,
+                ..GeneratorConfig::default()
+            };
+            match generate(&Generator::new(config), out.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Graph { job, format } => match Job::load(&job) {
             Ok(job) => {
                 let format = match format {
@@ -123,6 +175,23 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Writes the generator's flat readings as JSON lines to `out` (or standard output).
+fn generate(generator: &Generator, out: Option<&Path>) -> anyhow::Result<()> {
+    let sink: Box<dyn Write> = match out {
+        Some(path) => Box::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut w = BufWriter::with_capacity(1 << 20, sink);
+    let name = out.map_or_else(|| "standard output".to_owned(), |p| p.display().to_string());
+    for i in 0..generator.count() {
+        writeln!(w, "{}", generator.flat_line(i)).with_context(|| format!("writing {name}"))?;
+    }
+    w.flush().with_context(|| format!("writing {name}"))?;
+    Ok(())
 }
 
 fn validate(jobs: &[PathBuf]) -> ExitCode {

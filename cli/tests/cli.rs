@@ -5,11 +5,17 @@ use crate::support::{root, show, vitalflow};
 
 #[test]
 fn validate_accepts_every_shipped_job() {
+    let mut jobs = 0;
     for entry in std::fs::read_dir(root().join("dataflows")).unwrap() {
         let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        jobs += 1;
         let o = vitalflow(&["validate", path.to_str().unwrap()], &[]);
         assert!(o.status.success(), "{}: {}", path.display(), show(&o));
     }
+    assert!(jobs >= 3, "{jobs} job files in dataflows/");
 }
 
 #[test]

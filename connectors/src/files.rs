@@ -31,6 +31,14 @@ pub enum FileFormat {
     },
     /// HL7 v2 messages, one message per `.hl7` file.
     Hl7v2,
+    /// JSON records of a declared schema: one a line in `.ndjson` / `.jsonl` files, one document
+    /// per `.json` file (or one a line, if the file is lines of documents).
+    Json,
+    /// CSV records of a declared schema (`.csv`).
+    Csv {
+        /// Whether the first row names the columns (otherwise columns are in declared order).
+        header: bool,
+    },
 }
 
 impl FileFormat {
@@ -42,6 +50,8 @@ impl FileFormat {
             Self::Fhir => RawFormat::Fhir,
             Self::VitalsCsv { .. } => RawFormat::VitalsCsv,
             Self::Hl7v2 => RawFormat::Hl7v2,
+            Self::Json => RawFormat::Json,
+            Self::Csv { .. } => RawFormat::Csv,
         }
     }
 
@@ -49,8 +59,8 @@ impl FileFormat {
     #[must_use]
     pub const fn extensions(&self) -> &'static [&'static str] {
         match self {
-            Self::Envelope | Self::Fhir => &["ndjson", "jsonl", "json"],
-            Self::VitalsCsv { .. } => &["csv"],
+            Self::Envelope | Self::Fhir | Self::Json => &["ndjson", "jsonl", "json"],
+            Self::VitalsCsv { .. } | Self::Csv { .. } => &["csv"],
             Self::Hl7v2 => &["hl7"],
         }
     }
@@ -154,9 +164,16 @@ impl FileSource {
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("json"));
             match &self.format {
-                FileFormat::Envelope | FileFormat::Fhir if is_json => read_json(&path, &mut out)?,
-                FileFormat::Envelope | FileFormat::Fhir => read_lines(&path, &mut out)?,
-                FileFormat::VitalsCsv { patient_id } => read_csv(&path, patient_id, &mut out)?,
+                FileFormat::Envelope | FileFormat::Fhir | FileFormat::Json if is_json => {
+                    read_json(&path, &mut out)?;
+                }
+                FileFormat::Envelope | FileFormat::Fhir | FileFormat::Json => {
+                    read_lines(&path, &mut out)?;
+                }
+                FileFormat::VitalsCsv { patient_id } => {
+                    read_csv(&path, true, Some(patient_id), &mut out)?;
+                }
+                FileFormat::Csv { header } => read_csv(&path, *header, None, &mut out)?,
                 FileFormat::Hl7v2 => read_whole(&path, &mut out)?,
             }
         }
@@ -173,18 +190,21 @@ struct Emitter<'a, F> {
 }
 
 impl<F: FnMut(RawRecord)> Emitter<'_, F> {
-    fn push(&mut self, path: &Path, line: u64, bytes: Vec<u8>, csv: Option<(&[String], &str)>) {
-        let (header, context) = match csv {
-            Some((h, ctx)) => (Some(h.to_vec()), Some(ctx.to_owned())),
-            None => (None, None),
-        };
+    fn push(
+        &mut self,
+        path: &Path,
+        line: u64,
+        bytes: Vec<u8>,
+        header: Option<&[String]>,
+        context: Option<&str>,
+    ) {
         (self.emit)(RawRecord {
             source: self.source.to_owned(),
             location: format!("{}:{line}", path.display()),
             sequence: self.sequence,
             format: self.format,
-            header,
-            context,
+            header: header.map(<[String]>::to_vec),
+            context: context.map(str::to_owned),
             bytes,
         });
         self.sequence += 1;
@@ -223,7 +243,7 @@ fn read_lines<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Res
         line_no += 1;
         let line = strip_line(&buf, line_no == 1);
         if !line.trim_ascii().is_empty() {
-            out.push(path, line_no, line.to_vec(), None);
+            out.push(path, line_no, line.to_vec(), None, None);
         }
     }
 }
@@ -252,7 +272,7 @@ fn first_line(bytes: &[u8]) -> u64 {
 fn read_whole<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Result<(), FileError> {
     let bytes = read_all(path)?;
     if !bytes.trim_ascii().is_empty() {
-        out.push(path, first_line(&bytes), bytes, None);
+        out.push(path, first_line(&bytes), bytes, None, None);
     }
     Ok(())
 }
@@ -277,23 +297,25 @@ fn read_json<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Resu
             .all(|(_, l)| serde_json::from_slice::<IgnoredAny>(l).is_ok());
     if json_lines {
         for (n, l) in lines {
-            out.push(path, n, l.to_vec(), None);
+            out.push(path, n, l.to_vec(), None, None);
         }
     } else {
-        out.push(path, first_line(&bytes), bytes, None);
+        out.push(path, first_line(&bytes), bytes, None, None);
     }
     Ok(())
 }
 
-/// One record per CSV data row; the first non-blank row is the header. A quoted field may span
-/// lines; the record's location is the line where it starts.
+/// One record per CSV data row; with `has_header`, the first non-blank row is the header. A
+/// quoted field may span lines; the record's location is the line where it starts.
 fn read_csv<F: FnMut(RawRecord)>(
     path: &Path,
-    patient_id: &str,
+    has_header: bool,
+    context: Option<&str>,
     out: &mut Emitter<'_, F>,
 ) -> Result<(), FileError> {
     let mut reader = open(path)?;
     let mut header: Option<Vec<String>> = None;
+    let mut header_read = !has_header;
     let mut record = Vec::new();
     let (mut line_no, mut start) = (0u64, 0u64);
     loop {
@@ -319,14 +341,14 @@ fn read_csv<F: FnMut(RawRecord)>(
             continue; // a quoted field goes on on the next line
         }
         if !strip_line(&record, false).trim_ascii().is_empty() {
-            match &header {
-                None => {
-                    let names = fields
-                        .iter()
-                        .map(|f| String::from_utf8_lossy(f).trim().to_owned());
-                    header = Some(names.collect());
-                }
-                Some(h) => out.push(path, start, csv_line(&fields), Some((h, patient_id))),
+            if header_read {
+                out.push(path, start, csv_line(&fields), header.as_deref(), context);
+            } else {
+                let names = fields
+                    .iter()
+                    .map(|f| String::from_utf8_lossy(f).trim().to_owned());
+                header = Some(names.collect());
+                header_read = true;
             }
         }
         record.clear();

@@ -19,6 +19,7 @@ pub mod files;
 pub mod generator;
 pub mod jsonl;
 pub mod parquet;
+pub mod parquet_rows;
 
 pub use files::{FileError, FileFormat, FileSource};
 pub use generator::{Generator, GeneratorConfig};

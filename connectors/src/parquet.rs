@@ -313,6 +313,15 @@ impl ParquetWriter {
     }
 }
 
+/// The properties of every Parquet file the sinks write: Snappy compression, row groups of at
+/// most [`ROW_GROUP_ROWS`] rows.
+pub(crate) fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build()
+}
+
 /// Writes and fsyncs one file.
 fn write_file(
     path: &Path,
@@ -324,10 +333,7 @@ fn write_file(
         ResourceType::Observation => observation_schema(),
     };
     let file = File::create(path).map_err(SinkError::io("create", path))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
+    let props = writer_properties();
     let parquet_err = |source| SinkError::Parquet {
         path: path.to_path_buf(),
         source,

@@ -163,7 +163,7 @@ pub struct Row {
 }
 
 /// How the anonymization stage treats a field that holds (or is derived from) PHI.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Phi {
     /// Replaced by the keyed pseudonym (HMAC-SHA256), the same one patient ids get everywhere.
     Hash,
@@ -258,7 +258,8 @@ impl Schema {
             .join(", ")
     }
 
-    /// A row as a JSON object (field order kept).
+    /// A row as a JSON object (keys sorted: for dead letters and messages; sinks write fields in
+    /// schema order).
     #[must_use]
     pub fn to_json(&self, row: &Row) -> serde_json::Value {
         let map: serde_json::Map<String, serde_json::Value> = self

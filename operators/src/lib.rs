@@ -13,6 +13,8 @@
 
 pub mod anonymize;
 pub mod canonize;
+pub mod decode;
+pub mod expression;
 pub mod ingest;
 
 #[cfg(test)]

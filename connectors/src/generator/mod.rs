@@ -10,6 +10,7 @@
 //!   tick through heart rate, respiratory rate, SpO2, body temperature and blood pressure
 //!   ([`physiology`]). About 20 % of patients report temperatures in `[degF]`.
 
+pub mod flat;
 pub mod phi;
 pub mod physiology;
 

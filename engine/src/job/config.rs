@@ -59,10 +59,89 @@ pub struct FileConfig {
     /// are relative to the job file's folder.
     pub path: Spanned<String>,
     /// `envelope` (NDJSON event envelopes), `fhir` (FHIR R4 JSON Bundles or resources, or NDJSON
-    /// of resources), `vitals-csv` (numerics CSV), `hl7v2`.
+    /// of resources), `vitals-csv` (numerics CSV), `hl7v2`; or, with a declared schema in
+    /// `fields`, `json` (NDJSON, or a JSON document per `.json` file) or `csv`.
     pub format: Spanned<String>,
     /// `vitals-csv` only: the source patient id of the file's readings (the CSV has none).
     pub patient_id: Option<String>,
+    /// `json` and `csv` only: the declared schema, one entry per field, in output order.
+    pub fields: Option<Spanned<Vec<FieldConfig>>>,
+    /// `json` and `csv` only: the field holding each record's event time (a timestamp field).
+    pub event_time: Option<Spanned<String>>,
+    /// `json` and `csv` only: the field identifying what records are about (usually the
+    /// patient); keyed operators group by it unless a `key-by` says otherwise.
+    pub key: Option<Spanned<String>>,
+    /// `csv` only: whether the first row names the columns. Default: true. Without a header,
+    /// columns are the declared fields in order.
+    pub header: Option<bool>,
+}
+
+/// One field of a declared schema (`fields = [{ name = "hr", type = "integer" }, ...]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FieldConfig {
+    /// The name expressions and sinks use.
+    pub name: Spanned<String>,
+    /// `string`, `integer`, `float`, `boolean` or `timestamp`.
+    #[serde(rename = "type")]
+    pub ty: Spanned<String>,
+    /// Whether the field may be missing or null. Default: false (a record without it is
+    /// dead-lettered).
+    #[serde(default)]
+    pub nullable: bool,
+    /// JSON: where the value is, as a dotted path into nested objects (`vitals.hr`). Default:
+    /// the name.
+    pub path: Option<Spanned<String>>,
+    /// CSV: the header column holding the value. Default: the name.
+    pub column: Option<String>,
+    /// Timestamp fields: `epoch-ms`, `epoch-s`, `iso8601`, or `auto` (numbers are epoch
+    /// milliseconds, text is ISO-8601). Default: `auto`.
+    pub format: Option<Spanned<String>>,
+    /// Whether the field is PHI and what anonymization does with it: `hash` (keyed pseudonym),
+    /// `date` (shifted or generalized to the year), `redact`, `zip3`, `age`. Rows with PHI
+    /// fields reach sinks only through an `anonymize` operator.
+    pub phi: Option<Spanned<String>>,
+}
+
+/// `kind = "filter"`: keeps the records for which a condition is true.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FilterConfig {
+    /// Always `"filter"`.
+    pub kind: String,
+    /// Upstream ports (rows of one schema).
+    pub inputs: Vec<Spanned<String>>,
+    /// A boolean expression; records where it is false or null are dropped.
+    pub condition: Spanned<String>,
+}
+
+/// `kind = "map"` (the input fields plus these) or `"project"` (only these): computed fields.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MapConfig {
+    /// `"map"` or `"project"`.
+    pub kind: String,
+    /// Upstream ports (rows of one schema).
+    pub inputs: Vec<Spanned<String>>,
+    /// Output field name → expression, in order. `map` replaces an input field of the same
+    /// name in place and appends new ones. (Read with its positions by the job parser.)
+    pub fields: Spanned<serde::de::IgnoredAny>,
+}
+
+/// `kind = "key-by"`: routes records by a key, so all records of one key meet on one worker.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KeyByConfig {
+    /// Always `"key-by"`.
+    pub kind: String,
+    /// Upstream ports (rows of one schema).
+    pub inputs: Vec<Spanned<String>>,
+    /// The key expression. A bare field name keys by that field; anything else is computed
+    /// into the field named by `as`.
+    pub key: Spanned<String>,
+    /// The field a computed key is stored in. Default: `key`.
+    #[serde(rename = "as")]
+    pub field: Option<String>,
 }
 
 /// `kind = "ingest"`, `"canonize"`, `"audit"`: stages without settings.

@@ -36,6 +36,14 @@ pub(super) fn check(text: &JobText, nodes: Vec<Node>, errors: &mut Vec<Diagnosti
                 format!("`{path}.inputs` is empty: name at least one upstream port"),
             ));
         }
+    }
+    let nodes = topo_order(text, nodes, errors);
+    let by_name: BTreeMap<&str, &Node> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+    // The kinds reaching each node, resolved in dependency order (an `anonymize` node over rows
+    // outputs rows).
+    let mut received: BTreeMap<&str, BTreeSet<PortKind>> = BTreeMap::new();
+    for n in &nodes {
+        let path = format!("{}.{}", n.section.as_str(), n.name);
         let mut kinds = BTreeSet::new();
         for input in &n.inputs {
             let Some(up) = by_name.get(input.node.as_str()) else {
@@ -45,7 +53,7 @@ pub(super) fn check(text: &JobText, nodes: Vec<Node>, errors: &mut Vec<Diagnosti
                 ));
                 continue;
             };
-            let Some(kind) = up.port_kind(&input.port) else {
+            let Some(mut kind) = up.port_kind(&input.port) else {
                 let ports: Vec<_> = up.kind.outputs().iter().map(|(p, _)| *p).collect();
                 errors.push(text.diag(
                     input.span.start,
@@ -65,6 +73,14 @@ pub(super) fn check(text: &JobText, nodes: Vec<Node>, errors: &mut Vec<Diagnosti
                 ));
                 continue;
             };
+            if matches!(up.kind, NodeKind::Anonymize(_))
+                && input.port == "out"
+                && received
+                    .get(up.name.as_str())
+                    .is_some_and(|k| k.contains(&PortKind::Rows))
+            {
+                kind = PortKind::Rows;
+            }
             if !n.kind.accepts().contains(&kind) {
                 let accepted: Vec<_> = n.kind.accepts().iter().map(|k| k.describe()).collect();
                 errors.push(text.diag(
@@ -85,17 +101,20 @@ pub(super) fn check(text: &JobText, nodes: Vec<Node>, errors: &mut Vec<Diagnosti
             errors.push(text.diag(
                 n.span.start,
                 format!(
-                        "`{path}.inputs` mixes kinds ({}): one sink writes one kind",
-                        kinds
-                            .iter()
-                            .map(|k| k.describe())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
+                    "`{path}.inputs` mixes kinds ({}): a node takes one kind",
+                    kinds
+                        .iter()
+                        .map(|k| k.describe())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             ));
         }
+        received.insert(&n.name, kinds);
     }
-    topo_order(text, nodes, errors)
+    let _ = &received;
+    drop(by_name);
+    nodes
 }
 
 fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnostic>) {
@@ -112,7 +131,8 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
     };
     match &n.kind {
         NodeKind::File(f) => {
-            let formats = ["envelope", "fhir", "vitals-csv", "hl7v2"];
+            check_file(text, n, f, path, errors);
+            let formats = ["envelope", "fhir", "vitals-csv", "hl7v2", "json", "csv"];
             if !formats.contains(&f.format.get_ref().as_str()) {
                 errors.push(text.diag(
                     f.format.span().start,
@@ -180,7 +200,58 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
         }
         NodeKind::Parquet(p) => duration(&p.roll_interval, "roll-interval", errors),
         NodeKind::Jsonl(j) => duration(&j.roll_interval, "roll-interval", errors),
-        NodeKind::Ingest | NodeKind::Canonize | NodeKind::Audit | NodeKind::DeadLetter(_) => {}
+        NodeKind::Ingest
+        | NodeKind::Canonize
+        | NodeKind::Audit
+        | NodeKind::DeadLetter(_)
+        | NodeKind::Filter(_)
+        | NodeKind::Map { .. }
+        | NodeKind::KeyBy(_) => {}
+    }
+}
+
+/// A file source's schema settings belong to the `json` and `csv` formats, which need them.
+fn check_file(
+    text: &JobText,
+    n: &Node,
+    f: &super::config::FileConfig,
+    path: &str,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let format = f.format.get_ref().as_str();
+    let declared = matches!(format, "json" | "csv");
+    if declared && f.fields.is_none() {
+        errors.push(text.diag(
+            f.format.span().start,
+            format!(
+                "`{path}`: format `{format}` needs a declared schema: \
+                 `fields = [{{ name = \"...\", type = \"...\" }}, ...]`"
+            ),
+        ));
+    }
+    if !declared {
+        let misplaced = [
+            ("fields", f.fields.as_ref().map(toml::Spanned::span)),
+            ("event-time", f.event_time.as_ref().map(toml::Spanned::span)),
+            ("key", f.key.as_ref().map(toml::Spanned::span)),
+        ];
+        for (field, span) in misplaced {
+            if let Some(span) = span {
+                errors.push(text.diag(
+                    span.start,
+                    format!(
+                        "`{path}.{field}` applies to the `json` and `csv` formats only, \
+                         not `{format}`"
+                    ),
+                ));
+            }
+        }
+    }
+    if f.header.is_some() && format != "csv" {
+        errors.push(text.diag(
+            n.span.start,
+            format!("`{path}.header` applies to the `csv` format only"),
+        ));
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod config;
 mod graph_check;
+pub mod schema;
 mod text;
 
 use std::collections::BTreeMap;
@@ -22,8 +23,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use config::parse_duration;
 use config::{
-    AnonymizeConfig, DeadLetterConfig, FileConfig, GeneratorConfig, JobSection, JsonlConfig,
-    ParquetConfig, StageConfig,
+    AnonymizeConfig, DeadLetterConfig, FileConfig, FilterConfig, GeneratorConfig, JobSection,
+    JsonlConfig, KeyByConfig, MapConfig, ParquetConfig, StageConfig,
 };
 pub use text::JobText;
 
@@ -38,6 +39,17 @@ pub struct Diagnostic {
     pub col: usize,
     /// What is wrong, and where possible how to fix it.
     pub message: String,
+    /// The offending text, underlined under its line (expressions).
+    pub underline: Option<Underline>,
+}
+
+/// A stretch of one line of the job file to show under a diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Underline {
+    /// The line's text.
+    pub line_text: String,
+    /// How many characters from the diagnostic's column to underline (at least 1).
+    pub len: usize,
 }
 
 impl fmt::Display for Diagnostic {
@@ -49,7 +61,19 @@ impl fmt::Display for Diagnostic {
             self.line,
             self.col,
             self.message
-        )
+        )?;
+        if let Some(u) = &self.underline {
+            let number = self.line.to_string();
+            let pad = " ".repeat(number.len());
+            let text = u.line_text.replace('\t', " ");
+            let lead = " ".repeat(self.col.saturating_sub(1));
+            write!(
+                f,
+                "\n{pad} |\n{number} | {text}\n{pad} | {lead}{}",
+                "^".repeat(u.len.max(1))
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -109,6 +133,8 @@ pub enum PortKind {
     AuditRecord,
     /// Rejected input with reasons (raw PHI: only the dead-letter sink takes them).
     DeadLetter,
+    /// Records of a declared schema (their schema says which fields are PHI).
+    Rows,
 }
 
 impl PortKind {
@@ -123,6 +149,7 @@ impl PortKind {
             Self::DomainEvent => "domain events",
             Self::AuditRecord => "audit records",
             Self::DeadLetter => "dead letters",
+            Self::Rows => "records of a declared schema",
         }
     }
 }
@@ -148,11 +175,31 @@ pub enum NodeKind {
     Jsonl(JsonlConfig),
     /// Dead letters.
     DeadLetter(DeadLetterConfig),
+    /// Keep records for which a condition holds.
+    Filter(FilterConfig),
+    /// Computed fields: `map` (input fields plus these) or `project` (only these).
+    Map {
+        /// `project`: only the listed fields.
+        project: bool,
+        /// Output field name and expression, in declared order.
+        fields: Vec<(Spanned<String>, Spanned<String>)>,
+    },
+    /// Route records by a key.
+    KeyBy(KeyByConfig),
 }
 
 /// The node kinds of each section, for messages.
 const SOURCE_KINDS: &[&str] = &["generator", "file"];
-const OPERATOR_KINDS: &[&str] = &["ingest", "anonymize", "canonize", "audit"];
+const OPERATOR_KINDS: &[&str] = &[
+    "ingest",
+    "anonymize",
+    "canonize",
+    "audit",
+    "filter",
+    "map",
+    "project",
+    "key-by",
+];
 const SINK_KINDS: &[&str] = &["parquet", "jsonl", "dead-letter"];
 
 impl NodeKind {
@@ -169,14 +216,41 @@ impl NodeKind {
             Self::Parquet(_) => "parquet",
             Self::Jsonl(_) => "jsonl",
             Self::DeadLetter(_) => "dead-letter",
+            Self::Filter(_) => "filter",
+            Self::Map { project: false, .. } => "map",
+            Self::Map { project: true, .. } => "project",
+            Self::KeyBy(_) => "key-by",
         }
     }
 
-    /// Output ports and what they carry.
+    /// Whether this is a source whose records have a declared schema.
+    #[must_use]
+    pub const fn has_schema(&self) -> bool {
+        matches!(
+            self,
+            Self::File(FileConfig {
+                fields: Some(_),
+                ..
+            })
+        )
+    }
+
+    /// Output ports and what they carry. (An `anonymize` node over rows outputs rows: see
+    /// [`Job::port_kind`].)
     #[must_use]
     pub const fn outputs(&self) -> &'static [(&'static str, PortKind)] {
         use PortKind as P;
         match self {
+            Self::File(FileConfig {
+                fields: Some(_), ..
+            }) => &[
+                ("out", P::Rows),
+                ("events", P::DomainEvent),
+                ("dead-letter", P::DeadLetter),
+            ],
+            Self::Filter(_) | Self::Map { .. } | Self::KeyBy(_) => {
+                &[("out", P::Rows), ("dead-letter", P::DeadLetter)]
+            }
             Self::Generator(_) | Self::File(_) => &[("out", P::Raw)],
             Self::Ingest => &[
                 ("out", P::Clinical),
@@ -205,19 +279,20 @@ impl NodeKind {
         match self {
             Self::Generator(_) | Self::File(_) => &[],
             Self::Ingest => &[P::Raw],
-            Self::Anonymize(_) => &[P::Clinical],
+            Self::Anonymize(_) => &[P::Clinical, P::Rows],
             Self::Canonize => &[P::Deidentified],
             Self::Audit => &[P::DomainEvent],
-            Self::Parquet(_) => &[P::Fhir],
-            Self::Jsonl(_) => &[P::AuditRecord, P::DomainEvent, P::Fhir],
+            Self::Parquet(_) => &[P::Fhir, P::Rows],
+            Self::Jsonl(_) => &[P::AuditRecord, P::DomainEvent, P::Fhir, P::Rows],
             Self::DeadLetter(_) => &[P::DeadLetter],
+            Self::Filter(_) | Self::Map { .. } | Self::KeyBy(_) => &[P::Rows],
         }
     }
 
     /// Whether this node is a stage that publishes domain events.
     #[must_use]
     pub const fn is_stage(&self) -> bool {
-        matches!(self, Self::Ingest | Self::Anonymize(_) | Self::Canonize)
+        matches!(self, Self::Ingest | Self::Anonymize(_) | Self::Canonize) || self.has_schema()
     }
 }
 
@@ -270,6 +345,8 @@ pub struct Job {
     pub nodes: Vec<Node>,
     /// The job file's text, to report problems found later (at run time) at their place.
     pub text: JobText,
+    /// The schema of the rows each node outputs (nodes whose `out` port carries rows).
+    pub schemas: schema::Schemas,
 }
 
 impl Job {
@@ -284,6 +361,7 @@ impl Job {
                 line: 1,
                 col: 1,
                 message: format!("cannot read the job file: {e}"),
+                underline: None,
             }])
         })?;
         Self::parse(path, source, &|name| std::env::var(name).ok())
@@ -335,6 +413,7 @@ impl Job {
             errors.push(text.diag(0, "job.batch-size must be at least 1"));
         }
         let nodes = graph_check::check(&text, nodes, &mut errors);
+        let schemas = schema::infer(&text, &nodes, &mut errors);
         if !errors.is_empty() {
             errors.sort_by_key(|d| (d.line, d.col));
             errors.dedup();
@@ -349,6 +428,7 @@ impl Job {
             settings,
             nodes,
             text,
+            schemas,
         })
     }
 
@@ -484,6 +564,22 @@ fn parse_node(
             let inputs = c.inputs.clone();
             (NodeKind::Jsonl(c), inputs)
         }
+        "filter" => {
+            let c: FilterConfig = decode(text, value, path, errors)?;
+            let inputs = c.inputs.clone();
+            (NodeKind::Filter(c), inputs)
+        }
+        "map" | "project" => {
+            let c: MapConfig = decode(text, value, path, errors)?;
+            let fields = map_fields(text, table, path, errors)?;
+            let project = c.kind == "project";
+            (NodeKind::Map { project, fields }, c.inputs)
+        }
+        "key-by" => {
+            let c: KeyByConfig = decode(text, value, path, errors)?;
+            let inputs = c.inputs.clone();
+            (NodeKind::KeyBy(c), inputs)
+        }
         _ => {
             let c: DeadLetterConfig = decode(text, value, path, errors)?;
             let inputs = c.inputs.clone();
@@ -509,6 +605,49 @@ fn parse_node(
         inputs,
         span,
     })
+}
+
+/// The `fields` table of a `map` / `project` node, in declared order, with positions.
+fn map_fields(
+    text: &JobText,
+    table: &DeTable<'_>,
+    path: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Vec<(Spanned<String>, Spanned<String>)>> {
+    let (_, value) = table.iter().find(|(k, _)| k.get_ref() == "fields")?;
+    let DeValue::Table(fields) = value.get_ref() else {
+        errors.push(text.diag_span(
+            Some(value.span()),
+            format!("`{path}.fields` must be a table of `name = \"expression\"`"),
+        ));
+        return None;
+    };
+    let mut entries: Vec<_> = fields.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    let mut out = Vec::new();
+    for (name, expr) in entries {
+        match expr.get_ref() {
+            DeValue::String(e) => out.push((
+                Spanned::new(name.span(), name.get_ref().to_string()),
+                Spanned::new(expr.span(), e.to_string()),
+            )),
+            _ => errors.push(text.diag_span(
+                Some(expr.span()),
+                format!(
+                    "`{path}.fields.{}` must be an expression in a string",
+                    name.get_ref()
+                ),
+            )),
+        }
+    }
+    if out.is_empty() {
+        errors.push(text.diag_span(
+            Some(value.span()),
+            format!("`{path}.fields` is empty: name at least one output field"),
+        ));
+        return None;
+    }
+    Some(out)
 }
 
 /// Deserializes one table, reporting every unknown field (not just the first) and then the first

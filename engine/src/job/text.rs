@@ -142,6 +142,56 @@ impl JobText {
         )
     }
 
+    /// A diagnostic at a byte range of the substituted text, underlining it (to the end of its
+    /// first line).
+    pub fn diag_range(
+        &self,
+        range: std::ops::Range<usize>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        let start = self.original_offset(range.start).min(self.original.len());
+        let end = self
+            .original_offset(range.end.max(range.start))
+            .clamp(start, self.original.len());
+        let mut d = self_diag(&self.path, &self.original, start, message.into());
+        let line_start = self.original[..start].rfind('\n').map_or(0, |p| p + 1);
+        let line_end = self.original[start..]
+            .find('\n')
+            .map_or(self.original.len(), |p| start + p);
+        let line_text = self.original[line_start..line_end].trim_end_matches('\r');
+        let len = self.original[start..end.min(line_end).max(start)]
+            .chars()
+            .count();
+        d.underline = Some(super::Underline {
+            line_text: line_text.to_owned(),
+            len: len.max(1),
+        });
+        d
+    }
+
+    /// Where the value of the TOML string at `span` (quotes included) starts, and whether its
+    /// bytes are the value's bytes one for one (no escapes), so offsets into the value map
+    /// straight onto the file.
+    pub fn string_content(&self, span: &std::ops::Range<usize>, value: &str) -> (usize, bool) {
+        let raw = self.text.get(span.clone()).unwrap_or_default();
+        let (open, close) = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+            let after = &raw[3..];
+            let newline = if after.starts_with("\r\n") {
+                2
+            } else {
+                usize::from(after.starts_with('\n'))
+            };
+            (3 + newline, 3)
+        } else {
+            (1, 1)
+        };
+        let start = span.start + open.min(raw.len());
+        let inner = raw
+            .get(open..raw.len().saturating_sub(close))
+            .unwrap_or_default();
+        (start, inner == value)
+    }
+
     /// A diagnostic at the start of a span of the substituted text.
     pub fn diag_span(
         &self,
@@ -172,6 +222,7 @@ fn self_diag(path: &Path, original: &str, offset: usize, message: String) -> Dia
         line,
         col,
         message,
+        underline: None,
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod metrics;
 pub mod ops;
 pub mod plan;
+pub mod rows;
 pub mod saga;
 pub mod sources;
 pub mod stages;
@@ -71,13 +72,14 @@ pub struct RunSummary {
 }
 
 impl RunSummary {
-    /// Records read by all sources.
+    /// Records read by all sources (for a source with a declared schema: read, before
+    /// decoding).
     #[must_use]
     pub fn source_records(&self) -> u64 {
         self.nodes
             .iter()
             .filter(|n| n.kind == "generator" || n.kind == "file")
-            .map(|n| n.records_out)
+            .map(|n| n.records_in)
             .sum()
     }
 }

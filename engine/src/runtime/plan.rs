@@ -23,12 +23,27 @@ use vitalflow_operators::anonymize::{AnonymizeConfig, Anonymizer, DatePolicy, Ps
 
 use super::metrics::{Failure, NodeCounters};
 use super::ops::{RollPolicy, SinkCommit, StageStat, VecStream, rolling_sink, stage};
+use super::rows::Slot;
+use super::rows::{
+    AnonymizeRowsLogic, DecodeLogic, FilterLogic, KeyLogic, MapLogic, PassLogic, RowJsonlSink,
+    RowParquetSink,
+};
 use super::saga::{RunIdentity, SagaRole, audit, reporter};
 use super::sources;
 use super::stages::{
     AnonymizeLogic, CanonizeLogic, IngestLogic, JsonlSink, ParquetSink, keep_none, merge_counts,
 };
-use crate::job::{Diagnostic, Diagnostics, Job, NodeKind, Section, parse_duration};
+use crate::job::config::FieldConfig;
+use crate::job::schema;
+use crate::job::{Diagnostic, Diagnostics, Job, Node, NodeKind, Section, parse_duration};
+use timely::dataflow::operators::Exchange as _;
+use toml::Spanned;
+use vitalflow_connectors::parquet_rows::RowParquetWriter;
+use vitalflow_model::row::{Row, Schema, Type, Value};
+use vitalflow_operators::anonymize::DeidReport;
+use vitalflow_operators::anonymize::RowPlan;
+use vitalflow_operators::decode::{Decoder, FieldSpec, TimeFormat};
+use vitalflow_operators::expression::Compiled;
 
 /// A node resolved for running.
 pub enum Prepared {
@@ -36,18 +51,26 @@ pub enum Prepared {
     Generator(Arc<Generator>, f64),
     /// Files.
     File(Arc<FileSource>),
+    /// Files of a declared schema, decoded into rows.
+    SchemaFile(Arc<FileSource>, Arc<Decoder>),
     /// Ingestion.
     Ingest,
-    /// Anonymization with its key.
-    Anonymize(Arc<Anonymizer>),
+    /// Anonymization with its key; over rows, with what to do with each field.
+    Anonymize(Arc<Anonymizer>, Option<(Arc<RowPlan>, Arc<Schema>)>),
+    /// `filter` over rows of a schema.
+    Filter(Arc<Compiled>, Arc<Schema>),
+    /// `map` / `project`: one slot per output field.
+    Map(Arc<Vec<Slot>>, Arc<Schema>),
+    /// `key-by`: the key field of the output rows, and the expression if it is computed.
+    KeyBy(usize, Option<Arc<Compiled>>, Arc<Schema>),
     /// Canonization.
     Canonize,
     /// Auditing.
     Audit,
-    /// Parquet sink: folder and roll policy.
-    Parquet(PathBuf, RollPolicy),
-    /// JSON-lines sink.
-    Jsonl(PathBuf, RollPolicy),
+    /// Parquet sink: folder and roll policy; the schema when it writes rows.
+    Parquet(PathBuf, RollPolicy, Option<Arc<Schema>>),
+    /// JSON-lines sink; the schema when it writes rows.
+    Jsonl(PathBuf, RollPolicy, Option<Arc<Schema>>),
     /// Dead-letter sink.
     DeadLetter(PathBuf),
 }
@@ -82,6 +105,70 @@ fn key_from(spec: &str, base: &Path) -> Result<PseudonymKey, String> {
     Err(format!(
         "`{spec}` is not `env:NAME`, `file:PATH` or `ephemeral`"
     ))
+}
+
+/// The schema of the rows a node reads, if it reads rows.
+fn input_schema<'j>(job: &'j Job, node: &Node) -> Option<&'j Schema> {
+    node.inputs
+        .iter()
+        .filter(|i| i.port == "out")
+        .find_map(|i| job.schemas.get(&i.node))
+}
+
+/// The decoder of a declared schema.
+fn decoder(fields: &[FieldConfig]) -> Decoder {
+    let specs = fields
+        .iter()
+        .map(|f| FieldSpec {
+            name: f.name.get_ref().clone(),
+            ty: Type::parse(f.ty.get_ref()).unwrap_or(Type::String),
+            nullable: f.nullable,
+            path: f.path.as_ref().map_or_else(
+                || vec![f.name.get_ref().clone()],
+                |p| p.get_ref().split('.').map(str::to_owned).collect(),
+            ),
+            column: f.column.clone(),
+            time_format: match f.format.as_ref().map(|s| s.get_ref().as_str()) {
+                Some("epoch-ms") => TimeFormat::EpochMillis,
+                Some("epoch-s") => TimeFormat::EpochSeconds,
+                Some("iso8601") => TimeFormat::Iso8601,
+                _ => TimeFormat::Auto,
+            },
+        })
+        .collect();
+    Decoder::new(specs)
+}
+
+/// The slots of a `map` / `project`: each output field copied from the input or computed.
+fn slots(
+    job: &Job,
+    project: bool,
+    fields: &[(Spanned<String>, Spanned<String>)],
+    input: &Schema,
+    output: &Schema,
+) -> Result<Vec<Slot>, Vec<Diagnostic>> {
+    let mut slots = Vec::with_capacity(output.fields.len());
+    for field in &output.fields {
+        let declared = fields.iter().find(|(n, _)| *n.get_ref() == field.name);
+        let slot = match declared {
+            Some((name, source)) => match schema::bare_field(source.get_ref(), input) {
+                Some(i) => Slot::Copy(i),
+                None => Slot::Compute(
+                    Arc::new(schema::expression(
+                        &job.text,
+                        source,
+                        input,
+                        name.get_ref(),
+                    )?),
+                    name.get_ref().clone(),
+                ),
+            },
+            None if !project => Slot::Copy(input.index(&field.name).unwrap_or(0)),
+            None => continue,
+        };
+        slots.push(slot);
+    }
+    Ok(slots)
 }
 
 /// Resolves keys, files and folders. Problems are reported at their place in the job file.
@@ -127,19 +214,74 @@ pub fn prepare(job: &Job, out: &Path, run: RunIdentity) -> Result<Plan, Diagnost
                     "envelope" => FileFormat::Envelope,
                     "fhir" => FileFormat::Fhir,
                     "hl7v2" => FileFormat::Hl7v2,
+                    "json" => FileFormat::Json,
+                    "csv" => FileFormat::Csv {
+                        header: f.header.unwrap_or(true),
+                    },
                     _ => FileFormat::VitalsCsv {
                         patient_id: f.patient_id.clone().unwrap_or_default(),
                     },
                 };
-                Prepared::File(Arc::new(FileSource {
+                let source = Arc::new(FileSource {
                     name: node.name.clone(),
                     path,
                     format,
-                }))
+                });
+                match &f.fields {
+                    Some(fields) => {
+                        Prepared::SchemaFile(source, Arc::new(decoder(fields.get_ref())))
+                    }
+                    None => Prepared::File(source),
+                }
             }
             NodeKind::Ingest => Prepared::Ingest,
             NodeKind::Canonize => Prepared::Canonize,
             NodeKind::Audit => Prepared::Audit,
+            NodeKind::Filter(c) => {
+                let Some(input) = input_schema(job, node) else {
+                    continue;
+                };
+                match schema::expression(&job.text, &c.condition, input, "condition") {
+                    Ok(e) => Prepared::Filter(Arc::new(e), Arc::new(input.clone())),
+                    Err(d) => {
+                        errors.extend(d);
+                        continue;
+                    }
+                }
+            }
+            NodeKind::Map { project, fields } => {
+                let (Some(input), Some(output)) =
+                    (input_schema(job, node), job.schemas.get(&node.name))
+                else {
+                    continue;
+                };
+                match slots(job, *project, fields, input, output) {
+                    Ok(slots) => Prepared::Map(Arc::new(slots), Arc::new(input.clone())),
+                    Err(d) => {
+                        errors.extend(d);
+                        continue;
+                    }
+                }
+            }
+            NodeKind::KeyBy(c) => {
+                let (Some(input), Some(output)) =
+                    (input_schema(job, node), job.schemas.get(&node.name))
+                else {
+                    continue;
+                };
+                let key = output.key.unwrap_or(0);
+                if schema::bare_field(c.key.get_ref(), input).is_some() {
+                    Prepared::KeyBy(key, None, Arc::new(input.clone()))
+                } else {
+                    match schema::expression(&job.text, &c.key, input, "key") {
+                        Ok(e) => Prepared::KeyBy(key, Some(Arc::new(e)), Arc::new(input.clone())),
+                        Err(d) => {
+                            errors.extend(d);
+                            continue;
+                        }
+                    }
+                }
+            }
             NodeKind::Anonymize(a) => match key_from(a.key.get_ref(), &base) {
                 Ok(key) => {
                     let dates = if a.dates.get_ref() == "year" {
@@ -153,11 +295,18 @@ pub fn prepare(job: &Job, out: &Path, run: RunIdentity) -> Result<Plan, Diagnost
                         .restricted_zip3
                         .clone()
                         .unwrap_or_else(AnonymizeConfig::default_restricted_zip3);
-                    Prepared::Anonymize(Arc::new(Anonymizer::new(AnonymizeConfig {
-                        key,
-                        dates,
-                        restricted_zip3,
-                    })))
+                    let rows = input_schema(job, node).map(|input| {
+                        let plan = RowPlan::new(input, schema::patient_field(input));
+                        (Arc::new(plan), Arc::new(input.clone()))
+                    });
+                    Prepared::Anonymize(
+                        Arc::new(Anonymizer::new(AnonymizeConfig {
+                            key,
+                            dates,
+                            restricted_zip3,
+                        })),
+                        rows,
+                    )
                 }
                 Err(message) => {
                     errors.push(job.diag(
@@ -173,6 +322,7 @@ pub fn prepare(job: &Job, out: &Path, run: RunIdentity) -> Result<Plan, Diagnost
                     rows: p.roll_rows.max(1),
                     interval: parse_duration(p.roll_interval.get_ref()).unwrap_or_default(),
                 },
+                input_schema(job, node).map(|s| Arc::new(s.clone())),
             ),
             NodeKind::Jsonl(j) => Prepared::Jsonl(
                 out.join(&j.path),
@@ -180,6 +330,7 @@ pub fn prepare(job: &Job, out: &Path, run: RunIdentity) -> Result<Plan, Diagnost
                     rows: usize::MAX,
                     interval: parse_duration(j.roll_interval.get_ref()).unwrap_or_default(),
                 },
+                input_schema(job, node).map(|s| Arc::new(s.clone())),
             ),
             NodeKind::DeadLetter(d) => Prepared::DeadLetter(out.join(&d.path)),
         };
@@ -193,7 +344,7 @@ pub fn prepare(job: &Job, out: &Path, run: RunIdentity) -> Result<Plan, Diagnost
     }
     // Each run replaces its sinks' folders: a job's output is the result of one run.
     for (name, _, _, prepared) in &nodes {
-        if let Prepared::Parquet(dir, _) | Prepared::Jsonl(dir, _) | Prepared::DeadLetter(dir) =
+        if let Prepared::Parquet(dir, ..) | Prepared::Jsonl(dir, ..) | Prepared::DeadLetter(dir) =
             prepared
         {
             let result = if dir.exists() {
@@ -232,6 +383,7 @@ enum Port<'s> {
     Events(VecStream<'s, DomainEvent>),
     Audit(VecStream<'s, AuditRecord>),
     Dead(VecStream<'s, DeadLetter>),
+    Rows(VecStream<'s, Row>),
 }
 
 macro_rules! port_getter {
@@ -251,6 +403,7 @@ port_getter!(as_fhir, Fhir, CanonicalResource);
 port_getter!(as_events, Events, DomainEvent);
 port_getter!(as_audit, Audit, AuditRecord);
 port_getter!(as_dead, Dead, DeadLetter);
+port_getter!(as_rows, Rows, Row);
 
 struct Builder<'s, 'p> {
     scope: Scope<'s, Time>,
@@ -407,6 +560,75 @@ impl<'s> Builder<'s, '_> {
                 );
                 out(self, "out", Port::Raw(s));
             }
+            Prepared::SchemaFile(f, decoder) => {
+                let raw = sources::files(
+                    self.scope,
+                    name,
+                    Arc::clone(f),
+                    plan.batch_size,
+                    Arc::new(NodeCounters::default()),
+                    self.failure.clone(),
+                );
+                let logic = DecodeLogic {
+                    stage: name.to_owned(),
+                    decoder: Arc::clone(decoder),
+                };
+                // Worker 0 reads; every worker decodes.
+                let pact = Exchange::new(|r: &RawRecord| r.sequence);
+                let (o, d, s) = stage(raw, pact, name, logic, counters);
+                out(self, "out", Port::Rows(o));
+                out(self, "dead-letter", Port::Dead(d));
+                self.stats
+                    .insert(name.to_owned(), (s, SagaRole::Ingestion, None));
+            }
+            Prepared::Filter(condition, schema) => {
+                let input = self.inputs(inputs, as_rows);
+                let logic = FilterLogic {
+                    stage: name.to_owned(),
+                    condition: Arc::clone(condition),
+                    schema: Arc::clone(schema),
+                };
+                let (o, d, _) = stage(input, Pipeline, name, logic, counters);
+                out(self, "out", Port::Rows(o));
+                out(self, "dead-letter", Port::Dead(d));
+            }
+            Prepared::Map(slots, schema) => {
+                let input = self.inputs(inputs, as_rows);
+                let logic = MapLogic {
+                    stage: name.to_owned(),
+                    slots: Arc::clone(slots),
+                    schema: Arc::clone(schema),
+                };
+                let (o, d, _) = stage(input, Pipeline, name, logic, counters);
+                out(self, "out", Port::Rows(o));
+                out(self, "dead-letter", Port::Dead(d));
+            }
+            Prepared::KeyBy(key, expr, schema) => {
+                let input = self.inputs(inputs, as_rows);
+                let k = *key;
+                let route =
+                    Exchange::new(move |r: &Row| r.values.get(k).map_or(0, Value::route_hash));
+                let (o, d) = match expr {
+                    None => {
+                        let (o, d, _) = stage(input, route, name, PassLogic, counters);
+                        (o, d)
+                    }
+                    Some(e) => {
+                        let logic = KeyLogic {
+                            stage: name.to_owned(),
+                            key: Arc::clone(e),
+                            schema: Arc::clone(schema),
+                        };
+                        let (o, d, _) = stage(input, Pipeline, name, logic, counters);
+                        (
+                            o.exchange(move |r: &Row| r.values.get(k).map_or(0, Value::route_hash)),
+                            d,
+                        )
+                    }
+                };
+                out(self, "out", Port::Rows(o));
+                out(self, "dead-letter", Port::Dead(d));
+            }
             Prepared::Ingest => {
                 let input = self.inputs(inputs, as_raw);
                 let logic = IngestLogic {
@@ -424,7 +646,23 @@ impl<'s> Builder<'s, '_> {
                 self.stats
                     .insert(name.to_owned(), (s, SagaRole::Ingestion, None));
             }
-            Prepared::Anonymize(anonymizer) => {
+            Prepared::Anonymize(anonymizer, Some((row_plan, schema))) => {
+                let input = self.inputs(inputs, as_rows);
+                let upstream = self.upstream_stage(inputs);
+                let logic = AnonymizeRowsLogic {
+                    stage: name.to_owned(),
+                    anonymizer: Arc::clone(anonymizer),
+                    plan: Arc::clone(row_plan),
+                    schema: Arc::clone(schema),
+                    report: DeidReport::default(),
+                };
+                let (o, d, s) = stage(input, Pipeline, name, logic, counters);
+                out(self, "out", Port::Rows(o));
+                out(self, "dead-letter", Port::Dead(d));
+                self.stats
+                    .insert(name.to_owned(), (s, SagaRole::Anonymization, upstream));
+            }
+            Prepared::Anonymize(anonymizer, None) => {
                 let input = self.inputs(inputs, as_clinical);
                 let upstream = self.upstream_stage(inputs);
                 let logic = AnonymizeLogic {
@@ -461,7 +699,42 @@ impl<'s> Builder<'s, '_> {
                 let records = audit(input, name, counters);
                 out(self, "out", Port::Audit(records));
             }
-            Prepared::Parquet(dir, policy) => {
+            Prepared::Parquet(dir, policy, Some(schema)) => {
+                let input = self.inputs(inputs, as_rows);
+                let writer = RowParquetSink {
+                    out: plan.out.clone(),
+                    writer: RowParquetWriter::new(dir.clone(), schema),
+                };
+                let c = rolling_sink(
+                    input,
+                    name,
+                    worker,
+                    *policy,
+                    writer,
+                    counters,
+                    self.failure.clone(),
+                );
+                self.commits.insert(name.to_owned(), c);
+            }
+            Prepared::Jsonl(dir, policy, Some(schema)) => {
+                let input = self.inputs(inputs, as_rows);
+                let writer = RowJsonlSink {
+                    out: plan.out.clone(),
+                    dir: dir.clone(),
+                    schema: Arc::clone(schema),
+                };
+                let c = rolling_sink(
+                    input,
+                    name,
+                    worker,
+                    *policy,
+                    writer,
+                    counters,
+                    self.failure.clone(),
+                );
+                self.commits.insert(name.to_owned(), c);
+            }
+            Prepared::Parquet(dir, policy, None) => {
                 let input = self.inputs(inputs, as_fhir);
                 let writer = ParquetSink {
                     out: plan.out.clone(),
@@ -478,7 +751,7 @@ impl<'s> Builder<'s, '_> {
                 );
                 self.commits.insert(name.to_owned(), c);
             }
-            Prepared::Jsonl(dir, policy) => {
+            Prepared::Jsonl(dir, policy, None) => {
                 let kind = inputs.first().and_then(|(n, port)| self.port(n, port));
                 let c = match kind {
                     Some(Port::Audit(_)) => self.jsonl(

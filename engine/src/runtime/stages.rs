@@ -118,7 +118,8 @@ pub fn merge_counts(into: &mut Option<Value>, more: Option<Value>) {
 /// Keeps the first detail (stages without detail).
 pub fn keep_none(_: &mut Option<Value>, _: Option<Value>) {}
 
-fn relative(out: &Path, path: &Path) -> String {
+/// A path relative to the output folder, for commits and summaries.
+pub(super) fn relative(out: &Path, path: &Path) -> String {
     path.strip_prefix(out).unwrap_or(path).display().to_string()
 }
 

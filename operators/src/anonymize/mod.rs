@@ -13,10 +13,15 @@
 //!   [`DatePolicy`]: a per-patient shift by whole days, or the year only;
 //! * measurement ids become keyed hashes that do not reveal the source id.
 //!
+//! Records of a declared schema are de-identified field by field with
+//! [`Anonymizer::apply_row`]: each field marked PHI in the schema gets its action (keyed hash,
+//! date policy, redaction, ZIP3, age over 89), with the same key and policy.
+//!
 //! Every action is counted in a [`DeidReport`].
 
 mod key;
 mod report;
+mod rows;
 
 use std::collections::BTreeSet;
 
@@ -28,6 +33,7 @@ use vitalflow_model::ids::hex;
 
 pub use self::key::{KeyError, PseudonymKey};
 pub use self::report::DeidReport;
+pub use self::rows::RowPlan;
 use crate::ingest::DECEASED_DATE_UNKNOWN;
 
 /// What happens to the dates tied to a patient (other than birth and death, which keep only

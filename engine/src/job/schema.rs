@@ -1,0 +1,590 @@
+//! Schemas and expressions: the shape of the rows on every port, inferred in dependency order
+//! from the sources' declared fields, with every expression parsed and type-checked against the
+//! rows it reads. Problems are reported at the expression's line and column, underlined.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+
+use toml::Spanned;
+use vitalflow_model::row::{Field, Phi, Schema, Type};
+use vitalflow_operators::expression::{self, Compiled, ExprError};
+
+use super::config::{FieldConfig, FileConfig};
+use super::{Diagnostic, JobText, Node, NodeKind};
+
+/// The output schema of every node whose `out` port carries rows, by node name.
+pub type Schemas = BTreeMap<String, Schema>;
+
+/// Time formats of timestamp fields.
+pub const TIME_FORMATS: [&str; 4] = ["auto", "epoch-ms", "epoch-s", "iso8601"];
+
+/// Infers the schema of every rows port, checking every expression. `nodes` is in dependency
+/// order.
+pub(super) fn infer(text: &JobText, nodes: &[Node], errors: &mut Vec<Diagnostic>) -> Schemas {
+    let mut schemas = Schemas::new();
+    for n in nodes {
+        let path = format!("{}.{}", n.section.as_str(), n.name);
+        if let NodeKind::File(f) = &n.kind {
+            if let Some(schema) = declared(text, f, &path, errors) {
+                schemas.insert(n.name.clone(), schema);
+            }
+            continue;
+        }
+        let Some(input) = input_schema(text, n, &path, &schemas, errors) else {
+            continue;
+        };
+        let out = match &n.kind {
+            NodeKind::Filter(c) => {
+                let e = expression(text, &c.condition, &input, &format!("{path}.condition"));
+                match e {
+                    Err(d) => {
+                        errors.extend(d);
+                        None
+                    }
+                    Ok(c2) if c2.ty() != Some(Type::Bool) => {
+                        errors.push(whole(
+                            text,
+                            &c.condition,
+                            format!(
+                                "`{path}.condition` must be a boolean expression, not {}",
+                                type_name(c2.ty())
+                            ),
+                        ));
+                        None
+                    }
+                    Ok(_) => Some(input),
+                }
+            }
+            NodeKind::Map { project, fields } => {
+                map_schema(text, &path, *project, fields, &input, errors)
+            }
+            NodeKind::KeyBy(c) => key_by_schema(text, &path, c, input, errors),
+            NodeKind::Anonymize(a) => anonymized(text, n, &path, a.dates.get_ref(), input, errors),
+            NodeKind::Parquet(_) | NodeKind::Jsonl(_) => {
+                if input.has_phi() {
+                    let phi: Vec<String> = input
+                        .fields
+                        .iter()
+                        .filter_map(|f| {
+                            f.phi
+                                .map(|p| format!("`{}` (phi = \"{}\")", f.name, p.as_str()))
+                        })
+                        .collect();
+                    errors.push(text.diag(
+                        n.inputs.first().map_or(n.span.start, |i| i.span.start),
+                        format!(
+                            "`{path}`: the rows hold PHI in {}: route them through an \
+                             `anonymize` operator before a sink",
+                            phi.join(", ")
+                        ),
+                    ));
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some(out) = out {
+            schemas.insert(n.name.clone(), out);
+        }
+    }
+    schemas
+}
+
+/// The schema of a node's rows inputs (all the same), if it takes rows.
+fn input_schema(
+    text: &JobText,
+    n: &Node,
+    path: &str,
+    schemas: &Schemas,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Schema> {
+    let mut found: Option<(&str, &Schema)> = None;
+    for input in &n.inputs {
+        if input.port != "out" {
+            continue;
+        }
+        let Some(s) = schemas.get(&input.node) else {
+            continue;
+        };
+        match found {
+            None => found = Some((&input.node, s)),
+            Some((first, f)) if !same_shape(f, s) => {
+                errors.push(text.diag(
+                    input.span.start,
+                    format!(
+                        "`{path}.inputs`: `{}` has fields ({}) but `{first}` has ({}): \
+                         the inputs of a node must have the same fields",
+                        input.node,
+                        describe(s),
+                        describe(f)
+                    ),
+                ));
+                return None;
+            }
+            Some(_) => {}
+        }
+    }
+    found.map(|(_, s)| s.clone())
+}
+
+fn same_shape(a: &Schema, b: &Schema) -> bool {
+    a.fields.len() == b.fields.len()
+        && a.fields
+            .iter()
+            .zip(&b.fields)
+            .all(|(x, y)| x.name == y.name && x.ty == y.ty && x.phi == y.phi)
+}
+
+fn describe(s: &Schema) -> String {
+    s.fields
+        .iter()
+        .map(|f| format!("{} {}", f.name, f.ty))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn type_name(t: Option<Type>) -> String {
+    t.map_or_else(|| "null".to_owned(), |t| t.as_str().to_owned())
+}
+
+/// The schema a file source declares.
+fn declared(
+    text: &JobText,
+    f: &FileConfig,
+    path: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Schema> {
+    let fields = f.fields.as_ref()?;
+    let before = errors.len();
+    if fields.get_ref().is_empty() {
+        errors.push(text.diag(
+            fields.span().start,
+            format!("`{path}.fields` is empty: declare at least one field"),
+        ));
+    }
+    let format = f.format.get_ref().as_str();
+    let mut schema = Schema::default();
+    let mut seen = BTreeSet::new();
+    for fc in fields.get_ref() {
+        if let Some(field) = declared_field(text, fc, path, format, errors) {
+            if !seen.insert(field.name.clone()) {
+                errors.push(text.diag(
+                    fc.name.span().start,
+                    format!("`{path}.fields`: field `{}` is declared twice", field.name),
+                ));
+            }
+            schema.fields.push(field);
+        }
+    }
+    if let Some(t) = &f.event_time {
+        match schema.field(t.get_ref()) {
+            Some((i, field)) if field.ty == Type::Timestamp => schema.time = Some(i),
+            Some((_, field)) => errors.push(text.diag(
+                t.span().start,
+                format!(
+                    "`{path}.event-time`: field `{}` is {}, not a timestamp",
+                    field.name, field.ty
+                ),
+            )),
+            None => errors.push(unknown_field(text, t, path, "event-time", &schema)),
+        }
+    }
+    if let Some(k) = &f.key {
+        match schema.index(k.get_ref()) {
+            Some(i) => schema.key = Some(i),
+            None => errors.push(unknown_field(text, k, path, "key", &schema)),
+        }
+    }
+    (errors.len() == before).then_some(schema)
+}
+
+fn unknown_field(
+    text: &JobText,
+    at: &Spanned<String>,
+    path: &str,
+    setting: &str,
+    schema: &Schema,
+) -> Diagnostic {
+    text.diag(
+        at.span().start,
+        format!(
+            "`{path}.{setting}`: no field `{}` (declared fields: {})",
+            at.get_ref(),
+            schema.names()
+        ),
+    )
+}
+
+fn declared_field(
+    text: &JobText,
+    fc: &FieldConfig,
+    path: &str,
+    format: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Field> {
+    let name = fc.name.get_ref();
+    let before = errors.len();
+    if name.is_empty() {
+        errors.push(text.diag(
+            fc.name.span().start,
+            format!("`{path}.fields`: a field name is empty"),
+        ));
+    }
+    let ty = Type::parse(fc.ty.get_ref());
+    if ty.is_none() {
+        errors.push(text.diag(
+            fc.ty.span().start,
+            format!(
+                "`{path}.fields.{name}`: unknown type `{}` (expected string, integer, float, \
+                 boolean or timestamp)",
+                fc.ty.get_ref()
+            ),
+        ));
+    }
+    if let Some(fmt) = &fc.format {
+        if ty != Some(Type::Timestamp) {
+            errors.push(text.diag(
+                fmt.span().start,
+                format!("`{path}.fields.{name}.format` applies to timestamp fields only"),
+            ));
+        } else if !TIME_FORMATS.contains(&fmt.get_ref().as_str()) {
+            errors.push(text.diag(
+                fmt.span().start,
+                format!(
+                    "`{path}.fields.{name}.format`: unknown time format `{}` (expected one of: {})",
+                    fmt.get_ref(),
+                    TIME_FORMATS.join(", ")
+                ),
+            ));
+        }
+    }
+    if let Some(p) = &fc.path {
+        if format != "json" {
+            errors.push(text.diag(
+                p.span().start,
+                format!("`{path}.fields.{name}.path` applies to the `json` format (use `column` for CSV)"),
+            ));
+        } else if p.get_ref().split('.').any(str::is_empty) {
+            errors.push(text.diag(
+                p.span().start,
+                format!(
+                    "`{path}.fields.{name}.path`: `{}` is not a dotted path like `vitals.hr`",
+                    p.get_ref()
+                ),
+            ));
+        }
+    }
+    if fc.column.is_some() && format != "csv" {
+        errors.push(text.diag(
+            fc.name.span().start,
+            format!(
+                "`{path}.fields.{name}.column` applies to the `csv` format (use `path` for JSON)"
+            ),
+        ));
+    }
+    let phi = match &fc.phi {
+        None => None,
+        Some(p) => match Phi::parse(p.get_ref()) {
+            None => {
+                errors.push(text.diag(
+                    p.span().start,
+                    format!(
+                        "`{path}.fields.{name}.phi`: unknown action `{}` (expected hash, date, \
+                         redact, zip3 or age)",
+                        p.get_ref()
+                    ),
+                ));
+                None
+            }
+            Some(phi) => {
+                if let (Some(t), false) = (ty, phi_fits(phi, ty.unwrap_or(Type::String))) {
+                    errors.push(text.diag(
+                        p.span().start,
+                        format!(
+                            "`{path}.fields.{name}.phi`: `{}` does not apply to a {t} field \
+                             ({})",
+                            phi.as_str(),
+                            phi_types(phi)
+                        ),
+                    ));
+                }
+                Some(phi)
+            }
+        },
+    };
+    (errors.len() == before).then(|| Field {
+        name: name.clone(),
+        ty: ty.unwrap_or(Type::String),
+        nullable: fc.nullable,
+        phi,
+    })
+}
+
+/// Whether an anonymization action applies to a type.
+const fn phi_fits(phi: Phi, ty: Type) -> bool {
+    match phi {
+        Phi::Hash => matches!(ty, Type::String | Type::Int),
+        Phi::Date => matches!(ty, Type::Timestamp),
+        Phi::Redact => true,
+        Phi::Zip3 => matches!(ty, Type::String | Type::Int),
+        Phi::Age => matches!(ty, Type::Int | Type::Float),
+    }
+}
+
+const fn phi_types(phi: Phi) -> &'static str {
+    match phi {
+        Phi::Hash | Phi::Zip3 => "it takes string or integer fields",
+        Phi::Date => "it takes timestamp fields",
+        Phi::Redact => "it takes any field",
+        Phi::Age => "it takes integer or float fields",
+    }
+}
+
+/// Compiles an expression held in a TOML string, mapping its errors onto the job file.
+pub fn expression(
+    text: &JobText,
+    source: &Spanned<String>,
+    schema: &Schema,
+    what: &str,
+) -> Result<Compiled, Vec<Diagnostic>> {
+    expression::compile(source.get_ref(), schema).map_err(|errs| {
+        errs.into_iter()
+            .map(|e| expr_diag(text, source, &e, what))
+            .collect()
+    })
+}
+
+fn expr_diag(text: &JobText, source: &Spanned<String>, e: &ExprError, what: &str) -> Diagnostic {
+    let (start, exact) = text.string_content(&source.span(), source.get_ref());
+    let range: Range<usize> = if exact {
+        start + e.span.start..start + e.span.end
+    } else {
+        // The string has escapes: offsets into its value do not map onto the file.
+        source.span()
+    };
+    text.diag_range(range, format!("`{what}`: {}", e.message))
+}
+
+fn whole(text: &JobText, source: &Spanned<String>, message: String) -> Diagnostic {
+    let (start, exact) = text.string_content(&source.span(), source.get_ref());
+    let range = if exact {
+        start..start + source.get_ref().len()
+    } else {
+        source.span()
+    };
+    text.diag_range(range, message)
+}
+
+/// The field an expression names, if it is nothing but a field name.
+#[must_use]
+pub fn bare_field(source: &str, schema: &Schema) -> Option<usize> {
+    let s = source.trim();
+    let name = s
+        .strip_prefix('`')
+        .and_then(|r| r.strip_suffix('`'))
+        .unwrap_or(s);
+    schema.index(name)
+}
+
+/// The PHI action a computed field inherits from the fields it reads: a copied field keeps its
+/// own; a value computed from PHI keeps the action if it still fits the result's type (a
+/// truncated date is still shifted, a reformatted id still hashed), and is redacted otherwise.
+fn taint(compiled: &Compiled, source: &str, input: &Schema, ty: Type) -> Option<Phi> {
+    if let Some(i) = bare_field(source, input) {
+        return input.fields[i].phi;
+    }
+    let classes: BTreeSet<Phi> = compiled
+        .fields()
+        .iter()
+        .filter_map(|i| input.fields.get(*i).and_then(|f| f.phi))
+        .collect();
+    match classes.len() {
+        0 => None,
+        1 => classes
+            .into_iter()
+            .next()
+            .map(|c| if phi_fits(c, ty) { c } else { Phi::Redact }),
+        _ => Some(Phi::Redact),
+    }
+}
+
+fn map_schema(
+    text: &JobText,
+    path: &str,
+    project: bool,
+    fields: &[(Spanned<String>, Spanned<String>)],
+    input: &Schema,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Schema> {
+    let mut out = if project {
+        Schema::default()
+    } else {
+        input.clone()
+    };
+    let before = errors.len();
+    let mut names = BTreeSet::new();
+    for (name, source) in fields {
+        let what = format!("{path}.fields.{}", name.get_ref());
+        if !names.insert(name.get_ref().clone()) {
+            errors.push(text.diag(
+                name.span().start,
+                format!("`{path}.fields`: `{}` is given twice", name.get_ref()),
+            ));
+            continue;
+        }
+        let compiled = match expression(text, source, input, &what) {
+            Ok(c) => c,
+            Err(d) => {
+                errors.extend(d);
+                continue;
+            }
+        };
+        let Some(ty) = compiled.ty() else {
+            errors.push(whole(
+                text,
+                source,
+                format!("`{what}`: the type of `null` is unknown: write `cast(null as integer)` (or another type)"),
+            ));
+            continue;
+        };
+        let field = Field {
+            name: name.get_ref().clone(),
+            ty,
+            nullable: compiled.nullable(),
+            phi: taint(&compiled, source.get_ref(), input, ty),
+        };
+        let copied = bare_field(source.get_ref(), input);
+        match out.index(&field.name) {
+            Some(i) => {
+                // Replacing a field keeps its role only if it is the same field.
+                if copied != Some(i) {
+                    if out.time == Some(i) {
+                        out.time = None;
+                    }
+                    if out.key == Some(i) {
+                        out.key = None;
+                    }
+                }
+                out.fields[i] = field;
+            }
+            None => {
+                if let Some(c) = copied {
+                    if input.time == Some(c) && out.time.is_none() {
+                        out.time = Some(out.fields.len());
+                    }
+                    if input.key == Some(c) && out.key.is_none() {
+                        out.key = Some(out.fields.len());
+                    }
+                }
+                out.fields.push(field);
+            }
+        }
+    }
+    (errors.len() == before).then_some(out)
+}
+
+fn key_by_schema(
+    text: &JobText,
+    path: &str,
+    c: &super::config::KeyByConfig,
+    mut input: Schema,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Schema> {
+    let what = format!("{path}.key");
+    let compiled = match expression(text, &c.key, &input, &what) {
+        Ok(compiled) => compiled,
+        Err(d) => {
+            errors.extend(d);
+            return None;
+        }
+    };
+    if let Some(i) = bare_field(c.key.get_ref(), &input) {
+        input.key = Some(i);
+        return Some(input);
+    }
+    let Some(ty) = compiled.ty() else {
+        errors.push(whole(
+            text,
+            &c.key,
+            format!("`{what}`: a key cannot be `null`"),
+        ));
+        return None;
+    };
+    let name = c.field.clone().unwrap_or_else(|| "key".to_owned());
+    let field = Field {
+        name: name.clone(),
+        ty,
+        nullable: compiled.nullable(),
+        phi: taint(&compiled, c.key.get_ref(), &input, ty),
+    };
+    match input.index(&name) {
+        Some(i) => {
+            errors.push(whole(
+                text,
+                &c.key,
+                format!(
+                    "`{what}`: the computed key goes into field `{name}`, which exists (field {}); \
+                     name another with `as = \"...\"`",
+                    i + 1
+                ),
+            ));
+            None
+        }
+        None => {
+            input.key = Some(input.fields.len());
+            input.fields.push(field);
+            Some(input)
+        }
+    }
+}
+
+/// The rows an `anonymize` node outputs: every PHI field de-identified.
+fn anonymized(
+    text: &JobText,
+    n: &Node,
+    path: &str,
+    dates: &str,
+    mut schema: Schema,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Schema> {
+    if dates == "shift"
+        && schema.fields.iter().any(|f| f.phi == Some(Phi::Date))
+        && patient_field(&schema).is_none()
+    {
+        errors.push(text.diag(
+            n.span.start,
+            format!(
+                "`{path}`: shifting dates needs the patient of each record: mark the patient id \
+                 field `phi = \"hash\"` (or use `dates = \"year\"`)"
+            ),
+        ));
+        return None;
+    }
+    for f in &mut schema.fields {
+        match f.phi.take() {
+            Some(Phi::Hash) => f.ty = Type::String,
+            Some(Phi::Redact) => f.nullable = true,
+            Some(Phi::Zip3) => {
+                f.ty = Type::String;
+                f.nullable = true;
+            }
+            Some(Phi::Date | Phi::Age) | None => {}
+        }
+    }
+    Some(schema)
+}
+
+/// The field whose value identifies the patient for date shifting: the key if it is hashed,
+/// otherwise the first hashed field.
+#[must_use]
+pub fn patient_field(schema: &Schema) -> Option<usize> {
+    schema
+        .key
+        .filter(|k| {
+            schema
+                .fields
+                .get(*k)
+                .is_some_and(|f| f.phi == Some(Phi::Hash))
+        })
+        .or_else(|| schema.fields.iter().position(|f| f.phi == Some(Phi::Hash)))
+}

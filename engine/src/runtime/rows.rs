@@ -1,0 +1,236 @@
+//! The per-record logic of the nodes over records of a declared schema: decoding, `filter`,
+//! `map` / `project`, `key-by`, anonymization of rows, and the rows sinks' writers.
+//!
+//! Everything here was resolved when the job was planned: expressions are compiled, fields are
+//! indexes. Nothing is looked up by name per record.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+use vitalflow_connectors::jsonl::{JsonlFile, write_row_json};
+use vitalflow_connectors::parquet_rows::RowParquetWriter;
+use vitalflow_model::row::{Row, Schema, Value};
+use vitalflow_model::{DeadLetter, RawFormat, RawRecord};
+use vitalflow_operators::anonymize::{Anonymizer, DeidReport, RowPlan};
+use vitalflow_operators::decode::Decoder;
+use vitalflow_operators::expression::Compiled;
+
+use super::ops::{SinkWriter, StageLogic};
+use super::stages::relative;
+
+/// A rejected row: the row as JSON (it may hold PHI: dead letters go to the dead-letter sink).
+fn dead_row(stage: &str, schema: &Schema, row: &Row, reason: String) -> DeadLetter {
+    DeadLetter {
+        stage: stage.to_owned(),
+        source: String::new(),
+        location: format!("record #{}", row.sequence),
+        format: RawFormat::Json,
+        reason,
+        bytes: serde_json::to_vec(&schema.to_json(row)).unwrap_or_default(),
+    }
+}
+
+/// Decodes raw records of a source with a declared schema.
+pub struct DecodeLogic {
+    /// The source node.
+    pub stage: String,
+    /// The source's decoder.
+    pub decoder: Arc<Decoder>,
+}
+
+impl StageLogic<RawRecord, Row> for DecodeLogic {
+    fn process(&mut self, record: RawRecord, out: &mut Vec<Row>, dead: &mut Vec<DeadLetter>) {
+        let decoded = match record.format {
+            RawFormat::Csv => {
+                self.decoder
+                    .decode_csv(record.header.as_deref(), &record.bytes, record.sequence)
+            }
+            _ => self.decoder.decode_json(&record.bytes, record.sequence),
+        };
+        match decoded {
+            Ok(row) => out.push(row),
+            Err(e) => dead.push(DeadLetter {
+                stage: self.stage.clone(),
+                source: record.source,
+                location: record.location,
+                format: record.format,
+                reason: e.to_string(),
+                bytes: record.bytes,
+            }),
+        }
+    }
+}
+
+/// `filter`: keeps rows whose condition is true.
+pub struct FilterLogic {
+    /// The node.
+    pub stage: String,
+    /// The condition.
+    pub condition: Arc<Compiled>,
+    /// The rows' schema (for dead letters).
+    pub schema: Arc<Schema>,
+}
+
+impl StageLogic<Row, Row> for FilterLogic {
+    fn process(&mut self, row: Row, out: &mut Vec<Row>, dead: &mut Vec<DeadLetter>) {
+        match self.condition.eval_bool(&row.values) {
+            Ok(true) => out.push(row),
+            Ok(false) => {}
+            Err(e) => {
+                let reason = format!("`{}.condition`: {e}", self.stage);
+                dead.push(dead_row(&self.stage, &self.schema, &row, reason));
+            }
+        }
+    }
+}
+
+/// Where one output field of a `map` / `project` comes from.
+pub enum Slot {
+    /// Copied from an input field.
+    Copy(usize),
+    /// Computed; the output field's name is kept for error messages.
+    Compute(Arc<Compiled>, String),
+}
+
+/// `map` / `project`: builds each output row from its slots.
+pub struct MapLogic {
+    /// The node.
+    pub stage: String,
+    /// One slot per output field.
+    pub slots: Arc<Vec<Slot>>,
+    /// The input schema (for dead letters).
+    pub schema: Arc<Schema>,
+}
+
+impl StageLogic<Row, Row> for MapLogic {
+    fn process(&mut self, row: Row, out: &mut Vec<Row>, dead: &mut Vec<DeadLetter>) {
+        let mut values = Vec::with_capacity(self.slots.len());
+        for slot in self.slots.iter() {
+            let v = match slot {
+                Slot::Copy(i) => row.values.get(*i).cloned().unwrap_or(Value::Null),
+                Slot::Compute(c, name) => match c.eval(&row.values) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let reason = format!("`{}.fields.{name}`: {e}", self.stage);
+                        dead.push(dead_row(&self.stage, &self.schema, &row, reason));
+                        return;
+                    }
+                },
+            };
+            values.push(v);
+        }
+        out.push(Row {
+            values,
+            sequence: row.sequence,
+        });
+    }
+}
+
+/// `key-by` with a computed key: appends it to the row.
+pub struct KeyLogic {
+    /// The node.
+    pub stage: String,
+    /// The key expression.
+    pub key: Arc<Compiled>,
+    /// The input schema (for dead letters).
+    pub schema: Arc<Schema>,
+}
+
+impl StageLogic<Row, Row> for KeyLogic {
+    fn process(&mut self, mut row: Row, out: &mut Vec<Row>, dead: &mut Vec<DeadLetter>) {
+        match self.key.eval(&row.values) {
+            Ok(v) => {
+                row.values.push(v);
+                out.push(row);
+            }
+            Err(e) => {
+                let reason = format!("`{}.key`: {e}", self.stage);
+                dead.push(dead_row(&self.stage, &self.schema, &row, reason));
+            }
+        }
+    }
+}
+
+/// Passes rows through (a `key-by` on a field only routes them).
+pub struct PassLogic;
+
+impl StageLogic<Row, Row> for PassLogic {
+    fn process(&mut self, row: Row, out: &mut Vec<Row>, _dead: &mut Vec<DeadLetter>) {
+        out.push(row);
+    }
+}
+
+/// Anonymization of rows, with the per-batch de-identification report.
+pub struct AnonymizeRowsLogic {
+    /// The node.
+    pub stage: String,
+    /// The anonymizer (key and date policy).
+    pub anonymizer: Arc<Anonymizer>,
+    /// What to do with each PHI field.
+    pub plan: Arc<RowPlan>,
+    /// The input schema (for dead letters).
+    pub schema: Arc<Schema>,
+    /// What was de-identified since the last report.
+    pub report: DeidReport,
+}
+
+impl StageLogic<Row, Row> for AnonymizeRowsLogic {
+    fn process(&mut self, mut row: Row, out: &mut Vec<Row>, dead: &mut Vec<DeadLetter>) {
+        let before = row.clone();
+        match self
+            .anonymizer
+            .apply_row(&self.plan, &mut row, &mut self.report)
+        {
+            Ok(()) => out.push(row),
+            Err(e) => dead.push(dead_row(&self.stage, &self.schema, &before, e.to_string())),
+        }
+    }
+
+    fn take_detail(&mut self) -> Option<Json> {
+        if self.report.is_empty() {
+            return None;
+        }
+        serde_json::to_value(std::mem::take(&mut self.report)).ok()
+    }
+}
+
+/// A Parquet sink of rows.
+pub struct RowParquetSink {
+    /// The job's output folder.
+    pub out: PathBuf,
+    /// The writer.
+    pub writer: RowParquetWriter,
+}
+
+impl SinkWriter<Row> for RowParquetSink {
+    fn write(&mut self, tag: &str, rows: &[Row]) -> Result<Vec<String>, String> {
+        let files = self.writer.write(tag, rows).map_err(|e| e.to_string())?;
+        Ok(files.iter().map(|f| relative(&self.out, &f.path)).collect())
+    }
+}
+
+/// A JSON-lines sink of rows.
+pub struct RowJsonlSink {
+    /// The job's output folder.
+    pub out: PathBuf,
+    /// The sink's folder.
+    pub dir: PathBuf,
+    /// The rows' schema.
+    pub schema: Arc<Schema>,
+}
+
+impl SinkWriter<Row> for RowJsonlSink {
+    fn write(&mut self, tag: &str, rows: &[Row]) -> Result<Vec<String>, String> {
+        let name = format!("part-{tag}.jsonl");
+        let mut file = JsonlFile::create(&self.dir, &name, false).map_err(|e| e.to_string())?;
+        let mut buf = Vec::with_capacity(256);
+        for row in rows {
+            buf.clear();
+            write_row_json(&self.schema, row, &mut buf);
+            file.write_raw_line(&buf).map_err(|e| e.to_string())?;
+        }
+        let path = file.commit().map_err(|e| e.to_string())?;
+        Ok(vec![relative(&self.out, &path)])
+    }
+}
