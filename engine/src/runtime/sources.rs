@@ -78,7 +78,12 @@ pub fn generator<'s>(
     })
 }
 
-/// A file source, read by worker 0; record `i` at time `i / batch_size`.
+/// Records a file source keeps in flight between its reading thread and the dataflow.
+const FILE_BUFFER: usize = 2 * CHUNK as usize;
+
+/// A file source, read by worker 0 on a thread of its own; record `i` at time `i / batch_size`.
+/// The thread hands records over through a bounded channel, so a file is streamed, never held
+/// in memory whole, and reading stops waiting when the dataflow falls behind.
 pub fn files<'s>(
     scope: Scope<'s, Time>,
     name: &str,
@@ -88,28 +93,62 @@ pub fn files<'s>(
     failure: Failure,
 ) -> VecStream<'s, RawRecord> {
     let reader = scope.index() == 0;
-    source::<_, CapacityContainerBuilder<Vec<RawRecord>>, _, _>(scope, name, move |cap, _info| {
-        let mut cap = Some(cap);
+    source::<_, CapacityContainerBuilder<Vec<RawRecord>>, _, _>(scope, name, move |cap, info| {
+        let activator = scope.activator_for(info.address);
+        let mut cap = reader.then_some(cap);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<RawRecord>(FILE_BUFFER);
+        if reader {
+            let (source, failed) = (Arc::clone(&files), failure.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("read-{}", files.name))
+                .spawn(move || {
+                    let result = source.read(|record| {
+                        // The dataflow is gone (it failed): nothing to hand the rest to.
+                        let _ = tx.send(record);
+                    });
+                    if let Err(e) = result {
+                        failed.fail(format!("source `{}`: {e}", source.name));
+                    }
+                });
+            if let Err(e) = thread {
+                failure.fail(format!(
+                    "source `{}`: cannot start its reader: {e}",
+                    files.name
+                ));
+            }
+        }
         move |output| {
-            let Some(mut c) = cap.take() else { return };
-            if !reader {
-                return;
-            }
-            let result = files.read(|record| {
-                let time = record.sequence / batch_size;
-                if *c.time() < time {
-                    c.downgrade(&time);
+            let Some(c) = cap.as_mut() else { return };
+            let mut n = 0u64;
+            loop {
+                match rx.try_recv() {
+                    Ok(record) => {
+                        let time = record.sequence / batch_size;
+                        if *c.time() < time {
+                            c.downgrade(&time);
+                        }
+                        output.session(&*c).give(record);
+                        n += 1;
+                        if n == CHUNK {
+                            activator.activate();
+                            break;
+                        }
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {
+                        activator.activate_after(Duration::from_millis(1));
+                        break;
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        cap = None;
+                        break;
+                    }
                 }
-                output.session(&c).give(record);
-            });
-            match result {
-                Ok(n) => counters.add(&Counts {
-                    records_in: n,
-                    records_out: n,
-                    rejected: 0,
-                }),
-                Err(e) => failure.fail(format!("source `{}`: {e}", files.name)),
             }
+            counters.add(&Counts {
+                records_in: n,
+                records_out: n,
+                rejected: 0,
+            });
         }
     })
 }

@@ -19,6 +19,8 @@ pub(super) struct Typed {
     pub eval: Eval,
     /// The value, when the node is a literal.
     pub literal: Option<Value>,
+    /// The field index, when the node reads a field as it is.
+    pub field: Option<usize>,
 }
 
 impl Typed {
@@ -31,6 +33,7 @@ impl Typed {
             nullable,
             eval: Box::new(move |_| Ok(out.clone())),
             literal: Some(v),
+            field: None,
         }
     }
 
@@ -40,6 +43,7 @@ impl Typed {
             nullable: true,
             eval: Box::new(|_| Ok(Value::Null)),
             literal: None,
+            field: None,
         }
     }
 }
@@ -71,6 +75,7 @@ impl Ctx<'_> {
                             nullable: t.nullable,
                             eval: Box::new(move |row| neg(f(row)?)),
                             literal: None,
+                            field: None,
                         }
                     }
                     Some(other) => self.error(&ast.span, format!("cannot negate a {other}")),
@@ -89,6 +94,7 @@ impl Ctx<'_> {
                         })
                     }),
                     literal: None,
+                    field: None,
                 }
             }
             AstKind::Binary(op, l, r) => self.binary(*op, l, r, ast),
@@ -100,6 +106,7 @@ impl Ctx<'_> {
                     nullable: false,
                     eval: Box::new(move |row| Ok(Value::Bool(f(row)?.is_null() != negated))),
                     literal: None,
+                    field: None,
                 }
             }
             AstKind::In(inner, list, negated) => self.in_list(inner, list, *negated),
@@ -132,6 +139,7 @@ impl Ctx<'_> {
             nullable: field.nullable,
             eval: Box::new(move |row| Ok(row.get(i).cloned().unwrap_or(Value::Null))),
             literal: None,
+            field: Some(i),
         }
     }
 
@@ -185,6 +193,7 @@ impl Ctx<'_> {
                 nullable,
                 eval,
                 literal: None,
+                field: None,
             };
         }
         let (a, b) = (self.compile(l), self.compile(r));
@@ -204,6 +213,7 @@ impl Ctx<'_> {
                     ))
                 }),
                 literal: None,
+                field: None,
             };
         }
         if let Some(cmp) = comparison(op) {
@@ -276,6 +286,7 @@ impl Ctx<'_> {
                 })
             }),
             literal: None,
+            field: None,
         }
     }
 
@@ -307,6 +318,7 @@ impl Ctx<'_> {
                 })
             }),
             literal: None,
+            field: None,
         }
     }
 
@@ -334,9 +346,38 @@ impl Ctx<'_> {
         }
         let nullable =
             other.is_none() || values.iter().chain(other.iter()).any(|(t, _)| t.nullable);
+        let _ = ast;
+        // `if c then K1 else K2` with constant branches: no calls for the branches.
+        let literal = |t: &Typed| {
+            t.literal.clone().map(|v| match (v, ty) {
+                #[allow(clippy::cast_precision_loss)]
+                (Value::Int(i), Some(Type::Float)) => Value::Float(i as f64),
+                (v, _) => v,
+            })
+        };
+        if conds.len() == 1
+            && let (Some(a), Some((o, _))) = (literal(&values[0].0), other.as_ref())
+            && let Some(b) = literal(o)
+        {
+            let c = conds.pop();
+            if let Some(c) = c {
+                return Typed {
+                    ty,
+                    nullable,
+                    eval: Box::new(move |row| {
+                        Ok(if c(row)? == Value::Bool(true) {
+                            a.clone()
+                        } else {
+                            b.clone()
+                        })
+                    }),
+                    literal: None,
+                    field: None,
+                };
+            }
+        }
         let values: Vec<Eval> = values.into_iter().map(|(t, _)| coerce(t, ty)).collect();
         let other = other.map(|(t, _)| coerce(t, ty));
-        let _ = ast;
         Typed {
             ty,
             nullable,
@@ -352,6 +393,7 @@ impl Ctx<'_> {
                 }
             }),
             literal: None,
+            field: None,
         }
     }
 }
@@ -452,7 +494,39 @@ pub(super) fn compare(a: &Value, b: &Value) -> Option<Ordering> {
 }
 
 fn compare_node(a: Typed, b: Typed, test: fn(Ordering) -> bool, nullable: bool) -> Typed {
-    // The common case, a field against an integer constant, without the generic dispatch.
+    // The common cases, a field against a constant, read the field in place.
+    if let (Some(i), Some(Value::Int(c))) = (a.field, &b.literal) {
+        let c = *c;
+        return Typed {
+            ty: Some(Type::Bool),
+            nullable,
+            eval: Box::new(move |row| {
+                Ok(match row.get(i) {
+                    Some(Value::Int(x)) => Value::Bool(test(x.cmp(&c))),
+                    Some(v) => {
+                        compare(v, &Value::Int(c)).map_or(Value::Null, |o| Value::Bool(test(o)))
+                    }
+                    None => Value::Null,
+                })
+            }),
+            literal: None,
+            field: None,
+        };
+    }
+    if let (Some(i), Some(k)) = (a.field, b.literal.clone()) {
+        return Typed {
+            ty: Some(Type::Bool),
+            nullable,
+            eval: Box::new(move |row| {
+                Ok(row
+                    .get(i)
+                    .and_then(|v| compare(v, &k))
+                    .map_or(Value::Null, |o| Value::Bool(test(o))))
+            }),
+            literal: None,
+            field: None,
+        };
+    }
     if let Some(Value::Int(c)) = b.literal {
         let fa = a.eval;
         return Typed {
@@ -463,6 +537,7 @@ fn compare_node(a: Typed, b: Typed, test: fn(Ordering) -> bool, nullable: bool) 
                 v => Ok(compare(&v, &Value::Int(c)).map_or(Value::Null, |o| Value::Bool(test(o)))),
             }),
             literal: None,
+            field: None,
         };
     }
     let (fa, fb) = (a.eval, b.eval);
@@ -474,6 +549,7 @@ fn compare_node(a: Typed, b: Typed, test: fn(Ordering) -> bool, nullable: bool) 
             Ok(compare(&x, &y).map_or(Value::Null, |o| Value::Bool(test(o))))
         }),
         literal: None,
+        field: None,
     }
 }
 
@@ -504,6 +580,7 @@ fn arith_node(op: BinOp, a: Typed, b: Typed, ty: Option<Type>, nullable: bool) -
                 v => arith(op, v, Value::Int(c)),
             }),
             literal: None,
+            field: None,
         };
     }
     let (fa, fb) = (a.eval, b.eval);
@@ -512,6 +589,7 @@ fn arith_node(op: BinOp, a: Typed, b: Typed, ty: Option<Type>, nullable: bool) -
         nullable,
         eval: Box::new(move |row| arith(op, fa(row)?, fb(row)?)),
         literal: None,
+        field: None,
     }
 }
 

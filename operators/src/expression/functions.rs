@@ -256,6 +256,7 @@ pub(super) fn call(ctx: &mut Ctx<'_>, name: &str, args: &[Ast], ast: &Ast) -> Ty
             nullable,
             eval,
             literal: None,
+            field: None,
         };
     }
     if name == "concat" {
@@ -271,6 +272,7 @@ pub(super) fn call(ctx: &mut Ctx<'_>, name: &str, args: &[Ast], ast: &Ast) -> Ty
                 Ok(Value::str(&s))
             }),
             literal: None,
+            field: None,
         };
     }
     let first_ty = typed.first().and_then(|t| t.ty);
@@ -301,6 +303,7 @@ pub(super) fn call(ctx: &mut Ctx<'_>, name: &str, args: &[Ast], ast: &Ast) -> Ty
             scalar(&name, &vals, unit_ms, &unit, regex.as_ref())
         }),
         literal: None,
+        field: None,
     }
 }
 
@@ -444,6 +447,7 @@ pub(super) fn cast(t: Typed, ty: Type, try_cast: bool) -> Typed {
             }
         }),
         literal: None,
+        field: None,
     }
 }
 
