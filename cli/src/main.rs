@@ -38,6 +38,17 @@ enum Command {
         /// Don't show the live progress line (it is only shown on a terminal anyway).
         #[arg(long)]
         no_progress: bool,
+        /// Jobs with Kafka sources: ignore the checkpoint of an earlier run and start over.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Run the embedded Kafka-protocol broker on its own until stopped: prints its address,
+    /// creates the topics given (and those named by `create NAME PARTITIONS` lines on standard
+    /// input). Records live in memory; each partition keeps its newest 5 MiB.
+    Broker {
+        /// Topics to create, `NAME` or `NAME:PARTITIONS` (default 4 partitions).
+        #[arg(short, long = "topic")]
+        topics: Vec<String>,
     },
     /// Check job files; print every problem as `path:line:col: message`.
     ///
@@ -103,6 +114,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { jobs } => validate(&jobs),
+        Command::Broker { topics } => match broker(&topics) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
         Command::Generate {
             what: Generated::VitalsFlat,
             count,
@@ -145,6 +163,7 @@ fn main() -> ExitCode {
             workers,
             out,
             no_progress,
+            fresh,
         } => {
             let job = match Job::load(&job) {
                 Ok(job) => job,
@@ -157,6 +176,8 @@ fn main() -> ExitCode {
                 workers,
                 out,
                 progress: !no_progress && std::io::stderr().is_terminal(),
+                fresh,
+                notify: Some(std::sync::Arc::new(|m: &str| eprintln!("{m}"))),
             };
             match run(&job, &options) {
                 Ok(summary) => {
@@ -178,6 +199,45 @@ fn main() -> ExitCode {
 }
 
 /// Writes the generator's flat readings as JSON lines to `out` (or standard output).
+/// The embedded broker on its own: prints `bootstrap: HOST:PORT` and serves until killed.
+fn broker(topics: &[String]) -> anyhow::Result<()> {
+    let broker = vitalflow_connectors::kafka::EmbeddedBroker::start()?;
+    for t in topics {
+        let (name, partitions) = match t.split_once(':') {
+            Some((n, p)) => (
+                n,
+                p.parse::<i32>()
+                    .with_context(|| format!("`{t}`: partitions must be a number"))?,
+            ),
+            None => (t.as_str(), 4),
+        };
+        broker.create_topic(name, partitions)?;
+    }
+    println!("bootstrap: {}", broker.bootstrap());
+    std::io::stdout().flush().context("writing the address")?;
+    // Lines `create NAME PARTITIONS` on standard input add topics (the embedded broker has no
+    // CreateTopics request); at the end of the input it serves on until killed.
+    for line in std::io::stdin().lines() {
+        let line = line.context("reading standard input")?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let reply = match words.as_slice() {
+            ["create", name, partitions] => match partitions.parse::<i32>() {
+                Ok(p) => broker
+                    .create_topic(name, p)
+                    .map_or_else(|e| format!("error: {e}"), |()| format!("created {name}")),
+                Err(_) => format!("error: `{partitions}` is not a number of partitions"),
+            },
+            [] => continue,
+            _ => "error: expected `create NAME PARTITIONS`".to_owned(),
+        };
+        println!("{reply}");
+        std::io::stdout().flush().context("writing a reply")?;
+    }
+    loop {
+        std::thread::park();
+    }
+}
+
 fn generate(generator: &Generator, out: Option<&Path>) -> anyhow::Result<()> {
     let sink: Box<dyn Write> = match out {
         Some(path) => Box::new(
@@ -245,5 +305,16 @@ fn print_summary(s: &RunSummary) {
         secs,
         records as f64 / secs.max(1e-9)
     );
+    for (name, ms) in &s.watermarks {
+        let at = chrono::DateTime::from_timestamp_millis(*ms)
+            .map_or_else(|| ms.to_string(), |t| t.to_rfc3339());
+        println!("watermark {name}: {at}");
+    }
+    if let Some(t) = s.resumed_at {
+        println!(
+            "resumed from the checkpoint at timestamp {t}; {} uncommitted file(s) removed",
+            s.removed_files
+        );
+    }
     println!("output: {}", s.out.display());
 }

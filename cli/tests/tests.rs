@@ -6,4 +6,5 @@ mod support;
 mod audit;
 mod cli;
 mod expressions;
+mod kafka;
 mod pipeline;

@@ -6,7 +6,9 @@
 //! * [`files`]: reads input files (envelope NDJSON, FHIR, vitals CSV, HL7 v2) into
 //!   [`RawRecord`](vitalflow_model::RawRecord)s;
 //! * [`parquet`]: the canonical sink's Parquet writer (Hive-partitioned, committed atomically);
-//! * [`jsonl`]: JSON-lines files committed atomically (dead letters, audit trail, events).
+//! * [`jsonl`]: JSON-lines files committed atomically (dead letters, audit trail, events);
+//! * [`kafka`]: Kafka clients (explicit partitions, delivery-tracking producer) and the embedded
+//!   broker.
 #![forbid(unsafe_code)]
 
 use std::fs::File;
@@ -18,6 +20,7 @@ use thiserror::Error;
 pub mod files;
 pub mod generator;
 pub mod jsonl;
+pub mod kafka;
 pub mod parquet;
 pub mod parquet_rows;
 

@@ -202,6 +202,22 @@ impl Generator {
         bytes.unwrap_or_default()
     }
 
+    /// The patient event `i` is about.
+    #[must_use]
+    pub const fn patient_of(&self, i: u64) -> u64 {
+        if i < self.patients {
+            i
+        } else {
+            (i - self.patients) % self.patients
+        }
+    }
+
+    /// Whether event `i` is a `patient.record.created` event (else a vital-sign reading).
+    #[must_use]
+    pub const fn is_patient_event(&self, i: u64) -> bool {
+        i < self.patients
+    }
+
     /// Event `i` as a [`RawRecord`] of `source`, located at `generator#i`.
     #[must_use]
     pub fn raw(&self, source: &str, i: u64) -> RawRecord {

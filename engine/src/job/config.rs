@@ -76,6 +76,125 @@ pub struct FileConfig {
     pub header: Option<bool>,
 }
 
+/// `kind = "kafka"` (a source): records of one topic, read partition by partition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KafkaSourceConfig {
+    /// Always `"kafka"`.
+    pub kind: String,
+    /// Bootstrap brokers, `host:port,...`; `embedded` (or empty) starts vitalflow's embedded
+    /// broker. Default: `embedded`.
+    #[serde(default = "defaults::brokers")]
+    pub brokers: Spanned<String>,
+    /// The topic.
+    pub topic: Spanned<String>,
+    /// `envelope`, `fhir`, `hl7v2` (dead-lettered until HL7 v2 is supported), or, with a
+    /// declared schema in `fields`, `json` (one document per record) or `csv` (one row per
+    /// record, columns in declared order unless `header` names them).
+    pub format: Spanned<String>,
+    /// `json` and `csv` only: the declared schema, as for files.
+    pub fields: Option<Spanned<Vec<FieldConfig>>>,
+    /// `json` and `csv`: the timestamp field holding each record's event time. Without it, and
+    /// for `fhir` and `hl7v2`, the Kafka record's timestamp is the event time; `envelope` uses
+    /// the envelope's `metadata.timestamp`.
+    pub event_time: Option<Spanned<String>>,
+    /// `json` and `csv` only: the field identifying what records are about.
+    pub key: Option<Spanned<String>>,
+    /// `csv` only: the column names of every record (the header line is not in the topic).
+    pub header: Option<bool>,
+    /// The consumer group offsets are committed under (for monitoring and lag; vitalflow assigns
+    /// partitions itself). Default: `vitalflow-<job name>`.
+    pub group_id: Option<String>,
+    /// How late a record may arrive, in event time, behind the latest seen on its partition
+    /// before it counts as late. Default: `5s`.
+    #[serde(default = "defaults::out_of_orderness")]
+    pub out_of_orderness: Spanned<String>,
+    /// A partition with no new record for this long (processing time) stops holding the
+    /// watermark back. Default: `10s`.
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: Spanned<String>,
+    /// Event times are rounded down to this (`100ms`, `1s`, `1m`): one dataflow timestamp, and
+    /// one saga batch, per step. Default: `1s`.
+    #[serde(default = "defaults::granularity")]
+    pub granularity: Spanned<String>,
+    /// `never` (run until stopped) or `end` (stop at the end the partitions had when the job
+    /// started). Default: `never`.
+    #[serde(default = "defaults::stop")]
+    pub stop: Spanned<String>,
+    /// Partitions the embedded broker creates the topic with. Default: 4.
+    #[serde(default = "defaults::partitions")]
+    pub partitions: i32,
+    /// librdkafka properties (`security.protocol`, `sasl.mechanism`, `ssl.ca.location`,
+    /// ...). A secret is given as `{ env = "VAR" }` or `{ file = "path" }`, never inline.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, vitalflow_connectors::kafka::PropertyValue>,
+}
+
+impl KafkaSourceConfig {
+    /// The record-format part, seen as a file source's (schema, event time, key, header).
+    #[must_use]
+    pub fn as_file(&self) -> FileConfig {
+        FileConfig {
+            kind: self.kind.clone(),
+            path: self.topic.clone(),
+            format: self.format.clone(),
+            patient_id: None,
+            fields: self.fields.clone(),
+            event_time: self.event_time.clone(),
+            key: self.key.clone(),
+            header: self.header,
+        }
+    }
+}
+
+/// `kind = "kafka"` (a sink): domain events, audit records, FHIR resources, de-identified rows
+/// or dead letters, one JSON document per record (dead letters: the original bytes, with the
+/// reason in headers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KafkaSinkConfig {
+    /// Always `"kafka"`.
+    pub kind: String,
+    /// Upstream ports, all of one kind.
+    pub inputs: Vec<Spanned<String>>,
+    /// Bootstrap brokers, as for sources. Default: `embedded`.
+    #[serde(default = "defaults::brokers")]
+    pub brokers: Spanned<String>,
+    /// The topic.
+    pub topic: Spanned<String>,
+    /// Partitions the embedded broker creates the topic with. Default: 4.
+    #[serde(default = "defaults::partitions")]
+    pub partitions: i32,
+    /// librdkafka properties, as for sources.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, vitalflow_connectors::kafka::PropertyValue>,
+}
+
+/// `[embedded]`: what the embedded broker is filled with before the job starts (only when a
+/// Kafka node uses it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EmbeddedConfig {
+    /// Generator seed. Default: 42.
+    #[serde(default = "defaults::seed")]
+    pub seed: u64,
+    /// Patients. Default: 1000.
+    #[serde(default = "defaults::patients")]
+    pub patients: u64,
+    /// Events, patients' included. Default: 100000.
+    #[serde(default = "defaults::count")]
+    pub count: u64,
+    /// Seconds between two readings of one patient. Default: 60.
+    #[serde(default = "defaults::interval")]
+    pub interval_secs: u32,
+    /// The topic of the `patient.record.created` events. Default: `patients`.
+    #[serde(default = "defaults::patients_topic")]
+    pub patients_topic: String,
+    /// The topic of the vital-sign readings. Default: `vitals`.
+    #[serde(default = "defaults::vitals_topic")]
+    pub vitals_topic: String,
+}
+
 /// One field of a declared schema (`fields = [{ name = "hr", type = "integer" }, ...]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -257,6 +376,30 @@ mod defaults {
     }
     pub const fn roll_rows() -> usize {
         250_000
+    }
+    pub fn brokers() -> Spanned<String> {
+        Spanned::new(0..0, "embedded".into())
+    }
+    pub fn out_of_orderness() -> Spanned<String> {
+        Spanned::new(0..0, "5s".into())
+    }
+    pub fn idle_timeout() -> Spanned<String> {
+        Spanned::new(0..0, "10s".into())
+    }
+    pub fn granularity() -> Spanned<String> {
+        Spanned::new(0..0, "1s".into())
+    }
+    pub fn stop() -> Spanned<String> {
+        Spanned::new(0..0, "never".into())
+    }
+    pub const fn partitions() -> i32 {
+        4
+    }
+    pub fn patients_topic() -> String {
+        "patients".into()
+    }
+    pub fn vitals_topic() -> String {
+        "vitals".into()
     }
     pub fn roll_interval() -> Spanned<String> {
         Spanned::new(0..0, "5s".into())

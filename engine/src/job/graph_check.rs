@@ -198,6 +198,41 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
                 }
             }
         }
+        NodeKind::Kafka(k) => {
+            let f = k.as_file();
+            check_file(text, n, &f, path, errors);
+            let formats = ["envelope", "fhir", "hl7v2", "json", "csv"];
+            if !formats.contains(&k.format.get_ref().as_str()) {
+                errors.push(text.diag(
+                    k.format.span().start,
+                    format!(
+                        "`{path}.format`: unknown format `{}` for a Kafka topic (expected one of: {})",
+                        k.format.get_ref(),
+                        formats.join(", ")
+                    ),
+                ));
+            }
+            duration(&k.out_of_orderness, "out-of-orderness", errors);
+            duration(&k.idle_timeout, "idle-timeout", errors);
+            duration(&k.granularity, "granularity", errors);
+            if parse_duration(k.granularity.get_ref()).is_some_and(|d| d.is_zero()) {
+                errors.push(text.diag(
+                    k.granularity.span().start,
+                    format!("`{path}.granularity` must be at least 1ms"),
+                ));
+            }
+            if !matches!(k.stop.get_ref().as_str(), "never" | "end") {
+                errors.push(text.diag(
+                    k.stop.span().start,
+                    format!(
+                        "`{path}.stop`: `{}` is not `never` or `end`",
+                        k.stop.get_ref()
+                    ),
+                ));
+            }
+            kafka_common(text, n, &k.topic, k.partitions, path, errors);
+        }
+        NodeKind::KafkaSink(k) => kafka_common(text, n, &k.topic, k.partitions, path, errors),
         NodeKind::Parquet(p) => duration(&p.roll_interval, "roll-interval", errors),
         NodeKind::Jsonl(j) => duration(&j.roll_interval, "roll-interval", errors),
         NodeKind::Ingest
@@ -207,6 +242,33 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
         | NodeKind::Filter(_)
         | NodeKind::Map { .. }
         | NodeKind::KeyBy(_) => {}
+    }
+}
+
+fn kafka_common(
+    text: &JobText,
+    n: &Node,
+    topic: &toml::Spanned<String>,
+    partitions: i32,
+    path: &str,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let name = topic.get_ref();
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 249 || !name.chars().all(legal) {
+        errors.push(text.diag(
+            topic.span().start,
+            format!(
+                "`{path}.topic`: `{name}` is not a Kafka topic name \
+                 (1 to 249 of a-z, A-Z, 0-9, `.`, `_`, `-`)"
+            ),
+        ));
+    }
+    if partitions < 1 {
+        errors.push(text.diag(
+            n.span.start,
+            format!("`{path}.partitions` must be at least 1"),
+        ));
     }
 }
 

@@ -23,8 +23,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use config::parse_duration;
 use config::{
-    AnonymizeConfig, DeadLetterConfig, FileConfig, FilterConfig, GeneratorConfig, JobSection,
-    JsonlConfig, KeyByConfig, MapConfig, ParquetConfig, StageConfig,
+    AnonymizeConfig, DeadLetterConfig, EmbeddedConfig, FileConfig, FilterConfig, GeneratorConfig,
+    JobSection, JsonlConfig, KafkaSinkConfig, KafkaSourceConfig, KeyByConfig, MapConfig,
+    ParquetConfig, StageConfig,
 };
 pub use text::JobText;
 
@@ -161,6 +162,10 @@ pub enum NodeKind {
     Generator(GeneratorConfig),
     /// Files.
     File(FileConfig),
+    /// A Kafka topic.
+    Kafka(Box<KafkaSourceConfig>),
+    /// Records to a Kafka topic.
+    KafkaSink(Box<KafkaSinkConfig>),
     /// Parse and validate.
     Ingest,
     /// De-identify.
@@ -189,7 +194,7 @@ pub enum NodeKind {
 }
 
 /// The node kinds of each section, for messages.
-const SOURCE_KINDS: &[&str] = &["generator", "file"];
+const SOURCE_KINDS: &[&str] = &["generator", "file", "kafka"];
 const OPERATOR_KINDS: &[&str] = &[
     "ingest",
     "anonymize",
@@ -200,7 +205,7 @@ const OPERATOR_KINDS: &[&str] = &[
     "project",
     "key-by",
 ];
-const SINK_KINDS: &[&str] = &["parquet", "jsonl", "dead-letter"];
+const SINK_KINDS: &[&str] = &["parquet", "jsonl", "dead-letter", "kafka"];
 
 impl NodeKind {
     /// The `kind` string.
@@ -209,6 +214,7 @@ impl NodeKind {
         match self {
             Self::Generator(_) => "generator",
             Self::File(_) => "file",
+            Self::Kafka(_) | Self::KafkaSink(_) => "kafka",
             Self::Ingest => "ingest",
             Self::Anonymize(_) => "anonymize",
             Self::Canonize => "canonize",
@@ -225,25 +231,21 @@ impl NodeKind {
 
     /// Whether this is a source whose records have a declared schema.
     #[must_use]
-    pub const fn has_schema(&self) -> bool {
-        matches!(
-            self,
-            Self::File(FileConfig {
-                fields: Some(_),
-                ..
-            })
-        )
+    pub fn has_schema(&self) -> bool {
+        match self {
+            Self::File(f) => f.fields.is_some(),
+            Self::Kafka(k) => k.fields.is_some(),
+            _ => false,
+        }
     }
 
     /// Output ports and what they carry. (An `anonymize` node over rows outputs rows: see
     /// [`Job::port_kind`].)
     #[must_use]
-    pub const fn outputs(&self) -> &'static [(&'static str, PortKind)] {
+    pub fn outputs(&self) -> &'static [(&'static str, PortKind)] {
         use PortKind as P;
         match self {
-            Self::File(FileConfig {
-                fields: Some(_), ..
-            }) => &[
+            _ if self.has_schema() => &[
                 ("out", P::Rows),
                 ("events", P::DomainEvent),
                 ("dead-letter", P::DeadLetter),
@@ -251,7 +253,7 @@ impl NodeKind {
             Self::Filter(_) | Self::Map { .. } | Self::KeyBy(_) => {
                 &[("out", P::Rows), ("dead-letter", P::DeadLetter)]
             }
-            Self::Generator(_) | Self::File(_) => &[("out", P::Raw)],
+            Self::Generator(_) | Self::File(_) | Self::Kafka(_) => &[("out", P::Raw)],
             Self::Ingest => &[
                 ("out", P::Clinical),
                 ("events", P::DomainEvent),
@@ -268,7 +270,7 @@ impl NodeKind {
                 ("dead-letter", P::DeadLetter),
             ],
             Self::Audit => &[("out", P::AuditRecord)],
-            Self::Parquet(_) | Self::Jsonl(_) | Self::DeadLetter(_) => &[],
+            Self::Parquet(_) | Self::Jsonl(_) | Self::DeadLetter(_) | Self::KafkaSink(_) => &[],
         }
     }
 
@@ -277,7 +279,7 @@ impl NodeKind {
     pub const fn accepts(&self) -> &'static [PortKind] {
         use PortKind as P;
         match self {
-            Self::Generator(_) | Self::File(_) => &[],
+            Self::Generator(_) | Self::File(_) | Self::Kafka(_) => &[],
             Self::Ingest => &[P::Raw],
             Self::Anonymize(_) => &[P::Clinical, P::Rows],
             Self::Canonize => &[P::Deidentified],
@@ -285,13 +287,20 @@ impl NodeKind {
             Self::Parquet(_) => &[P::Fhir, P::Rows],
             Self::Jsonl(_) => &[P::AuditRecord, P::DomainEvent, P::Fhir, P::Rows],
             Self::DeadLetter(_) => &[P::DeadLetter],
+            Self::KafkaSink(_) => &[
+                P::AuditRecord,
+                P::DomainEvent,
+                P::Fhir,
+                P::Rows,
+                P::DeadLetter,
+            ],
             Self::Filter(_) | Self::Map { .. } | Self::KeyBy(_) => &[P::Rows],
         }
     }
 
     /// Whether this node is a stage that publishes domain events.
     #[must_use]
-    pub const fn is_stage(&self) -> bool {
+    pub fn is_stage(&self) -> bool {
         matches!(self, Self::Ingest | Self::Anonymize(_) | Self::Canonize) || self.has_schema()
     }
 }
@@ -341,6 +350,8 @@ pub struct Job {
     pub name: String,
     /// The `[job]` table.
     pub settings: JobSection,
+    /// The `[embedded]` table: what the embedded Kafka broker is filled with.
+    pub embedded: Option<EmbeddedConfig>,
     /// The nodes, in dependency order (every node after its inputs).
     pub nodes: Vec<Node>,
     /// The job file's text, to report problems found later (at run time) at their place.
@@ -385,6 +396,7 @@ impl Job {
             }
         };
         let mut settings = JobSection::default();
+        let mut embedded = None;
         let mut nodes = Vec::new();
         let mut keys: Vec<_> = root.get_ref().iter().collect();
         keys.sort_by_key(|(k, _)| k.span().start);
@@ -395,6 +407,9 @@ impl Job {
                         settings = s;
                     }
                 }
+                "embedded" => {
+                    embedded = decode::<EmbeddedConfig>(&text, value, "embedded", &mut errors);
+                }
                 "sources" => collect_nodes(&text, Section::Sources, value, &mut nodes, &mut errors),
                 "operators" => {
                     collect_nodes(&text, Section::Operators, value, &mut nodes, &mut errors);
@@ -402,7 +417,7 @@ impl Job {
                 "sinks" => collect_nodes(&text, Section::Sinks, value, &mut nodes, &mut errors),
                 other => errors.push(text.diag_span(
                     Some(key.span()),
-                    format!("unknown table `{other}` (expected `job`, `sources`, `operators` or `sinks`)"),
+                    format!("unknown table `{other}` (expected `job`, `embedded`, `sources`, `operators` or `sinks`)"),
                 )),
             }
         }
@@ -426,6 +441,7 @@ impl Job {
         Ok(Self {
             name,
             settings,
+            embedded,
             nodes,
             text,
             schemas,
@@ -540,6 +556,15 @@ fn parse_node(
             vec![],
         ),
         "file" => (NodeKind::File(decode(text, value, path, errors)?), vec![]),
+        "kafka" if section == Section::Sources => (
+            NodeKind::Kafka(Box::new(decode(text, value, path, errors)?)),
+            vec![],
+        ),
+        "kafka" => {
+            let c: KafkaSinkConfig = decode(text, value, path, errors)?;
+            let inputs = c.inputs.clone();
+            (NodeKind::KafkaSink(Box::new(c)), inputs)
+        }
         "ingest" | "canonize" | "audit" => {
             let c: StageConfig = decode(text, value, path, errors)?;
             let kind = match c.kind.as_str() {

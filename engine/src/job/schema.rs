@@ -24,7 +24,12 @@ pub(super) fn infer(text: &JobText, nodes: &[Node], errors: &mut Vec<Diagnostic>
     let mut schemas = Schemas::new();
     for n in nodes {
         let path = format!("{}.{}", n.section.as_str(), n.name);
-        if let NodeKind::File(f) = &n.kind {
+        let source = match &n.kind {
+            NodeKind::File(f) => Some(f.clone()),
+            NodeKind::Kafka(k) => Some(k.as_file()),
+            _ => None,
+        };
+        if let Some(f) = &source {
             if let Some(schema) = declared(text, f, &path, errors) {
                 schemas.insert(n.name.clone(), schema);
             }

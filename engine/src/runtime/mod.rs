@@ -5,6 +5,9 @@
 //! Records are exchanged by patient key after ingestion, so a patient's records stay in order on
 //! one worker; the output does not depend on the number of workers.
 
+pub mod checkpoint;
+pub mod kafka_sink;
+pub mod kafka_source;
 pub mod metrics;
 pub mod ops;
 pub mod plan;
@@ -26,8 +29,11 @@ use crate::job::{Diagnostics, Job, Section};
 use metrics::Failure;
 use saga::RunIdentity;
 
+/// Receives messages for the user (the CLI prints them).
+pub type Notify = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// How to run a job.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunOptions {
     /// Worker threads (default: the job's `workers`, else 1).
     pub workers: Option<usize>,
@@ -35,6 +41,21 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// Show a live progress line on standard error.
     pub progress: bool,
+    /// Ignore the checkpoint of an earlier run (jobs with Kafka sources): start over.
+    pub fresh: bool,
+    /// Told what a user should know as the run starts (the embedded broker's address).
+    pub notify: Option<Notify>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("workers", &self.workers)
+            .field("out", &self.out)
+            .field("progress", &self.progress)
+            .field("fresh", &self.fresh)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Counts of one node at the end of a run.
@@ -69,6 +90,12 @@ pub struct RunSummary {
     pub elapsed: Duration,
     /// Per node, in job order.
     pub nodes: Vec<NodeSummary>,
+    /// Per Kafka source: the highest watermark reached, as an event time (milliseconds).
+    pub watermarks: Vec<(String, i64)>,
+    /// Files of an interrupted run removed before the run (they held uncheckpointed records).
+    pub removed_files: u64,
+    /// The timestamp the run resumed from, if it resumed from a checkpoint.
+    pub resumed_at: Option<u64>,
 }
 
 impl RunSummary {
@@ -78,9 +105,17 @@ impl RunSummary {
     pub fn source_records(&self) -> u64 {
         self.nodes
             .iter()
-            .filter(|n| n.kind == "generator" || n.kind == "file")
+            .filter(|n| {
+                matches!(n.kind.as_str(), "generator" | "file") || self.is_kafka_source(&n.name)
+            })
             .map(|n| n.records_in)
             .sum()
+    }
+}
+
+impl RunSummary {
+    fn is_kafka_source(&self, name: &str) -> bool {
+        self.watermarks.iter().any(|(n, _)| n == name)
     }
 }
 
@@ -117,7 +152,27 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         job: job.name.clone(),
         run_id: run_id.clone(),
     };
-    let plan = Arc::new(plan::prepare(job, &out, run)?);
+    let (broker, fresh) = embedded_broker(job, options)?;
+    let bootstrap = broker
+        .as_ref()
+        .map(vitalflow_connectors::kafka::EmbeddedBroker::bootstrap);
+    let plan = Arc::new(plan::prepare(
+        job,
+        &out,
+        run,
+        bootstrap.as_deref(),
+        options.fresh || fresh,
+    )?);
+    if let (Some(cp), Some(notify)) = (&plan.checkpoint, &options.notify)
+        && cp.base.time > 0
+    {
+        notify(&format!(
+            "resuming from the checkpoint at {} ({} files kept, {} uncommitted files removed)",
+            cp.base.time,
+            cp.base.files.len(),
+            cp.removed
+        ));
+    }
     tracing::info!(job = %job.name, %run_id, workers, out = %out.display(), "starting");
 
     let failure = Failure::default();
@@ -185,6 +240,20 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
             }
         })
         .collect();
+    let watermarks = plan
+        .checkpoint
+        .as_ref()
+        .map(|cp| {
+            cp.watermarks
+                .iter()
+                .map(|(name, (w, granularity))| {
+                    let t = w.load(Ordering::Relaxed).saturating_mul(*granularity);
+                    (name.clone(), i64::try_from(t).unwrap_or(i64::MAX))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    drop(broker);
     Ok(RunSummary {
         job: job.name.clone(),
         run_id,
@@ -192,7 +261,95 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         out,
         elapsed: started.elapsed(),
         nodes,
+        watermarks,
+        removed_files: plan.checkpoint.as_ref().map_or(0, |c| c.removed),
+        resumed_at: plan
+            .checkpoint
+            .as_ref()
+            .map(|c| c.base.time)
+            .filter(|t| *t > 0),
     })
+}
+
+/// Starts the embedded broker if a Kafka node uses it: creates the job's topics and fills them
+/// from the `[embedded]` generator. Its records live only as long as the run, so a job on it
+/// never resumes from an earlier checkpoint (the second value).
+fn embedded_broker(
+    job: &Job,
+    options: &RunOptions,
+) -> Result<(Option<vitalflow_connectors::kafka::EmbeddedBroker>, bool), RunError> {
+    use crate::job::NodeKind;
+    use vitalflow_connectors::kafka::embedded::{FeedTopics, feed_generator};
+    let is_embedded =
+        |b: &str| b.trim().is_empty() || b.trim() == vitalflow_connectors::kafka::EMBEDDED;
+    let topics: Vec<(String, i32)> = job
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::Kafka(k) if is_embedded(k.brokers.get_ref()) => {
+                Some((k.topic.get_ref().clone(), k.partitions))
+            }
+            NodeKind::KafkaSink(k) if is_embedded(k.brokers.get_ref()) => {
+                Some((k.topic.get_ref().clone(), k.partitions))
+            }
+            _ => None,
+        })
+        .collect();
+    if topics.is_empty() {
+        return Ok((None, false));
+    }
+    let failed = |e: vitalflow_connectors::kafka::KafkaError| RunError::Failed(e.to_string());
+    let broker = vitalflow_connectors::kafka::EmbeddedBroker::start().map_err(failed)?;
+    let mut created = std::collections::BTreeSet::new();
+    for (topic, partitions) in &topics {
+        if created.insert(topic.clone()) {
+            broker.create_topic(topic, *partitions).map_err(failed)?;
+        }
+    }
+    let notify = |m: &str| {
+        if let Some(n) = &options.notify {
+            n(m);
+        }
+    };
+    notify(&format!(
+        "embedded Kafka broker at {} (topics: {})",
+        broker.bootstrap(),
+        created.iter().cloned().collect::<Vec<_>>().join(", ")
+    ));
+    if let Some(e) = &job.embedded {
+        let generator = vitalflow_connectors::generator::Generator::new(
+            vitalflow_connectors::generator::GeneratorConfig {
+                seed: e.seed,
+                patients: e.patients,
+                count: e.count,
+                interval_secs: e.interval_secs,
+                ..Default::default()
+            },
+        );
+        for topic in [&e.patients_topic, &e.vitals_topic] {
+            if created.insert(topic.clone()) {
+                broker.create_topic(topic, 4).map_err(failed)?;
+            }
+        }
+        let feed = FeedTopics {
+            patients: e.patients_topic.clone(),
+            vitals: e.vitals_topic.clone(),
+        };
+        let started = Instant::now();
+        let n = feed_generator(
+            &broker.bootstrap(),
+            &generator,
+            &feed,
+            Duration::from_secs(300),
+            |_| {},
+        )
+        .map_err(failed)?;
+        notify(&format!(
+            "embedded broker filled with {n} generated events in {:.2} s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
+    Ok((Some(broker), true))
 }
 
 fn human(n: f64) -> String {

@@ -44,6 +44,10 @@ pub struct SinkCommit {
     pub files: Vec<String>,
     /// Rows written.
     pub rows: u64,
+    /// The first timestamp the files hold.
+    pub first: Time,
+    /// The last timestamp the files hold.
+    pub last: Time,
 }
 
 /// Per-record logic of a stage: consumes one record, pushes outputs and dead letters.
@@ -218,6 +222,8 @@ where
                                 batches,
                                 files,
                                 rows: buffer.len() as u64,
+                                first,
+                                last,
                             });
                         }
                     }

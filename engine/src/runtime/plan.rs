@@ -5,9 +5,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Scope;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Concatenate;
+use timely::dataflow::operators::generic::operator::Operator as _;
 use timely::dataflow::operators::generic::operator::empty;
 use vitalflow_connectors::files::{FileFormat, FileSource};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
@@ -21,6 +23,9 @@ use vitalflow_model::ids::route_hash;
 use vitalflow_model::{DeadLetter, RawRecord, Time};
 use vitalflow_operators::anonymize::{AnonymizeConfig, Anonymizer, DatePolicy, PseudonymKey};
 
+use super::checkpoint::{Checkpoint, CheckpointSource, PositionLog, remove_uncommitted};
+use super::kafka_sink::{Render, kafka_sink};
+use super::kafka_source::{EventTime, KafkaSource, kafka};
 use super::metrics::{Failure, NodeCounters};
 use super::ops::{RollPolicy, SinkCommit, StageStat, VecStream, rolling_sink, stage};
 use super::rows::Slot;
@@ -36,9 +41,13 @@ use super::stages::{
 use crate::job::config::FieldConfig;
 use crate::job::schema;
 use crate::job::{Diagnostic, Diagnostics, Job, Node, NodeKind, Section, parse_duration};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use timely::dataflow::operators::Exchange as _;
 use toml::Spanned;
+use vitalflow_connectors::kafka::{ClientSettings, EMBEDDED, PartitionReader};
 use vitalflow_connectors::parquet_rows::RowParquetWriter;
+use vitalflow_model::RawFormat;
 use vitalflow_model::row::{Row, Schema, Type, Value};
 use vitalflow_operators::anonymize::DeidReport;
 use vitalflow_operators::anonymize::RowPlan;
@@ -53,6 +62,10 @@ pub enum Prepared {
     File(Arc<FileSource>),
     /// Files of a declared schema, decoded into rows.
     SchemaFile(Arc<FileSource>, Arc<Decoder>),
+    /// A Kafka topic; with a declared schema, decoded into rows.
+    Kafka(Arc<KafkaSource>, Option<Arc<Decoder>>),
+    /// A Kafka topic to write to.
+    KafkaSink(ClientSettings, String),
     /// Ingestion.
     Ingest,
     /// Anonymization with its key; over rows, with what to do with each field.
@@ -90,6 +103,33 @@ pub struct Plan {
     pub nodes: Vec<PlannedNode>,
     /// Counters, by node name.
     pub counters: BTreeMap<String, Arc<NodeCounters>>,
+    /// The schema of every rows port, by node.
+    pub schemas: BTreeMap<String, Arc<Schema>>,
+    /// Jobs with Kafka sources: checkpoints (where the last one left off, and what to log).
+    pub checkpoint: Option<CheckpointPlan>,
+}
+
+/// A Kafka source's name, topic, position log, client settings and group.
+pub type KafkaLog = (
+    String,
+    String,
+    Arc<Mutex<PositionLog>>,
+    ClientSettings,
+    String,
+);
+
+/// How a job with Kafka sources checkpoints.
+pub struct CheckpointPlan {
+    /// The checkpoint the run resumes from (empty for a first run).
+    pub base: Checkpoint,
+    /// The Kafka sources: name, topic, position log, settings and group for commits.
+    pub sources: Vec<KafkaLog>,
+    /// Where the audit chain goes on: next sequence and previous hash.
+    pub audit_head: Option<(u64, String)>,
+    /// Watermarks reached, per Kafka source.
+    pub watermarks: BTreeMap<String, (Arc<AtomicU64>, u64)>,
+    /// Files of the interrupted run removed at the start.
+    pub removed: u64,
 }
 
 fn key_from(spec: &str, base: &Path) -> Result<PseudonymKey, String> {
@@ -176,8 +216,33 @@ fn slots(
 /// # Errors
 /// Diagnostics for keys that cannot be loaded, missing input paths, output folders that cannot
 /// be created.
-pub fn prepare(job: &Job, out: &Path, run: RunIdentity) -> Result<Plan, Diagnostics> {
+pub fn prepare(
+    job: &Job,
+    out: &Path,
+    run: RunIdentity,
+    embedded: Option<&str>,
+    fresh: bool,
+) -> Result<Plan, Diagnostics> {
     let base = job.base_dir();
+    let kafka_job = job
+        .nodes
+        .iter()
+        .any(|n| matches!(n.kind, NodeKind::Kafka(_)));
+    let previous = if kafka_job && !fresh {
+        match Checkpoint::load(out) {
+            Ok(c) => c.filter(|c| c.job == job.name),
+            Err(e) => {
+                return Err(Diagnostics(vec![
+                    job.diag(0..0, format!("cannot read the checkpoint: {e}")),
+                ]));
+            }
+        }
+    } else {
+        None
+    };
+    let mut kafka_sources = Vec::new();
+    let mut watermarks = BTreeMap::new();
+    let job_watermark = Arc::new(AtomicU64::new(previous.as_ref().map_or(0, |c| c.time)));
     let mut errors: Vec<Diagnostic> = Vec::new();
     let mut nodes = Vec::new();
     let mut counters = BTreeMap::new();
@@ -234,6 +299,88 @@ pub fn prepare(job: &Job, out: &Path, run: RunIdentity) -> Result<Plan, Diagnost
                     None => Prepared::File(source),
                 }
             }
+            NodeKind::Kafka(k) => {
+                let settings = client_settings(&k.brokers, &k.properties, &base, embedded);
+                let format = match k.format.get_ref().as_str() {
+                    "envelope" => RawFormat::Envelope,
+                    "fhir" => RawFormat::Fhir,
+                    "json" => RawFormat::Json,
+                    "csv" => RawFormat::Csv,
+                    _ => RawFormat::Hl7v2,
+                };
+                let ms = |d: &Spanned<String>| {
+                    parse_duration(d.get_ref())
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                };
+                let granularity_ms = ms(&k.granularity).max(1);
+                let schema_decoder = k.fields.as_ref().map(|f| Arc::new(decoder(f.get_ref())));
+                let time = match (&k.event_time, &k.fields) {
+                    (Some(t), Some(fields)) => {
+                        let field: Vec<FieldConfig> = fields
+                            .get_ref()
+                            .iter()
+                            .filter(|f| f.name.get_ref() == t.get_ref())
+                            .cloned()
+                            .collect();
+                        EventTime::Field(Arc::new(decoder(&field)))
+                    }
+                    _ if format == RawFormat::Envelope => EventTime::Envelope,
+                    _ => EventTime::Kafka,
+                };
+                let header = if format == RawFormat::Csv {
+                    k.fields.as_ref().map(|f| {
+                        f.get_ref()
+                            .iter()
+                            .map(|f| f.column.clone().unwrap_or_else(|| f.name.get_ref().clone()))
+                            .collect()
+                    })
+                } else {
+                    None
+                };
+                let group_id = k
+                    .group_id
+                    .clone()
+                    .unwrap_or_else(|| format!("vitalflow-{}", job.name));
+                let resume = previous
+                    .as_ref()
+                    .and_then(|c| c.sources.get(&node.name))
+                    .filter(|r| r.topic == *k.topic.get_ref())
+                    .cloned();
+                let log = Arc::new(Mutex::new(PositionLog::resuming(resume.as_ref())));
+                let watermark = Arc::new(AtomicU64::new(resume.as_ref().map_or(0, |r| r.time)));
+                watermarks.insert(node.name.clone(), (Arc::clone(&watermark), granularity_ms));
+                kafka_sources.push((
+                    node.name.clone(),
+                    k.topic.get_ref().clone(),
+                    Arc::clone(&log),
+                    settings.clone(),
+                    group_id.clone(),
+                ));
+                Prepared::Kafka(
+                    Arc::new(KafkaSource {
+                        name: node.name.clone(),
+                        settings,
+                        topic: k.topic.get_ref().clone(),
+                        group_id,
+                        format,
+                        header,
+                        time,
+                        granularity_ms,
+                        out_of_orderness: ms(&k.out_of_orderness) / granularity_ms,
+                        idle_timeout: parse_duration(k.idle_timeout.get_ref()).unwrap_or_default(),
+                        stop_at_end: k.stop.get_ref() == "end",
+                        resume,
+                        watermark,
+                        job_watermark: Arc::clone(&job_watermark),
+                        log,
+                    }),
+                    schema_decoder,
+                )
+            }
+            NodeKind::KafkaSink(k) => Prepared::KafkaSink(
+                client_settings(&k.brokers, &k.properties, &base, embedded),
+                k.topic.get_ref().clone(),
+            ),
             NodeKind::Ingest => Prepared::Ingest,
             NodeKind::Canonize => Prepared::Canonize,
             NodeKind::Audit => Prepared::Audit,
@@ -342,11 +489,64 @@ pub fn prepare(job: &Job, out: &Path, run: RunIdentity) -> Result<Plan, Diagnost
             .collect();
         nodes.push((node.name.clone(), node.section, inputs, prepared));
     }
-    // Each run replaces its sinks' folders: a job's output is the result of one run.
-    for (name, _, _, prepared) in &nodes {
-        if let Prepared::Parquet(dir, ..) | Prepared::Jsonl(dir, ..) | Prepared::DeadLetter(dir) =
-            prepared
-        {
+    if kafka_job
+        && let Some(n) = job
+            .nodes
+            .iter()
+            .find(|n| matches!(n.kind, NodeKind::Generator(_) | NodeKind::File(_)))
+    {
+        errors.push(job.diag(
+            n.span.clone(),
+            format!(
+                "`sources.{}`: a job with Kafka sources reads only Kafka sources (its timestamps \
+                 are event times, a {}'s are batch numbers)",
+                n.name,
+                n.kind.name()
+            ),
+        ));
+    }
+    let sink_dirs: Vec<(String, PathBuf)> = nodes
+        .iter()
+        .filter_map(|(name, _, _, prepared)| match prepared {
+            Prepared::Parquet(dir, ..) | Prepared::Jsonl(dir, ..) | Prepared::DeadLetter(dir) => {
+                Some((name.clone(), dir.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut checkpoint = None;
+    if kafka_job {
+        // Files no checkpoint covers are from an interrupted run: they go, and their records
+        // are read again.
+        let base_checkpoint = previous.unwrap_or_default();
+        let dirs: Vec<PathBuf> = sink_dirs.iter().map(|(_, d)| d.clone()).collect();
+        let removed = match remove_uncommitted(out, &dirs, &base_checkpoint.files) {
+            Ok(n) => n,
+            Err(e) => {
+                errors.push(job.diag(0..0, format!("cannot clean the output folder: {e}")));
+                0
+            }
+        };
+        for (name, dir) in &sink_dirs {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                let span = job.node(name).map_or(0..0, |n| n.span.clone());
+                errors.push(job.diag(
+                    span,
+                    format!("cannot prepare the output folder `{}`: {e}", dir.display()),
+                ));
+            }
+        }
+        let audit_head = audit_head(job, &nodes, out, &base_checkpoint);
+        checkpoint = Some(CheckpointPlan {
+            base: base_checkpoint,
+            sources: kafka_sources,
+            audit_head,
+            watermarks,
+            removed,
+        });
+    } else {
+        // Each run replaces its sinks' folders: a job's output is the result of one run.
+        for (name, dir) in &sink_dirs {
             let result = if dir.exists() {
                 std::fs::remove_dir_all(dir)
             } else {
@@ -370,7 +570,80 @@ pub fn prepare(job: &Job, out: &Path, run: RunIdentity) -> Result<Plan, Diagnost
         out: out.to_owned(),
         nodes,
         counters,
+        schemas: job
+            .schemas
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+            .collect(),
+        checkpoint,
     })
+}
+
+/// Client settings of a Kafka node; `embedded` (or no brokers) means the embedded broker.
+fn client_settings(
+    brokers: &Spanned<String>,
+    properties: &BTreeMap<String, vitalflow_connectors::kafka::PropertyValue>,
+    base: &Path,
+    embedded: Option<&str>,
+) -> ClientSettings {
+    let b = brokers.get_ref().trim();
+    let brokers = if b.is_empty() || b == EMBEDDED {
+        embedded.unwrap_or_default().to_owned()
+    } else {
+        b.to_owned()
+    };
+    ClientSettings {
+        brokers,
+        properties: properties.clone(),
+        base_dir: base.to_owned(),
+    }
+}
+
+/// The last audit record the checkpoint kept, as (next sequence, its hash).
+fn audit_head(
+    job: &Job,
+    nodes: &[PlannedNode],
+    out: &Path,
+    checkpoint: &Checkpoint,
+) -> Option<(u64, String)> {
+    let audit_nodes: Vec<&str> = job
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.kind, NodeKind::Audit))
+        .map(|n| n.name.as_str())
+        .collect();
+    let mut head: Option<(u64, String)> = None;
+    for (_, _, inputs, prepared) in nodes {
+        let Prepared::Jsonl(dir, ..) = prepared else {
+            continue;
+        };
+        if !inputs
+            .iter()
+            .any(|(n, _)| audit_nodes.contains(&n.as_str()))
+        {
+            continue;
+        }
+        let rel = dir
+            .strip_prefix(out)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for file in checkpoint.files.iter().filter(|f| f.starts_with(&rel)) {
+            let Ok(text) = std::fs::read_to_string(out.join(file)) else {
+                continue;
+            };
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                if let (Some(seq), Some(hash)) = (v["sequence"].as_u64(), v["hash"].as_str())
+                    && head.as_ref().is_none_or(|(next, _)| seq + 1 > *next)
+                {
+                    head = Some((seq + 1, hash.to_owned()));
+                }
+            }
+        }
+    }
+    head
 }
 
 /// A built output port.
@@ -413,6 +686,10 @@ struct Builder<'s, 'p> {
     stats: BTreeMap<String, (VecStream<'s, StageStat>, SagaRole, Option<String>)>,
     commits: BTreeMap<String, VecStream<'s, SinkCommit>>,
     built: BTreeSet<String>,
+    /// Source streams whose progress checkpoints wait for.
+    progress: Vec<VecStream<'s, RawRecord>>,
+    /// Schemas of rows ports, by node.
+    schemas: BTreeMap<String, Arc<Schema>>,
 }
 
 impl<'s> Builder<'s, '_> {
@@ -530,6 +807,16 @@ impl<'s> Builder<'s, '_> {
         )
     }
 
+    /// The schema of the rows a node reads, and its key field.
+    fn row_schema(&self, inputs: &[(String, String)]) -> Arc<(Schema, Option<usize>)> {
+        let schema = inputs
+            .iter()
+            .find_map(|(n, _)| self.schemas.get(n))
+            .map_or_else(Schema::default, |s| (**s).clone());
+        let key = schema.key;
+        Arc::new((schema, key))
+    }
+
     fn build_node(&mut self, name: &str, inputs: &[(String, String)], prepared: &Prepared) {
         let plan = self.plan;
         let counters = plan.counters.get(name).cloned().unwrap_or_default();
@@ -580,6 +867,116 @@ impl<'s> Builder<'s, '_> {
                 out(self, "dead-letter", Port::Dead(d));
                 self.stats
                     .insert(name.to_owned(), (s, SagaRole::Ingestion, None));
+            }
+            Prepared::Kafka(source, decoder) => {
+                let raw = kafka(
+                    self.scope,
+                    Arc::clone(source),
+                    if decoder.is_some() {
+                        Arc::new(NodeCounters::default())
+                    } else {
+                        Arc::clone(&counters)
+                    },
+                    self.failure.clone(),
+                );
+                self.progress.push(raw.clone());
+                match decoder {
+                    None => out(self, "out", Port::Raw(raw)),
+                    Some(decoder) => {
+                        let logic = DecodeLogic {
+                            stage: name.to_owned(),
+                            decoder: Arc::clone(decoder),
+                        };
+                        let (o, d, s) = stage(raw, Pipeline, name, logic, counters);
+                        out(self, "out", Port::Rows(o));
+                        out(self, "dead-letter", Port::Dead(d));
+                        self.stats
+                            .insert(name.to_owned(), (s, SagaRole::Ingestion, None));
+                    }
+                }
+            }
+            Prepared::KafkaSink(settings, topic) => {
+                let kind = inputs.first().and_then(|(n, port)| self.port(n, port));
+                let (s, t) = (settings.clone(), topic.clone());
+                let f = self.failure.clone();
+                let c = match kind {
+                    Some(Port::Audit(_)) => {
+                        let input = self.inputs(inputs, as_audit);
+                        let render: Render<AuditRecord> = Arc::new(|r: &AuditRecord| {
+                            let key = r.event.metadata.correlation_id.clone().into_bytes();
+                            (
+                                Some(key),
+                                serde_json::to_vec(r).unwrap_or_default(),
+                                Vec::new(),
+                            )
+                        });
+                        kafka_sink(input, name, s, t, render, counters, f)
+                    }
+                    Some(Port::Events(_)) => {
+                        let input = self.inputs(inputs, as_events);
+                        let render: Render<DomainEvent> = Arc::new(|e: &DomainEvent| {
+                            let key = e.metadata.correlation_id.clone().into_bytes();
+                            (
+                                Some(key),
+                                serde_json::to_vec(e).unwrap_or_default(),
+                                Vec::new(),
+                            )
+                        });
+                        kafka_sink(input, name, s, t, render, counters, f)
+                    }
+                    Some(Port::Dead(_)) => {
+                        let input = self.inputs(inputs, as_dead);
+                        let render: Render<DeadLetter> = Arc::new(|d: &DeadLetter| {
+                            let headers = vec![
+                                ("vitalflow-reason".to_owned(), d.reason.clone().into_bytes()),
+                                ("vitalflow-stage".to_owned(), d.stage.clone().into_bytes()),
+                                ("vitalflow-source".to_owned(), d.source.clone().into_bytes()),
+                                (
+                                    "vitalflow-location".to_owned(),
+                                    d.location.clone().into_bytes(),
+                                ),
+                                (
+                                    "vitalflow-format".to_owned(),
+                                    d.format.as_str().as_bytes().to_vec(),
+                                ),
+                            ];
+                            (None, d.bytes.clone(), headers)
+                        });
+                        kafka_sink(input, name, s, t, render, counters, f)
+                    }
+                    Some(Port::Rows(_)) => {
+                        let input = self.inputs(inputs, as_rows);
+                        let key_of = self.row_schema(inputs);
+                        let render: Render<Row> = Arc::new(move |r: &Row| {
+                            let (schema, key) = &*key_of;
+                            let key =
+                                key.and_then(|k| r.values.get(k))
+                                    .map(|v| match v.to_json() {
+                                        serde_json::Value::String(s) => s.into_bytes(),
+                                        other => other.to_string().into_bytes(),
+                                    });
+                            (
+                                key,
+                                serde_json::to_vec(&schema.to_json(r)).unwrap_or_default(),
+                                Vec::new(),
+                            )
+                        });
+                        kafka_sink(input, name, s, t, render, counters, f)
+                    }
+                    _ => {
+                        let input = self.inputs(inputs, as_fhir);
+                        let render: Render<CanonicalResource> =
+                            Arc::new(|r: &CanonicalResource| {
+                                (
+                                    Some(r.patient.clone().into_bytes()),
+                                    r.resource.clone().into_bytes(),
+                                    Vec::new(),
+                                )
+                            });
+                        kafka_sink(input, name, s, t, render, counters, f)
+                    }
+                };
+                self.commits.insert(name.to_owned(), c);
             }
             Prepared::Filter(condition, schema) => {
                 let input = self.inputs(inputs, as_rows);
@@ -696,7 +1093,8 @@ impl<'s> Builder<'s, '_> {
             }
             Prepared::Audit => {
                 let input = self.inputs(inputs, as_events);
-                let records = audit(input, name, counters);
+                let head = plan.checkpoint.as_ref().and_then(|c| c.audit_head.clone());
+                let records = audit(input, name, counters, head);
                 out(self, "out", Port::Audit(records));
             }
             Prepared::Parquet(dir, policy, Some(schema)) => {
@@ -813,6 +1211,8 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Plan, failure: Failure) {
         stats: BTreeMap::new(),
         commits: BTreeMap::new(),
         built: BTreeSet::new(),
+        progress: Vec::new(),
+        schemas: plan.schemas.clone(),
     };
     // Build in rounds: a node is built once its inputs are, and a stage's `events` port once the
     // sinks of that stage's output are (its closing event waits for their durability).
@@ -827,5 +1227,41 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Plan, failure: Failure) {
         if !progressed {
             break;
         }
+    }
+    if let Some(cp) = &plan.checkpoint {
+        let mut streams: Vec<VecStream<'s, SinkCommit>> = b.commits.values().cloned().collect();
+        for raw in b.progress.clone() {
+            streams.push(
+                raw.unary::<CapacityContainerBuilder<Vec<SinkCommit>>, _, _, _>(
+                    Pipeline,
+                    "progress",
+                    |_, _| |input, _output| input.for_each(|_, _| {}),
+                ),
+            );
+        }
+        let commits = b.scope.concatenate(streams);
+        let sources = cp
+            .sources
+            .iter()
+            .map(|(name, topic, log, settings, group)| CheckpointSource {
+                name: name.clone(),
+                topic: topic.clone(),
+                log: Arc::clone(log),
+                committer: (b.scope.index() == 0)
+                    .then(|| PartitionReader::new(settings, topic, group).ok())
+                    .flatten()
+                    .map(|r| Arc::new(Mutex::new(r))),
+            })
+            .collect();
+        super::checkpoint::coordinator(
+            commits,
+            plan.run.job.clone(),
+            plan.run.run_id.clone(),
+            plan.out.clone(),
+            cp.base.clone(),
+            sources,
+            std::time::Duration::from_secs(1),
+            b.failure.clone(),
+        );
     }
 }

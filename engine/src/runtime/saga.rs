@@ -276,14 +276,15 @@ pub fn audit<'s>(
     events: VecStream<'s, DomainEvent>,
     name: &str,
     counters: std::sync::Arc<super::metrics::NodeCounters>,
+    head: Option<(u64, String)>,
 ) -> VecStream<'s, AuditRecord> {
     events.unary_frontier::<CapacityContainerBuilder<Vec<AuditRecord>>, _, _, _>(
         Exchange::new(|_: &DomainEvent| 0),
         name,
         move |_cap, _info| {
             let mut stash: BTreeMap<Time, (Capability<Time>, Vec<DomainEvent>)> = BTreeMap::new();
-            let mut sequence = 0u64;
-            let mut prev_hash = "0".repeat(64);
+            // A resumed job goes on from the last record its checkpoint kept.
+            let (mut sequence, mut prev_hash) = head.clone().unwrap_or_else(|| (0, "0".repeat(64)));
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     if let Some(cap) = cap.retain_least(output.output_index()) {

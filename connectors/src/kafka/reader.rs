@@ -1,0 +1,239 @@
+//! Reading explicitly assigned partitions of one topic.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{ClientSettings, KafkaError};
+
+/// One record read from a partition.
+#[derive(Clone, Debug)]
+pub struct Polled {
+    /// The partition.
+    pub partition: i32,
+    /// Its offset in the partition.
+    pub offset: i64,
+    /// The record's key.
+    pub key: Option<Vec<u8>>,
+    /// The record's value (empty for a tombstone).
+    pub payload: Vec<u8>,
+    /// The record's Kafka timestamp (create or log-append time), milliseconds since 1970.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// What a poll returned.
+#[derive(Debug)]
+pub enum Poll {
+    /// Nothing right now.
+    Idle,
+    /// A record.
+    Record(Polled),
+    /// The reader has read everything a partition holds (for now).
+    End(i32),
+    /// A transient error (the client retries by itself); worth a warning.
+    Warning(String),
+}
+
+/// A consumer of explicitly assigned partitions of one topic. It never subscribes, so group
+/// rebalancing never moves partitions; the group id is used only to commit offsets, which makes
+/// progress and lag visible to Kafka tools.
+pub struct PartitionReader {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl PartitionReader {
+    /// A reader of `topic`, committing (when asked) under `group_id`.
+    ///
+    /// # Errors
+    /// If the client cannot be configured.
+    pub fn new(settings: &ClientSettings, topic: &str, group_id: &str) -> Result<Self, KafkaError> {
+        let mut config = settings.client_config()?;
+        config
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "earliest");
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(KafkaError::client(format!("consumer of topic `{topic}`")))?;
+        Ok(Self {
+            consumer,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// The topic.
+    #[must_use]
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// How many partitions the topic has now.
+    ///
+    /// # Errors
+    /// If the metadata cannot be fetched, or the topic does not exist.
+    pub fn partition_count(&self, timeout: Duration) -> Result<i32, KafkaError> {
+        let what = || format!("metadata of topic `{}`", self.topic);
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), timeout)
+            .map_err(KafkaError::client(what()))?;
+        let topic = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == self.topic)
+            .ok_or_else(|| KafkaError::Setting {
+                name: "topic".into(),
+                reason: format!("topic `{}` is not on the brokers", self.topic),
+            })?;
+        if let Some(e) = topic.error() {
+            return Err(KafkaError::Client {
+                what: what(),
+                source: RdError::MetadataFetch(e.into()),
+            });
+        }
+        i32::try_from(topic.partitions().len()).map_err(|_| KafkaError::Setting {
+            name: "topic".into(),
+            reason: "too many partitions".into(),
+        })
+    }
+
+    /// Starts reading `partitions`, each from the offset given (`None`: the earliest).
+    ///
+    /// # Errors
+    /// If the assignment is refused.
+    pub fn assign(&self, partitions: &[(i32, Option<i64>)]) -> Result<(), KafkaError> {
+        let mut list = TopicPartitionList::new();
+        for (p, offset) in partitions {
+            let offset = offset.map_or(Offset::Beginning, Offset::Offset);
+            list.add_partition_offset(&self.topic, *p, offset)
+                .map_err(KafkaError::client("assign partitions"))?;
+        }
+        self.consumer
+            .incremental_assign(&list)
+            .map_err(KafkaError::client(format!(
+                "assign partitions of `{}`",
+                self.topic
+            )))
+    }
+
+    /// The offset after the last record of `partition` now (its high watermark).
+    ///
+    /// # Errors
+    /// If the broker does not answer in time.
+    pub fn high_watermark(&self, partition: i32, timeout: Duration) -> Result<i64, KafkaError> {
+        self.consumer
+            .fetch_watermarks(&self.topic, partition, timeout)
+            .map(|(_, high)| high)
+            .map_err(KafkaError::client(format!(
+                "watermarks of `{}` partition {partition}",
+                self.topic
+            )))
+    }
+
+    /// The first and the next offset of `partition` now (low and high watermarks).
+    ///
+    /// # Errors
+    /// If the broker does not answer in time.
+    pub fn watermarks(&self, partition: i32, timeout: Duration) -> Result<(i64, i64), KafkaError> {
+        self.consumer
+            .fetch_watermarks(&self.topic, partition, timeout)
+            .map_err(KafkaError::client(format!(
+                "watermarks of `{}` partition {partition}",
+                self.topic
+            )))
+    }
+
+    /// The offsets committed for `partitions` under the group (`None` where there is none).
+    ///
+    /// # Errors
+    /// If the group coordinator does not answer in time.
+    pub fn committed(
+        &self,
+        partitions: &[i32],
+        timeout: Duration,
+    ) -> Result<Vec<(i32, Option<i64>)>, KafkaError> {
+        let mut list = TopicPartitionList::new();
+        for p in partitions {
+            list.add_partition(&self.topic, *p);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(list, timeout)
+            .map_err(KafkaError::client("fetch committed offsets"))?;
+        Ok(partitions
+            .iter()
+            .map(|p| {
+                let offset =
+                    committed
+                        .find_partition(&self.topic, *p)
+                        .and_then(|e| match e.offset() {
+                            Offset::Offset(o) => Some(o),
+                            _ => None,
+                        });
+                (*p, offset)
+            })
+            .collect())
+    }
+
+    /// Commits `offsets` (the next offset to read, per partition) under the group, without
+    /// waiting for the answer.
+    ///
+    /// # Errors
+    /// If the commit cannot be sent.
+    pub fn commit(&self, offsets: &[(i32, i64)]) -> Result<(), KafkaError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut list = TopicPartitionList::new();
+        for (p, o) in offsets {
+            list.add_partition_offset(&self.topic, *p, Offset::Offset(*o))
+                .map_err(KafkaError::client("commit offsets"))?;
+        }
+        self.consumer
+            .commit(&list, CommitMode::Async)
+            .map_err(KafkaError::client(format!(
+                "commit offsets of `{}`",
+                self.topic
+            )))
+    }
+
+    /// The next event, without waiting.
+    pub fn poll(&self) -> Poll {
+        match self.consumer.poll(Duration::ZERO) {
+            None => Poll::Idle,
+            Some(Ok(m)) => Poll::Record(Polled {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                timestamp_ms: m.timestamp().to_millis(),
+            }),
+            Some(Err(RdError::PartitionEOF(p))) => Poll::End(p),
+            Some(Err(e)) => Poll::Warning(e.to_string()),
+        }
+    }
+}
+
+/// Header values of a record, by name (for tests and tools).
+#[must_use]
+pub fn headers_of(message: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(String, Vec<u8>)> {
+    message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -1,0 +1,458 @@
+//! Checkpoints: what makes a job with Kafka sources exactly-once into its files.
+//!
+//! Dataflow timestamps are event times. A sink writes the rows of completed timestamps into
+//! files renamed into place, and reports each file with the range of timestamps it holds. When
+//! the frontier of every sink (and of the sources) has passed a timestamp `T`, every record
+//! stamped before `T` is in a file. The coordinator (worker 0) then writes a **checkpoint**
+//! (`_vitalflow/checkpoint.json` under the output folder, replaced atomically):
+//!
+//! * `T`, chosen so that no file holds timestamps on both sides of it;
+//! * the files holding the timestamps before `T`;
+//! * per source partition, where to resume: `from` (the first offset that may hold a record
+//!   stamped at or after `T`) and `replay-below` (records before it were emitted before the
+//!   watermark reached `T`: they are emitted again only if their own event time is at or after
+//!   `T`; the others are in the files already).
+//!
+//! Then it commits `from` to the Kafka consumer group (monitoring and lag). On restart, files not
+//! in the checkpoint are deleted (they hold timestamps at or after `T`), the audit chain goes on
+//! from its last committed record, and every partition resumes as the checkpoint says: the
+//! records stamped at or after `T` are read and written again, and no other.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use vitalflow_connectors::kafka::PartitionReader;
+use vitalflow_model::Time;
+
+use super::metrics::Failure;
+use super::ops::{SinkCommit, VecStream};
+
+/// The checkpoint file, relative to the output folder.
+pub const CHECKPOINT: &str = "_vitalflow/checkpoint.json";
+
+/// Where one partition resumes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct PartitionResume {
+    /// The offset to read from.
+    pub from: i64,
+    /// Records before this offset are emitted only if stamped at or after the checkpoint.
+    pub replay_below: i64,
+}
+
+/// Where one source resumes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SourceResume {
+    /// The checkpoint's timestamp: the source starts its watermark there.
+    pub time: Time,
+    /// The topic (a checkpoint of another topic is refused).
+    pub topic: String,
+    /// Per partition.
+    pub partitions: BTreeMap<i32, PartitionResume>,
+}
+
+/// A checkpoint as written.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Checkpoint {
+    /// The job.
+    pub job: String,
+    /// The run that wrote it.
+    pub run_id: String,
+    /// Every record stamped before this is in `files`.
+    pub time: Time,
+    /// Files, relative to the output folder.
+    pub files: BTreeSet<String>,
+    /// Per Kafka source.
+    pub sources: BTreeMap<String, SourceResume>,
+}
+
+impl Checkpoint {
+    /// Reads the checkpoint of `out`, if there is one.
+    ///
+    /// # Errors
+    /// If it exists and cannot be read or parsed.
+    pub fn load(out: &Path) -> Result<Option<Self>, String> {
+        let path = out.join(CHECKPOINT);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Writes it atomically (temporary file, fsync, rename, fsync of the folder).
+    ///
+    /// # Errors
+    /// A message naming the file.
+    pub fn store(&self, out: &Path) -> Result<(), String> {
+        let path = out.join(CHECKPOINT);
+        let dir = path
+            .parent()
+            .map_or_else(|| out.to_owned(), Path::to_path_buf);
+        let tmp = dir.join(".checkpoint.json.tmp");
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            {
+                use std::io::Write as _;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&dir)?.sync_all()
+        };
+        write().map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Deletes every file under `dirs` that `keep` (paths relative to `out`) does not list: the
+/// files of an interrupted run that no checkpoint covers, and temporary files. Returns how many.
+///
+/// # Errors
+/// A message naming the file or folder that could not be read or removed.
+pub fn remove_uncommitted(
+    out: &Path,
+    dirs: &[PathBuf],
+    keep: &BTreeSet<String>,
+) -> Result<u64, String> {
+    let mut removed = 0;
+    let mut stack: Vec<PathBuf> = dirs.iter().filter(|d| d.is_dir()).cloned().collect();
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries {
+            let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path
+                .strip_prefix(out)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !keep.contains(&rel) {
+                std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// A run of consecutive records of one partition emitted with one timestamp under one
+/// watermark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Run {
+    first: i64,
+    time: Time,
+    watermark: Time,
+}
+
+/// What the workers of this process emitted from one source, per partition, since the last
+/// checkpoint.
+#[derive(Debug, Default)]
+pub struct PositionLog {
+    runs: BTreeMap<i32, Vec<Run>>,
+    next: BTreeMap<i32, i64>,
+    replay_below: BTreeMap<i32, i64>,
+}
+
+impl PositionLog {
+    /// A log that starts where `resume` says.
+    #[must_use]
+    pub fn resuming(resume: Option<&SourceResume>) -> Self {
+        let mut log = Self::default();
+        if let Some(r) = resume {
+            for (p, at) in &r.partitions {
+                log.next.insert(*p, at.from);
+                log.replay_below.insert(*p, at.replay_below);
+            }
+        }
+        log
+    }
+
+    /// A record at `offset` was read (emitted or skipped as already durable).
+    pub fn seen(&mut self, partition: i32, offset: i64) {
+        let next = self.next.entry(partition).or_insert(0);
+        *next = (*next).max(offset + 1);
+    }
+
+    /// A record at `offset` was emitted at `time` while the watermark was `watermark`.
+    pub fn record(&mut self, partition: i32, offset: i64, time: Time, watermark: Time) {
+        let runs = self.runs.entry(partition).or_default();
+        if runs
+            .last()
+            .is_some_and(|r| r.time == time && r.watermark == watermark)
+        {
+            return;
+        }
+        runs.push(Run {
+            first: offset,
+            time,
+            watermark,
+        });
+    }
+
+    /// Whether every resumed partition has been read past its replay range (until then a new
+    /// checkpoint could not say which replayed records are durable).
+    #[must_use]
+    pub fn replayed(&self) -> bool {
+        self.replay_below
+            .iter()
+            .all(|(p, below)| self.next.get(p).is_some_and(|n| n >= below))
+    }
+
+    /// Where each partition resumes for a checkpoint at `t` (the watermark of every worker has
+    /// reached `t`).
+    #[must_use]
+    pub fn resume_at(&self, t: Time) -> BTreeMap<i32, PartitionResume> {
+        self.next
+            .iter()
+            .map(|(p, next)| {
+                let runs = self.runs.get(p).map_or(&[][..], Vec::as_slice);
+                let replay_below = runs
+                    .iter()
+                    .find(|r| r.watermark >= t)
+                    .map_or(*next, |r| r.first);
+                let from = runs
+                    .iter()
+                    .filter(|r| r.watermark < t && r.time >= t)
+                    .map(|r| r.first)
+                    .min()
+                    .map_or(replay_below, |f| f.min(replay_below));
+                (*p, PartitionResume { from, replay_below })
+            })
+            .collect()
+    }
+
+    /// Forgets what a checkpoint at `t` made durable.
+    pub fn prune(&mut self, t: Time) {
+        for runs in self.runs.values_mut() {
+            runs.retain(|r| r.time >= t);
+        }
+        self.replay_below.clear();
+    }
+
+    /// The latest timestamp emitted.
+    #[must_use]
+    pub fn latest(&self) -> Option<Time> {
+        self.runs.values().flatten().map(|r| r.time).max()
+    }
+}
+
+/// A Kafka source as the coordinator sees it.
+pub struct CheckpointSource {
+    /// The source node.
+    pub name: String,
+    /// Its topic.
+    pub topic: String,
+    /// Its log.
+    pub log: Arc<Mutex<PositionLog>>,
+    /// A client that commits offsets under the source's group.
+    pub committer: Option<Arc<Mutex<PartitionReader>>>,
+}
+
+/// The largest `t <= bound` that no file straddles (holds timestamps both before and at or
+/// after it).
+fn clean_cut(bound: Time, files: &[(Time, Time, String)]) -> Time {
+    let mut t = bound;
+    loop {
+        let straddling = files
+            .iter()
+            .filter(|(first, last, _)| *first < t && t <= *last)
+            .map(|(first, _, _)| *first)
+            .min();
+        match straddling {
+            Some(first) => t = first,
+            None => return t,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+/// The coordinator: on worker 0, writes a checkpoint whenever the sinks' frontier has moved
+/// (at most every `interval`, and once at the end).
+pub fn coordinator<'s>(
+    commits: VecStream<'s, SinkCommit>,
+    job: String,
+    run_id: String,
+    out: PathBuf,
+    base: Checkpoint,
+    sources: Vec<CheckpointSource>,
+    interval: Duration,
+    failure: Failure,
+) {
+    let worker = commits.scope().index();
+    let scope = commits.scope();
+    commits.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+        Exchange::new(|_: &SinkCommit| 0),
+        "checkpoint",
+        move |_cap, info| {
+            let activator = scope.activator_for(info.address);
+            let mut files: Vec<(Time, Time, String)> = Vec::new();
+            let mut last = base;
+            let mut last_write = Instant::now();
+            move |(input, frontier), _output| {
+                input.for_each(|_, data| {
+                    for commit in data.drain(..) {
+                        for f in commit.files {
+                            files.push((commit.first, commit.last, f));
+                        }
+                    }
+                });
+                if worker != 0 {
+                    return;
+                }
+                let done = frontier.is_empty();
+                if !done && last_write.elapsed() < interval {
+                    activator.activate_after(interval.saturating_sub(last_write.elapsed()));
+                    return;
+                }
+                let bound = match frontier.frontier().iter().min() {
+                    Some(f) => *f,
+                    None => {
+                        let latest = sources
+                            .iter()
+                            .filter_map(|s| s.log.lock().ok().and_then(|l| l.latest()))
+                            .chain(files.iter().map(|(_, last, _)| *last))
+                            .max();
+                        latest.map_or(last.time, |t| t + 1).max(last.time)
+                    }
+                };
+                let t = clean_cut(bound, &files);
+                if t <= last.time {
+                    return;
+                }
+                let logs: Vec<_> = sources
+                    .iter()
+                    .map(|s| {
+                        s.log
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    })
+                    .collect();
+                if !logs.iter().all(|l| l.replayed()) {
+                    return;
+                }
+                let mut next = Checkpoint {
+                    job: job.clone(),
+                    run_id: run_id.clone(),
+                    time: t,
+                    files: last.files.clone(),
+                    sources: BTreeMap::new(),
+                };
+                files.retain(|(_, last_t, f)| {
+                    let durable = *last_t < t;
+                    if durable {
+                        next.files.insert(f.clone());
+                    }
+                    !durable
+                });
+                for (s, log) in sources.iter().zip(&logs) {
+                    next.sources.insert(
+                        s.name.clone(),
+                        SourceResume {
+                            time: t,
+                            topic: s.topic.clone(),
+                            partitions: log.resume_at(t),
+                        },
+                    );
+                }
+                drop(logs);
+                if let Err(e) = next.store(&out) {
+                    failure.fail(format!("checkpoint: {e}"));
+                    return;
+                }
+                for s in &sources {
+                    if let Ok(mut log) = s.log.lock() {
+                        log.prune(t);
+                    }
+                    let offsets: Vec<(i32, i64)> = next.sources[&s.name]
+                        .partitions
+                        .iter()
+                        .map(|(p, r)| (*p, r.from))
+                        .collect();
+                    if let Some(c) = &s.committer
+                        && let Ok(c) = c.lock()
+                        && let Err(e) = c.commit(&offsets)
+                    {
+                        tracing::warn!(source = %s.name, error = %e, "offset commit failed");
+                    }
+                }
+                tracing::debug!(time = t, files = next.files.len(), "checkpoint");
+                last = next;
+                last_write = Instant::now();
+            }
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_never_splits_a_file() {
+        let files = vec![
+            (0, 4, "a".to_owned()),
+            (5, 9, "b".to_owned()),
+            (3, 12, "c".to_owned()),
+        ];
+        assert_eq!(clean_cut(20, &files), 20);
+        assert_eq!(clean_cut(10, &files), 3);
+        assert_eq!(clean_cut(5, &files), 3);
+        assert_eq!(clean_cut(3, &files), 3);
+    }
+
+    #[test]
+    fn resume_points_cover_early_records_and_skip_durable_ones() {
+        let mut log = PositionLog::default();
+        // Watermark 0: offsets 0..3 stamped 5, 1, 7.
+        for (o, t) in [(0, 5), (1, 1), (2, 7)] {
+            log.seen(0, o);
+            log.record(0, o, t, 0);
+        }
+        // Watermark 6: offsets 3..5 stamped 6, 8.
+        for (o, t) in [(3, 6), (4, 8)] {
+            log.seen(0, o);
+            log.record(0, o, t, 6);
+        }
+        // At 6: offset 2 (stamped 7) is the first not durable; from offset 3 on, all are.
+        let r = log.resume_at(6)[&0];
+        assert_eq!(
+            r,
+            PartitionResume {
+                from: 2,
+                replay_below: 3
+            }
+        );
+        // At 2: offset 0 (stamped 5) is not durable.
+        let r = log.resume_at(2)[&0];
+        assert_eq!(
+            r,
+            PartitionResume {
+                from: 0,
+                replay_below: 3
+            }
+        );
+        // At 9: everything read is durable.
+        let r = log.resume_at(9)[&0];
+        assert_eq!(
+            r,
+            PartitionResume {
+                from: 5,
+                replay_below: 5
+            }
+        );
+    }
+}

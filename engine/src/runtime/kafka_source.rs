@@ -1,0 +1,351 @@
+//! The Kafka source operator: reads the partitions a worker owns (`partition % workers ==
+//! worker`), stamps each record with its coarsened event time, and holds a capability at the
+//! watermark: the minimum, over the worker's partitions that are not idle, of the latest event
+//! time seen minus the allowed out-of-orderness. Records behind the watermark (late) are stamped
+//! with the watermark. Every record emitted is logged by partition and offset in the
+//! [`PositionLog`], from which checkpoints compute where a restart resumes.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::Scope;
+use timely::dataflow::operators::generic::operator::source;
+use vitalflow_connectors::kafka::reader::Poll;
+use vitalflow_connectors::kafka::{ClientSettings, PartitionReader};
+use vitalflow_model::envelope::Counts;
+use vitalflow_model::{RawFormat, RawRecord, Time};
+use vitalflow_operators::decode::Decoder;
+
+use super::checkpoint::{PositionLog, SourceResume};
+use super::metrics::{Failure, NodeCounters};
+use super::ops::VecStream;
+
+/// Records emitted per activation, so a source never holds its worker for long.
+const CHUNK: usize = 4096;
+/// `stop = "end"`: how long a partition at its end must stay quiet before it counts as read.
+const END_QUIET: Duration = Duration::from_secs(1);
+/// How often a worker looks for new partitions of its topic.
+const METADATA_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Where a record's event time comes from.
+#[derive(Clone)]
+pub enum EventTime {
+    /// The envelope's `metadata.timestamp`.
+    Envelope,
+    /// A timestamp field of the declared schema (a decoder of that one field).
+    Field(Arc<Decoder>),
+    /// The Kafka record's timestamp.
+    Kafka,
+}
+
+/// A Kafka source resolved for running.
+pub struct KafkaSource {
+    /// The source node.
+    pub name: String,
+    /// Client settings (brokers resolved: never `embedded`).
+    pub settings: ClientSettings,
+    /// The topic.
+    pub topic: String,
+    /// The group offsets are committed under.
+    pub group_id: String,
+    /// How ingestion parses the records.
+    pub format: RawFormat,
+    /// CSV column names.
+    pub header: Option<Vec<String>>,
+    /// Where event time comes from.
+    pub time: EventTime,
+    /// Milliseconds per dataflow timestamp.
+    pub granularity_ms: u64,
+    /// Allowed lateness, in dataflow timestamps.
+    pub out_of_orderness: u64,
+    /// When a silent partition stops holding the watermark.
+    pub idle_timeout: Duration,
+    /// Stop at the partitions' end as of the start.
+    pub stop_at_end: bool,
+    /// Where to resume, from the last checkpoint.
+    pub resume: Option<SourceResume>,
+    /// The highest watermark any worker of this process reached on this source (the run
+    /// summary reports it).
+    pub watermark: Arc<AtomicU64>,
+    /// The highest watermark any Kafka source of the job reached in this process: a source
+    /// whose partitions are all idle, or that has none, follows it.
+    pub job_watermark: Arc<AtomicU64>,
+    /// What every worker emitted, for checkpoints.
+    pub log: Arc<Mutex<PositionLog>>,
+}
+
+#[derive(serde::Deserialize)]
+struct EnvelopeTime {
+    metadata: MetadataTime,
+}
+#[derive(serde::Deserialize)]
+struct MetadataTime {
+    timestamp: chrono::DateTime<chrono::Utc>,
+}
+
+impl KafkaSource {
+    /// The event time of a record, in milliseconds.
+    fn event_ms(&self, payload: &[u8], kafka_ms: Option<i64>) -> Option<i64> {
+        match &self.time {
+            EventTime::Kafka => kafka_ms,
+            EventTime::Envelope => serde_json::from_slice::<EnvelopeTime>(payload)
+                .ok()
+                .map(|e| e.metadata.timestamp.timestamp_millis()),
+            EventTime::Field(decoder) => {
+                let row = match self.format {
+                    RawFormat::Csv => decoder.decode_csv(self.header.as_deref(), payload, 0),
+                    _ => decoder.decode_json(payload, 0),
+                };
+                match row.ok()?.values.first()? {
+                    vitalflow_model::row::Value::Timestamp(ms) => Some(*ms),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// The dataflow timestamp of an event time.
+    fn stamp(&self, ms: i64) -> Time {
+        u64::try_from(ms.max(0)).unwrap_or(0) / self.granularity_ms
+    }
+}
+
+/// One owned partition's state on a worker.
+struct Partition {
+    /// Latest event time seen (dataflow timestamp).
+    max_seen: Option<Time>,
+    /// When the last record arrived.
+    last_record: Instant,
+    /// Offset after the last record emitted.
+    next: i64,
+    /// Stop-at-end: the offset to stop at.
+    end: Option<i64>,
+    /// Replay after a restart: records below this offset were emitted before the checkpoint and
+    /// are emitted again only if their time is at or after it.
+    replay_below: i64,
+}
+
+/// The Kafka source on this worker.
+pub fn kafka<'s>(
+    scope: Scope<'s, Time>,
+    source_plan: Arc<KafkaSource>,
+    counters: Arc<NodeCounters>,
+    failure: Failure,
+) -> VecStream<'s, RawRecord> {
+    let (index, peers) = (scope.index(), scope.peers());
+    let name = source_plan.name.clone();
+    source::<_, CapacityContainerBuilder<Vec<RawRecord>>, _, _>(scope, &name, move |cap, info| {
+        let activator = scope.activator_for(info.address);
+        let plan = source_plan;
+        let start = plan.resume.as_ref().map_or(0, |r| r.time);
+        let mut cap = Some(cap);
+        if let Some(c) = cap.as_mut()
+            && start > 0
+        {
+            c.downgrade(&start);
+        }
+        let reader = match PartitionReader::new(&plan.settings, &plan.topic, &plan.group_id) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                failure.fail(format!("source `{}`: {e}", plan.name));
+                None
+            }
+        };
+        let mut owned: BTreeMap<i32, Partition> = BTreeMap::new();
+        let mut known_partitions = 0i32;
+        let mut last_metadata: Option<Instant> = None;
+        let started = Instant::now();
+        let mut polled_total = 0u64;
+        let mut emitted_total = 0u64;
+        move |output| {
+            let (Some(reader), Some(c)) = (reader.as_ref(), cap.as_mut()) else {
+                cap = None;
+                return;
+            };
+            // Pick up the worker's partitions, and any new ones.
+            if last_metadata.is_none_or(|t| t.elapsed() >= METADATA_INTERVAL) {
+                last_metadata = Some(Instant::now());
+                match reader.partition_count(Duration::from_secs(10)) {
+                    Ok(n) if n > known_partitions => {
+                        let new: Vec<i32> = (known_partitions..n)
+                            .filter(|p| usize::try_from(*p).is_ok_and(|p| p % peers == index))
+                            .collect();
+                        // Stop-at-end reads the partitions there were at the start only.
+                        let adopt = !(plan.stop_at_end && known_partitions > 0);
+                        known_partitions = n;
+                        if adopt && !new.is_empty() {
+                            if let Err(e) = adopt_partitions(&plan, reader, &new, &mut owned) {
+                                failure.fail(format!("source `{}`: {e}", plan.name));
+                                cap = None;
+                                return;
+                            }
+                            tracing::info!(source = %plan.name, worker = index, partitions = ?new, "reading partitions");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) if known_partitions == 0 => {
+                        failure.fail(format!("source `{}`: {e}", plan.name));
+                        cap = None;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(source = %plan.name, error = %e, "metadata refresh failed")
+                    }
+                }
+            }
+
+            let mut records: BTreeMap<Time, Vec<RawRecord>> = BTreeMap::new();
+            let mut n = 0;
+            let mut emitted = 0u64;
+            {
+                let mut log = plan
+                    .log
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                while n < CHUNK {
+                    let m = match reader.poll() {
+                        Poll::Idle => break,
+                        Poll::End(_) => continue,
+                        Poll::Warning(w) => {
+                            tracing::warn!(source = %plan.name, warning = %w, "Kafka client");
+                            break;
+                        }
+                        Poll::Record(m) => m,
+                    };
+                    n += 1;
+                    polled_total += 1;
+                    let Some(part) = owned.get_mut(&m.partition) else {
+                        continue;
+                    };
+                    part.next = m.offset + 1;
+                    part.last_record = Instant::now();
+                    log.seen(m.partition, m.offset);
+                    let event = plan
+                        .event_ms(&m.payload, m.timestamp_ms)
+                        .map(|ms| plan.stamp(ms));
+                    if m.offset < part.replay_below && event.is_none_or(|t| t < start) {
+                        // Durable before the checkpoint: already in the output.
+                        continue;
+                    }
+                    if let Some(t) = event {
+                        part.max_seen = Some(part.max_seen.map_or(t, |s| s.max(t)));
+                    }
+                    let time = event.map_or(*c.time(), |t| t.max(*c.time()));
+                    log.record(m.partition, m.offset, time, *c.time());
+                    emitted += 1;
+                    emitted_total += 1;
+                    records.entry(time).or_default().push(RawRecord {
+                        source: plan.name.clone(),
+                        location: format!("{}/{}@{}", plan.topic, m.partition, m.offset),
+                        sequence: (u64::try_from(m.partition).unwrap_or(0) << 40)
+                            | u64::try_from(m.offset).unwrap_or(0),
+                        format: plan.format,
+                        header: plan.header.clone(),
+                        context: None,
+                        bytes: m.payload,
+                    });
+                }
+            }
+            for (time, batch) in records {
+                let at = c.delayed(&time);
+                output.session(&at).give_iterator(batch.into_iter());
+            }
+            if emitted > 0 {
+                counters.add(&Counts {
+                    records_in: emitted,
+                    records_out: emitted,
+                    rejected: 0,
+                });
+            }
+
+            // Stop-at-end: done once every owned partition reached its end.
+            // (Some brokers report the end per record batch: wait for a quiet second too.)
+            if plan.stop_at_end
+                && known_partitions > 0
+                && owned.values().all(|p| {
+                    p.end.is_some_and(|e| p.next >= e) && p.last_record.elapsed() >= END_QUIET
+                })
+            {
+                tracing::debug!(source = %plan.name, worker = index, partitions = ?owned.iter().map(|(p, s)| (*p, s.next)).collect::<Vec<_>>(), polled_total, emitted_total, "read to the end");
+                cap = None;
+                return;
+            }
+
+            // The watermark: partitions not idle hold it at their latest time minus lateness.
+            let now = Instant::now();
+            let active: Vec<Option<Time>> = owned
+                .values()
+                .filter(|p| p.end.is_none_or(|e| p.next < e))
+                .filter(|p| now.duration_since(p.last_record) < plan.idle_timeout)
+                .map(|p| p.max_seen)
+                .collect();
+            let watermark = if active.is_empty() {
+                // Every partition is idle (or the worker has none): the latest event time seen,
+                // minus the lateness, or the job's watermark if that is further.
+                let latest = owned
+                    .values()
+                    .filter_map(|p| p.max_seen)
+                    .max()
+                    .map_or(0, |m| m.saturating_sub(plan.out_of_orderness));
+                if started.elapsed() >= plan.idle_timeout {
+                    latest.max(plan.job_watermark.load(Ordering::Relaxed))
+                } else {
+                    *c.time()
+                }
+            } else if active.iter().any(Option::is_none) {
+                *c.time()
+            } else {
+                active
+                    .iter()
+                    .flatten()
+                    .min()
+                    .map_or(*c.time(), |m| m.saturating_sub(plan.out_of_orderness))
+            };
+            if watermark > *c.time() {
+                c.downgrade(&watermark);
+                plan.watermark.fetch_max(watermark, Ordering::Relaxed);
+                plan.job_watermark.fetch_max(watermark, Ordering::Relaxed);
+            }
+            if n >= CHUNK {
+                activator.activate();
+            } else {
+                activator.activate_after(Duration::from_millis(5));
+            }
+        }
+    })
+}
+
+fn adopt_partitions(
+    plan: &KafkaSource,
+    reader: &PartitionReader,
+    new: &[i32],
+    owned: &mut BTreeMap<i32, Partition>,
+) -> Result<(), vitalflow_connectors::kafka::KafkaError> {
+    let mut assign = Vec::with_capacity(new.len());
+    for p in new {
+        let resume = plan.resume.as_ref().and_then(|r| r.partitions.get(p));
+        let from = resume.map(|r| r.from);
+        let end = if plan.stop_at_end {
+            Some(reader.high_watermark(*p, Duration::from_secs(10))?)
+        } else {
+            None
+        };
+        let start_next = from.unwrap_or(0);
+        tracing::debug!(source = %plan.name, partition = p, ?from, ?end, "adopting partition");
+        owned.insert(
+            *p,
+            Partition {
+                max_seen: None,
+                last_record: Instant::now(),
+                next: start_next,
+                end,
+                replay_below: resume.map_or(0, |r| r.replay_below),
+            },
+        );
+        assign.push((*p, from));
+    }
+    reader.assign(&assign)
+}
