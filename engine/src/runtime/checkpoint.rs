@@ -406,12 +406,15 @@ mod tests {
         let files = vec![
             (0, 4, "a".to_owned()),
             (5, 9, "b".to_owned()),
-            (3, 12, "c".to_owned()),
+            (7, 12, "c".to_owned()),
         ];
         assert_eq!(clean_cut(20, &files), 20);
-        assert_eq!(clean_cut(10, &files), 3);
-        assert_eq!(clean_cut(5, &files), 3);
-        assert_eq!(clean_cut(3, &files), 3);
+        // 10 splits c (7..=12); 7 splits b (5..=9); 5 splits nothing.
+        assert_eq!(clean_cut(10, &files), 5);
+        assert_eq!(clean_cut(6, &files), 5);
+        assert_eq!(clean_cut(5, &files), 5);
+        // 3 splits a.
+        assert_eq!(clean_cut(3, &files), 0);
     }
 
     #[test]
