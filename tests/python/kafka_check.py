@@ -3,6 +3,8 @@
 
   kafka_check.py count OUT_DIR
       Observation and Patient rows and distinct ids in OUT_DIR/canonical (DuckDB).
+  kafka_check.py topic BOOTSTRAP TOPIC
+      Records of an envelope topic, and distinct event ids among them.
   kafka_check.py produce BOOTSTRAP TOPIC FILE [TOPIC FILE ...]
       Produces every line of each FILE to its TOPIC with confluent-kafka (librdkafka's own Python
       client), keyed by the envelope's payload patientId.
@@ -136,6 +138,10 @@ def main() -> int:
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "count":
         result = count(args[0])
+    elif cmd == "topic":
+        records = read_all(args[0], args[1], "vitalflow-test-topic-reader")
+        ids = [json.loads(v)["metadata"]["eventId"] for _, _, v in records]
+        result = {"records": len(ids), "distinct": len(set(ids))}
     elif cmd == "produce":
         result = produce(args[0], args[1:])
     elif cmd == "consume":

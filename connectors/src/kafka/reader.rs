@@ -122,6 +122,24 @@ impl PartitionReader {
             )))
     }
 
+    /// Moves the reading position of an assigned partition that has been read from.
+    ///
+    /// # Errors
+    /// If the client refuses.
+    pub fn seek(&self, partition: i32, offset: i64) -> Result<(), KafkaError> {
+        self.consumer
+            .seek(
+                &self.topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            )
+            .map_err(KafkaError::client(format!(
+                "seek `{}` partition {partition} to {offset}",
+                self.topic
+            )))
+    }
+
     /// The offset after the last record of `partition` now (its high watermark).
     ///
     /// # Errors

@@ -126,6 +126,11 @@ struct Partition {
     /// Replay after a restart: records below this offset were emitted before the checkpoint and
     /// are emitted again only if their time is at or after it.
     replay_below: i64,
+    /// After a restart: the offset reading must start at, until a record at or before it came.
+    resume_from: Option<i64>,
+    /// How far back the last re-seek went (some brokers answer a fetch from the middle of a
+    /// record batch with the next batch: reading from further back finds the batch start).
+    rewound: i64,
 }
 
 /// The Kafka source on this worker.
@@ -159,6 +164,8 @@ pub fn kafka<'s>(
         let mut last_metadata: Option<Instant> = None;
         let started = Instant::now();
         let mut polled_total = 0u64;
+        let mut redelivered = 0u64;
+        let mut warned_redelivery = false;
         let mut emitted_total = 0u64;
         move |output| {
             let (Some(reader), Some(c)) = (reader.as_ref(), cap.as_mut()) else {
@@ -220,6 +227,29 @@ pub fn kafka<'s>(
                     let Some(part) = owned.get_mut(&m.partition) else {
                         continue;
                     };
+                    if let Some(from) = part.resume_from {
+                        if m.offset < from {
+                            // Before the resume point: durable already (a re-seek went back).
+                            continue;
+                        }
+                        if m.offset > from && part.rewound < from {
+                            // The broker skipped records after the seek: read from further back.
+                            part.rewound = (part.rewound * 4).max(1_000).min(from);
+                            let back = from - part.rewound;
+                            tracing::warn!(source = %plan.name, partition = m.partition, from, got = m.offset, back, "the broker skipped records after a seek; reading from further back");
+                            if let Err(e) = reader.seek(m.partition, back) {
+                                failure.fail(format!("source `{}`: {e}", plan.name));
+                            }
+                            continue;
+                        }
+                        // At the resume point (or the records before it are gone for good).
+                        part.resume_from = None;
+                    } else if m.offset < part.next {
+                        // A record delivered again (some brokers repeat record batches): each
+                        // offset is processed once.
+                        redelivered += 1;
+                        continue;
+                    }
                     part.next = m.offset + 1;
                     part.last_record = Instant::now();
                     log.seen(m.partition, m.offset);
@@ -249,6 +279,10 @@ pub fn kafka<'s>(
                     });
                 }
             }
+            if redelivered > 0 && !warned_redelivery {
+                warned_redelivery = true;
+                tracing::warn!(source = %plan.name, worker = index, redelivered, "the broker delivered records again; each offset is processed once");
+            }
             for (time, batch) in records {
                 let at = c.delayed(&time);
                 output.session(&at).give_iterator(batch.into_iter());
@@ -269,7 +303,7 @@ pub fn kafka<'s>(
                     p.end.is_some_and(|e| p.next >= e) && p.last_record.elapsed() >= END_QUIET
                 })
             {
-                tracing::debug!(source = %plan.name, worker = index, partitions = ?owned.iter().map(|(p, s)| (*p, s.next)).collect::<Vec<_>>(), polled_total, emitted_total, "read to the end");
+                tracing::debug!(source = %plan.name, worker = index, partitions = ?owned.iter().map(|(p, s)| (*p, s.next)).collect::<Vec<_>>(), polled_total, emitted_total, redelivered, "read to the end");
                 cap = None;
                 return;
             }
@@ -343,6 +377,8 @@ fn adopt_partitions(
                 next: start_next,
                 end,
                 replay_below: resume.map_or(0, |r| r.replay_below),
+                resume_from: from.filter(|f| *f > 0),
+                rewound: 0,
             },
         );
         assign.push((*p, from));
