@@ -72,6 +72,7 @@ fn row(i: u64) -> Row {
             Value::Int(i64::MIN + n),
         ],
         sequence: i,
+        tombstone: false,
     }
 }
 
@@ -287,6 +288,7 @@ fn json_rows() -> Vec<Row> {
                 Value::Int(if i % 2 == 0 { i64::MIN } else { i64::MAX }),
             ],
             sequence: i,
+            tombstone: false,
         });
     }
     rows
@@ -317,6 +319,7 @@ fn row_json_is_serde_json_text() {
     let row = Row {
         values: vec![Value::Int(1), Value::Timestamp(1_767_225_600_000)],
         sequence: 0,
+        tombstone: false,
     };
     buf.clear();
     write_row_json(&odd, &row, &mut buf);
@@ -340,6 +343,7 @@ fn row_json_timestamps_match_format_timestamp() {
         let row = Row {
             values: vec![Value::Timestamp(ms)],
             sequence: 0,
+            tombstone: false,
         };
         write_row_json(&schema, &row, &mut buf);
         let expected = format!("{{\"t\":{}}}", serde_json::json!(format_timestamp(ms)));

@@ -160,6 +160,76 @@ pub struct Row {
     pub values: Vec<Value>,
     /// Position of the record in its source (for dead letters and deterministic ordering).
     pub sequence: u64,
+    /// A deletion of the row's key from a table (a Kafka tombstone: a keyed record without a
+    /// payload). Only the key field is set. Tombstones reach only the `table` of a `join`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tombstone: bool,
+}
+
+/// A value with a total order, equality and hash, for grouping and joining: keys of windows and
+/// tables, and distinct counts. Floats compare by [`f64::total_cmp`] (so `NaN` equals itself);
+/// values of different types order by type (null first).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyValue(pub Value);
+
+impl KeyValue {
+    const fn rank(&self) -> u8 {
+        match self.0 {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Int(_) => 2,
+            Value::Float(_) => 3,
+            Value::Str(_) => 4,
+            Value::Timestamp(_) => 5,
+        }
+    }
+}
+
+impl PartialEq for KeyValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for KeyValue {}
+
+impl PartialOrd for KeyValue {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeyValue {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (&self.0, &other.0) {
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::Int(a), Value::Int(b)) | (Value::Timestamp(a), Value::Timestamp(b)) => a.cmp(b),
+            (Value::Float(a), Value::Float(b)) => a.total_cmp(b),
+            (Value::Str(a), Value::Str(b)) => a.cmp(b),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+}
+
+impl std::hash::Hash for KeyValue {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0.route_hash());
+    }
+}
+
+impl Value {
+    /// Orders two values of one type (numbers of either numeric type by value); `None` when
+    /// either is null or their types cannot be compared.
+    #[must_use]
+    pub fn compare(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        match (self, other) {
+            (Self::Int(a), Self::Float(b)) => Some((*a as f64).total_cmp(b)),
+            (Self::Float(a), Self::Int(b)) => Some(a.total_cmp(&(*b as f64))),
+            (Self::Null, _) | (_, Self::Null) => None,
+            (a, b) if a.ty() == b.ty() => Some(KeyValue(a.clone()).cmp(&KeyValue(b.clone()))),
+            _ => None,
+        }
+    }
 }
 
 /// How the anonymization stage treats a field that holds (or is derived from) PHI.
@@ -309,6 +379,34 @@ mod tests {
         assert_eq!(Value::str("P1").route_hash(), Value::str("P1").route_hash());
         assert_ne!(Value::str("P1").route_hash(), Value::str("P2").route_hash());
         assert_ne!(Value::Int(1).route_hash(), Value::Bool(true).route_hash());
+    }
+
+    #[test]
+    fn key_values_order_totally_and_hash_like_routing() {
+        use std::collections::BTreeSet;
+        let set: BTreeSet<KeyValue> = [
+            Value::Float(f64::NAN),
+            Value::Float(f64::NAN),
+            Value::Int(3),
+            Value::Null,
+            Value::str("b"),
+            Value::str("a"),
+            Value::Int(-1),
+        ]
+        .into_iter()
+        .map(KeyValue)
+        .collect();
+        let order: Vec<Value> = set.into_iter().map(|k| k.0).collect();
+        assert_eq!(order.len(), 6, "{order:?}");
+        assert_eq!(order[0], Value::Null);
+        assert_eq!(order[1], Value::Int(-1));
+        assert_eq!(order[2], Value::Int(3));
+        assert_eq!(order[4], Value::str("a"));
+        assert_eq!(
+            Value::Int(2).compare(&Value::Float(2.5)),
+            Some(std::cmp::Ordering::Less)
+        );
+        assert_eq!(Value::Int(2).compare(&Value::str("x")), None);
     }
 
     #[test]

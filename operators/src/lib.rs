@@ -16,6 +16,7 @@ pub mod canonize;
 pub mod decode;
 pub mod expression;
 pub mod ingest;
+pub mod window;
 
 #[cfg(test)]
 pub(crate) mod test_support;

@@ -16,6 +16,8 @@ pub struct NodeCounters {
     pub rejected: AtomicU64,
     /// Files written (sinks).
     pub files: AtomicU64,
+    /// Records later than their windows' allowed lateness (windows).
+    pub late: AtomicU64,
 }
 
 impl NodeCounters {
@@ -24,6 +26,11 @@ impl NodeCounters {
         self.records_in.fetch_add(c.records_in, Ordering::Relaxed);
         self.records_out.fetch_add(c.records_out, Ordering::Relaxed);
         self.rejected.fetch_add(c.rejected, Ordering::Relaxed);
+    }
+
+    /// Adds late records.
+    pub fn add_late(&self, n: u64) {
+        self.late.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Adds written files.

@@ -15,6 +15,7 @@ pub mod rows;
 pub mod saga;
 pub mod sources;
 pub mod stages;
+pub mod windows;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;

@@ -123,6 +123,7 @@ impl StageLogic<Row, Row> for MapLogic {
         out.push(Row {
             values,
             sequence: row.sequence,
+            tombstone: false,
         });
     }
 }

@@ -170,6 +170,7 @@ mod tests {
                 Value::str("Called Mrs Smith at home"),
             ],
             sequence: 0,
+            tombstone: false,
         }
     }
 

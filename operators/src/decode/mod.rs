@@ -318,6 +318,10 @@ impl Decoder {
         {
             return Err(DecodeError::field(f, format!("is {what} and not nullable")));
         }
-        Ok(Row { values, sequence })
+        Ok(Row {
+            values,
+            sequence,
+            tombstone: false,
+        })
     }
 }

@@ -1,0 +1,267 @@
+//! The `window` operator on timely: records are prepared (key, event time and aggregate
+//! arguments evaluated; failures dead-lettered), routed by key, and fed to one
+//! [`Windows`] state per worker, one completed dataflow timestamp at a time.
+//!
+//! The event-time watermark is the same on every worker: the largest event time of every
+//! completed timestamp, over all workers (each worker broadcasts the largest event time of each
+//! of its batches), minus the node's `watermark-delay`. For sources stamped with event time
+//! (Kafka), the input frontier also moves it: timestamp `t` complete means every record before
+//! `t × granularity` arrived, unless late. Timestamps are processed in order, so the results do
+//! not depend on how many workers run the job.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::{Broadcast, Map};
+use vitalflow_model::row::{KeyValue, Row, Schema, Value};
+use vitalflow_model::{DeadLetter, RawFormat, Time};
+use vitalflow_operators::expression::Compiled;
+use vitalflow_operators::window::{WindowRecord, WindowSpec, Windows};
+
+use super::metrics::NodeCounters;
+use super::ops::{StageLogic, VecStream, stage};
+
+/// A `window` node resolved for running.
+pub struct WindowPlan {
+    /// The node.
+    pub name: String,
+    /// Window shape, lateness, aggregates.
+    pub spec: Arc<WindowSpec>,
+    /// The key expression.
+    pub key: Arc<Compiled>,
+    /// The input's event-time field.
+    pub time: usize,
+    /// Per aggregate: its argument (`None` for `count()`).
+    pub args: Vec<Option<Arc<Compiled>>>,
+    /// How far the watermark stays behind the largest event time seen (ms).
+    pub delay: i64,
+    /// For event-time stamped inputs: milliseconds per dataflow timestamp.
+    pub granularity_ms: Option<u64>,
+    /// The input rows' schema (dead letters).
+    pub schema: Arc<Schema>,
+}
+
+struct Prepare(Arc<WindowPlan>);
+
+impl StageLogic<Row, (WindowRecord, Row)> for Prepare {
+    fn process(
+        &mut self,
+        row: Row,
+        out: &mut Vec<(WindowRecord, Row)>,
+        dead: &mut Vec<DeadLetter>,
+    ) {
+        let p = &self.0;
+        let reject = |dead: &mut Vec<DeadLetter>, row: &Row, reason: String| {
+            dead.push(DeadLetter {
+                stage: p.name.clone(),
+                source: String::new(),
+                location: format!("record #{}", row.sequence),
+                format: RawFormat::Json,
+                reason,
+                bytes: serde_json::to_vec(&p.schema.to_json(row)).unwrap_or_default(),
+            });
+        };
+        let time = match row.values.get(p.time) {
+            Some(Value::Timestamp(t)) => *t,
+            _ => {
+                let field = p.schema.fields.get(p.time).map_or("?", |f| f.name.as_str());
+                reject(
+                    dead,
+                    &row,
+                    format!("`{}`: event time `{field}` is null", p.name),
+                );
+                return;
+            }
+        };
+        let key = match p.key.eval(&row.values) {
+            Ok(k) => KeyValue(k),
+            Err(e) => {
+                reject(dead, &row, format!("`{}.key`: {e}", p.name));
+                return;
+            }
+        };
+        let mut args = Vec::with_capacity(p.args.len());
+        for (i, a) in p.args.iter().enumerate() {
+            match a {
+                None => args.push(Value::Null),
+                Some(c) => match c.eval(&row.values) {
+                    Ok(v) => args.push(v),
+                    Err(e) => {
+                        reject(
+                            dead,
+                            &row,
+                            format!("`{}.aggregates` #{}: {e}", p.name, i + 1),
+                        );
+                        return;
+                    }
+                },
+            }
+        }
+        let record = WindowRecord {
+            key,
+            time,
+            seq: row.sequence,
+            args,
+        };
+        out.push((record, row));
+    }
+}
+
+/// Builds a `window` node: (window changes, late rows, dead letters).
+pub fn window<'s>(
+    input: VecStream<'s, Row>,
+    plan: Arc<WindowPlan>,
+    counters: Arc<NodeCounters>,
+) -> (
+    VecStream<'s, Row>,
+    VecStream<'s, Row>,
+    VecStream<'s, DeadLetter>,
+) {
+    let worker = input.scope().index() as u64;
+    let (prepared, dead, _) = stage(
+        input,
+        Pipeline,
+        &plan.name,
+        Prepare(Arc::clone(&plan)),
+        Arc::clone(&counters),
+    );
+    // Each worker's largest event time per batch, to every worker.
+    let marks = prepared
+        .clone()
+        .unary::<CapacityContainerBuilder<Vec<i64>>, _, _, _>(Pipeline, "WindowMarks", |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    let max = data
+                        .flat_map(|batch| batch.iter())
+                        .map(|(r, _)| r.time)
+                        .max();
+                    if let Some(max) = max {
+                        output.session(&cap).give(max);
+                    }
+                });
+            }
+        })
+        .broadcast();
+    let route = Exchange::new(|(r, _): &(WindowRecord, Row)| r.key.0.route_hash());
+    let name = plan.name.clone();
+    let tagged = prepared
+        .binary_frontier::<_, CapacityContainerBuilder<Vec<(bool, Row)>>, _, _, _, _>(
+            marks,
+            route,
+            Pipeline,
+            &name,
+            move |cap, _info| {
+                let mut cap = Some(cap);
+                let mut state = Windows::new(Arc::clone(&plan.spec));
+                let mut stash: BTreeMap<Time, Vec<(WindowRecord, Row)>> = BTreeMap::new();
+                let mut maxima: BTreeMap<Time, i64> = BTreeMap::new();
+                let mut seen = i64::MIN;
+                let mut emitted = 0u64;
+                move |(records, f1), (marks, f2), output| {
+                    records.for_each_stamp(|c, data| {
+                        let Some(t) = c.least().copied() else { return };
+                        let entry = stash.entry(t).or_default();
+                        for batch in data {
+                            entry.append(batch);
+                        }
+                    });
+                    marks.for_each_stamp(|c, data| {
+                        let Some(t) = c.least().copied() else { return };
+                        let m = maxima.entry(t).or_insert(i64::MIN);
+                        for batch in data {
+                            for v in batch.drain(..) {
+                                *m = (*m).max(v);
+                            }
+                        }
+                    });
+                    let Some(c) = cap.as_mut() else { return };
+                    let lower = f1
+                        .frontier()
+                        .iter()
+                        .chain(f2.frontier().iter())
+                        .min()
+                        .copied();
+                    let done: Vec<Time> = stash
+                        .keys()
+                        .chain(maxima.keys())
+                        .copied()
+                        .filter(|t| lower.is_none_or(|l| *t < l))
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect();
+                    let mut out = Vec::new();
+                    for t in done {
+                        let mut late = 0u64;
+                        for (record, row) in stash.remove(&t).unwrap_or_default() {
+                            if !state.add(&record) {
+                                late += 1;
+                                out.push((true, row));
+                            }
+                        }
+                        counters.add_late(late);
+                        if let Some(m) = maxima.remove(&t) {
+                            seen = seen.max(m);
+                        }
+                        let mut mark = seen.saturating_sub(plan.delay);
+                        if let (Some(g), Some(l)) = (plan.granularity_ms, lower) {
+                            let ms = i64::try_from(l.saturating_mul(g)).unwrap_or(i64::MAX);
+                            mark = mark.max(ms.saturating_sub(plan.delay));
+                        }
+                        let changes = state.advance(mark);
+                        push_changes(&mut out, changes, worker, &mut emitted);
+                        if *c.time() < t {
+                            c.downgrade(&t);
+                        }
+                        output.session(&*c).give_iterator(out.drain(..));
+                    }
+                    match lower {
+                        Some(l) => {
+                            if *c.time() < l {
+                                c.downgrade(&l);
+                            }
+                            // Event-time stamps: the frontier alone moves the watermark, so windows
+                            // close while the input is quiet.
+                            if let Some(g) = plan.granularity_ms {
+                                let ms = i64::try_from(l.saturating_mul(g)).unwrap_or(i64::MAX);
+                                let mark = ms.saturating_sub(plan.delay);
+                                if mark > state.watermark() {
+                                    let changes = state.advance(mark);
+                                    push_changes(&mut out, changes, worker, &mut emitted);
+                                    output.session(&*c).give_iterator(out.drain(..));
+                                }
+                            }
+                        }
+                        None => {
+                            // Both inputs are closed: every window is final.
+                            let changes = state.advance(i64::MAX);
+                            push_changes(&mut out, changes, worker, &mut emitted);
+                            output.session(&*c).give_iterator(out.drain(..));
+                            cap = None;
+                        }
+                    }
+                }
+            },
+        );
+    let rows = tagged
+        .clone()
+        .flat_map(|(late, row)| (!late).then_some(row));
+    let late = tagged.flat_map(|(late, row)| late.then_some(row));
+    (rows, late, dead)
+}
+
+fn push_changes(out: &mut Vec<(bool, Row)>, changes: Vec<Vec<Value>>, worker: u64, n: &mut u64) {
+    for values in changes {
+        out.push((
+            false,
+            Row {
+                values,
+                sequence: (worker << 40) | *n,
+                tombstone: false,
+            },
+        ));
+        *n += 1;
+    }
+}
