@@ -6,6 +6,7 @@
 //! one worker; the output does not depend on the number of workers.
 
 pub mod checkpoint;
+pub mod joins;
 pub mod kafka_sink;
 pub mod kafka_source;
 pub mod metrics;

@@ -1,0 +1,427 @@
+//! The `join` operator: a stream joined, as of each record's event time, to a table kept as a
+//! differential-dataflow arrangement.
+//!
+//! * The table side: rows (upserts; Kafka tombstones delete) are routed by key to a *versioner*,
+//!   which turns each into a version `(valid_from, sequence, fields)` of its key and emits it as
+//!   a differential update. `valid_from` is the row's event time (a table without an event-time
+//!   field: valid from the start of time); the sequence (Kafka offset, file line) orders versions
+//!   of one key with the same `valid_from`, so changelog order is kept. The versions are arranged
+//!   by key (`arrange_core`, partitioned like the stream).
+//! * A version superseded by one whose `valid_from` is `history` behind the stream's watermark
+//!   can no longer be chosen by a record that is not older than that: the versioner retracts it,
+//!   and the arrangement's compaction releases it. A key whose last version is such a tombstone
+//!   disappears.
+//! * The stream side: each record waits until the table has every update at or before its
+//!   dataflow timestamp (for a file table: the whole table), then reads the arrangement: of the
+//!   versions of its key present at that timestamp, the one with the latest `valid_from` at or
+//!   before the record's event time. An update the table receives later does not change output
+//!   already produced.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
+
+use differential_dataflow::operators::arrange::arrangement::arrange_core;
+use differential_dataflow::trace::cursor::cursor_list;
+use differential_dataflow::trace::implementations::{ValBatcher, ValSpine};
+use differential_dataflow::trace::{Cursor, TraceReader};
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::progress::Antichain;
+use timely::progress::timestamp::Timestamp;
+use vitalflow_model::row::{KeyValue, Row, Schema, Value};
+use vitalflow_model::{DeadLetter, RawFormat, Time};
+use vitalflow_operators::expression::Compiled;
+
+use super::metrics::NodeCounters;
+use super::ops::{StageLogic, VecStream, stage};
+
+/// What a `join` does with a stream record whose key has no row in the table at its time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// Drop it (an inner join).
+    Drop,
+    /// Pass it on with the table's fields null (a left join).
+    Null,
+    /// Send it to the dead-letter output (an inner join that keeps what it drops).
+    DeadLetter,
+}
+
+/// A `join` node resolved for running.
+pub struct JoinPlan {
+    /// The node.
+    pub name: String,
+    /// The table node (for messages).
+    pub table: String,
+    /// The stream's key expression.
+    pub key: Arc<Compiled>,
+    /// The stream's event-time field.
+    pub time: usize,
+    /// The table's key field.
+    pub table_key: usize,
+    /// The table's event-time field (`None`: versions are valid from the start of time).
+    pub table_time: Option<usize>,
+    /// The table fields appended to each stream record.
+    pub take: Vec<usize>,
+    /// Unmatched records.
+    pub missing: Missing,
+    /// How far behind the stream's watermark superseded versions are kept (ms).
+    pub history: i64,
+    /// The table is bounded (a file): records wait for all of it.
+    pub bounded_table: bool,
+    /// The stream's schema (dead letters).
+    pub schema: Arc<Schema>,
+}
+
+/// One version of a table key: valid from its event time, ordered by it and then by changelog
+/// position. `fields` is `None` for a deletion.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    /// Event time from which the version holds (ms).
+    pub valid_from: i64,
+    /// Position in the table's changelog.
+    pub seq: u64,
+    /// The table fields the join takes; `None` once the key is deleted.
+    pub fields: Option<Vec<KeyValue>>,
+}
+
+type Update = ((KeyValue, Version), Time, isize);
+
+struct Prepare(Arc<JoinPlan>);
+
+/// A stream record ready to join: key, event time, row.
+type Probe = (KeyValue, i64, Row);
+
+impl StageLogic<Row, Probe> for Prepare {
+    fn process(&mut self, row: Row, out: &mut Vec<Probe>, dead: &mut Vec<DeadLetter>) {
+        let p = &self.0;
+        let time = match row.values.get(p.time) {
+            Some(Value::Timestamp(t)) => *t,
+            _ => {
+                let field = p.schema.fields.get(p.time).map_or("?", |f| f.name.as_str());
+                let reason = format!("`{}`: event time `{field}` is null", p.name);
+                dead.push(dead_row(p, &row, reason));
+                return;
+            }
+        };
+        match p.key.eval(&row.values) {
+            Ok(k) => out.push((KeyValue(k), time, row)),
+            Err(e) => {
+                let reason = format!("`{}.key`: {e}", p.name);
+                dead.push(dead_row(p, &row, reason));
+            }
+        }
+    }
+}
+
+fn dead_row(p: &JoinPlan, row: &Row, reason: String) -> DeadLetter {
+    DeadLetter {
+        stage: p.name.clone(),
+        source: String::new(),
+        location: format!("record #{}", row.sequence),
+        format: RawFormat::Json,
+        reason,
+        bytes: serde_json::to_vec(&p.schema.to_json(row)).unwrap_or_default(),
+    }
+}
+
+/// The smallest element of the frontiers, `None` when all are empty.
+fn lower(frontiers: &[&timely::progress::frontier::MutableAntichain<Time>]) -> Option<Time> {
+    frontiers
+        .iter()
+        .flat_map(|f| f.frontier().iter().copied().collect::<Vec<_>>())
+        .min()
+}
+
+/// Builds a `join` node: (joined rows, dead letters).
+pub fn join<'s>(
+    stream: VecStream<'s, Row>,
+    table: VecStream<'s, Row>,
+    plan: Arc<JoinPlan>,
+    counters: Arc<NodeCounters>,
+) -> (VecStream<'s, Row>, VecStream<'s, DeadLetter>) {
+    let (probes, dead, _) = stage(
+        stream,
+        Pipeline,
+        &plan.name,
+        Prepare(Arc::clone(&plan)),
+        Arc::clone(&counters),
+    );
+    // The stream's largest event time per batch, to every worker: the versioner's watermark.
+    let marks = probes
+        .clone()
+        .unary::<CapacityContainerBuilder<Vec<i64>>, _, _, _>(Pipeline, "JoinMarks", |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    let max = data.flat_map(|batch| batch.iter()).map(|p| p.1).max();
+                    if let Some(max) = max {
+                        output.session(&cap).give(max);
+                    }
+                });
+            }
+        })
+        .broadcast();
+    let versions = versioner(table, marks, Arc::clone(&plan));
+    let arranged = arrange_core::<
+        _,
+        _,
+        ValBatcher<KeyValue, Version, Time, isize>,
+        ValSpine<KeyValue, Version, Time, isize>,
+    >(
+        versions,
+        Pipeline,
+        &format!("{}-table", plan.name),
+        ValBatcher::new,
+    );
+    let mut trace = arranged.trace.clone();
+    let route = Exchange::new(|p: &Probe| p.0.0.route_hash());
+    let name = plan.name.clone();
+    let joined = probes.binary_frontier::<_, CapacityContainerBuilder<Vec<Result<Row, DeadLetter>>>, _, _, _, _>(
+        arranged.stream,
+        route,
+        Pipeline,
+        &name,
+        move |cap, _info| {
+            let mut cap = Some(cap);
+            let mut stash: BTreeMap<Time, Vec<Probe>> = BTreeMap::new();
+            let mut upper = Antichain::from_elem(Time::minimum());
+            move |(input, f1), (batches, f2), output| {
+                input.for_each_stamp(|c, data| {
+                    let Some(t) = c.least().copied() else { return };
+                    let entry = stash.entry(t).or_default();
+                    for batch in data {
+                        entry.append(batch);
+                    }
+                });
+                // The arrangement's batches are read through the trace.
+                batches.for_each_stamp(|_, data| data.for_each(Vec::clear));
+                let Some(c) = cap.as_mut() else { return };
+                let table_lower = lower(&[f2]);
+                let ready: Vec<Time> = stash
+                    .keys()
+                    .copied()
+                    .filter(|t| match table_lower {
+                        None => true,
+                        Some(l) => !plan.bounded_table && *t < l,
+                    })
+                    .collect();
+                if !ready.is_empty() {
+                    trace.read_upper(&mut upper);
+                    if let Some(storage) = trace.batches_through(upper.borrow()) {
+                        let (mut cursor, storage) = cursor_list(storage);
+                        for t in ready {
+                            let mut out = Vec::new();
+                            for (key, time, row) in stash.remove(&t).unwrap_or_default() {
+                                // The latest version valid at `time` among those present at `t`.
+                                let mut found: Option<Option<Vec<KeyValue>>> = None;
+                                cursor.rewind_keys(&storage);
+                                cursor.seek_key(&storage, &key);
+                                if cursor.get_key(&storage) == Some(&key) {
+                                    while let Some(v) = cursor.get_val(&storage) {
+                                        if v.valid_from > time {
+                                            break;
+                                        }
+                                        let mut count = 0isize;
+                                        cursor.map_times(&storage, |at, diff| {
+                                            if plan.bounded_table || *at <= t {
+                                                count += *diff;
+                                            }
+                                        });
+                                        if count > 0 {
+                                            found = Some(v.fields.clone());
+                                        }
+                                        cursor.step_val(&storage);
+                                    }
+                                }
+                                match (found.flatten(), plan.missing) {
+                                    (Some(fields), _) => {
+                                        let mut row = row;
+                                        row.values.extend(fields.into_iter().map(|k| k.0));
+                                        out.push(Ok(row));
+                                    }
+                                    (None, Missing::Drop) => {}
+                                    (None, Missing::Null) => {
+                                        let mut row = row;
+                                        row.values
+                                            .extend(std::iter::repeat_n(Value::Null, plan.take.len()));
+                                        out.push(Ok(row));
+                                    }
+                                    (None, Missing::DeadLetter) => {
+                                        let reason = format!(
+                                            "`{}`: no row of table `{}` for the record's key at its event time",
+                                            plan.name, plan.table
+                                        );
+                                        out.push(Err(dead_row(&plan, &row, reason)));
+                                    }
+                                }
+                            }
+                            if *c.time() < t {
+                                c.downgrade(&t);
+                            }
+                            output.session(&*c).give_iterator(out.into_iter());
+                        }
+                    }
+                }
+                let next = stash.keys().next().copied().into_iter().chain(lower(&[f1])).min();
+                match next {
+                    Some(n) => {
+                        if *c.time() < n {
+                            c.downgrade(&n);
+                        }
+                        let frontier = Antichain::from_elem(n);
+                        trace.set_logical_compaction(frontier.borrow());
+                        trace.read_upper(&mut upper);
+                        trace.set_physical_compaction(upper.borrow());
+                    }
+                    None => {
+                        cap = None;
+                        trace.set_logical_compaction(Antichain::new().borrow());
+                        trace.set_physical_compaction(Antichain::new().borrow());
+                    }
+                }
+            }
+        },
+    );
+    let rows = joined.clone().flat_map(Result::ok);
+    let rejected = joined.flat_map(Result::err);
+    let dead =
+        timely::dataflow::operators::Concatenate::concatenate(&dead.scope(), vec![dead, rejected]);
+    (rows, dead)
+}
+
+/// Table rows to versions (differential updates), retracting versions no record can choose.
+fn versioner<'s>(
+    table: VecStream<'s, Row>,
+    marks: VecStream<'s, i64>,
+    plan: Arc<JoinPlan>,
+) -> timely::dataflow::Stream<'s, Time, Vec<Update>> {
+    let k = plan.table_key;
+    let route = Exchange::new(move |r: &Row| r.values.get(k).map_or(0, Value::route_hash));
+    table.binary_frontier::<_, CapacityContainerBuilder<Vec<Update>>, _, _, _, _>(
+        marks,
+        route,
+        Pipeline,
+        "Versions",
+        move |cap, _info| {
+            let mut cap = Some(cap);
+            let mut keys: BTreeMap<KeyValue, Vec<Version>> = BTreeMap::new();
+            let mut schedule: BinaryHeap<Reverse<(i64, KeyValue)>> = BinaryHeap::new();
+            let mut maxima: BTreeMap<Time, i64> = BTreeMap::new();
+            let mut watermark = i64::MIN;
+            move |(rows, f1), (marks, f2), output| {
+                rows.for_each_stamp(|c, data| {
+                    let Some(t) = c.least().copied() else { return };
+                    let mut session = output.session(&c);
+                    for batch in data {
+                        for row in batch.drain(..) {
+                            let key = KeyValue(row.values.get(k).cloned().unwrap_or(Value::Null));
+                            let valid_from = match plan.table_time.and_then(|i| row.values.get(i)) {
+                                Some(Value::Timestamp(ms)) => *ms,
+                                _ => i64::MIN,
+                            };
+                            let fields = (!row.tombstone).then(|| {
+                                plan.take
+                                    .iter()
+                                    .map(|i| {
+                                        KeyValue(row.values.get(*i).cloned().unwrap_or(Value::Null))
+                                    })
+                                    .collect()
+                            });
+                            let version = Version {
+                                valid_from,
+                                seq: row.sequence,
+                                fields,
+                            };
+                            let list = keys.entry(key.clone()).or_default();
+                            let at = list.partition_point(|v| v < &version);
+                            list.insert(at, version.clone());
+                            schedule.push(Reverse((
+                                valid_from.saturating_add(plan.history),
+                                key.clone(),
+                            )));
+                            session.give(((key, version), t, 1));
+                        }
+                    }
+                });
+                marks.for_each_stamp(|c, data| {
+                    let Some(t) = c.least().copied() else { return };
+                    let m = maxima.entry(t).or_insert(i64::MIN);
+                    for batch in data {
+                        for v in batch.drain(..) {
+                            *m = (*m).max(v);
+                        }
+                    }
+                });
+                let Some(c) = cap.as_mut() else { return };
+                let marks_lower = lower(&[f2]);
+                let done: Vec<Time> = maxima
+                    .keys()
+                    .copied()
+                    .filter(|t| marks_lower.is_none_or(|l| *t < l))
+                    .collect();
+                // In time order: the watermark after batch `t`, and the versions it releases,
+                // retracted at `t + 1` (so the result does not depend on scheduling).
+                for t in done {
+                    if let Some(m) = maxima.remove(&t) {
+                        watermark = watermark.max(m);
+                    }
+                    let at_time = (t + 1).max(*c.time());
+                    let retract = prune(&mut keys, &mut schedule, watermark, plan.history, at_time);
+                    if !retract.is_empty() {
+                        let at = c.delayed(&at_time);
+                        output.session(&at).give_iterator(retract.into_iter());
+                    }
+                }
+                let now = lower(&[f1, f2]);
+                if let Some(n) = now
+                    && *c.time() < n
+                {
+                    c.downgrade(&n);
+                }
+                if now.is_none() {
+                    cap = None;
+                }
+            }
+        },
+    )
+}
+
+/// Releases the versions superseded `history` behind the watermark (and keys whose only version
+/// left is such a deletion): their retractions, at `at`.
+fn prune(
+    keys: &mut BTreeMap<KeyValue, Vec<Version>>,
+    schedule: &mut BinaryHeap<Reverse<(i64, KeyValue)>>,
+    watermark: i64,
+    history: i64,
+    at: Time,
+) -> Vec<Update> {
+    let mut retract = Vec::new();
+    while let Some(Reverse((due, _))) = schedule.peek() {
+        if *due > watermark {
+            break;
+        }
+        let Some(Reverse((_, key))) = schedule.pop() else {
+            break;
+        };
+        let Some(list) = keys.get_mut(&key) else {
+            continue;
+        };
+        let old = |v: &Version| v.valid_from.saturating_add(history) <= watermark;
+        let keep_from = list.iter().rposition(old).unwrap_or(0);
+        for v in list.drain(..keep_from) {
+            retract.push(((key.clone(), v), at, -1));
+        }
+        if list.len() == 1 && list[0].fields.is_none() && old(&list[0]) {
+            for v in list.drain(..) {
+                retract.push(((key.clone(), v), at, -1));
+            }
+        }
+        if list.is_empty() {
+            keys.remove(&key);
+        }
+    }
+    retract
+}
