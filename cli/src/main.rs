@@ -94,6 +94,9 @@ enum Generated {
     /// Flat vital-sign JSON lines, as a bedside-monitor gateway sends them (see
     /// dataflows/vitals-flat.toml).
     VitalsFlat,
+    /// The patients' ward, oxygen and NEWS2 SpO2 scale over time, a reference table for joins
+    /// (see dataflows/ward-vitals.toml); `--count` sizes the span of readings it covers.
+    PatientContext,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -122,7 +125,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Generate {
-            what: Generated::VitalsFlat,
+            what,
             count,
             patients,
             seed,
@@ -136,7 +139,7 @@ fn main() -> ExitCode {
                 deteriorating_percent,
                 ..GeneratorConfig::default()
             };
-            match generate(&Generator::new(config), out.as_deref()) {
+            match generate(&Generator::new(config), what, out.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -238,7 +241,7 @@ fn broker(topics: &[String]) -> anyhow::Result<()> {
     }
 }
 
-fn generate(generator: &Generator, out: Option<&Path>) -> anyhow::Result<()> {
+fn generate(generator: &Generator, what: Generated, out: Option<&Path>) -> anyhow::Result<()> {
     let sink: Box<dyn Write> = match out {
         Some(path) => Box::new(
             std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
@@ -247,8 +250,18 @@ fn generate(generator: &Generator, out: Option<&Path>) -> anyhow::Result<()> {
     };
     let mut w = BufWriter::with_capacity(1 << 20, sink);
     let name = out.map_or_else(|| "standard output".to_owned(), |p| p.display().to_string());
-    for i in 0..generator.count() {
-        writeln!(w, "{}", generator.flat_line(i)).with_context(|| format!("writing {name}"))?;
+    match what {
+        Generated::VitalsFlat => {
+            for i in 0..generator.count() {
+                writeln!(w, "{}", generator.flat_line(i))
+                    .with_context(|| format!("writing {name}"))?;
+            }
+        }
+        Generated::PatientContext => {
+            for line in generator.context_lines() {
+                writeln!(w, "{line}").with_context(|| format!("writing {name}"))?;
+            }
+        }
     }
     w.flush().with_context(|| format!("writing {name}"))?;
     Ok(())
@@ -296,6 +309,12 @@ fn print_summary(s: &RunSummary) {
         println!(
             "{:<16} {:<12} {:>12} {:>12} {:>10} {:>7}",
             n.name, n.kind, n.records_in, n.records_out, n.rejected, files
+        );
+    }
+    for n in s.nodes.iter().filter(|n| n.kind == "window") {
+        println!(
+            "window {}: {} late record(s) beyond the allowed lateness (to `{}.late`)",
+            n.name, n.late, n.name
         );
     }
     let records = s.source_records();

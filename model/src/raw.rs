@@ -38,6 +38,10 @@ impl RawFormat {
     }
 }
 
+/// The `context` of a Kafka record without a payload (a tombstone), followed by its timestamp
+/// in milliseconds; its bytes are then the record's key.
+pub const TOMBSTONE: &str = "tombstone@";
+
 /// Bytes a source read, not yet parsed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawRecord {

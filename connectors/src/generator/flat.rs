@@ -60,6 +60,58 @@ impl Generator {
     }
 }
 
+impl Generator {
+    /// The patients' context, as a reference table for joins: one JSON line per version of a
+    /// patient's ward, oxygen and NEWS2 SpO2 scale, ordered by `since` (epoch ms), from which the
+    /// version holds. Every patient has a version from an hour before the first reading, in the
+    /// ward `flat_line` reports; about a third move to the ICU on oxygen during the readings.
+    ///
+    /// ```json
+    /// {"patient_id":"P000000123","since":1767222000000,"ward":"HDU","on_oxygen":false,"spo2_scale":1}
+    /// ```
+    #[must_use]
+    pub fn context_lines(&self) -> Vec<String> {
+        let seed = self.cfg.seed;
+        let start = self.cfg.start.timestamp_millis();
+        let ticks = self.count().div_ceil(self.patients).max(1);
+        let span_ms = i64::try_from(ticks.saturating_mul(u64::from(self.cfg.interval_secs)))
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        let mut lines: Vec<(i64, u64, String)> = Vec::new();
+        for p in 0..self.patients {
+            let id = self.patient_id(p);
+            let ward = WARDS[(HashRng::new(seed, stream::IDENTITY, p, 9).below(4)) as usize];
+            let scale = if HashRng::new(seed, stream::IDENTITY, p, 10).below(10) == 0 {
+                2
+            } else {
+                1
+            };
+            let since = start - 3_600_000;
+            lines.push((
+                since,
+                p,
+                format!(
+                    r#"{{"patient_id":"{id}","since":{since},"ward":"{ward}","on_oxygen":false,"spo2_scale":{scale}}}"#
+                ),
+            ));
+            if HashRng::new(seed, stream::IDENTITY, p, 11).below(3) == 0 {
+                let at = HashRng::new(seed, stream::TIMING, p, 12)
+                    .below(u64::try_from(span_ms.max(1)).unwrap_or(1));
+                let since = start + i64::try_from(at).unwrap_or(0);
+                lines.push((
+                    since,
+                    p,
+                    format!(
+                        r#"{{"patient_id":"{id}","since":{since},"ward":"ICU","on_oxygen":true,"spo2_scale":{scale}}}"#
+                    ),
+                ));
+            }
+        }
+        lines.sort_by_key(|(since, p, _)| (*since, *p));
+        lines.into_iter().map(|(_, _, l)| l).collect()
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -263,6 +263,71 @@ pub struct KeyByConfig {
     pub field: Option<String>,
 }
 
+/// `kind = "window"`: event-time windows per key, with aggregates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WindowConfig {
+    /// Always `"window"`.
+    pub kind: String,
+    /// Upstream ports (rows of one schema, with an event-time field).
+    pub inputs: Vec<Spanned<String>>,
+    /// `tumbling`, `sliding` or `session`. Required.
+    pub window: Option<Spanned<String>>,
+    /// The key expression: windows are per value of it. Required.
+    pub key: Option<Spanned<String>>,
+    /// The output field of a computed key. Default: `key` (a bare field keeps its name).
+    #[serde(rename = "as")]
+    pub key_as: Option<String>,
+    /// Tumbling and sliding windows: their length (`5m`, `30s`). Required for them.
+    pub size: Option<Spanned<String>>,
+    /// Sliding windows: how far apart window starts are; at most `size`. Required for them.
+    pub slide: Option<Spanned<String>>,
+    /// Session windows: the inactivity that ends a session. Required for them.
+    pub gap: Option<Spanned<String>>,
+    /// How long after a window's end (in event time) late records still correct it. Default:
+    /// `0s`.
+    #[serde(default = "defaults::zero")]
+    pub allowed_lateness: Spanned<String>,
+    /// How far the watermark stays behind the largest event time seen (bounded
+    /// out-of-orderness). Default: `0s`.
+    #[serde(default = "defaults::zero")]
+    pub watermark_delay: Spanned<String>,
+    /// Output field name → aggregate (`count()`, `mean(hr)`, ...), in order. Required. (Read
+    /// with its positions by the job parser.)
+    pub aggregates: Option<Spanned<serde::de::IgnoredAny>>,
+}
+
+/// `kind = "join"`: each stream record joined to the table's version valid at its event time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JoinConfig {
+    /// Always `"join"`.
+    pub kind: String,
+    /// The stream: upstream ports (rows of one schema, with an event-time field).
+    pub inputs: Vec<Spanned<String>>,
+    /// The table: a rows port (`node` or `node.port`) of upserts, keyed. Required.
+    pub table: Option<Spanned<String>>,
+    /// The stream's key expression. Default: the stream's declared key.
+    pub key: Option<Spanned<String>>,
+    /// The table's key field. Default: the table's declared key.
+    pub table_key: Option<Spanned<String>>,
+    /// The table fields added to each record. Default: all but its key and event time.
+    pub fields: Option<Vec<Spanned<String>>>,
+    /// Prepended to the names of the added fields. Default: none.
+    #[serde(default)]
+    pub prefix: String,
+    /// `inner` or `left`. Default: `inner`.
+    #[serde(rename = "type", default = "defaults::inner")]
+    pub join: Spanned<String>,
+    /// A record whose key has no row at its time: `drop`, `null` (pass it with the table's
+    /// fields null) or `dead-letter`. Default: `drop` for inner joins, `null` for left joins.
+    pub on_missing: Option<Spanned<String>>,
+    /// How long (in event time, behind the stream's watermark) a superseded table version is
+    /// kept for records that arrive late. Default: `1h`.
+    #[serde(default = "defaults::history")]
+    pub history: Spanned<String>,
+}
+
 /// `kind = "ingest"`, `"canonize"`, `"audit"`: stages without settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -400,6 +465,15 @@ mod defaults {
     }
     pub fn vitals_topic() -> String {
         "vitals".into()
+    }
+    pub fn zero() -> Spanned<String> {
+        Spanned::new(0..0, "0s".into())
+    }
+    pub fn inner() -> Spanned<String> {
+        Spanned::new(0..0, "inner".into())
+    }
+    pub fn history() -> Spanned<String> {
+        Spanned::new(0..0, "1h".into())
     }
     pub fn roll_interval() -> Spanned<String> {
         Spanned::new(0..0, "5s".into())

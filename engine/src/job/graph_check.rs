@@ -235,6 +235,20 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
         NodeKind::KafkaSink(k) => kafka_common(text, n, &k.topic, k.partitions, path, errors),
         NodeKind::Parquet(p) => duration(&p.roll_interval, "roll-interval", errors),
         NodeKind::Jsonl(j) => duration(&j.roll_interval, "roll-interval", errors),
+        NodeKind::Window(w, _) => {
+            for (field, value) in [
+                ("size", w.size.as_ref()),
+                ("slide", w.slide.as_ref()),
+                ("gap", w.gap.as_ref()),
+                ("allowed-lateness", Some(&w.allowed_lateness)),
+                ("watermark-delay", Some(&w.watermark_delay)),
+            ] {
+                if let Some(v) = value {
+                    duration(v, field, errors);
+                }
+            }
+        }
+        NodeKind::Join(j) => duration(&j.history, "history", errors),
         NodeKind::Ingest
         | NodeKind::Canonize
         | NodeKind::Audit

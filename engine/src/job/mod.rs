@@ -24,8 +24,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 pub use config::parse_duration;
 use config::{
     AnonymizeConfig, DeadLetterConfig, EmbeddedConfig, FileConfig, FilterConfig, GeneratorConfig,
-    JobSection, JsonlConfig, KafkaSinkConfig, KafkaSourceConfig, KeyByConfig, MapConfig,
-    ParquetConfig, StageConfig,
+    JobSection, JoinConfig, JsonlConfig, KafkaSinkConfig, KafkaSourceConfig, KeyByConfig,
+    MapConfig, ParquetConfig, StageConfig, WindowConfig,
 };
 pub use text::JobText;
 
@@ -191,6 +191,11 @@ pub enum NodeKind {
     },
     /// Route records by a key.
     KeyBy(KeyByConfig),
+    /// Event-time windows with aggregates; output field name and aggregate, in declared order.
+    Window(Box<WindowConfig>, Vec<(Spanned<String>, Spanned<String>)>),
+    /// A stream joined to a table, as of each record's event time. The table is the node's
+    /// last input.
+    Join(Box<JoinConfig>),
 }
 
 /// The node kinds of each section, for messages.
@@ -204,6 +209,8 @@ const OPERATOR_KINDS: &[&str] = &[
     "map",
     "project",
     "key-by",
+    "window",
+    "join",
 ];
 const SINK_KINDS: &[&str] = &["parquet", "jsonl", "dead-letter", "kafka"];
 
@@ -226,6 +233,8 @@ impl NodeKind {
             Self::Map { project: false, .. } => "map",
             Self::Map { project: true, .. } => "project",
             Self::KeyBy(_) => "key-by",
+            Self::Window(..) => "window",
+            Self::Join(_) => "join",
         }
     }
 
@@ -250,9 +259,14 @@ impl NodeKind {
                 ("events", P::DomainEvent),
                 ("dead-letter", P::DeadLetter),
             ],
-            Self::Filter(_) | Self::Map { .. } | Self::KeyBy(_) => {
+            Self::Filter(_) | Self::Map { .. } | Self::KeyBy(_) | Self::Join(_) => {
                 &[("out", P::Rows), ("dead-letter", P::DeadLetter)]
             }
+            Self::Window(..) => &[
+                ("out", P::Rows),
+                ("late", P::Rows),
+                ("dead-letter", P::DeadLetter),
+            ],
             Self::Generator(_) | Self::File(_) | Self::Kafka(_) => &[("out", P::Raw)],
             Self::Ingest => &[
                 ("out", P::Clinical),
@@ -294,7 +308,11 @@ impl NodeKind {
                 P::Rows,
                 P::DeadLetter,
             ],
-            Self::Filter(_) | Self::Map { .. } | Self::KeyBy(_) => &[P::Rows],
+            Self::Filter(_)
+            | Self::Map { .. }
+            | Self::KeyBy(_)
+            | Self::Window(..)
+            | Self::Join(_) => &[P::Rows],
         }
     }
 
@@ -596,7 +614,7 @@ fn parse_node(
         }
         "map" | "project" => {
             let c: MapConfig = decode(text, value, path, errors)?;
-            let fields = map_fields(text, table, path, errors)?;
+            let fields = named_strings(text, table, path, "fields", "an expression", errors)?;
             let project = c.kind == "project";
             (NodeKind::Map { project, fields }, c.inputs)
         }
@@ -604,6 +622,40 @@ fn parse_node(
             let c: KeyByConfig = decode(text, value, path, errors)?;
             let inputs = c.inputs.clone();
             (NodeKind::KeyBy(c), inputs)
+        }
+        "window" => {
+            let c: WindowConfig = decode(text, value, path, errors)?;
+            let aggregates = if c.aggregates.is_some() {
+                named_strings(text, table, path, "aggregates", "an aggregate", errors)?
+            } else {
+                errors.push(text.diag_span(
+                    Some(span.clone()),
+                    format!(
+                        "`{path}`: a window needs `aggregates`, e.g. \
+                         `[{path}.aggregates]` with `n = \"count()\"`"
+                    ),
+                ));
+                return None;
+            };
+            let inputs = c.inputs.clone();
+            (NodeKind::Window(Box::new(c), aggregates), inputs)
+        }
+        "join" => {
+            let c: JoinConfig = decode(text, value, path, errors)?;
+            let mut inputs = c.inputs.clone();
+            match &c.table {
+                Some(t) => inputs.push(t.clone()),
+                None => {
+                    errors.push(text.diag_span(
+                        Some(span.clone()),
+                        format!(
+                            "`{path}`: a join needs a `table` (the node whose rows form the table)"
+                        ),
+                    ));
+                    return None;
+                }
+            }
+            (NodeKind::Join(Box::new(c)), inputs)
         }
         _ => {
             let c: DeadLetterConfig = decode(text, value, path, errors)?;
@@ -632,18 +684,21 @@ fn parse_node(
     })
 }
 
-/// The `fields` table of a `map` / `project` node, in declared order, with positions.
-fn map_fields(
+/// A table of `name = "text"` (a `map`'s `fields`, a `window`'s `aggregates`), in declared
+/// order, with positions.
+fn named_strings(
     text: &JobText,
     table: &DeTable<'_>,
     path: &str,
+    key: &str,
+    what: &str,
     errors: &mut Vec<Diagnostic>,
 ) -> Option<Vec<(Spanned<String>, Spanned<String>)>> {
-    let (_, value) = table.iter().find(|(k, _)| k.get_ref() == "fields")?;
+    let (_, value) = table.iter().find(|(k, _)| k.get_ref() == key)?;
     let DeValue::Table(fields) = value.get_ref() else {
         errors.push(text.diag_span(
             Some(value.span()),
-            format!("`{path}.fields` must be a table of `name = \"expression\"`"),
+            format!("`{path}.{key}` must be a table of `name = \"...\"`"),
         ));
         return None;
     };
@@ -658,17 +713,14 @@ fn map_fields(
             )),
             _ => errors.push(text.diag_span(
                 Some(expr.span()),
-                format!(
-                    "`{path}.fields.{}` must be an expression in a string",
-                    name.get_ref()
-                ),
+                format!("`{path}.{key}.{}` must be {what} in a string", name.get_ref()),
             )),
         }
     }
     if out.is_empty() {
         errors.push(text.diag_span(
             Some(value.span()),
-            format!("`{path}.fields` is empty: name at least one output field"),
+            format!("`{path}.{key}` is empty: name at least one output field"),
         ));
         return None;
     }

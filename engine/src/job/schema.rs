@@ -12,8 +12,19 @@ use vitalflow_operators::expression::{self, Compiled, ExprError};
 use super::config::{FieldConfig, FileConfig};
 use super::{Diagnostic, JobText, Node, NodeKind};
 
-/// The output schema of every node whose `out` port carries rows, by node name.
+/// The schema of every rows port: by node name for `out` ports, `node.port` for others (a
+/// window's `late`).
 pub type Schemas = BTreeMap<String, Schema>;
+
+/// The key of a port in [`Schemas`].
+#[must_use]
+pub fn port_key(node: &str, port: &str) -> String {
+    if port == "out" {
+        node.to_owned()
+    } else {
+        format!("{node}.{port}")
+    }
+}
 
 /// Time formats of timestamp fields.
 pub const TIME_FORMATS: [&str; 4] = ["auto", "epoch-ms", "epoch-s", "iso8601"];
@@ -35,10 +46,28 @@ pub(super) fn infer(text: &JobText, nodes: &[Node], errors: &mut Vec<Diagnostic>
             }
             continue;
         }
+        if let NodeKind::Join(c) = &n.kind {
+            if let Some(parts) = join_node(text, n, &path, c, &schemas, errors) {
+                schemas.insert(n.name.clone(), parts.output);
+            }
+            continue;
+        }
         let Some(input) = input_schema(text, n, &path, &schemas, errors) else {
             continue;
         };
         let out = match &n.kind {
+            NodeKind::Window(c, aggregates) => {
+                match window_parts(text, n, &path, c, aggregates, &input) {
+                    Ok(parts) => {
+                        schemas.insert(port_key(&n.name, "late"), input);
+                        Some(parts.output)
+                    }
+                    Err(d) => {
+                        errors.extend(d);
+                        None
+                    }
+                }
+            }
             NodeKind::Filter(c) => {
                 let e = expression(text, &c.condition, &input, &format!("{path}.condition"));
                 match e {
@@ -105,10 +134,7 @@ fn input_schema(
 ) -> Option<Schema> {
     let mut found: Option<(&str, &Schema)> = None;
     for input in &n.inputs {
-        if input.port != "out" {
-            continue;
-        }
-        let Some(s) = schemas.get(&input.node) else {
+        let Some(s) = schemas.get(&port_key(&input.node, &input.port)) else {
             continue;
         };
         match found {
@@ -592,4 +618,453 @@ pub fn patient_field(schema: &Schema) -> Option<usize> {
                 .is_some_and(|f| f.phi == Some(Phi::Hash))
         })
         .or_else(|| schema.fields.iter().position(|f| f.phi == Some(Phi::Hash)))
+}
+
+fn ms(d: &Spanned<String>) -> i64 {
+    super::parse_duration(d.get_ref())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A `window` node, checked and compiled.
+pub struct WindowParts {
+    /// Window shape.
+    pub kind: vitalflow_operators::window::WindowKind,
+    /// Allowed lateness (ms).
+    pub lateness: i64,
+    /// Watermark delay (ms).
+    pub delay: i64,
+    /// The key expression.
+    pub key: Compiled,
+    /// The input's event-time field.
+    pub time: usize,
+    /// Each aggregate and its compiled argument.
+    pub aggs: Vec<(vitalflow_operators::window::AggSpec, Option<Compiled>)>,
+    /// The output rows: key, `window_start`, `window_end`, aggregates, `revision`, `diff`.
+    pub output: Schema,
+}
+
+/// Fields every window output has besides the key and the aggregates.
+const WINDOW_FIELDS: [&str; 4] = ["window_start", "window_end", "revision", "diff"];
+
+/// Checks and compiles a `window` node over rows of `input`.
+///
+/// # Errors
+/// Every problem, at its line and column.
+pub fn window_parts(
+    text: &JobText,
+    n: &Node,
+    path: &str,
+    c: &super::config::WindowConfig,
+    aggregates: &[(Spanned<String>, Spanned<String>)],
+    input: &Schema,
+) -> Result<WindowParts, Vec<Diagnostic>> {
+    use vitalflow_operators::window::{AggSpec, WindowKind, split_call};
+    let mut errors = Vec::new();
+    let at_node = |message: String| text.diag(n.span.start, message);
+    let time = input.time;
+    if time.is_none() {
+        errors.push(at_node(format!(
+            "`{path}`: the rows have no event-time field (fields: {}): declare `event-time` on \
+             the source, or keep its field in `project`",
+            input.names()
+        )));
+    }
+    let key = match &c.key {
+        None => {
+            errors.push(at_node(format!(
+                "`{path}`: a window needs a `key` (an expression: windows are per value of it)"
+            )));
+            None
+        }
+        Some(k) => match expression(text, k, input, &format!("{path}.key")) {
+            Ok(e) if e.ty().is_none() => {
+                errors.push(whole(text, k, format!("`{path}.key`: a key cannot be `null`")));
+                None
+            }
+            Ok(e) => Some(e),
+            Err(d) => {
+                errors.extend(d);
+                None
+            }
+        },
+    };
+    let positive = |v: &Option<Spanned<String>>, field: &str, errors: &mut Vec<Diagnostic>| {
+        match v {
+            None => {
+                errors.push(at_node(format!("`{path}`: this window needs `{field}`")));
+                None
+            }
+            Some(d) if ms(d) <= 0 => {
+                errors.push(text.diag(d.span().start, format!("`{path}.{field}` must be longer than 0")));
+                None
+            }
+            Some(d) => Some(ms(d)),
+        }
+    };
+    let unused = |v: &Option<Spanned<String>>, field: &str, shape: &str, errors: &mut Vec<Diagnostic>| {
+        if let Some(d) = v {
+            errors.push(text.diag(
+                d.span().start,
+                format!("`{path}.{field}` does not apply to {shape} windows"),
+            ));
+        }
+    };
+    let kind = match c.window.as_ref().map(|w| w.get_ref().as_str()) {
+        None => {
+            errors.push(at_node(format!(
+                "`{path}`: a window needs `window = \"tumbling\"`, `\"sliding\"` or `\"session\"`"
+            )));
+            None
+        }
+        Some("tumbling") => {
+            unused(&c.slide, "slide", "tumbling", &mut errors);
+            unused(&c.gap, "gap", "tumbling", &mut errors);
+            positive(&c.size, "size", &mut errors).map(|size| WindowKind::Tumbling { size })
+        }
+        Some("sliding") => {
+            unused(&c.gap, "gap", "sliding", &mut errors);
+            let size = positive(&c.size, "size", &mut errors);
+            let slide = positive(&c.slide, "slide", &mut errors);
+            match (size, slide) {
+                (Some(size), Some(slide)) if slide > size => {
+                    if let Some(s) = &c.slide {
+                        errors.push(text.diag(
+                            s.span().start,
+                            format!("`{path}.slide` must be at most `size` (a record would fall in no window)"),
+                        ));
+                    }
+                    None
+                }
+                (Some(size), Some(slide)) => Some(WindowKind::Sliding { size, slide }),
+                _ => None,
+            }
+        }
+        Some("session") => {
+            unused(&c.size, "size", "session", &mut errors);
+            unused(&c.slide, "slide", "session", &mut errors);
+            positive(&c.gap, "gap", &mut errors).map(|gap| WindowKind::Session { gap })
+        }
+        Some(other) => {
+            if let Some(w) = &c.window {
+                errors.push(text.diag(
+                    w.span().start,
+                    format!("`{path}.window`: `{other}` is not `tumbling`, `sliding` or `session`"),
+                ));
+            }
+            None
+        }
+    };
+    let key_name = match (&c.key, &key) {
+        (Some(k), Some(_)) => bare_field(k.get_ref(), input)
+            .map(|i| input.fields[i].name.clone())
+            .unwrap_or_else(|| c.key_as.clone().unwrap_or_else(|| "key".to_owned())),
+        _ => "key".to_owned(),
+    };
+    let mut output = Schema {
+        fields: Vec::new(),
+        time: Some(1),
+        key: Some(0),
+    };
+    if let (Some(k), Some(src)) = (&key, &c.key) {
+        let ty = k.ty().unwrap_or(Type::String);
+        output.fields.push(Field {
+            name: key_name.clone(),
+            ty,
+            nullable: k.nullable(),
+            phi: taint(k, src.get_ref(), input, ty),
+        });
+    }
+    // Window bounds are dates of the individual a PHI key identifies: they keep the event
+    // time's PHI action. Bounds of groups (wards, codes) are not about one person.
+    let key_is_phi = output.fields.first().is_some_and(|f| f.phi.is_some());
+    let bound_phi = time
+        .and_then(|t| input.fields.get(t))
+        .and_then(|f| f.phi)
+        .filter(|_| key_is_phi);
+    let stamp = |name: &str| Field {
+        name: name.to_owned(),
+        ty: Type::Timestamp,
+        nullable: false,
+        phi: bound_phi,
+    };
+    output.fields.push(stamp("window_start"));
+    output.fields.push(stamp("window_end"));
+    let mut aggs = Vec::new();
+    let mut names = BTreeSet::new();
+    for (name, source) in aggregates {
+        let what = format!("{path}.aggregates.{}", name.get_ref());
+        if WINDOW_FIELDS.contains(&name.get_ref().as_str()) || *name.get_ref() == key_name {
+            errors.push(text.diag(
+                name.span().start,
+                format!("`{what}`: `{}` is a field every window row has; name the aggregate otherwise", name.get_ref()),
+            ));
+            continue;
+        }
+        if !names.insert(name.get_ref().clone()) {
+            errors.push(text.diag(name.span().start, format!("`{path}.aggregates`: `{}` is given twice", name.get_ref())));
+            continue;
+        }
+        let (func, arg) = match split_call(source.get_ref()) {
+            Ok(call) => call,
+            Err(message) => {
+                errors.push(whole(text, source, format!("`{what}`: {message}")));
+                continue;
+            }
+        };
+        let compiled = match arg {
+            None => None,
+            Some((arg_text, offset)) => match expression::compile(arg_text, input) {
+                Ok(e) => Some(e),
+                Err(errs) => {
+                    for e in errs {
+                        let shifted = ExprError {
+                            span: e.span.start + offset..e.span.end + offset,
+                            message: e.message,
+                        };
+                        errors.push(expr_diag(text, source, &shifted, &what));
+                    }
+                    continue;
+                }
+            },
+        };
+        let arg_ty = compiled.as_ref().and_then(Compiled::ty);
+        if compiled.is_some() && arg_ty.is_none() {
+            errors.push(whole(text, source, format!("`{what}`: the argument is always null")));
+            continue;
+        }
+        let ty = match func.result_type(arg_ty) {
+            Ok(t) => t,
+            Err(message) => {
+                errors.push(whole(text, source, format!("`{what}`: `{}` {message}", source.get_ref().trim())));
+                continue;
+            }
+        };
+        let phi = match (&compiled, arg) {
+            (Some(e), Some((arg_text, _))) if !matches!(func, vitalflow_operators::window::AggFn::Count | vitalflow_operators::window::AggFn::CountDistinct) => {
+                taint(e, arg_text, input, ty)
+            }
+            _ => None,
+        };
+        output.fields.push(Field {
+            name: name.get_ref().clone(),
+            ty,
+            nullable: !matches!(func, vitalflow_operators::window::AggFn::Count | vitalflow_operators::window::AggFn::CountDistinct),
+            phi,
+        });
+        aggs.push((AggSpec { func, arg: arg_ty }, compiled));
+    }
+    for name in ["revision", "diff"] {
+        output.fields.push(Field {
+            name: name.to_owned(),
+            ty: Type::Int,
+            nullable: false,
+            phi: None,
+        });
+    }
+    let (Some(kind), Some(key), Some(time), true) = (kind, key, time, errors.is_empty()) else {
+        return Err(errors);
+    };
+    Ok(WindowParts {
+        kind,
+        lateness: ms(&c.allowed_lateness),
+        delay: ms(&c.watermark_delay),
+        key,
+        time,
+        aggs,
+        output,
+    })
+}
+
+/// A `join` node, checked and compiled.
+pub struct JoinParts {
+    /// The stream's key expression.
+    pub key: Compiled,
+    /// The stream's event-time field.
+    pub time: usize,
+    /// The table node and port.
+    pub table: (String, String),
+    /// The table's key field.
+    pub table_key: usize,
+    /// The table's event-time field.
+    pub table_time: Option<usize>,
+    /// The table fields added.
+    pub take: Vec<usize>,
+    /// Unmatched records.
+    pub missing: crate::runtime::joins::Missing,
+    /// Version history (ms).
+    pub history: i64,
+    /// The stream's schema.
+    pub stream: Schema,
+    /// Stream fields, then the added table fields.
+    pub output: Schema,
+}
+
+fn join_node(
+    text: &JobText,
+    n: &Node,
+    path: &str,
+    c: &super::config::JoinConfig,
+    schemas: &Schemas,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<JoinParts> {
+    match join_parts(text, n, path, c, schemas) {
+        Ok(p) => Some(p),
+        Err(d) => {
+            errors.extend(d);
+            None
+        }
+    }
+}
+
+/// Checks and compiles a `join` node (its last input is the table).
+///
+/// # Errors
+/// Every problem, at its line and column.
+pub fn join_parts(
+    text: &JobText,
+    n: &Node,
+    path: &str,
+    c: &super::config::JoinConfig,
+    schemas: &Schemas,
+) -> Result<JoinParts, Vec<Diagnostic>> {
+    use crate::runtime::joins::Missing;
+    let mut errors = Vec::new();
+    let (table_ref, stream_refs) = n.inputs.split_last().ok_or_else(Vec::new)?;
+    let stream_node = Node {
+        inputs: stream_refs.to_vec(),
+        ..n.clone()
+    };
+    let stream = input_schema(text, &stream_node, path, schemas, &mut errors);
+    let table = schemas.get(&port_key(&table_ref.node, &table_ref.port));
+    let (Some(stream), Some(table)) = (stream, table) else {
+        // Port kinds were reported by the graph check.
+        return Err(errors);
+    };
+    let at_node = |message: String| text.diag(n.span.start, message);
+    if stream.time.is_none() {
+        errors.push(at_node(format!(
+            "`{path}`: the stream has no event-time field: declare `event-time` on its source \
+             (a record joins the table version valid at its event time)"
+        )));
+    }
+    let key_source = c.key.clone().or_else(|| {
+        stream
+            .key
+            .map(|k| Spanned::new(n.span.clone(), stream.fields[k].name.clone()))
+    });
+    let key = match &key_source {
+        None => {
+            errors.push(at_node(format!(
+                "`{path}`: the stream has no declared key: set `key` (an expression)"
+            )));
+            None
+        }
+        Some(k) => match expression(text, k, &stream, &format!("{path}.key")) {
+            Ok(e) => Some(e),
+            Err(d) => {
+                errors.extend(d);
+                None
+            }
+        },
+    };
+    let table_key = match &c.table_key {
+        Some(k) => match table.index(k.get_ref()) {
+            Some(i) => Some(i),
+            None => {
+                errors.push(unknown_field(text, k, path, "table-key", table));
+                None
+            }
+        },
+        None => {
+            if table.key.is_none() {
+                errors.push(at_node(format!(
+                    "`{path}`: table `{}` has no declared key: set `table-key`",
+                    table_ref.node
+                )));
+            }
+            table.key
+        }
+    };
+    if let (Some(k), Some(tk)) = (&key, table_key) {
+        let (a, b) = (k.ty(), Some(table.fields[tk].ty));
+        if a != b {
+            errors.push(at_node(format!(
+                "`{path}`: the stream's key is {} but the table's key `{}` is {}",
+                type_name(a),
+                table.fields[tk].name,
+                type_name(b)
+            )));
+        }
+    }
+    let take: Vec<usize> = match &c.fields {
+        Some(list) => list
+            .iter()
+            .filter_map(|f| {
+                let i = table.index(f.get_ref());
+                if i.is_none() {
+                    errors.push(unknown_field(text, f, path, "fields", table));
+                }
+                i
+            })
+            .collect(),
+        None => (0..table.fields.len())
+            .filter(|i| Some(*i) != table_key && Some(*i) != table.time)
+            .collect(),
+    };
+    let mut output = stream.clone();
+    for i in &take {
+        let mut f = table.fields[*i].clone();
+        f.name = format!("{}{}", c.prefix, f.name);
+        f.nullable = true;
+        if output.index(&f.name).is_some() {
+            errors.push(at_node(format!(
+                "`{path}`: the stream already has a field `{}`: set `prefix` (e.g. `prefix = \"{}_\"`) or list `fields`",
+                f.name, table_ref.node
+            )));
+        }
+        output.fields.push(f);
+    }
+    let inner = match c.join.get_ref().as_str() {
+        "inner" => true,
+        "left" => false,
+        other => {
+            errors.push(text.diag(
+                c.join.span().start,
+                format!("`{path}.type`: `{other}` is not `inner` or `left`"),
+            ));
+            true
+        }
+    };
+    let missing = match (c.on_missing.as_ref().map(|m| m.get_ref().as_str()), inner) {
+        (None, true) | (Some("drop"), true) => Missing::Drop,
+        (None, false) | (Some("null"), false) => Missing::Null,
+        (Some("dead-letter"), true) => Missing::DeadLetter,
+        (Some(m), _) => {
+            let span = c.on_missing.as_ref().map_or(n.span.start, |s| s.span().start);
+            errors.push(text.diag(
+                span,
+                if inner {
+                    format!("`{path}.on-missing`: an inner join takes `drop` or `dead-letter`, not `{m}` (`null` is a left join)")
+                } else {
+                    format!("`{path}.on-missing`: a left join passes unmatched records with nulls; `{m}` is for inner joins")
+                },
+            ));
+            Missing::Drop
+        }
+    };
+    let (Some(key), Some(time), Some(table_key), true) = (key, stream.time, table_key, errors.is_empty()) else {
+        return Err(errors);
+    };
+    Ok(JoinParts {
+        key,
+        time,
+        table: (table_ref.node.clone(), table_ref.port.clone()),
+        table_key,
+        table_time: table.time,
+        take,
+        missing,
+        history: ms(&c.history),
+        stream,
+        output,
+    })
 }

@@ -16,7 +16,7 @@ use timely::dataflow::operators::generic::operator::source;
 use vitalflow_connectors::kafka::reader::Poll;
 use vitalflow_connectors::kafka::{ClientSettings, PartitionReader};
 use vitalflow_model::envelope::Counts;
-use vitalflow_model::{RawFormat, RawRecord, Time};
+use vitalflow_model::{RawFormat, RawRecord, TOMBSTONE, Time};
 use vitalflow_operators::decode::Decoder;
 
 use super::checkpoint::{PositionLog, SourceResume};
@@ -65,6 +65,9 @@ pub struct KafkaSource {
     pub idle_timeout: Duration,
     /// Stop at the partitions' end as of the start.
     pub stop_at_end: bool,
+    /// Records without a payload are tombstones (the source is a join's table): they are
+    /// passed on as the key and the record's timestamp.
+    pub tombstones: bool,
     /// Where to resume, from the last checkpoint.
     pub resume: Option<SourceResume>,
     /// The highest watermark any worker of this process reached on this source (the run
@@ -253,9 +256,13 @@ pub fn kafka<'s>(
                     part.next = m.offset + 1;
                     part.last_record = Instant::now();
                     log.seen(m.partition, m.offset);
-                    let event = plan
-                        .event_ms(&m.payload, m.timestamp_ms)
-                        .map(|ms| plan.stamp(ms));
+                    let tombstone = plan.tombstones && m.payload.is_empty() && m.key.is_some();
+                    let event = if tombstone {
+                        m.timestamp_ms
+                    } else {
+                        plan.event_ms(&m.payload, m.timestamp_ms)
+                    }
+                    .map(|ms| plan.stamp(ms));
                     if m.offset < part.replay_below && event.is_none_or(|t| t < start) {
                         // Durable before the checkpoint: already in the output.
                         continue;
@@ -274,8 +281,13 @@ pub fn kafka<'s>(
                             | u64::try_from(m.offset).unwrap_or(0),
                         format: plan.format,
                         header: plan.header.clone(),
-                        context: None,
-                        bytes: m.payload,
+                        context: tombstone
+                            .then(|| format!("{TOMBSTONE}{}", m.timestamp_ms.unwrap_or_default())),
+                        bytes: if tombstone {
+                            m.key.unwrap_or_default()
+                        } else {
+                            m.payload
+                        },
                     });
                 }
             }

@@ -75,6 +75,8 @@ pub struct NodeSummary {
     pub rejected: u64,
     /// Files written (sinks).
     pub files: u64,
+    /// Records later than the allowed lateness (windows).
+    pub late: u64,
 }
 
 /// What a run did.
@@ -239,6 +241,10 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
                 records_out,
                 rejected,
                 files,
+                late: plan
+                    .counters
+                    .get(&n.name)
+                    .map_or(0, |c| c.late.load(Ordering::Relaxed)),
             }
         })
         .collect();

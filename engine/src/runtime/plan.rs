@@ -25,12 +25,14 @@ use vitalflow_operators::anonymize::{AnonymizeConfig, Anonymizer, DatePolicy, Ps
 
 use super::checkpoint::{Checkpoint, CheckpointSource, PositionLog, remove_uncommitted};
 use super::kafka_sink::{Render, kafka_sink};
+use super::joins::{self, JoinPlan};
 use super::kafka_source::{EventTime, KafkaSource, kafka};
+use super::windows::{self, WindowPlan};
 use super::metrics::{Failure, NodeCounters};
 use super::ops::{RollPolicy, SinkCommit, StageStat, VecStream, rolling_sink, stage};
 use super::rows::Slot;
 use super::rows::{
-    AnonymizeRowsLogic, DecodeLogic, FilterLogic, KeyLogic, MapLogic, PassLogic, RowJsonlSink,
+    AnonymizeRowsLogic, DecodeLogic, Tombstone, FilterLogic, KeyLogic, MapLogic, PassLogic, RowJsonlSink,
     RowParquetSink,
 };
 use super::saga::{RunIdentity, SagaRole, audit, reporter};
@@ -53,6 +55,7 @@ use vitalflow_operators::anonymize::DeidReport;
 use vitalflow_operators::anonymize::RowPlan;
 use vitalflow_operators::decode::{Decoder, FieldSpec, TimeFormat};
 use vitalflow_operators::expression::Compiled;
+use vitalflow_operators::window::WindowSpec;
 
 /// A node resolved for running.
 pub enum Prepared {
@@ -76,6 +79,10 @@ pub enum Prepared {
     Map(Arc<Vec<Slot>>, Arc<Schema>),
     /// `key-by`: the key field of the output rows, and the expression if it is computed.
     KeyBy(usize, Option<Arc<Compiled>>, Arc<Schema>),
+    /// `window`.
+    Window(Arc<WindowPlan>),
+    /// `join`, with the table's node and port.
+    Join(Arc<JoinPlan>, (String, String)),
     /// Canonization.
     Canonize,
     /// Auditing.
@@ -151,8 +158,7 @@ fn key_from(spec: &str, base: &Path) -> Result<PseudonymKey, String> {
 fn input_schema<'j>(job: &'j Job, node: &Node) -> Option<&'j Schema> {
     node.inputs
         .iter()
-        .filter(|i| i.port == "out")
-        .find_map(|i| job.schemas.get(&i.node))
+        .find_map(|i| job.schemas.get(&schema::port_key(&i.node, &i.port)))
 }
 
 /// The decoder of a declared schema.
@@ -247,6 +253,19 @@ pub fn prepare(
     let mut nodes = Vec::new();
     let mut counters = BTreeMap::new();
     let batch_size = job.settings.batch_size.unwrap_or(10_000);
+    // Event-time stamps (Kafka sources): milliseconds per timestamp, if every source agrees.
+    let granularities: BTreeSet<u64> = job
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::Kafka(k) => parse_duration(k.granularity.get_ref())
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)),
+            _ => None,
+        })
+        .collect();
+    let event_granularity = (granularities.len() == 1)
+        .then(|| granularities.first().copied())
+        .flatten();
     for node in &job.nodes {
         let prepared = match &node.kind {
             NodeKind::Generator(g) => {
@@ -356,8 +375,13 @@ pub fn prepare(
                     settings.clone(),
                     group_id.clone(),
                 ));
+                let tombstones = job.nodes.iter().any(|m| {
+                    matches!(m.kind, NodeKind::Join(_))
+                        && m.inputs.last().is_some_and(|i| i.node == node.name)
+                });
                 Prepared::Kafka(
                     Arc::new(KafkaSource {
+                        tombstones,
                         name: node.name.clone(),
                         settings,
                         topic: k.topic.get_ref().clone(),
@@ -381,6 +405,60 @@ pub fn prepare(
                 client_settings(&k.brokers, &k.properties, &base, embedded),
                 k.topic.get_ref().clone(),
             ),
+            NodeKind::Window(c, aggregates) => {
+                let Some(input) = input_schema(job, node) else {
+                    continue;
+                };
+                let path = format!("operators.{}", node.name);
+                match schema::window_parts(&job.text, node, &path, c, aggregates, input) {
+                    Ok(p) => {
+                        let (aggs, args): (Vec<_>, Vec<_>) = p.aggs.into_iter().unzip();
+                        Prepared::Window(Arc::new(WindowPlan {
+                            name: node.name.clone(),
+                            spec: Arc::new(WindowSpec {
+                                kind: p.kind,
+                                lateness: p.lateness,
+                                aggs,
+                            }),
+                            key: Arc::new(p.key),
+                            time: p.time,
+                            args: args.into_iter().map(|a| a.map(Arc::new)).collect(),
+                            delay: p.delay,
+                            granularity_ms: event_granularity,
+                            schema: Arc::new(input.clone()),
+                        }))
+                    }
+                    Err(d) => {
+                        errors.extend(d);
+                        continue;
+                    }
+                }
+            }
+            NodeKind::Join(c) => {
+                let path = format!("operators.{}", node.name);
+                match schema::join_parts(&job.text, node, &path, c, &job.schemas) {
+                    Ok(p) => Prepared::Join(
+                        Arc::new(JoinPlan {
+                            name: node.name.clone(),
+                            table: p.table.0.clone(),
+                            key: Arc::new(p.key),
+                            time: p.time,
+                            table_key: p.table_key,
+                            table_time: p.table_time,
+                            take: p.take,
+                            missing: p.missing,
+                            history: p.history,
+                            bounded_table: !kafka_job,
+                            schema: Arc::new(p.stream),
+                        }),
+                        p.table,
+                    ),
+                    Err(d) => {
+                        errors.extend(d);
+                        continue;
+                    }
+                }
+            }
             NodeKind::Ingest => Prepared::Ingest,
             NodeKind::Canonize => Prepared::Canonize,
             NodeKind::Audit => Prepared::Audit,
@@ -811,7 +889,7 @@ impl<'s> Builder<'s, '_> {
     fn row_schema(&self, inputs: &[(String, String)]) -> Arc<(Schema, Option<usize>)> {
         let schema = inputs
             .iter()
-            .find_map(|(n, _)| self.schemas.get(n))
+            .find_map(|(n, p)| self.schemas.get(&schema::port_key(n, p)))
             .map_or_else(Schema::default, |s| (**s).clone());
         let key = schema.key;
         Arc::new((schema, key))
@@ -859,6 +937,7 @@ impl<'s> Builder<'s, '_> {
                 let logic = DecodeLogic {
                     stage: name.to_owned(),
                     decoder: Arc::clone(decoder),
+                    tombstone: None,
                 };
                 // Worker 0 reads; every worker decodes.
                 let pact = Exchange::new(|r: &RawRecord| r.sequence);
@@ -883,9 +962,14 @@ impl<'s> Builder<'s, '_> {
                 match decoder {
                     None => out(self, "out", Port::Raw(raw)),
                     Some(decoder) => {
+                        let tombstone = source
+                            .tombstones
+                            .then(|| self.schemas.get(name).and_then(|s| Tombstone::of(s)))
+                            .flatten();
                         let logic = DecodeLogic {
                             stage: name.to_owned(),
                             decoder: Arc::clone(decoder),
+                            tombstone,
                         };
                         let (o, d, s) = stage(raw, Pipeline, name, logic, counters);
                         out(self, "out", Port::Rows(o));
@@ -1023,6 +1107,24 @@ impl<'s> Builder<'s, '_> {
                         )
                     }
                 };
+                out(self, "out", Port::Rows(o));
+                out(self, "dead-letter", Port::Dead(d));
+            }
+            Prepared::Window(p) => {
+                let input = self.inputs(inputs, as_rows);
+                let (o, late, d) = windows::window(input, Arc::clone(p), counters);
+                out(self, "out", Port::Rows(o));
+                out(self, "late", Port::Rows(late));
+                out(self, "dead-letter", Port::Dead(d));
+            }
+            Prepared::Join(p, (table_node, table_port)) => {
+                let stream_inputs = &inputs[..inputs.len().saturating_sub(1)];
+                let stream = self.inputs(stream_inputs, as_rows);
+                let table = self
+                    .port(table_node, table_port)
+                    .and_then(|t| as_rows(&t))
+                    .unwrap_or_else(|| empty(self.scope));
+                let (o, d) = joins::join(stream, table, Arc::clone(p), counters);
                 out(self, "out", Port::Rows(o));
                 out(self, "dead-letter", Port::Dead(d));
             }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use serde_json::Value as Json;
 use vitalflow_connectors::jsonl::{JsonlFile, write_row_json};
 use vitalflow_connectors::parquet_rows::RowParquetWriter;
-use vitalflow_model::row::{Row, Schema, Value};
-use vitalflow_model::{DeadLetter, RawFormat, RawRecord};
+use vitalflow_model::row::{Row, Schema, Type, Value};
+use vitalflow_model::{DeadLetter, RawFormat, RawRecord, TOMBSTONE};
 use vitalflow_operators::anonymize::{Anonymizer, DeidReport, RowPlan};
 use vitalflow_operators::decode::Decoder;
 use vitalflow_operators::expression::Compiled;
@@ -31,16 +31,89 @@ fn dead_row(stage: &str, schema: &Schema, row: &Row, reason: String) -> DeadLett
     }
 }
 
+/// Where a tombstone's key and time go in a row of the source's schema.
+#[derive(Clone, Copy, Debug)]
+pub struct Tombstone {
+    key: usize,
+    key_ty: Type,
+    time: Option<usize>,
+    width: usize,
+}
+
+impl Tombstone {
+    /// For rows of `schema` (its declared key receives the Kafka key).
+    #[must_use]
+    pub fn of(schema: &Schema) -> Option<Self> {
+        let key = schema.key?;
+        Some(Self {
+            key,
+            key_ty: schema.fields.get(key)?.ty,
+            time: schema.time,
+            width: schema.fields.len(),
+        })
+    }
+
+    /// The row deleting `key`, at `ms`.
+    fn row(&self, key: &[u8], ms: i64, sequence: u64) -> Result<Row, String> {
+        let text = std::str::from_utf8(key).map_err(|_| "the key is not UTF-8".to_owned())?;
+        let value = match self.key_ty {
+            Type::String => Value::str(text),
+            Type::Int => Value::Int(
+                text.trim()
+                    .parse()
+                    .map_err(|_| "the key is not an integer".to_owned())?,
+            ),
+            other => return Err(format!("a {other} key cannot come from a Kafka key")),
+        };
+        let mut values = vec![Value::Null; self.width];
+        values[self.key] = value;
+        if let Some(t) = self.time {
+            values[t] = Value::Timestamp(ms);
+        }
+        Ok(Row {
+            values,
+            sequence,
+            tombstone: true,
+        })
+    }
+}
+
 /// Decodes raw records of a source with a declared schema.
 pub struct DecodeLogic {
     /// The source node.
     pub stage: String,
     /// The source's decoder.
     pub decoder: Arc<Decoder>,
+    /// Tombstones are deletions (the source is a join's table); otherwise they are rejected.
+    pub tombstone: Option<Tombstone>,
 }
 
 impl StageLogic<RawRecord, Row> for DecodeLogic {
     fn process(&mut self, record: RawRecord, out: &mut Vec<Row>, dead: &mut Vec<DeadLetter>) {
+        if let Some(ms) = record
+            .context
+            .as_deref()
+            .and_then(|c| c.strip_prefix(TOMBSTONE))
+        {
+            let row = match self.tombstone {
+                None => Err("a record without a payload (a tombstone), and this source's rows \
+                     have no declared key to delete"
+                    .to_owned()),
+                Some(t) => t.row(&record.bytes, ms.parse().unwrap_or_default(), record.sequence),
+            };
+            match row {
+                Ok(row) => out.push(row),
+                Err(reason) => dead.push(DeadLetter {
+                    stage: self.stage.clone(),
+                    source: record.source,
+                    location: record.location,
+                    format: record.format,
+                    reason: format!("tombstone: {reason}"),
+                    bytes: record.bytes,
+                }),
+            }
+            return;
+        }
         let decoded = match record.format {
             RawFormat::Csv => {
                 self.decoder
