@@ -8,3 +8,4 @@ mod cli;
 mod expressions;
 mod kafka;
 mod pipeline;
+mod windows;

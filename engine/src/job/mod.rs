@@ -713,7 +713,10 @@ fn named_strings(
             )),
             _ => errors.push(text.diag_span(
                 Some(expr.span()),
-                format!("`{path}.{key}.{}` must be {what} in a string", name.get_ref()),
+                format!(
+                    "`{path}.{key}.{}` must be {what} in a string",
+                    name.get_ref()
+                ),
             )),
         }
     }

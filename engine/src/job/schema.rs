@@ -678,7 +678,11 @@ pub fn window_parts(
         }
         Some(k) => match expression(text, k, input, &format!("{path}.key")) {
             Ok(e) if e.ty().is_none() => {
-                errors.push(whole(text, k, format!("`{path}.key`: a key cannot be `null`")));
+                errors.push(whole(
+                    text,
+                    k,
+                    format!("`{path}.key`: a key cannot be `null`"),
+                ));
                 None
             }
             Ok(e) => Some(e),
@@ -688,27 +692,30 @@ pub fn window_parts(
             }
         },
     };
-    let positive = |v: &Option<Spanned<String>>, field: &str, errors: &mut Vec<Diagnostic>| {
-        match v {
-            None => {
-                errors.push(at_node(format!("`{path}`: this window needs `{field}`")));
-                None
-            }
-            Some(d) if ms(d) <= 0 => {
-                errors.push(text.diag(d.span().start, format!("`{path}.{field}` must be longer than 0")));
-                None
-            }
-            Some(d) => Some(ms(d)),
+    let positive = |v: &Option<Spanned<String>>, field: &str, errors: &mut Vec<Diagnostic>| match v
+    {
+        None => {
+            errors.push(at_node(format!("`{path}`: this window needs `{field}`")));
+            None
         }
-    };
-    let unused = |v: &Option<Spanned<String>>, field: &str, shape: &str, errors: &mut Vec<Diagnostic>| {
-        if let Some(d) = v {
+        Some(d) if ms(d) <= 0 => {
             errors.push(text.diag(
                 d.span().start,
-                format!("`{path}.{field}` does not apply to {shape} windows"),
+                format!("`{path}.{field}` must be longer than 0"),
             ));
+            None
         }
+        Some(d) => Some(ms(d)),
     };
+    let unused =
+        |v: &Option<Spanned<String>>, field: &str, shape: &str, errors: &mut Vec<Diagnostic>| {
+            if let Some(d) = v {
+                errors.push(text.diag(
+                    d.span().start,
+                    format!("`{path}.{field}` does not apply to {shape} windows"),
+                ));
+            }
+        };
     let kind = match c.window.as_ref().map(|w| w.get_ref().as_str()) {
         None => {
             errors.push(at_node(format!(
@@ -796,12 +803,18 @@ pub fn window_parts(
         if WINDOW_FIELDS.contains(&name.get_ref().as_str()) || *name.get_ref() == key_name {
             errors.push(text.diag(
                 name.span().start,
-                format!("`{what}`: `{}` is a field every window row has; name the aggregate otherwise", name.get_ref()),
+                format!(
+                    "`{what}`: `{}` is a field every window row has; name the aggregate otherwise",
+                    name.get_ref()
+                ),
             ));
             continue;
         }
         if !names.insert(name.get_ref().clone()) {
-            errors.push(text.diag(name.span().start, format!("`{path}.aggregates`: `{}` is given twice", name.get_ref())));
+            errors.push(text.diag(
+                name.span().start,
+                format!("`{path}.aggregates`: `{}` is given twice", name.get_ref()),
+            ));
             continue;
         }
         let (func, arg) = match split_call(source.get_ref()) {
@@ -829,18 +842,32 @@ pub fn window_parts(
         };
         let arg_ty = compiled.as_ref().and_then(Compiled::ty);
         if compiled.is_some() && arg_ty.is_none() {
-            errors.push(whole(text, source, format!("`{what}`: the argument is always null")));
+            errors.push(whole(
+                text,
+                source,
+                format!("`{what}`: the argument is always null"),
+            ));
             continue;
         }
         let ty = match func.result_type(arg_ty) {
             Ok(t) => t,
             Err(message) => {
-                errors.push(whole(text, source, format!("`{what}`: `{}` {message}", source.get_ref().trim())));
+                errors.push(whole(
+                    text,
+                    source,
+                    format!("`{what}`: `{}` {message}", source.get_ref().trim()),
+                ));
                 continue;
             }
         };
         let phi = match (&compiled, arg) {
-            (Some(e), Some((arg_text, _))) if !matches!(func, vitalflow_operators::window::AggFn::Count | vitalflow_operators::window::AggFn::CountDistinct) => {
+            (Some(e), Some((arg_text, _)))
+                if !matches!(
+                    func,
+                    vitalflow_operators::window::AggFn::Count
+                        | vitalflow_operators::window::AggFn::CountDistinct
+                ) =>
+            {
                 taint(e, arg_text, input, ty)
             }
             _ => None,
@@ -848,7 +875,11 @@ pub fn window_parts(
         output.fields.push(Field {
             name: name.get_ref().clone(),
             ty,
-            nullable: !matches!(func, vitalflow_operators::window::AggFn::Count | vitalflow_operators::window::AggFn::CountDistinct),
+            nullable: !matches!(
+                func,
+                vitalflow_operators::window::AggFn::Count
+                    | vitalflow_operators::window::AggFn::CountDistinct
+            ),
             phi,
         });
         aggs.push((AggSpec { func, arg: arg_ty }, compiled));
@@ -1040,7 +1071,10 @@ pub fn join_parts(
         (None, false) | (Some("null"), false) => Missing::Null,
         (Some("dead-letter"), true) => Missing::DeadLetter,
         (Some(m), _) => {
-            let span = c.on_missing.as_ref().map_or(n.span.start, |s| s.span().start);
+            let span = c
+                .on_missing
+                .as_ref()
+                .map_or(n.span.start, |s| s.span().start);
             errors.push(text.diag(
                 span,
                 if inner {
@@ -1052,7 +1086,9 @@ pub fn join_parts(
             Missing::Drop
         }
     };
-    let (Some(key), Some(time), Some(table_key), true) = (key, stream.time, table_key, errors.is_empty()) else {
+    let (Some(key), Some(time), Some(table_key), true) =
+        (key, stream.time, table_key, errors.is_empty())
+    else {
         return Err(errors);
     };
     Ok(JoinParts {

@@ -24,22 +24,22 @@ use vitalflow_model::{DeadLetter, RawRecord, Time};
 use vitalflow_operators::anonymize::{AnonymizeConfig, Anonymizer, DatePolicy, PseudonymKey};
 
 use super::checkpoint::{Checkpoint, CheckpointSource, PositionLog, remove_uncommitted};
-use super::kafka_sink::{Render, kafka_sink};
 use super::joins::{self, JoinPlan};
+use super::kafka_sink::{Render, kafka_sink};
 use super::kafka_source::{EventTime, KafkaSource, kafka};
-use super::windows::{self, WindowPlan};
 use super::metrics::{Failure, NodeCounters};
 use super::ops::{RollPolicy, SinkCommit, StageStat, VecStream, rolling_sink, stage};
 use super::rows::Slot;
 use super::rows::{
-    AnonymizeRowsLogic, DecodeLogic, Tombstone, FilterLogic, KeyLogic, MapLogic, PassLogic, RowJsonlSink,
-    RowParquetSink,
+    AnonymizeRowsLogic, DecodeLogic, FilterLogic, KeyLogic, MapLogic, PassLogic, RowJsonlSink,
+    RowParquetSink, Tombstone,
 };
 use super::saga::{RunIdentity, SagaRole, audit, reporter};
 use super::sources;
 use super::stages::{
     AnonymizeLogic, CanonizeLogic, IngestLogic, JsonlSink, ParquetSink, keep_none, merge_counts,
 };
+use super::windows::{self, WindowPlan};
 use crate::job::config::FieldConfig;
 use crate::job::schema;
 use crate::job::{Diagnostic, Diagnostics, Job, Node, NodeKind, Section, parse_duration};

@@ -96,10 +96,16 @@ impl StageLogic<RawRecord, Row> for DecodeLogic {
             .and_then(|c| c.strip_prefix(TOMBSTONE))
         {
             let row = match self.tombstone {
-                None => Err("a record without a payload (a tombstone), and this source's rows \
+                None => Err(
+                    "a record without a payload (a tombstone), and this source's rows \
                      have no declared key to delete"
-                    .to_owned()),
-                Some(t) => t.row(&record.bytes, ms.parse().unwrap_or_default(), record.sequence),
+                        .to_owned(),
+                ),
+                Some(t) => t.row(
+                    &record.bytes,
+                    ms.parse().unwrap_or_default(),
+                    record.sequence,
+                ),
             };
             match row {
                 Ok(row) => out.push(row),
