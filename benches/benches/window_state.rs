@@ -1,0 +1,195 @@
+//! Window state over a long run: 10M readings of 100,000 patients into 5-minute tumbling
+//! windows (count, mean, max, min, last), on 2 workers. Prints the process's resident memory
+//! after 1M, 5M and 10M readings, and the same run with windows never released (lateness
+//! longer than the run) as the baseline: flat against growing.
+//!
+//! `cargo bench -p vitalflow-benches --bench window_state` (`-- --events N` for another size).
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{InputHandle, ProbeHandle};
+use vitalflow_engine::runtime::metrics::NodeCounters;
+use vitalflow_engine::runtime::windows::{WindowPlan, window};
+use vitalflow_model::row::{Field, Row, Schema, Type, Value};
+use vitalflow_operators::expression::compile;
+use vitalflow_operators::window::{AggSpec, WindowKind, WindowSpec, split_call};
+
+const KEYS: u64 = 100_000;
+const BATCH: u64 = 10_000;
+const START: i64 = 1_767_225_600_000;
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn plan(lateness: i64) -> WindowPlan {
+    let f = |name: &str, ty| Field {
+        name: name.into(),
+        ty,
+        nullable: false,
+        phi: None,
+    };
+    let schema = Schema {
+        fields: vec![
+            f("patient", Type::Int),
+            f("ts", Type::Timestamp),
+            f("hr", Type::Int),
+            f("spo2", Type::Int),
+        ],
+        time: Some(1),
+        key: Some(0),
+    };
+    let mut aggs = Vec::new();
+    let mut args = Vec::new();
+    for a in ["count()", "mean(hr)", "max(hr)", "min(spo2)", "last(spo2)"] {
+        let (func, arg) = split_call(a).unwrap();
+        let c = arg.map(|(t, _)| Arc::new(compile(t, &schema).unwrap()));
+        aggs.push(AggSpec {
+            func,
+            arg: c.as_ref().and_then(|c| c.ty()),
+        });
+        args.push(c);
+    }
+    WindowPlan {
+        name: "per-patient".into(),
+        spec: Arc::new(WindowSpec {
+            kind: WindowKind::Tumbling { size: 300_000 },
+            lateness,
+            aggs,
+        }),
+        key: Arc::new(compile("patient", &schema).unwrap()),
+        time: 1,
+        args,
+        delay: 30_000,
+        granularity_ms: None,
+        schema: Arc::new(schema),
+    }
+}
+
+/// Runs `events` readings; returns (RSS in MiB at each checkpoint, window rows out, seconds).
+fn run(events: u64, lateness: i64, checkpoints: &[u64]) -> (Vec<(u64, f64)>, u64, f64) {
+    let plan = Arc::new(plan(lateness));
+    let out = Arc::new(AtomicU64::new(0));
+    let fed = Arc::new(AtomicU64::new(0));
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let checkpoints = checkpoints.to_vec();
+    let started = Instant::now();
+    let (o2, f2, s2) = (Arc::clone(&out), Arc::clone(&fed), Arc::clone(&samples));
+    timely::execute(timely::Config::process(2), move |worker| {
+        let (index, peers) = (worker.index() as u64, worker.peers() as u64);
+        let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<Row>>>::new();
+        let probe = ProbeHandle::new();
+        let o3 = Arc::clone(&o2);
+        let p = Arc::clone(&plan);
+        worker.dataflow::<u64, _, _>(|scope| {
+            let (rows, _late, _dead) =
+                window(input.to_stream(scope), p, Arc::new(NodeCounters::default()));
+            use timely::dataflow::operators::Inspect;
+            rows.inspect(move |_| {
+                o3.fetch_add(1, Ordering::Relaxed);
+            })
+            .probe_with(&probe);
+        });
+        let mut next_checkpoint = 0;
+        for batch in 0..events.div_ceil(BATCH) {
+            // Each worker feeds its share of the batch: reading i is patient i % KEYS, once a
+            // minute, spread over the minute.
+            let first = batch * BATCH;
+            let last = (first + BATCH).min(events);
+            let mut i = first + index;
+            while i < last {
+                let (patient, round) = (i % KEYS, i / KEYS);
+                let ts = START + i64::try_from(round * 60_000 + patient * 60_000 / KEYS).unwrap();
+                input.send(Row {
+                    values: vec![
+                        Value::Int(i64::try_from(patient).unwrap()),
+                        Value::Timestamp(ts),
+                        Value::Int(i64::try_from(60 + i % 50).unwrap()),
+                        Value::Int(i64::try_from(90 + i % 10).unwrap()),
+                    ],
+                    sequence: i,
+                    tombstone: false,
+                });
+                i += peers;
+            }
+            input.advance_to(batch + 1);
+            // At most two batches in flight.
+            while probe.less_than(&batch.saturating_sub(1)) {
+                worker.step();
+            }
+            if index == 0 {
+                let done = f2.fetch_add(last - first, Ordering::Relaxed) + (last - first);
+                if next_checkpoint < checkpoints.len() && done >= checkpoints[next_checkpoint] {
+                    s2.lock().unwrap().push((done, rss_mib()));
+                    next_checkpoint += 1;
+                }
+            }
+        }
+        input.close();
+        while worker.step() {}
+    })
+    .unwrap();
+    let samples = samples.lock().unwrap().clone();
+    (
+        samples,
+        out.load(Ordering::Relaxed),
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let events = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1)?.parse().ok())
+        .unwrap_or(10_000_000u64);
+    let checkpoints = [events / 10, events / 2, events];
+    println!(
+        "window_state: {events} readings, {KEYS} patients, 5-minute tumbling windows, 2 workers"
+    );
+    let (bounded, rows, secs) = run(events, 60_000, &checkpoints);
+    println!(
+        "released after 1m lateness: {rows} window rows, {:.1} s ({:.0} readings/s)",
+        secs,
+        events as f64 / secs
+    );
+    for (n, mib) in &bounded {
+        println!("  RSS after {n:>10} readings: {mib:8.1} MiB");
+    }
+    let (kept, rows, secs) = run(events / 2, i64::MAX / 4, &checkpoints[..2]);
+    println!(
+        "baseline, never released (lateness longer than the run), {} readings: {rows} window rows, {:.1} s",
+        events / 2,
+        secs
+    );
+    for (n, mib) in &kept {
+        println!("  RSS after {n:>10} readings: {mib:8.1} MiB");
+    }
+    if let (Some(first), Some(last)) = (bounded.first(), bounded.last()) {
+        println!(
+            "ratio RSS {}M / {}M readings, released: {:.2}",
+            last.0 / 1_000_000,
+            first.0 / 1_000_000,
+            last.1 / first.1.max(1e-9)
+        );
+    }
+    if let (Some(first), Some(last)) = (kept.first(), kept.last()) {
+        println!(
+            "ratio RSS {}M / {}M readings, never released: {:.2}",
+            last.0 / 1_000_000,
+            first.0 / 1_000_000,
+            last.1 / first.1.max(1e-9)
+        );
+    }
+}
