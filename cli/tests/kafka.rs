@@ -656,3 +656,160 @@ fn a_foreign_client_produces_the_inputs_and_reads_the_events_and_the_lag() {
         assert_eq!(seen["lag"], 0, "[{}] {seen}", broker.name);
     }
 }
+
+/// A compacted table topic (keyed upserts, a tombstone) joined as of each reading's time, and a
+/// window over the same Kafka stream, closed by the end of the topics.
+#[test]
+fn a_table_topic_with_a_tombstone_joins_each_reading_as_of_its_time() {
+    for broker in brokers() {
+        let (table, stream) = (unique("context"), unique("readings"));
+        create_topics(&broker, &[(&table, 2), (&stream, 2)]);
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap();
+        let base = now - 3_600_000;
+        let mut w = TopicWriter::new(&ClientSettings::new(&broker.bootstrap)).unwrap();
+        let mut send = |topic: &str, key: &str, payload: String| {
+            w.send(OutMessage {
+                topic: topic.to_owned(),
+                key: Some(key.as_bytes().to_vec()),
+                payload: payload.into_bytes(),
+                headers: Vec::new(),
+            })
+            .unwrap();
+        };
+        // P1: HDU from base, ICU from base + 20 min, then deleted (a tombstone, at its Kafka
+        // timestamp: now). P2: WARD-A from base.
+        let version = |p: &str, since: i64, ward: &str| {
+            format!(r#"{{"patient_id":"{p}","since":{since},"ward":"{ward}"}}"#)
+        };
+        send(&table, "P1", version("P1", base, "HDU"));
+        send(&table, "P2", version("P2", base, "WARD-A"));
+        send(&table, "P1", version("P1", base + 1_200_000, "ICU"));
+        send(&table, "P1", String::new());
+        let reading =
+            |p: &str, ts: i64, hr: i64| format!(r#"{{"patient_id":"{p}","ts":{ts},"hr":{hr}}}"#);
+        let later = now + 300_000;
+        send(&stream, "P1", reading("P1", base + 600_000, 1)); // HDU
+        send(&stream, "P1", reading("P1", base + 1_800_000, 2)); // ICU
+        send(&stream, "P2", reading("P2", base + 1_800_000, 3)); // WARD-A
+        send(&stream, "P1", reading("P1", later, 4)); // deleted: null
+        w.flush(Duration::from_secs(30)).unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path().join("join.toml");
+        std::fs::write(
+            &job,
+            format!(
+                r#"[job]
+workers = 2
+
+[sources.context]
+kind = "kafka"
+brokers = "{b}"
+topic = "{table}"
+format = "json"
+event-time = "since"
+key = "patient_id"
+stop = "end"
+idle-timeout = "2s"
+fields = [
+  {{ name = "patient_id", type = "string" }},
+  {{ name = "since", type = "timestamp" }},
+  {{ name = "ward", type = "string" }},
+]
+
+[sources.readings]
+kind = "kafka"
+brokers = "{b}"
+topic = "{stream}"
+format = "json"
+event-time = "ts"
+key = "patient_id"
+stop = "end"
+idle-timeout = "2s"
+fields = [
+  {{ name = "patient_id", type = "string" }},
+  {{ name = "ts", type = "timestamp" }},
+  {{ name = "hr", type = "integer" }},
+]
+
+[operators.j]
+kind = "join"
+inputs = ["readings"]
+table = "context"
+type = "left"
+
+[operators.hourly]
+kind = "window"
+inputs = ["readings"]
+window = "tumbling"
+key = "patient_id"
+size = "1h"
+aggregates = {{ n = "count()", hr = "sum(hr)" }}
+
+[sinks.joined]
+kind = "jsonl"
+inputs = ["j"]
+path = "joined"
+roll-interval = "1s"
+
+[sinks.windows]
+kind = "jsonl"
+inputs = ["hourly"]
+path = "windows"
+roll-interval = "1s"
+
+[sinks.dead]
+kind = "dead-letter"
+inputs = ["context.dead-letter", "readings.dead-letter", "j.dead-letter", "hourly.dead-letter"]
+"#,
+                b = broker.bootstrap
+            ),
+        )
+        .unwrap();
+        let out = dir.path().join("out");
+        let o = Command::new(env!("CARGO_BIN_EXE_vitalflow"))
+            .args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
+        let read = |sub: &str| -> Vec<serde_json::Value> {
+            let mut rows = Vec::new();
+            for f in crate::support::output_files(&out.join(sub)) {
+                for line in std::fs::read_to_string(f).unwrap().lines() {
+                    rows.push(serde_json::from_str(line).unwrap());
+                }
+            }
+            rows
+        };
+        let mut joined: Vec<(i64, serde_json::Value)> = read("joined")
+            .into_iter()
+            .map(|r| (r["hr"].as_i64().unwrap(), r["ward"].clone()))
+            .collect();
+        joined.sort_by_key(|r| r.0);
+        assert_eq!(
+            joined,
+            vec![
+                (1, "HDU".into()),
+                (2, "ICU".into()),
+                (3, "WARD-A".into()),
+                (4, serde_json::Value::Null),
+            ],
+            "[{}] {}",
+            broker.name,
+            show(&o)
+        );
+        let windows = read("windows");
+        let total: i64 = windows
+            .iter()
+            .map(|r| r["n"].as_i64().unwrap() * r["diff"].as_i64().unwrap())
+            .sum();
+        assert_eq!(total, 4, "[{}] {windows:?}", broker.name);
+    }
+}
