@@ -779,15 +779,7 @@ inputs = ["context.dead-letter", "readings.dead-letter", "j.dead-letter", "hourl
             .output()
             .unwrap();
         assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
-        let read = |sub: &str| -> Vec<serde_json::Value> {
-            let mut rows = Vec::new();
-            for f in crate::support::output_files(&out.join(sub)) {
-                for line in std::fs::read_to_string(f).unwrap().lines() {
-                    rows.push(serde_json::from_str(line).unwrap());
-                }
-            }
-            rows
-        };
+        let read = |sub: &str| crate::support::read_jsonl(&out.join(sub));
         let mut joined: Vec<(i64, serde_json::Value)> = read("joined")
             .into_iter()
             .map(|r| (r["hr"].as_i64().unwrap(), r["ward"].clone()))

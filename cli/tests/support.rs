@@ -118,3 +118,28 @@ pub fn output_files(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Writes `text` as a job file in `dir`, runs it into `dir/out` with `envs`, and returns the
+/// output folder and what the run printed; panics (with the output) if the run fails.
+pub fn run_job(dir: &Path, text: &str, envs: &[(&str, &str)]) -> (PathBuf, Output) {
+    let job = dir.join("job.toml");
+    std::fs::write(&job, text).unwrap();
+    let out = dir.join("out");
+    let o = vitalflow(
+        &["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        envs,
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    (out, o)
+}
+
+/// Every JSON line of every file below `dir`.
+pub fn read_jsonl(dir: &Path) -> Vec<serde_json::Value> {
+    let mut rows = Vec::new();
+    for f in output_files(dir) {
+        for line in std::fs::read_to_string(f).unwrap().lines() {
+            rows.push(serde_json::from_str(line).unwrap());
+        }
+    }
+    rows
+}

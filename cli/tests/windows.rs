@@ -8,7 +8,9 @@ use std::path::Path;
 
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 
-use crate::support::{job_variant, key_file, output_files, python, python_check, show, vitalflow};
+use crate::support::{
+    job_variant, key_file, output_files, python, python_check, read_jsonl, run_job, show, vitalflow,
+};
 
 const FLAT_FIELDS: &str = r#"fields = [
   { name = "patient_id", type = "string" },
@@ -136,10 +138,9 @@ fn a_tumbling_window_equals_the_same_group_by_in_duckdb() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("flat.jsonl");
     write_flat(&input, 8_000, 40);
-    let job = dir.path().join("w.toml");
-    std::fs::write(
-        &job,
-        format!(
+    let (out, o) = run_job(
+        dir.path(),
+        &format!(
             r#"[job]
 workers = 2
 batch-size = 700
@@ -178,14 +179,8 @@ path = "windows"
 "#,
             input.display()
         ),
-    )
-    .unwrap();
-    let out = dir.path().join("out");
-    let o = vitalflow(
-        &["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()],
         &[],
     );
-    assert!(o.status.success(), "{}", show(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("window w: 0 late record(s)"), "{stdout}");
     let r = python_check(
@@ -218,16 +213,6 @@ fn write_points(path: &Path, points: &[(&str, i64, i64)]) {
     std::fs::write(path, text).unwrap();
 }
 
-fn read_jsonl(dir: &Path) -> Vec<serde_json::Value> {
-    let mut rows = Vec::new();
-    for f in output_files(dir) {
-        for line in std::fs::read_to_string(f).unwrap().lines() {
-            rows.push(serde_json::from_str(line).unwrap());
-        }
-    }
-    rows
-}
-
 #[test]
 fn late_records_within_lateness_correct_the_window_and_later_ones_go_to_the_late_output() {
     let dir = tempfile::tempdir().unwrap();
@@ -243,10 +228,9 @@ fn late_records_within_lateness_correct_the_window_and_later_ones_go_to_the_late
             ("a", 30, 16), // beyond lateness: to the late output
         ],
     );
-    let job = dir.path().join("late.toml");
-    std::fs::write(
-        &job,
-        format!(
+    let (out, o) = run_job(
+        dir.path(),
+        &format!(
             r#"[job]
 workers = 2
 batch-size = 1
@@ -283,14 +267,8 @@ path = "late"
 "#,
             input.display()
         ),
-    )
-    .unwrap();
-    let out = dir.path().join("out");
-    let o = vitalflow(
-        &["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()],
         &[],
     );
-    assert!(o.status.success(), "{}", show(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains("window w: 1 late record(s) beyond the allowed lateness (to `w.late`)"),
@@ -339,10 +317,9 @@ fn the_as_of_join_equals_duckdbs_asof_join_and_the_shipped_job_runs() {
     });
     let table = dir.path().join("context.jsonl");
     std::fs::write(&table, g.context_lines().join("\n") + "\n").unwrap();
-    let job = dir.path().join("j.toml");
-    std::fs::write(
-        &job,
-        format!(
+    let (out, _) = run_job(
+        dir.path(),
+        &format!(
             r#"[job]
 workers = 3
 batch-size = 100
@@ -384,14 +361,8 @@ path = "joined"
             stream.display(),
             table.display()
         ),
-    )
-    .unwrap();
-    let out = dir.path().join("out");
-    let o = vitalflow(
-        &["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()],
         &[],
     );
-    assert!(o.status.success(), "{}", show(&o));
     let r = python_check(
         &python,
         "window_check.py",

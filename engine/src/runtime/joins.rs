@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::vec::Map;
 use timely::progress::Antichain;
 use timely::progress::timestamp::Timestamp;
 use vitalflow_model::row::{KeyValue, Row, Schema, Value};
@@ -38,6 +38,7 @@ use vitalflow_operators::expression::Compiled;
 
 use super::metrics::NodeCounters;
 use super::ops::{StageLogic, VecStream, stage};
+use super::windows::{add_marks, event_time_marks};
 
 /// What a `join` does with a stream record whose key has no row in the table at its time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,20 +151,8 @@ pub fn join<'s>(
         Prepare(Arc::clone(&plan)),
         Arc::clone(&counters),
     );
-    // The stream's largest event time per batch, to every worker: the versioner's watermark.
-    let marks = probes
-        .clone()
-        .unary::<CapacityContainerBuilder<Vec<i64>>, _, _, _>(Pipeline, "JoinMarks", |_, _| {
-            move |input, output| {
-                input.for_each_stamp(|cap, data| {
-                    let max = data.flat_map(|batch| batch.iter()).map(|p| p.1).max();
-                    if let Some(max) = max {
-                        output.session(&cap).give(max);
-                    }
-                });
-            }
-        })
-        .broadcast();
+    // The stream's watermark, for the versioner.
+    let marks = event_time_marks(&probes, |p| p.1);
     let versions = versioner(table, marks, Arc::clone(&plan));
     let arranged = arrange_core::<
         _,
@@ -347,12 +336,8 @@ fn versioner<'s>(
                     }
                 });
                 marks.for_each_stamp(|c, data| {
-                    let Some(t) = c.least().copied() else { return };
-                    let m = maxima.entry(t).or_insert(i64::MIN);
-                    for batch in data {
-                        for v in batch.drain(..) {
-                            *m = (*m).max(v);
-                        }
+                    if let Some(t) = c.least() {
+                        add_marks(&mut maxima, *t, data);
                     }
                 });
                 let Some(c) = cap.as_mut() else { return };

@@ -128,23 +128,7 @@ pub fn window<'s>(
         Prepare(Arc::clone(&plan)),
         Arc::clone(&counters),
     );
-    // Each worker's largest event time per batch, to every worker.
-    let marks = prepared
-        .clone()
-        .unary::<CapacityContainerBuilder<Vec<i64>>, _, _, _>(Pipeline, "WindowMarks", |_, _| {
-            move |input, output| {
-                input.for_each_stamp(|cap, data| {
-                    let max = data
-                        .flat_map(|batch| batch.iter())
-                        .map(|(r, _)| r.time)
-                        .max();
-                    if let Some(max) = max {
-                        output.session(&cap).give(max);
-                    }
-                });
-            }
-        })
-        .broadcast();
+    let marks = event_time_marks(&prepared, |(r, _)| r.time);
     let route = Exchange::new(|(r, _): &(WindowRecord, Row)| r.key.0.route_hash());
     let name = plan.name.clone();
     let tagged = prepared
@@ -169,12 +153,8 @@ pub fn window<'s>(
                         }
                     });
                     marks.for_each_stamp(|c, data| {
-                        let Some(t) = c.least().copied() else { return };
-                        let m = maxima.entry(t).or_insert(i64::MIN);
-                        for batch in data {
-                            for v in batch.drain(..) {
-                                *m = (*m).max(v);
-                            }
+                        if let Some(t) = c.least() {
+                            add_marks(&mut maxima, *t, data);
                         }
                     });
                     let Some(c) = cap.as_mut() else { return };
@@ -250,6 +230,38 @@ pub fn window<'s>(
         .flat_map(|(late, row)| (!late).then_some(row));
     let late = tagged.flat_map(|(late, row)| late.then_some(row));
     (rows, late, dead)
+}
+
+/// Each worker's largest event time per batch of `stream`, sent to every worker: from these, every
+/// worker computes the same watermark.
+pub fn event_time_marks<'s, T: Clone + 'static>(
+    stream: &VecStream<'s, T>,
+    time: fn(&T) -> i64,
+) -> VecStream<'s, i64> {
+    stream
+        .clone()
+        .unary::<CapacityContainerBuilder<Vec<i64>>, _, _, _>(Pipeline, "EventTimeMarks", |_, _| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    if let Some(max) = data.flat_map(|batch| batch.iter()).map(time).max() {
+                        output.session(&cap).give(max);
+                    }
+                });
+            }
+        })
+        .broadcast()
+}
+
+/// Folds received event-time marks into the largest per timestamp.
+pub fn add_marks<'a>(
+    maxima: &mut BTreeMap<Time, i64>,
+    t: Time,
+    data: impl Iterator<Item = &'a mut Vec<i64>>,
+) {
+    let m = maxima.entry(t).or_insert(i64::MIN);
+    for batch in data {
+        *m = batch.drain(..).fold(*m, i64::max);
+    }
 }
 
 fn push_changes(out: &mut Vec<(bool, Row)>, changes: Vec<Vec<Value>>, worker: u64, n: &mut u64) {
