@@ -11,6 +11,7 @@
 //! [`anonymize::PseudonymKey`]. None panics on any input.
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod anonymize;
 pub mod canonize;
 pub mod decode;

@@ -1,0 +1,3 @@
+//! Vital-sign alerting: the NEWS2 early warning score.
+
+pub mod news2;
