@@ -1,3 +1,4 @@
-//! Vital-sign alerting: the NEWS2 early warning score.
+//! Vital-sign alerting: the NEWS2 early warning score and the life of an alert.
 
+pub mod lifecycle;
 pub mod news2;
