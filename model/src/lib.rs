@@ -23,7 +23,7 @@ pub mod raw;
 pub mod row;
 pub mod vitals;
 
-pub use raw::{DeadLetter, RawFormat, RawRecord, TOMBSTONE};
+pub use raw::{DeadLetter, RawFormat, RawRecord};
 
 /// A dataflow timestamp: the epoch (batch number) a record belongs to.
 ///

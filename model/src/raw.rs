@@ -38,9 +38,9 @@ impl RawFormat {
     }
 }
 
-/// The `context` of a Kafka record without a payload (a tombstone), followed by its timestamp
-/// in milliseconds; its bytes are then the record's key.
-pub const TOMBSTONE: &str = "tombstone@";
+/// How a Kafka record without a payload (a tombstone) is marked: `context` holds this and the
+/// record's timestamp in milliseconds; the bytes are the record's key.
+const TOMBSTONE: &str = "tombstone@";
 
 /// Bytes a source read, not yet parsed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +59,24 @@ pub struct RawRecord {
     pub context: Option<String>,
     /// The bytes.
     pub bytes: Vec<u8>,
+}
+
+impl RawRecord {
+    /// The `context` marking a tombstone read at `ms`.
+    #[must_use]
+    pub fn tombstone_context(ms: i64) -> String {
+        format!("{TOMBSTONE}{ms}")
+    }
+
+    /// If the record is a tombstone (its bytes are then the key), its timestamp in ms.
+    #[must_use]
+    pub fn tombstone_at(&self) -> Option<i64> {
+        self.context
+            .as_deref()?
+            .strip_prefix(TOMBSTONE)?
+            .parse()
+            .ok()
+    }
 }
 
 /// A record a stage could not process. It keeps the original bytes, which may hold PHI: dead

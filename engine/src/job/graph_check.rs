@@ -133,16 +133,7 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
         NodeKind::File(f) => {
             check_file(text, n, f, path, errors);
             let formats = ["envelope", "fhir", "vitals-csv", "hl7v2", "json", "csv"];
-            if !formats.contains(&f.format.get_ref().as_str()) {
-                errors.push(text.diag(
-                    f.format.span().start,
-                    format!(
-                        "`{path}.format`: unknown format `{}` (expected one of: {})",
-                        f.format.get_ref(),
-                        formats.join(", ")
-                    ),
-                ));
-            }
+            check_format(text, &f.format, &formats, "", path, errors);
             if f.format.get_ref() == "vitals-csv" && f.patient_id.is_none() {
                 errors.push(text.diag(n.span.start, format!("`{path}`: format `vitals-csv` needs `patient-id` (the CSV has no patient column)")));
             }
@@ -202,16 +193,14 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
             let f = k.as_file();
             check_file(text, n, &f, path, errors);
             let formats = ["envelope", "fhir", "hl7v2", "json", "csv"];
-            if !formats.contains(&k.format.get_ref().as_str()) {
-                errors.push(text.diag(
-                    k.format.span().start,
-                    format!(
-                        "`{path}.format`: unknown format `{}` for a Kafka topic (expected one of: {})",
-                        k.format.get_ref(),
-                        formats.join(", ")
-                    ),
-                ));
-            }
+            check_format(
+                text,
+                &k.format,
+                &formats,
+                " for a Kafka topic",
+                path,
+                errors,
+            );
             duration(&k.out_of_orderness, "out-of-orderness", errors);
             duration(&k.idle_timeout, "idle-timeout", errors);
             duration(&k.granularity, "granularity", errors);
@@ -256,6 +245,26 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
         | NodeKind::Filter(_)
         | NodeKind::Map { .. }
         | NodeKind::KeyBy(_) => {}
+    }
+}
+
+fn check_format(
+    text: &JobText,
+    format: &toml::Spanned<String>,
+    formats: &[&str],
+    context: &str,
+    path: &str,
+    errors: &mut Vec<Diagnostic>,
+) {
+    if !formats.contains(&format.get_ref().as_str()) {
+        errors.push(text.diag(
+            format.span().start,
+            format!(
+                "`{path}.format`: unknown format `{}`{context} (expected one of: {})",
+                format.get_ref(),
+                formats.join(", ")
+            ),
+        ));
     }
 }
 

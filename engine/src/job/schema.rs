@@ -658,7 +658,7 @@ pub fn window_parts(
     aggregates: &[(Spanned<String>, Spanned<String>)],
     input: &Schema,
 ) -> Result<WindowParts, Vec<Diagnostic>> {
-    use vitalflow_operators::window::{AggSpec, WindowKind, split_call};
+    use vitalflow_operators::window::{AggFn, AggSpec, WindowKind, split_call};
     let mut errors = Vec::new();
     let at_node = |message: String| text.diag(n.span.start, message);
     let time = input.time;
@@ -860,26 +860,16 @@ pub fn window_parts(
                 continue;
             }
         };
+        // Counts are not PHI; every other aggregate is a value of its argument.
+        let counts = matches!(func, AggFn::Count | AggFn::CountDistinct);
         let phi = match (&compiled, arg) {
-            (Some(e), Some((arg_text, _)))
-                if !matches!(
-                    func,
-                    vitalflow_operators::window::AggFn::Count
-                        | vitalflow_operators::window::AggFn::CountDistinct
-                ) =>
-            {
-                taint(e, arg_text, input, ty)
-            }
+            (Some(e), Some((arg_text, _))) if !counts => taint(e, arg_text, input, ty),
             _ => None,
         };
         output.fields.push(Field {
             name: name.get_ref().clone(),
             ty,
-            nullable: !matches!(
-                func,
-                vitalflow_operators::window::AggFn::Count
-                    | vitalflow_operators::window::AggFn::CountDistinct
-            ),
+            nullable: !counts,
             phi,
         });
         aggs.push((AggSpec { func, arg: arg_ty }, compiled));

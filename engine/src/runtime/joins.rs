@@ -28,16 +28,18 @@ use differential_dataflow::trace::{Cursor, TraceReader};
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::progress::Antichain;
 use timely::progress::timestamp::Timestamp;
 use vitalflow_model::row::{KeyValue, Row, Schema, Value};
-use vitalflow_model::{DeadLetter, RawFormat, Time};
+use vitalflow_model::{DeadLetter, Time};
 use vitalflow_operators::expression::Compiled;
 
 use super::metrics::NodeCounters;
 use super::ops::{StageLogic, VecStream, stage};
+use super::rows::{dead_row, event_time_and_key};
 use super::windows::{add_marks, event_time_marks};
 
 /// What a `join` does with a stream record whose key has no row in the table at its time.
@@ -99,33 +101,10 @@ type Probe = (KeyValue, i64, Row);
 impl StageLogic<Row, Probe> for Prepare {
     fn process(&mut self, row: Row, out: &mut Vec<Probe>, dead: &mut Vec<DeadLetter>) {
         let p = &self.0;
-        let time = match row.values.get(p.time) {
-            Some(Value::Timestamp(t)) => *t,
-            _ => {
-                let field = p.schema.fields.get(p.time).map_or("?", |f| f.name.as_str());
-                let reason = format!("`{}`: event time `{field}` is null", p.name);
-                dead.push(dead_row(p, &row, reason));
-                return;
-            }
-        };
-        match p.key.eval(&row.values) {
-            Ok(k) => out.push((KeyValue(k), time, row)),
-            Err(e) => {
-                let reason = format!("`{}.key`: {e}", p.name);
-                dead.push(dead_row(p, &row, reason));
-            }
+        match event_time_and_key(&p.name, &p.schema, p.time, &p.key, &row) {
+            Ok((time, key)) => out.push((key, time, row)),
+            Err(reason) => dead.push(dead_row(&p.name, &p.schema, &row, reason)),
         }
-    }
-}
-
-fn dead_row(p: &JoinPlan, row: &Row, reason: String) -> DeadLetter {
-    DeadLetter {
-        stage: p.name.clone(),
-        source: String::new(),
-        location: format!("record #{}", row.sequence),
-        format: RawFormat::Json,
-        reason,
-        bytes: serde_json::to_vec(&p.schema.to_json(row)).unwrap_or_default(),
     }
 }
 
@@ -133,7 +112,7 @@ fn dead_row(p: &JoinPlan, row: &Row, reason: String) -> DeadLetter {
 fn lower(frontiers: &[&timely::progress::frontier::MutableAntichain<Time>]) -> Option<Time> {
     frontiers
         .iter()
-        .flat_map(|f| f.frontier().iter().copied().collect::<Vec<_>>())
+        .filter_map(|f| f.frontier().iter().min().copied())
         .min()
 }
 
@@ -203,12 +182,16 @@ pub fn join<'s>(
                         let (mut cursor, storage) = cursor_list(storage);
                         for t in ready {
                             let mut out = Vec::new();
-                            for (key, time, row) in stash.remove(&t).unwrap_or_default() {
+                            // Probes in key order: the cursor only moves forward.
+                            let mut probes = stash.remove(&t).unwrap_or_default();
+                            probes.sort_by(|a, b| a.0.cmp(&b.0));
+                            cursor.rewind_keys(&storage);
+                            for (key, time, row) in probes {
                                 // The latest version valid at `time` among those present at `t`.
-                                let mut found: Option<Option<Vec<KeyValue>>> = None;
-                                cursor.rewind_keys(&storage);
+                                let mut found: Option<&Version> = None;
                                 cursor.seek_key(&storage, &key);
                                 if cursor.get_key(&storage) == Some(&key) {
+                                    cursor.rewind_vals(&storage);
                                     while let Some(v) = cursor.get_val(&storage) {
                                         if v.valid_from > time {
                                             break;
@@ -220,12 +203,13 @@ pub fn join<'s>(
                                             }
                                         });
                                         if count > 0 {
-                                            found = Some(v.fields.clone());
+                                            found = Some(v);
                                         }
                                         cursor.step_val(&storage);
                                     }
                                 }
-                                match (found.flatten(), plan.missing) {
+                                let found = found.and_then(|v| v.fields.clone());
+                                match (found, plan.missing) {
                                     (Some(fields), _) => {
                                         let mut row = row;
                                         row.values.extend(fields.into_iter().map(|k| k.0));
@@ -243,7 +227,7 @@ pub fn join<'s>(
                                             "`{}`: no row of table `{}` for the record's key at its event time",
                                             plan.name, plan.table
                                         );
-                                        out.push(Err(dead_row(&plan, &row, reason)));
+                                        out.push(Err(dead_row(&plan.name, &plan.schema, &row, reason)));
                                     }
                                 }
                             }
@@ -276,9 +260,7 @@ pub fn join<'s>(
     );
     let rows = joined.clone().flat_map(Result::ok);
     let rejected = joined.flat_map(Result::err);
-    let dead =
-        timely::dataflow::operators::Concatenate::concatenate(&dead.scope(), vec![dead, rejected]);
-    (rows, dead)
+    (rows, dead.concat(rejected))
 }
 
 /// Table rows to versions (differential updates), retracting versions no record can choose.

@@ -16,7 +16,7 @@ use timely::dataflow::operators::generic::operator::source;
 use vitalflow_connectors::kafka::reader::Poll;
 use vitalflow_connectors::kafka::{ClientSettings, PartitionReader};
 use vitalflow_model::envelope::Counts;
-use vitalflow_model::{RawFormat, RawRecord, TOMBSTONE, Time};
+use vitalflow_model::{RawFormat, RawRecord, Time};
 use vitalflow_operators::decode::Decoder;
 
 use super::checkpoint::{PositionLog, SourceResume};
@@ -281,8 +281,9 @@ pub fn kafka<'s>(
                             | u64::try_from(m.offset).unwrap_or(0),
                         format: plan.format,
                         header: plan.header.clone(),
-                        context: tombstone
-                            .then(|| format!("{TOMBSTONE}{}", m.timestamp_ms.unwrap_or_default())),
+                        context: tombstone.then(|| {
+                            RawRecord::tombstone_context(m.timestamp_ms.unwrap_or_default())
+                        }),
                         bytes: if tombstone {
                             m.key.unwrap_or_default()
                         } else {

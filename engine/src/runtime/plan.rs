@@ -986,26 +986,12 @@ impl<'s> Builder<'s, '_> {
                 let c = match kind {
                     Some(Port::Audit(_)) => {
                         let input = self.inputs(inputs, as_audit);
-                        let render: Render<AuditRecord> = Arc::new(|r: &AuditRecord| {
-                            let key = r.event.metadata.correlation_id.clone().into_bytes();
-                            (
-                                Some(key),
-                                serde_json::to_vec(r).unwrap_or_default(),
-                                Vec::new(),
-                            )
-                        });
+                        let render = keyed_json(|r: &AuditRecord| &r.event.metadata.correlation_id);
                         kafka_sink(input, name, s, t, render, counters, f)
                     }
                     Some(Port::Events(_)) => {
                         let input = self.inputs(inputs, as_events);
-                        let render: Render<DomainEvent> = Arc::new(|e: &DomainEvent| {
-                            let key = e.metadata.correlation_id.clone().into_bytes();
-                            (
-                                Some(key),
-                                serde_json::to_vec(e).unwrap_or_default(),
-                                Vec::new(),
-                            )
-                        });
+                        let render = keyed_json(|e: &DomainEvent| &e.metadata.correlation_id);
                         kafka_sink(input, name, s, t, render, counters, f)
                     }
                     Some(Port::Dead(_)) => {
@@ -1297,6 +1283,17 @@ impl<'s> Builder<'s, '_> {
         }
         self.built.insert(name.to_owned());
     }
+}
+
+/// A Kafka rendering: the record as JSON, keyed by a string of it (its saga's correlation id).
+fn keyed_json<T: serde::Serialize + 'static>(key: fn(&T) -> &String) -> Render<T> {
+    Arc::new(move |r: &T| {
+        (
+            Some(key(r).clone().into_bytes()),
+            serde_json::to_vec(r).unwrap_or_default(),
+            Vec::new(),
+        )
+    })
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> serde_json::Value {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use serde_json::Value as Json;
 use vitalflow_connectors::jsonl::{JsonlFile, write_row_json};
 use vitalflow_connectors::parquet_rows::RowParquetWriter;
-use vitalflow_model::row::{Row, Schema, Type, Value};
-use vitalflow_model::{DeadLetter, RawFormat, RawRecord, TOMBSTONE};
+use vitalflow_model::row::{KeyValue, Row, Schema, Type, Value};
+use vitalflow_model::{DeadLetter, RawFormat, RawRecord};
 use vitalflow_operators::anonymize::{Anonymizer, DeidReport, RowPlan};
 use vitalflow_operators::decode::Decoder;
 use vitalflow_operators::expression::Compiled;
@@ -20,7 +20,7 @@ use super::ops::{SinkWriter, StageLogic};
 use super::stages::relative;
 
 /// A rejected row: the row as JSON (it may hold PHI: dead letters go to the dead-letter sink).
-fn dead_row(stage: &str, schema: &Schema, row: &Row, reason: String) -> DeadLetter {
+pub(crate) fn dead_row(stage: &str, schema: &Schema, row: &Row, reason: String) -> DeadLetter {
     DeadLetter {
         stage: stage.to_owned(),
         source: String::new(),
@@ -78,6 +78,25 @@ impl Tombstone {
     }
 }
 
+/// A row's event time and key, for the keyed event-time operators (`window`, `join`); the reason
+/// (naming the node and the field, never a value) when either is missing or fails.
+pub(crate) fn event_time_and_key(
+    stage: &str,
+    schema: &Schema,
+    time: usize,
+    key: &Compiled,
+    row: &Row,
+) -> Result<(i64, KeyValue), String> {
+    let Some(Value::Timestamp(t)) = row.values.get(time) else {
+        let field = schema.fields.get(time).map_or("?", |f| f.name.as_str());
+        return Err(format!("`{stage}`: event time `{field}` is null"));
+    };
+    let k = key
+        .eval(&row.values)
+        .map_err(|e| format!("`{stage}.key`: {e}"))?;
+    Ok((*t, KeyValue(k)))
+}
+
 /// Decodes raw records of a source with a declared schema.
 pub struct DecodeLogic {
     /// The source node.
@@ -90,22 +109,14 @@ pub struct DecodeLogic {
 
 impl StageLogic<RawRecord, Row> for DecodeLogic {
     fn process(&mut self, record: RawRecord, out: &mut Vec<Row>, dead: &mut Vec<DeadLetter>) {
-        if let Some(ms) = record
-            .context
-            .as_deref()
-            .and_then(|c| c.strip_prefix(TOMBSTONE))
-        {
+        if let Some(ms) = record.tombstone_at() {
             let row = match self.tombstone {
                 None => Err(
                     "a record without a payload (a tombstone), and this source's rows \
                      have no declared key to delete"
                         .to_owned(),
                 ),
-                Some(t) => t.row(
-                    &record.bytes,
-                    ms.parse().unwrap_or_default(),
-                    record.sequence,
-                ),
+                Some(t) => t.row(&record.bytes, ms, record.sequence),
             };
             match row {
                 Ok(row) => out.push(row),

@@ -16,13 +16,14 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
-use vitalflow_model::row::{KeyValue, Row, Schema, Value};
-use vitalflow_model::{DeadLetter, RawFormat, Time};
+use vitalflow_model::row::{Row, Schema, Value};
+use vitalflow_model::{DeadLetter, Time};
 use vitalflow_operators::expression::Compiled;
 use vitalflow_operators::window::{WindowRecord, WindowSpec, Windows};
 
 use super::metrics::NodeCounters;
 use super::ops::{StageLogic, VecStream, stage};
+use super::rows::{dead_row, event_time_and_key};
 
 /// A `window` node resolved for running.
 pub struct WindowPlan {
@@ -54,52 +55,28 @@ impl StageLogic<Row, (WindowRecord, Row)> for Prepare {
         dead: &mut Vec<DeadLetter>,
     ) {
         let p = &self.0;
-        let reject = |dead: &mut Vec<DeadLetter>, row: &Row, reason: String| {
-            dead.push(DeadLetter {
-                stage: p.name.clone(),
-                source: String::new(),
-                location: format!("record #{}", row.sequence),
-                format: RawFormat::Json,
-                reason,
-                bytes: serde_json::to_vec(&p.schema.to_json(row)).unwrap_or_default(),
+        let prepared =
+            event_time_and_key(&p.name, &p.schema, p.time, &p.key, &row).and_then(|(time, key)| {
+                let args = p
+                    .args
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| match a {
+                        None => Ok(Value::Null),
+                        Some(c) => c
+                            .eval(&row.values)
+                            .map_err(|e| format!("`{}.aggregates` #{}: {e}", p.name, i + 1)),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((time, key, args))
             });
-        };
-        let time = match row.values.get(p.time) {
-            Some(Value::Timestamp(t)) => *t,
-            _ => {
-                let field = p.schema.fields.get(p.time).map_or("?", |f| f.name.as_str());
-                reject(
-                    dead,
-                    &row,
-                    format!("`{}`: event time `{field}` is null", p.name),
-                );
+        let (time, key, args) = match prepared {
+            Ok(p) => p,
+            Err(reason) => {
+                dead.push(dead_row(&p.name, &p.schema, &row, reason));
                 return;
             }
         };
-        let key = match p.key.eval(&row.values) {
-            Ok(k) => KeyValue(k),
-            Err(e) => {
-                reject(dead, &row, format!("`{}.key`: {e}", p.name));
-                return;
-            }
-        };
-        let mut args = Vec::with_capacity(p.args.len());
-        for (i, a) in p.args.iter().enumerate() {
-            match a {
-                None => args.push(Value::Null),
-                Some(c) => match c.eval(&row.values) {
-                    Ok(v) => args.push(v),
-                    Err(e) => {
-                        reject(
-                            dead,
-                            &row,
-                            format!("`{}.aggregates` #{}: {e}", p.name, i + 1),
-                        );
-                        return;
-                    }
-                },
-            }
-        }
         let record = WindowRecord {
             key,
             time,

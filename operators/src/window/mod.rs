@@ -166,14 +166,6 @@ impl Windows {
         end.saturating_add(self.spec.lateness) <= self.watermark
     }
 
-    fn fresh_accs(&self) -> Vec<Acc> {
-        self.spec
-            .aggs
-            .iter()
-            .map(|a| Acc::new(a.func, a.arg))
-            .collect()
-    }
-
     fn apply(spec: &WindowSpec, accs: &mut [Acc], r: &WindowRecord) {
         for ((acc, a), v) in accs.iter_mut().zip(&spec.aggs).zip(&r.args) {
             acc.add(a.arg.is_some().then_some(v), r.time, r.seq);
@@ -210,25 +202,24 @@ impl Windows {
         if self.expired(end) {
             return false;
         }
-        let id = (r.key.clone(), start);
-        if !self.windows.contains_key(&id) {
-            let win = Win {
-                end,
-                last: r.time,
-                accs: self.fresh_accs(),
-                emitted: None,
-                revision: -1,
-            };
-            self.pending.insert((end, r.key.clone(), start));
-            self.expiry
-                .insert((self.expires_at(end), r.key.clone(), start));
-            self.windows.insert(id.clone(), win);
-        }
-        if let Some(win) = self.windows.get_mut(&id) {
-            Self::apply(&self.spec, &mut win.accs, r);
-            if win.emitted.is_some() {
-                self.dirty.insert(id);
+        let expires = self.expires_at(end);
+        let win = match self.windows.entry((r.key.clone(), start)) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                self.pending.insert((end, r.key.clone(), start));
+                self.expiry.insert((expires, r.key.clone(), start));
+                v.insert(Win {
+                    end,
+                    last: r.time,
+                    accs: fresh_accs(&self.spec),
+                    emitted: None,
+                    revision: -1,
+                })
             }
+        };
+        Self::apply(&self.spec, &mut win.accs, r);
+        if win.emitted.is_some() {
+            self.dirty.insert((r.key.clone(), start));
         }
         true
     }
@@ -252,7 +243,7 @@ impl Windows {
         let mut merged = Win {
             end,
             last: r.time,
-            accs: self.fresh_accs(),
+            accs: fresh_accs(&self.spec),
             emitted: None,
             revision: -1,
         };
@@ -334,6 +325,10 @@ impl Windows {
         }
         out
     }
+}
+
+fn fresh_accs(spec: &WindowSpec) -> Vec<Acc> {
+    spec.aggs.iter().map(|a| Acc::new(a.func, a.arg)).collect()
 }
 
 fn result(id: &WinId, win: &Win) -> Vec<Value> {
