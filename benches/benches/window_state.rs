@@ -119,6 +119,7 @@ fn run(events: u64, lateness: i64, checkpoints: &[u64]) -> (Vec<(u64, f64)>, u64
                     ],
                     sequence: i,
                     tombstone: false,
+                    arrival_us: 0,
                 });
                 i += peers;
             }

@@ -206,6 +206,7 @@ impl<F: FnMut(RawRecord)> Emitter<'_, F> {
             header: header.map(<[String]>::to_vec),
             context: context.map(str::to_owned),
             bytes,
+            arrival_us: 0,
         });
         self.sequence += 1;
     }

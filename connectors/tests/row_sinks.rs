@@ -73,6 +73,7 @@ fn row(i: u64) -> Row {
         ],
         sequence: i,
         tombstone: false,
+        arrival_us: 0,
     }
 }
 
@@ -289,6 +290,7 @@ fn json_rows() -> Vec<Row> {
             ],
             sequence: i,
             tombstone: false,
+            arrival_us: 0,
         });
     }
     rows
@@ -320,6 +322,7 @@ fn row_json_is_serde_json_text() {
         values: vec![Value::Int(1), Value::Timestamp(1_767_225_600_000)],
         sequence: 0,
         tombstone: false,
+        arrival_us: 0,
     };
     buf.clear();
     write_row_json(&odd, &row, &mut buf);
@@ -344,6 +347,7 @@ fn row_json_timestamps_match_format_timestamp() {
             values: vec![Value::Timestamp(ms)],
             sequence: 0,
             tombstone: false,
+            arrival_us: 0,
         };
         write_row_json(&schema, &row, &mut buf);
         let expected = format!("{{\"t\":{}}}", serde_json::json!(format_timestamp(ms)));

@@ -111,6 +111,7 @@ fn run(
                             ],
                             sequence: seq as u64,
                             tombstone: ward.is_none(),
+                            arrival_us: 0,
                         });
                     }
                 }
@@ -124,6 +125,7 @@ fn run(
                             ],
                             sequence: seq as u64,
                             tombstone: false,
+                            arrival_us: 0,
                         });
                     }
                 }

@@ -127,6 +127,7 @@ fn run(inputs: &[In], plan: WindowPlan, workers: usize) -> (Vec<Vec<Value>>, Vec
                     ],
                     sequence: seq as u64,
                     tombstone: false,
+                    arrival_us: 0,
                 });
             }
         }

@@ -14,6 +14,7 @@
 //! anonymization stage: no sink accepts a `clinical` record.
 #![forbid(unsafe_code)]
 
+pub mod alert;
 pub mod canonical;
 pub mod clinical;
 pub mod deid;
@@ -23,7 +24,7 @@ pub mod raw;
 pub mod row;
 pub mod vitals;
 
-pub use raw::{DeadLetter, RawFormat, RawRecord};
+pub use raw::{DeadLetter, RawFormat, RawRecord, now_us};
 
 /// A dataflow timestamp: the epoch (batch number) a record belongs to.
 ///

@@ -42,6 +42,14 @@ impl RawFormat {
 /// record's timestamp in milliseconds; the bytes are the record's key.
 const TOMBSTONE: &str = "tombstone@";
 
+/// The wall clock now, in µs since the Unix epoch (0 if the clock is before it).
+#[must_use]
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// Bytes a source read, not yet parsed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawRecord {
@@ -59,6 +67,10 @@ pub struct RawRecord {
     pub context: Option<String>,
     /// The bytes.
     pub bytes: Vec<u8>,
+    /// When the record reached vitalflow (wall clock, µs since the Unix epoch; 0: unknown):
+    /// alert latency is measured from it.
+    #[serde(default)]
+    pub arrival_us: u64,
 }
 
 impl RawRecord {

@@ -164,6 +164,10 @@ pub struct Row {
     /// payload). Only the key field is set. Tombstones reach only the `table` of a `join`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tombstone: bool,
+    /// When the record this row came from reached vitalflow (µs since the Unix epoch; 0:
+    /// unknown). Not a field: alert latency is measured from it.
+    #[serde(default)]
+    pub arrival_us: u64,
 }
 
 /// A value with a total order, equality and hash, for grouping and joining: keys of windows and

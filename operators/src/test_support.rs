@@ -38,6 +38,7 @@ pub(crate) fn raw(format: RawFormat, bytes: impl Into<Vec<u8>>) -> RawRecord {
         header: None,
         context: None,
         bytes: bytes.into(),
+        arrival_us: 0,
     }
 }
 

@@ -229,6 +229,7 @@ impl Generator {
             header: None,
             context: None,
             bytes: self.event(i),
+            arrival_us: 0,
         }
     }
 

@@ -255,6 +255,7 @@ pub fn kafka<'s>(
                     }
                     part.next = m.offset + 1;
                     part.last_record = Instant::now();
+                    let arrival_us = vitalflow_model::now_us();
                     log.seen(m.partition, m.offset);
                     let tombstone = plan.tombstones && m.payload.is_empty() && m.key.is_some();
                     let event = if tombstone {
@@ -289,6 +290,7 @@ pub fn kafka<'s>(
                         } else {
                             m.payload
                         },
+                        arrival_us,
                     });
                 }
             }

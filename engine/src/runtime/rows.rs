@@ -74,6 +74,7 @@ impl Tombstone {
             values,
             sequence,
             tombstone: true,
+            arrival_us: 0,
         })
     }
 }
@@ -139,7 +140,10 @@ impl StageLogic<RawRecord, Row> for DecodeLogic {
             _ => self.decoder.decode_json(&record.bytes, record.sequence),
         };
         match decoded {
-            Ok(row) => out.push(row),
+            Ok(mut row) => {
+                row.arrival_us = record.arrival_us;
+                out.push(row);
+            }
             Err(e) => dead.push(DeadLetter {
                 stage: self.stage.clone(),
                 source: record.source,
@@ -214,6 +218,7 @@ impl StageLogic<Row, Row> for MapLogic {
             values,
             sequence: row.sequence,
             tombstone: false,
+            arrival_us: row.arrival_us,
         });
     }
 }

@@ -55,7 +55,9 @@ pub fn generator<'s>(
                 if *c.time() < time {
                     c.downgrade(&time);
                 }
-                output.session(&*c).give(generator.raw(&node, next));
+                let mut raw = generator.raw(&node, next);
+                raw.arrival_us = vitalflow_model::now_us();
+                output.session(&*c).give(raw);
                 next += peers;
                 n += 1;
             }
@@ -127,6 +129,8 @@ pub fn files<'s>(
                         if *c.time() < time {
                             c.downgrade(&time);
                         }
+                        let mut record = record;
+                        record.arrival_us = vitalflow_model::now_us();
                         output.session(&*c).give(record);
                         n += 1;
                         if n == CHUNK {

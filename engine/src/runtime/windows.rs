@@ -249,6 +249,7 @@ fn push_changes(out: &mut Vec<(bool, Row)>, changes: Vec<Vec<Value>>, worker: u6
                 values,
                 sequence: (worker << 40) | *n,
                 tombstone: false,
+                arrival_us: 0,
             },
         ));
         *n += 1;

@@ -30,6 +30,7 @@ pub enum Absence {
 #[derive(Clone, Debug, Default)]
 pub struct Latest {
     values: [Option<(i64, Reading)>; 7],
+    ids: [Option<std::sync::Arc<str>>; 7],
 }
 
 fn slot(p: Parameter) -> usize {
@@ -43,6 +44,38 @@ impl Latest {
         if s.is_none_or(|(t, _)| at >= t) {
             *s = Some((at, reading));
         }
+    }
+
+    /// Records a reading with the id of the observation it came from.
+    pub fn update_observed(
+        &mut self,
+        p: Parameter,
+        reading: Reading,
+        at: i64,
+        id: &std::sync::Arc<str>,
+    ) {
+        let s = slot(p);
+        if self.values[s].is_none_or(|(t, _)| at >= t) {
+            self.values[s] = Some((at, reading));
+            self.ids[s] = Some(std::sync::Arc::clone(id));
+        }
+    }
+
+    /// The ids of the observations whose readings are fresh at `now`, each once, in parameter
+    /// order.
+    #[must_use]
+    pub fn fresh_ids(&self, now: i64, freshness: i64) -> Vec<std::sync::Arc<str>> {
+        let mut ids: Vec<std::sync::Arc<str>> = Vec::new();
+        for (v, id) in self.values.iter().zip(&self.ids) {
+            if let (Some((t, _)), Some(id)) = (v, id)
+                && *t <= now
+                && now - *t <= freshness
+                && !ids.contains(id)
+            {
+                ids.push(std::sync::Arc::clone(id));
+            }
+        }
+        ids
     }
 
     /// The observations fresh at `now` (read within `freshness` ms before it, and not after

@@ -1,5 +1,7 @@
-//! Vital-sign alerting: the NEWS2 early warning score and the life of an alert.
+//! Vital-sign alerting: the NEWS2 early warning score, critical-value and trend rules, and the
+//! life of an alert.
 
 pub mod latest;
 pub mod lifecycle;
+pub mod monitor;
 pub mod news2;

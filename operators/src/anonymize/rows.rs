@@ -171,6 +171,7 @@ mod tests {
             ],
             sequence: 0,
             tombstone: false,
+            arrival_us: 0,
         }
     }
 

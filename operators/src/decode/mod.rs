@@ -322,6 +322,7 @@ impl Decoder {
             values,
             sequence,
             tombstone: false,
+            arrival_us: 0,
         })
     }
 }
