@@ -290,6 +290,21 @@ fn validate(jobs: &[PathBuf]) -> ExitCode {
     }
 }
 
+/// A latency for people: ms below a minute, else minutes, hours or days.
+fn ms(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.2} ms")
+    } else if v < 60_000.0 {
+        format!("{v:.0} ms")
+    } else if v < 3_600_000.0 {
+        format!("{:.1} min", v / 60_000.0)
+    } else if v < 86_400_000.0 {
+        format!("{:.1} h", v / 3_600_000.0)
+    } else {
+        format!("{:.1} d", v / 86_400_000.0)
+    }
+}
+
 fn print_summary(s: &RunSummary) {
     let secs = s.elapsed.as_secs_f64();
     println!(
@@ -316,6 +331,29 @@ fn print_summary(s: &RunSummary) {
             "window {}: {} late record(s) beyond the allowed lateness (to `{}.late`)",
             n.name, n.late, n.name
         );
+    }
+    for a in &s.alerts {
+        let events: Vec<String> = a
+            .events
+            .iter()
+            .map(|(t, n)| format!("{n} {}", t.rsplit('.').next().unwrap_or(t)))
+            .collect();
+        println!("alert {} · {}: {}", a.node, a.rule, events.join(", "));
+        for (what, p) in [
+            ("arrival → alert", &a.arrival),
+            ("event time → alert", &a.event),
+        ] {
+            if let Some(p) = p {
+                println!(
+                    "    {what:<19} p50 {} · p99 {} · p99.9 {} · max {} ({} alerts)",
+                    ms(p.p50),
+                    ms(p.p99),
+                    ms(p.p999),
+                    ms(p.max),
+                    p.count
+                );
+            }
+        }
     }
     let records = s.source_records();
     println!(

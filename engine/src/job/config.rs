@@ -1,6 +1,8 @@
 //! Typed configuration of every node kind. Each struct rejects unknown fields; the doc comment of
 //! each field is its reference documentation (see `docs/job-files.md`).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -297,6 +299,109 @@ pub struct WindowConfig {
     pub aggregates: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
+/// `kind = "alert"`: NEWS2 and critical-value rules over vital-sign rows; outputs alert events
+/// (no PHI: the patient is pseudonymized and event times date-shifted here, with the same key
+/// and policy as `anonymize`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AlertConfig {
+    /// Always `"alert"`.
+    pub kind: String,
+    /// Upstream ports (rows of one schema, with an event-time field).
+    pub inputs: Vec<Spanned<String>>,
+    /// The patient: an expression. Default: the rows' declared key.
+    pub patient: Option<Spanned<String>>,
+    /// The patient's ward (a text expression). Default: none.
+    pub ward: Option<Spanned<String>>,
+    /// The observation's id (an expression), named as the alert's cause. Default: the reading's
+    /// place in its source (`topic/partition@offset` for Kafka, `source#record` for files).
+    pub observation_id: Option<Spanned<String>>,
+    /// NEWS2: a reading counts for this long. Default: `1h`.
+    #[serde(default = "defaults::freshness")]
+    pub freshness: Spanned<String>,
+    /// An alert resolves once its condition has been normal this long. Default: `15m`.
+    #[serde(default = "defaults::resolve_after")]
+    pub resolve_after: Spanned<String>,
+    /// Repeats at the same level are suppressed for this long. Default: `30m`.
+    #[serde(default = "defaults::suppress_for")]
+    pub suppress_for: Spanned<String>,
+    /// Where the pseudonymization key comes from, as for `anonymize`: `env:NAME`, `file:PATH`
+    /// or `ephemeral`. Required.
+    pub key: Spanned<String>,
+    /// `shift` or `year`, as for `anonymize`. Default: `shift`.
+    #[serde(default = "defaults::dates")]
+    pub dates: Spanned<String>,
+    /// Largest date shift, in days, either way. Default: 365.
+    #[serde(default = "defaults::max_shift_days")]
+    pub max_shift_days: u32,
+    /// The NEWS2 parameters, each an expression over the rows.
+    pub news2: Option<News2Config>,
+    /// Critical-value and trend rules, by name.
+    #[serde(default)]
+    pub rules: BTreeMap<String, RuleConfig>,
+}
+
+/// `[operators.NAME.news2]`: where each NEWS2 parameter comes from. A parameter left out is
+/// always missing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct News2Config {
+    /// Breaths per minute.
+    pub respiration_rate: Option<Spanned<String>>,
+    /// Saturation, %.
+    pub spo2: Option<Spanned<String>>,
+    /// On supplemental oxygen (boolean).
+    pub oxygen: Option<Spanned<String>>,
+    /// SpO2 scale 2 applies (boolean: a prescribed 88–92 % target). Default: scale 1.
+    pub scale2: Option<Spanned<String>>,
+    /// Systolic blood pressure, mmHg.
+    pub systolic: Option<Spanned<String>>,
+    /// Beats per minute.
+    pub pulse: Option<Spanned<String>>,
+    /// ACVPU as text (`A`, `C`, `V`, `P`, `U` or the words).
+    pub consciousness: Option<Spanned<String>>,
+    /// °C.
+    pub temperature: Option<Spanned<String>>,
+    /// The level from which an alert is raised: `low`, `low-medium`, `medium` or `high`.
+    /// Default: `low-medium`.
+    #[serde(default = "defaults::raise_at")]
+    pub raise_at: Spanned<String>,
+}
+
+/// `[operators.NAME.rules.RULE]`: a critical-value or trend rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RuleConfig {
+    /// The condition: a boolean expression over the row and the rule's aggregates. Required.
+    pub when: Spanned<String>,
+    /// How long the condition must hold at every reading before the alert is raised. Default:
+    /// at once.
+    #[serde(rename = "for")]
+    pub sustain: Option<Spanned<String>>,
+    /// The alert's level: `low`, `low-medium`, `medium` or `high`. Default: `high`.
+    #[serde(default = "defaults::rule_level")]
+    pub level: Spanned<String>,
+    /// The window of the aggregates, back from each reading. Required with `aggregates`.
+    pub window: Option<Spanned<String>>,
+    /// Name → aggregate over the patient's readings in the window (`max(sbp)`; `count`, `sum`,
+    /// `min`, `max`, `mean`, `first`, `last`).
+    #[serde(default)]
+    pub aggregates: BTreeMap<String, Spanned<String>>,
+}
+
+/// `kind = "console"`: a human-readable line per alert on standard output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConsoleConfig {
+    /// Always `"console"`.
+    pub kind: String,
+    /// Upstream ports (alert events).
+    pub inputs: Vec<Spanned<String>>,
+    /// At most this many lines a second; the rest are counted in one line. Default: 50.
+    #[serde(default = "defaults::console_limit")]
+    pub limit: u32,
+}
+
 /// `kind = "join"`: each stream record joined to the table's version valid at its event time.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -471,6 +576,24 @@ mod defaults {
     }
     pub fn inner() -> Spanned<String> {
         Spanned::new(0..0, "inner".into())
+    }
+    pub fn freshness() -> Spanned<String> {
+        Spanned::new(0..0, "1h".into())
+    }
+    pub fn resolve_after() -> Spanned<String> {
+        Spanned::new(0..0, "15m".into())
+    }
+    pub fn suppress_for() -> Spanned<String> {
+        Spanned::new(0..0, "30m".into())
+    }
+    pub fn raise_at() -> Spanned<String> {
+        Spanned::new(0..0, "low-medium".into())
+    }
+    pub fn rule_level() -> Spanned<String> {
+        Spanned::new(0..0, "high".into())
+    }
+    pub const fn console_limit() -> u32 {
+        50
     }
     pub fn history() -> Spanned<String> {
         Spanned::new(0..0, "1h".into())

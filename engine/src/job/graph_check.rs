@@ -161,25 +161,7 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
             }
         }
         NodeKind::Anonymize(a) => {
-            let key = a.key.get_ref();
-            let ok = key == "ephemeral"
-                || key.strip_prefix("env:").is_some_and(|v| !v.is_empty())
-                || key.strip_prefix("file:").is_some_and(|v| !v.is_empty());
-            if !ok {
-                errors.push(text.diag(
-                    a.key.span().start,
-                    format!("`{path}.key` must be `env:NAME`, `file:PATH` or `ephemeral`"),
-                ));
-            }
-            if !["shift", "year"].contains(&a.dates.get_ref().as_str()) {
-                errors.push(text.diag(
-                    a.dates.span().start,
-                    format!(
-                        "`{path}.dates` must be `shift` or `year`, not `{}`",
-                        a.dates.get_ref()
-                    ),
-                ));
-            }
+            key_and_dates(text, path, &a.key, &a.dates, errors);
             for z in a.restricted_zip3.iter().flatten() {
                 if z.len() != 3 || !z.bytes().all(|b| b.is_ascii_digit()) {
                     errors.push(text.diag(
@@ -238,13 +220,61 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
             }
         }
         NodeKind::Join(j) => duration(&j.history, "history", errors),
+        NodeKind::Alert(a) => {
+            key_and_dates(text, path, &a.key, &a.dates, errors);
+            duration(&a.freshness, "freshness", errors);
+            duration(&a.resolve_after, "resolve-after", errors);
+            duration(&a.suppress_for, "suppress-for", errors);
+            let level = |v: &toml::Spanned<String>, field: &str, errors: &mut Vec<Diagnostic>| {
+                if vitalflow_operators::alert::monitor::parse_level(v.get_ref()).is_none() {
+                    errors.push(text.diag(
+                        v.span().start,
+                        format!(
+                            "`{path}.{field}` must be `low`, `low-medium`, `medium` or `high`, \
+                             not `{}`",
+                            v.get_ref()
+                        ),
+                    ));
+                }
+            };
+            if let Some(n2) = &a.news2 {
+                level(&n2.raise_at, "news2.raise-at", errors);
+            }
+            if a.news2.is_none() && a.rules.is_empty() {
+                errors.push(text.diag(
+                    n.span.start,
+                    format!(
+                        "`{path}`: an alert needs `[{path}.news2]` (where the NEWS2 parameters \
+                         come from), rules (`[{path}.rules.NAME]` with `when = \"...\"`), or both"
+                    ),
+                ));
+            }
+            for (name, r) in &a.rules {
+                level(&r.level, &format!("rules.{name}.level"), errors);
+                if let Some(f) = &r.sustain {
+                    duration(f, &format!("rules.{name}.for"), errors);
+                }
+                match &r.window {
+                    Some(w) => duration(w, &format!("rules.{name}.window"), errors),
+                    None if !r.aggregates.is_empty() => errors.push(text.diag(
+                        r.when.span().start,
+                        format!(
+                            "`{path}.rules.{name}` has `aggregates` but no `window` (how far back \
+                             they look, e.g. `window = \"15m\"`)"
+                        ),
+                    )),
+                    None => {}
+                }
+            }
+        }
         NodeKind::Ingest
         | NodeKind::Canonize
         | NodeKind::Audit
         | NodeKind::DeadLetter(_)
         | NodeKind::Filter(_)
         | NodeKind::Map { .. }
-        | NodeKind::KeyBy(_) => {}
+        | NodeKind::KeyBy(_)
+        | NodeKind::Console(_) => {}
     }
 }
 
@@ -400,3 +430,32 @@ fn topo_order(text: &JobText, nodes: Vec<Node>, errors: &mut Vec<Diagnostic>) ->
 /// Port kinds that are never written by a general sink (documented safety rule).
 #[allow(dead_code)]
 pub(super) const PHI_KINDS: [PortKind; 2] = [PortKind::Clinical, PortKind::DeadLetter];
+
+/// A pseudonymization key source and a date policy (`anonymize`, `alert`).
+fn key_and_dates(
+    text: &JobText,
+    path: &str,
+    key: &toml::Spanned<String>,
+    dates: &toml::Spanned<String>,
+    errors: &mut Vec<Diagnostic>,
+) {
+    let k = key.get_ref();
+    let ok = k == "ephemeral"
+        || k.strip_prefix("env:").is_some_and(|v| !v.is_empty())
+        || k.strip_prefix("file:").is_some_and(|v| !v.is_empty());
+    if !ok {
+        errors.push(text.diag(
+            key.span().start,
+            format!("`{path}.key` must be `env:NAME`, `file:PATH` or `ephemeral`"),
+        ));
+    }
+    if !["shift", "year"].contains(&dates.get_ref().as_str()) {
+        errors.push(text.diag(
+            dates.span().start,
+            format!(
+                "`{path}.dates` must be `shift` or `year`, not `{}`",
+                dates.get_ref()
+            ),
+        ));
+    }
+}

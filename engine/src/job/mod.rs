@@ -23,9 +23,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use config::parse_duration;
 use config::{
-    AnonymizeConfig, DeadLetterConfig, EmbeddedConfig, FileConfig, FilterConfig, GeneratorConfig,
-    JobSection, JoinConfig, JsonlConfig, KafkaSinkConfig, KafkaSourceConfig, KeyByConfig,
-    MapConfig, ParquetConfig, StageConfig, WindowConfig,
+    AlertConfig, AnonymizeConfig, ConsoleConfig, DeadLetterConfig, EmbeddedConfig, FileConfig,
+    FilterConfig, GeneratorConfig, JobSection, JoinConfig, JsonlConfig, KafkaSinkConfig,
+    KafkaSourceConfig, KeyByConfig, MapConfig, ParquetConfig, StageConfig, WindowConfig,
 };
 pub use text::JobText;
 
@@ -136,6 +136,8 @@ pub enum PortKind {
     DeadLetter,
     /// Records of a declared schema (their schema says which fields are PHI).
     Rows,
+    /// Alert events (no PHI).
+    Alert,
 }
 
 impl PortKind {
@@ -151,6 +153,7 @@ impl PortKind {
             Self::AuditRecord => "audit records",
             Self::DeadLetter => "dead letters",
             Self::Rows => "records of a declared schema",
+            Self::Alert => "alert events",
         }
     }
 }
@@ -196,6 +199,10 @@ pub enum NodeKind {
     /// A stream joined to a table, as of each record's event time. The table is the node's
     /// last input.
     Join(Box<JoinConfig>),
+    /// NEWS2 and rules over vital-sign rows: alert events.
+    Alert(Box<AlertConfig>),
+    /// A line per alert on standard output.
+    Console(ConsoleConfig),
 }
 
 /// The node kinds of each section, for messages.
@@ -211,8 +218,9 @@ const OPERATOR_KINDS: &[&str] = &[
     "key-by",
     "window",
     "join",
+    "alert",
 ];
-const SINK_KINDS: &[&str] = &["parquet", "jsonl", "dead-letter", "kafka"];
+const SINK_KINDS: &[&str] = &["parquet", "jsonl", "dead-letter", "kafka", "console"];
 
 impl NodeKind {
     /// The `kind` string.
@@ -235,6 +243,8 @@ impl NodeKind {
             Self::KeyBy(_) => "key-by",
             Self::Window(..) => "window",
             Self::Join(_) => "join",
+            Self::Alert(_) => "alert",
+            Self::Console(_) => "console",
         }
     }
 
@@ -284,7 +294,12 @@ impl NodeKind {
                 ("dead-letter", P::DeadLetter),
             ],
             Self::Audit => &[("out", P::AuditRecord)],
-            Self::Parquet(_) | Self::Jsonl(_) | Self::DeadLetter(_) | Self::KafkaSink(_) => &[],
+            Self::Alert(_) => &[("out", P::Alert), ("dead-letter", P::DeadLetter)],
+            Self::Parquet(_)
+            | Self::Jsonl(_)
+            | Self::DeadLetter(_)
+            | Self::KafkaSink(_)
+            | Self::Console(_) => &[],
         }
     }
 
@@ -299,7 +314,8 @@ impl NodeKind {
             Self::Canonize => &[P::Deidentified],
             Self::Audit => &[P::DomainEvent],
             Self::Parquet(_) => &[P::Fhir, P::Rows],
-            Self::Jsonl(_) => &[P::AuditRecord, P::DomainEvent, P::Fhir, P::Rows],
+            Self::Jsonl(_) => &[P::AuditRecord, P::DomainEvent, P::Fhir, P::Rows, P::Alert],
+            Self::Console(_) => &[P::Alert],
             Self::DeadLetter(_) => &[P::DeadLetter],
             Self::KafkaSink(_) => &[
                 P::AuditRecord,
@@ -307,12 +323,14 @@ impl NodeKind {
                 P::Fhir,
                 P::Rows,
                 P::DeadLetter,
+                P::Alert,
             ],
             Self::Filter(_)
             | Self::Map { .. }
             | Self::KeyBy(_)
             | Self::Window(..)
-            | Self::Join(_) => &[P::Rows],
+            | Self::Join(_)
+            | Self::Alert(_) => &[P::Rows],
         }
     }
 
@@ -656,6 +674,16 @@ fn parse_node(
                 }
             }
             (NodeKind::Join(Box::new(c)), inputs)
+        }
+        "alert" => {
+            let c: AlertConfig = decode(text, value, path, errors)?;
+            let inputs = c.inputs.clone();
+            (NodeKind::Alert(Box::new(c)), inputs)
+        }
+        "console" => {
+            let c: ConsoleConfig = decode(text, value, path, errors)?;
+            let inputs = c.inputs.clone();
+            (NodeKind::Console(c), inputs)
         }
         _ => {
             let c: DeadLetterConfig = decode(text, value, path, errors)?;

@@ -68,6 +68,12 @@ pub(super) fn infer(text: &JobText, nodes: &[Node], errors: &mut Vec<Diagnostic>
                     }
                 }
             }
+            NodeKind::Alert(c) => {
+                if let Err(d) = alert_parts(text, n, &path, c, &input) {
+                    errors.extend(d);
+                }
+                None
+            }
             NodeKind::Filter(c) => {
                 let e = expression(text, &c.condition, &input, &format!("{path}.condition"));
                 match e {
@@ -625,6 +631,56 @@ fn ms(d: &Spanned<String>) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// A compiled aggregate call: the function, the argument's text and offset, the argument.
+type AggregateCall<'a> = (
+    vitalflow_operators::window::AggFn,
+    Option<(&'a str, usize)>,
+    Option<Compiled>,
+);
+
+/// An aggregate call `func(argument)`: the function, the argument's text and its compiled
+/// expression (`None` for `count()`); its problems, at their place, otherwise.
+fn aggregate_call<'a>(
+    text: &JobText,
+    source: &'a Spanned<String>,
+    input: &Schema,
+    what: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<AggregateCall<'a>> {
+    let (func, arg) = match vitalflow_operators::window::split_call(source.get_ref()) {
+        Ok(call) => call,
+        Err(message) => {
+            errors.push(whole(text, source, format!("`{what}`: {message}")));
+            return None;
+        }
+    };
+    let compiled = match arg {
+        None => None,
+        Some((arg_text, offset)) => match expression::compile(arg_text, input) {
+            Ok(e) => Some(e),
+            Err(errs) => {
+                for e in errs {
+                    let shifted = ExprError {
+                        span: e.span.start + offset..e.span.end + offset,
+                        message: e.message,
+                    };
+                    errors.push(expr_diag(text, source, &shifted, what));
+                }
+                return None;
+            }
+        },
+    };
+    if compiled.as_ref().is_some_and(|c| c.ty().is_none()) {
+        errors.push(whole(
+            text,
+            source,
+            format!("`{what}`: the argument is always null"),
+        ));
+        return None;
+    }
+    Some((func, arg, compiled))
+}
+
 /// A `window` node, checked and compiled.
 pub struct WindowParts {
     /// Window shape.
@@ -658,7 +714,7 @@ pub fn window_parts(
     aggregates: &[(Spanned<String>, Spanned<String>)],
     input: &Schema,
 ) -> Result<WindowParts, Vec<Diagnostic>> {
-    use vitalflow_operators::window::{AggFn, AggSpec, WindowKind, split_call};
+    use vitalflow_operators::window::{AggFn, AggSpec, WindowKind};
     let mut errors = Vec::new();
     let at_node = |message: String| text.diag(n.span.start, message);
     let time = input.time;
@@ -817,38 +873,11 @@ pub fn window_parts(
             ));
             continue;
         }
-        let (func, arg) = match split_call(source.get_ref()) {
-            Ok(call) => call,
-            Err(message) => {
-                errors.push(whole(text, source, format!("`{what}`: {message}")));
-                continue;
-            }
-        };
-        let compiled = match arg {
-            None => None,
-            Some((arg_text, offset)) => match expression::compile(arg_text, input) {
-                Ok(e) => Some(e),
-                Err(errs) => {
-                    for e in errs {
-                        let shifted = ExprError {
-                            span: e.span.start + offset..e.span.end + offset,
-                            message: e.message,
-                        };
-                        errors.push(expr_diag(text, source, &shifted, &what));
-                    }
-                    continue;
-                }
-            },
+        let Some((func, arg, compiled)) = aggregate_call(text, source, input, &what, &mut errors)
+        else {
+            continue;
         };
         let arg_ty = compiled.as_ref().and_then(Compiled::ty);
-        if compiled.is_some() && arg_ty.is_none() {
-            errors.push(whole(
-                text,
-                source,
-                format!("`{what}`: the argument is always null"),
-            ));
-            continue;
-        }
         let ty = match func.result_type(arg_ty) {
             Ok(t) => t,
             Err(message) => {
@@ -1092,5 +1121,251 @@ pub fn join_parts(
         history: ms(&c.history),
         stream,
         output,
+    })
+}
+
+/// An `alert` node, checked and compiled.
+pub struct AlertParts {
+    /// What the monitor watches.
+    pub spec: vitalflow_operators::alert::monitor::MonitorSpec,
+    /// The patient expression.
+    pub patient: Compiled,
+    /// The input's event-time field.
+    pub time: usize,
+    /// The ward expression.
+    pub ward: Option<Compiled>,
+    /// The observation-id expression.
+    pub observation_id: Option<Compiled>,
+    /// Each NEWS2 parameter mapped, with its expression.
+    pub params: Vec<(vitalflow_operators::alert::news2::Parameter, Compiled)>,
+    /// Whether SpO2 scale 2 applies.
+    pub scale2: Option<Compiled>,
+}
+
+/// Checks and compiles an `alert` node over rows of `input`.
+///
+/// # Errors
+/// Every problem, at its line and column.
+pub fn alert_parts(
+    text: &JobText,
+    n: &Node,
+    path: &str,
+    c: &super::config::AlertConfig,
+    input: &Schema,
+) -> Result<AlertParts, Vec<Diagnostic>> {
+    use vitalflow_operators::alert::lifecycle::LifecycleConfig;
+    use vitalflow_operators::alert::monitor::{
+        MonitorSpec, RULE_AGGREGATES, RuleAggregate, RuleSpec, parse_level,
+    };
+    use vitalflow_operators::alert::news2::{Level, Parameter};
+    use vitalflow_operators::window::AggFn;
+
+    let mut errors = Vec::new();
+    let at_node = |message: String| text.diag(n.span.start, message);
+    let time = input.time;
+    if time.is_none() {
+        errors.push(at_node(format!(
+            "`{path}`: the rows have no event-time field (fields: {}): declare `event-time` on \
+             the source",
+            input.names()
+        )));
+    }
+    // An expression of one of `types` (`None`: any type).
+    let mut typed = |source: &Spanned<String>, field: &str, types: Option<&[Type]>, what: &str| {
+        let field_path = format!("{path}.{field}");
+        match expression(text, source, input, &field_path) {
+            Ok(e) => match (e.ty(), types) {
+                (None, _) => {
+                    errors.push(whole(
+                        text,
+                        source,
+                        format!("`{field_path}` is always null"),
+                    ));
+                    None
+                }
+                (Some(t), Some(types)) if !types.contains(&t) => {
+                    errors.push(whole(
+                        text,
+                        source,
+                        format!("`{field_path}` must be {what}, not {}", type_name(Some(t))),
+                    ));
+                    None
+                }
+                _ => Some(e),
+            },
+            Err(d) => {
+                errors.extend(d);
+                None
+            }
+        }
+    };
+    let patient = match (&c.patient, input.key) {
+        (Some(p), _) => typed(p, "patient", None, "a value"),
+        (None, Some(k)) => expression::compile(&format!("`{}`", input.fields[k].name), input).ok(),
+        (None, None) => None,
+    };
+    let ward = c
+        .ward
+        .as_ref()
+        .and_then(|w| typed(w, "ward", None, "a value"));
+    let observation_id = c
+        .observation_id
+        .as_ref()
+        .and_then(|o| typed(o, "observation-id", None, "a value"));
+    let numbers: &[Type] = &[Type::Int, Type::Float];
+    let mut params = Vec::new();
+    let mut scale2 = None;
+    let mut raise_at = Level::LowMedium;
+    if let Some(n2) = &c.news2 {
+        for (p, field, source) in [
+            (
+                Parameter::RespirationRate,
+                "respiration-rate",
+                &n2.respiration_rate,
+            ),
+            (Parameter::Spo2, "spo2", &n2.spo2),
+            (Parameter::AirOrOxygen, "oxygen", &n2.oxygen),
+            (Parameter::SystolicBp, "systolic", &n2.systolic),
+            (Parameter::Pulse, "pulse", &n2.pulse),
+            (Parameter::Consciousness, "consciousness", &n2.consciousness),
+            (Parameter::Temperature, "temperature", &n2.temperature),
+        ] {
+            let Some(source) = source else { continue };
+            let field = format!("news2.{field}");
+            let compiled = match p {
+                Parameter::AirOrOxygen => typed(source, &field, Some(&[Type::Bool]), "a boolean"),
+                Parameter::Consciousness => typed(
+                    source,
+                    &field,
+                    Some(&[Type::String]),
+                    "text (A, C, V, P or U)",
+                ),
+                _ => typed(source, &field, Some(numbers), "a number"),
+            };
+            if let Some(e) = compiled {
+                params.push((p, e));
+            }
+        }
+        scale2 = n2
+            .scale2
+            .as_ref()
+            .and_then(|s| typed(s, "news2.scale2", Some(&[Type::Bool]), "a boolean"));
+        raise_at = parse_level(n2.raise_at.get_ref()).unwrap_or(Level::LowMedium);
+        if params.is_empty() && errors.is_empty() {
+            errors.push(at_node(format!(
+                "`{path}.news2` maps no parameter: give at least one of respiration-rate, spo2, \
+                 oxygen, systolic, pulse, consciousness, temperature"
+            )));
+        }
+    }
+    if c.patient.is_none() && input.key.is_none() {
+        errors.push(at_node(format!(
+            "`{path}`: the rows have no declared key: say which field is the patient with \
+             `patient = \"...\"`"
+        )));
+    }
+
+    let mut rules = Vec::new();
+    for (name, r) in &c.rules {
+        let rule_path = format!("{path}.rules.{name}");
+        let mut extended = input.clone();
+        let mut aggregates = Vec::new();
+        for (agg_name, source) in &r.aggregates {
+            let what = format!("{rule_path}.aggregates.{agg_name}");
+            if input.index(agg_name).is_some() {
+                errors.push(whole(
+                    text,
+                    source,
+                    format!("`{what}`: the rows already have a field `{agg_name}`"),
+                ));
+                continue;
+            }
+            let Some((func, _, compiled)) = aggregate_call(text, source, input, &what, &mut errors)
+            else {
+                continue;
+            };
+            if !RULE_AGGREGATES.contains(&func) {
+                errors.push(whole(
+                    text,
+                    source,
+                    format!("`{what}`: rules take count, sum, min, max, mean, first or last"),
+                ));
+                continue;
+            }
+            let arg_ty = compiled.as_ref().and_then(Compiled::ty);
+            let ty = match (func, arg_ty) {
+                (AggFn::Count, _) => Type::Int,
+                (AggFn::Sum | AggFn::Mean, Some(Type::Int | Type::Float)) => Type::Float,
+                (AggFn::Min | AggFn::Max | AggFn::First | AggFn::Last, Some(t)) => t,
+                _ => {
+                    errors.push(whole(
+                        text,
+                        source,
+                        format!("`{what}`: `{}` needs a number", source.get_ref().trim()),
+                    ));
+                    continue;
+                }
+            };
+            extended.fields.push(Field {
+                name: agg_name.clone(),
+                ty,
+                nullable: true,
+                phi: None,
+            });
+            aggregates.push(RuleAggregate {
+                func,
+                arg: compiled.map(std::sync::Arc::new),
+            });
+        }
+        let when = match expression(text, &r.when, &extended, &format!("{rule_path}.when")) {
+            Ok(e) if e.ty() == Some(Type::Bool) => Some(e),
+            Ok(e) => {
+                errors.push(whole(
+                    text,
+                    &r.when,
+                    format!(
+                        "`{rule_path}.when` must be a boolean expression, not {}",
+                        type_name(e.ty())
+                    ),
+                ));
+                None
+            }
+            Err(d) => {
+                errors.extend(d);
+                None
+            }
+        };
+        if let Some(when) = when {
+            rules.push(RuleSpec {
+                name: name.clone(),
+                condition: r.when.get_ref().clone(),
+                when: std::sync::Arc::new(when),
+                level: parse_level(r.level.get_ref()).unwrap_or(Level::High),
+                sustain: r.sustain.as_ref().map_or(0, ms),
+                window: r.window.as_ref().map_or(0, ms),
+                aggregates,
+            });
+        }
+    }
+    let (Some(patient), Some(time), true) = (patient, time, errors.is_empty()) else {
+        return Err(errors);
+    };
+    Ok(AlertParts {
+        spec: MonitorSpec {
+            news2: !params.is_empty(),
+            freshness: ms(&c.freshness),
+            raise_at,
+            lifecycle: LifecycleConfig {
+                resolve_after: ms(&c.resolve_after),
+                suppress_for: ms(&c.suppress_for),
+            },
+            rules,
+        },
+        patient,
+        time,
+        ward,
+        observation_id,
+        params,
+        scale2,
     })
 }

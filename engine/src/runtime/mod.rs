@@ -5,6 +5,7 @@
 //! Records are exchanged by patient key after ingestion, so a patient's records stay in order on
 //! one worker; the output does not depend on the number of workers.
 
+pub mod alerts;
 pub mod checkpoint;
 pub mod joins;
 pub mod kafka_sink;
@@ -100,6 +101,26 @@ pub struct RunSummary {
     pub removed_files: u64,
     /// The timestamp the run resumed from, if it resumed from a checkpoint.
     pub resumed_at: Option<u64>,
+    /// Per `alert` node and rule: alert events and latencies.
+    pub alerts: Vec<AlertSummary>,
+}
+
+/// One rule of one `alert` node over a run.
+#[derive(Debug, Clone)]
+pub struct AlertSummary {
+    /// The `alert` node.
+    pub node: String,
+    /// `news2` or the rule's name.
+    pub rule: String,
+    /// Alert events, by event type.
+    pub events: std::collections::BTreeMap<String, u64>,
+    /// Emission minus the triggering reading's arrival (ms).
+    pub arrival: Option<alerts::Percentiles>,
+    /// Emission minus the triggering reading's event time (ms).
+    pub event: Option<alerts::Percentiles>,
+    /// The raw histograms (emission − arrival in µs, emission − event time in ms), for
+    /// benchmarks.
+    pub histograms: Box<alerts::RuleLatency>,
 }
 
 impl RunSummary {
@@ -262,7 +283,25 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         })
         .unwrap_or_default();
     drop(broker);
+    let alerts = plan
+        .alerts
+        .iter()
+        .flat_map(|(node, latency)| {
+            latency
+                .snapshot()
+                .into_iter()
+                .map(|(rule, r)| AlertSummary {
+                    node: node.clone(),
+                    rule,
+                    events: r.events.clone(),
+                    arrival: r.arrival_ms(),
+                    event: r.event_ms(),
+                    histograms: Box::new(r),
+                })
+        })
+        .collect();
     Ok(RunSummary {
+        alerts,
         job: job.name.clone(),
         run_id,
         workers,

@@ -15,6 +15,7 @@ use vitalflow_connectors::files::{FileFormat, FileSource};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_connectors::jsonl::dead_letter_json;
 use vitalflow_connectors::parquet::ParquetWriter;
+use vitalflow_model::alert::AlertEvent;
 use vitalflow_model::canonical::CanonicalResource;
 use vitalflow_model::clinical::Ingested;
 use vitalflow_model::deid::DeidRecord;
@@ -23,6 +24,7 @@ use vitalflow_model::ids::route_hash;
 use vitalflow_model::{DeadLetter, RawRecord, Time};
 use vitalflow_operators::anonymize::{AnonymizeConfig, Anonymizer, DatePolicy, PseudonymKey};
 
+use super::alerts::{self, AlertLatency, AlertPlan, ObservationId};
 use super::checkpoint::{Checkpoint, CheckpointSource, PositionLog, remove_uncommitted};
 use super::joins::{self, JoinPlan};
 use super::kafka_sink::{Render, kafka_sink};
@@ -93,6 +95,10 @@ pub enum Prepared {
     Jsonl(PathBuf, RollPolicy, Option<Arc<Schema>>),
     /// Dead-letter sink.
     DeadLetter(PathBuf),
+    /// `alert`.
+    Alert(Arc<AlertPlan>),
+    /// Console sink: at most this many lines a second.
+    Console(u32),
 }
 
 /// A node of a plan: name, section, inputs (node, port), resolved kind.
@@ -114,6 +120,8 @@ pub struct Plan {
     pub schemas: BTreeMap<String, Arc<Schema>>,
     /// Jobs with Kafka sources: checkpoints (where the last one left off, and what to log).
     pub checkpoint: Option<CheckpointPlan>,
+    /// Alert counts and latencies, by `alert` node.
+    pub alerts: BTreeMap<String, Arc<AlertLatency>>,
 }
 
 /// A Kafka source's name, topic, position log, client settings and group.
@@ -139,9 +147,11 @@ pub struct CheckpointPlan {
     pub removed: u64,
 }
 
-fn key_from(spec: &str, base: &Path) -> Result<PseudonymKey, String> {
+/// A pseudonymization key from its source; `ephemeral` is one key for the whole run, so every
+/// node of the job makes the same pseudonyms.
+fn key_from(spec: &str, base: &Path, ephemeral: &PseudonymKey) -> Result<PseudonymKey, String> {
     if spec == "ephemeral" {
-        return Ok(PseudonymKey::ephemeral());
+        return Ok(ephemeral.clone());
     }
     if let Some(var) = spec.strip_prefix("env:") {
         return PseudonymKey::from_env(var).map_err(|e| e.to_string());
@@ -152,6 +162,21 @@ fn key_from(spec: &str, base: &Path) -> Result<PseudonymKey, String> {
     Err(format!(
         "`{spec}` is not `env:NAME`, `file:PATH` or `ephemeral`"
     ))
+}
+
+/// The source a node's records come from (following first inputs), with its Kafka topic.
+fn origin_source(job: &Job, node: &Node) -> Option<(String, Option<String>)> {
+    let mut n = node;
+    for _ in 0..job.nodes.len() {
+        match &n.kind {
+            NodeKind::Kafka(k) => return Some((n.name.clone(), Some(k.topic.get_ref().clone()))),
+            NodeKind::File(_) | NodeKind::Generator(_) => return Some((n.name.clone(), None)),
+            _ => {}
+        }
+        let up = n.inputs.first()?;
+        n = job.nodes.iter().find(|m| m.name == up.node)?;
+    }
+    None
 }
 
 /// The schema of the rows a node reads, if it reads rows.
@@ -252,6 +277,8 @@ pub fn prepare(
     let mut errors: Vec<Diagnostic> = Vec::new();
     let mut nodes = Vec::new();
     let mut counters = BTreeMap::new();
+    let mut alerts = BTreeMap::new();
+    let ephemeral = PseudonymKey::ephemeral();
     let batch_size = job.settings.batch_size.unwrap_or(10_000);
     // Event-time stamps (Kafka sources): milliseconds per timestamp, if every source agrees.
     let granularities: BTreeSet<u64> = job
@@ -459,6 +486,61 @@ pub fn prepare(
                     }
                 }
             }
+            NodeKind::Alert(c) => {
+                let Some(input) = input_schema(job, node) else {
+                    continue;
+                };
+                let path = format!("operators.{}", node.name);
+                let key = match key_from(c.key.get_ref(), &base, &ephemeral) {
+                    Ok(k) => k,
+                    Err(message) => {
+                        errors.push(job.diag(c.key.span(), format!("{path}.key: {message}")));
+                        continue;
+                    }
+                };
+                let parts = match schema::alert_parts(&job.text, node, &path, c, input) {
+                    Ok(p) => p,
+                    Err(d) => {
+                        errors.extend(d);
+                        continue;
+                    }
+                };
+                let shift_days = (c.dates.get_ref() != "year").then_some(c.max_shift_days);
+                let id = match (parts.observation_id, origin_source(job, node)) {
+                    (Some(e), _) => ObservationId::Expr(Arc::new(e)),
+                    (None, Some((_, Some(topic)))) => ObservationId::Kafka(topic),
+                    (None, Some((name, None))) => ObservationId::Position(name),
+                    (None, None) => ObservationId::Position(node.name.clone()),
+                };
+                let latency = Arc::new(AlertLatency::default());
+                alerts.insert(node.name.clone(), Arc::clone(&latency));
+                Prepared::Alert(Arc::new(AlertPlan {
+                    name: node.name.clone(),
+                    job: job.name.clone(),
+                    spec: Arc::new(parts.spec),
+                    patient: Arc::new(parts.patient),
+                    time: parts.time,
+                    ward: parts.ward.map(Arc::new),
+                    id,
+                    params: parts
+                        .params
+                        .into_iter()
+                        .map(|(p, e)| (p, Arc::new(e)))
+                        .collect(),
+                    scale2: parts.scale2.map(Arc::new),
+                    anonymizer: Arc::new(Anonymizer::new(AnonymizeConfig {
+                        key,
+                        dates: shift_days
+                            .map_or(DatePolicy::Year, |max_days| DatePolicy::Shift { max_days }),
+                        restricted_zip3: Vec::new(),
+                    })),
+                    shift_days,
+                    ordered: !kafka_job,
+                    schema: Arc::new(input.clone()),
+                    latency,
+                }))
+            }
+            NodeKind::Console(c) => Prepared::Console(c.limit.max(1)),
             NodeKind::Ingest => Prepared::Ingest,
             NodeKind::Canonize => Prepared::Canonize,
             NodeKind::Audit => Prepared::Audit,
@@ -507,7 +589,7 @@ pub fn prepare(
                     }
                 }
             }
-            NodeKind::Anonymize(a) => match key_from(a.key.get_ref(), &base) {
+            NodeKind::Anonymize(a) => match key_from(a.key.get_ref(), &base, &ephemeral) {
                 Ok(key) => {
                     let dates = if a.dates.get_ref() == "year" {
                         DatePolicy::Year
@@ -654,6 +736,7 @@ pub fn prepare(
             .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
             .collect(),
         checkpoint,
+        alerts,
     })
 }
 
@@ -735,6 +818,7 @@ enum Port<'s> {
     Audit(VecStream<'s, AuditRecord>),
     Dead(VecStream<'s, DeadLetter>),
     Rows(VecStream<'s, Row>),
+    Alerts(VecStream<'s, AlertEvent>),
 }
 
 macro_rules! port_getter {
@@ -755,6 +839,7 @@ port_getter!(as_events, Events, DomainEvent);
 port_getter!(as_audit, Audit, AuditRecord);
 port_getter!(as_dead, Dead, DeadLetter);
 port_getter!(as_rows, Rows, Row);
+port_getter!(as_alerts, Alerts, AlertEvent);
 
 struct Builder<'s, 'p> {
     scope: Scope<'s, Time>,
@@ -1014,6 +1099,11 @@ impl<'s> Builder<'s, '_> {
                         });
                         kafka_sink(input, name, s, t, render, counters, f)
                     }
+                    Some(Port::Alerts(_)) => {
+                        let input = self.inputs(inputs, as_alerts);
+                        let render = keyed_json(|e: &AlertEvent| &e.payload.patient);
+                        kafka_sink(input, name, s, t, render, counters, f)
+                    }
                     Some(Port::Rows(_)) => {
                         let input = self.inputs(inputs, as_rows);
                         let key_of = self.row_schema(inputs);
@@ -1113,6 +1203,16 @@ impl<'s> Builder<'s, '_> {
                 let (o, d) = joins::join(stream, table, Arc::clone(p), counters);
                 out(self, "out", Port::Rows(o));
                 out(self, "dead-letter", Port::Dead(d));
+            }
+            Prepared::Alert(p) => {
+                let input = self.inputs(inputs, as_rows);
+                let (o, d) = alerts::alerts(input, Arc::clone(p), counters);
+                out(self, "out", Port::Alerts(o));
+                out(self, "dead-letter", Port::Dead(d));
+            }
+            Prepared::Console(limit) => {
+                let input = self.inputs(inputs, as_alerts);
+                alerts::console(input, *limit, counters);
             }
             Prepared::Ingest => {
                 let input = self.inputs(inputs, as_raw);
@@ -1257,6 +1357,15 @@ impl<'s> Builder<'s, '_> {
                         *policy,
                         false,
                         to_json::<DomainEvent>,
+                    ),
+                    Some(Port::Alerts(_)) => self.jsonl(
+                        name,
+                        inputs,
+                        as_alerts,
+                        dir,
+                        *policy,
+                        false,
+                        to_json::<AlertEvent>,
                     ),
                     _ => self.jsonl(
                         name,

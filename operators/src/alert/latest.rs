@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::news2::{Acvpu, Observations, Parameter};
 
 /// One parameter's value.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Reading {
     /// A number (rates, saturation, pressure, temperature).
     Number(f64),

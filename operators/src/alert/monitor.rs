@@ -132,16 +132,16 @@ pub struct MonitorSpec {
 }
 
 /// One reading, as the monitor needs it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Observed {
     /// The patient (a source id: it never leaves the operator).
-    pub patient: Arc<str>,
+    pub patient: String,
     /// Event time (ms).
     pub time: i64,
     /// The observation's id.
-    pub id: Arc<str>,
+    pub id: String,
     /// The patient's ward, if known.
-    pub ward: Option<Arc<str>>,
+    pub ward: Option<String>,
     /// The patient's SpO2 scale.
     pub scale: Spo2Scale,
     /// The NEWS2 parameters the reading carries.
@@ -243,9 +243,14 @@ impl Monitor {
                 .collect::<Result<Vec<_>, _>>()?;
             args.push(values);
         }
+        let patient: Arc<str> = match self.patients.get_key_value(obs.patient.as_str()) {
+            Some((k, _)) => Arc::clone(k),
+            None => Arc::from(obs.patient.as_str()),
+        };
+        let id: Arc<str> = Arc::from(obs.id.as_str());
         let state = self
             .patients
-            .entry(Arc::clone(&obs.patient))
+            .entry(Arc::clone(&patient))
             .or_insert_with(|| PatientState {
                 latest: Latest::default(),
                 rules: (0..spec.rules.len())
@@ -283,7 +288,7 @@ impl Monitor {
         let mut fired = Vec::new();
         if spec.news2 && !obs.readings.is_empty() {
             for (p, r) in &obs.readings {
-                state.latest.update_observed(*p, *r, obs.time, &obs.id);
+                state.latest.update_observed(*p, *r, obs.time, &id);
             }
             let (observations, absent) = state.latest.at(obs.time, spec.freshness);
             let news2 = score(&observations, obs.scale);
@@ -292,7 +297,7 @@ impl Monitor {
             } else {
                 0
             };
-            let key = (Arc::clone(&obs.patient), 0);
+            let key = (Arc::clone(&patient), 0);
             if let Some(change) = self.lifecycle.observe(&key, sev, obs.time) {
                 fired.push(Fired {
                     rule: None,
@@ -312,7 +317,7 @@ impl Monitor {
             let Some(holds) = verdict else { continue };
             let sev = if holds {
                 let since = *rs.since.get_or_insert(obs.time);
-                rs.causes.push_back(Arc::clone(&obs.id));
+                rs.causes.push_back(Arc::clone(&id));
                 if rs.causes.len() > MAX_CAUSES {
                     rs.causes.pop_front();
                 }
@@ -326,12 +331,12 @@ impl Monitor {
                 rs.causes.clear();
                 0
             };
-            let key = (Arc::clone(&obs.patient), i + 1);
+            let key = (Arc::clone(&patient), i + 1);
             if let Some(change) = self.lifecycle.observe(&key, sev, obs.time) {
                 let observations = if sev > 0 {
                     rs.causes.iter().cloned().collect()
                 } else {
-                    vec![Arc::clone(&obs.id)]
+                    vec![Arc::clone(&id)]
                 };
                 fired.push(Fired {
                     rule: Some(i),

@@ -76,9 +76,9 @@ fn reading(m: i64, rr: f64, spo2: Option<i64>, hr: i64, sbp: i64) -> (Observed, 
     }
     (
         Observed {
-            patient: Arc::from("P1"),
+            patient: "P1".to_owned(),
             time: m * MIN,
-            id: Arc::from(format!("obs-{m}")),
+            id: format!("obs-{m}"),
             ward: None,
             scale: Spo2Scale::One,
             readings,

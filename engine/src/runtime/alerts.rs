@@ -1,0 +1,532 @@
+//! The `alert` operator on timely: readings are prepared where they are (patient, event time,
+//! observation id and the NEWS2 parameters evaluated; failures dead-lettered), routed by
+//! patient, and fed to one [`Monitor`] per worker. The alert events it causes are rendered
+//! without PHI (pseudonym, date-shifted event times) and timed: emission minus the reading's
+//! arrival, and minus its event time, into per-rule histograms the run summary prints.
+//!
+//! Readings stamped with event time (Kafka) are taken as they arrive: an alert leaves as soon
+//! as its reading is processed. Readings of batch-numbered sources (files, the generator) are
+//! taken once their batch is complete, ordered by event time and source position, so the
+//! alerts do not depend on the number of workers.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Datelike, TimeZone, Utc};
+use hdrhistogram::Histogram;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::vec::Map;
+use vitalflow_model::alert::{AlertEvent, AlertPayload};
+use vitalflow_model::envelope::{ENVELOPE_VERSION, EventMetadata};
+use vitalflow_model::ids::uuid_from;
+use vitalflow_model::row::{Row, Schema, Value};
+use vitalflow_model::{DeadLetter, Time, now_us};
+use vitalflow_operators::alert::latest::{Absence, Reading};
+use vitalflow_operators::alert::monitor::{
+    Fired, Monitor, MonitorSpec, Observed, level_name, level_of, parameter_name,
+};
+use vitalflow_operators::alert::news2::{Acvpu, Parameter, Spo2Scale};
+use vitalflow_operators::anonymize::Anonymizer;
+use vitalflow_operators::expression::Compiled;
+
+use super::metrics::NodeCounters;
+use super::ops::{StageLogic, VecStream, stage};
+use super::rows::dead_row;
+
+/// Where an observation's id comes from.
+#[derive(Clone, Debug)]
+pub enum ObservationId {
+    /// An expression of the job file.
+    Expr(Arc<Compiled>),
+    /// The Kafka record: `topic/partition@offset`.
+    Kafka(String),
+    /// The record's position in a file or generator source: `source#n`.
+    Position(String),
+}
+
+/// An `alert` node resolved for running.
+pub struct AlertPlan {
+    /// The node.
+    pub name: String,
+    /// The job (event source of the alert events).
+    pub job: String,
+    /// NEWS2, rules, lifecycle.
+    pub spec: Arc<MonitorSpec>,
+    /// The patient expression.
+    pub patient: Arc<Compiled>,
+    /// The input's event-time field.
+    pub time: usize,
+    /// The ward expression.
+    pub ward: Option<Arc<Compiled>>,
+    /// The observation id.
+    pub id: ObservationId,
+    /// The NEWS2 parameters.
+    pub params: Vec<(Parameter, Arc<Compiled>)>,
+    /// Whether SpO2 scale 2 applies.
+    pub scale2: Option<Arc<Compiled>>,
+    /// Pseudonyms and date shifts, as the `anonymize` stage makes them.
+    pub anonymizer: Arc<Anonymizer>,
+    /// `Some(max days)`: event times are shifted; `None`: generalized to their year.
+    pub shift_days: Option<u32>,
+    /// Take readings in event-time order per completed batch (batch-numbered sources).
+    pub ordered: bool,
+    /// The input rows' schema (dead letters).
+    pub schema: Arc<Schema>,
+    /// Alert counts and latencies, shared by the workers of this process.
+    pub latency: Arc<AlertLatency>,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Percentiles {
+    /// Alerts measured.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// One rule's alert events and latencies over a run.
+#[derive(Debug, Clone)]
+pub struct RuleLatency {
+    /// Alert events, by event type.
+    pub events: BTreeMap<String, u64>,
+    /// Emission minus arrival (µs).
+    pub arrival: Histogram<u64>,
+    /// Emission minus event time (ms; 0 when the event time is in the future).
+    pub event: Histogram<u64>,
+}
+
+impl RuleLatency {
+    fn new() -> Self {
+        // Auto-resizing histograms, 3 significant digits.
+        let histogram = || {
+            let mut h = Histogram::new(3).unwrap_or_else(|_| unreachable_histogram());
+            h.auto(true);
+            h
+        };
+        Self {
+            events: BTreeMap::new(),
+            arrival: histogram(),
+            event: histogram(),
+        }
+    }
+
+    /// Emission minus arrival, in ms (`None` when no arrival was known).
+    #[must_use]
+    pub fn arrival_ms(&self) -> Option<Percentiles> {
+        percentiles(&self.arrival, 1000.0)
+    }
+
+    /// Emission minus event time, in ms.
+    #[must_use]
+    pub fn event_ms(&self) -> Option<Percentiles> {
+        percentiles(&self.event, 1.0)
+    }
+}
+
+/// `Histogram::new(3)` cannot fail (3 significant digits is in range); this is its fallback.
+fn unreachable_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 2, 1).unwrap_or_else(|_| std::process::abort())
+}
+
+fn percentiles(h: &Histogram<u64>, per_ms: f64) -> Option<Percentiles> {
+    (!h.is_empty()).then(|| Percentiles {
+        count: h.len(),
+        p50: h.value_at_quantile(0.5) as f64 / per_ms,
+        p99: h.value_at_quantile(0.99) as f64 / per_ms,
+        p999: h.value_at_quantile(0.999) as f64 / per_ms,
+        max: h.max() as f64 / per_ms,
+    })
+}
+
+/// Alert counts and latencies of one `alert` node, per rule (`news2` and the rules' names).
+#[derive(Debug, Default)]
+pub struct AlertLatency {
+    rules: Mutex<BTreeMap<String, RuleLatency>>,
+}
+
+impl AlertLatency {
+    /// A copy of every rule's figures.
+    #[must_use]
+    pub fn snapshot(&self) -> BTreeMap<String, RuleLatency> {
+        self.rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn record(&self, timed: &[(String, String, Option<u64>, u64)]) {
+        let mut rules = self
+            .rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (rule, event_type, arrival_us, event_ms) in timed {
+            let r = rules.entry(rule.clone()).or_insert_with(RuleLatency::new);
+            *r.events.entry(event_type.clone()).or_default() += 1;
+            if let Some(us) = arrival_us {
+                let _ = r.arrival.record((*us).max(1));
+            }
+            let _ = r.event.record((*event_ms).max(1));
+        }
+    }
+}
+
+/// A reading ready for the monitor: what it observed, its row, and when it arrived.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Prepared {
+    observed: Observed,
+    row: Row,
+}
+
+struct Prepare(Arc<AlertPlan>);
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::Str(s) => Some(s.to_string()),
+        other => Some(match other.to_json() {
+            serde_json::Value::String(s) => s,
+            j => j.to_string(),
+        }),
+    }
+}
+
+impl Prepare {
+    fn observed(&self, row: &Row) -> Result<Observed, String> {
+        let p = &self.0;
+        let name = &p.name;
+        let Some(Value::Timestamp(time)) = row.values.get(p.time) else {
+            let field = p.schema.fields.get(p.time).map_or("?", |f| f.name.as_str());
+            return Err(format!("`{name}`: event time `{field}` is null"));
+        };
+        let eval = |c: &Compiled, what: &str| {
+            c.eval(&row.values)
+                .map_err(|e| format!("`{name}.{what}`: {e}"))
+        };
+        let patient = text(&eval(&p.patient, "patient")?)
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| format!("`{name}.patient` is null or empty"))?;
+        let ward = match &p.ward {
+            Some(w) => text(&eval(w, "ward")?),
+            None => None,
+        };
+        let id = match &p.id {
+            ObservationId::Expr(e) => text(&eval(e, "observation-id")?)
+                .ok_or_else(|| format!("`{name}.observation-id` is null"))?,
+            ObservationId::Kafka(topic) => format!(
+                "{topic}/{}@{}",
+                row.sequence >> 40,
+                row.sequence & ((1 << 40) - 1)
+            ),
+            ObservationId::Position(source) => format!("{source}#{}", row.sequence),
+        };
+        let mut readings = Vec::with_capacity(p.params.len());
+        for (param, c) in &p.params {
+            let what = format!("news2.{}", parameter_name(*param));
+            let reading = match (eval(c, &what)?, param) {
+                (Value::Null, _) => continue,
+                (Value::Bool(b), Parameter::AirOrOxygen) => Reading::Oxygen(b),
+                (Value::Str(s), Parameter::Consciousness) => {
+                    Reading::Consciousness(Acvpu::parse(&s).ok_or_else(|| {
+                        format!("`{name}.{what}`: not one of A, C, V, P, U (or the words)")
+                    })?)
+                }
+                (Value::Int(i), _) => Reading::Number(i as f64),
+                (Value::Float(f), _) if f.is_finite() => Reading::Number(f),
+                _ => return Err(format!("`{name}.{what}`: not a usable value")),
+            };
+            readings.push((*param, reading));
+        }
+        let scale = match &p.scale2 {
+            Some(c) if matches!(eval(c, "news2.scale2")?, Value::Bool(true)) => Spo2Scale::Two,
+            _ => Spo2Scale::One,
+        };
+        Ok(Observed {
+            patient,
+            time: *time,
+            id,
+            ward,
+            scale,
+            readings,
+        })
+    }
+}
+
+impl StageLogic<Row, Prepared> for Prepare {
+    fn process(&mut self, row: Row, out: &mut Vec<Prepared>, dead: &mut Vec<DeadLetter>) {
+        match self.observed(&row) {
+            Ok(observed) => out.push(Prepared { observed, row }),
+            Err(reason) => dead.push(dead_row(&self.0.name, &self.0.schema, &row, reason)),
+        }
+    }
+}
+
+/// Renders the alert events of one reading, without PHI.
+struct Render<'a> {
+    plan: &'a AlertPlan,
+    /// Cache of the last patient's pseudonym and shift.
+    last: Option<(String, String, i64)>,
+}
+
+impl Render<'_> {
+    fn identity(&mut self, patient: &str) -> (String, i64) {
+        if let Some((p, pseudonym, days)) = &self.last
+            && p == patient
+        {
+            return (pseudonym.clone(), *days);
+        }
+        let pseudonym = self.plan.anonymizer.pseudonym(patient);
+        let days = self
+            .plan
+            .shift_days
+            .map_or(0, |max| self.plan.anonymizer.shift_days(patient, max));
+        self.last = Some((patient.to_owned(), pseudonym.clone(), days));
+        (pseudonym, days)
+    }
+
+    fn date(&self, ms: i64, days: i64) -> DateTime<Utc> {
+        let at = match self.plan.shift_days {
+            Some(_) => ms.saturating_add(days.saturating_mul(86_400_000)),
+            None => DateTime::from_timestamp_millis(ms)
+                .and_then(|t| Utc.with_ymd_and_hms(t.year(), 1, 1, 0, 0, 0).single())
+                .map_or(ms, |t| t.timestamp_millis()),
+        };
+        DateTime::from_timestamp_millis(at).unwrap_or_default()
+    }
+
+    fn event(&mut self, obs: &Observed, arrival_us: u64, fired: Fired) -> AlertEvent {
+        let plan = self.plan;
+        let (pseudonym, days) = self.identity(&obs.patient);
+        let rule = fired
+            .rule
+            .and_then(|i| plan.spec.rules.get(i))
+            .map_or("news2", |r| r.name.as_str());
+        let change = fired.change;
+        let raised_at = self.date(change.raised_at, days);
+        let event_time = self.date(obs.time, days);
+        let alert_id = uuid_from(&[
+            plan.job.as_bytes(),
+            plan.name.as_bytes(),
+            rule.as_bytes(),
+            pseudonym.as_bytes(),
+            &raised_at.timestamp_millis().to_le_bytes(),
+        ]);
+        let event_type = change.transition.event_type();
+        let event_id = uuid_from(&[
+            alert_id.as_bytes(),
+            event_type.as_bytes(),
+            &event_time.timestamp_millis().to_le_bytes(),
+        ]);
+        let mut sub_scores = BTreeMap::new();
+        let (mut score, mut spo2_scale, mut missing, mut stale) = (None, None, vec![], vec![]);
+        if let Some((news2, absent)) = &fired.news2 {
+            score = Some(news2.total);
+            spo2_scale = Some(if obs.scale == Spo2Scale::Two { 2 } else { 1 });
+            for (p, s) in Parameter::ALL.iter().zip(&news2.sub) {
+                if let Some(s) = s {
+                    sub_scores.insert(parameter_name(*p).to_owned(), *s);
+                }
+            }
+            for (p, why) in absent {
+                let list = if *why == Absence::Stale {
+                    &mut stale
+                } else {
+                    &mut missing
+                };
+                list.push(parameter_name(*p).to_owned());
+            }
+        }
+        let emitted_us = now_us();
+        let emitted_at = DateTime::from_timestamp_micros(i64::try_from(emitted_us).unwrap_or(0))
+            .unwrap_or_default();
+        let observations: Vec<String> = fired.observations.iter().map(|s| s.to_string()).collect();
+        AlertEvent {
+            metadata: EventMetadata {
+                event_id,
+                event_type: event_type.to_owned(),
+                event_source: format!("vitalflow/{}/{}", plan.job, plan.name),
+                correlation_id: alert_id.clone(),
+                causation_id: observations.first().cloned(),
+                timestamp: emitted_at,
+                version: ENVELOPE_VERSION.to_owned(),
+                trace_id: None,
+            },
+            payload: AlertPayload {
+                alert_id,
+                rule: rule.to_owned(),
+                patient: pseudonym,
+                ward: obs.ward.clone(),
+                level: level_name(level_of(change.to)).to_owned(),
+                previous_level: level_name(level_of(change.from)).to_owned(),
+                score,
+                sub_scores,
+                spo2_scale,
+                missing,
+                stale,
+                condition: fired
+                    .rule
+                    .and_then(|i| plan.spec.rules.get(i))
+                    .map(|r| r.condition.clone()),
+                observations,
+                event_time,
+                raised_at,
+                emitted_at,
+                latency_ms: (arrival_us > 0)
+                    .then(|| emitted_us.saturating_sub(arrival_us) as f64 / 1000.0),
+            },
+        }
+    }
+}
+
+/// Builds an `alert` node: (alert events, dead letters).
+pub fn alerts<'s>(
+    input: VecStream<'s, Row>,
+    plan: Arc<AlertPlan>,
+    counters: Arc<NodeCounters>,
+) -> (VecStream<'s, AlertEvent>, VecStream<'s, DeadLetter>) {
+    let (prepared, dead, _) = stage(
+        input,
+        Pipeline,
+        &plan.name,
+        Prepare(Arc::clone(&plan)),
+        counters,
+    );
+    let route = Exchange::new(|p: &Prepared| Value::str(&p.observed.patient).route_hash());
+    let name = plan.name.clone();
+    let results = prepared
+        .unary_frontier::<CapacityContainerBuilder<Vec<Result<AlertEvent, DeadLetter>>>, _, _, _>(
+            route,
+            &name,
+            move |_cap, _info| {
+                let mut monitor = Monitor::new(Arc::clone(&plan.spec));
+                let mut stash: BTreeMap<
+                    Time,
+                    (timely::dataflow::operators::Capability<Time>, Vec<Prepared>),
+                > = BTreeMap::new();
+                move |(input, frontier), output| {
+                    let mut now: Vec<(
+                        timely::dataflow::operators::Capability<Time>,
+                        Vec<Prepared>,
+                    )> = Vec::new();
+                    input.for_each_stamp(|cap, data| {
+                        let Some(cap) = cap.retain_least(output.output_index()) else {
+                            return;
+                        };
+                        if plan.ordered {
+                            let entry = stash
+                                .entry(*cap.time())
+                                .or_insert_with(|| (cap, Vec::new()));
+                            for batch in data {
+                                entry.1.append(batch);
+                            }
+                        } else {
+                            let mut all = Vec::new();
+                            for batch in data {
+                                all.append(batch);
+                            }
+                            now.push((cap, all));
+                        }
+                    });
+                    if plan.ordered {
+                        let done: Vec<Time> = stash
+                            .keys()
+                            .copied()
+                            .filter(|t| !frontier.less_equal(t))
+                            .collect();
+                        for t in done {
+                            if let Some((cap, mut batch)) = stash.remove(&t) {
+                                batch.sort_by_key(|p| (p.observed.time, p.row.sequence));
+                                now.push((cap, batch));
+                            }
+                        }
+                    }
+                    let mut render = Render {
+                        plan: &plan,
+                        last: None,
+                    };
+                    for (cap, batch) in now {
+                        let mut out = Vec::new();
+                        let mut timed = Vec::new();
+                        for p in batch {
+                            match monitor.observe(&p.observed, &p.row.values) {
+                                Ok(fired) => {
+                                    for f in fired {
+                                        let e = render.event(&p.observed, p.row.arrival_us, f);
+                                        let emitted_ms = e.payload.emitted_at.timestamp_millis();
+                                        timed.push((
+                                            e.payload.rule.clone(),
+                                            e.metadata.event_type.clone(),
+                                            e.payload.latency_ms.map(|ms| (ms * 1000.0) as u64),
+                                            u64::try_from(emitted_ms - p.observed.time)
+                                                .unwrap_or(0),
+                                        ));
+                                        out.push(Ok(e));
+                                    }
+                                }
+                                Err(e) => out.push(Err(dead_row(
+                                    &plan.name,
+                                    &plan.schema,
+                                    &p.row,
+                                    e.to_string(),
+                                ))),
+                            }
+                        }
+                        if !timed.is_empty() {
+                            plan.latency.record(&timed);
+                        }
+                        output.session(&cap).give_iterator(out.into_iter());
+                    }
+                }
+            },
+        );
+    let events = results.clone().flat_map(Result::ok);
+    let rejected = results.flat_map(Result::err);
+    (events, dead.concat(rejected))
+}
+
+/// The console sink: a line per alert on standard output, at most `limit` a second per worker
+/// (the rest are counted in one line when the second is over).
+pub fn console(input: VecStream<'_, AlertEvent>, limit: u32, counters: Arc<NodeCounters>) {
+    use std::io::Write as _;
+    let mut second = std::time::Instant::now();
+    let (mut shown, mut held) = (0u32, 0u64);
+    input.sink(Pipeline, "console", move |(input, _frontier)| {
+        let mut stdout = std::io::stdout().lock();
+        let mut n = 0u64;
+        input.for_each_stamp(|_, data| {
+            for e in data.flat_map(|batch| batch.drain(..)) {
+                n += 1;
+                if second.elapsed() >= std::time::Duration::from_secs(1) {
+                    if held > 0 {
+                        let _ = writeln!(stdout, "… {held} more alert event(s) in that second");
+                    }
+                    second = std::time::Instant::now();
+                    (shown, held) = (0, 0);
+                }
+                if shown < limit {
+                    shown += 1;
+                    let _ = writeln!(stdout, "{}", e.line());
+                } else {
+                    held += 1;
+                }
+            }
+        });
+        let _ = stdout.flush();
+        if n > 0 {
+            counters.add(&vitalflow_model::envelope::Counts {
+                records_in: n,
+                records_out: n,
+                rejected: 0,
+            });
+        }
+    });
+}
