@@ -23,6 +23,14 @@ impl Generator {
     #[must_use]
     #[allow(clippy::cast_possible_truncation)]
     pub fn flat_line(&self, i: u64) -> String {
+        let (p, tick) = (i % self.patients, i / self.patients);
+        self.flat_line_at(i, self.reading_time(p, tick).timestamp_millis())
+    }
+
+    /// Flat reading `i` stamped `ts` (epoch ms) instead of its simulated time: a live feed.
+    #[must_use]
+    #[allow(clippy::cast_possible_truncation)]
+    pub fn flat_line_at(&self, i: u64, ts: i64) -> String {
         let patients = self.patients;
         let (p, tick) = (i % patients, i / patients);
         let seed = self.cfg.seed;
@@ -33,7 +41,6 @@ impl Generator {
         let (spo2, _) = measure(VitalKind::Spo2);
         let (temp, _) = measure(VitalKind::BodyTemperature);
         let (sbp, dbp) = measure(VitalKind::BloodPressure);
-        let ts = self.reading_time(p, tick).timestamp_millis();
         let ward = WARDS[(HashRng::new(seed, stream::IDENTITY, p, 9).below(4)) as usize];
         let no_probe = HashRng::new(seed, stream::TIMING, p, tick + 11).below(20) == 0;
         let mut line = String::with_capacity(160);

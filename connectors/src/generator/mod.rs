@@ -150,6 +150,12 @@ impl Generator {
         &self.cfg
     }
 
+    /// Number of patients.
+    #[must_use]
+    pub const fn patients(&self) -> u64 {
+        self.patients
+    }
+
     /// Total number of events.
     #[must_use]
     pub const fn count(&self) -> u64 {

@@ -122,3 +122,115 @@ pub fn feed_generator(
     }
     Ok(acked)
 }
+
+/// Where a bedside-monitor feed goes: flat readings to one topic, the patients' context (a
+/// table of upserts keyed by patient id) to another.
+#[derive(Clone, Debug)]
+pub struct FlatTopics {
+    /// Flat readings ([`Generator::flat_line`]).
+    pub vitals: String,
+    /// The patients' context ([`Generator::context_lines`]).
+    pub context: String,
+}
+
+fn feed_settings(bootstrap: &str, linger_ms: &str) -> ClientSettings {
+    // The embedded broker keeps the newest 5 MiB of record batches per partition: compress.
+    let mut settings = ClientSettings::new(bootstrap);
+    for (k, v) in [
+        ("compression.type", "lz4"),
+        ("linger.ms", linger_ms),
+        ("batch.size", "1000000"),
+    ] {
+        settings
+            .properties
+            .insert(k.to_owned(), super::PropertyValue::Literal(v.to_owned()));
+    }
+    settings
+}
+
+fn patient_key(line: &str) -> Option<Vec<u8>> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    Some(v["patient_id"].as_str()?.as_bytes().to_vec())
+}
+
+/// Produces the patients' context into `topics.context` and waits until it is acknowledged.
+///
+/// # Errors
+/// If a record cannot be produced or is not acknowledged within `timeout`.
+pub fn feed_context(
+    bootstrap: &str,
+    generator: &Generator,
+    topics: &FlatTopics,
+    timeout: Duration,
+) -> Result<u64, KafkaError> {
+    let mut writer = TopicWriter::new(&feed_settings(bootstrap, "5"))?;
+    for line in generator.context_lines() {
+        writer.send(OutMessage {
+            topic: topics.context.clone(),
+            key: patient_key(&line),
+            payload: line.into_bytes(),
+            headers: Vec::new(),
+        })?;
+    }
+    let acked = writer.flush(timeout)?.len() as u64;
+    if writer.in_flight() > 0 {
+        return Err(KafkaError::Embedded(format!(
+            "{} context records not acknowledged within {timeout:?}",
+            writer.in_flight()
+        )));
+    }
+    Ok(acked)
+}
+
+/// Produces the generator's flat readings `0..count` into `topics.vitals`, keyed by patient id.
+/// `rate` > 0: a live feed, at `rate` readings a second, each stamped with the wall clock as it
+/// is produced; 0: as fast as possible, with the simulated reading times. Returns the readings
+/// acknowledged.
+///
+/// # Errors
+/// If a record cannot be produced or is not acknowledged within `timeout` of the end.
+pub fn feed_flat(
+    bootstrap: &str,
+    generator: &Generator,
+    topics: &FlatTopics,
+    rate: u64,
+    timeout: Duration,
+) -> Result<u64, KafkaError> {
+    let linger = if rate > 0 { "1" } else { "20" };
+    let mut writer = TopicWriter::new(&feed_settings(bootstrap, linger))?;
+    let started = Instant::now();
+    let mut acked = 0u64;
+    for i in 0..generator.count() {
+        if rate > 0 && i % 100 == 0 {
+            // Pace: reading i is due at i / rate seconds.
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let line = if rate > 0 {
+            let now = chrono::Utc::now().timestamp_millis();
+            generator.flat_line_at(i, now)
+        } else {
+            generator.flat_line(i)
+        };
+        let key = generator.patient_id(i % generator.patients());
+        writer.send(OutMessage {
+            topic: topics.vitals.clone(),
+            key: Some(key.into_bytes()),
+            payload: line.into_bytes(),
+            headers: Vec::new(),
+        })?;
+        if i % 1_000 == 999 {
+            acked += writer.poll()?.len() as u64;
+        }
+    }
+    acked += writer.flush(timeout)?.len() as u64;
+    if writer.in_flight() > 0 {
+        return Err(KafkaError::Embedded(format!(
+            "{} generated readings not acknowledged within {timeout:?}",
+            writer.in_flight()
+        )));
+    }
+    Ok(acked)
+}

@@ -49,6 +49,49 @@ pub struct GeneratorConfig {
     /// Percentage of patients who deteriorate. Default: 10.
     #[serde(default = "defaults::deteriorating")]
     pub deteriorating_percent: u8,
+    /// `envelope` (patient and reading events in the platform envelope, for `ingest`) or
+    /// `flat` (bedside-monitor readings as rows: `patient_id`, `ts`, `ward`, `hr`, `spo2`, `rr`,
+    /// `temp`, `sbp`, `dbp`; with a `rate`, each stamped with the wall clock). Default:
+    /// `envelope`.
+    #[serde(default = "defaults::feed")]
+    pub format: Spanned<String>,
+}
+
+/// The rows of a `flat` generator, declared as a file source's would be.
+const FLAT_GENERATOR: &str = r#"
+kind = "generator"
+path = "generator"
+format = "json"
+event-time = "ts"
+key = "patient_id"
+fields = [
+  { name = "patient_id", type = "string", phi = "hash" },
+  { name = "ts", type = "timestamp", format = "epoch-ms", phi = "date" },
+  { name = "ward", type = "string" },
+  { name = "hr", type = "integer" },
+  { name = "spo2", type = "integer" },
+  { name = "rr", type = "integer" },
+  { name = "temp", type = "float", nullable = true },
+  { name = "sbp", type = "integer" },
+  { name = "dbp", type = "integer" },
+]
+"#;
+
+impl GeneratorConfig {
+    /// Whether it writes flat readings (rows).
+    #[must_use]
+    pub fn is_flat(&self) -> bool {
+        self.format.get_ref() == "flat"
+    }
+
+    /// A `flat` generator's rows, seen as a file source's (schema, event time, key).
+    #[must_use]
+    pub fn as_file(&self) -> Option<FileConfig> {
+        if !self.is_flat() {
+            return None;
+        }
+        toml::from_str(FLAT_GENERATOR).ok()
+    }
 }
 
 /// `kind = "file"`: records from a file or every matching file of a folder.
@@ -195,6 +238,23 @@ pub struct EmbeddedConfig {
     /// The topic of the vital-sign readings. Default: `vitals`.
     #[serde(default = "defaults::vitals_topic")]
     pub vitals_topic: String,
+    /// What the generator writes: `envelope` (patient and reading events in the platform
+    /// envelope, to `patients-topic` and `vitals-topic`) or `flat` (a bedside-monitor feed: flat
+    /// JSON readings to `vitals-topic`, the patients' context table to `context-topic`).
+    /// Default: `envelope`.
+    #[serde(default = "defaults::feed")]
+    pub feed: Spanned<String>,
+    /// `flat`: the topic of the patients' context. Default: `patient-context`.
+    #[serde(default = "defaults::context_topic")]
+    pub context_topic: String,
+    /// `flat`: readings a second, produced while the job runs and stamped with the wall clock
+    /// (a live feed); 0 fills the topic before the job starts, with simulated times. Default: 0.
+    #[serde(default)]
+    pub rate: u64,
+    /// A live feed starts this long after the job (its tables are read meanwhile). Default:
+    /// `2s`.
+    #[serde(default = "defaults::start_after")]
+    pub start_after: Spanned<String>,
 }
 
 /// One field of a declared schema (`fields = [{ name = "hr", type = "integer" }, ...]`).
@@ -594,6 +654,15 @@ mod defaults {
     }
     pub const fn console_limit() -> u32 {
         50
+    }
+    pub fn feed() -> Spanned<String> {
+        Spanned::new(0..0, "envelope".into())
+    }
+    pub fn context_topic() -> String {
+        "patient-context".into()
+    }
+    pub fn start_after() -> Spanned<String> {
+        Spanned::new(0..0, "2s".into())
     }
     pub fn history() -> Spanned<String> {
         Spanned::new(0..0, "1h".into())

@@ -138,6 +138,15 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
                 errors.push(text.diag(n.span.start, format!("`{path}`: format `vitals-csv` needs `patient-id` (the CSV has no patient column)")));
             }
         }
+        NodeKind::Generator(g) if !["envelope", "flat"].contains(&g.format.get_ref().as_str()) => {
+            errors.push(text.diag(
+                g.format.span().start,
+                format!(
+                    "`{path}.format` must be `envelope` or `flat`, not `{}`",
+                    g.format.get_ref()
+                ),
+            ));
+        }
         NodeKind::Generator(g) => {
             if g.patients == 0 {
                 errors.push(text.diag(

@@ -38,6 +38,7 @@ pub(super) fn infer(text: &JobText, nodes: &[Node], errors: &mut Vec<Diagnostic>
         let source = match &n.kind {
             NodeKind::File(f) => Some(f.clone()),
             NodeKind::Kafka(k) => Some(k.as_file()),
+            NodeKind::Generator(g) => g.as_file(),
             _ => None,
         };
         if let Some(f) = &source {

@@ -29,6 +29,8 @@ use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::progress::Antichain;
@@ -271,89 +273,97 @@ fn versioner<'s>(
 ) -> timely::dataflow::Stream<'s, Time, Vec<Update>> {
     let k = plan.table_key;
     let route = Exchange::new(move |r: &Row| r.values.get(k).map_or(0, Value::route_hash));
-    table.binary_frontier::<_, CapacityContainerBuilder<Vec<Update>>, _, _, _, _>(
-        marks,
-        route,
-        Pipeline,
-        "Versions",
-        move |cap, _info| {
-            let mut cap = Some(cap);
-            let mut keys: BTreeMap<KeyValue, Vec<Version>> = BTreeMap::new();
-            let mut schedule: BinaryHeap<Reverse<(i64, KeyValue)>> = BinaryHeap::new();
-            let mut maxima: BTreeMap<Time, i64> = BTreeMap::new();
-            let mut watermark = i64::MIN;
-            move |(rows, f1), (marks, f2), output| {
-                rows.for_each_stamp(|c, data| {
-                    let Some(t) = c.least().copied() else { return };
-                    let mut session = output.session(&c);
-                    for batch in data {
-                        for row in batch.drain(..) {
-                            let key = KeyValue(row.values.get(k).cloned().unwrap_or(Value::Null));
-                            let valid_from = match plan.table_time.and_then(|i| row.values.get(i)) {
-                                Some(Value::Timestamp(ms)) => *ms,
-                                _ => i64::MIN,
-                            };
-                            let fields = (!row.tombstone).then(|| {
-                                plan.take
-                                    .iter()
-                                    .map(|i| {
-                                        KeyValue(row.values.get(*i).cloned().unwrap_or(Value::Null))
-                                    })
-                                    .collect()
-                            });
-                            let version = Version {
-                                valid_from,
-                                seq: row.sequence,
-                                fields,
-                            };
-                            let list = keys.entry(key.clone()).or_default();
-                            let at = list.partition_point(|v| v < &version);
-                            list.insert(at, version.clone());
-                            schedule.push(Reverse((
-                                valid_from.saturating_add(plan.history),
-                                key.clone(),
-                            )));
-                            session.give(((key, version), t, 1));
-                        }
-                    }
-                });
-                marks.for_each_stamp(|c, data| {
-                    if let Some(t) = c.least() {
-                        add_marks(&mut maxima, *t, data);
-                    }
-                });
-                let Some(c) = cap.as_mut() else { return };
-                let marks_lower = lower(&[f2]);
-                let done: Vec<Time> = maxima
-                    .keys()
-                    .copied()
-                    .filter(|t| marks_lower.is_none_or(|l| *t < l))
-                    .collect();
-                // In time order: the watermark after batch `t`, and the versions it releases,
-                // retracted at `t + 1` (so the result does not depend on scheduling).
-                for t in done {
-                    if let Some(m) = maxima.remove(&t) {
-                        watermark = watermark.max(m);
-                    }
-                    let at_time = (t + 1).max(*c.time());
-                    let retract = prune(&mut keys, &mut schedule, watermark, plan.history, at_time);
-                    if !retract.is_empty() {
-                        let at = c.delayed(&at_time);
-                        output.session(&at).give_iterator(retract.into_iter());
+    // The marks input is not connected to the output: the versions' frontier follows the table
+    // (and the capability held for releases), not the stream, so a complete table stops holding
+    // the stream's records back.
+    let mut builder = OperatorBuilder::new("Versions".to_owned(), table.scope());
+    let (output, stream) = builder.new_output::<Vec<Update>>();
+    let mut output = OutputBuilder::<_, CapacityContainerBuilder<Vec<Update>>>::from(output);
+    let mut rows = builder.new_input(table, route);
+    let mut marks = builder.new_input_connection(marks, Pipeline, []);
+    builder.build(move |mut caps| {
+        let mut cap = caps.pop();
+        let mut keys: BTreeMap<KeyValue, Vec<Version>> = BTreeMap::new();
+        let mut schedule: BinaryHeap<Reverse<(i64, KeyValue)>> = BinaryHeap::new();
+        let mut maxima: BTreeMap<Time, i64> = BTreeMap::new();
+        let mut watermark = i64::MIN;
+        move |frontiers| {
+            let (f1, f2) = (&frontiers[0], &frontiers[1]);
+            let mut output = output.activate();
+            rows.for_each_stamp(|c, data| {
+                let Some(t) = c.least().copied() else { return };
+                let mut session = output.session(&c);
+                for batch in data {
+                    for row in batch.drain(..) {
+                        let key = KeyValue(row.values.get(k).cloned().unwrap_or(Value::Null));
+                        let valid_from = match plan.table_time.and_then(|i| row.values.get(i)) {
+                            Some(Value::Timestamp(ms)) => *ms,
+                            _ => i64::MIN,
+                        };
+                        let fields = (!row.tombstone).then(|| {
+                            plan.take
+                                .iter()
+                                .map(|i| {
+                                    KeyValue(row.values.get(*i).cloned().unwrap_or(Value::Null))
+                                })
+                                .collect()
+                        });
+                        let version = Version {
+                            valid_from,
+                            seq: row.sequence,
+                            fields,
+                        };
+                        let list = keys.entry(key.clone()).or_default();
+                        let at = list.partition_point(|v| v < &version);
+                        list.insert(at, version.clone());
+                        schedule.push(Reverse((
+                            valid_from.saturating_add(plan.history),
+                            key.clone(),
+                        )));
+                        session.give(((key, version), t, 1));
                     }
                 }
-                let now = lower(&[f1, f2]);
-                if let Some(n) = now
-                    && *c.time() < n
-                {
-                    c.downgrade(&n);
+            });
+            marks.for_each_stamp(|c, data| {
+                if let Some(t) = c.least() {
+                    add_marks(&mut maxima, *t, data);
                 }
-                if now.is_none() {
-                    cap = None;
+            });
+            let Some(c) = cap.as_mut() else { return };
+            let marks_lower = lower(&[f2]);
+            let done: Vec<Time> = maxima
+                .keys()
+                .copied()
+                .filter(|t| marks_lower.is_none_or(|l| *t < l))
+                .collect();
+            // In time order: the watermark after batch `t`, and the versions it releases,
+            // retracted at `t + 1` (so the result does not depend on scheduling).
+            for t in done {
+                if let Some(m) = maxima.remove(&t) {
+                    watermark = watermark.max(m);
+                }
+                let at_time = (t + 1).max(*c.time());
+                let retract = prune(&mut keys, &mut schedule, watermark, plan.history, at_time);
+                if !retract.is_empty() {
+                    let at = c.delayed(&at_time);
+                    output.session(&at).give_iterator(retract.into_iter());
                 }
             }
-        },
-    )
+            // A table that is complete (its input closed: a file, a topic read to its end)
+            // keeps what it holds: nothing more is versioned or released, and records no
+            // longer wait for the stream's watermark to read it.
+            let now = lower(&[f1]).and(lower(&[f1, f2]));
+            if let Some(n) = now
+                && *c.time() < n
+            {
+                c.downgrade(&n);
+            }
+            if now.is_none() {
+                cap = None;
+            }
+        }
+    });
+    stream
 }
 
 /// Releases the versions superseded `history` behind the watermark (and keys whose only version

@@ -78,6 +78,9 @@ pub struct KafkaSource {
     pub job_watermark: Arc<AtomicU64>,
     /// What every worker emitted, for checkpoints.
     pub log: Arc<Mutex<PositionLog>>,
+    /// Set while the embedded broker's live feed is producing: `stop = "end"` reads to the end
+    /// the partitions have once it is done.
+    pub feeding: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -90,6 +93,13 @@ struct MetadataTime {
 }
 
 impl KafkaSource {
+    /// Whether a live feed is still producing into the topic.
+    fn is_feeding(&self) -> bool {
+        self.feeding
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+    }
+
     /// The event time of a record, in milliseconds.
     fn event_ms(&self, payload: &[u8], kafka_ms: Option<i64>) -> Option<i64> {
         match &self.time {
@@ -310,6 +320,19 @@ pub fn kafka<'s>(
                 });
             }
 
+            // A live feed just finished: the end is where it stopped.
+            if plan.stop_at_end && !plan.is_feeding() {
+                for (p, part) in owned.iter_mut().filter(|(_, part)| part.end.is_none()) {
+                    match reader.high_watermark(*p, Duration::from_secs(10)) {
+                        Ok(end) => part.end = Some(end),
+                        Err(e) => {
+                            failure.fail(format!("source `{}`: {e}", plan.name));
+                            cap = None;
+                            return;
+                        }
+                    }
+                }
+            }
             // Stop-at-end: done once every owned partition reached its end.
             // (Some brokers report the end per record batch: wait for a quiet second too.)
             if plan.stop_at_end
@@ -377,7 +400,7 @@ fn adopt_partitions(
     for p in new {
         let resume = plan.resume.as_ref().and_then(|r| r.partitions.get(p));
         let from = resume.map(|r| r.from);
-        let end = if plan.stop_at_end {
+        let end = if plan.stop_at_end && !plan.is_feeding() {
             Some(reader.high_watermark(*p, Duration::from_secs(10))?)
         } else {
             None

@@ -103,6 +103,8 @@ pub struct RunSummary {
     pub resumed_at: Option<u64>,
     /// Per `alert` node and rule: alert events and latencies.
     pub alerts: Vec<AlertSummary>,
+    /// The embedded broker's live feed: readings produced, and in how long.
+    pub live_feed: Option<(u64, Duration)>,
 }
 
 /// One rule of one `alert` node over a run.
@@ -177,7 +179,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         job: job.name.clone(),
         run_id: run_id.clone(),
     };
-    let (broker, fresh) = embedded_broker(job, options)?;
+    let (broker, fresh, feeder) = embedded_broker(job, options)?;
     let bootstrap = broker
         .as_ref()
         .map(vitalflow_connectors::kafka::EmbeddedBroker::bootstrap);
@@ -187,6 +189,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         run,
         bootstrap.as_deref(),
         options.fresh || fresh,
+        feeder.as_ref().map(|(flag, _)| Arc::clone(flag)),
     )?);
     if let (Some(cp), Some(notify)) = (&plan.checkpoint, &options.notify)
         && cp.base.time > 0
@@ -221,7 +224,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         worker.dataflow::<vitalflow_model::Time, _, _>(|scope| {
             plan::build(scope, &worker_plan, failure.clone())
         });
-        while worker.step_or_park(Some(Duration::from_millis(20))) {
+        while worker.step_or_park(Some(Duration::from_millis(1))) {
             if failure.failed() {
                 for id in worker.installed_dataflows() {
                     worker.drop_dataflow(id);
@@ -243,6 +246,20 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
             failure.fail(format!("a worker stopped: {e}"));
         }
     }
+    let live_feed = match feeder {
+        Some((_, handle)) => match handle.join() {
+            Ok(Ok(fed)) => Some(fed),
+            Ok(Err(e)) => {
+                failure.fail(format!("the embedded broker's live feed: {e}"));
+                None
+            }
+            Err(_) => {
+                failure.fail("the embedded broker's live feed stopped".to_owned());
+                None
+            }
+        },
+        None => None,
+    };
     if let Some(message) = failure.message() {
         return Err(RunError::Failed(message));
     }
@@ -302,6 +319,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         .collect();
     Ok(RunSummary {
         alerts,
+        live_feed,
         job: job.name.clone(),
         run_id,
         workers,
@@ -318,13 +336,27 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
     })
 }
 
+/// A live feed into the embedded broker: set while it produces; what it produced, and how long
+/// it took.
+type Feeder = (
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<Result<(u64, Duration), vitalflow_connectors::kafka::KafkaError>>,
+);
+
 /// Starts the embedded broker if a Kafka node uses it: creates the job's topics and fills them
 /// from the `[embedded]` generator. Its records live only as long as the run, so a job on it
 /// never resumes from an earlier checkpoint (the second value).
 fn embedded_broker(
     job: &Job,
     options: &RunOptions,
-) -> Result<(Option<vitalflow_connectors::kafka::EmbeddedBroker>, bool), RunError> {
+) -> Result<
+    (
+        Option<vitalflow_connectors::kafka::EmbeddedBroker>,
+        bool,
+        Option<Feeder>,
+    ),
+    RunError,
+> {
     use crate::job::NodeKind;
     use vitalflow_connectors::kafka::embedded::{FeedTopics, feed_generator};
     let is_embedded =
@@ -343,7 +375,7 @@ fn embedded_broker(
         })
         .collect();
     if topics.is_empty() {
-        return Ok((None, false));
+        return Ok((None, false, None));
     }
     let failed = |e: vitalflow_connectors::kafka::KafkaError| RunError::Failed(e.to_string());
     let broker = vitalflow_connectors::kafka::EmbeddedBroker::start().map_err(failed)?;
@@ -363,6 +395,92 @@ fn embedded_broker(
         broker.bootstrap(),
         created.iter().cloned().collect::<Vec<_>>().join(", ")
     ));
+    let mut feeder = None;
+    if let Some(e) = job.embedded.as_ref().filter(|e| e.feed.get_ref() == "flat") {
+        use vitalflow_connectors::kafka::embedded::{FlatTopics, feed_context, feed_flat};
+        let live = e.rate > 0;
+        let span_ms = i64::try_from(
+            e.count
+                .div_ceil(e.patients.max(1))
+                .saturating_mul(u64::from(e.interval_secs))
+                .saturating_mul(1000),
+        )
+        .unwrap_or(0);
+        let generator = vitalflow_connectors::generator::Generator::new(
+            vitalflow_connectors::generator::GeneratorConfig {
+                seed: e.seed,
+                patients: e.patients,
+                count: e.count,
+                interval_secs: e.interval_secs,
+                // A live feed: the context's history ends now.
+                start: if live {
+                    Utc::now() - chrono::Duration::milliseconds(span_ms)
+                } else {
+                    vitalflow_connectors::generator::GeneratorConfig::default().start
+                },
+                ..Default::default()
+            },
+        );
+        let topics = FlatTopics {
+            vitals: e.vitals_topic.clone(),
+            context: e.context_topic.clone(),
+        };
+        for topic in [&topics.vitals, &topics.context] {
+            if created.insert(topic.clone()) {
+                broker.create_topic(topic, 4).map_err(failed)?;
+            }
+        }
+        let n = feed_context(
+            &broker.bootstrap(),
+            &generator,
+            &topics,
+            Duration::from_secs(60),
+        )
+        .map_err(failed)?;
+        notify(&format!(
+            "embedded broker: {n} patient-context records in `{}`",
+            topics.context
+        ));
+        if live {
+            let flag = Arc::new(AtomicBool::new(true));
+            let (bootstrap, rate) = (broker.bootstrap(), e.rate);
+            let delay = crate::job::parse_duration(e.start_after.get_ref()).unwrap_or_default();
+            let running = Arc::clone(&flag);
+            let handle = std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let started = Instant::now();
+                let r = feed_flat(
+                    &bootstrap,
+                    &generator,
+                    &topics,
+                    rate,
+                    Duration::from_secs(60),
+                );
+                running.store(false, Ordering::SeqCst);
+                r.map(|n| (n, started.elapsed()))
+            });
+            notify(&format!(
+                "embedded broker: a live feed of {} readings at {} a second into `{}` starts in {:?}",
+                e.count, e.rate, e.vitals_topic, delay
+            ));
+            feeder = Some((flag, handle));
+        } else {
+            let started = Instant::now();
+            let n = feed_flat(
+                &broker.bootstrap(),
+                &generator,
+                &topics,
+                0,
+                Duration::from_secs(300),
+            )
+            .map_err(failed)?;
+            notify(&format!(
+                "embedded broker filled with {n} readings in {:.2} s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        return Ok((Some(broker), true, feeder));
+    }
     if let Some(e) = &job.embedded {
         let generator = vitalflow_connectors::generator::Generator::new(
             vitalflow_connectors::generator::GeneratorConfig {
@@ -396,7 +514,7 @@ fn embedded_broker(
             started.elapsed().as_secs_f64()
         ));
     }
-    Ok((Some(broker), true))
+    Ok((Some(broker), true, None))
 }
 
 fn human(n: f64) -> String {

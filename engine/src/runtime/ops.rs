@@ -155,16 +155,34 @@ pub fn rolling_sink<'s, T, W>(
 ) -> VecStream<'s, SinkCommit>
 where
     T: Clone + Send + 'static,
-    W: SinkWriter<T>,
+    W: SinkWriter<T> + Send,
 {
     let sink = name.to_owned();
     let scope = input.scope();
+    // Files are written on a thread of the sink's own, so a slow disk (fsync) never holds the
+    // worker: the operator keeps the written times' capabilities until their write is back.
+    let (jobs, todo) = std::sync::mpsc::channel::<(String, Vec<T>)>();
+    let (done_tx, done) = std::sync::mpsc::channel::<Result<Vec<String>, String>>();
+    let spawned = std::thread::Builder::new()
+        .name(format!("sink-{sink}-w{worker}"))
+        .spawn(move || {
+            for (tag, rows) in todo {
+                if done_tx.send(writer.write(&tag, &rows)).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        failure.fail(format!("sink `{sink}`: cannot start its writer: {e}"));
+    }
     input.unary_frontier::<CapacityContainerBuilder<Vec<SinkCommit>>, _, _, _>(
         Pipeline,
         name,
         move |_cap, info| {
             let activator = scope.activator_for(info.address);
             let mut pending: BTreeMap<Time, (Capability<Time>, Vec<T>)> = BTreeMap::new();
+            let mut in_flight: std::collections::VecDeque<InFlight> =
+                std::collections::VecDeque::new();
             let mut last_write = Instant::now();
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
@@ -177,6 +195,41 @@ where
                         }
                     }
                 });
+                // Writes that are back, in order: commit them and release their times.
+                while let Some(front) = in_flight.front() {
+                    let result = match done.try_recv() {
+                        Ok(r) => r,
+                        Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                            Err("its writer stopped".to_owned())
+                        }
+                    };
+                    match result {
+                        Ok(files) => {
+                            counters.add(&Counts {
+                                records_in: front.rows,
+                                records_out: front.rows,
+                                rejected: 0,
+                            });
+                            counters.add_files(files.len() as u64);
+                            if let Some(cap) = front.caps.first() {
+                                output.session(cap).give(SinkCommit {
+                                    sink: sink.clone(),
+                                    batches: front.batches.clone(),
+                                    files,
+                                    rows: front.rows,
+                                    first: front.first,
+                                    last: front.last,
+                                });
+                            }
+                        }
+                        Err(message) => failure.fail(format!("sink `{sink}`: {message}")),
+                    }
+                    in_flight.pop_front();
+                }
+                if !in_flight.is_empty() {
+                    activator.activate_after(Duration::from_millis(1));
+                }
                 let complete: Vec<Time> = pending
                     .keys()
                     .copied()
@@ -206,32 +259,30 @@ where
                 }
                 let (first, last) = (complete[0], complete[complete.len() - 1]);
                 let tag = format!("{first:010}-{last:010}-w{worker}");
-                match writer.write(&tag, &buffer) {
-                    Ok(files) => {
-                        counters.add(&Counts {
-                            records_in: buffer.len() as u64,
-                            records_out: buffer.len() as u64,
-                            rejected: 0,
-                        });
-                        counters.add_files(files.len() as u64);
-                        let mut batches: Vec<u64> = complete.iter().map(|t| batch_of(*t)).collect();
-                        batches.dedup();
-                        if let Some(cap) = caps.first() {
-                            output.session(cap).give(SinkCommit {
-                                sink: sink.clone(),
-                                batches,
-                                files,
-                                rows: buffer.len() as u64,
-                                first,
-                                last,
-                            });
-                        }
-                    }
-                    Err(message) => failure.fail(format!("sink `{sink}`: {message}")),
+                let mut batches: Vec<u64> = complete.iter().map(|t| batch_of(*t)).collect();
+                batches.dedup();
+                in_flight.push_back(InFlight {
+                    caps,
+                    batches,
+                    rows: buffer.len() as u64,
+                    first,
+                    last,
+                });
+                if jobs.send((tag, buffer)).is_err() {
+                    failure.fail(format!("sink `{sink}`: its writer stopped"));
                 }
+                activator.activate_after(Duration::from_millis(1));
                 last_write = Instant::now();
-                drop(caps);
             }
         },
     )
+}
+
+/// A write handed to a sink's writer thread: the times it holds, and what to commit.
+struct InFlight {
+    caps: Vec<Capability<Time>>,
+    batches: Vec<u64>,
+    rows: u64,
+    first: Time,
+    last: Time,
 }

@@ -63,6 +63,8 @@ use vitalflow_operators::window::WindowSpec;
 pub enum Prepared {
     /// The generator.
     Generator(Arc<Generator>, f64),
+    /// The generator's flat readings, decoded into rows.
+    SchemaGenerator(Arc<Generator>, f64, Arc<Decoder>),
     /// Files.
     File(Arc<FileSource>),
     /// Files of a declared schema, decoded into rows.
@@ -253,6 +255,7 @@ pub fn prepare(
     run: RunIdentity,
     embedded: Option<&str>,
     fresh: bool,
+    feeding: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<Plan, Diagnostics> {
     let base = job.base_dir();
     let kafka_job = job
@@ -311,7 +314,15 @@ pub fn prepare(
                 {
                     cfg.start = start.with_timezone(&chrono::Utc);
                 }
-                Prepared::Generator(Arc::new(Generator::new(cfg)), g.rate)
+                let generator = Arc::new(Generator::new(cfg));
+                match g.as_file().and_then(|f| f.fields) {
+                    Some(fields) => Prepared::SchemaGenerator(
+                        generator,
+                        g.rate,
+                        Arc::new(decoder(fields.get_ref())),
+                    ),
+                    None => Prepared::Generator(generator, g.rate),
+                }
             }
             NodeKind::File(f) => {
                 let path = base.join(f.path.get_ref());
@@ -424,6 +435,12 @@ pub fn prepare(
                         watermark,
                         job_watermark: Arc::clone(&job_watermark),
                         log,
+                        // Only the topic a live feed writes to is still growing.
+                        feeding: feeding.clone().filter(|_| {
+                            job.embedded.as_ref().is_some_and(|e| {
+                                e.feed.get_ref() == "flat" && e.vitals_topic == *k.topic.get_ref()
+                            })
+                        }),
                     }),
                     schema_decoder,
                 )
@@ -535,7 +552,12 @@ pub fn prepare(
                         restricted_zip3: Vec::new(),
                     })),
                     shift_days,
-                    ordered: !kafka_job,
+                    // Kafka and paced generator readings are taken as they arrive.
+                    ordered: !kafka_job
+                        && !job
+                            .nodes
+                            .iter()
+                            .any(|n| matches!(&n.kind, NodeKind::Generator(g) if g.rate > 0.0)),
                     schema: Arc::new(input.clone()),
                     latency,
                 }))
@@ -995,9 +1017,32 @@ impl<'s> Builder<'s, '_> {
                     Arc::clone(g),
                     *rate,
                     plan.batch_size,
+                    false,
                     counters,
                 );
                 out(self, "out", Port::Raw(s));
+            }
+            Prepared::SchemaGenerator(g, rate, decoder) => {
+                let raw = sources::generator(
+                    self.scope,
+                    name,
+                    Arc::clone(g),
+                    *rate,
+                    plan.batch_size,
+                    true,
+                    Arc::new(NodeCounters::default()),
+                );
+                let logic = DecodeLogic {
+                    stage: name.to_owned(),
+                    decoder: Arc::clone(decoder),
+                    tombstone: None,
+                };
+                // Each worker decodes what it generated: a patient's readings stay in order.
+                let (o, d, s) = stage(raw, Pipeline, name, logic, counters);
+                out(self, "out", Port::Rows(o));
+                out(self, "dead-letter", Port::Dead(d));
+                self.stats
+                    .insert(name.to_owned(), (s, SagaRole::Ingestion, None));
             }
             Prepared::File(f) => {
                 let s = sources::files(

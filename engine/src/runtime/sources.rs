@@ -19,6 +19,8 @@ const CHUNK: u64 = 4096;
 
 /// The generator, split over workers: worker `w` of `n` emits the events `i` with `i % n == w`,
 /// event `i` at time `i / batch_size`. `rate` is events per second over all workers (0: no limit).
+/// `flat`: bedside-monitor readings as JSON objects instead of envelope events; with a rate,
+/// stamped with the wall clock as they are made.
 #[allow(clippy::too_many_arguments)]
 pub fn generator<'s>(
     scope: Scope<'s, Time>,
@@ -26,6 +28,7 @@ pub fn generator<'s>(
     generator: Arc<Generator>,
     rate: f64,
     batch_size: u64,
+    flat: bool,
     counters: Arc<NodeCounters>,
 ) -> VecStream<'s, RawRecord> {
     let (index, peers) = (scope.index() as u64, scope.peers() as u64);
@@ -55,7 +58,25 @@ pub fn generator<'s>(
                 if *c.time() < time {
                     c.downgrade(&time);
                 }
-                let mut raw = generator.raw(&node, next);
+                let mut raw = if flat {
+                    let line = if rate > 0.0 {
+                        generator.flat_line_at(next, chrono::Utc::now().timestamp_millis())
+                    } else {
+                        generator.flat_line(next)
+                    };
+                    RawRecord {
+                        source: node.clone(),
+                        location: format!("generator#{next}"),
+                        sequence: next,
+                        format: vitalflow_model::RawFormat::Json,
+                        header: None,
+                        context: None,
+                        bytes: line.into_bytes(),
+                        arrival_us: 0,
+                    }
+                } else {
+                    generator.raw(&node, next)
+                };
                 raw.arrival_us = vitalflow_model::now_us();
                 output.session(&*c).give(raw);
                 next += peers;
