@@ -224,7 +224,8 @@ fn main() {
             "after_first_second_ms": {"p50": r.steady.p50, "p99": r.steady.p99, "p999": r.steady.p999, "max": r.steady.max, "count": r.steady.count},
         })).collect::<Vec<_>>(),
     });
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").to_owned());
     let results = Path::new(&target).join("bench-results");
     let _ = std::fs::create_dir_all(&results);
     let file = results.join("alert_latency.json");
