@@ -403,8 +403,10 @@ fn topo_order(text: &JobText, nodes: Vec<Node>, errors: &mut Vec<Diagnostic>) ->
         order.push(done.to_owned());
         for n in &nodes {
             let ups: BTreeSet<&str> = n.inputs.iter().map(|i| i.node.as_str()).collect();
+            // (Two nodes of one name share a count: the name is reported as used twice.)
             if ups.contains(done)
                 && let Some(d) = indegree.get_mut(n.name.as_str())
+                && *d > 0
             {
                 *d -= 1;
                 if *d == 0 {
