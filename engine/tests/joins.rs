@@ -272,10 +272,13 @@ proptest! {
         table in prop::collection::vec((0u8..4, 0i64..20, prop::option::weighted(0.85, 0u8..9), 0u64..6), 0..40),
         stream in prop::collection::vec((0u8..5, 0i64..24, 0u64..6), 1..60),
         workers in 1usize..=4,
+        // A long history (releases, records wait for the stream's watermark) and `forever` (no
+        // releases, records go through once the table has their time).
+        history in prop::sample::select(vec![i64::MAX / 4, i64::MAX]),
     ) {
         let table: Vec<TableIn> = table.into_iter().map(|(p, s, w, b)| (p, T0 + s * MIN, w, b)).collect();
         let stream: Vec<StreamIn> = stream.into_iter().map(|(p, s, b)| (p, T0 + s * MIN, b)).collect();
-        let (rows, dead) = run(&table, &stream, plan(Missing::Null, false, i64::MAX / 4), workers);
+        let (rows, dead) = run(&table, &stream, plan(Missing::Null, false, history), workers);
         prop_assert!(dead.is_empty());
         let expected = reference(&table, &stream);
         prop_assert_eq!(rows, expected);

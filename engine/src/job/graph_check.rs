@@ -228,7 +228,9 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
                 }
             }
         }
-        NodeKind::Join(j) => duration(&j.history, "history", errors),
+        NodeKind::Join(j) if j.history.get_ref() != "forever" => {
+            duration(&j.history, "history", errors);
+        }
         NodeKind::Alert(a) => {
             key_and_dates(text, path, &a.key, &a.dates, errors);
             duration(&a.freshness, "freshness", errors);
@@ -283,6 +285,7 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
         | NodeKind::Filter(_)
         | NodeKind::Map { .. }
         | NodeKind::KeyBy(_)
+        | NodeKind::Join(_)
         | NodeKind::Console(_) => {}
     }
 }

@@ -1119,7 +1119,11 @@ pub fn join_parts(
         table_time: table.time,
         take,
         missing,
-        history: ms(&c.history),
+        history: if c.history.get_ref() == "forever" {
+            i64::MAX
+        } else {
+            ms(&c.history)
+        },
         stream,
         output,
     })

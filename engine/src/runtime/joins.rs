@@ -273,14 +273,21 @@ fn versioner<'s>(
 ) -> timely::dataflow::Stream<'s, Time, Vec<Update>> {
     let k = plan.table_key;
     let route = Exchange::new(move |r: &Row| r.values.get(k).map_or(0, Value::route_hash));
-    // The marks input is not connected to the output: the versions' frontier follows the table
-    // (and the capability held for releases), not the stream, so a complete table stops holding
-    // the stream's records back.
+    // Without releases (`history = "forever"`), the marks input is not connected to the
+    // output: the versions' frontier follows the table alone, so a complete table stops holding
+    // the stream's records back. With releases, it follows the stream's watermark too: a
+    // release at `t + 1` must be in the table before records of `t + 1` read it.
+    let releases = plan.history != i64::MAX;
     let mut builder = OperatorBuilder::new("Versions".to_owned(), table.scope());
     let (output, stream) = builder.new_output::<Vec<Update>>();
     let mut output = OutputBuilder::<_, CapacityContainerBuilder<Vec<Update>>>::from(output);
     let mut rows = builder.new_input(table, route);
-    let mut marks = builder.new_input_connection(marks, Pipeline, []);
+    let connection: Vec<(usize, Antichain<<Time as Timestamp>::Summary>)> = if releases {
+        vec![(0, Antichain::from_elem(Default::default()))]
+    } else {
+        Vec::new()
+    };
+    let mut marks = builder.new_input_connection(marks, Pipeline, connection);
     builder.build(move |mut caps| {
         let mut cap = caps.pop();
         let mut keys: BTreeMap<KeyValue, Vec<Version>> = BTreeMap::new();
@@ -316,10 +323,12 @@ fn versioner<'s>(
                         let list = keys.entry(key.clone()).or_default();
                         let at = list.partition_point(|v| v < &version);
                         list.insert(at, version.clone());
-                        schedule.push(Reverse((
-                            valid_from.saturating_add(plan.history),
-                            key.clone(),
-                        )));
+                        if releases {
+                            schedule.push(Reverse((
+                                valid_from.saturating_add(plan.history),
+                                key.clone(),
+                            )));
+                        }
                         session.give(((key, version), t, 1));
                     }
                 }
@@ -349,10 +358,13 @@ fn versioner<'s>(
                     output.session(&at).give_iterator(retract.into_iter());
                 }
             }
-            // A table that is complete (its input closed: a file, a topic read to its end)
-            // keeps what it holds: nothing more is versioned or released, and records no
-            // longer wait for the stream's watermark to read it.
-            let now = lower(&[f1]).and(lower(&[f1, f2]));
+            // Without releases, a complete table (its input closed: a file, a topic read to its
+            // end) has nothing more to do.
+            let now = if releases {
+                lower(&[f1, f2])
+            } else {
+                lower(&[f1]).and(lower(&[f1, f2]))
+            };
             if let Some(n) = now
                 && *c.time() < n
             {
