@@ -632,6 +632,28 @@ fn ms(d: &Spanned<String>) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The event-time field of the rows an event-time operator reads; a problem at the node when
+/// they have none.
+fn event_time(
+    text: &JobText,
+    n: &Node,
+    path: &str,
+    input: &Schema,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<usize> {
+    if input.time.is_none() {
+        errors.push(text.diag(
+            n.span.start,
+            format!(
+                "`{path}`: the rows have no event-time field (fields: {}): declare `event-time` \
+                 on the source, or keep its field in `project`",
+                input.names()
+            ),
+        ));
+    }
+    input.time
+}
+
 /// A compiled aggregate call: the function, the argument's text and offset, the argument.
 type AggregateCall<'a> = (
     vitalflow_operators::window::AggFn,
@@ -718,14 +740,7 @@ pub fn window_parts(
     use vitalflow_operators::window::{AggFn, AggSpec, WindowKind};
     let mut errors = Vec::new();
     let at_node = |message: String| text.diag(n.span.start, message);
-    let time = input.time;
-    if time.is_none() {
-        errors.push(at_node(format!(
-            "`{path}`: the rows have no event-time field (fields: {}): declare `event-time` on \
-             the source, or keep its field in `project`",
-            input.names()
-        )));
-    }
+    let time = event_time(text, n, path, input, &mut errors);
     let key = match &c.key {
         None => {
             errors.push(at_node(format!(
@@ -1167,14 +1182,7 @@ pub fn alert_parts(
 
     let mut errors = Vec::new();
     let at_node = |message: String| text.diag(n.span.start, message);
-    let time = input.time;
-    if time.is_none() {
-        errors.push(at_node(format!(
-            "`{path}`: the rows have no event-time field (fields: {}): declare `event-time` on \
-             the source",
-            input.names()
-        )));
-    }
+    let time = event_time(text, n, path, input, &mut errors);
     // An expression of one of `types` (`None`: any type).
     let mut typed = |source: &Spanned<String>, field: &str, types: Option<&[Type]>, what: &str| {
         let field_path = format!("{path}.{field}");

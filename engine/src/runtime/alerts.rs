@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Datelike, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -29,7 +29,7 @@ use vitalflow_operators::alert::monitor::{
     Fired, Monitor, MonitorSpec, Observed, level_name, level_of, parameter_name,
 };
 use vitalflow_operators::alert::news2::{Acvpu, Parameter, Spo2Scale};
-use vitalflow_operators::anonymize::Anonymizer;
+use vitalflow_operators::anonymize::{Anonymizer, identifier_text};
 use vitalflow_operators::expression::Compiled;
 
 use super::metrics::NodeCounters;
@@ -67,10 +67,8 @@ pub struct AlertPlan {
     pub params: Vec<(Parameter, Arc<Compiled>)>,
     /// Whether SpO2 scale 2 applies.
     pub scale2: Option<Arc<Compiled>>,
-    /// Pseudonyms and date shifts, as the `anonymize` stage makes them.
+    /// Pseudonyms and dates, as the `anonymize` stage makes them with the same key and policy.
     pub anonymizer: Arc<Anonymizer>,
-    /// `Some(max days)`: event times are shifted; `None`: generalized to their year.
-    pub shift_days: Option<u32>,
     /// Take readings in event-time order per completed batch (batch-numbered sources).
     pub ordered: bool,
     /// The input rows' schema (dead letters).
@@ -212,7 +210,8 @@ impl Prepare {
             c.eval(&row.values)
                 .map_err(|e| format!("`{name}.{what}`: {e}"))
         };
-        let patient = text(&eval(&p.patient, "patient")?)
+        // The text `anonymize` hashes, so the pseudonyms are the same.
+        let patient = identifier_text(&eval(&p.patient, "patient")?)
             .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| format!("`{name}.patient` is null or empty"))?;
         let ward = match &p.ward {
@@ -231,18 +230,22 @@ impl Prepare {
         };
         let mut readings = Vec::with_capacity(p.params.len());
         for (param, c) in &p.params {
-            let what = format!("news2.{}", parameter_name(*param));
-            let reading = match (eval(c, &what)?, param) {
+            // Named only when something fails: no text is made per reading.
+            let what = || format!("`{name}.news2.{}`", parameter_name(*param));
+            let value = c
+                .eval(&row.values)
+                .map_err(|e| format!("{}: {e}", what()))?;
+            let reading = match (value, param) {
                 (Value::Null, _) => continue,
                 (Value::Bool(b), Parameter::AirOrOxygen) => Reading::Oxygen(b),
                 (Value::Str(s), Parameter::Consciousness) => {
                     Reading::Consciousness(Acvpu::parse(&s).ok_or_else(|| {
-                        format!("`{name}.{what}`: not one of A, C, V, P, U (or the words)")
+                        format!("{}: not one of A, C, V, P, U (or the words)", what())
                     })?)
                 }
                 (Value::Int(i), _) => Reading::Number(i as f64),
                 (Value::Float(f), _) if f.is_finite() => Reading::Number(f),
-                _ => return Err(format!("`{name}.{what}`: not a usable value")),
+                _ => return Err(format!("{}: not a usable value", what())),
             };
             readings.push((*param, reading));
         }
@@ -273,33 +276,26 @@ impl StageLogic<Row, Prepared> for Prepare {
 /// Renders the alert events of one reading, without PHI.
 struct Render<'a> {
     plan: &'a AlertPlan,
-    /// Cache of the last patient's pseudonym and shift.
-    last: Option<(String, String, i64)>,
+    /// Cache of the last patient's pseudonym and date shift.
+    last: Option<(String, String, Option<i64>)>,
 }
 
 impl Render<'_> {
-    fn identity(&mut self, patient: &str) -> (String, i64) {
-        if let Some((p, pseudonym, days)) = &self.last
+    fn identity(&mut self, patient: &str) -> (String, Option<i64>) {
+        if let Some((p, pseudonym, shift)) = &self.last
             && p == patient
         {
-            return (pseudonym.clone(), *days);
+            return (pseudonym.clone(), *shift);
         }
         let pseudonym = self.plan.anonymizer.pseudonym(patient);
-        let days = self
-            .plan
-            .shift_days
-            .map_or(0, |max| self.plan.anonymizer.shift_days(patient, max));
-        self.last = Some((patient.to_owned(), pseudonym.clone(), days));
-        (pseudonym, days)
+        let shift = self.plan.anonymizer.date_shift(patient);
+        self.last = Some((patient.to_owned(), pseudonym.clone(), shift));
+        (pseudonym, shift)
     }
 
-    fn date(&self, ms: i64, days: i64) -> DateTime<Utc> {
-        let at = match self.plan.shift_days {
-            Some(_) => ms.saturating_add(days.saturating_mul(86_400_000)),
-            None => DateTime::from_timestamp_millis(ms)
-                .and_then(|t| Utc.with_ymd_and_hms(t.year(), 1, 1, 0, 0, 0).single())
-                .map_or(ms, |t| t.timestamp_millis()),
-        };
+    /// An event time as `anonymize` makes it (one out of range becomes the epoch).
+    fn date(&self, ms: i64, shift: Option<i64>) -> DateTime<Utc> {
+        let at = self.plan.anonymizer.instant(ms, shift).unwrap_or_default();
         DateTime::from_timestamp_millis(at).unwrap_or_default()
     }
 

@@ -166,6 +166,15 @@ fn key_from(spec: &str, base: &Path, ephemeral: &PseudonymKey) -> Result<Pseudon
     ))
 }
 
+/// `dates = "shift"` or `"year"` (validated), as `anonymize` and `alert` take it.
+fn date_policy(dates: &str, max_days: u32) -> DatePolicy {
+    if dates == "year" {
+        DatePolicy::Year
+    } else {
+        DatePolicy::Shift { max_days }
+    }
+}
+
 /// The source a node's records come from (following first inputs), with its Kafka topic.
 fn origin_source(job: &Job, node: &Node) -> Option<(String, Option<String>)> {
     let mut n = node;
@@ -522,7 +531,6 @@ pub fn prepare(
                         continue;
                     }
                 };
-                let shift_days = (c.dates.get_ref() != "year").then_some(c.max_shift_days);
                 let id = match (parts.observation_id, origin_source(job, node)) {
                     (Some(e), _) => ObservationId::Expr(Arc::new(e)),
                     (None, Some((_, Some(topic)))) => ObservationId::Kafka(topic),
@@ -547,11 +555,9 @@ pub fn prepare(
                     scale2: parts.scale2.map(Arc::new),
                     anonymizer: Arc::new(Anonymizer::new(AnonymizeConfig {
                         key,
-                        dates: shift_days
-                            .map_or(DatePolicy::Year, |max_days| DatePolicy::Shift { max_days }),
+                        dates: date_policy(c.dates.get_ref(), c.max_shift_days),
                         restricted_zip3: Vec::new(),
                     })),
-                    shift_days,
                     // Kafka and paced generator readings are taken as they arrive.
                     ordered: !kafka_job
                         && !job
@@ -613,13 +619,7 @@ pub fn prepare(
             }
             NodeKind::Anonymize(a) => match key_from(a.key.get_ref(), &base, &ephemeral) {
                 Ok(key) => {
-                    let dates = if a.dates.get_ref() == "year" {
-                        DatePolicy::Year
-                    } else {
-                        DatePolicy::Shift {
-                            max_days: a.max_shift_days,
-                        }
-                    };
+                    let dates = date_policy(a.dates.get_ref(), a.max_shift_days);
                     let restricted_zip3 = a
                         .restricted_zip3
                         .clone()

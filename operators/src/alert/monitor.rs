@@ -258,21 +258,23 @@ impl Monitor {
                     .collect(),
             });
         let mut verdicts: Vec<Option<bool>> = Vec::with_capacity(spec.rules.len());
-        for ((rule, rs), values) in spec.rules.iter().zip(&mut state.rules).zip(args) {
-            self.scratch.clear();
-            self.scratch.extend_from_slice(row);
-            if !rule.aggregates.is_empty() {
-                insert_sorted(&mut rs.history, obs.time, values);
+        for ((rule, rs), values) in spec.rules.iter().zip(&state.rules).zip(&args) {
+            let result = if rule.aggregates.is_empty() {
+                rule.when.eval(row)
+            } else {
+                // The row, then each aggregate over the window with this reading in it.
+                self.scratch.clear();
+                self.scratch.extend_from_slice(row);
                 let horizon = obs.time.saturating_sub(rule.window);
-                while rs.history.front().is_some_and(|(t, _)| *t < horizon) {
-                    rs.history.pop_front();
-                }
+                let current = (obs.time, values.clone());
                 for (i, a) in rule.aggregates.iter().enumerate() {
+                    let window = rs.history.iter().chain(std::iter::once(&current));
                     self.scratch
-                        .push(aggregate(a.func, &rs.history, i, horizon, obs.time));
+                        .push(aggregate(a.func, window, i, horizon, obs.time));
                 }
-            }
-            let verdict = match rule.when.eval(&self.scratch) {
+                rule.when.eval(&self.scratch)
+            };
+            let verdict = match result {
                 Ok(Value::Bool(b)) => Some(b),
                 Ok(_) => None,
                 Err(e) => {
@@ -283,6 +285,16 @@ impl Monitor {
                 }
             };
             verdicts.push(verdict);
+        }
+        // Every rule could judge the reading: it joins the windows.
+        for ((rule, rs), values) in spec.rules.iter().zip(&mut state.rules).zip(args) {
+            if !rule.aggregates.is_empty() {
+                insert_sorted(&mut rs.history, obs.time, values);
+                let horizon = obs.time.saturating_sub(rule.window);
+                while rs.history.front().is_some_and(|(t, _)| *t < horizon) {
+                    rs.history.pop_front();
+                }
+            }
         }
 
         let mut fired = Vec::new();
@@ -355,19 +367,39 @@ fn insert_sorted(history: &mut VecDeque<(i64, Vec<Value>)>, time: i64, values: V
     history.insert(at, (time, values));
 }
 
-/// Aggregate `i` over the readings within `[from, to]`.
-fn aggregate(
+/// Aggregate `i` over the readings of `window` within `[from, to]`.
+fn aggregate<'a>(
     func: AggFn,
-    history: &VecDeque<(i64, Vec<Value>)>,
+    window: impl Iterator<Item = &'a (i64, Vec<Value>)>,
     i: usize,
     from: i64,
     to: i64,
 ) -> Value {
-    let values = history
-        .iter()
+    let timed = window
         .filter(|(t, _)| *t >= from && *t <= to)
-        .filter_map(|(_, v)| v.get(i))
-        .filter(|v| !v.is_null());
+        .filter_map(|(t, v)| Some((*t, v.get(i)?)))
+        .filter(|(_, v)| !v.is_null());
+    // First and last by event time (a late reading comes last in the window, not in time).
+    match func {
+        AggFn::First => {
+            return timed
+                .fold(None, |best: Option<(i64, &Value)>, (t, v)| match best {
+                    Some((bt, _)) if bt <= t => best,
+                    _ => Some((t, v)),
+                })
+                .map_or(Value::Null, |(_, v)| v.clone());
+        }
+        AggFn::Last => {
+            return timed
+                .fold(None, |best: Option<(i64, &Value)>, (t, v)| match best {
+                    Some((bt, _)) if bt > t => best,
+                    _ => Some((t, v)),
+                })
+                .map_or(Value::Null, |(_, v)| v.clone());
+        }
+        _ => {}
+    }
+    let values = timed.map(|(_, v)| v);
     match func {
         AggFn::Count => Value::Int(i64::try_from(values.count()).unwrap_or(i64::MAX)),
         AggFn::Min | AggFn::Max => {
@@ -384,8 +416,6 @@ fn aggregate(
                 }
             })
         }
-        AggFn::First => values.into_iter().next().cloned().unwrap_or(Value::Null),
-        AggFn::Last => values.fold(Value::Null, |_, v| v.clone()),
         AggFn::Sum | AggFn::Mean => {
             let (mut n, mut sum) = (0u32, 0.0f64);
             for v in values {

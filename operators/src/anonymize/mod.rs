@@ -33,7 +33,7 @@ use vitalflow_model::ids::hex;
 
 pub use self::key::{KeyError, PseudonymKey};
 pub use self::report::DeidReport;
-pub use self::rows::RowPlan;
+pub use self::rows::{RowPlan, identifier_text};
 use crate::ingest::DECEASED_DATE_UNKNOWN;
 
 /// What happens to the dates tied to a patient (other than birth and death, which keep only

@@ -55,10 +55,13 @@ impl Anonymizer {
         let mut local = DeidReport::default();
         // The patient's shift, computed from the source id before the id is hashed.
         let shift = match self.dates {
-            DatePolicy::Shift { max_days } if plan.actions.iter().any(|a| a.1 == Phi::Date) => {
-                let id = plan.patient.and_then(|p| row.values.get(p)).and_then(text);
+            DatePolicy::Shift { .. } if plan.actions.iter().any(|a| a.1 == Phi::Date) => {
+                let id = plan
+                    .patient
+                    .and_then(|p| row.values.get(p))
+                    .and_then(identifier_text);
                 match id {
-                    Some(id) if !id.trim().is_empty() => Some(self.shift_days(&id, max_days)),
+                    Some(id) if !id.trim().is_empty() => self.date_shift(&id),
                     _ => return Err(AnonymizeError::EmptyPatientId { record: "row" }),
                 }
             }
@@ -73,21 +76,18 @@ impl Anonymizer {
             }
             let (new, action) = match (phi, &*v) {
                 (Phi::Hash, v) => (
-                    text(v).map_or(Value::Null, |s| Value::str(&self.pseudonym(&s))),
+                    identifier_text(v).map_or(Value::Null, |s| Value::str(&self.pseudonym(&s))),
                     "crypto-hash",
                 ),
-                (Phi::Date, Value::Timestamp(ms)) => match shift {
-                    Some(days) => (
-                        Value::Timestamp(
-                            days.checked_mul(86_400_000)
-                                .and_then(|d| ms.checked_add(d))
-                                .ok_or(AnonymizeError::DateOutOfRange { field: "timestamp" })?,
-                        ),
-                        "shift",
-                    ),
-                    None => (year_start(*ms)?, "generalize-year"),
-                },
-                (Phi::Zip3, v) => match text(v).as_deref().and_then(zip3_of) {
+                (Phi::Date, Value::Timestamp(ms)) => (
+                    Value::Timestamp(self.instant(*ms, shift)?),
+                    if shift.is_some() {
+                        "shift"
+                    } else {
+                        "generalize-year"
+                    },
+                ),
+                (Phi::Zip3, v) => match identifier_text(v).as_deref().and_then(zip3_of) {
                     Some(z) if self.restricted.contains(&z) => (Value::str("000"), "restrict-000"),
                     Some(z) => (Value::str(&z), "generalize-zip3"),
                     None => (Value::Null, "redact"),
@@ -105,8 +105,37 @@ impl Anonymizer {
     }
 }
 
-/// A value as the text an identifier is hashed from (integers in decimal).
-fn text(v: &Value) -> Option<String> {
+impl Anonymizer {
+    /// A patient's date shift in days, from the source patient id; `None` when the policy
+    /// generalizes dates to their year.
+    #[must_use]
+    pub fn date_shift(&self, source_patient_id: &str) -> Option<i64> {
+        match self.dates {
+            DatePolicy::Shift { max_days } => Some(self.shift_days(source_patient_id, max_days)),
+            DatePolicy::Year => None,
+        }
+    }
+
+    /// An instant of a patient (ms) as the date policy makes it: moved by the patient's
+    /// `shift` ([`Self::date_shift`]), or, without one, January 1st of its year.
+    ///
+    /// # Errors
+    /// [`AnonymizeError::DateOutOfRange`] when the result is not representable.
+    pub fn instant(&self, ms: i64, shift: Option<i64>) -> Result<i64, AnonymizeError> {
+        match shift {
+            Some(days) => days
+                .checked_mul(86_400_000)
+                .and_then(|d| ms.checked_add(d))
+                .ok_or(AnonymizeError::DateOutOfRange { field: "timestamp" }),
+            None => year_start(ms),
+        }
+    }
+}
+
+/// A value as the text an identifier is hashed from (strings as they are, integers in decimal;
+/// other types are not identifiers).
+#[must_use]
+pub fn identifier_text(v: &Value) -> Option<String> {
     match v {
         Value::Str(s) => Some(s.to_string()),
         Value::Int(i) => Some(i.to_string()),
@@ -115,10 +144,10 @@ fn text(v: &Value) -> Option<String> {
 }
 
 /// January 1st, 00:00 UTC of the instant's year.
-fn year_start(ms: i64) -> Result<Value, AnonymizeError> {
+fn year_start(ms: i64) -> Result<i64, AnonymizeError> {
     chrono::DateTime::from_timestamp_millis(ms)
         .and_then(|t| Utc.with_ymd_and_hms(t.year(), 1, 1, 0, 0, 0).single())
-        .map(|t| Value::Timestamp(t.timestamp_millis()))
+        .map(|t| t.timestamp_millis())
         .ok_or(AnonymizeError::DateOutOfRange { field: "timestamp" })
 }
 
