@@ -27,7 +27,9 @@ pub mod parquet_rows;
 pub use files::{FileError, FileFormat, FileSource};
 pub use generator::{Generator, GeneratorConfig};
 pub use jsonl::{JsonlFile, dead_letter_json};
-pub use parquet::{CommittedFile, ParquetWriter, observation_schema, patient_schema};
+pub use parquet::{
+    CommittedFile, ParquetWriter, encounter_schema, observation_schema, patient_schema,
+};
 
 /// An error of a sink. Messages name the file involved (paths hold no PHI) but never the data.
 #[derive(Debug, Error)]

@@ -21,7 +21,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use vitalflow_model::canonical::{
-    CanonicalResource, Columns, ObservationColumns, PatientColumns, ResourceType,
+    CanonicalResource, Columns, EncounterColumns, ObservationColumns, PatientColumns, ResourceType,
 };
 
 use crate::{SinkError, check_name, create_dir_durable, sync_dir};
@@ -203,6 +203,64 @@ pub const PATIENT_COLUMNS: [ColumnDoc; 9] = [
     ),
 ];
 
+/// The columns of `canonical/Encounter/`, in order.
+pub const ENCOUNTER_COLUMNS: [ColumnDoc; 9] = [
+    col(
+        "id",
+        ColumnType::Utf8,
+        false,
+        "Encounter id: a keyed hash of the visit number (deterministic and pseudonymous).",
+    ),
+    col(
+        "patient",
+        ColumnType::Utf8,
+        false,
+        "Pseudonym of the patient (`subject` is `Patient/<patient>`).",
+    ),
+    col(
+        "event",
+        ColumnType::Utf8,
+        false,
+        "The patient-movement event of the record: `admit`, `transfer`, `discharge`, `register` or `update`.",
+    ),
+    col(
+        "status",
+        ColumnType::Utf8,
+        false,
+        "FHIR encounter status after the event: `in-progress`, `arrived` or `finished`.",
+    ),
+    col(
+        "class",
+        ColumnType::Utf8,
+        false,
+        "`class.code`: v3 ActCode `IMP`, `AMB`, `EMER`, `PRENC`, or the HL7 v2 patient class.",
+    ),
+    col(
+        "ward",
+        ColumnType::Utf8,
+        true,
+        "The point of care (ward or unit code); room and bed are not kept.",
+    ),
+    col(
+        "start",
+        ColumnType::TimestampUtc,
+        true,
+        "`period.start` (UTC, microseconds), after the de-identification date policy.",
+    ),
+    col(
+        "end",
+        ColumnType::TimestampUtc,
+        true,
+        "`period.end` (UTC, microseconds), after the de-identification date policy; null while the encounter goes on.",
+    ),
+    col(
+        "resource",
+        ColumnType::Utf8,
+        false,
+        "The full FHIR R4 Encounter as JSON.",
+    ),
+];
+
 fn schema_of(columns: &[ColumnDoc]) -> SchemaRef {
     let fields: Vec<Field> = columns
         .iter()
@@ -225,6 +283,12 @@ pub fn observation_schema() -> SchemaRef {
 #[must_use]
 pub fn patient_schema() -> SchemaRef {
     schema_of(&PATIENT_COLUMNS)
+}
+
+/// The Arrow schema of `canonical/Encounter/` files ([`ENCOUNTER_COLUMNS`]).
+#[must_use]
+pub fn encounter_schema() -> SchemaRef {
+    schema_of(&ENCOUNTER_COLUMNS)
 }
 
 /// A Parquet file the writer committed.
@@ -331,6 +395,7 @@ fn write_file(
     let schema = match resource_type {
         ResourceType::Patient => patient_schema(),
         ResourceType::Observation => observation_schema(),
+        ResourceType::Encounter => encounter_schema(),
     };
     let file = File::create(path).map_err(SinkError::io("create", path))?;
     let props = writer_properties();
@@ -360,6 +425,7 @@ fn batch(
     let columns = match resource_type {
         ResourceType::Observation => observation_columns(rows)?,
         ResourceType::Patient => patient_columns(rows)?,
+        ResourceType::Encounter => encounter_columns(rows)?,
     };
     RecordBatch::try_new(schema.clone(), columns)
 }
@@ -377,7 +443,7 @@ fn observation_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, Arr
         .iter()
         .map(|r| match &r.columns {
             Columns::Observation(o) => Ok((*r, o)),
-            Columns::Patient(_) => Err(mixed(ResourceType::Observation)),
+            _ => Err(mixed(ResourceType::Observation)),
         })
         .collect::<Result<Vec<(&CanonicalResource, &ObservationColumns)>, _>>()?;
     let text =
@@ -411,7 +477,7 @@ fn patient_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, ArrowEr
         .iter()
         .map(|r| match &r.columns {
             Columns::Patient(p) => Ok((*r, p)),
-            Columns::Observation(_) => Err(mixed(ResourceType::Patient)),
+            _ => Err(mixed(ResourceType::Patient)),
         })
         .collect::<Result<Vec<(&CanonicalResource, &PatientColumns)>, _>>()?;
     let text = |f: fn(&PatientColumns) -> Option<&str>| -> ArrayRef {
@@ -435,5 +501,36 @@ fn patient_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, ArrowEr
         Arc::new(StringArray::from_iter_values(
             pats.iter().map(|(r, _)| r.resource.as_str()),
         )),
+    ])
+}
+
+fn encounter_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, ArrowError> {
+    let encs = rows
+        .iter()
+        .map(|r| match &r.columns {
+            Columns::Encounter(e) => Ok((*r, e)),
+            _ => Err(mixed(ResourceType::Encounter)),
+        })
+        .collect::<Result<Vec<(&CanonicalResource, &EncounterColumns)>, _>>()?;
+    let text =
+        |f: for<'a> fn(&'a CanonicalResource, &'a EncounterColumns) -> Option<&'a str>| -> ArrayRef {
+            Arc::new(StringArray::from_iter(encs.iter().map(|(r, e)| f(r, e))))
+        };
+    let time = |f: fn(&EncounterColumns) -> Option<i64>| -> ArrayRef {
+        Arc::new(
+            TimestampMicrosecondArray::from_iter(encs.iter().map(|(_, e)| f(e)))
+                .with_timezone("UTC"),
+        )
+    };
+    Ok(vec![
+        text(|r, _| Some(&r.id)),
+        text(|r, _| Some(&r.patient)),
+        text(|_, e| Some(&e.event)),
+        text(|_, e| Some(&e.status)),
+        text(|_, e| Some(&e.class)),
+        text(|_, e| e.ward.as_deref()),
+        time(|e| e.start_us),
+        time(|e| e.end_us),
+        text(|r, _| Some(&r.resource)),
     ])
 }

@@ -11,6 +11,8 @@ pub enum ResourceType {
     Patient,
     /// `Observation`
     Observation,
+    /// `Encounter`
+    Encounter,
 }
 
 impl ResourceType {
@@ -20,6 +22,7 @@ impl ResourceType {
         match self {
             Self::Patient => "Patient",
             Self::Observation => "Observation",
+            Self::Encounter => "Encounter",
         }
     }
 }
@@ -62,6 +65,23 @@ pub struct ObservationColumns {
     pub effective_us: i64,
 }
 
+/// Typed columns of a canonical Encounter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EncounterColumns {
+    /// The event that produced it: `admit`, `transfer`, `discharge`, `register`, `update`.
+    pub event: String,
+    /// FHIR `status`.
+    pub status: String,
+    /// `class.code`.
+    pub class: String,
+    /// The point of care (`location.display`).
+    pub ward: Option<String>,
+    /// `period.start`, microseconds since the Unix epoch, UTC.
+    pub start_us: Option<i64>,
+    /// `period.end`, microseconds since the Unix epoch, UTC.
+    pub end_us: Option<i64>,
+}
+
 /// The typed part of a canonical resource.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Columns {
@@ -69,6 +89,8 @@ pub enum Columns {
     Patient(PatientColumns),
     /// An Observation.
     Observation(ObservationColumns),
+    /// An Encounter.
+    Encounter(EncounterColumns),
 }
 
 /// A canonical FHIR R4 resource.
@@ -93,6 +115,7 @@ impl CanonicalResource {
         match self.columns {
             Columns::Patient(_) => ResourceType::Patient,
             Columns::Observation(_) => ResourceType::Observation,
+            Columns::Encounter(_) => ResourceType::Encounter,
         }
     }
 }

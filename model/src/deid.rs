@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::clinical::Gender;
+use crate::clinical::{EncounterEvent, Gender, IdClass};
 use crate::vitals::{VitalKind, VitalValue};
 
 /// The age group reported instead of a birth year for patients over 89.
@@ -33,6 +33,51 @@ pub struct DeidPatient {
     pub country: Option<String>,
     /// When the record was recorded, with the patient's date policy applied.
     pub recorded_at: DateTime<Utc>,
+    /// Identifiers whose class the job keeps or crypto-hashes (none under the defaults).
+    #[serde(default)]
+    pub identifiers: Vec<DeidIdentifier>,
+    /// What the job keeps of the identifiers Safe Harbor removes (`keep` actions; empty under
+    /// the defaults). A record with any of it is not Safe Harbor de-identified.
+    #[serde(default)]
+    pub kept: KeptPhi,
+}
+
+/// An identifier after its class's action: a keyed hash, or the value kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeidIdentifier {
+    /// Its class.
+    pub class: IdClass,
+    /// The keyed hash (32 hex digits) or, under `keep`, the value.
+    pub value: String,
+    /// Whether `value` is a keyed hash.
+    pub hashed: bool,
+}
+
+/// Identifiers a job chose to keep (`keep` actions).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptPhi {
+    /// Family name and given names, one entry per source name.
+    pub names: Vec<(Option<String>, Vec<String>)>,
+    /// Street lines, city and county of the first address.
+    pub lines: Vec<String>,
+    /// City.
+    pub city: Option<String>,
+    /// County or district.
+    pub district: Option<String>,
+    /// The whole postal code.
+    pub postal_code: Option<String>,
+    /// The whole birth date.
+    pub birth_date: Option<chrono::NaiveDate>,
+    /// Telecom: (FHIR `ContactPoint.system`, value).
+    pub telecom: Vec<(String, String)>,
+}
+
+impl KeptPhi {
+    /// Whether nothing is kept.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// A de-identified vital-sign measurement.
@@ -48,6 +93,33 @@ pub struct DeidVital {
     pub value: VitalValue,
     /// When it was measured, with the patient's date policy applied.
     pub effective: DateTime<Utc>,
+    /// The measuring device's identifier after its action (keyed hash or kept), if any.
+    #[serde(default)]
+    pub device: Option<DeidIdentifier>,
+    /// Free-text notes after the free-text action (scrubbed), empty when dropped.
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// A de-identified encounter.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeidEncounter {
+    /// Pseudonymous, deterministic id of the encounter (a keyed hash of the visit number).
+    pub id: String,
+    /// The patient's pseudonym.
+    pub pseudonym: String,
+    /// The event that produced the record.
+    pub event: EncounterEvent,
+    /// The source patient class code (HL7 table 0004).
+    pub class: String,
+    /// Start, with the patient's date policy applied.
+    pub start: Option<DateTime<Utc>>,
+    /// End, with the patient's date policy applied.
+    pub end: Option<DateTime<Utc>>,
+    /// The point of care (ward or unit code).
+    pub ward: Option<String>,
+    /// When the event was recorded, with the patient's date policy applied.
+    pub recorded_at: DateTime<Utc>,
 }
 
 /// A de-identified record.
@@ -57,6 +129,8 @@ pub enum DeidRecord {
     Patient(DeidPatient),
     /// A vital-sign measurement.
     Vital(DeidVital),
+    /// An encounter.
+    Encounter(DeidEncounter),
 }
 
 impl DeidRecord {
@@ -66,6 +140,7 @@ impl DeidRecord {
         match self {
             Self::Patient(p) => &p.pseudonym,
             Self::Vital(v) => &v.pseudonym,
+            Self::Encounter(e) => &e.pseudonym,
         }
     }
 }

@@ -97,5 +97,6 @@ pub(crate) fn anonymizer(fill: u8, dates: DatePolicy) -> Anonymizer {
         key: key(fill),
         dates,
         restricted_zip3: AnonymizeConfig::default_restricted_zip3(),
+        policy: crate::anonymize::Policy::default(),
     })
 }

@@ -493,7 +493,7 @@ pub struct JoinConfig {
     pub history: Spanned<String>,
 }
 
-/// `kind = "ingest"`, `"canonize"`, `"audit"`: stages without settings.
+/// `kind = "canonize"`, `"audit"`: stages without settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StageConfig {
@@ -501,6 +501,25 @@ pub struct StageConfig {
     pub kind: String,
     /// Upstream ports, `node` or `node.port`.
     pub inputs: Vec<Spanned<String>>,
+}
+
+/// `kind = "ingest"`: parses the raw records of its sources.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct IngestConfig {
+    /// Always `"ingest"`.
+    pub kind: String,
+    /// Upstream ports.
+    pub inputs: Vec<Spanned<String>>,
+    /// Local observation codes of HL7 v2 OBX-3, keyed `SYSTEM^CODE` (or `CODE`, any system), and
+    /// the LOINC code or vital-sign name each stands for (`"99LOCAL^HR" = "8867-4"`,
+    /// `"PULSE" = "heart-rate"`; `8480-6` / `8462-4` for blood-pressure halves).
+    #[serde(default)]
+    pub codes: std::collections::BTreeMap<String, Spanned<String>>,
+    /// Local unit spellings of HL7 v2 OBX-6 and the UCUM unit each stands for
+    /// (`"beats per minute" = "/min"`).
+    #[serde(default)]
+    pub units: std::collections::BTreeMap<String, String>,
 }
 
 /// `kind = "anonymize"`: HIPAA Safe Harbor de-identification.
@@ -525,6 +544,13 @@ pub struct AnonymizeConfig {
     /// Three-digit ZIP prefixes replaced by `000`. Default: the HHS list of ZIP3 areas with
     /// 20,000 people or fewer.
     pub restricted_zip3: Option<Vec<String>>,
+    /// The action of each identifier class, where it differs from Safe Harbor's (`name`,
+    /// `address`, `zip`, `birth-date`, `phone`, `fax`, `email`, `url`, `ip`, `mrn`, `ssn`,
+    /// `health-plan`, `account`, `licence`, `vehicle`, `device`, `biometric`, `other-id`,
+    /// `photo`, `free-text` → `redact`, `crypto-hash`, `keep`, `generalize`, `drop`, `scrub`, as
+    /// each class allows).
+    #[serde(default)]
+    pub actions: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 /// `kind = "parquet"`: canonical FHIR resources as Parquet, Hive-partitioned by date.

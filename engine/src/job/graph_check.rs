@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use vitalflow_operators::anonymize::Policy;
+
 use super::{Diagnostic, JobText, Node, NodeKind, PortKind, Section, parse_duration};
 
 /// Checks the graph and returns the nodes in dependency order.
@@ -171,6 +173,13 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
         }
         NodeKind::Anonymize(a) => {
             key_and_dates(text, path, &a.key, &a.dates, errors);
+            for (class, action) in &a.actions {
+                if let Err(e) = Policy::with([(class.as_str(), action.get_ref().as_str())]) {
+                    errors.push(
+                        text.diag_span(Some(action.span()), format!("`{path}.actions`: {e}")),
+                    );
+                }
+            }
             for z in a.restricted_zip3.iter().flatten() {
                 if z.len() != 3 || !z.bytes().all(|b| b.is_ascii_digit()) {
                     errors.push(text.diag(
@@ -278,8 +287,21 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
                 }
             }
         }
-        NodeKind::Ingest
-        | NodeKind::Canonize
+        NodeKind::Ingest(c) => {
+            for (code, target) in &c.codes {
+                if vitalflow_operators::ingest::CodeTarget::parse(target.get_ref()).is_none() {
+                    errors.push(text.diag_span(
+                        Some(target.span()),
+                        format!(
+                            "`{path}.codes.\"{code}\"`: `{}` is neither the LOINC code of a \
+                             vital sign (or 8480-6 / 8462-4) nor a vital-sign name",
+                            target.get_ref()
+                        ),
+                    ));
+                }
+            }
+        }
+        NodeKind::Canonize
         | NodeKind::Audit
         | NodeKind::DeadLetter(_)
         | NodeKind::Filter(_)

@@ -24,8 +24,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 pub use config::parse_duration;
 use config::{
     AlertConfig, AnonymizeConfig, ConsoleConfig, DeadLetterConfig, EmbeddedConfig, FileConfig,
-    FilterConfig, GeneratorConfig, JobSection, JoinConfig, JsonlConfig, KafkaSinkConfig,
-    KafkaSourceConfig, KeyByConfig, MapConfig, ParquetConfig, StageConfig, WindowConfig,
+    FilterConfig, GeneratorConfig, IngestConfig, JobSection, JoinConfig, JsonlConfig,
+    KafkaSinkConfig, KafkaSourceConfig, KeyByConfig, MapConfig, ParquetConfig, StageConfig,
+    WindowConfig,
 };
 pub use text::JobText;
 
@@ -170,7 +171,7 @@ pub enum NodeKind {
     /// Records to a Kafka topic.
     KafkaSink(Box<KafkaSinkConfig>),
     /// Parse and validate.
-    Ingest,
+    Ingest(IngestConfig),
     /// De-identify.
     Anonymize(AnonymizeConfig),
     /// To FHIR R4.
@@ -230,7 +231,7 @@ impl NodeKind {
             Self::Generator(_) => "generator",
             Self::File(_) => "file",
             Self::Kafka(_) | Self::KafkaSink(_) => "kafka",
-            Self::Ingest => "ingest",
+            Self::Ingest(_) => "ingest",
             Self::Anonymize(_) => "anonymize",
             Self::Canonize => "canonize",
             Self::Audit => "audit",
@@ -279,7 +280,7 @@ impl NodeKind {
                 ("dead-letter", P::DeadLetter),
             ],
             Self::Generator(_) | Self::File(_) | Self::Kafka(_) => &[("out", P::Raw)],
-            Self::Ingest => &[
+            Self::Ingest(_) => &[
                 ("out", P::Clinical),
                 ("events", P::DomainEvent),
                 ("dead-letter", P::DeadLetter),
@@ -310,7 +311,7 @@ impl NodeKind {
         use PortKind as P;
         match self {
             Self::Generator(_) | Self::File(_) | Self::Kafka(_) => &[],
-            Self::Ingest => &[P::Raw],
+            Self::Ingest(_) => &[P::Raw],
             Self::Anonymize(_) => &[P::Clinical, P::Rows],
             Self::Canonize => &[P::Deidentified],
             Self::Audit => &[P::DomainEvent],
@@ -338,7 +339,7 @@ impl NodeKind {
     /// Whether this node is a stage that publishes domain events.
     #[must_use]
     pub fn is_stage(&self) -> bool {
-        matches!(self, Self::Ingest | Self::Anonymize(_) | Self::Canonize) || self.has_schema()
+        matches!(self, Self::Ingest(_) | Self::Anonymize(_) | Self::Canonize) || self.has_schema()
     }
 }
 
@@ -622,12 +623,17 @@ fn parse_node(
             let inputs = c.inputs.clone();
             (NodeKind::KafkaSink(Box::new(c)), inputs)
         }
-        "ingest" | "canonize" | "audit" => {
+        "ingest" => {
+            let c: IngestConfig = decode(text, value, path, errors)?;
+            let inputs = c.inputs.clone();
+            (NodeKind::Ingest(c), inputs)
+        }
+        "canonize" | "audit" => {
             let c: StageConfig = decode(text, value, path, errors)?;
-            let kind = match c.kind.as_str() {
-                "ingest" => NodeKind::Ingest,
-                "canonize" => NodeKind::Canonize,
-                _ => NodeKind::Audit,
+            let kind = if c.kind == "canonize" {
+                NodeKind::Canonize
+            } else {
+                NodeKind::Audit
             };
             (kind, c.inputs)
         }

@@ -22,7 +22,10 @@ use vitalflow_model::deid::DeidRecord;
 use vitalflow_model::envelope::{AuditRecord, DomainEvent};
 use vitalflow_model::ids::route_hash;
 use vitalflow_model::{DeadLetter, RawRecord, Time};
-use vitalflow_operators::anonymize::{AnonymizeConfig, Anonymizer, DatePolicy, PseudonymKey};
+use vitalflow_operators::anonymize::{
+    AnonymizeConfig, Anonymizer, DatePolicy, Policy, PseudonymKey,
+};
+use vitalflow_operators::ingest::{CodeTarget, IngestOptions};
 
 use super::alerts::{self, AlertLatency, AlertPlan, ObservationId};
 use super::checkpoint::{Checkpoint, CheckpointSource, PositionLog, remove_uncommitted};
@@ -42,7 +45,7 @@ use super::stages::{
     AnonymizeLogic, CanonizeLogic, IngestLogic, JsonlSink, ParquetSink, keep_none, merge_counts,
 };
 use super::windows::{self, WindowPlan};
-use crate::job::config::FieldConfig;
+use crate::job::config::{FieldConfig, IngestConfig};
 use crate::job::schema;
 use crate::job::{Diagnostic, Diagnostics, Job, Node, NodeKind, Section, parse_duration};
 use std::sync::Mutex;
@@ -74,7 +77,7 @@ pub enum Prepared {
     /// A Kafka topic to write to.
     KafkaSink(ClientSettings, String),
     /// Ingestion.
-    Ingest,
+    Ingest(Arc<IngestOptions>),
     /// Anonymization with its key; over rows, with what to do with each field.
     Anonymize(Arc<Anonymizer>, Option<(Arc<RowPlan>, Arc<Schema>)>),
     /// `filter` over rows of a schema.
@@ -172,6 +175,18 @@ fn date_policy(dates: &str, max_days: u32) -> DatePolicy {
         DatePolicy::Year
     } else {
         DatePolicy::Shift { max_days }
+    }
+}
+
+/// The ingest node's options (its `codes` were validated with the job).
+fn ingest_options(c: &IngestConfig) -> IngestOptions {
+    IngestOptions {
+        codes: c
+            .codes
+            .iter()
+            .filter_map(|(code, target)| Some((code.clone(), CodeTarget::parse(target.get_ref())?)))
+            .collect(),
+        units: c.units.clone().into_iter().collect(),
     }
 }
 
@@ -557,6 +572,7 @@ pub fn prepare(
                         key,
                         dates: date_policy(c.dates.get_ref(), c.max_shift_days),
                         restricted_zip3: Vec::new(),
+                        policy: Policy::default(),
                     })),
                     // Kafka and paced generator readings are taken as they arrive.
                     ordered: !kafka_job
@@ -569,7 +585,7 @@ pub fn prepare(
                 }))
             }
             NodeKind::Console(c) => Prepared::Console(c.limit.max(1)),
-            NodeKind::Ingest => Prepared::Ingest,
+            NodeKind::Ingest(c) => Prepared::Ingest(Arc::new(ingest_options(c))),
             NodeKind::Canonize => Prepared::Canonize,
             NodeKind::Audit => Prepared::Audit,
             NodeKind::Filter(c) => {
@@ -633,6 +649,12 @@ pub fn prepare(
                             key,
                             dates,
                             restricted_zip3,
+                            policy: Policy::with(
+                                a.actions
+                                    .iter()
+                                    .map(|(c, act)| (c.as_str(), act.get_ref().as_str())),
+                            )
+                            .unwrap_or_default(),
                         })),
                         rows,
                     )
@@ -1259,10 +1281,11 @@ impl<'s> Builder<'s, '_> {
                 let input = self.inputs(inputs, as_alerts);
                 alerts::console(input, *limit, counters);
             }
-            Prepared::Ingest => {
+            Prepared::Ingest(options) => {
                 let input = self.inputs(inputs, as_raw);
                 let logic = IngestLogic {
                     stage: name.to_owned(),
+                    options: Arc::clone(options),
                 };
                 let (o, d, s) = stage(
                     input,

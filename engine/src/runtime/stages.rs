@@ -12,7 +12,7 @@ use vitalflow_model::deid::DeidRecord;
 use vitalflow_model::{DeadLetter, RawFormat, RawRecord};
 use vitalflow_operators::anonymize::{Anonymizer, DeidReport};
 use vitalflow_operators::canonize::canonize;
-use vitalflow_operators::ingest::ingest;
+use vitalflow_operators::ingest::{IngestOptions, ingest_with};
 
 use super::ops::{SinkWriter, StageLogic};
 
@@ -20,11 +20,13 @@ use super::ops::{SinkWriter, StageLogic};
 pub struct IngestLogic {
     /// The stage's node name.
     pub stage: String,
+    /// Its options.
+    pub options: Arc<IngestOptions>,
 }
 
 impl StageLogic<RawRecord, Ingested> for IngestLogic {
     fn process(&mut self, record: RawRecord, out: &mut Vec<Ingested>, dead: &mut Vec<DeadLetter>) {
-        ingest(&record, &self.stage, out, dead);
+        ingest_with(&record, &self.stage, &self.options, out, dead);
     }
 }
 

@@ -3,15 +3,18 @@
 //! [`Anonymizer::apply`] turns an [`Ingested`] clinical record into a [`DeidRecord`]:
 //!
 //! * the source patient id becomes a keyed pseudonym ([`Anonymizer::pseudonym`]);
-//! * names, phone numbers, emails, SSN, MRN, other identifiers, street lines and city are
-//!   dropped;
+//! * each identifier class gets the action of the [`Policy`]; by default (Safe Harbor): names,
+//!   street, city and county, telecom (phone, fax, email, URL, IP), every identifying number
+//!   (SSN, MRN, health plan, account, licence, vehicle, device, biometric, other) and photos are
+//!   removed; free text is dropped (or scrubbed, [`scrub`]); relatives' and other contacts'
+//!   identifiers are always removed;
 //! * the birth date becomes the birth year, or nothing with the age group `90 or older` for
 //!   patients older than 89 at `recorded_at` (or at death, if later); the date of death likewise;
 //! * the ZIP code becomes its first three digits, `000` for the sparsely populated ZIP3s of
 //!   [`AnonymizeConfig::restricted_zip3`]; state and country are kept;
-//! * every other date tied to the patient (measurement times, `recorded_at`) follows the
-//!   [`DatePolicy`]: a per-patient shift by whole days, or the year only;
-//! * measurement ids become keyed hashes that do not reveal the source id.
+//! * every other date tied to the patient (measurement times, encounter periods, `recorded_at`)
+//!   follows the [`DatePolicy`]: a per-patient shift by whole days, or the year only;
+//! * measurement, encounter and visit ids become keyed hashes that do not reveal the source id.
 //!
 //! Records of a declared schema are de-identified field by field with
 //! [`Anonymizer::apply_row`]: each field marked PHI in the schema gets its action (keyed hash,
@@ -20,18 +23,25 @@
 //! Every action is counted in a [`DeidReport`].
 
 mod key;
+mod policy;
 mod report;
 mod rows;
+pub mod scrub;
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, TimeZone, Utc};
 use thiserror::Error;
-use vitalflow_model::clinical::{ClinicalRecord, Ingested, PatientRecord, VitalRecord};
-use vitalflow_model::deid::{AGE_90_OR_OLDER, DeidPatient, DeidRecord, DeidVital};
+use vitalflow_model::clinical::{
+    Address, ClinicalRecord, EncounterRecord, IdClass, Ingested, PatientRecord, VitalRecord,
+};
+use vitalflow_model::deid::{
+    AGE_90_OR_OLDER, DeidEncounter, DeidIdentifier, DeidPatient, DeidRecord, DeidVital, KeptPhi,
+};
 use vitalflow_model::ids::hex;
 
 pub use self::key::{KeyError, PseudonymKey};
+pub use self::policy::{Action, PhiClass, Policy, PolicyError};
 pub use self::report::DeidReport;
 pub use self::rows::{RowPlan, identifier_text};
 use crate::ingest::DECEASED_DATE_UNKNOWN;
@@ -60,6 +70,8 @@ pub struct AnonymizeConfig {
     pub dates: DatePolicy,
     /// ZIP3s reported as `000` (see [`Self::default_restricted_zip3`]).
     pub restricted_zip3: Vec<String>,
+    /// The action of every identifier class.
+    pub policy: Policy,
 }
 
 impl AnonymizeConfig {
@@ -100,6 +112,7 @@ pub struct Anonymizer {
     key: PseudonymKey,
     dates: DatePolicy,
     restricted: BTreeSet<String>,
+    policy: Policy,
 }
 
 impl Anonymizer {
@@ -114,6 +127,7 @@ impl Anonymizer {
                 .into_iter()
                 .map(|z| z.trim().to_owned())
                 .collect(),
+            policy: cfg.policy,
         }
     }
 
@@ -152,6 +166,9 @@ impl Anonymizer {
         let out = match &rec.record {
             ClinicalRecord::Patient(p) => self.patient(p, &mut local).map(DeidRecord::Patient),
             ClinicalRecord::Vital(v) => self.vital(v, &mut local).map(DeidRecord::Vital),
+            ClinicalRecord::Encounter(e) => {
+                self.encounter(e, &mut local).map(DeidRecord::Encounter)
+            }
         }?;
         report.merge(&local);
         Ok(out)
@@ -165,18 +182,50 @@ impl Anonymizer {
         if p.patient_id.trim().is_empty() {
             return Err(AnonymizeError::EmptyPatientId { record: "patient" });
         }
+        let pol = &self.policy;
         let pseudonym = self.pseudonym(&p.patient_id);
         r.record("patient-id", "crypto-hash");
-        r.add(
-            "name",
-            "redact",
-            count(p.given.len()) + u64::from(p.family.is_some()),
-        );
-        r.add("ssn", "redact", u64::from(p.ssn.is_some()));
-        r.add("mrn", "redact", u64::from(p.mrn.is_some()));
-        r.add("other-id", "redact", count(p.other_identifiers.len()));
-        r.add("phone", "redact", count(p.phones.len()));
-        r.add("email", "redact", count(p.emails.len()));
+        let mut kept = KeptPhi::default();
+
+        let names = count(p.given.len()) + u64::from(p.family.is_some());
+        match pol.action(PhiClass::Name) {
+            Action::Keep if names > 0 => {
+                kept.names.push((p.family.clone(), p.given.clone()));
+                r.add("name", "keep", names);
+            }
+            _ => r.add("name", "redact", names),
+        }
+
+        let mut identifiers = Vec::new();
+        let all_ids = p
+            .mrn
+            .iter()
+            .map(|v| (IdClass::Mrn, v))
+            .chain(p.ssn.iter().map(|v| (IdClass::Ssn, v)))
+            .chain(p.identifiers.iter().map(|i| (i.class, &i.value)));
+        for (class, value) in all_ids {
+            identifiers.extend(self.identifier(class, value, r));
+        }
+
+        let telecom = [
+            (PhiClass::Phone, "phone", &p.phones),
+            (PhiClass::Fax, "fax", &p.faxes),
+            (PhiClass::Email, "email", &p.emails),
+            (PhiClass::Url, "url", &p.urls),
+            (PhiClass::Ip, "other", &p.ip_addresses),
+        ];
+        for (class, system, values) in telecom {
+            match pol.action(class) {
+                Action::Keep => {
+                    kept.telecom
+                        .extend(values.iter().map(|v| (system.to_owned(), v.clone())));
+                    r.add(class.as_str(), "keep", count(values.len()));
+                }
+                _ => r.add(class.as_str(), "redact", count(values.len())),
+            }
+        }
+        r.add("photo", "redact", u64::from(p.photos));
+        r.add("free-text", "drop", count(p.notes.len()));
 
         // Age at the latest date the record speaks for.
         let death = p.deceased.filter(|d| *d != DECEASED_DATE_UNKNOWN);
@@ -184,14 +233,24 @@ impl Anonymizer {
             d.max(p.recorded_at.date_naive())
         });
         let over_89 = p.birth_date.is_some_and(|b| age_at(b, reference) > 89);
+        let birth_action = pol.action(PhiClass::BirthDate);
         let (birth_year, age_group) = match p.birth_date {
+            Some(b) if birth_action == Action::Keep => {
+                r.record("birth-date", "keep");
+                kept.birth_date = Some(b);
+                (Some(b.year()), None)
+            }
             Some(_) if over_89 => {
                 r.record("age-over-89", "generalize");
                 r.record("birth-date", "redact");
                 (None, Some(AGE_90_OR_OLDER.to_owned()))
             }
+            Some(_) if birth_action == Action::Redact => {
+                r.record("birth-date", "redact");
+                (None, None)
+            }
             Some(b) => {
-                r.record("birth-date", "generalize-year");
+                r.record("birth-date", "generalize");
                 (Some(b.year()), None)
             }
             None => (None, None),
@@ -202,7 +261,7 @@ impl Anonymizer {
                 None
             }
             Some(d) => {
-                r.record("death-date", "generalize-year");
+                r.record("death-date", "generalize");
                 Some(d.year())
             }
             None => None,
@@ -212,25 +271,50 @@ impl Anonymizer {
         if let Some(a) = p.addresses.first() {
             state = a.state.clone();
             country = a.country.clone();
-            r.add("address-street", "redact", count(a.lines.len()));
-            r.add("city", "redact", u64::from(a.city.is_some()));
+            let parts = count(a.lines.len())
+                + u64::from(a.city.is_some())
+                + u64::from(a.district.is_some());
+            if pol.action(PhiClass::Address) == Action::Keep {
+                kept.lines.clone_from(&a.lines);
+                kept.city.clone_from(&a.city);
+                kept.district.clone_from(&a.district);
+                r.add("address", "keep", parts);
+            } else {
+                r.add("address", "redact", parts);
+            }
             if let Some(zip) = &a.postal_code {
-                zip3 = zip3_of(zip);
-                match &zip3 {
-                    None => r.record("zip", "redact"),
-                    Some(z) if self.restricted.contains(z) => {
-                        r.record("zip", "restrict-000");
-                        zip3 = Some("000".to_owned());
+                match pol.action(PhiClass::Zip) {
+                    Action::Keep => {
+                        r.record("zip", "keep");
+                        kept.postal_code = Some(zip.clone());
                     }
-                    Some(_) => r.record("zip", "generalize-zip3"),
+                    Action::Redact => r.record("zip", "redact"),
+                    _ => {
+                        zip3 = zip3_of(zip);
+                        match &zip3 {
+                            None => r.record("zip", "redact"),
+                            Some(z) if self.restricted.contains(z) => {
+                                r.record("zip", "restrict-000");
+                                zip3 = Some("000".to_owned());
+                            }
+                            Some(_) => r.record("zip", "generalize"),
+                        }
+                    }
                 }
             }
         }
-        r.add(
-            "address",
-            "redact",
-            count(p.addresses.len().saturating_sub(1)),
-        );
+        for a in p.addresses.iter().skip(1) {
+            r.add("address", "redact", address_parts(a));
+            r.add("zip", "redact", u64::from(a.postal_code.is_some()));
+        }
+        for c in &p.contacts {
+            r.add("name", "redact", count(c.names.len()));
+            r.add("phone", "redact", count(c.telecom.len()));
+            for a in &c.addresses {
+                r.add("address", "redact", address_parts(a));
+                r.add("zip", "redact", u64::from(a.postal_code.is_some()));
+            }
+        }
 
         Ok(DeidPatient {
             pseudonym,
@@ -243,7 +327,38 @@ impl Anonymizer {
             zip3,
             country,
             recorded_at: self.date(&p.patient_id, p.recorded_at, "recorded_at", r)?,
+            identifiers,
+            kept,
         })
+    }
+
+    /// An identifier after its class's action (`None`: redacted), counted in `r`.
+    fn identifier(
+        &self,
+        class: IdClass,
+        value: &str,
+        r: &mut DeidReport,
+    ) -> Option<DeidIdentifier> {
+        let action = self.policy.action(PhiClass::Id(class));
+        r.record(class.as_str(), action.as_str());
+        match action {
+            Action::CryptoHash => {
+                let mac =
+                    self.key
+                        .mac(&[b"id\0", class.as_str().as_bytes(), b"\0", value.as_bytes()]);
+                Some(DeidIdentifier {
+                    class,
+                    value: hex(&mac[..16]),
+                    hashed: true,
+                })
+            }
+            Action::Keep => Some(DeidIdentifier {
+                class,
+                value: value.to_owned(),
+                hashed: false,
+            }),
+            _ => None,
+        }
     }
 
     fn vital(&self, v: &VitalRecord, r: &mut DeidReport) -> Result<DeidVital, AnonymizeError> {
@@ -267,12 +382,75 @@ impl Anonymizer {
             b"\0",
             identity.as_bytes(),
         ]);
+        let device = v
+            .device
+            .as_deref()
+            .and_then(|d| self.identifier(IdClass::Device, d, r));
+        let notes = match self.policy.action(PhiClass::FreeText) {
+            Action::Scrub => v
+                .notes
+                .iter()
+                .map(|n| {
+                    let (text, replaced) = scrub::scrub(n, &v.mentioned);
+                    r.record("free-text", "scrub");
+                    r.add("free-text-identifier", "redact", replaced);
+                    text
+                })
+                .collect(),
+            _ => {
+                r.add("free-text", "drop", count(v.notes.len()));
+                Vec::new()
+            }
+        };
         Ok(DeidVital {
             id: hex(&mac[..16]),
             pseudonym,
             kind: v.kind,
             value: v.value,
             effective: self.date(&v.patient_id, v.effective, "effective", r)?,
+            device,
+            notes,
+        })
+    }
+
+    fn encounter(
+        &self,
+        e: &EncounterRecord,
+        r: &mut DeidReport,
+    ) -> Result<DeidEncounter, AnonymizeError> {
+        if e.patient_id.trim().is_empty() {
+            return Err(AnonymizeError::EmptyPatientId {
+                record: "encounter",
+            });
+        }
+        let pseudonym = self.pseudonym(&e.patient_id);
+        r.record("patient-id", "crypto-hash");
+        let identity = match (&e.source_id, e.start) {
+            (Some(visit), _) => {
+                r.record("visit-number", "crypto-hash");
+                visit.clone()
+            }
+            (None, Some(start)) => start.to_rfc3339(),
+            (None, None) => e.recorded_at.to_rfc3339(),
+        };
+        let mac = self.key.mac(&[
+            b"encounter\0",
+            e.patient_id.as_bytes(),
+            b"\0",
+            identity.as_bytes(),
+        ]);
+        let date = |t: Option<DateTime<Utc>>, field, r: &mut DeidReport| {
+            t.map(|t| self.date(&e.patient_id, t, field, r)).transpose()
+        };
+        Ok(DeidEncounter {
+            id: hex(&mac[..16]),
+            pseudonym,
+            event: e.event,
+            class: e.class.clone(),
+            start: date(e.start, "start", r)?,
+            end: date(e.end, "end", r)?,
+            ward: e.ward.clone(),
+            recorded_at: self.date(&e.patient_id, e.recorded_at, "recorded_at", r)?,
         })
     }
 
@@ -291,7 +469,7 @@ impl Anonymizer {
                     .and_then(|d| t.checked_add_signed(d))
             }
             DatePolicy::Year => {
-                r.record("date", "generalize-year");
+                r.record("date", "generalize");
                 Utc.with_ymd_and_hms(t.year(), 1, 1, 0, 0, 0).single()
             }
         };
@@ -320,6 +498,11 @@ fn zip3_of(zip: &str) -> Option<String> {
         && (digits.len() == 5 || digits.len() == 9)
         && digits.bytes().all(|b| b.is_ascii_digit());
     ok.then(|| digits[..3].to_owned())
+}
+
+/// Street lines, city and county of an address.
+fn address_parts(a: &Address) -> u64 {
+    count(a.lines.len()) + u64::from(a.city.is_some()) + u64::from(a.district.is_some())
 }
 
 fn count(n: usize) -> u64 {

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Counts of de-identification actions, keyed `"<identifier class>:<action>"`, e.g.
-/// `"name:redact"`, `"patient-id:crypto-hash"`, `"birth-date:generalize-year"`, `"date:shift"`,
-/// `"zip:generalize-zip3"`, `"age-over-89:generalize"`.
+/// `"name:redact"`, `"patient-id:crypto-hash"`, `"birth-date:generalize"`, `"date:shift"`,
+/// `"zip:generalize"`, `"zip:restrict-000"`, `"age-over-89:generalize"`, `"free-text:drop"`.
 ///
 /// Serializes as a flat JSON object of counts. Holds no PHI: only counts.
 #[derive(Default, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

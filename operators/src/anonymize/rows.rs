@@ -84,12 +84,12 @@ impl Anonymizer {
                     if shift.is_some() {
                         "shift"
                     } else {
-                        "generalize-year"
+                        "generalize"
                     },
                 ),
                 (Phi::Zip3, v) => match identifier_text(v).as_deref().and_then(zip3_of) {
                     Some(z) if self.restricted.contains(&z) => (Value::str("000"), "restrict-000"),
-                    Some(z) => (Value::str(&z), "generalize-zip3"),
+                    Some(z) => (Value::str(&z), "generalize"),
                     None => (Value::Null, "redact"),
                 },
                 (Phi::Age, Value::Int(a)) if *a > 89 => (Value::Int(90), "generalize"),
@@ -185,6 +185,7 @@ mod tests {
             key: PseudonymKey::from_bytes(b"0123456789abcdef0123456789abcdef".to_vec()).unwrap(),
             dates,
             restricted_zip3: AnonymizeConfig::default_restricted_zip3(),
+            policy: super::super::Policy::default(),
         })
     }
 
@@ -225,7 +226,7 @@ mod tests {
         for (class, action) in [
             ("identifier", "crypto-hash"),
             ("date", "shift"),
-            ("zip", "generalize-zip3"),
+            ("zip", "generalize"),
             ("age", "generalize"),
             ("redacted-field", "redact"),
         ] {

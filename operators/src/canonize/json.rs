@@ -15,6 +15,86 @@ pub(super) struct Coding {
     display: &'static str,
 }
 
+/// A Coding whose code comes from the data.
+#[derive(Serialize)]
+pub(super) struct OwnedCoding<'a> {
+    pub(super) system: &'static str,
+    pub(super) code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) display: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+pub(super) struct TypeText<'a> {
+    pub(super) text: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Identifier<'a> {
+    #[serde(rename = "type")]
+    pub(super) type_: TypeText<'a>,
+    pub(super) system: String,
+    pub(super) value: &'a str,
+}
+
+#[derive(Serialize)]
+pub(super) struct HumanName<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) family: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub(super) given: &'a [String],
+}
+
+#[derive(Serialize)]
+pub(super) struct ContactPoint<'a> {
+    pub(super) system: &'a str,
+    pub(super) value: &'a str,
+}
+
+#[derive(Serialize)]
+pub(super) struct Annotation<'a> {
+    pub(super) text: &'a str,
+}
+
+#[derive(Serialize)]
+pub(super) struct IdentifierReference<'a> {
+    pub(super) identifier: Identifier<'a>,
+}
+
+#[derive(Serialize)]
+pub(super) struct Period {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) end: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(super) struct LocationDisplay<'a> {
+    pub(super) display: &'a str,
+}
+
+#[derive(Serialize)]
+pub(super) struct EncounterLocation<'a> {
+    pub(super) location: LocationDisplay<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Encounter<'a> {
+    pub(super) resource_type: &'static str,
+    pub(super) id: &'a str,
+    pub(super) meta: Meta,
+    pub(super) status: &'static str,
+    pub(super) class: OwnedCoding<'a>,
+    pub(super) subject: Reference,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) period: Option<Period>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) location: Vec<EncounterLocation<'a>>,
+}
+
 impl Coding {
     pub(super) const fn new(
         system: &'static str,
@@ -67,6 +147,12 @@ impl Meta {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct Address<'a> {
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub(super) line: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) city: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) district: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) state: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -77,7 +163,12 @@ pub(super) struct Address<'a> {
 
 impl Address<'_> {
     pub(super) const fn is_empty(&self) -> bool {
-        self.state.is_none() && self.postal_code.is_none() && self.country.is_none()
+        self.line.is_empty()
+            && self.city.is_none()
+            && self.district.is_none()
+            && self.state.is_none()
+            && self.postal_code.is_none()
+            && self.country.is_none()
     }
 }
 
@@ -94,6 +185,12 @@ pub(super) struct Patient<'a> {
     pub(super) resource_type: &'static str,
     pub(super) id: &'a str,
     pub(super) meta: Meta,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) identifier: Vec<Identifier<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) name: Vec<HumanName<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) telecom: Vec<ContactPoint<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) gender: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -152,4 +249,8 @@ pub(super) struct Observation<'a> {
     pub(super) value_quantity: Option<Quantity>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) component: Vec<Component>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) device: Option<IdentifierReference<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(super) note: Vec<Annotation<'a>>,
 }

@@ -7,21 +7,34 @@
 //!   kind, valued in UCUM; blood pressure as systolic / diastolic components. Partitioned by the
 //!   effective date (UTC).
 //!
+//! * [`DeidRecord::Encounter`] → an `Encounter`: status from the event (admit, transfer →
+//!   `in-progress`; register → `arrived`; discharge → `finished`), `class` from the HL7 v2
+//!   patient class (v3 ActCode `IMP`, `AMB`, `EMER`, `PRENC`, else the v2-0004 code), the period
+//!   and the ward as `location.display`. Partitioned by the start date (else the recorded date).
+//!
+//! Identifiers a job keeps or crypto-hashes go to `Patient.identifier` (system
+//! `urn:vitalflow:id:<class>` or `urn:vitalflow:hashed:<class>`) and `Observation.device`; kept
+//! names, telecom and address parts to their FHIR elements; scrubbed notes to `Observation.note`.
+//!
 //! The JSON is compact, with members in a fixed order (`resourceType` first).
 
 mod json;
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use thiserror::Error;
-use vitalflow_model::canonical::{CanonicalResource, Columns, ObservationColumns, PatientColumns};
-use vitalflow_model::deid::{DeidPatient, DeidRecord, DeidVital};
+use vitalflow_model::canonical::{
+    CanonicalResource, Columns, EncounterColumns, ObservationColumns, PatientColumns,
+};
+use vitalflow_model::clinical::EncounterEvent;
+use vitalflow_model::deid::{DeidEncounter, DeidIdentifier, DeidPatient, DeidRecord, DeidVital};
 use vitalflow_model::vitals::{
     DIASTOLIC_LOINC, SPO2_ARTERIAL_LOINC, SYSTOLIC_LOINC, VitalKind, VitalValue,
 };
 
 use self::json::{
-    Address, CodeableConcept, Coding, Component, Extension, Meta, Observation, Patient, Quantity,
-    Reference,
+    Address, Annotation, CodeableConcept, Coding, Component, ContactPoint, Encounter,
+    EncounterLocation, Extension, HumanName, Identifier, IdentifierReference, LocationDisplay,
+    Meta, Observation, OwnedCoding, Patient, Period, Quantity, Reference, TypeText,
 };
 
 /// URL of the extension carrying the age group of patients over 89.
@@ -75,23 +88,48 @@ pub fn canonize(rec: &DeidRecord) -> Result<CanonicalResource, CanonizeError> {
     match rec {
         DeidRecord::Patient(p) => patient(p),
         DeidRecord::Vital(v) => observation(v),
+        DeidRecord::Encounter(e) => encounter(e),
     }
 }
 
 fn patient(p: &DeidPatient) -> Result<CanonicalResource, CanonizeError> {
-    let birth_date = p
-        .birth_year
-        .map(|y| year_text(y, "birth_year"))
-        .transpose()?;
+    let kept = &p.kept;
+    let birth_date = match kept.birth_date {
+        Some(d) => {
+            year_text(d.year(), "birth_date")?;
+            Some(d.format("%Y-%m-%d").to_string())
+        }
+        None => p
+            .birth_year
+            .map(|y| year_text(y, "birth_year"))
+            .transpose()?,
+    };
     let address = Address {
+        line: &kept.lines,
+        city: kept.city.as_deref(),
+        district: kept.district.as_deref(),
         state: p.state.as_deref(),
-        postal_code: p.zip3.as_deref(),
+        postal_code: kept.postal_code.as_deref().or(p.zip3.as_deref()),
         country: p.country.as_deref(),
     };
     let resource = Patient {
         resource_type: "Patient",
         id: &p.pseudonym,
         meta: Meta::pseudonymized(None),
+        identifier: p.identifiers.iter().map(identifier).collect(),
+        name: kept
+            .names
+            .iter()
+            .map(|(family, given)| HumanName {
+                family: family.as_deref(),
+                given,
+            })
+            .collect(),
+        telecom: kept
+            .telecom
+            .iter()
+            .map(|(system, value)| ContactPoint { system, value })
+            .collect(),
         gender: p.gender.map(|g| g.as_str()),
         birth_date,
         deceased_boolean: p.deceased,
@@ -185,6 +223,10 @@ fn observation(v: &DeidVital) -> Result<CanonicalResource, CanonizeError> {
         effective_date_time: effective,
         value_quantity,
         component,
+        device: v.device.as_ref().map(|d| IdentifierReference {
+            identifier: identifier(d),
+        }),
+        note: v.notes.iter().map(|text| Annotation { text }).collect(),
     };
     Ok(CanonicalResource {
         id: v.id.clone(),
@@ -198,6 +240,99 @@ fn observation(v: &DeidVital) -> Result<CanonicalResource, CanonizeError> {
             systolic: columns.1,
             diastolic: columns.2,
             effective_us: v.effective.timestamp_micros(),
+        }),
+        resource: to_json(&resource)?,
+    })
+}
+
+/// A kept or crypto-hashed identifier: `system` names its class, and says whether it is hashed.
+fn identifier(i: &DeidIdentifier) -> Identifier<'_> {
+    let how = if i.hashed { "hashed" } else { "id" };
+    Identifier {
+        type_: TypeText {
+            text: i.class.as_str(),
+        },
+        system: format!("urn:vitalflow:{how}:{}", i.class.as_str()),
+        value: &i.value,
+    }
+}
+
+/// The FHIR status of an encounter after its event.
+const fn encounter_status(e: &DeidEncounter) -> &'static str {
+    match e.event {
+        EncounterEvent::Discharge => "finished",
+        EncounterEvent::Register => "arrived",
+        EncounterEvent::Update if e.end.is_some() => "finished",
+        EncounterEvent::Admit | EncounterEvent::Transfer | EncounterEvent::Update => "in-progress",
+    }
+}
+
+/// The `Encounter.class` of an HL7 v2 patient class (table 0004): a v3 ActCode where one fits,
+/// else the v2 code itself.
+fn encounter_class(code: &str) -> (&'static str, &str, Option<&'static str>) {
+    const ACT: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+    match code {
+        "I" | "B" => (ACT, "IMP", Some("inpatient encounter")),
+        "O" | "R" => (ACT, "AMB", Some("ambulatory")),
+        "E" => (ACT, "EMER", Some("emergency")),
+        "P" => (ACT, "PRENC", Some("pre-admission")),
+        _ => (
+            "http://terminology.hl7.org/CodeSystem/v2-0004",
+            if code.len() <= 8 && code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                code
+            } else {
+                "U"
+            },
+            None,
+        ),
+    }
+}
+
+fn encounter(e: &DeidEncounter) -> Result<CanonicalResource, CanonizeError> {
+    if e.id.is_empty() {
+        return Err(CanonizeError::EmptyId { field: "id" });
+    }
+    let (system, code, display) = encounter_class(&e.class);
+    let start = e.start.map(effective_text).transpose()?;
+    let end = e.end.map(effective_text).transpose()?;
+    let status = encounter_status(e);
+    let resource = Encounter {
+        resource_type: "Encounter",
+        id: &e.id,
+        meta: Meta::pseudonymized(None),
+        status,
+        class: OwnedCoding {
+            system,
+            code,
+            display,
+        },
+        subject: Reference {
+            reference: format!("Patient/{}", e.pseudonym),
+        },
+        period: (start.is_some() || end.is_some()).then(|| Period {
+            start: start.clone(),
+            end: end.clone(),
+        }),
+        location: e
+            .ward
+            .as_deref()
+            .map(|display| EncounterLocation {
+                location: LocationDisplay { display },
+            })
+            .into_iter()
+            .collect(),
+    };
+    Ok(CanonicalResource {
+        id: e.id.clone(),
+        patient: e.pseudonym.clone(),
+        date: e.start.unwrap_or(e.recorded_at).date_naive(),
+        columns: Columns::Encounter(EncounterColumns {
+            event: e.event.as_str().to_owned(),
+            status: status.to_owned(),
+            class: code.to_owned(),
+            ward: e.ward.clone(),
+            start_us: e.start.map(|t| t.timestamp_micros()),
+            end_us: e.end.map(|t| t.timestamp_micros()),
         }),
         resource: to_json(&resource)?,
     })

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use vitalflow_model::RawFormat;
 use vitalflow_model::canonical::{CanonicalResource, Columns, ResourceType};
 use vitalflow_model::clinical::{ClinicalRecord, Gender};
-use vitalflow_model::deid::{AGE_90_OR_OLDER, DeidPatient, DeidRecord, DeidVital};
+use vitalflow_model::deid::{AGE_90_OR_OLDER, DeidPatient, DeidRecord, DeidVital, KeptPhi};
 use vitalflow_model::vitals::{VitalKind, VitalValue};
 
 use super::*;
@@ -25,6 +25,8 @@ fn deid_patient() -> DeidPatient {
         zip3: Some("021".to_owned()),
         country: None,
         recorded_at: Utc.with_ymd_and_hms(2026, 1, 1, 23, 0, 0).unwrap(),
+        identifiers: Vec::new(),
+        kept: KeptPhi::default(),
     }
 }
 
@@ -35,6 +37,8 @@ fn deid_vital(kind: VitalKind, value: VitalValue) -> DeidVital {
         kind,
         value,
         effective: Utc.with_ymd_and_hms(2026, 2, 3, 4, 5, 6).unwrap(),
+        device: None,
+        notes: Vec::new(),
     }
 }
 
@@ -279,7 +283,7 @@ fn synthea_flow_removes_phi() {
                     p.ssn
                         .iter()
                         .chain(&p.mrn)
-                        .chain(&p.other_identifiers)
+                        .chain(p.identifiers.iter().map(|i| &i.value))
                         .cloned(),
                 );
                 phi.extend(p.birth_date.map(|d| d.to_string()));

@@ -16,6 +16,11 @@
 //!  "mrn": "MRN0000001"}
 //! ```
 //!
+//! and, also optional: `fax`, `url`, `ipAddress` (strings), `photo` (a string: base64 image or
+//! link; never kept), `notes` (free text), and `identifiers`, a list of
+//! `{"type": CLASS, "value": "..."}` where `CLASS` is one of `mrn`, `ssn`, `health-plan`,
+//! `account`, `licence`, `vehicle`, `device`, `biometric`, `other`.
+//!
 //! Only `patientId` is required; every other field may be absent or `null`, but must have the
 //! type shown when present. `dateOfBirth` is `YYYY-MM-DD`; `gender` a FHIR administrative gender
 //! code (or `M`, `F`, `O`, `U`). The record's `recorded_at` is `metadata.timestamp`.
@@ -40,14 +45,20 @@
 //!   `lb`, ...), see [`VitalKind::normalize`]. Required, except for `blood-pressure`, where it
 //!   defaults to `mm[Hg]`;
 //! * `systolic`, `diastolic` (numbers, required for `blood-pressure` only);
-//! * `effectiveAt` (string, required): when it was measured, RFC 3339.
+//! * `effectiveAt` (string, required): when it was measured, RFC 3339;
+//! * `deviceId` (string, optional): the identifier or serial number of the measuring device;
+//! * `note` (string, optional): free text.
 //!
 //! Values are normalized to the kind's canonical UCUM unit.
 
-use vitalflow_model::clinical::{Address, ClinicalRecord, Gender, PatientRecord, VitalRecord};
+use vitalflow_model::clinical::{
+    Address, ClinicalRecord, Gender, IdClass, Identifier, PatientRecord, VitalRecord,
+};
 use vitalflow_model::vitals::{VitalKind, VitalValue};
 
-use super::json::{Obj, Reason, as_obj, get, opt_obj, opt_str, opt_text, req_f64, req_str};
+use super::json::{
+    Obj, Reason, as_obj, get, obj_items, opt_obj, opt_str, opt_text, req_f64, req_str,
+};
 use super::{Sink, time};
 
 /// `eventType` of patient demographics.
@@ -86,7 +97,7 @@ fn parse_record(bytes: &[u8]) -> Result<ClinicalRecord, Reason> {
     };
     match event_type {
         PATIENT_CREATED | PATIENT_UPDATED => {
-            patient(payload, timestamp).map(ClinicalRecord::Patient)
+            patient(payload, timestamp).map(|p| ClinicalRecord::Patient(Box::new(p)))
         }
         VITALS_RECORDED => vital(payload).map(ClinicalRecord::Vital),
         other => Err(format!(
@@ -120,7 +131,20 @@ fn patient(p: &Obj, recorded_at: chrono::DateTime<chrono::Utc>) -> Result<Patien
             state: opt_text(a, A, "state")?.map(str::to_owned),
             postal_code: opt_text(a, A, "postalCode")?.map(str::to_owned),
             country: opt_text(a, A, "country")?.map(str::to_owned),
+            district: opt_text(a, A, "county")?.map(str::to_owned),
         });
+    }
+    let mut identifiers = Vec::new();
+    for (path, id) in obj_items(p, P, "identifiers")? {
+        let class = req_str(id, &path, "type")?;
+        let class = IdClass::parse(class.trim()).ok_or_else(|| {
+            format!(
+                "{path}.type: unknown identifier class {} (expected mrn, ssn, health-plan, \
+                 account, licence, vehicle, device, biometric or other)",
+                super::safe_code(class)
+            )
+        })?;
+        identifiers.push(Identifier::new(class, req_str(id, &path, "value")?));
     }
     let owned = |key: &str| -> Result<Option<String>, Reason> {
         Ok(opt_text(p, P, key)?.map(str::to_owned))
@@ -129,7 +153,7 @@ fn patient(p: &Obj, recorded_at: chrono::DateTime<chrono::Utc>) -> Result<Patien
         patient_id,
         mrn: owned("mrn")?,
         ssn: owned("ssn")?,
-        other_identifiers: Vec::new(),
+        identifiers,
         given: owned("firstName")?.into_iter().collect(),
         family: owned("lastName")?,
         birth_date,
@@ -138,6 +162,12 @@ fn patient(p: &Obj, recorded_at: chrono::DateTime<chrono::Utc>) -> Result<Patien
         addresses,
         phones: owned("phoneNumber")?.into_iter().collect(),
         emails: owned("email")?.into_iter().collect(),
+        faxes: owned("fax")?.into_iter().collect(),
+        urls: owned("url")?.into_iter().collect(),
+        ip_addresses: owned("ipAddress")?.into_iter().collect(),
+        photos: u32::from(owned("photo")?.is_some()),
+        contacts: Vec::new(),
+        notes: owned("notes")?.into_iter().collect(),
         recorded_at,
     })
 }
@@ -179,6 +209,12 @@ fn vital(p: &Obj) -> Result<VitalRecord, Reason> {
         kind,
         value,
         effective,
+        device: opt_text(p, P, "deviceId")?.map(str::to_owned),
+        notes: opt_text(p, P, "note")?
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+        mentioned: Vec::new(),
     })
 }
 

@@ -4,22 +4,28 @@
 //! entry is the record's index within the raw record) or a single resource.
 //!
 //! * `Patient` → [`PatientRecord`]: `id`, `name` (the official or first one), `birthDate`,
-//!   `deceasedDateTime` / `deceasedBoolean`, `gender`, `address[]`, `telecom[]` (phone, fax,
-//!   pager, sms → phones; email → emails; url, other → other identifiers), `identifier[]` (type
-//!   `MR` → MRN; system `http://hl7.org/fhir/sid/us-ssn` or type `SS` → SSN; the rest → other
-//!   identifiers). `recorded_at` is `meta.lastUpdated`, else the Bundle's `timestamp` or
+//!   `deceasedDateTime` / `deceasedBoolean`, `gender`, `address[]`, `telecom[]` (email, fax, url;
+//!   phone, pager, sms and other → phones), `identifier[]` (system
+//!   `http://hl7.org/fhir/sid/us-ssn` → SSN; otherwise classed by the first `type` code of HL7
+//!   table 0203, see [`IdClass::from_v2_type`]), `photo[]` (counted, never kept), `contact[]`
+//!   (names, telecom, address). `recorded_at` is `meta.lastUpdated`, else the Bundle's `timestamp` or
 //!   `meta.lastUpdated`, else the latest clinical date-time in the Bundle, else the time of
 //!   ingestion.
 //! * `Observation` with a LOINC code of a [`VitalKind`] → [`VitalRecord`]: the patient from
 //!   `subject.reference` (`Patient/<id>`, `urn:uuid:<id>` or an absolute `.../Patient/<id>`),
 //!   `effectiveDateTime` (else `effectiveInstant`, `effectivePeriod.start`, `issued`), the value
 //!   from `valueQuantity` (`code`, else `unit`) or, for blood pressure, from the `component`s
-//!   8480-6 and 8462-4; values normalized to the kind's UCUM unit. `source_id` is the resource id.
+//!   8480-6 and 8462-4; values normalized to the kind's UCUM unit. `source_id` is the resource id;
+//!   `note[].text` are free-text notes; `device.identifier.value` (else `device.display`) the
+//!   device. Within a Bundle, the identifying values of its Patients are listed in each
+//!   Observation's `mentioned`, for the free-text scrubber.
 //! * Other Observations and every other resource type are dead-lettered with a reason.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
-use vitalflow_model::clinical::{Address, ClinicalRecord, Gender, PatientRecord, VitalRecord};
+use vitalflow_model::clinical::{
+    Address, ClinicalRecord, Contact, Gender, IdClass, Identifier, PatientRecord, VitalRecord,
+};
 use vitalflow_model::vitals::{DIASTOLIC_LOINC, SYSTOLIC_LOINC, VitalKind, VitalValue};
 
 use super::json::{
@@ -58,6 +64,7 @@ fn bundle(sink: &mut Sink<'_>, obj: &Obj) {
         Err(reason) => return sink.reject_raw(reason),
     };
     let fallback = bundle_time(obj, entries);
+    let first = sink.ok.len();
     for (i, entry) in entries.iter().enumerate() {
         let index = u32::try_from(i).unwrap_or(u32::MAX);
         let resource_value = entry.as_object().and_then(|e| get(e, "resource"));
@@ -73,6 +80,7 @@ fn bundle(sink: &mut Sink<'_>, obj: &Obj) {
             Err(reason) => sink.reject(reason, serde_json::to_vec(res).unwrap_or_default()),
         }
     }
+    sink.mention_patients(first);
 }
 
 /// The Bundle's own date, else the latest clinical date-time of its entries.
@@ -111,7 +119,7 @@ fn resource(r: &Obj, fallback: Option<DateTime<Utc>>) -> Result<ClinicalRecord, 
     match req_str(r, "resource", "resourceType")
         .map_err(|_| "resourceType: missing or not a string".to_owned())?
     {
-        "Patient" => patient(r, fallback).map(ClinicalRecord::Patient),
+        "Patient" => patient(r, fallback).map(|p| ClinicalRecord::Patient(Box::new(p))),
         "Observation" => observation(r).map(ClinicalRecord::Vital),
         other => Err(format!(
             "resource type {} is not supported yet (supported: Patient, vital-signs Observation)",
@@ -177,20 +185,14 @@ fn patient(r: &Obj, fallback: Option<DateTime<Utc>>) -> Result<PatientRecord, Re
             state: text("state")?,
             postal_code: text("postalCode")?,
             country: text("country")?,
+            district: text("district")?,
         });
     }
-    let (mut phones, mut emails, mut other_identifiers) = (Vec::new(), Vec::new(), Vec::new());
-    for (path, t) in obj_items(r, P, "telecom")? {
-        let system = opt_text(t, &path, "system")?;
-        let Some(value) = opt_text(t, &path, "value")? else {
-            continue;
-        };
-        match system {
-            Some("email") => emails.push(value.to_owned()),
-            Some("url" | "other") => other_identifiers.push(value.to_owned()),
-            _ => phones.push(value.to_owned()),
-        }
+    let mut t = Telecom::default();
+    for (path, point) in obj_items(r, P, "telecom")? {
+        t.add(point, &path)?;
     }
+    let mut identifiers = Vec::new();
     let (mut mrn, mut ssn) = (None, None);
     for (path, id) in obj_items(r, P, "identifier")? {
         let system = opt_text(id, &path, "system")?;
@@ -204,13 +206,54 @@ fn patient(r: &Obj, fallback: Option<DateTime<Utc>>) -> Result<PatientRecord, Re
             continue;
         };
         let value = value.to_owned();
-        if (system == Some(SSN_SYSTEM) || type_codes.contains(&"SS")) && ssn.is_none() {
-            ssn = Some(value);
-        } else if type_codes.contains(&"MR") && mrn.is_none() {
-            mrn = Some(value);
+        let class = if system == Some(SSN_SYSTEM) {
+            IdClass::Ssn
         } else {
-            other_identifiers.push(value);
+            type_codes
+                .first()
+                .map_or(IdClass::Other, |c| IdClass::from_v2_type(c))
+        };
+        match class {
+            IdClass::Ssn if ssn.is_none() => ssn = Some(value),
+            IdClass::Mrn if mrn.is_none() => mrn = Some(value),
+            _ => identifiers.push(Identifier::new(class, value)),
         }
+    }
+    let photos = u32::try_from(obj_items(r, P, "photo")?.len()).unwrap_or(u32::MAX);
+    let mut contacts = Vec::new();
+    for (path, c) in obj_items(r, P, "contact")? {
+        let mut contact = Contact::default();
+        if let Some(name) = opt_obj(c, &path, "name")? {
+            let npath = format!("{path}.name");
+            contact.names.extend(
+                str_items(name, &npath, "given")?
+                    .into_iter()
+                    .chain(opt_text(name, &npath, "family")?)
+                    .chain(opt_text(name, &npath, "text")?)
+                    .map(str::to_owned),
+            );
+        }
+        let mut ct = Telecom::default();
+        for (tpath, point) in obj_items(c, &path, "telecom")? {
+            ct.add(point, &tpath)?;
+        }
+        contact.telecom = ct.all();
+        if let Some(a) = opt_obj(c, &path, "address")? {
+            let apath = format!("{path}.address");
+            let text = |key| Ok::<_, Reason>(opt_text(a, &apath, key)?.map(str::to_owned));
+            contact.addresses.push(Address {
+                lines: str_items(a, &apath, "line")?
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+                city: text("city")?,
+                state: text("state")?,
+                postal_code: text("postalCode")?,
+                country: text("country")?,
+                district: text("district")?,
+            });
+        }
+        contacts.push(contact);
     }
     let last_updated = match opt_obj(r, P, "meta")? {
         Some(meta) => opt_text(meta, "Patient.meta", "lastUpdated")?
@@ -228,17 +271,53 @@ fn patient(r: &Obj, fallback: Option<DateTime<Utc>>) -> Result<PatientRecord, Re
         patient_id,
         mrn,
         ssn,
-        other_identifiers,
+        identifiers,
         given,
         family,
         birth_date,
         deceased,
         gender,
         addresses,
-        phones,
-        emails,
+        phones: t.phones,
+        emails: t.emails,
+        faxes: t.faxes,
+        urls: t.urls,
+        ip_addresses: Vec::new(),
+        photos,
+        contacts,
+        notes: Vec::new(),
         recorded_at,
     })
+}
+
+/// A patient's or contact's `telecom`, by `ContactPoint.system`.
+#[derive(Default)]
+struct Telecom {
+    phones: Vec<String>,
+    emails: Vec<String>,
+    faxes: Vec<String>,
+    urls: Vec<String>,
+}
+
+impl Telecom {
+    fn add(&mut self, point: &Obj, path: &str) -> Result<(), Reason> {
+        let system = opt_text(point, path, "system")?;
+        let Some(value) = opt_text(point, path, "value")? else {
+            return Ok(());
+        };
+        let list = match system {
+            Some("email") => &mut self.emails,
+            Some("fax") => &mut self.faxes,
+            Some("url") => &mut self.urls,
+            _ => &mut self.phones,
+        };
+        list.push(value.to_owned());
+        Ok(())
+    }
+
+    fn all(self) -> Vec<String> {
+        [self.phones, self.emails, self.faxes, self.urls].concat()
+    }
 }
 
 fn observation(r: &Obj) -> Result<VitalRecord, Reason> {
@@ -298,12 +377,31 @@ fn observation(r: &Obj) -> Result<VitalRecord, Reason> {
             value: quantity(r, O, kind)?,
         }
     };
+    let mut notes = Vec::new();
+    for (path, note) in obj_items(r, O, "note")? {
+        notes.extend(opt_text(note, &path, "text")?.map(str::to_owned));
+    }
+    let device = match opt_obj(r, O, "device")? {
+        Some(d) => {
+            let identifier = match opt_obj(d, "Observation.device", "identifier")? {
+                Some(i) => opt_text(i, "Observation.device.identifier", "value")?,
+                None => None,
+            };
+            identifier
+                .or(opt_text(d, "Observation.device", "display")?)
+                .map(str::to_owned)
+        }
+        None => None,
+    };
     Ok(VitalRecord {
         source_id: opt_text(r, O, "id")?.map(str::to_owned),
         patient_id,
         kind,
         value,
         effective,
+        device,
+        notes,
+        mentioned: Vec::new(),
     })
 }
 

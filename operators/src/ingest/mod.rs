@@ -5,7 +5,8 @@
 //! * [`RawFormat::Envelope`]: one platform event envelope, see [`envelope`] for the payloads;
 //! * [`RawFormat::Fhir`]: one FHIR R4 JSON document (a Bundle or a single resource), see [`fhir`];
 //! * [`RawFormat::VitalsCsv`]: one CSV row of vital-sign numerics, see [`vitals_csv`];
-//! * [`RawFormat::Hl7v2`] and [`RawFormat::Unknown`]: dead-lettered with a reason.
+//! * [`RawFormat::Hl7v2`]: one HL7 v2.x message (ADT and ORU), see [`hl7v2`];
+//! * [`RawFormat::Unknown`]: dead-lettered with a reason.
 //!
 //! Every part of the input that cannot be used becomes one [`DeadLetter`] whose reason names the
 //! field at fault but never echoes a value from the input (the reasons are logged and counted;
@@ -13,14 +14,19 @@
 
 pub mod envelope;
 pub mod fhir;
+pub mod hl7v2;
 mod json;
 mod time;
 pub mod vitals_csv;
 
+use std::collections::HashMap;
+
 use chrono::NaiveDate;
-use vitalflow_model::clinical::{ClinicalRecord, Ingested};
+use vitalflow_model::clinical::{Address, ClinicalRecord, Ingested, PatientRecord};
 use vitalflow_model::vitals::UnitError;
 use vitalflow_model::{DeadLetter, RawFormat, RawRecord};
+
+pub use self::hl7v2::CodeTarget;
 
 /// The date of death ingestion records for a patient known to be deceased without a known date
 /// (FHIR `deceasedBoolean: true`).
@@ -28,6 +34,21 @@ use vitalflow_model::{DeadLetter, RawFormat, RawRecord};
 /// [`vitalflow_model::clinical::PatientRecord::deceased`] can only hold a date; anonymization
 /// recognises this sentinel and reports the patient as deceased without a year.
 pub const DECEASED_DATE_UNKNOWN: NaiveDate = NaiveDate::MIN;
+
+/// The ingest node's settings.
+#[derive(Clone, Debug, Default)]
+pub struct IngestOptions {
+    /// Local observation codes (HL7 v2 OBX-3), keyed `SYSTEM^CODE` or `CODE` (any system), and
+    /// what they stand for.
+    pub codes: HashMap<String, CodeTarget>,
+    /// Local unit spellings (HL7 v2 OBX-6) and the UCUM unit each stands for.
+    pub units: HashMap<String, String>,
+}
+
+/// Parses one raw record with the default [`IngestOptions`]; see [`ingest_with`].
+pub fn ingest(raw: &RawRecord, stage: &str, ok: &mut Vec<Ingested>, dead: &mut Vec<DeadLetter>) {
+    ingest_with(raw, stage, &IngestOptions::default(), ok, dead);
+}
 
 /// Parses one raw record.
 ///
@@ -37,7 +58,13 @@ pub const DECEASED_DATE_UNKNOWN: NaiveDate = NaiveDate::MIN;
 /// and the bytes of the rejected part (the whole raw bytes, or one Bundle entry's resource JSON).
 ///
 /// Never panics, whatever the bytes.
-pub fn ingest(raw: &RawRecord, stage: &str, ok: &mut Vec<Ingested>, dead: &mut Vec<DeadLetter>) {
+pub fn ingest_with(
+    raw: &RawRecord,
+    stage: &str,
+    opts: &IngestOptions,
+    ok: &mut Vec<Ingested>,
+    dead: &mut Vec<DeadLetter>,
+) {
     let mut sink = Sink {
         raw,
         stage,
@@ -48,7 +75,7 @@ pub fn ingest(raw: &RawRecord, stage: &str, ok: &mut Vec<Ingested>, dead: &mut V
         RawFormat::Envelope => envelope::parse(&mut sink),
         RawFormat::Fhir => fhir::parse(&mut sink),
         RawFormat::VitalsCsv => vitals_csv::parse(&mut sink),
-        RawFormat::Hl7v2 => sink.reject_raw("HL7 v2 is not supported yet"),
+        RawFormat::Hl7v2 => hl7v2::parse(&mut sink, opts),
         RawFormat::Json | RawFormat::Csv => sink.reject_raw(
             "records of a declared schema are decoded by their source, not by ingestion",
         ),
@@ -92,11 +119,71 @@ impl Sink<'_> {
         });
     }
 
+    /// Lists the identifying values of the Patient records accepted since `first` in the
+    /// `mentioned` of the Vital records accepted since then (one message or Bundle speaks of one
+    /// patient: the free-text scrubber removes these values from the notes).
+    pub(crate) fn mention_patients(&mut self, first: usize) {
+        let added = self.ok.get(first..).unwrap_or_default();
+        let values: Vec<String> = added
+            .iter()
+            .filter_map(|i| match &i.record {
+                ClinicalRecord::Patient(p) => Some(identifying_values(p)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if values.is_empty() {
+            return;
+        }
+        for i in self.ok.get_mut(first..).unwrap_or_default() {
+            if let ClinicalRecord::Vital(v) = &mut i.record
+                && !v.notes.is_empty()
+            {
+                v.mentioned.extend(values.iter().cloned());
+            }
+        }
+    }
+
     /// Dead-letters the whole raw record.
     pub(crate) fn reject_raw(&mut self, reason: impl Into<String>) {
         let bytes = self.raw.bytes.clone();
         self.reject(reason, bytes);
     }
+}
+
+/// The identifying values of a patient record that free text may repeat: names, identifiers,
+/// street lines, city, telecom, and those of its contacts.
+#[must_use]
+pub fn identifying_values(p: &PatientRecord) -> Vec<String> {
+    let address = |a: &Address| {
+        a.lines
+            .iter()
+            .chain(&a.city)
+            .chain(&a.district)
+            .chain(&a.postal_code)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let mut out: Vec<String> = std::iter::once(&p.patient_id)
+        .chain(&p.mrn)
+        .chain(&p.ssn)
+        .chain(p.identifiers.iter().map(|i| &i.value))
+        .chain(&p.given)
+        .chain(&p.family)
+        .chain(&p.phones)
+        .chain(&p.emails)
+        .chain(&p.faxes)
+        .chain(&p.urls)
+        .chain(&p.ip_addresses)
+        .cloned()
+        .collect();
+    out.extend(p.addresses.iter().flat_map(address));
+    for c in &p.contacts {
+        out.extend(c.names.iter().chain(&c.telecom).cloned());
+        out.extend(c.addresses.iter().flat_map(address));
+    }
+    out.retain(|v| !v.trim().is_empty());
+    out
 }
 
 /// `s` if it looks like a code (letters, digits, `-`, `.`, `_`; at most 64 characters), else a

@@ -61,7 +61,7 @@ fn seeds() -> Vec<RawRecord> {
 fn unsupported_formats_are_dead_lettered() {
     let (ok, dead) = run(&raw(RawFormat::Hl7v2, "MSH|^~\\&|A|B\rPID|1||123"));
     assert!(ok.is_empty());
-    assert_eq!(dead[0].reason, "HL7 v2 is not supported yet");
+    assert_eq!(dead[0].reason, "MSH-12: version missing");
     assert_eq!(dead[0].bytes, b"MSH|^~\\&|A|B\rPID|1||123");
     let (_, dead) = run(&raw(RawFormat::Unknown, vec![0, 1, 2]));
     assert_eq!(dead[0].reason, "unrecognised input format");

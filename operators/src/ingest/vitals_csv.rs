@@ -171,6 +171,9 @@ fn emit(
                 kind,
                 value,
                 effective,
+                device: None,
+                notes: Vec::new(),
+                mentioned: Vec::new(),
             }),
         );
     }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use vitalflow_model::RawFormat;
-use vitalflow_model::clinical::{ClinicalRecord, Gender};
+use vitalflow_model::clinical::{ClinicalRecord, Gender, IdClass, Identifier};
 use vitalflow_model::vitals::{VitalKind, VitalValue};
 
 use super::patient_ref;
@@ -57,8 +57,11 @@ fn patient_resource_is_parsed() {
         (Some("MRN-1"), Some("999-80-9771"))
     );
     assert_eq!(
-        p.other_identifiers,
-        vec!["p-1".to_owned(), "S99952463".to_owned()]
+        p.identifiers,
+        vec![
+            Identifier::new(IdClass::Other, "p-1"),
+            Identifier::new(IdClass::Licence, "S99952463")
+        ]
     );
     assert_eq!((p.phones.len(), p.emails.len()), (1, 1));
     assert_eq!(p.gender, Some(Gender::Male));
@@ -244,6 +247,7 @@ fn synthea_bundles() {
                     *kinds.entry(v.kind).or_insert(0) += 1;
                     assert!(v.source_id.is_some());
                 }
+                ClinicalRecord::Encounter(_) => panic!("no encounter from FHIR"),
             }
         }
         let pid = pid.unwrap();

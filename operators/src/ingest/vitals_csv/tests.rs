@@ -21,7 +21,7 @@ fn vitals(ok: &[Ingested]) -> Vec<&VitalRecord> {
     ok.iter()
         .map(|r| match &r.record {
             ClinicalRecord::Vital(v) => v,
-            ClinicalRecord::Patient(_) => panic!("patient from CSV"),
+            other => panic!("not a vital from CSV: {other:?}"),
         })
         .collect()
 }
