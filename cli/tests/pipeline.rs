@@ -160,11 +160,21 @@ fn sample_data_vitals_are_canonized_without_their_phi() {
         "expected the PHI of 4 patients, got {}",
         phi.len()
     );
+    let fhir_phi = phi.len();
+    phi.extend(hl7_phi(&data.join("hl7v2")));
+    assert!(
+        phi.len() > fhir_phi + 16 * 4,
+        "{} HL7 v2 values",
+        phi.len() - fhir_phi
+    );
 
     let Some(summary) = scan_for_phi(dir.path(), &out, &phi) else {
         return;
     };
-    assert_eq!(summary["patients"], 4, "{summary}");
+    // 4 Synthea patients, and a Patient and an Encounter from each of the 16 convertible ADT
+    // messages (A01, A02, A03, A04, A08; the ORU messages are lab results, not vital signs).
+    assert_eq!(summary["patients"], 4 + 16, "{summary}");
+    assert_eq!(summary["encounters"], 16, "{summary}");
     assert_eq!(summary["fhir_invalid"], 0, "{summary}");
     assert_eq!(summary["phi_hits"], 0, "{summary}");
     let by_code = &summary["by_code"];
@@ -181,6 +191,50 @@ fn sample_data_vitals_are_canonized_without_their_phi() {
     }
     // The ICU record alone has 1,936 minutes of heart rate (0 = not connected is skipped).
     assert!(by_code["8867-4"].as_u64().unwrap() > 1500, "{summary}");
+}
+
+/// Identifying values of the patients of the convertible HL7 v2 sample messages, read with a
+/// plain split of the PID segment: identifiers (PID-3), names (PID-5), street and city (PID-11)
+/// and SSN (PID-19), those of 5 characters or more.
+fn hl7_phi(dir: &Path) -> Vec<String> {
+    let mut phi = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "hl7") {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+        let segments: Vec<&str> = text.split(['\r', '\n']).collect();
+        let msh: Vec<&str> = segments[0].split('|').collect();
+        let adt = ["ADT^A01", "ADT^A02", "ADT^A03", "ADT^A04", "ADT^A08"]
+            .iter()
+            .any(|t| msh.get(8).is_some_and(|m| m.starts_with(t)));
+        let Some(pid) = segments
+            .iter()
+            .find(|s| s.starts_with("PID|"))
+            .filter(|_| adt)
+        else {
+            continue;
+        };
+        let fields: Vec<&str> = pid.split('|').collect();
+        let field = |n: usize| fields.get(n).copied().unwrap_or_default();
+        let first = |s: &str| s.split(['^', '&']).next().unwrap_or_default().to_owned();
+        for rep in field(3).split('~') {
+            phi.push(first(rep));
+        }
+        for rep in field(5).split('~') {
+            phi.extend(rep.split(['^', '&']).take(3).map(str::to_owned));
+        }
+        for rep in field(11).split('~') {
+            let parts: Vec<&str> = rep.split('^').collect();
+            phi.push(first(parts[0]));
+            phi.extend(parts.get(2).map(|c| (*c).to_owned()));
+        }
+        phi.push(field(19).to_owned());
+    }
+    // (Mostly-zero ids like `0000000001` also number the output's file parts.)
+    phi.retain(|v| v.trim().len() >= 5 && v.matches('0').count() * 2 < v.len());
+    phi
 }
 
 /// Scans every output file except `dead-letter/` for each PHI value: the raw bytes here, then the

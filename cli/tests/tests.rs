@@ -6,6 +6,7 @@ mod support;
 mod alerts;
 mod audit;
 mod cli;
+mod deid;
 mod expressions;
 mod kafka;
 mod pipeline;

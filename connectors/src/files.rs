@@ -29,7 +29,7 @@ pub enum FileFormat {
         /// The source patient id of the readings.
         patient_id: String,
     },
-    /// HL7 v2 messages, one message per `.hl7` file.
+    /// HL7 v2 messages in `.hl7` files: one per file, several (batch files), or MLLP frames.
     Hl7v2,
     /// JSON records of a declared schema: one a line in `.ndjson` / `.jsonl` files, one document
     /// per `.json` file (or one a line, if the file is lines of documents).
@@ -174,7 +174,7 @@ impl FileSource {
                     read_csv(&path, true, Some(patient_id), &mut out)?;
                 }
                 FileFormat::Csv { header } => read_csv(&path, *header, None, &mut out)?,
-                FileFormat::Hl7v2 => read_whole(&path, &mut out)?,
+                FileFormat::Hl7v2 => read_hl7(&path, &mut out)?,
             }
         }
         Ok(out.sequence)
@@ -269,13 +269,97 @@ fn first_line(bytes: &[u8]) -> u64 {
     1 + bytes[..start].iter().filter(|&&b| b == b'\n').count() as u64
 }
 
-/// The whole file as one record (HL7 v2: one message per file).
-fn read_whole<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Result<(), FileError> {
+/// An HL7 v2 file: one record per message. Messages are MLLP frames (`0x0B` … `0x1C 0x0D`)
+/// when the file has any, else each starts at an `MSH` segment (batch files: the `FHS`, `BHS`,
+/// `BTS` and `FTS` segments are left out). Segments may end with `\r`, `\n` or `\r\n`.
+fn read_hl7<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Result<(), FileError> {
     let bytes = read_all(path)?;
-    if !bytes.trim_ascii().is_empty() {
-        out.push(path, first_line(&bytes), bytes, None, None);
+    for (line, message) in hl7_messages(&bytes) {
+        out.push(path, line, message.to_vec(), None, None);
     }
     Ok(())
+}
+
+/// The messages of an HL7 v2 file, with the line each starts on (see [`read_hl7`]).
+#[must_use]
+pub fn hl7_messages(bytes: &[u8]) -> Vec<(u64, &[u8])> {
+    let line_of = |at: usize| {
+        1 + u64::try_from(
+            bytes[..at]
+                .iter()
+                .enumerate()
+                .filter(|&(i, &b)| b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
+                .count(),
+        )
+        .unwrap_or(u64::MAX)
+    };
+    let mut out = Vec::new();
+    if bytes.contains(&0x0B) {
+        let mut rest = 0;
+        while let Some(start) = bytes[rest..].iter().position(|&b| b == 0x0B) {
+            let from = rest + start + 1;
+            let len = bytes[from..]
+                .iter()
+                .position(|&b| b == 0x1C)
+                .unwrap_or(bytes.len() - from);
+            let frame = &bytes[from..from + len];
+            if !frame.trim_ascii().is_empty() {
+                out.push((line_of(from), frame));
+            }
+            rest = from + len;
+        }
+        return out;
+    }
+    // Segment starts: offset 0 and every offset after a line break.
+    let mut starts = vec![0];
+    starts.extend(
+        bytes
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'\r' || b == b'\n')
+            .map(|(i, _)| i + 1),
+    );
+    let segment_at = |at: usize| {
+        let s = &bytes[at..];
+        let s = s.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(s);
+        s.get(..3).unwrap_or_default()
+    };
+    let mut begin: Option<usize> = None;
+    let mut end = 0;
+    for &at in &starts {
+        match segment_at(at) {
+            b"MSH" => {
+                if let Some(b) = begin {
+                    out.push((line_of(b), &bytes[b..end.max(b)]));
+                }
+                begin = Some(at);
+                end = at;
+            }
+            b"FHS" | b"BHS" | b"BTS" | b"FTS" => {
+                if let Some(b) = begin.take() {
+                    out.push((line_of(b), &bytes[b..end.max(b)]));
+                }
+            }
+            _ => {}
+        }
+        if begin.is_some() {
+            let line_end = bytes[at..]
+                .iter()
+                .position(|&b| b == b'\r' || b == b'\n')
+                .map_or(bytes.len(), |p| at + p);
+            if !bytes[at..line_end].trim_ascii().is_empty() {
+                end = line_end;
+            }
+        }
+    }
+    if let Some(b) = begin {
+        out.push((line_of(b), &bytes[b..end.max(b)]));
+    }
+    if out.is_empty() && !bytes.trim_ascii().is_empty() {
+        // Not a message: ingestion dead-letters it with the reason.
+        out.push((1, bytes));
+    }
+    out
 }
 
 /// A `.json` file: one JSON document (a Bundle, a resource, an envelope), or, if the file is not

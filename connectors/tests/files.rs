@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use vitalflow_connectors::files::hl7_messages;
 use vitalflow_connectors::{FileError, FileFormat, FileSource};
 use vitalflow_model::{RawFormat, RawRecord};
 
@@ -152,7 +153,29 @@ fn hl7_one_message_per_file_and_errors_name_the_path() {
         recs.iter().map(loc).collect::<Vec<_>>(),
         ["a.hl7:1", "b.hl7:1"]
     );
-    assert_eq!(recs[1].bytes, b"MSH|^~\\&|B\rPID|1\r");
+    assert_eq!(recs[1].bytes, b"MSH|^~\\&|B\rPID|1");
+
+    // A batch file: one record per message, the batch envelope left out, with its line.
+    let batch =
+        b"FHS|^~\\&\nBHS|^~\\&\nMSH|^~\\&|1\nPID|1\n\nMSH|^~\\&|2\r\nPID|2\r\nBTS|2\nFTS|1\n";
+    let msgs = hl7_messages(batch);
+    assert_eq!(
+        msgs,
+        vec![
+            (3, &b"MSH|^~\\&|1\nPID|1"[..]),
+            (6, &b"MSH|^~\\&|2\r\nPID|2"[..])
+        ]
+    );
+    // MLLP frames.
+    let framed = b"\x0bMSH|^~\\&|1\rPID|1\r\x1c\r\x0bMSH|^~\\&|2\rPID|2\r\x1c\r";
+    let msgs: Vec<&[u8]> = hl7_messages(framed).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(
+        msgs,
+        vec![&b"MSH|^~\\&|1\rPID|1\r"[..], &b"MSH|^~\\&|2\rPID|2\r"[..]]
+    );
+    // Anything else is one record, for ingestion to dead-letter.
+    assert_eq!(hl7_messages(b"garbage\n").len(), 1);
+    assert!(hl7_messages(b" \n").is_empty());
 
     let missing = FileSource {
         name: "in".into(),

@@ -3,13 +3,16 @@
 
 Usage: check_output.py OUT_DIR [--phi FILE] [--expect-min-observations N]
 
-* reads every OUT_DIR/canonical/Observation/**/*.parquet and Patient/**/*.parquet with pyarrow,
+* reads every OUT_DIR/canonical/{Observation,Patient,Encounter}/**/*.parquet with pyarrow,
   and cross-checks the row counts with DuckDB (read_parquet, hive_partitioning=true);
 * validates every `resource` JSON with the FHIR R4 (4.0.1) models of fhir.resources;
 * checks each Observation: LOINC code and UCUM unit are one of the expected pairs, category
   vital-signs, subject Patient/<patient column>, and the typed columns agree with the resource;
 * checks each Patient: columns agree with the resource, and no direct identifier is left
-  (name, telecom, photo, contact, street lines, city, full ZIP, birth dates finer than a year);
+  (name, telecom, photo, contact, identifiers other than keyed hashes, street lines, city, full
+  ZIP, birth dates finer than a year);
+* checks each Encounter: status and class codes, subject Patient/<patient column>, and the
+  typed columns agree with the resource;
 * with --phi FILE (one PHI string a line) scans every byte of every file under OUT_DIR except
   dead-letter/, and for Parquet files also the decoded string columns, for every PHI string.
   Leaks are reported by file and by line number in FILE: PHI values are never printed.
@@ -32,6 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import fhir.resources
+from fhir.resources.encounter import Encounter
 from fhir.resources.observation import Observation
 from fhir.resources.patient import Patient
 
@@ -55,6 +59,11 @@ SPO2, SPO2_ARTERIAL = "59408-5", "2708-6"
 # fhir.resources does not check required code bindings: these are checked here.
 OBSERVATION_STATUS = {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"}
 GENDERS = {"male", "female", "other", "unknown"}
+ENCOUNTER_STATUS = {"planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled", "entered-in-error", "unknown"}
+ENCOUNTER_CLASS_SYSTEMS = {
+    "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+    "http://terminology.hl7.org/CodeSystem/v2-0004",
+}
 MAX_REPORTED = 20  # problems printed per kind
 
 
@@ -192,6 +201,9 @@ def check_patient(row: dict, where: str, problems: Problems) -> None:
     for field in ("name", "telecom", "photo", "contact"):
         if r.get(field):
             problems.add("deid", f"{where}: Patient.{field} present")
+    for i in r.get("identifier") or []:
+        if not str(i.get("system", "")).startswith("urn:vitalflow:hashed:"):
+            problems.add("deid", f"{where}: Patient.identifier that is not a keyed hash")
     for a in r.get("address") or []:
         for field in ("line", "city", "district", "text"):
             if a.get(field):
@@ -214,6 +226,43 @@ def check_patient(row: dict, where: str, problems: Problems) -> None:
     error = validation_errors(Patient, r)
     if error is not None:
         problems.add("fhir_invalid", f"{where}: not a valid FHIR R4 Patient: {error}")
+
+
+def micros(text: str | None) -> int | None:
+    if text is None:
+        return None
+    t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return round(t.timestamp() * 1_000_000)
+
+
+def check_encounter(row: dict, where: str, problems: Problems) -> None:
+    try:
+        r = json.loads(row["resource"])
+    except (TypeError, ValueError):
+        problems.add("fhir_invalid", f"{where}: resource is not JSON")
+        return
+    if r.get("resourceType") != "Encounter" or r.get("id") != row["id"]:
+        problems.add("encounter", f"{where}: resourceType/id disagree with the columns")
+    if r.get("status") not in ENCOUNTER_STATUS:
+        problems.add("fhir_invalid", f"{where}: status is not an EncounterStatus code")
+    if r.get("status") != row["status"]:
+        problems.add("encounter", f"{where}: status disagrees with its column")
+    klass = r.get("class") or {}
+    if klass.get("system") not in ENCOUNTER_CLASS_SYSTEMS or klass.get("code") != row["class"]:
+        problems.add("encounter", f"{where}: class is not a v3 ActCode / v2 patient class or disagrees with its column")
+    if (r.get("subject") or {}).get("reference") != f"Patient/{row['patient']}":
+        problems.add("encounter", f"{where}: subject is not Patient/<patient>")
+    period = r.get("period") or {}
+    for key in ("start", "end"):
+        column = row[key]
+        column_us = None if column is None else round(column.timestamp() * 1_000_000)
+        if micros(period.get(key)) != column_us:
+            problems.add("encounter", f"{where}: period.{key} disagrees with its column")
+    if r.get("status") == "finished" and not period.get("end"):
+        problems.add("encounter", f"{where}: finished without period.end")
+    error = validation_errors(Encounter, r)
+    if error is not None:
+        problems.add("fhir_invalid", f"{where}: not a valid FHIR R4 Encounter: {error}")
 
 
 def duckdb_count(root: Path, resource_type: str) -> int:
@@ -328,7 +377,7 @@ def main() -> int:
     observation_patients: set[str] = set()
     patient_ids: set[str] = set()
     files = 0
-    for resource_type in ("Observation", "Patient"):
+    for resource_type in ("Observation", "Patient", "Encounter"):
         total = 0
         for path in parquet_files(root, resource_type):
             files += 1
@@ -348,6 +397,8 @@ def main() -> int:
                 if resource_type == "Observation":
                     check_observation(row, where, problems, by_code)
                     observation_patients.add(row["patient"])
+                elif resource_type == "Encounter":
+                    check_encounter(row, where, problems)
                 else:
                     check_patient(row, where, problems)
                     patient_ids.add(row["id"])
@@ -366,6 +417,7 @@ def main() -> int:
     summary = {
         "observations": counts["Observation"],
         "patients": counts["Patient"],
+        "encounters": counts["Encounter"],
         "files": files,
         "by_code": dict(sorted(by_code.items())),
         "fhir_invalid": problems.counts["fhir_invalid"],

@@ -15,7 +15,10 @@ static DETECTORS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         (r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}", "[EMAIL]"),
         (r"(?i)\b(?:https?://|ftp://|www\.)[^\s<>]+", "[URL]"),
         (r"\b(?:\d{1,3}\.){3}\d{1,3}\b", "[IP]"),
-        (r"(?i)\b(?:[0-9a-f]{1,4}:){2,7}[0-9a-f]{1,4}\b", "[IP]"),
+        (
+            r"(?i)\b(?:(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}|(?:[0-9a-f]{1,4}:){1,6}:(?:[0-9a-f]{1,4}:){0,5}[0-9a-f]{1,4})\b",
+            "[IP]",
+        ),
         (r"\b\d{3}-\d{2}-\d{4}\b", "[SSN]"),
         (
             r"(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b",
@@ -35,7 +38,7 @@ static DETECTORS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
             "[DATE]",
         ),
         (
-            r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sr|Sra)\.?\s+[A-Z][A-Za-z'-]+(?:\s+[A-Z]\.?)?(?:\s+[A-Z][A-Za-z'-]+)?",
+            r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sr|Sra)\.?\s+[A-Z][A-Za-z'-]+(?:\s+[A-Z]\b\.?)?(?:\s+[A-Z][A-Za-z'-]+)?",
             "[NAME]",
         ),
     ]
@@ -102,4 +105,31 @@ fn count_replace(text: &mut String, re: &Regex, label: &str) -> u64 {
         *text = re.replace_all(text, label).into_owned();
     }
     u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrub;
+
+    #[test]
+    fn detectors_and_known_values() {
+        let (text, n) = scrub(
+            "Seen by Dr. Ada Lovelace on 03/12/2026 and 2026-03-12T10:00Z; call (555) 555-0142 or \
+             555.555.0143, write ada@example.org, see https://x.example/p?a=1 from 10.1.2.3 or \
+             fe80::1:2:3; SSN 123-45-6789, MRN A1234567, ZIP 02139; March 4, 2026. Rob Roy came.",
+            &["Rob Roy".to_owned(), "x".to_owned()],
+        );
+        assert_eq!(
+            text,
+            "Seen by [NAME] on [DATE] and [DATE]; call [PHONE] or [PHONE], write [EMAIL], see \
+             [URL] from [IP] or [IP]; SSN [SSN], MRN [ID], ZIP [ID]; [DATE]. [REDACTED] came."
+        );
+        assert_eq!(n, 14);
+        // Clinical text without identifiers is left alone.
+        let (text, n) = scrub("BP 120/80 after 2 doses, pulse 72.", &[]);
+        assert_eq!(
+            (text.as_str(), n),
+            ("BP 120/80 after 2 doses, pulse 72.", 0)
+        );
+    }
 }
