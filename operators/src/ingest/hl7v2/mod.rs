@@ -507,7 +507,10 @@ impl<'a> Mapper<'_, 'a> {
             .map(|msh| self.get(msh, 10, 1).into_owned())
             .unwrap_or_default();
         let mut out = Oru::default();
-        let (mut patient, mut mentioned): (Option<String>, Vec<String>) = (None, Vec::new());
+        let mut patient: Option<String> = None;
+        // The PID of the results that follow, and its identifying values, made only for notes.
+        let mut pid: Option<&Segment<'a>> = None;
+        let mut mentioned: Option<Vec<String>> = None;
         let mut obr_time = None;
         let mut obx_n = 0usize;
         // The record the NTE segments that follow belong to: an index into `out.vitals`, or a
@@ -519,13 +522,11 @@ impl<'a> Mapper<'_, 'a> {
                     notes_to = None;
                     match self.patient_id(seg) {
                         Ok(id) => {
-                            mentioned = self
-                                .patient(seg, self.message_time.unwrap_or_default())
-                                .map(|p| super::identifying_values(&p))
-                                .unwrap_or_default();
+                            (pid, mentioned) = (Some(seg), None);
                             patient = Some(id);
                         }
                         Err(reason) => {
+                            (pid, mentioned) = (None, None);
                             patient = None;
                             out.rejects.push(reason);
                         }
@@ -562,7 +563,7 @@ impl<'a> Mapper<'_, 'a> {
                                 device: Some(self.get(seg, 18, 1).into_owned())
                                     .filter(|d| !d.is_empty()),
                                 notes: Vec::new(),
-                                mentioned: mentioned.clone(),
+                                mentioned: Vec::new(),
                             };
                             notes_to = Some(out.add(target, record, self.get(seg, 4, 1)));
                         }
@@ -573,7 +574,14 @@ impl<'a> Mapper<'_, 'a> {
                     if let Some(to) = notes_to {
                         let text = self.text(seg, 3);
                         if !text.is_empty() {
-                            out.note(to, text);
+                            let values = mentioned.get_or_insert_with(|| {
+                                pid.and_then(|p| {
+                                    self.patient(p, self.message_time.unwrap_or_default()).ok()
+                                })
+                                .map(|p| super::identifying_values(&p))
+                                .unwrap_or_default()
+                            });
+                            out.note(to, text, values);
                         }
                     }
                 }
@@ -751,6 +759,9 @@ impl Oru {
                 };
                 first.kind = VitalKind::BloodPressure;
                 first.notes.append(&mut record.notes);
+                if first.mentioned.is_empty() {
+                    first.mentioned = record.mentioned;
+                }
                 self.vitals.push(first);
                 NotesTo::Vital(self.vitals.len() - 1)
             }
@@ -764,19 +775,20 @@ impl Oru {
         }
     }
 
-    fn note(&mut self, to: NotesTo, text: String) {
-        match to {
-            NotesTo::Vital(i) => {
-                if let Some(v) = self.vitals.get_mut(i) {
-                    v.notes.push(text);
-                }
-            }
-            NotesTo::Pending(i) => {
-                if let Some(key) = self.pending_ids.get(i)
-                    && let Some((_, v)) = self.pending.get_mut(key)
-                {
-                    v.notes.push(text);
-                }
+    /// Adds a note to a record, with the identifying values of its message for the scrubber.
+    fn note(&mut self, to: NotesTo, text: String, mentioned: &[String]) {
+        let record = match to {
+            NotesTo::Vital(i) => self.vitals.get_mut(i),
+            NotesTo::Pending(i) => self
+                .pending_ids
+                .get(i)
+                .and_then(|key| self.pending.get_mut(key))
+                .map(|(_, v)| v),
+        };
+        if let Some(v) = record {
+            v.notes.push(text);
+            if v.mentioned.is_empty() {
+                v.mentioned = mentioned.to_vec();
             }
         }
     }
