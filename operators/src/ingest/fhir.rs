@@ -32,7 +32,7 @@ use super::json::{
     Obj, Reason, as_obj, get, obj_items, opt_arr, opt_bool, opt_obj, opt_text, req_f64, req_str,
     str_items, syntax_reason,
 };
-use super::{DECEASED_DATE_UNKNOWN, Sink, safe_code, time};
+use super::{DECEASED_DATE_UNKNOWN, Sink, Telecom, safe_code, time};
 
 /// The LOINC code system.
 pub const LOINC_SYSTEM: &str = "http://loinc.org";
@@ -175,22 +175,11 @@ fn patient(r: &Obj, fallback: Option<DateTime<Utc>>) -> Result<PatientRecord, Re
         .transpose()?;
     let mut addresses = Vec::new();
     for (path, a) in obj_items(r, P, "address")? {
-        let text = |key| Ok::<_, Reason>(opt_text(a, &path, key)?.map(str::to_owned));
-        addresses.push(Address {
-            lines: str_items(a, &path, "line")?
-                .into_iter()
-                .map(str::to_owned)
-                .collect(),
-            city: text("city")?,
-            state: text("state")?,
-            postal_code: text("postalCode")?,
-            country: text("country")?,
-            district: text("district")?,
-        });
+        addresses.push(address(a, &path)?);
     }
     let mut t = Telecom::default();
     for (path, point) in obj_items(r, P, "telecom")? {
-        t.add(point, &path)?;
+        add_contact_point(&mut t, point, &path)?;
     }
     let mut identifiers = Vec::new();
     let (mut mrn, mut ssn) = (None, None);
@@ -235,23 +224,13 @@ fn patient(r: &Obj, fallback: Option<DateTime<Utc>>) -> Result<PatientRecord, Re
         }
         let mut ct = Telecom::default();
         for (tpath, point) in obj_items(c, &path, "telecom")? {
-            ct.add(point, &tpath)?;
+            add_contact_point(&mut ct, point, &tpath)?;
         }
         contact.telecom = ct.all();
         if let Some(a) = opt_obj(c, &path, "address")? {
-            let apath = format!("{path}.address");
-            let text = |key| Ok::<_, Reason>(opt_text(a, &apath, key)?.map(str::to_owned));
-            contact.addresses.push(Address {
-                lines: str_items(a, &apath, "line")?
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
-                city: text("city")?,
-                state: text("state")?,
-                postal_code: text("postalCode")?,
-                country: text("country")?,
-                district: text("district")?,
-            });
+            contact
+                .addresses
+                .push(address(a, &format!("{path}.address"))?);
         }
         contacts.push(contact);
     }
@@ -290,34 +269,35 @@ fn patient(r: &Obj, fallback: Option<DateTime<Utc>>) -> Result<PatientRecord, Re
     })
 }
 
-/// A patient's or contact's `telecom`, by `ContactPoint.system`.
-#[derive(Default)]
-struct Telecom {
-    phones: Vec<String>,
-    emails: Vec<String>,
-    faxes: Vec<String>,
-    urls: Vec<String>,
+/// An `Address`.
+fn address(a: &Obj, path: &str) -> Result<Address, Reason> {
+    let text = |key| Ok::<_, Reason>(opt_text(a, path, key)?.map(str::to_owned));
+    Ok(Address {
+        lines: str_items(a, path, "line")?
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        city: text("city")?,
+        state: text("state")?,
+        postal_code: text("postalCode")?,
+        country: text("country")?,
+        district: text("district")?,
+    })
 }
 
-impl Telecom {
-    fn add(&mut self, point: &Obj, path: &str) -> Result<(), Reason> {
-        let system = opt_text(point, path, "system")?;
-        let Some(value) = opt_text(point, path, "value")? else {
-            return Ok(());
-        };
-        let list = match system {
-            Some("email") => &mut self.emails,
-            Some("fax") => &mut self.faxes,
-            Some("url") => &mut self.urls,
-            _ => &mut self.phones,
-        };
-        list.push(value.to_owned());
-        Ok(())
-    }
-
-    fn all(self) -> Vec<String> {
-        [self.phones, self.emails, self.faxes, self.urls].concat()
-    }
+/// Files a `ContactPoint` by its `system`.
+fn add_contact_point(t: &mut Telecom, point: &Obj, path: &str) -> Result<(), Reason> {
+    let Some(value) = opt_text(point, path, "value")? else {
+        return Ok(());
+    };
+    let list = match opt_text(point, path, "system")? {
+        Some("email") => &mut t.emails,
+        Some("fax") => &mut t.faxes,
+        Some("url") => &mut t.urls,
+        _ => &mut t.phones,
+    };
+    list.push(value.to_owned());
+    Ok(())
 }
 
 fn observation(r: &Obj) -> Result<VitalRecord, Reason> {

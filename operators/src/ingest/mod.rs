@@ -151,6 +151,22 @@ impl Sink<'_> {
     }
 }
 
+/// Phone numbers, emails, faxes and URLs of a patient or contact, as a parser files them.
+#[derive(Default)]
+pub(crate) struct Telecom {
+    pub(crate) phones: Vec<String>,
+    pub(crate) emails: Vec<String>,
+    pub(crate) faxes: Vec<String>,
+    pub(crate) urls: Vec<String>,
+}
+
+impl Telecom {
+    /// Every value, for a contact (whose telecom is one list).
+    pub(crate) fn all(self) -> Vec<String> {
+        [self.phones, self.emails, self.faxes, self.urls].concat()
+    }
+}
+
 /// The identifying values of a patient record that free text may repeat: names, identifiers,
 /// street lines, city, telecom, and those of its contacts.
 #[must_use]

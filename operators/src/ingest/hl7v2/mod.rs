@@ -37,7 +37,7 @@ use vitalflow_model::clinical::{
 use vitalflow_model::vitals::{DIASTOLIC_LOINC, SYSTOLIC_LOINC, VitalKind, VitalValue};
 
 use self::message::{Message, Segment};
-use super::{DECEASED_DATE_UNKNOWN, IngestOptions, Sink, safe_code, unit_reason};
+use super::{DECEASED_DATE_UNKNOWN, IngestOptions, Sink, Telecom, safe_code, unit_reason};
 
 /// The fields where a segment names a person other than the patient (relatives, guarantors,
 /// insured persons): Safe Harbor counts their identifiers as the patient's.
@@ -335,7 +335,7 @@ impl<'a> Mapper<'_, 'a> {
         let mut telecom = Telecom::default();
         for field in [13, 14, 40] {
             for rep in msg.repetitions(pid, field) {
-                telecom.add(msg, rep);
+                add_xtn(&mut telecom, msg, rep);
             }
         }
         for seg in &msg.segments {
@@ -355,7 +355,7 @@ impl<'a> Mapper<'_, 'a> {
             let mut t = Telecom::default();
             for &field in person.telecom {
                 for rep in msg.repetitions(seg, field) {
-                    t.add(msg, rep);
+                    add_xtn(&mut t, msg, rep);
                 }
             }
             c.telecom = t.all();
@@ -794,64 +794,49 @@ impl Oru {
     }
 }
 
-/// Phone numbers, emails, faxes and URLs of XTN repetitions.
-#[derive(Default)]
-struct Telecom {
-    phones: Vec<String>,
-    emails: Vec<String>,
-    faxes: Vec<String>,
-    urls: Vec<String>,
-}
-
-impl Telecom {
-    /// Files one XTN repetition: `[formatted]^use^equipment^email^country^area^local^ext…`.
-    fn add(&mut self, msg: &Message<'_>, rep: &str) {
-        let c = |n| msg.decode(msg.part(rep, n, 0));
-        let (use_code, equipment, address) = (c(2), c(3), c(4));
-        let number = {
-            let formatted = c(1);
-            if formatted.is_empty() {
-                let (area, local, unformatted) = (c(6), c(7), c(12));
-                if !local.is_empty() {
-                    if area.is_empty() {
-                        local.into_owned()
-                    } else {
-                        format!("({area}){local}")
-                    }
+/// Files one XTN repetition: `[formatted]^use^equipment^email^country^area^local^ext…`.
+fn add_xtn(t: &mut Telecom, msg: &Message<'_>, rep: &str) {
+    let c = |n| msg.decode(msg.part(rep, n, 0));
+    let (use_code, equipment, address) = (c(2), c(3), c(4));
+    let number = {
+        let formatted = c(1);
+        if formatted.is_empty() {
+            let (area, local, unformatted) = (c(6), c(7), c(12));
+            if !local.is_empty() {
+                if area.is_empty() {
+                    local.into_owned()
                 } else {
-                    unformatted.into_owned()
+                    format!("({area}){local}")
                 }
             } else {
-                formatted.into_owned()
+                unformatted.into_owned()
             }
-        };
-        let url_like = |s: &str| {
-            let l = s.to_ascii_lowercase();
-            l.starts_with("http://") || l.starts_with("https://") || l.starts_with("www.")
-        };
-        if !address.is_empty() {
-            if url_like(&address) {
-                self.urls.push(address.into_owned());
-            } else {
-                self.emails.push(address.into_owned());
-            }
-        }
-        if number.is_empty() {
-            return;
-        }
-        if equipment.eq_ignore_ascii_case("FX") {
-            self.faxes.push(number);
-        } else if url_like(&number) {
-            self.urls.push(number);
-        } else if number.contains('@') || use_code.eq_ignore_ascii_case("NET") {
-            self.emails.push(number);
         } else {
-            self.phones.push(number);
+            formatted.into_owned()
+        }
+    };
+    let url_like = |s: &str| {
+        let l = s.to_ascii_lowercase();
+        l.starts_with("http://") || l.starts_with("https://") || l.starts_with("www.")
+    };
+    if !address.is_empty() {
+        if url_like(&address) {
+            t.urls.push(address.into_owned());
+        } else {
+            t.emails.push(address.into_owned());
         }
     }
-
-    fn all(self) -> Vec<String> {
-        [self.phones, self.emails, self.faxes, self.urls].concat()
+    if number.is_empty() {
+        return;
+    }
+    if equipment.eq_ignore_ascii_case("FX") {
+        t.faxes.push(number);
+    } else if url_like(&number) {
+        t.urls.push(number);
+    } else if number.contains('@') || use_code.eq_ignore_ascii_case("NET") {
+        t.emails.push(number);
+    } else {
+        t.phones.push(number);
     }
 }
 
