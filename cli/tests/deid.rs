@@ -236,6 +236,12 @@ fn every_identifier_class_through_hl7_fhir_and_envelopes_leaves_no_trace() {
     // 12 patients: 3 ADT each (A01, A08, A03) plus a FHIR Patient and an envelope.
     assert_eq!(summary["patients"], 12 * 5, "{summary}");
     assert_eq!(summary["encounters"], 12 * 3, "{summary}");
+    // Every Observation's subject is a Patient of the output: HL7 v2 ids, FHIR fullUrl
+    // references and envelope ids all resolve to the same pseudonyms.
+    assert_eq!(
+        summary["observation_patients_without_patient"], 0,
+        "{summary}"
+    );
     let by_code = &summary["by_code"];
     for code in [
         "8867-4", "9279-1", "59408-5", "8310-5", "85354-9", "29463-7",

@@ -17,8 +17,9 @@
 //!   from `valueQuantity` (`code`, else `unit`) or, for blood pressure, from the `component`s
 //!   8480-6 and 8462-4; values normalized to the kind's UCUM unit. `source_id` is the resource id;
 //!   `note[].text` are free-text notes; `device.identifier.value` (else `device.display`) the
-//!   device. Within a Bundle, the identifying values of its Patients are listed in each
-//!   Observation's `mentioned`, for the free-text scrubber.
+//!   device. Within a Bundle, a subject given as a Patient entry's `fullUrl` resolves to that
+//!   Patient's id, and the identifying values of its Patients are listed in each Observation's
+//!   `mentioned`, for the free-text scrubber.
 //! * Other Observations and every other resource type are dead-lettered with a reason.
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -80,7 +81,36 @@ fn bundle(sink: &mut Sink<'_>, obj: &Obj) {
             Err(reason) => sink.reject(reason, serde_json::to_vec(res).unwrap_or_default()),
         }
     }
+    resolve_full_urls(sink, entries, first);
     sink.mention_patients(first);
+}
+
+/// Points the records of a Bundle that reference a Patient by its entry's `fullUrl`
+/// (`urn:uuid:…`) at that Patient's id, when the two differ.
+fn resolve_full_urls(sink: &mut Sink<'_>, entries: &[Value], first: usize) {
+    let by_url: Vec<(String, String)> = entries
+        .iter()
+        .filter_map(|e| {
+            let r = e.get("resource")?;
+            if r.get("resourceType")?.as_str()? != "Patient" {
+                return None;
+            }
+            let url = patient_ref(e.get("fullUrl")?.as_str()?)
+                .or_else(|| Some(e.get("fullUrl")?.as_str()?.trim().to_owned()))?;
+            let id = r.get("id")?.as_str()?.trim().to_owned();
+            (url != id).then_some((url, id))
+        })
+        .collect();
+    if by_url.is_empty() {
+        return;
+    }
+    for i in sink.ok.get_mut(first..).unwrap_or_default() {
+        if let ClinicalRecord::Vital(v) = &mut i.record
+            && let Some((_, id)) = by_url.iter().find(|(url, _)| *url == v.patient_id)
+        {
+            v.patient_id.clone_from(id);
+        }
+    }
 }
 
 /// The Bundle's own date, else the latest clinical date-time of its entries.

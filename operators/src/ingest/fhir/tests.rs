@@ -290,3 +290,21 @@ fn synthea_bundles() {
     );
     assert!(reasons.contains_key("Observation code 59576-9 is not a supported vital sign"));
 }
+
+#[test]
+fn bundle_references_by_full_url_resolve_to_the_patient_id() {
+    let bundle = json!({
+        "resourceType": "Bundle", "type": "transaction",
+        "entry": [
+            {"fullUrl": "urn:uuid:0a1b", "resource": {"resourceType": "Patient", "id": "P-7"}},
+            {"fullUrl": "urn:uuid:0c2d", "resource": vital_obs("8867-4", json!({"value": 70, "code": "/min"}))
+                .as_object().unwrap().clone().into_iter()
+                .chain([("subject".to_owned(), json!({"reference": "urn:uuid:0a1b"}))])
+                .collect::<serde_json::Map<String, Value>>()}
+        ]
+    });
+    let (ok, dead) = run(&raw(RawFormat::Fhir, serde_json::to_vec(&bundle).unwrap()));
+    assert!(dead.is_empty(), "{dead:?}");
+    assert_eq!(ok.len(), 2);
+    assert!(ok.iter().all(|r| r.record.patient_id() == "P-7"));
+}
