@@ -381,3 +381,91 @@ fn keys_load_and_never_print() {
     assert_ne!(e1.mac(&[b"x"]), e2.mac(&[b"x"]));
     assert_ne!(super::key::fallback_entropy_for_tests(), [0u8; 64]);
 }
+
+#[test]
+fn per_class_actions_keep_hash_or_refuse() {
+    let policy = Policy::with([
+        ("name", "keep"),
+        ("mrn", "crypto-hash"),
+        ("zip", "keep"),
+        ("licence", "keep"),
+    ])
+    .unwrap();
+    assert_eq!(
+        policy.kept(),
+        vec![
+            PhiClass::Name,
+            PhiClass::Zip,
+            PhiClass::Id(IdClass::Licence)
+        ]
+    );
+    let a = Anonymizer::new(AnonymizeConfig {
+        key: crate::test_support::key(3),
+        dates: DatePolicy::Year,
+        restricted_zip3: AnonymizeConfig::default_restricted_zip3(),
+        policy,
+    });
+    let (p, report) = deid_patient(
+        &a,
+        patient_record(NaiveDate::from_ymd_opt(1970, 5, 6), "02139"),
+    );
+    assert_eq!(
+        p.kept.names,
+        vec![(Some("Lovelace".to_owned()), vec!["Ada".to_owned()])]
+    );
+    assert_eq!(p.kept.postal_code.as_deref(), Some("02139"));
+    assert_eq!(p.zip3, None);
+    let mrn = p
+        .identifiers
+        .iter()
+        .find(|i| i.class == IdClass::Mrn)
+        .unwrap();
+    assert!(mrn.hashed && mrn.value.len() == 32 && mrn.value != "MRN0000042");
+    let licence = p
+        .identifiers
+        .iter()
+        .find(|i| i.class == IdClass::Licence)
+        .unwrap();
+    assert_eq!((licence.hashed, licence.value.as_str()), (false, "DL-77"));
+    assert!(
+        p.identifiers.iter().all(|i| i.class != IdClass::Ssn),
+        "ssn stays redacted"
+    );
+    assert_eq!(report.count("name", "keep"), 2);
+    assert_eq!(report.count("mrn", "crypto-hash"), 1);
+    assert_eq!(report.count("ssn", "redact"), 1);
+
+    // The Patient resource shows what was kept and hashed, and nothing else.
+    let c = crate::canonize::canonize(&DeidRecord::Patient(p)).unwrap();
+    let r: serde_json::Value = serde_json::from_str(&c.resource).unwrap();
+    assert_eq!(r["name"][0]["family"], "Lovelace");
+    assert_eq!(r["address"][0]["postalCode"], "02139");
+    let systems: Vec<&str> = r["identifier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["system"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        systems,
+        vec!["urn:vitalflow:hashed:mrn", "urn:vitalflow:id:licence"]
+    );
+    assert!(r.get("telecom").is_none());
+
+    for (class, action, message) in [
+        (
+            "photo",
+            "keep",
+            "`photo` cannot be `keep` (expected one of: redact)",
+        ),
+        ("names", "redact", "unknown identifier class `names`"),
+        (
+            "free-text",
+            "redact",
+            "`free-text` cannot be `redact` (expected one of: drop, scrub)",
+        ),
+    ] {
+        let e = Policy::with([(class, action)]).unwrap_err().to_string();
+        assert!(e.starts_with(message), "{e}");
+    }
+}
