@@ -283,15 +283,17 @@ fn read_hl7<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Resul
 /// The messages of an HL7 v2 file, with the line each starts on (see [`read_hl7`]).
 #[must_use]
 pub fn hl7_messages(bytes: &[u8]) -> Vec<(u64, &[u8])> {
-    let line_of = |at: usize| {
-        1 + u64::try_from(
-            bytes[..at]
-                .iter()
-                .enumerate()
-                .filter(|&(i, &b)| b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')))
-                .count(),
-        )
-        .unwrap_or(u64::MAX)
+    // Line numbers of increasing offsets, counted once over the file (batch files can be large).
+    let (mut counted, mut line) = (0usize, 1u64);
+    let mut line_of = |at: usize| {
+        for i in counted..at {
+            let b = bytes[i];
+            if b == b'\n' || (b == b'\r' && bytes.get(i + 1) != Some(&b'\n')) {
+                line += 1;
+            }
+        }
+        counted = counted.max(at);
+        line
     };
     let mut out = Vec::new();
     if bytes.contains(&0x0B) {

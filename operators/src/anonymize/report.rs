@@ -2,31 +2,31 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 
-/// Counts of de-identification actions, keyed `"<identifier class>:<action>"`, e.g.
-/// `"name:redact"`, `"patient-id:crypto-hash"`, `"birth-date:generalize"`, `"date:shift"`,
-/// `"zip:generalize"`, `"zip:restrict-000"`, `"age-over-89:generalize"`, `"free-text:drop"`.
+/// Counts of de-identification actions by identifier class and action, e.g. (`name`, `redact`),
+/// (`patient-id`, `crypto-hash`), (`birth-date`, `generalize`), (`date`, `shift`),
+/// (`zip`, `generalize`), (`zip`, `restrict-000`), (`age-over-89`, `generalize`),
+/// (`free-text`, `drop`).
 ///
-/// Serializes as a flat JSON object of counts. Holds no PHI: only counts.
-#[derive(Default, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+/// Keys are static names, so counting allocates nothing (it runs for every record). Serializes
+/// as a flat JSON object of counts keyed `"class:action"`. Holds no PHI: only counts.
+#[derive(Default, Clone, Debug, PartialEq, Eq)]
 pub struct DeidReport {
-    /// The counts, keyed `"class:action"`.
-    pub counts: BTreeMap<String, u64>,
+    counts: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 impl DeidReport {
     /// Counts `n` actions `action` on identifiers of class `class` (nothing when `n` is 0).
-    pub fn add(&mut self, class: &str, action: &str, n: u64) {
+    pub fn add(&mut self, class: &'static str, action: &'static str, n: u64) {
         if n > 0 {
-            let count = self.counts.entry(format!("{class}:{action}")).or_default();
+            let count = self.counts.entry((class, action)).or_default();
             *count = count.saturating_add(n);
         }
     }
 
     /// Counts one action `action` on an identifier of class `class`.
-    pub fn record(&mut self, class: &str, action: &str) {
+    pub fn record(&mut self, class: &'static str, action: &'static str) {
         self.add(class, action, 1);
     }
 
@@ -34,15 +34,15 @@ impl DeidReport {
     #[must_use]
     pub fn count(&self, class: &str, action: &str) -> u64 {
         self.counts
-            .get(&format!("{class}:{action}"))
-            .copied()
-            .unwrap_or(0)
+            .iter()
+            .find(|((c, a), _)| *c == class && *a == action)
+            .map_or(0, |(_, n)| *n)
     }
 
     /// Adds `other`'s counts into `self`.
     pub fn merge(&mut self, other: &Self) {
         for (key, n) in &other.counts {
-            let count = self.counts.entry(key.clone()).or_default();
+            let count = self.counts.entry(*key).or_default();
             *count = count.saturating_add(*n);
         }
     }
@@ -51,6 +51,16 @@ impl DeidReport {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.counts.values().all(|n| *n == 0)
+    }
+}
+
+impl Serialize for DeidReport {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.counts.len()))?;
+        for ((class, action), n) in &self.counts {
+            map.serialize_entry(&format!("{class}:{action}"), n)?;
+        }
+        map.end()
     }
 }
 
