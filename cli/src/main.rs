@@ -4,6 +4,14 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod bench;
+
+/// mimalloc: the workers allocate and free many small records and buffers from several threads,
+/// where it is faster than the system allocator and returns less memory to the system only to
+/// fault it back in.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
@@ -79,6 +87,45 @@ enum Command {
         #[arg(short, long)]
         out: Option<PathBuf>,
     },
+    /// Measure throughput and latency against baselines run in the same process on the same
+    /// events (see docs/benchmarks.md).
+    ///
+    /// Runs the pipeline (EHR feed through ingestion, anonymization, canonization and Parquet;
+    /// monitor feed through a join, NEWS2 alerts and windows; everything audited) at each scale,
+    /// then the baselines (a straight-line loop doing the same work in one thread, a raw rdkafka
+    /// consume loop, a raw ArrowWriter), then a paced run for latency. Build with `--release`.
+    Bench {
+        /// Events of the 1× run, split evenly between the EHR and monitor feeds.
+        #[arg(short = 'n', long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Worker threads.
+        #[arg(short, long, default_value_t = 2)]
+        workers: usize,
+        /// Multiples of `--events` to run the pipeline at (time per event should stay flat).
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        scales: Vec<u64>,
+        /// Patients of both feeds and of the context table.
+        #[arg(short, long, default_value_t = 10_000)]
+        patients: u64,
+        /// The paced run's rate, events per second over both feeds (0: no paced run).
+        #[arg(long, default_value_t = 100_000)]
+        rate: u64,
+        /// The paced run's length in seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Skip the Kafka baseline.
+        #[arg(long)]
+        no_kafka: bool,
+        /// Working folder, replaced on each run.
+        #[arg(short, long, default_value = "out/bench")]
+        out: PathBuf,
+        /// Also write every figure as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Also write the results as a Markdown table (the README's) to this file.
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+    },
     /// Print a job's graph (Mermaid by default: it renders on GitHub).
     Graph {
         /// The job file.
@@ -105,6 +152,25 @@ enum Format {
     Mermaid,
     /// Graphviz DOT.
     Dot,
+}
+
+/// Runs the harness and writes its figures where asked.
+fn run_bench(
+    settings: &bench::Settings,
+    json: Option<&Path>,
+    markdown: Option<&Path>,
+) -> anyhow::Result<()> {
+    let report = bench::bench(settings)?;
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report.json())?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = markdown {
+        std::fs::write(path, report.markdown())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -147,6 +213,36 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Bench {
+            events,
+            workers,
+            scales,
+            patients,
+            rate,
+            seconds,
+            no_kafka,
+            out,
+            json,
+            markdown,
+        } => {
+            let settings = bench::Settings {
+                events,
+                workers,
+                scales,
+                patients: patients.max(1),
+                rate,
+                seconds: seconds.max(1),
+                no_kafka,
+                out,
+            };
+            match run_bench(&settings, json.as_deref(), markdown.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Graph { job, format } => match Job::load(&job) {
             Ok(job) => {
                 let format = match format {
@@ -181,6 +277,7 @@ fn main() -> ExitCode {
                 progress: !no_progress && std::io::stderr().is_terminal(),
                 fresh,
                 notify: Some(std::sync::Arc::new(|m: &str| eprintln!("{m}"))),
+                end_to_end: false,
             };
             match run(&job, &options) {
                 Ok(summary) => {

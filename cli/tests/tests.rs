@@ -5,6 +5,7 @@ mod support;
 
 mod alerts;
 mod audit;
+mod bench;
 mod cli;
 mod deid;
 mod expressions;

@@ -462,6 +462,17 @@ pub struct ConsoleConfig {
     pub limit: u32,
 }
 
+/// `kind = "blackhole"`: counts its input records and keeps none, to measure the nodes upstream
+/// of it without the cost of writing their output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BlackholeConfig {
+    /// Always `"blackhole"`.
+    pub kind: String,
+    /// Upstream ports (anything but PHI-bearing parsed records and dead letters).
+    pub inputs: Vec<Spanned<String>>,
+}
+
 /// `kind = "join"`: each stream record joined to the table's version valid at its event time.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -308,7 +308,8 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
         | NodeKind::Map { .. }
         | NodeKind::KeyBy(_)
         | NodeKind::Join(_)
-        | NodeKind::Console(_) => {}
+        | NodeKind::Console(_)
+        | NodeKind::Blackhole(_) => {}
     }
 }
 

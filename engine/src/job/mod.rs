@@ -23,8 +23,8 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 pub use config::parse_duration;
 use config::{
-    AlertConfig, AnonymizeConfig, ConsoleConfig, DeadLetterConfig, EmbeddedConfig, FileConfig,
-    FilterConfig, GeneratorConfig, IngestConfig, JobSection, JoinConfig, JsonlConfig,
+    AlertConfig, AnonymizeConfig, BlackholeConfig, ConsoleConfig, DeadLetterConfig, EmbeddedConfig,
+    FileConfig, FilterConfig, GeneratorConfig, IngestConfig, JobSection, JoinConfig, JsonlConfig,
     KafkaSinkConfig, KafkaSourceConfig, KeyByConfig, MapConfig, ParquetConfig, StageConfig,
     WindowConfig,
 };
@@ -204,6 +204,8 @@ pub enum NodeKind {
     Alert(Box<AlertConfig>),
     /// A line per alert on standard output.
     Console(ConsoleConfig),
+    /// Counts records and keeps none (for measuring what is upstream of it).
+    Blackhole(BlackholeConfig),
 }
 
 /// The node kinds of each section, for messages.
@@ -221,7 +223,14 @@ const OPERATOR_KINDS: &[&str] = &[
     "join",
     "alert",
 ];
-const SINK_KINDS: &[&str] = &["parquet", "jsonl", "dead-letter", "kafka", "console"];
+const SINK_KINDS: &[&str] = &[
+    "parquet",
+    "jsonl",
+    "dead-letter",
+    "kafka",
+    "console",
+    "blackhole",
+];
 
 impl NodeKind {
     /// The `kind` string.
@@ -246,6 +255,7 @@ impl NodeKind {
             Self::Join(_) => "join",
             Self::Alert(_) => "alert",
             Self::Console(_) => "console",
+            Self::Blackhole(_) => "blackhole",
         }
     }
 
@@ -301,7 +311,8 @@ impl NodeKind {
             | Self::Jsonl(_)
             | Self::DeadLetter(_)
             | Self::KafkaSink(_)
-            | Self::Console(_) => &[],
+            | Self::Console(_)
+            | Self::Blackhole(_) => &[],
         }
     }
 
@@ -318,6 +329,15 @@ impl NodeKind {
             Self::Parquet(_) => &[P::Fhir, P::Rows],
             Self::Jsonl(_) => &[P::AuditRecord, P::DomainEvent, P::Fhir, P::Rows, P::Alert],
             Self::Console(_) => &[P::Alert],
+            Self::Blackhole(_) => &[
+                P::Raw,
+                P::Deidentified,
+                P::Fhir,
+                P::DomainEvent,
+                P::AuditRecord,
+                P::Rows,
+                P::Alert,
+            ],
             Self::DeadLetter(_) => &[P::DeadLetter],
             Self::KafkaSink(_) => &[
                 P::AuditRecord,
@@ -711,6 +731,11 @@ fn parse_node(
             let c: ConsoleConfig = decode(text, value, path, errors)?;
             let inputs = c.inputs.clone();
             (NodeKind::Console(c), inputs)
+        }
+        "blackhole" => {
+            let c: BlackholeConfig = decode(text, value, path, errors)?;
+            let inputs = c.inputs.clone();
+            (NodeKind::Blackhole(c), inputs)
         }
         _ => {
             let c: DeadLetterConfig = decode(text, value, path, errors)?;

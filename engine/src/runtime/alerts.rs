@@ -526,3 +526,54 @@ pub fn console(input: VecStream<'_, AlertEvent>, limit: u32, counters: Arc<NodeC
         }
     });
 }
+
+/// An `alert` node's per-reading work in one thread, with no dataflow around it: the throughput
+/// harness's straight-line baseline.
+pub(crate) struct AlertLoop {
+    plan: Arc<AlertPlan>,
+    prepare: Prepare,
+    monitor: Monitor,
+    last: Option<(String, String, Option<i64>)>,
+}
+
+impl AlertLoop {
+    pub(crate) fn new(plan: &Arc<AlertPlan>) -> Self {
+        Self {
+            plan: Arc::clone(plan),
+            prepare: Prepare(Arc::clone(plan)),
+            monitor: Monitor::new(Arc::clone(&plan.spec)),
+            last: None,
+        }
+    }
+
+    /// One reading: its alert events, or a dead letter.
+    pub(crate) fn observe(
+        &mut self,
+        row: Row,
+        out: &mut Vec<AlertEvent>,
+        dead: &mut Vec<DeadLetter>,
+    ) {
+        let mut prepared = Vec::with_capacity(1);
+        self.prepare.process(row, &mut prepared, dead);
+        let mut render = Render {
+            plan: &self.plan,
+            last: self.last.take(),
+        };
+        for p in prepared {
+            match self.monitor.observe(&p.observed, &p.row.values) {
+                Ok(fired) => {
+                    for f in fired {
+                        out.push(render.event(&p.observed, p.row.arrival_us, f));
+                    }
+                }
+                Err(e) => dead.push(dead_row(
+                    &self.plan.name,
+                    &self.plan.schema,
+                    &p.row,
+                    e.to_string(),
+                )),
+            }
+        }
+        self.last = render.last;
+    }
+}

@@ -414,3 +414,80 @@ fn prune(
     }
     retract
 }
+
+/// A `join` node's table and per-record lookup in one thread, with no dataflow around it: the
+/// throughput harness's straight-line baseline. The table is bounded (read whole first).
+pub(crate) struct JoinLoop {
+    plan: Arc<JoinPlan>,
+    prepare: Prepare,
+    table: BTreeMap<KeyValue, Vec<Version>>,
+}
+
+impl JoinLoop {
+    pub(crate) fn new(plan: &Arc<JoinPlan>) -> Self {
+        Self {
+            plan: Arc::clone(plan),
+            prepare: Prepare(Arc::clone(plan)),
+            table: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a table row.
+    pub(crate) fn insert(&mut self, row: &Row) {
+        let p = &self.plan;
+        let key = KeyValue(row.values.get(p.table_key).cloned().unwrap_or(Value::Null));
+        let valid_from = match p.table_time.and_then(|i| row.values.get(i)) {
+            Some(Value::Timestamp(ms)) => *ms,
+            _ => i64::MIN,
+        };
+        let fields = (!row.tombstone).then(|| {
+            p.take
+                .iter()
+                .map(|i| KeyValue(row.values.get(*i).cloned().unwrap_or(Value::Null)))
+                .collect()
+        });
+        let version = Version {
+            valid_from,
+            seq: row.sequence,
+            fields,
+        };
+        let list = self.table.entry(key).or_default();
+        let at = list.partition_point(|v| v < &version);
+        list.insert(at, version);
+    }
+
+    /// Joins one stream record to the table version valid at its event time.
+    pub(crate) fn probe(&mut self, row: Row, out: &mut Vec<Row>, dead: &mut Vec<DeadLetter>) {
+        let mut probes = Vec::with_capacity(1);
+        self.prepare.process(row, &mut probes, dead);
+        let p = &self.plan;
+        for (key, time, mut row) in probes {
+            let found = self.table.get(&key).and_then(|versions| {
+                let valid = versions.partition_point(|v| v.valid_from <= time);
+                valid
+                    .checked_sub(1)
+                    .and_then(|i| versions.get(i))
+                    .and_then(|v| v.fields.clone())
+            });
+            match (found, p.missing) {
+                (Some(fields), _) => {
+                    row.values.extend(fields.into_iter().map(|k| k.0));
+                    out.push(row);
+                }
+                (None, Missing::Drop) => {}
+                (None, Missing::Null) => {
+                    row.values
+                        .extend(std::iter::repeat_n(Value::Null, p.take.len()));
+                    out.push(row);
+                }
+                (None, Missing::DeadLetter) => {
+                    let reason = format!(
+                        "`{}`: no row of table `{}` for the record's key at its event time",
+                        p.name, p.table
+                    );
+                    dead.push(dead_row(&p.name, &p.schema, &row, reason));
+                }
+            }
+        }
+    }
+}

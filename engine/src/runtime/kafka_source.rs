@@ -151,6 +151,7 @@ pub fn kafka<'s>(
     scope: Scope<'s, Time>,
     source_plan: Arc<KafkaSource>,
     counters: Arc<NodeCounters>,
+    count_records: bool,
     failure: Failure,
 ) -> VecStream<'s, RawRecord> {
     let (index, peers) = (scope.index(), scope.peers());
@@ -219,7 +220,7 @@ pub fn kafka<'s>(
 
             let mut records: BTreeMap<Time, Vec<RawRecord>> = BTreeMap::new();
             let mut n = 0;
-            let mut emitted = 0u64;
+            let (mut emitted, mut bytes) = (0u64, 0u64);
             {
                 let mut log = plan
                     .log
@@ -285,6 +286,7 @@ pub fn kafka<'s>(
                     log.record(m.partition, m.offset, time, *c.time());
                     emitted += 1;
                     emitted_total += 1;
+                    bytes += m.payload.len() as u64;
                     records.entry(time).or_default().push(RawRecord {
                         source: plan.name.clone(),
                         location: format!("{}/{}@{}", plan.topic, m.partition, m.offset),
@@ -312,7 +314,8 @@ pub fn kafka<'s>(
                 let at = c.delayed(&time);
                 output.session(&at).give_iterator(batch.into_iter());
             }
-            if emitted > 0 {
+            counters.add_bytes(bytes);
+            if emitted > 0 && count_records {
                 counters.add(&Counts {
                     records_in: emitted,
                     records_out: emitted,

@@ -18,6 +18,8 @@ pub struct NodeCounters {
     pub files: AtomicU64,
     /// Records later than their windows' allowed lateness (windows).
     pub late: AtomicU64,
+    /// Bytes of the records read (sources).
+    pub bytes: AtomicU64,
 }
 
 impl NodeCounters {
@@ -31,6 +33,11 @@ impl NodeCounters {
     /// Adds late records.
     pub fn add_late(&self, n: u64) {
         self.late.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds bytes read.
+    pub fn add_bytes(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Adds written files.

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod joins;
 pub mod kafka_sink;
 pub mod kafka_source;
+pub mod latency;
 pub mod metrics;
 pub mod ops;
 pub mod plan;
@@ -17,6 +18,7 @@ pub mod rows;
 pub mod saga;
 pub mod sources;
 pub mod stages;
+pub mod straight;
 pub mod windows;
 
 use std::io::{IsTerminal, Write};
@@ -48,6 +50,9 @@ pub struct RunOptions {
     pub fresh: bool,
     /// Told what a user should know as the run starts (the embedded broker's address).
     pub notify: Option<Notify>,
+    /// Measure end-to-end latency (arrival at a source → durable in every sink); see
+    /// [`latency`]. For measured runs: arrivals are kept until their sinks commit them.
+    pub end_to_end: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -57,6 +62,7 @@ impl std::fmt::Debug for RunOptions {
             .field("out", &self.out)
             .field("progress", &self.progress)
             .field("fresh", &self.fresh)
+            .field("end_to_end", &self.end_to_end)
             .finish_non_exhaustive()
     }
 }
@@ -78,6 +84,8 @@ pub struct NodeSummary {
     pub files: u64,
     /// Records later than the allowed lateness (windows).
     pub late: u64,
+    /// Bytes of the records read (sources).
+    pub bytes_in: u64,
 }
 
 /// What a run did.
@@ -105,6 +113,8 @@ pub struct RunSummary {
     pub alerts: Vec<AlertSummary>,
     /// The embedded broker's live feed: readings produced, and in how long.
     pub live_feed: Option<(u64, Duration)>,
+    /// End-to-end latencies (µs), when the run measured them.
+    pub end_to_end: Option<Box<hdrhistogram::Histogram<u64>>>,
 }
 
 /// One rule of one `alert` node over a run.
@@ -183,14 +193,16 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
     let bootstrap = broker
         .as_ref()
         .map(vitalflow_connectors::kafka::EmbeddedBroker::bootstrap);
-    let plan = Arc::new(plan::prepare(
+    let mut plan = plan::prepare(
         job,
         &out,
         run,
         bootstrap.as_deref(),
         options.fresh || fresh,
         feeder.as_ref().map(|(flag, _)| Arc::clone(flag)),
-    )?);
+    )?;
+    plan.end_to_end = options.end_to_end.then(Arc::default);
+    let plan = Arc::new(plan);
     if let (Some(cp), Some(notify)) = (&plan.checkpoint, &options.notify)
         && cp.base.time > 0
     {
@@ -283,6 +295,10 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
                     .counters
                     .get(&n.name)
                     .map_or(0, |c| c.late.load(Ordering::Relaxed)),
+                bytes_in: plan
+                    .counters
+                    .get(&n.name)
+                    .map_or(0, |c| c.bytes.load(Ordering::Relaxed)),
             }
         })
         .collect();
@@ -320,6 +336,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
     Ok(RunSummary {
         alerts,
         live_feed,
+        end_to_end: plan.end_to_end.as_ref().map(|e| Box::new(e.histogram())),
         job: job.name.clone(),
         run_id,
         workers,

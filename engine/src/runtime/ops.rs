@@ -286,3 +286,24 @@ struct InFlight {
     first: Time,
     last: Time,
 }
+
+/// A sink that counts its records and drops them.
+pub fn blackhole<T: Clone + 'static>(input: &VecStream<'_, T>, counters: &Arc<NodeCounters>) {
+    let counters = Arc::clone(counters);
+    input
+        .clone()
+        .sink(Pipeline, "blackhole", move |(input, _frontier)| {
+            let mut n = 0u64;
+            input.for_each(|_, data| {
+                n += data.len() as u64;
+                data.clear();
+            });
+            if n > 0 {
+                counters.add(&Counts {
+                    records_in: n,
+                    records_out: 0,
+                    rejected: 0,
+                });
+            }
+        });
+}

@@ -32,8 +32,9 @@ use super::checkpoint::{Checkpoint, CheckpointSource, PositionLog, remove_uncomm
 use super::joins::{self, JoinPlan};
 use super::kafka_sink::{Render, kafka_sink};
 use super::kafka_source::{EventTime, KafkaSource, kafka};
+use super::latency::{self, EndToEnd};
 use super::metrics::{Failure, NodeCounters};
-use super::ops::{RollPolicy, SinkCommit, StageStat, VecStream, rolling_sink, stage};
+use super::ops::{RollPolicy, SinkCommit, StageStat, VecStream, blackhole, rolling_sink, stage};
 use super::rows::Slot;
 use super::rows::{
     AnonymizeRowsLogic, DecodeLogic, FilterLogic, KeyLogic, MapLogic, PassLogic, RowJsonlSink,
@@ -104,6 +105,8 @@ pub enum Prepared {
     Alert(Arc<AlertPlan>),
     /// Console sink: at most this many lines a second.
     Console(u32),
+    /// A sink that counts and drops.
+    Blackhole,
 }
 
 /// A node of a plan: name, section, inputs (node, port), resolved kind.
@@ -127,6 +130,8 @@ pub struct Plan {
     pub checkpoint: Option<CheckpointPlan>,
     /// Alert counts and latencies, by `alert` node.
     pub alerts: BTreeMap<String, Arc<AlertLatency>>,
+    /// End-to-end latency, when the run measures it.
+    pub end_to_end: Option<Arc<EndToEnd>>,
 }
 
 /// A Kafka source's name, topic, position log, client settings and group.
@@ -585,6 +590,7 @@ pub fn prepare(
                 }))
             }
             NodeKind::Console(c) => Prepared::Console(c.limit.max(1)),
+            NodeKind::Blackhole(_) => Prepared::Blackhole,
             NodeKind::Ingest(c) => Prepared::Ingest(Arc::new(ingest_options(c))),
             NodeKind::Canonize => Prepared::Canonize,
             NodeKind::Audit => Prepared::Audit,
@@ -781,6 +787,7 @@ pub fn prepare(
             .collect(),
         checkpoint,
         alerts,
+        end_to_end: None,
     })
 }
 
@@ -976,6 +983,14 @@ impl<'s> Builder<'s, '_> {
         }
     }
 
+    /// A source's records, their arrivals noted when the run measures end-to-end latency.
+    fn arrivals(&self, raw: VecStream<'s, RawRecord>) -> VecStream<'s, RawRecord> {
+        match &self.plan.end_to_end {
+            Some(e2e) => latency::track(raw, e2e),
+            None => raw,
+        }
+    }
+
     fn upstream_stage(&self, inputs: &[(String, String)]) -> Option<String> {
         inputs
             .iter()
@@ -1041,7 +1056,9 @@ impl<'s> Builder<'s, '_> {
                     plan.batch_size,
                     false,
                     counters,
+                    true,
                 );
+                let s = self.arrivals(s);
                 out(self, "out", Port::Raw(s));
             }
             Prepared::SchemaGenerator(g, rate, decoder) => {
@@ -1052,8 +1069,10 @@ impl<'s> Builder<'s, '_> {
                     *rate,
                     plan.batch_size,
                     true,
-                    Arc::new(NodeCounters::default()),
+                    Arc::clone(&counters),
+                    false,
                 );
+                let raw = self.arrivals(raw);
                 let logic = DecodeLogic {
                     stage: name.to_owned(),
                     decoder: Arc::clone(decoder),
@@ -1073,8 +1092,10 @@ impl<'s> Builder<'s, '_> {
                     Arc::clone(f),
                     plan.batch_size,
                     counters,
+                    true,
                     self.failure.clone(),
                 );
+                let s = self.arrivals(s);
                 out(self, "out", Port::Raw(s));
             }
             Prepared::SchemaFile(f, decoder) => {
@@ -1083,9 +1104,11 @@ impl<'s> Builder<'s, '_> {
                     name,
                     Arc::clone(f),
                     plan.batch_size,
-                    Arc::new(NodeCounters::default()),
+                    Arc::clone(&counters),
+                    false,
                     self.failure.clone(),
                 );
+                let raw = self.arrivals(raw);
                 let logic = DecodeLogic {
                     stage: name.to_owned(),
                     decoder: Arc::clone(decoder),
@@ -1103,14 +1126,12 @@ impl<'s> Builder<'s, '_> {
                 let raw = kafka(
                     self.scope,
                     Arc::clone(source),
-                    if decoder.is_some() {
-                        Arc::new(NodeCounters::default())
-                    } else {
-                        Arc::clone(&counters)
-                    },
+                    Arc::clone(&counters),
+                    decoder.is_none(),
                     self.failure.clone(),
                 );
                 self.progress.push(raw.clone());
+                let raw = self.arrivals(raw);
                 match decoder {
                     None => out(self, "out", Port::Raw(raw)),
                     Some(decoder) => {
@@ -1280,6 +1301,22 @@ impl<'s> Builder<'s, '_> {
             Prepared::Console(limit) => {
                 let input = self.inputs(inputs, as_alerts);
                 alerts::console(input, *limit, counters);
+            }
+            Prepared::Blackhole => {
+                for (n, p) in inputs {
+                    match self.port(n, p) {
+                        Some(Port::Raw(s)) => blackhole(&s, &counters),
+                        Some(Port::Clinical(s)) => blackhole(&s, &counters),
+                        Some(Port::Deid(s)) => blackhole(&s, &counters),
+                        Some(Port::Fhir(s)) => blackhole(&s, &counters),
+                        Some(Port::Events(s)) => blackhole(&s, &counters),
+                        Some(Port::Audit(s)) => blackhole(&s, &counters),
+                        Some(Port::Dead(s)) => blackhole(&s, &counters),
+                        Some(Port::Rows(s)) => blackhole(&s, &counters),
+                        Some(Port::Alerts(s)) => blackhole(&s, &counters),
+                        None => {}
+                    }
+                }
             }
             Prepared::Ingest(options) => {
                 let input = self.inputs(inputs, as_raw);
@@ -1503,6 +1540,10 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Plan, failure: Failure) {
         if !progressed {
             break;
         }
+    }
+    if let Some(e2e) = &plan.end_to_end {
+        let commits: Vec<_> = b.commits.values().cloned().collect();
+        latency::complete(&b.scope.concatenate(commits), e2e);
     }
     if let Some(cp) = &plan.checkpoint {
         let mut streams: Vec<VecStream<'s, SinkCommit>> = b.commits.values().cloned().collect();

@@ -17,7 +17,8 @@ use super::ops::VecStream;
 /// Records emitted per activation, so a source never holds its worker for long.
 const CHUNK: u64 = 4096;
 
-/// The generator, split over workers: worker `w` of `n` emits the events `i` with `i % n == w`,
+/// The generator, split over workers (`counters` get the bytes read, and the records too when
+/// `count_records`; a source with a declared schema counts its records as it decodes them): worker `w` of `n` emits the events `i` with `i % n == w`,
 /// event `i` at time `i / batch_size`. `rate` is events per second over all workers (0: no limit).
 /// `flat`: bedside-monitor readings as JSON objects instead of envelope events; with a rate,
 /// stamped with the wall clock as they are made.
@@ -30,6 +31,7 @@ pub fn generator<'s>(
     batch_size: u64,
     flat: bool,
     counters: Arc<NodeCounters>,
+    count_records: bool,
 ) -> VecStream<'s, RawRecord> {
     let (index, peers) = (scope.index() as u64, scope.peers() as u64);
     let node = name.to_owned();
@@ -52,7 +54,7 @@ pub fn generator<'s>(
                     return;
                 }
             }
-            let mut n = 0;
+            let (mut n, mut bytes) = (0, 0);
             while next < count && n < budget {
                 let time = next / batch_size;
                 if *c.time() < time {
@@ -78,16 +80,20 @@ pub fn generator<'s>(
                     generator.raw(&node, next)
                 };
                 raw.arrival_us = vitalflow_model::now_us();
+                bytes += raw.bytes.len() as u64;
                 output.session(&*c).give(raw);
                 next += peers;
                 n += 1;
             }
             emitted += n;
-            counters.add(&Counts {
-                records_in: n,
-                records_out: n,
-                rejected: 0,
-            });
+            if count_records {
+                counters.add(&Counts {
+                    records_in: n,
+                    records_out: n,
+                    rejected: 0,
+                });
+            }
+            counters.add_bytes(bytes);
             if next >= count {
                 cap = None;
             } else {
@@ -113,6 +119,7 @@ pub fn files<'s>(
     files: Arc<FileSource>,
     batch_size: u64,
     counters: Arc<NodeCounters>,
+    count_records: bool,
     failure: Failure,
 ) -> VecStream<'s, RawRecord> {
     let reader = scope.index() == 0;
@@ -142,7 +149,7 @@ pub fn files<'s>(
         }
         move |output| {
             let Some(c) = cap.as_mut() else { return };
-            let mut n = 0u64;
+            let (mut n, mut bytes) = (0u64, 0u64);
             loop {
                 match rx.try_recv() {
                     Ok(record) => {
@@ -152,6 +159,7 @@ pub fn files<'s>(
                         }
                         let mut record = record;
                         record.arrival_us = vitalflow_model::now_us();
+                        bytes += record.bytes.len() as u64;
                         output.session(&*c).give(record);
                         n += 1;
                         if n == CHUNK {
@@ -169,11 +177,14 @@ pub fn files<'s>(
                     }
                 }
             }
-            counters.add(&Counts {
-                records_in: n,
-                records_out: n,
-                rejected: 0,
-            });
+            if count_records {
+                counters.add(&Counts {
+                    records_in: n,
+                    records_out: n,
+                    rejected: 0,
+                });
+            }
+            counters.add_bytes(bytes);
         }
     })
 }

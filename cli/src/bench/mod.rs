@@ -1,0 +1,351 @@
+//! `vitalflow bench`: the throughput and latency harness.
+//!
+//! It runs one job (written to `<out>/bench.toml`, so what ran can be read and rerun): the EHR
+//! feed (patient and vital-sign envelopes) through ingestion → anonymization → FHIR R4
+//! canonization → Parquet, with every stage's domain events audited into a hash-chained log; and
+//! the bedside-monitor feed (flat readings of a declared schema) joined as of each reading's time
+//! to a patient-context table, through NEWS2 and critical-value alerts (JSON lines) and
+//! per-patient 5-minute windows (de-identified, to Parquet). The `N` events are split evenly
+//! between the two feeds.
+//!
+//! In the same run it measures baselines on the same events, and prints the engine's ratio to
+//! each: the same per-record work as a straight-line loop in one thread; a raw rdkafka consume
+//! loop against the engine's Kafka source; a raw arrow-rs `ArrowWriter` against the Parquet
+//! sink's writer. It reports how cost grows with the event count, and latency at a sustained rate.
+
+mod baselines;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use vitalflow_connectors::generator::{Generator, GeneratorConfig};
+use vitalflow_engine::runtime::plan::prepare;
+use vitalflow_engine::runtime::saga::RunIdentity;
+use vitalflow_engine::runtime::straight::straight_line;
+use vitalflow_engine::{Job, RunOptions, RunSummary, run};
+
+pub use report::Report;
+use report::{Latency, PipelineRun, Ratio};
+
+/// The harness's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Events of the 1× run (split evenly between the two feeds).
+    pub events: u64,
+    /// Worker threads.
+    pub workers: usize,
+    /// Event-count multiples to run the pipeline at.
+    pub scales: Vec<u64>,
+    /// Patients (both feeds, and the context table).
+    pub patients: u64,
+    /// The paced run's rate, events per second over both feeds (0: no paced run).
+    pub rate: u64,
+    /// The paced run's length.
+    pub seconds: u64,
+    /// Skip the Kafka baseline.
+    pub no_kafka: bool,
+    /// Working folder (replaced).
+    pub out: PathBuf,
+}
+
+/// The harness job: `ehr` and `monitors` generators of `each` events each (`rate_each` per
+/// second each, 0: unpaced), the patient context from `context`, sinks rolling every `roll`.
+fn job_text(s: &Settings, out: &Path, each: u64, rate_each: u64, roll: &str) -> String {
+    let context = out.join("context.jsonl");
+    format!(
+        r#"# Written by `vitalflow bench`: the job its pipeline runs measure.
+[job]
+name = "bench"
+description = "EHR feed through the four stages; monitor feed through a join, NEWS2 alerts and windows"
+workers = {workers}
+batch-size = 10000
+out = "{out}"
+
+[sources.ehr]
+kind = "generator"
+seed = 42
+patients = {patients}
+count = {each}
+rate = {rate_each}
+
+[sources.monitors]
+kind = "generator"
+format = "flat"
+seed = 7
+patients = {patients}
+count = {each}
+rate = {rate_each}
+
+[sources.context]
+kind = "file"
+path = "{context}"
+format = "json"
+event-time = "since"
+key = "patient_id"
+fields = [
+  {{ name = "patient_id", type = "string", phi = "hash" }},
+  {{ name = "since", type = "timestamp", format = "epoch-ms", phi = "date" }},
+  {{ name = "ward", type = "string" }},
+  {{ name = "on_oxygen", type = "boolean" }},
+  {{ name = "spo2_scale", type = "integer" }},
+]
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["ehr"]
+
+[operators.anonymize]
+kind = "anonymize"
+inputs = ["ingest"]
+key = "ephemeral"
+dates = "shift"
+
+[operators.canonize]
+kind = "canonize"
+inputs = ["anonymize"]
+
+[operators.audit]
+kind = "audit"
+inputs = ["ingest.events", "anonymize.events", "canonize.events", "monitors.events", "deidentify.events"]
+
+[operators.context-at-reading]
+kind = "join"
+inputs = ["monitors"]
+table = "context"
+type = "left"
+fields = ["ward", "on_oxygen", "spo2_scale"]
+prefix = "adt_"
+history = "forever"
+
+[operators.alerts]
+kind = "alert"
+inputs = ["context-at-reading"]
+ward = "coalesce(adt_ward, ward)"
+freshness = "15m"
+resolve-after = "10m"
+suppress-for = "30m"
+key = "ephemeral"
+
+[operators.alerts.news2]
+respiration-rate = "rr"
+spo2 = "spo2"
+oxygen = "coalesce(adt_on_oxygen, false)"
+scale2 = "adt_spo2_scale = 2"
+systolic = "sbp"
+pulse = "hr"
+temperature = "temp"
+raise-at = "medium"
+
+[operators.alerts.rules.desaturation]
+when = "spo2 < 90"
+level = "high"
+
+[operators.alerts.rules.tachycardia]
+when = "hr > 130"
+level = "medium"
+
+[operators.per-patient]
+kind = "window"
+inputs = ["context-at-reading"]
+window = "tumbling"
+key = "patient_id"
+size = "5m"
+watermark-delay = "0s"
+
+[operators.per-patient.aggregates]
+readings = "count()"
+hr_mean = "mean(hr)"
+spo2_min = "min(spo2)"
+sbp_max = "max(sbp)"
+on_oxygen = "last(adt_on_oxygen)"
+
+[operators.deidentify]
+kind = "anonymize"
+inputs = ["per-patient"]
+key = "ephemeral"
+dates = "shift"
+
+[sinks.fhir]
+kind = "parquet"
+inputs = ["canonize"]
+path = "canonical"
+roll-interval = "{roll}"
+
+[sinks.vitals-5m]
+kind = "parquet"
+inputs = ["deidentify"]
+path = "vitals-5m"
+roll-interval = "{roll}"
+
+[sinks.alert-events]
+kind = "jsonl"
+inputs = ["alerts"]
+path = "alerts"
+roll-interval = "{roll}"
+
+[sinks.audit-log]
+kind = "jsonl"
+inputs = ["audit"]
+path = "audit"
+roll-interval = "{roll}"
+
+[sinks.dead-letter]
+kind = "dead-letter"
+inputs = ["ingest.dead-letter", "anonymize.dead-letter", "canonize.dead-letter", "monitors.dead-letter", "context.dead-letter", "context-at-reading.dead-letter", "alerts.dead-letter", "per-patient.dead-letter", "deidentify.dead-letter"]
+"#,
+        workers = s.workers,
+        out = out.join("run").display(),
+        patients = s.patients,
+        context = context.display(),
+    )
+}
+
+fn parse_job(path: &Path, text: String) -> anyhow::Result<Job> {
+    std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    Job::parse(path, text, &|_| None).map_err(|d| anyhow::anyhow!("{d}"))
+}
+
+/// Runs the harness, printing as it goes; returns the report.
+///
+/// # Errors
+/// If a run fails or the working folder cannot be written.
+pub fn bench(s: &Settings) -> anyhow::Result<Report> {
+    if s.events < 2 || s.workers == 0 || s.scales.is_empty() {
+        bail!("bench: --events must be at least 2, --workers at least 1, --scales not empty");
+    }
+    let _ = std::fs::remove_dir_all(&s.out);
+    std::fs::create_dir_all(&s.out)
+        .with_context(|| format!("cannot create {}", s.out.display()))?;
+    let out = std::fs::canonicalize(&s.out)?;
+    let context = Generator::new(GeneratorConfig {
+        patients: s.patients,
+        count: s.patients * 10,
+        ..GeneratorConfig::default()
+    })
+    .context_lines();
+    std::fs::write(out.join("context.jsonl"), context.join("\n") + "\n")?;
+    let mut report = Report::new(s);
+    println!("{}", report.heading());
+
+    // The pipeline at every scale.
+    let job_path = out.join("bench.toml");
+    let mut written_1x = Vec::new();
+    for &scale in &s.scales {
+        let each = s.events * scale / 2;
+        let job = parse_job(&job_path, job_text(s, &out, each, 0, "1m"))?;
+        baselines::reset_peak_rss();
+        let summary = run_job(&job, s.workers, false)?;
+        let run = PipelineRun::of(scale, &summary, baselines::peak_rss());
+        if written_1x.is_empty() {
+            written_1x = sink_rows(&summary);
+        }
+        println!("{}", run.line());
+        report.pipeline.push(run);
+    }
+
+    // The same per-record work, one thread, no dataflow.
+    let each = s.events / 2;
+    let job = parse_job(&job_path, job_text(s, &out, each, 0, "1m"))?;
+    let straight_out = out.join("straight");
+    let plan = prepare(
+        &job,
+        &straight_out,
+        RunIdentity {
+            job: job.name.clone(),
+            run_id: "straight-line".to_owned(),
+        },
+        None,
+        true,
+        None,
+    )
+    .map_err(|d| anyhow::anyhow!("{d}"))?;
+    baselines::reset_peak_rss();
+    let line = straight_line(&plan).map_err(|e| anyhow::anyhow!("straight-line baseline: {e}"))?;
+    // The loop must have done the engine's work: the same rows in every sink it writes.
+    for (sink, rows) in &written_1x {
+        if let Some((loop_rows, _)) = line.written.get(sink)
+            && loop_rows != rows
+        {
+            bail!(
+                "the straight-line loop wrote {loop_rows} rows to `{sink}`, the engine {rows}: \
+                 they did not do the same work"
+            );
+        }
+    }
+    let engine = report.pipeline.first().map_or(0.0, PipelineRun::per_second);
+    let loop_rate = line.source_records as f64 / line.elapsed.as_secs_f64().max(1e-9);
+    report.engine = Some(Ratio::new(
+        "engine per worker vs straight-line loop",
+        engine / s.workers as f64,
+        loop_rate,
+        0.7,
+    ));
+    println!(
+        "straight-line loop: {} events in {:.2} s: {} events/s in one thread (peak RSS {})",
+        report::thousands(line.source_records),
+        line.elapsed.as_secs_f64(),
+        report::thousands(loop_rate as u64),
+        report::mib(baselines::peak_rss()),
+    );
+
+    // The Parquet sink's writer against a raw ArrowWriter, on the rows the loop wrote.
+    if let Some((rows, busy)) = line.written.get("fhir") {
+        let raw = baselines::raw_arrow_writer(&straight_out.join("canonical"), &out.join("raw"))?;
+        report.parquet = Some(Ratio::new(
+            "Parquet sink vs raw ArrowWriter (rows/s)",
+            *rows as f64 / busy.as_secs_f64().max(1e-9),
+            raw.rows as f64 / raw.elapsed.as_secs_f64().max(1e-9),
+            0.8,
+        ));
+    }
+
+    // Latency at a sustained rate.
+    if s.rate > 0 {
+        let each = s.rate * s.seconds / 2;
+        let job = parse_job(
+            &job_path,
+            job_text(s, &out, each, (s.rate / 2).max(1), "1s"),
+        )?;
+        baselines::reset_peak_rss();
+        let summary = run_job(&job, s.workers, true)?;
+        report.latency = Some(Latency::of(s.rate, &summary));
+    }
+    // The Kafka source against a raw consume loop over the same topic (last: the embedded
+    // broker's client threads may outlive it for a while).
+    if !s.no_kafka {
+        report.kafka = Some(baselines::kafka(s, &out)?);
+    }
+
+    println!("{}", report.summary());
+    Ok(report)
+}
+
+/// Rows written by each sink of a run.
+fn sink_rows(summary: &RunSummary) -> Vec<(String, u64)> {
+    summary
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.kind.as_str(), "parquet" | "jsonl"))
+        .map(|n| (n.name.clone(), n.records_out))
+        .collect()
+}
+
+fn run_job(job: &Job, workers: usize, end_to_end: bool) -> anyhow::Result<RunSummary> {
+    run(
+        job,
+        &RunOptions {
+            workers: Some(workers),
+            end_to_end,
+            fresh: true,
+            ..RunOptions::default()
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A pause between runs, so one's writer threads and freed memory are gone before the next.
+pub(crate) fn settle() {
+    std::thread::sleep(Duration::from_millis(200));
+}

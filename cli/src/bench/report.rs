@@ -1,0 +1,428 @@
+//! The harness's figures: printed as they come, then as a summary, a Markdown table (for the
+//! README) and JSON.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+use vitalflow_engine::RunSummary;
+
+use super::Settings;
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Bytes as MiB.
+pub fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// One unpaced run of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineRun {
+    pub scale: u64,
+    pub events: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub peak_rss: u64,
+    pub alerts: u64,
+}
+
+impl PipelineRun {
+    /// The generators' records and bytes of a run.
+    pub fn of(scale: u64, summary: &RunSummary, peak_rss: u64) -> Self {
+        let generators = summary.nodes.iter().filter(|n| n.kind == "generator");
+        let (events, bytes) =
+            generators.fold((0, 0), |(e, b), n| (e + n.records_in, b + n.bytes_in));
+        Self {
+            scale,
+            events,
+            bytes,
+            elapsed: summary.elapsed,
+            peak_rss,
+            alerts: summary.alerts.iter().flat_map(|a| a.events.values()).sum(),
+        }
+    }
+
+    /// Events per second.
+    pub fn per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn mb_per_second(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn us_per_event(&self) -> f64 {
+        self.elapsed.as_secs_f64() * 1e6 / self.events.max(1) as f64
+    }
+
+    /// The run as a printed line.
+    pub fn line(&self) -> String {
+        format!(
+            "pipeline {:>3}×: {:>11} events in {:>7.2} s: {:>10} events/s, {:>6.1} MB/s, {:.2} µs/event, peak RSS {}, {} alert events",
+            self.scale,
+            thousands(self.events),
+            self.elapsed.as_secs_f64(),
+            thousands(self.per_second() as u64),
+            self.mb_per_second(),
+            self.us_per_event(),
+            mib(self.peak_rss),
+            thousands(self.alerts),
+        )
+    }
+}
+
+/// vitalflow against a baseline: throughputs and their ratio.
+#[derive(Debug, Clone)]
+pub struct Ratio {
+    pub what: &'static str,
+    pub vitalflow: f64,
+    pub baseline: f64,
+    pub target: f64,
+}
+
+impl Ratio {
+    pub fn new(what: &'static str, vitalflow: f64, baseline: f64, target: f64) -> Self {
+        Self {
+            what,
+            vitalflow,
+            baseline,
+            target,
+        }
+    }
+
+    pub fn ratio(&self) -> f64 {
+        self.vitalflow / self.baseline.max(1e-9)
+    }
+
+    fn met(&self) -> bool {
+        self.ratio() >= self.target
+    }
+}
+
+/// The Kafka baseline's figures.
+#[derive(Debug, Clone)]
+pub struct KafkaFigures {
+    pub records: u64,
+    pub bytes: u64,
+    pub raw_elapsed: Duration,
+    pub engine_elapsed: Duration,
+    pub ratio: Ratio,
+}
+
+/// p50, p99, p99.9, max and count of a histogram of microseconds, in milliseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.5)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+
+    fn cells(&self) -> String {
+        format!(
+            "{:.2} | {:.2} | {:.2} | {:.2}",
+            self.p50, self.p99, self.p999, self.max
+        )
+    }
+}
+
+/// The paced run's latencies.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    pub rate: u64,
+    /// Records of every source (the context table's too): each has an end-to-end latency.
+    pub source_records: u64,
+    pub achieved: f64,
+    pub end_to_end: Percentiles,
+    pub alert: Percentiles,
+}
+
+impl Latency {
+    pub fn of(rate: u64, summary: &RunSummary) -> Self {
+        let run = PipelineRun::of(1, summary, 0);
+        let end_to_end = summary
+            .end_to_end
+            .as_deref()
+            .map(Percentiles::of)
+            .unwrap_or_default();
+        let mut alerts: Option<Histogram<u64>> = None;
+        for a in &summary.alerts {
+            match &mut alerts {
+                Some(h) => {
+                    let _ = h.add(&a.histograms.arrival);
+                }
+                None => alerts = Some(a.histograms.arrival.clone()),
+            }
+        }
+        Self {
+            rate,
+            source_records: summary.source_records(),
+            achieved: run.per_second(),
+            end_to_end,
+            alert: alerts.as_ref().map(Percentiles::of).unwrap_or_default(),
+        }
+    }
+}
+
+/// Everything one harness run measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub settings: Settings,
+    pub command: String,
+    pub machine: String,
+    pub pipeline: Vec<PipelineRun>,
+    pub engine: Option<Ratio>,
+    pub parquet: Option<Ratio>,
+    pub kafka: Option<KafkaFigures>,
+    pub latency: Option<Latency>,
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or_else(String::new, |kb| {
+            format!(", {:.1} GiB", kb as f64 / 1024.0 / 1024.0)
+        });
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .map_or_else(String::new, |m| format!(", {m}"));
+    format!("{cores} cores{memory}{cpu}")
+}
+
+impl Report {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            settings: settings.clone(),
+            command: std::env::args()
+                .skip(1)
+                .fold("vitalflow".to_owned(), |s, a| s + " " + &a),
+            machine: machine(),
+            pipeline: Vec::new(),
+            engine: None,
+            parquet: None,
+            kafka: None,
+            latency: None,
+        }
+    }
+
+    pub fn heading(&self) -> String {
+        format!(
+            "vitalflow bench: {} events at 1× (half EHR events, half monitor readings), {} patients, {} workers; machine: {}",
+            thousands(self.settings.events),
+            thousands(self.settings.patients),
+            self.settings.workers,
+            self.machine
+        )
+    }
+
+    fn growth(&self) -> Option<(u64, f64)> {
+        let first = self.pipeline.first()?;
+        let last = self.pipeline.last()?;
+        Some((
+            last.scale,
+            last.us_per_event() / first.us_per_event().max(1e-12),
+        ))
+    }
+
+    fn ratios(&self) -> Vec<&Ratio> {
+        [
+            self.engine.as_ref(),
+            self.kafka.as_ref().map(|k| &k.ratio),
+            self.parquet.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// The closing summary, with each target.
+    pub fn summary(&self) -> String {
+        let mut s = String::from("\nsummary\n");
+        if let Some(first) = self.pipeline.first() {
+            let rate = first.per_second();
+            let _ = writeln!(
+                s,
+                "  pipeline: {} events/s with {} workers (target 1,000,000: {})",
+                thousands(rate as u64),
+                self.settings.workers,
+                met(rate >= 1_000_000.0)
+            );
+        }
+        if let Some((scale, growth)) = self.growth() {
+            let _ = writeln!(
+                s,
+                "  time per event at {scale}× the events: {growth:.2}× the 1× run's"
+            );
+        }
+        for r in self.ratios() {
+            let _ = writeln!(
+                s,
+                "  {}: {} vs {} = {:.2}× (target ≥ {:.1}×: {})",
+                r.what,
+                thousands(r.vitalflow as u64),
+                thousands(r.baseline as u64),
+                r.ratio(),
+                r.target,
+                met(r.met())
+            );
+        }
+        if let Some(k) = &self.kafka {
+            let _ = writeln!(
+                s,
+                "    ({} records, {:.1} MB: raw loop {:.2} s, Kafka source {:.2} s)",
+                thousands(k.records),
+                k.bytes as f64 / 1e6,
+                k.raw_elapsed.as_secs_f64(),
+                k.engine_elapsed.as_secs_f64()
+            );
+        }
+        if let Some(l) = &self.latency {
+            let _ = writeln!(
+                s,
+                "  paced at {} events/s (achieved {}), ms p50 / p99 / p99.9 / max:",
+                thousands(l.rate),
+                thousands(l.achieved as u64)
+            );
+            let _ = writeln!(
+                s,
+                "    end to end (arrival → durable in every sink): {} ({} records)",
+                l.end_to_end.cells().replace(" | ", " / "),
+                thousands(l.end_to_end.count)
+            );
+            let _ = writeln!(
+                s,
+                "    arrival → alert: {} ({} alerts; target p99 ≤ 10 ms: {})",
+                l.alert.cells().replace(" | ", " / "),
+                thousands(l.alert.count),
+                met(l.alert.count > 0 && l.alert.p99 <= 10.0)
+            );
+        }
+        s
+    }
+
+    /// The README's results table.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Machine: {}. Command: `{}`.\n",
+            self.machine, self.command
+        );
+        let _ = writeln!(
+            s,
+            "| run | events | seconds | events/s | MB/s | µs/event | peak RSS |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|");
+        for r in &self.pipeline {
+            let _ = writeln!(
+                s,
+                "| pipeline {}× | {} | {:.2} | {} | {:.1} | {:.2} | {} |",
+                r.scale,
+                thousands(r.events),
+                r.elapsed.as_secs_f64(),
+                thousands(r.per_second() as u64),
+                r.mb_per_second(),
+                r.us_per_event(),
+                mib(r.peak_rss)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n| vitalflow against | vitalflow | baseline | ratio | target |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        for r in self.ratios() {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.2}× | ≥ {:.1}× |",
+                r.what,
+                thousands(r.vitalflow as u64),
+                thousands(r.baseline as u64),
+                r.ratio(),
+                r.target
+            );
+        }
+        if let Some(l) = &self.latency {
+            let _ = writeln!(
+                s,
+                "\n| paced at {} events/s (achieved {}) | p50 ms | p99 ms | p99.9 ms | max ms |",
+                thousands(l.rate),
+                thousands(l.achieved as u64)
+            );
+            let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+            let _ = writeln!(
+                s,
+                "| end to end: arrival → durable in every sink | {} |",
+                l.end_to_end.cells()
+            );
+            let _ = writeln!(s, "| arrival → alert | {} |", l.alert.cells());
+        }
+        s
+    }
+
+    /// Every figure, as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        let ratio = |r: &Ratio| {
+            json!({"what": r.what, "vitalflow": r.vitalflow, "baseline": r.baseline,
+                   "ratio": r.ratio(), "target": r.target})
+        };
+        let pct = |p: &Percentiles| json!({"count": p.count, "p50_ms": p.p50, "p99_ms": p.p99, "p999_ms": p.p999, "max_ms": p.max});
+        json!({
+            "command": self.command,
+            "machine": self.machine,
+            "workers": self.settings.workers,
+            "pipeline": self.pipeline.iter().map(|r| json!({
+                "scale": r.scale, "events": r.events, "bytes": r.bytes,
+                "seconds": r.elapsed.as_secs_f64(), "events_per_s": r.per_second(),
+                "mb_per_s": r.mb_per_second(), "us_per_event": r.us_per_event(),
+                "peak_rss_bytes": r.peak_rss, "alert_events": r.alerts,
+            })).collect::<Vec<_>>(),
+            "ratios": self.ratios().into_iter().map(ratio).collect::<Vec<_>>(),
+            "latency": self.latency.as_ref().map(|l| json!({
+                "rate": l.rate, "achieved": l.achieved, "source_records": l.source_records,
+                "end_to_end": pct(&l.end_to_end), "arrival_to_alert": pct(&l.alert),
+            })),
+        })
+    }
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "NOT met" }
+}

@@ -1,0 +1,147 @@
+//! `vitalflow bench` (the throughput harness) on a small load, and the `blackhole` sink it
+//! measures sources with.
+#![allow(clippy::unwrap_used)]
+
+use crate::support::{run_job, show, vitalflow};
+
+#[test]
+fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, json, md) = (
+        dir.path().join("bench"),
+        dir.path().join("bench.json"),
+        dir.path().join("bench.md"),
+    );
+    let o = vitalflow(
+        &[
+            "bench",
+            "--events",
+            "4000",
+            "--scales",
+            "1,2",
+            "--patients",
+            "200",
+            "--rate",
+            "4000",
+            "--seconds",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+            "--markdown",
+            md.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+
+    // Each scale ran its multiple of the events, and every generator byte was counted.
+    let pipeline = v["pipeline"].as_array().unwrap();
+    assert_eq!(pipeline.len(), 2, "{v:#}");
+    for (run, events) in pipeline.iter().zip([4000, 8000]) {
+        assert_eq!(run["events"], events, "{v:#}");
+        assert!(run["bytes"].as_u64().unwrap() > 100 * events, "{v:#}");
+        assert!(run["events_per_s"].as_f64().unwrap() > 0.0, "{v:#}");
+        assert!(run["peak_rss_bytes"].as_u64().unwrap() > 0, "{v:#}");
+    }
+    assert!(pipeline[0]["alert_events"].as_u64().unwrap() > 0, "{v:#}");
+
+    // Three baselines, each measured: the harness refuses a loop that did other work.
+    let ratios = v["ratios"].as_array().unwrap();
+    let names: Vec<&str> = ratios.iter().map(|r| r["what"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names[0].contains("straight-line"), "{names:?}");
+    assert!(names[1].contains("Kafka"), "{names:?}");
+    assert!(names[2].contains("ArrowWriter"), "{names:?}");
+    for r in ratios {
+        assert!(r["vitalflow"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["baseline"].as_f64().unwrap() > 0.0, "{r}");
+    }
+
+    // Every record of every source, the context table's included, completed exactly once.
+    let latency = &v["latency"];
+    assert_eq!(
+        latency["end_to_end"]["count"], latency["source_records"],
+        "{latency:#}"
+    );
+    assert!(latency["source_records"].as_u64().unwrap() > 4000);
+    assert!(latency["arrival_to_alert"]["count"].as_u64().unwrap() > 0);
+
+    // The README's table comes from the same figures.
+    let table = std::fs::read_to_string(&md).unwrap();
+    assert!(table.contains("| pipeline 1× | 4,000 |"), "{table}");
+    assert!(table.contains("| pipeline 2× | 8,000 |"), "{table}");
+    assert!(table.contains("vitalflow bench --events 4000"), "{table}");
+    // The job it ran is left for reading and rerunning.
+    let job = std::fs::read_to_string(out.join("bench.toml")).unwrap();
+    assert!(job.contains("kind = \"alert\""), "{job}");
+}
+
+#[test]
+fn a_blackhole_counts_what_reaches_it_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, o) = run_job(
+        dir.path(),
+        r#"
+[job]
+name = "discard"
+
+[sources.generator]
+kind = "generator"
+patients = 20
+count = 700
+
+[sinks.discard]
+kind = "blackhole"
+inputs = ["generator"]
+"#,
+        &[],
+    );
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("discard"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(cells[1], "blackhole", "{line}");
+    assert_eq!(cells[2], "700", "{line}");
+    assert_eq!(cells[3], "0", "{line}");
+    assert!(
+        !out.join("discard").exists(),
+        "a blackhole writes no files: {}",
+        out.display()
+    );
+}
+
+#[test]
+fn a_blackhole_refuses_phi_bearing_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        r#"
+[job]
+name = "discard"
+
+[sources.generator]
+kind = "generator"
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["generator"]
+
+[sinks.discard]
+kind = "blackhole"
+inputs = ["ingest"]
+"#,
+    )
+    .unwrap();
+    let o = vitalflow(&["validate", job.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("job.toml:"), "{err}");
+    assert!(err.contains("discard"), "{err}");
+}
