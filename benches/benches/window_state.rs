@@ -3,21 +3,35 @@
 //! after 1M, 5M and 10M readings, and the same run with windows never released (lateness
 //! longer than the run) as the baseline: flat against growing.
 //!
-//! `cargo bench -p vitalflow-benches --bench window_state` (`-- --events N` for another size).
+//! Then criterion times the window update itself, per reading (`Throughput::Elements`):
+//! `vitalflow_operators::window::Windows::add` for each reading of a batch of 10,000 (10,000
+//! patients, one reading a minute each: a batch is one minute of event time; same aggregates),
+//! then `Windows::advance` to the batch's largest event time less a 30 s delay (1 minute
+//! lateness), which emits the closed windows and releases the expired ones. The state carries
+//! over from batch to batch, event time moving on, as in a live feed; batches are made outside
+//! the timing. Ids: `window_state/update/tumbling-5m` (windows close every fifth batch),
+//! `update/sliding-5m-every-1m` (five windows a reading, some close every batch) and
+//! `update/session-gap-10m` (sessions stay open: readings come every minute).
+//!
+//! `cargo bench -p vitalflow-benches --bench window_state` (`-- --events N` for another size of
+//! the memory run, `-- --update-only` for the criterion benchmarks alone).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandle, ProbeHandle};
 use vitalflow_engine::runtime::metrics::NodeCounters;
 use vitalflow_engine::runtime::windows::{WindowPlan, window};
-use vitalflow_model::row::{Field, Row, Schema, Type, Value};
+use vitalflow_model::row::{Field, KeyValue, Row, Schema, Type, Value};
 use vitalflow_operators::expression::compile;
-use vitalflow_operators::window::{AggSpec, WindowKind, WindowSpec, split_call};
+use vitalflow_operators::window::{
+    AggSpec, WindowKind, WindowRecord, WindowSpec, Windows, split_call,
+};
 
 const KEYS: u64 = 100_000;
 const BATCH: u64 = 10_000;
@@ -148,8 +162,97 @@ fn run(events: u64, lateness: i64, checkpoints: &[u64]) -> (Vec<(u64, f64)>, u64
     )
 }
 
+/// Patients of the update benchmark: one batch is one reading of each.
+const UPDATE_KEYS: u64 = BATCH;
+
+/// Batch `round` of the update benchmark: readings `round × BATCH ..` (reading i is patient
+/// i % UPDATE_KEYS, once a minute, spread over the minute), as the window operator prepares
+/// them.
+fn update_batch(round: u64) -> Vec<WindowRecord> {
+    (round * BATCH..(round + 1) * BATCH)
+        .map(|i| {
+            let (patient, minute) = (i % UPDATE_KEYS, i / UPDATE_KEYS);
+            let hr = Value::Int(i64::try_from(60 + i % 50).unwrap());
+            let spo2 = Value::Int(i64::try_from(90 + i % 10).unwrap());
+            WindowRecord {
+                key: KeyValue(Value::Int(i64::try_from(patient).unwrap())),
+                time: START
+                    + i64::try_from(minute * 60_000 + patient * 60_000 / UPDATE_KEYS).unwrap(),
+                seq: i,
+                args: vec![Value::Null, hr.clone(), hr, spo2.clone(), spo2],
+            }
+        })
+        .collect()
+}
+
+/// Criterion: `Windows::add` per reading and `Windows::advance` per batch, for three kinds.
+fn update_benchmarks() {
+    let mut c = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let spec_of = |kind| {
+        let p = plan(60_000);
+        Arc::new(WindowSpec {
+            kind,
+            lateness: p.spec.lateness,
+            aggs: p.spec.aggs.clone(),
+        })
+    };
+    let mut group = c.benchmark_group("window_state");
+    // Samples of equal size: each averages over several window closings.
+    group.sampling_mode(SamplingMode::Flat);
+    group.throughput(Throughput::Elements(BATCH));
+    for (id, kind) in [
+        ("update/tumbling-5m", WindowKind::Tumbling { size: 300_000 }),
+        (
+            "update/sliding-5m-every-1m",
+            WindowKind::Sliding {
+                size: 300_000,
+                slide: 60_000,
+            },
+        ),
+        (
+            "update/session-gap-10m",
+            WindowKind::Session { gap: 600_000 },
+        ),
+    ] {
+        let mut windows = Windows::new(spec_of(kind));
+        let mut round = 0;
+        group.bench_function(id, |b| {
+            b.iter_batched(
+                || {
+                    round += 1;
+                    update_batch(round - 1)
+                },
+                |batch| {
+                    let mut late = 0u64;
+                    for r in &batch {
+                        late += u64::from(!windows.add(std::hint::black_box(r)));
+                    }
+                    let max = batch.iter().map(|r| r.time).max().unwrap_or(i64::MIN);
+                    (windows.advance(max - 30_000), late, batch)
+                },
+                BatchSize::LargeInput,
+            );
+        });
+        assert!(!windows.is_empty());
+    }
+    group.finish();
+    c.final_summary();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // The memory run first, in a fresh process: its RSS figures owe nothing to the benchmarks.
+    if !args.iter().any(|a| a == "--update-only") {
+        memory_run(&args);
+    }
+    update_benchmarks();
+}
+
+/// The long run, with the process's memory at checkpoints.
+fn memory_run(args: &[String]) {
     let events = args
         .iter()
         .position(|a| a == "--events")

@@ -232,6 +232,11 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
     // The pipeline at every scale.
     let job_path = out.join("bench.toml");
     let mut written_1x = Vec::new();
+    // A warm-up run at 1×, not reported: the first run of a process pays for growing the
+    // allocator's memory and for cold caches, which no later run (nor the loop) does.
+    let warm_up = parse_job(&job_path, job_text(s, &out, s.events / 2, 0, "1m"))?;
+    run_job(&warm_up, s.workers, false)?;
+    println!("(warm-up run at 1× done)");
     for &scale in &s.scales {
         let each = s.events * scale / 2;
         let job = parse_job(&job_path, job_text(s, &out, each, 0, "1m"))?;
@@ -306,7 +311,7 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
         let each = s.rate * s.seconds / 2;
         let job = parse_job(
             &job_path,
-            job_text(s, &out, each, (s.rate / 2).max(1), "1s"),
+            job_text(s, &out, each, (s.rate / 2).max(1), "5s"),
         )?;
         baselines::reset_peak_rss();
         let summary = run_job(&job, s.workers, true)?;
