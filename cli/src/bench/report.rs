@@ -7,6 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::json;
 use vitalflow_engine::RunSummary;
+use vitalflow_engine::runtime::alerts::{Percentiles, percentiles};
 
 use super::Settings;
 
@@ -122,34 +123,20 @@ pub struct KafkaFigures {
     pub ratio: Ratio,
 }
 
-/// p50, p99, p99.9, max and count of a histogram of microseconds, in milliseconds.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Percentiles {
-    pub count: u64,
-    pub p50: f64,
-    pub p99: f64,
-    pub p999: f64,
-    pub max: f64,
+fn cells(p: &Percentiles) -> String {
+    format!("{:.2} | {:.2} | {:.2} | {:.2}", p.p50, p.p99, p.p999, p.max)
 }
 
-impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
-        let ms = |us: u64| us as f64 / 1000.0;
-        Self {
-            count: h.len(),
-            p50: ms(h.value_at_quantile(0.5)),
-            p99: ms(h.value_at_quantile(0.99)),
-            p999: ms(h.value_at_quantile(0.999)),
-            max: ms(h.max()),
-        }
-    }
-
-    fn cells(&self) -> String {
-        format!(
-            "{:.2} | {:.2} | {:.2} | {:.2}",
-            self.p50, self.p99, self.p999, self.max
-        )
-    }
+/// A histogram of microseconds as milliseconds (all zero when there is none, or it is empty).
+fn of_us(h: Option<&Histogram<u64>>) -> Percentiles {
+    h.and_then(|h| percentiles(h, 1000.0))
+        .unwrap_or(Percentiles {
+            count: 0,
+            p50: 0.0,
+            p99: 0.0,
+            p999: 0.0,
+            max: 0.0,
+        })
 }
 
 /// The paced run's latencies.
@@ -166,11 +153,7 @@ pub struct Latency {
 impl Latency {
     pub fn of(rate: u64, summary: &RunSummary) -> Self {
         let run = PipelineRun::of(1, summary, 0);
-        let end_to_end = summary
-            .end_to_end
-            .as_deref()
-            .map(Percentiles::of)
-            .unwrap_or_default();
+        let end_to_end = of_us(summary.end_to_end.as_deref());
         let mut alerts: Option<Histogram<u64>> = None;
         for a in &summary.alerts {
             match &mut alerts {
@@ -185,7 +168,7 @@ impl Latency {
             source_records: summary.source_records(),
             achieved: run.per_second(),
             end_to_end,
-            alert: alerts.as_ref().map(Percentiles::of).unwrap_or_default(),
+            alert: of_us(alerts.as_ref()),
         }
     }
 }
@@ -323,13 +306,13 @@ impl Report {
             let _ = writeln!(
                 s,
                 "    end to end (arrival → durable in every sink): {} ({} records)",
-                l.end_to_end.cells().replace(" | ", " / "),
+                cells(&l.end_to_end).replace(" | ", " / "),
                 thousands(l.end_to_end.count)
             );
             let _ = writeln!(
                 s,
                 "    arrival → alert: {} ({} alerts; target p99 ≤ 10 ms: {})",
-                l.alert.cells().replace(" | ", " / "),
+                cells(&l.alert).replace(" | ", " / "),
                 thousands(l.alert.count),
                 met(l.alert.count > 0 && l.alert.p99 <= 10.0)
             );
@@ -390,9 +373,9 @@ impl Report {
             let _ = writeln!(
                 s,
                 "| end to end: arrival → durable in every sink | {} |",
-                l.end_to_end.cells()
+                cells(&l.end_to_end)
             );
-            let _ = writeln!(s, "| arrival → alert | {} |", l.alert.cells());
+            let _ = writeln!(s, "| arrival → alert | {} |", cells(&l.alert));
         }
         s
     }

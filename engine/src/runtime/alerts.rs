@@ -80,7 +80,7 @@ pub struct AlertPlan {
 /// Latency percentiles, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Percentiles {
-    /// Alerts measured.
+    /// Values measured.
     pub count: u64,
     /// Median.
     pub p50: f64,
@@ -136,7 +136,10 @@ fn unreachable_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 2, 1).unwrap_or_else(|_| std::process::abort())
 }
 
-fn percentiles(h: &Histogram<u64>, per_ms: f64) -> Option<Percentiles> {
+/// p50, p99, p99.9 and max of a histogram, in milliseconds (`per_ms` units a millisecond);
+/// `None` when it is empty.
+#[must_use]
+pub fn percentiles(h: &Histogram<u64>, per_ms: f64) -> Option<Percentiles> {
     (!h.is_empty()).then(|| Percentiles {
         count: h.len(),
         p50: h.value_at_quantile(0.5) as f64 / per_ms,

@@ -110,6 +110,60 @@ impl StageLogic<Row, Probe> for Prepare {
     }
 }
 
+/// A table row as a version of its key.
+fn version_of(plan: &JoinPlan, row: &Row) -> (KeyValue, Version) {
+    let key = KeyValue(
+        row.values
+            .get(plan.table_key)
+            .cloned()
+            .unwrap_or(Value::Null),
+    );
+    let valid_from = match plan.table_time.and_then(|i| row.values.get(i)) {
+        Some(Value::Timestamp(ms)) => *ms,
+        _ => i64::MIN,
+    };
+    let fields = (!row.tombstone).then(|| {
+        plan.take
+            .iter()
+            .map(|i| KeyValue(row.values.get(*i).cloned().unwrap_or(Value::Null)))
+            .collect()
+    });
+    let version = Version {
+        valid_from,
+        seq: row.sequence,
+        fields,
+    };
+    (key, version)
+}
+
+/// A stream record with the fields of the version found for it; without one, what `missing`
+/// says: nothing, nulls, or a dead letter.
+fn joined(
+    plan: &JoinPlan,
+    mut row: Row,
+    found: Option<Vec<KeyValue>>,
+) -> Option<Result<Row, DeadLetter>> {
+    match (found, plan.missing) {
+        (Some(fields), _) => {
+            row.values.extend(fields.into_iter().map(|k| k.0));
+            Some(Ok(row))
+        }
+        (None, Missing::Drop) => None,
+        (None, Missing::Null) => {
+            row.values
+                .extend(std::iter::repeat_n(Value::Null, plan.take.len()));
+            Some(Ok(row))
+        }
+        (None, Missing::DeadLetter) => {
+            let reason = format!(
+                "`{}`: no row of table `{}` for the record's key at its event time",
+                plan.name, plan.table
+            );
+            Some(Err(dead_row(&plan.name, &plan.schema, &row, reason)))
+        }
+    }
+}
+
 /// The smallest element of the frontiers, `None` when all are empty.
 fn lower(frontiers: &[&timely::progress::frontier::MutableAntichain<Time>]) -> Option<Time> {
     frontiers
@@ -149,117 +203,104 @@ pub fn join<'s>(
     let mut trace = arranged.trace.clone();
     let route = Exchange::new(|p: &Probe| p.0.0.route_hash());
     let name = plan.name.clone();
-    let joined = probes.binary_frontier::<_, CapacityContainerBuilder<Vec<Result<Row, DeadLetter>>>, _, _, _, _>(
-        arranged.stream,
-        route,
-        Pipeline,
-        &name,
-        move |cap, _info| {
-            let mut cap = Some(cap);
-            let mut stash: BTreeMap<Time, Vec<Probe>> = BTreeMap::new();
-            let mut upper = Antichain::from_elem(Time::minimum());
-            move |(input, f1), (batches, f2), output| {
-                input.for_each_stamp(|c, data| {
-                    let Some(t) = c.least().copied() else { return };
-                    let entry = stash.entry(t).or_default();
-                    for batch in data {
-                        entry.append(batch);
-                    }
-                });
-                // The arrangement's batches are read through the trace.
-                batches.for_each_stamp(|_, data| data.for_each(Vec::clear));
-                let Some(c) = cap.as_mut() else { return };
-                let table_lower = lower(&[f2]);
-                let ready: Vec<Time> = stash
-                    .keys()
-                    .copied()
-                    .filter(|t| match table_lower {
-                        None => true,
-                        Some(l) => !plan.bounded_table && *t < l,
-                    })
-                    .collect();
-                if !ready.is_empty() {
-                    trace.read_upper(&mut upper);
-                    if let Some(storage) = trace.batches_through(upper.borrow()) {
-                        let (mut cursor, storage) = cursor_list(storage);
-                        for t in ready {
-                            let mut out = Vec::new();
-                            // Probes in key order: the cursor only moves forward.
-                            let mut probes = stash.remove(&t).unwrap_or_default();
-                            probes.sort_by(|a, b| a.0.cmp(&b.0));
-                            cursor.rewind_keys(&storage);
-                            for (key, time, row) in probes {
-                                // The latest version valid at `time` among those present at `t`.
-                                let mut found: Option<&Version> = None;
-                                cursor.seek_key(&storage, &key);
-                                if cursor.get_key(&storage) == Some(&key) {
-                                    cursor.rewind_vals(&storage);
-                                    while let Some(v) = cursor.get_val(&storage) {
-                                        if v.valid_from > time {
-                                            break;
-                                        }
-                                        let mut count = 0isize;
-                                        cursor.map_times(&storage, |at, diff| {
-                                            if plan.bounded_table || *at <= t {
-                                                count += *diff;
-                                            }
-                                        });
-                                        if count > 0 {
-                                            found = Some(v);
-                                        }
-                                        cursor.step_val(&storage);
-                                    }
-                                }
-                                let found = found.and_then(|v| v.fields.clone());
-                                match (found, plan.missing) {
-                                    (Some(fields), _) => {
-                                        let mut row = row;
-                                        row.values.extend(fields.into_iter().map(|k| k.0));
-                                        out.push(Ok(row));
-                                    }
-                                    (None, Missing::Drop) => {}
-                                    (None, Missing::Null) => {
-                                        let mut row = row;
-                                        row.values
-                                            .extend(std::iter::repeat_n(Value::Null, plan.take.len()));
-                                        out.push(Ok(row));
-                                    }
-                                    (None, Missing::DeadLetter) => {
-                                        let reason = format!(
-                                            "`{}`: no row of table `{}` for the record's key at its event time",
-                                            plan.name, plan.table
-                                        );
-                                        out.push(Err(dead_row(&plan.name, &plan.schema, &row, reason)));
-                                    }
-                                }
-                            }
-                            if *c.time() < t {
-                                c.downgrade(&t);
-                            }
-                            output.session(&*c).give_iterator(out.into_iter());
+    let joined = probes
+        .binary_frontier::<_, CapacityContainerBuilder<Vec<Result<Row, DeadLetter>>>, _, _, _, _>(
+            arranged.stream,
+            route,
+            Pipeline,
+            &name,
+            move |cap, _info| {
+                let mut cap = Some(cap);
+                let mut stash: BTreeMap<Time, Vec<Probe>> = BTreeMap::new();
+                let mut upper = Antichain::from_elem(Time::minimum());
+                move |(input, f1), (batches, f2), output| {
+                    input.for_each_stamp(|c, data| {
+                        let Some(t) = c.least().copied() else { return };
+                        let entry = stash.entry(t).or_default();
+                        for batch in data {
+                            entry.append(batch);
                         }
-                    }
-                }
-                let next = stash.keys().next().copied().into_iter().chain(lower(&[f1])).min();
-                match next {
-                    Some(n) => {
-                        if *c.time() < n {
-                            c.downgrade(&n);
-                        }
-                        let frontier = Antichain::from_elem(n);
-                        trace.set_logical_compaction(frontier.borrow());
+                    });
+                    // The arrangement's batches are read through the trace.
+                    batches.for_each_stamp(|_, data| data.for_each(Vec::clear));
+                    let Some(c) = cap.as_mut() else { return };
+                    let table_lower = lower(&[f2]);
+                    let ready: Vec<Time> = stash
+                        .keys()
+                        .copied()
+                        .filter(|t| match table_lower {
+                            None => true,
+                            Some(l) => !plan.bounded_table && *t < l,
+                        })
+                        .collect();
+                    if !ready.is_empty() {
                         trace.read_upper(&mut upper);
-                        trace.set_physical_compaction(upper.borrow());
+                        if let Some(storage) = trace.batches_through(upper.borrow()) {
+                            let (mut cursor, storage) = cursor_list(storage);
+                            for t in ready {
+                                let mut out = Vec::new();
+                                // Probes in key order: the cursor only moves forward.
+                                let mut probes = stash.remove(&t).unwrap_or_default();
+                                probes.sort_by(|a, b| a.0.cmp(&b.0));
+                                cursor.rewind_keys(&storage);
+                                for (key, time, row) in probes {
+                                    // The latest version valid at `time` among those present at `t`.
+                                    let mut found: Option<&Version> = None;
+                                    cursor.seek_key(&storage, &key);
+                                    if cursor.get_key(&storage) == Some(&key) {
+                                        cursor.rewind_vals(&storage);
+                                        while let Some(v) = cursor.get_val(&storage) {
+                                            if v.valid_from > time {
+                                                break;
+                                            }
+                                            let mut count = 0isize;
+                                            cursor.map_times(&storage, |at, diff| {
+                                                if plan.bounded_table || *at <= t {
+                                                    count += *diff;
+                                                }
+                                            });
+                                            if count > 0 {
+                                                found = Some(v);
+                                            }
+                                            cursor.step_val(&storage);
+                                        }
+                                    }
+                                    let found = found.and_then(|v| v.fields.clone());
+                                    out.extend(joined(&plan, row, found));
+                                }
+                                if *c.time() < t {
+                                    c.downgrade(&t);
+                                }
+                                output.session(&*c).give_iterator(out.into_iter());
+                            }
+                        }
                     }
-                    None => {
-                        cap = None;
-                        trace.set_logical_compaction(Antichain::new().borrow());
-                        trace.set_physical_compaction(Antichain::new().borrow());
+                    let next = stash
+                        .keys()
+                        .next()
+                        .copied()
+                        .into_iter()
+                        .chain(lower(&[f1]))
+                        .min();
+                    match next {
+                        Some(n) => {
+                            if *c.time() < n {
+                                c.downgrade(&n);
+                            }
+                            let frontier = Antichain::from_elem(n);
+                            trace.set_logical_compaction(frontier.borrow());
+                            trace.read_upper(&mut upper);
+                            trace.set_physical_compaction(upper.borrow());
+                        }
+                        None => {
+                            cap = None;
+                            trace.set_logical_compaction(Antichain::new().borrow());
+                            trace.set_physical_compaction(Antichain::new().borrow());
+                        }
                     }
                 }
-            }
-        },
-    );
+            },
+        );
     let rows = joined.clone().flat_map(Result::ok);
     let rejected = joined.flat_map(Result::err);
     (rows, dead.concat(rejected))
@@ -302,24 +343,8 @@ fn versioner<'s>(
                 let mut session = output.session(&c);
                 for batch in data {
                     for row in batch.drain(..) {
-                        let key = KeyValue(row.values.get(k).cloned().unwrap_or(Value::Null));
-                        let valid_from = match plan.table_time.and_then(|i| row.values.get(i)) {
-                            Some(Value::Timestamp(ms)) => *ms,
-                            _ => i64::MIN,
-                        };
-                        let fields = (!row.tombstone).then(|| {
-                            plan.take
-                                .iter()
-                                .map(|i| {
-                                    KeyValue(row.values.get(*i).cloned().unwrap_or(Value::Null))
-                                })
-                                .collect()
-                        });
-                        let version = Version {
-                            valid_from,
-                            seq: row.sequence,
-                            fields,
-                        };
+                        let (key, version) = version_of(&plan, &row);
+                        let valid_from = version.valid_from;
                         let list = keys.entry(key.clone()).or_default();
                         let at = list.partition_point(|v| v < &version);
                         list.insert(at, version.clone());
@@ -434,23 +459,7 @@ impl JoinLoop {
 
     /// Adds a table row.
     pub(crate) fn insert(&mut self, row: &Row) {
-        let p = &self.plan;
-        let key = KeyValue(row.values.get(p.table_key).cloned().unwrap_or(Value::Null));
-        let valid_from = match p.table_time.and_then(|i| row.values.get(i)) {
-            Some(Value::Timestamp(ms)) => *ms,
-            _ => i64::MIN,
-        };
-        let fields = (!row.tombstone).then(|| {
-            p.take
-                .iter()
-                .map(|i| KeyValue(row.values.get(*i).cloned().unwrap_or(Value::Null)))
-                .collect()
-        });
-        let version = Version {
-            valid_from,
-            seq: row.sequence,
-            fields,
-        };
+        let (key, version) = version_of(&self.plan, row);
         let list = self.table.entry(key).or_default();
         let at = list.partition_point(|v| v < &version);
         list.insert(at, version);
@@ -461,7 +470,7 @@ impl JoinLoop {
         let mut probes = Vec::with_capacity(1);
         self.prepare.process(row, &mut probes, dead);
         let p = &self.plan;
-        for (key, time, mut row) in probes {
+        for (key, time, row) in probes {
             let found = self.table.get(&key).and_then(|versions| {
                 let valid = versions.partition_point(|v| v.valid_from <= time);
                 valid
@@ -469,24 +478,10 @@ impl JoinLoop {
                     .and_then(|i| versions.get(i))
                     .and_then(|v| v.fields.clone())
             });
-            match (found, p.missing) {
-                (Some(fields), _) => {
-                    row.values.extend(fields.into_iter().map(|k| k.0));
-                    out.push(row);
-                }
-                (None, Missing::Drop) => {}
-                (None, Missing::Null) => {
-                    row.values
-                        .extend(std::iter::repeat_n(Value::Null, p.take.len()));
-                    out.push(row);
-                }
-                (None, Missing::DeadLetter) => {
-                    let reason = format!(
-                        "`{}`: no row of table `{}` for the record's key at its event time",
-                        p.name, p.table
-                    );
-                    dead.push(dead_row(&p.name, &p.schema, &row, reason));
-                }
+            match joined(p, row, found) {
+                Some(Ok(row)) => out.push(row),
+                Some(Err(d)) => dead.push(d),
+                None => {}
             }
         }
     }

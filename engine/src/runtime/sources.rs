@@ -86,14 +86,7 @@ pub fn generator<'s>(
                 n += 1;
             }
             emitted += n;
-            if count_records {
-                counters.add(&Counts {
-                    records_in: n,
-                    records_out: n,
-                    rejected: 0,
-                });
-            }
-            counters.add_bytes(bytes);
+            read(&counters, count_records, n, bytes);
             if next >= count {
                 cap = None;
             } else {
@@ -105,6 +98,19 @@ pub fn generator<'s>(
             }
         }
     })
+}
+
+/// Counts what a source read: its bytes, and its records unless it decodes them into rows (its
+/// decoding stage counts those).
+fn read(counters: &NodeCounters, count_records: bool, records: u64, bytes: u64) {
+    if count_records {
+        counters.add(&Counts {
+            records_in: records,
+            records_out: records,
+            rejected: 0,
+        });
+    }
+    counters.add_bytes(bytes);
 }
 
 /// Records a file source keeps in flight between its reading thread and the dataflow.
@@ -177,14 +183,7 @@ pub fn files<'s>(
                     }
                 }
             }
-            if count_records {
-                counters.add(&Counts {
-                    records_in: n,
-                    records_out: n,
-                    rejected: 0,
-                });
-            }
-            counters.add_bytes(bytes);
+            read(&counters, count_records, n, bytes);
         }
     })
 }
