@@ -15,17 +15,16 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use vitalflow_benches::{FLAT_FIELDS, decoder_of, schema_of};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_model::clinical::{ClinicalRecord, Ingested};
-use vitalflow_model::row::{Field, Phi, Row, Schema, Type};
+use vitalflow_model::row::{Row, Schema};
 use vitalflow_model::{RawFormat, RawRecord};
 use vitalflow_operators::anonymize::{
     AnonymizeConfig, Anonymizer, DatePolicy, DeidReport, Policy, PseudonymKey, RowPlan,
 };
-use vitalflow_operators::decode::{Decoder, FieldSpec, TimeFormat};
 use vitalflow_operators::ingest::ingest;
 
 const PATIENTS: u64 = 1_000;
@@ -92,40 +91,8 @@ fn oru_with_note(g: &Generator, p: u64) -> RawRecord {
 /// The generator's flat readings, decoded, with the schema marking the patient id and the time
 /// as PHI.
 fn flat_rows(g: &Generator) -> (Schema, Vec<Row>) {
-    let fields = [
-        ("patient_id", Type::String, false, Some(Phi::Hash)),
-        ("ts", Type::Timestamp, false, Some(Phi::Date)),
-        ("ward", Type::String, false, None),
-        ("hr", Type::Int, false, None),
-        ("spo2", Type::Int, false, None),
-        ("rr", Type::Int, false, None),
-        ("temp", Type::Float, true, None),
-        ("sbp", Type::Int, false, None),
-        ("dbp", Type::Int, false, None),
-    ];
-    let schema = Schema {
-        fields: fields
-            .iter()
-            .map(|(n, t, nullable, phi)| Field {
-                name: (*n).to_owned(),
-                ty: *t,
-                nullable: *nullable,
-                phi: *phi,
-            })
-            .collect(),
-        time: Some(1),
-        key: Some(0),
-    };
-    let decoder = Decoder::new(
-        fields
-            .iter()
-            .map(|(n, t, nullable, _)| {
-                let mut spec = FieldSpec::new(n, *t, *nullable);
-                spec.time_format = TimeFormat::EpochMillis;
-                spec
-            })
-            .collect(),
-    );
+    let schema = schema_of(&FLAT_FIELDS, true);
+    let decoder = decoder_of(&FLAT_FIELDS);
     let rows = (0..EVENTS)
         .map(|i| decoder.decode_json(g.flat_line(i).as_bytes(), i).unwrap())
         .collect();
@@ -197,10 +164,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = vitalflow_benches::criterion();
     targets = bench
 }
 criterion_main!(benches);

@@ -12,7 +12,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
@@ -82,10 +81,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = vitalflow_benches::criterion();
     targets = bench
 }
 criterion_main!(benches);

@@ -8,9 +8,10 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use vitalflow_benches::{FLAT_FIELDS, decoder_of, schema_of};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_model::row::{Field, Row, Schema, Type, Value};
-use vitalflow_operators::decode::{Decoder, FieldSpec, TimeFormat};
+use vitalflow_operators::decode::Decoder;
 use vitalflow_operators::expression::compile;
 
 /// The score of `dataflows/vitals-flat.toml`'s issue example.
@@ -22,39 +23,7 @@ const CONDITION: &str = "score >= 5 and patient_id != 'P000000001' and ward in (
 const ROWS: u64 = 10_000;
 
 fn schema() -> (Schema, Decoder) {
-    let fields = [
-        ("patient_id", Type::String, false),
-        ("ts", Type::Timestamp, false),
-        ("ward", Type::String, false),
-        ("hr", Type::Int, false),
-        ("spo2", Type::Int, false),
-        ("rr", Type::Int, false),
-        ("temp", Type::Float, true),
-        ("sbp", Type::Int, false),
-        ("dbp", Type::Int, false),
-    ];
-    let schema = Schema {
-        fields: fields
-            .iter()
-            .map(|(n, t, nullable)| Field {
-                name: (*n).to_owned(),
-                ty: *t,
-                nullable: *nullable,
-                phi: None,
-            })
-            .collect(),
-        time: Some(1),
-        key: Some(0),
-    };
-    let specs = fields
-        .iter()
-        .map(|(n, t, nullable)| {
-            let mut spec = FieldSpec::new(n, *t, *nullable);
-            spec.time_format = TimeFormat::EpochMillis;
-            spec
-        })
-        .collect();
-    (schema, Decoder::new(specs))
+    (schema_of(&FLAT_FIELDS, false), decoder_of(&FLAT_FIELDS))
 }
 
 /// The generator's flat readings, decoded.

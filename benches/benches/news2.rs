@@ -22,9 +22,9 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use vitalflow_benches::{FLAT_FIELDS, decoder_of, schema_of};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_model::row::{Field, Row, Schema, Type, Value};
 use vitalflow_operators::alert::latest::Reading;
@@ -33,7 +33,6 @@ use vitalflow_operators::alert::monitor::{
     Monitor, MonitorSpec, Observed, RuleAggregate, RuleSpec,
 };
 use vitalflow_operators::alert::news2::{Level, Observations, Parameter, Spo2Scale, score};
-use vitalflow_operators::decode::{Decoder, FieldSpec, TimeFormat};
 use vitalflow_operators::expression::compile;
 use vitalflow_operators::window::AggFn;
 
@@ -41,32 +40,8 @@ const PATIENTS: u64 = 1_000;
 const READINGS: u64 = 10_000;
 const MIN: i64 = 60_000;
 
-const FIELDS: [(&str, Type, bool); 9] = [
-    ("patient_id", Type::String, false),
-    ("ts", Type::Timestamp, false),
-    ("ward", Type::String, false),
-    ("hr", Type::Int, false),
-    ("spo2", Type::Int, false),
-    ("rr", Type::Int, false),
-    ("temp", Type::Float, true),
-    ("sbp", Type::Int, false),
-    ("dbp", Type::Int, false),
-];
-
 fn schema() -> Schema {
-    Schema {
-        fields: FIELDS
-            .iter()
-            .map(|(n, t, nullable)| Field {
-                name: (*n).to_owned(),
-                ty: *t,
-                nullable: *nullable,
-                phi: None,
-            })
-            .collect(),
-        time: Some(1),
-        key: Some(0),
-    }
+    schema_of(&FLAT_FIELDS, false)
 }
 
 /// The generator's flat readings, decoded.
@@ -78,16 +53,7 @@ fn rows() -> Vec<Row> {
         deteriorating_percent: 30,
         ..GeneratorConfig::default()
     });
-    let decoder = Decoder::new(
-        FIELDS
-            .iter()
-            .map(|(n, t, nullable)| {
-                let mut spec = FieldSpec::new(n, *t, *nullable);
-                spec.time_format = TimeFormat::EpochMillis;
-                spec
-            })
-            .collect(),
-    );
+    let decoder = decoder_of(&FLAT_FIELDS);
     (0..READINGS)
         .map(|i| decoder.decode_json(g.flat_line(i).as_bytes(), i).unwrap())
         .collect()
@@ -272,10 +238,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = vitalflow_benches::criterion();
     targets = bench
 }
 criterion_main!(benches);

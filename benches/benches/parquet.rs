@@ -23,20 +23,19 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use vitalflow_benches::{FLAT_FIELDS, decoder_of, schema_of};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_connectors::parquet::ParquetWriter;
 use vitalflow_connectors::parquet_rows::RowParquetWriter;
 use vitalflow_model::canonical::CanonicalResource;
 use vitalflow_model::deid::DeidRecord;
-use vitalflow_model::row::{Field, Row, Schema, Type};
+use vitalflow_model::row::{Row, Schema};
 use vitalflow_operators::anonymize::{
     AnonymizeConfig, Anonymizer, DatePolicy, DeidReport, Policy, PseudonymKey,
 };
 use vitalflow_operators::canonize::canonize;
-use vitalflow_operators::decode::{Decoder, FieldSpec, TimeFormat};
 use vitalflow_operators::ingest::ingest;
 
 /// Records per batch, of each kind.
@@ -80,40 +79,8 @@ fn canonical(g: &Generator, dates: DatePolicy) -> (Vec<CanonicalResource>, Vec<C
 
 /// The generator's flat readings, decoded, and their schema.
 fn flat(g: &Generator) -> (Schema, Vec<Row>) {
-    let fields = [
-        ("patient_id", Type::String, false),
-        ("ts", Type::Timestamp, false),
-        ("ward", Type::String, false),
-        ("hr", Type::Int, false),
-        ("spo2", Type::Int, false),
-        ("rr", Type::Int, false),
-        ("temp", Type::Float, true),
-        ("sbp", Type::Int, false),
-        ("dbp", Type::Int, false),
-    ];
-    let schema = Schema {
-        fields: fields
-            .iter()
-            .map(|(n, t, nullable)| Field {
-                name: (*n).to_owned(),
-                ty: *t,
-                nullable: *nullable,
-                phi: None,
-            })
-            .collect(),
-        time: Some(1),
-        key: Some(0),
-    };
-    let decoder = Decoder::new(
-        fields
-            .iter()
-            .map(|(n, t, nullable)| {
-                let mut spec = FieldSpec::new(n, *t, *nullable);
-                spec.time_format = TimeFormat::EpochMillis;
-                spec
-            })
-            .collect(),
-    );
+    let schema = schema_of(&FLAT_FIELDS, false);
+    let decoder = decoder_of(&FLAT_FIELDS);
     let rows = (0..BATCH)
         .map(|i| decoder.decode_json(g.flat_line(i).as_bytes(), i).unwrap())
         .collect();
@@ -171,10 +138,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = vitalflow_benches::criterion();
     targets = bench
 }
 criterion_main!(benches);

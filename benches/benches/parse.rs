@@ -22,16 +22,15 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
+use vitalflow_benches::{FLAT_FIELDS, decoder_of};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
-use vitalflow_model::row::Type;
 use vitalflow_model::vitals::VitalKind;
 use vitalflow_model::{RawFormat, RawRecord};
-use vitalflow_operators::decode::{Decoder, FieldSpec, TimeFormat};
+use vitalflow_operators::decode::Decoder;
 use vitalflow_operators::ingest::{IngestOptions, ingest_with};
 
 /// Events of the envelope batch, and rows of the CSV and flat batches.
@@ -265,27 +264,7 @@ fn ingest_all(raws: &[RawRecord], opts: &IngestOptions) -> (usize, usize) {
 
 /// The nine fields of the generator's flat readings, as a decoder.
 fn flat_decoder() -> Decoder {
-    let fields = [
-        ("patient_id", Type::String, false),
-        ("ts", Type::Timestamp, false),
-        ("ward", Type::String, false),
-        ("hr", Type::Int, false),
-        ("spo2", Type::Int, false),
-        ("rr", Type::Int, false),
-        ("temp", Type::Float, true),
-        ("sbp", Type::Int, false),
-        ("dbp", Type::Int, false),
-    ];
-    Decoder::new(
-        fields
-            .iter()
-            .map(|(n, t, nullable)| {
-                let mut spec = FieldSpec::new(n, *t, *nullable);
-                spec.time_format = TimeFormat::EpochMillis;
-                spec
-            })
-            .collect(),
-    )
+    decoder_of(&FLAT_FIELDS)
 }
 
 /// A flat JSON line as a CSV row (same field order), nulls as empty cells.
@@ -400,10 +379,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = vitalflow_benches::criterion();
     targets = bench
 }
 criterion_main!(benches);

@@ -31,11 +31,11 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{InputHandle, ProbeHandle};
 use timely::worker::Worker;
+use vitalflow_benches::{CONTEXT_FIELDS, FLAT_FIELDS, decoder_of, schema_of};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_engine::runtime::joins::{JoinPlan, Missing, join};
 use vitalflow_engine::runtime::metrics::NodeCounters;
-use vitalflow_model::row::{Field, Row, Schema, Type};
-use vitalflow_operators::decode::{Decoder, FieldSpec, TimeFormat};
+use vitalflow_model::row::Row;
 use vitalflow_operators::expression::compile;
 
 const PATIENTS: u64 = 100_000;
@@ -46,55 +46,6 @@ const POOL: u64 = 20;
 
 type Rows = InputHandle<u64, CapacityContainerBuilder<Vec<Row>>>;
 
-fn decoder(fields: &[(&str, Type, bool)]) -> Decoder {
-    Decoder::new(
-        fields
-            .iter()
-            .map(|(n, t, nullable)| {
-                let mut spec = FieldSpec::new(n, *t, *nullable);
-                spec.time_format = TimeFormat::EpochMillis;
-                spec
-            })
-            .collect(),
-    )
-}
-
-fn schema_of(fields: &[(&str, Type, bool)]) -> Schema {
-    Schema {
-        fields: fields
-            .iter()
-            .map(|(n, t, nullable)| Field {
-                name: (*n).to_owned(),
-                ty: *t,
-                nullable: *nullable,
-                phi: None,
-            })
-            .collect(),
-        time: Some(1),
-        key: Some(0),
-    }
-}
-
-const STREAM: [(&str, Type, bool); 9] = [
-    ("patient_id", Type::String, false),
-    ("ts", Type::Timestamp, false),
-    ("ward", Type::String, false),
-    ("hr", Type::Int, false),
-    ("spo2", Type::Int, false),
-    ("rr", Type::Int, false),
-    ("temp", Type::Float, true),
-    ("sbp", Type::Int, false),
-    ("dbp", Type::Int, false),
-];
-
-const TABLE: [(&str, Type, bool); 5] = [
-    ("patient_id", Type::String, false),
-    ("since", Type::Timestamp, false),
-    ("ward", Type::String, false),
-    ("on_oxygen", Type::Bool, false),
-    ("spo2_scale", Type::Int, false),
-];
-
 /// The table's rows, and the pool of stream batches.
 fn inputs() -> (Vec<Row>, Vec<Vec<Row>>) {
     let ticks = 10;
@@ -104,14 +55,14 @@ fn inputs() -> (Vec<Row>, Vec<Vec<Row>>) {
         count: PATIENTS * ticks,
         ..GeneratorConfig::default()
     });
-    let table_decoder = decoder(&TABLE);
+    let table_decoder = decoder_of(&CONTEXT_FIELDS);
     let table = g
         .context_lines()
         .iter()
         .enumerate()
         .map(|(i, l)| table_decoder.decode_json(l.as_bytes(), i as u64).unwrap())
         .collect();
-    let stream_decoder = decoder(&STREAM);
+    let stream_decoder = decoder_of(&FLAT_FIELDS);
     // Batch b: readings of 10,000 consecutive patients at tick b / 2.
     let stride = PATIENTS * ticks / POOL;
     let pool = (0..POOL)
@@ -129,7 +80,7 @@ fn inputs() -> (Vec<Row>, Vec<Vec<Row>>) {
 }
 
 fn plan() -> JoinPlan {
-    let stream = schema_of(&STREAM);
+    let stream = schema_of(&FLAT_FIELDS, false);
     JoinPlan {
         name: "context-at-reading".into(),
         table: "patient-context".into(),
@@ -162,7 +113,7 @@ fn build(worker: &mut Worker, table_rows: Vec<Row>) -> (Rows, ProbeHandle<u64>, 
         );
         rows.inspect(move |r: &Row| {
             // The table's fields come last; `ward` is never null in a matched version.
-            if !r.values[STREAM.len()].is_null() {
+            if !r.values[FLAT_FIELDS.len()].is_null() {
                 seen.set(seen.get() + 1);
             }
         })
@@ -226,10 +177,7 @@ fn bench(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(20)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
+    config = vitalflow_benches::criterion();
     targets = bench
 }
 criterion_main!(benches);
