@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use proptest::prelude::*;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::InputHandle;
+use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::Inspect;
 use vitalflow_engine::runtime::joins::{JoinPlan, Missing, join};
 use vitalflow_engine::runtime::metrics::NodeCounters;
@@ -298,4 +299,67 @@ fn version_order_is_event_time_then_changelog() {
     );
     assert_eq!(rows, vec![(0, ward("W2"))]);
     let _ = BTreeMap::<u8, u8>::new();
+}
+
+#[test]
+fn records_keep_their_batch_when_a_later_batch_is_joined_first() {
+    // The table is complete, so any batch of the stream is ready as soon as it arrives. Batch 5
+    // comes first while batch 1 is still open (another input, as another worker's source would
+    // be): batch 1 must still come out at batch 1, not at a later time, or downstream windows
+    // would see it after their watermark passed it.
+    let plan = Arc::new(plan(Missing::Null, false, i64::MAX));
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = Arc::clone(&seen);
+    timely::execute(timely::Config::thread(), move |worker| {
+        let mut tin = InputHandle::<u64, CapacityContainerBuilder<Vec<Row>>>::new();
+        let mut early = InputHandle::<u64, CapacityContainerBuilder<Vec<Row>>>::new();
+        let mut late = InputHandle::<u64, CapacityContainerBuilder<Vec<Row>>>::new();
+        let (s3, p) = (Arc::clone(&s2), Arc::clone(&plan));
+        worker.dataflow::<u64, _, _>(|scope| {
+            let stream = early.to_stream(scope).concat(late.to_stream(scope));
+            let (rows, _) = join(
+                stream,
+                tin.to_stream(scope),
+                p,
+                Arc::new(NodeCounters::default()),
+            );
+            rows.inspect_core(move |event| {
+                if let Ok((stamp, data)) = event {
+                    for r in data {
+                        s3.lock()
+                            .unwrap()
+                            .push((r.sequence, *stamp.least().unwrap()));
+                    }
+                }
+            });
+        });
+        let row = |seq: u64, ts: i64| Row {
+            values: vec![Value::str("P1"), Value::Timestamp(ts), Value::Int(0)],
+            sequence: seq,
+            tombstone: false,
+            arrival_us: 0,
+        };
+        tin.send(Row {
+            values: vec![Value::str("P1"), Value::Timestamp(T0), Value::str("W1")],
+            sequence: 0,
+            tombstone: false,
+            arrival_us: 0,
+        });
+        tin.close();
+        late.advance_to(5);
+        late.send(row(5, T0 + 50 * MIN));
+        late.flush();
+        for _ in 0..20 {
+            worker.step();
+        }
+        early.advance_to(1);
+        early.send(row(1, T0 + 10 * MIN));
+        early.close();
+        late.close();
+        while worker.step() {}
+    })
+    .unwrap();
+    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
+    seen.sort_unstable();
+    assert_eq!(seen, vec![(1, 1), (5, 5)], "(record, output time)");
 }

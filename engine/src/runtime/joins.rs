@@ -268,10 +268,11 @@ pub fn join<'s>(
                                     let found = found.and_then(|v| v.fields.clone());
                                     out.extend(joined(&plan, row, found));
                                 }
-                                if *c.time() < t {
-                                    c.downgrade(&t);
-                                }
-                                output.session(&*c).give_iterator(out.into_iter());
+                                // At the records' own time: the stream may still send
+                                // records of earlier times (the table, not the stream, made
+                                // these ready), so the capability stays where it is.
+                                let at = c.delayed(&t.max(*c.time()));
+                                output.session(&at).give_iterator(out.into_iter());
                             }
                         }
                     }
