@@ -16,7 +16,7 @@ pub struct Polled {
     pub partition: i32,
     /// Its offset in the partition.
     pub offset: i64,
-    /// The record's key.
+    /// The record's key (when asked for).
     pub key: Option<Vec<u8>>,
     /// The record's value (empty for a tombstone).
     pub payload: Vec<u8>,
@@ -65,6 +65,12 @@ impl PartitionReader {
             consumer,
             topic: topic.to_owned(),
         })
+    }
+
+    /// Calls `wake` (from a client thread) whenever records or events arrive while the reader
+    /// has nothing left to poll, so a caller can sleep until then instead of polling on a timer.
+    pub fn on_ready(&mut self, wake: impl Fn() + Send + Sync + 'static) {
+        self.consumer.set_nonempty_callback(wake);
     }
 
     /// The topic.
@@ -221,14 +227,18 @@ impl PartitionReader {
             )))
     }
 
-    /// The next event, without waiting.
-    pub fn poll(&self) -> Poll {
+    /// The next event, without waiting; with the record's key if `keys`.
+    pub fn poll(&self, keys: bool) -> Poll {
         match self.consumer.poll(Duration::ZERO) {
             None => Poll::Idle,
             Some(Ok(m)) => Poll::Record(Polled {
                 partition: m.partition(),
                 offset: m.offset(),
-                key: m.key().map(<[u8]>::to_vec),
+                key: if keys {
+                    m.key().map(<[u8]>::to_vec)
+                } else {
+                    None
+                },
                 payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 timestamp_ms: m.timestamp().to_millis(),
             }),

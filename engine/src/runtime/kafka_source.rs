@@ -25,8 +25,12 @@ use super::ops::VecStream;
 
 /// Records emitted per activation, so a source never holds its worker for long.
 const CHUNK: usize = 4096;
-/// `stop = "end"`: how long a partition at its end must stay quiet before it counts as read.
-const END_QUIET: Duration = Duration::from_secs(1);
+/// `stop = "end"`: how long a partition at its end must stay quiet before it counts as read
+/// (some brokers report a high watermark before every record below it can be fetched).
+const END_QUIET: Duration = Duration::from_millis(100);
+/// How often an idle source looks at its partitions' idleness and the metadata (arrivals wake
+/// it at once).
+const TICK: Duration = Duration::from_millis(20);
 /// How often a worker looks for new partitions of its topic.
 const METADATA_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -92,6 +96,73 @@ struct MetadataTime {
     timestamp: chrono::DateTime<chrono::Utc>,
 }
 
+/// An envelope's `metadata.timestamp` in milliseconds. Envelopes put their metadata first, so
+/// reading stops there instead of scanning the payload (ingestion parses and checks the whole
+/// record later). Anything unusual (escaped keys, metadata after the payload) takes the full
+/// parse.
+fn envelope_ms(payload: &[u8]) -> Option<i64> {
+    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
+    /// The top-level object: finds `metadata`. `Timestamp` inside it: finds `timestamp`.
+    /// Each stops reading where it found what it wanted; the caller ignores the error that
+    /// leaves behind.
+    struct Envelope<'a>(&'a mut Option<i64>);
+    struct Timestamp<'a>(&'a mut Option<i64>);
+    impl<'de> Visitor<'de> for Envelope<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an envelope")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<&str>()? {
+                if key == "metadata" {
+                    return map.next_value_seed(Timestamp(self.0));
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    impl<'de> Visitor<'de> for Timestamp<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("envelope metadata")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(key) = map.next_key::<&str>()? {
+                if key == "timestamp" {
+                    let t: chrono::DateTime<chrono::Utc> = map.next_value()?;
+                    *self.0 = Some(t.timestamp_millis());
+                    return Ok(());
+                }
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(())
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Envelope<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Timestamp<'_> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    let mut found = None;
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let _ = Envelope(&mut found).deserialize(&mut de);
+    found.or_else(|| {
+        serde_json::from_slice::<EnvelopeTime>(payload)
+            .ok()
+            .map(|e| e.metadata.timestamp.timestamp_millis())
+    })
+}
+
 impl KafkaSource {
     /// Whether a live feed is still producing into the topic.
     fn is_feeding(&self) -> bool {
@@ -104,9 +175,7 @@ impl KafkaSource {
     fn event_ms(&self, payload: &[u8], kafka_ms: Option<i64>) -> Option<i64> {
         match &self.time {
             EventTime::Kafka => kafka_ms,
-            EventTime::Envelope => serde_json::from_slice::<EnvelopeTime>(payload)
-                .ok()
-                .map(|e| e.metadata.timestamp.timestamp_millis()),
+            EventTime::Envelope => envelope_ms(payload),
             EventTime::Field(decoder) => {
                 let row = match self.format {
                     RawFormat::Csv => decoder.decode_csv(self.header.as_deref(), payload, 0),
@@ -157,6 +226,7 @@ pub fn kafka<'s>(
     let (index, peers) = (scope.index(), scope.peers());
     let name = source_plan.name.clone();
     source::<_, CapacityContainerBuilder<Vec<RawRecord>>, _, _>(scope, &name, move |cap, info| {
+        let wake = scope.worker().sync_activator_for(info.address.to_vec());
         let activator = scope.activator_for(info.address);
         let plan = source_plan;
         let start = plan.resume.as_ref().map_or(0, |r| r.time);
@@ -167,7 +237,13 @@ pub fn kafka<'s>(
             c.downgrade(&start);
         }
         let reader = match PartitionReader::new(&plan.settings, &plan.topic, &plan.group_id) {
-            Ok(r) => Some(r),
+            Ok(mut r) => {
+                // Records arriving into an empty queue schedule the source at once.
+                r.on_ready(move || {
+                    let _ = wake.activate();
+                });
+                Some(r)
+            }
             Err(e) => {
                 failure.fail(format!("source `{}`: {e}", plan.name));
                 None
@@ -226,8 +302,10 @@ pub fn kafka<'s>(
                     .log
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
+                // One clock reading per activation: records polled now arrived by now.
+                let (polled_at, arrival_us) = (Instant::now(), vitalflow_model::now_us());
                 while n < CHUNK {
-                    let m = match reader.poll() {
+                    let m = match reader.poll(plan.tombstones) {
                         Poll::Idle => break,
                         Poll::End(_) => continue,
                         Poll::Warning(w) => {
@@ -265,8 +343,7 @@ pub fn kafka<'s>(
                         continue;
                     }
                     part.next = m.offset + 1;
-                    part.last_record = Instant::now();
-                    let arrival_us = vitalflow_model::now_us();
+                    part.last_record = polled_at;
                     log.seen(m.partition, m.offset);
                     let tombstone = plan.tombstones && m.payload.is_empty() && m.key.is_some();
                     let event = if tombstone {
@@ -336,8 +413,7 @@ pub fn kafka<'s>(
                     }
                 }
             }
-            // Stop-at-end: done once every owned partition reached its end.
-            // (Some brokers report the end per record batch: wait for a quiet second too.)
+            // Stop-at-end: done once every owned partition reached its end and stayed quiet.
             if plan.stop_at_end
                 && known_partitions > 0
                 && owned.values().all(|p| {
@@ -387,7 +463,8 @@ pub fn kafka<'s>(
             if n >= CHUNK {
                 activator.activate();
             } else {
-                activator.activate_after(Duration::from_millis(5));
+                // Arrivals wake the source; this is for idle partitions and metadata.
+                activator.activate_after(TICK);
             }
         }
     })
@@ -425,4 +502,33 @@ fn adopt_partitions(
         assign.push((*p, from));
     }
     reader.assign(&assign)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::envelope_ms;
+
+    #[test]
+    fn envelope_time_is_read_wherever_the_metadata_is() {
+        let ms = 1_767_258_000_123;
+        let first = br#"{"metadata":{"id":"e1","timestamp":"2026-01-01T09:00:00.123Z"},"payload":{"x":[1,2,{"timestamp":"1999-01-01T00:00:00Z"}]}}"#;
+        let last = br#"{"payload":{"metadata":{"timestamp":"1999-01-01T00:00:00Z"}},"metadata":{"timestamp":"2026-01-01T09:00:00.123Z"}}"#;
+        let escaped = br#"{"p\u0061yload":1,"metadata":{"timestamp":"2026-01-01T09:00:00.123Z"}}"#;
+        assert_eq!(envelope_ms(first), Some(ms));
+        assert_eq!(envelope_ms(last), Some(ms));
+        assert_eq!(envelope_ms(escaped), Some(ms));
+        // Whatever follows the metadata is ingestion's to judge.
+        assert_eq!(
+            envelope_ms(br#"{"metadata":{"timestamp":"2026-01-01T09:00:00.123Z"},"payload":"#),
+            Some(ms)
+        );
+        for bad in [
+            &b"not json"[..],
+            br#"{"metadata":{"timestamp":"yesterday"}}"#,
+            br#"{"payload":{}}"#,
+            b"",
+        ] {
+            assert_eq!(envelope_ms(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
 }
