@@ -7,9 +7,11 @@
 //!   `vitalflow_connectors::parquet::ParquetWriter::write`. They are the generator's envelopes
 //!   ingested, de-identified and canonized before timing, with dates generalized to their year
 //!   so that each batch is one Hive partition, one file;
-//! * `canonical/observation-day-shifted`: the same observations de-identified with the default
-//!   date policy (each patient's dates shifted by up to 365 days), so that one batch spreads
-//!   over hundreds of `date=` partitions, a file each;
+//! * `canonical/observation-month-shifted`: the same observations de-identified with the
+//!   default date policy (each patient's dates shifted by up to 365 days), in the default
+//!   monthly folders: one batch spreads over about 25 `month=` partitions, a file each;
+//! * `canonical/observation-day-shifted`: the same in daily folders (`partition = "day"`):
+//!   hundreds of `date=` partitions, a file each;
 //! * `rows/flat`: 10,000 of the generator's flat readings (nine fields), decoded, through
 //!   `vitalflow_connectors::parquet_rows::RowParquetWriter::write`.
 //!
@@ -27,7 +29,7 @@ use std::hint::black_box;
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use vitalflow_benches::{FLAT_FIELDS, decoder_of, schema_of};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
-use vitalflow_connectors::parquet::ParquetWriter;
+use vitalflow_connectors::parquet::{ParquetWriter, Partitioning};
 use vitalflow_connectors::parquet_rows::RowParquetWriter;
 use vitalflow_model::canonical::CanonicalResource;
 use vitalflow_model::deid::DeidRecord;
@@ -97,13 +99,16 @@ fn bench(c: &mut Criterion) {
     let (_, shifted) = canonical(&g, DatePolicy::Shift { max_days: 365 });
     let (schema, rows) = flat(&g);
     let dir = tempfile::tempdir().unwrap();
-    let mut writer = ParquetWriter::new(dir.path().join("canonical"));
+    let mut writer = ParquetWriter::new(dir.path().join("canonical"), Partitioning::Month);
+    let mut daily = ParquetWriter::new(dir.path().join("daily"), Partitioning::Day);
     let row_writer = RowParquetWriter::new(dir.path().join("rows"), &schema);
     // One file per batch.
     for batch in [&patients, &observations] {
         assert_eq!(writer.write("bench", batch).unwrap().len(), 1);
     }
-    let partitions = writer.write("bench-shifted", &shifted).unwrap().len();
+    let months = writer.write("bench-shifted", &shifted).unwrap().len();
+    assert!((12..=30).contains(&months), "{months} partitions");
+    let partitions = daily.write("bench-shifted", &shifted).unwrap().len();
     assert!(partitions > 100, "{partitions} partitions");
     assert_eq!(row_writer.write("bench", &rows).unwrap()[0].rows, BATCH);
 
@@ -118,12 +123,22 @@ fn bench(c: &mut Criterion) {
             b.iter(|| writer.write("bench", black_box(batch)).unwrap()[0].bytes);
         });
     }
-    println!("day-shifted observations: {partitions} date partitions, a file each");
+    println!(
+        "shifted observations: {months} month partitions, or {partitions} date partitions, a file each"
+    );
+    group.bench_function("canonical/observation-month-shifted", |b| {
+        b.iter(|| {
+            writer
+                .write("bench-shifted", black_box(&shifted))
+                .unwrap()
+                .len()
+        });
+    });
     // Seconds an iteration: the fewest samples criterion takes.
     group.sample_size(10);
     group.bench_function("canonical/observation-day-shifted", |b| {
         b.iter(|| {
-            writer
+            daily
                 .write("bench-shifted", black_box(&shifted))
                 .unwrap()
                 .len()

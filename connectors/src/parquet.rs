@@ -1,11 +1,15 @@
 //! The canonical sink's Parquet writer.
 //!
-//! Files are Hive-partitioned by resource type and date,
-//! `<root>/<ResourceType>/date=YYYY-MM-DD/part-<tag>.parquet`, and committed atomically: the files
+//! Files are Hive-partitioned by resource type and month (or day, see [`Partitioning`]),
+//! `<root>/<ResourceType>/month=YYYY-MM/part-<tag>.parquet`, and committed atomically: the files
 //! of one write are written as `.part-<tag>.parquet.inprogress` in their folders, made durable
 //! together, renamed into place, and the renames made durable (on Linux with two `syncfs` calls
-//! for the whole write: date-shifted records spread one write over hundreds of date folders, and
-//! an fsync per file and folder would cost more than the encoding). Readers that skip dotfiles
+//! for the whole write, not an fsync per file and folder).
+//!
+//! Months are the default because de-identification shifts each patient's dates by up to a
+//! year either way: one write of recent data lands in about 25 months, but in about 730 days.
+//! Daily folders make that many small files per write, which cost the writer a file and a
+//! rename each and cost every later query an open each. Readers that skip dotfiles
 //! (Spark, DuckDB, pyarrow) never see a partial file, and a replay with the same tag replaces a
 //! file rather than duplicating it.
 
@@ -19,7 +23,7 @@ use arrow_array::{
     TimestampMicrosecondArray,
 };
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
-use chrono::NaiveDate;
+use chrono::{Datelike as _, NaiveDate};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
@@ -307,18 +311,44 @@ pub struct CommittedFile {
     pub bytes: u64,
 }
 
+/// How the canonical sink's folders split resources by their partition date.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Partitioning {
+    /// `month=YYYY-MM` folders.
+    #[default]
+    Month,
+    /// `date=YYYY-MM-DD` folders.
+    Day,
+}
+
+impl Partitioning {
+    /// The folder of resources dated `date`, and the first date it holds.
+    fn folder(self, date: NaiveDate) -> (String, NaiveDate) {
+        match self {
+            Self::Day => (format!("date={}", date.format("%Y-%m-%d")), date),
+            Self::Month => (
+                format!("month={}", date.format("%Y-%m")),
+                date.with_day(1).unwrap_or(date),
+            ),
+        }
+    }
+}
+
 /// Writes canonical resources as Hive-partitioned Parquet files under `root`
 /// (`<out>/canonical`).
 #[derive(Clone, Debug)]
 pub struct ParquetWriter {
     root: PathBuf,
+    partitioning: Partitioning,
 }
 
 impl ParquetWriter {
-    /// A writer into `root` (created on first write).
+    /// A writer into `root` (created on first write), one folder per resource type and
+    /// `partitioning` period.
     #[must_use]
-    pub const fn new(root: PathBuf) -> Self {
-        Self { root }
+    pub const fn new(root: PathBuf, partitioning: Partitioning) -> Self {
+        Self { root, partitioning }
     }
 
     /// The root folder.
@@ -327,11 +357,12 @@ impl ParquetWriter {
         &self.root
     }
 
-    /// Writes `rows` grouped by (resource type, partition date) to
-    /// `<root>/<ResourceType>/date=YYYY-MM-DD/part-<tag>.parquet`, each committed atomically
+    /// Writes `rows` grouped by (resource type, partition period) to
+    /// `<root>/<ResourceType>/month=YYYY-MM/part-<tag>.parquet` (or `date=YYYY-MM-DD`), each
+    /// committed atomically
     /// (see the module documentation). Row order within a file is the order of `rows`. Snappy
     /// compression, row groups of at most [`ROW_GROUP_ROWS`] rows. Returns the committed files,
-    /// sorted by resource type and date.
+    /// sorted by resource type and period.
     ///
     /// # Errors
     /// [`SinkError`] when `tag` is not a plain file-name fragment, or on I/O or encoding
@@ -342,12 +373,14 @@ impl ParquetWriter {
         rows: &[CanonicalResource],
     ) -> Result<Vec<CommittedFile>, SinkError> {
         check_name(tag)?;
-        let mut groups: BTreeMap<(ResourceType, NaiveDate), Vec<&CanonicalResource>> =
+        let mut groups: BTreeMap<(ResourceType, NaiveDate), (String, Vec<&CanonicalResource>)> =
             BTreeMap::new();
         for row in rows {
+            let (folder, first) = self.partitioning.folder(row.date);
             groups
-                .entry((row.resource_type(), row.date))
-                .or_default()
+                .entry((row.resource_type(), first))
+                .or_insert_with(|| (folder, Vec::new()))
+                .1
                 .push(row);
         }
         // Every file of the write, then one sync for all of them.
@@ -357,11 +390,8 @@ impl ParquetWriter {
                 let _ = fs::remove_file(tmp);
             }
         };
-        for ((resource_type, date), rows) in groups {
-            let dir = self
-                .root
-                .join(resource_type.as_str())
-                .join(format!("date={}", date.format("%Y-%m-%d")));
+        for ((resource_type, _), (folder, rows)) in groups {
+            let dir = self.root.join(resource_type.as_str()).join(folder);
             let tmp = dir.join(format!(".part-{tag}.parquet.inprogress"));
             let path = dir.join(format!("part-{tag}.parquet"));
             let result = fs::create_dir_all(&dir)

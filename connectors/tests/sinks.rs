@@ -10,6 +10,7 @@ use arrow_array::types::{Float64Type, Int32Type, TimestampMicrosecondType};
 use arrow_schema::{DataType, TimeUnit};
 use chrono::NaiveDate;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use vitalflow_connectors::parquet::Partitioning;
 use vitalflow_connectors::{
     JsonlFile, ParquetWriter, SinkError, dead_letter_json, observation_schema, patient_schema,
 };
@@ -79,7 +80,7 @@ fn parquet_round_trip() {
         .map(|i| observation(i, 1 + (i % 2) as u32))
         .collect();
     rows.extend((0..3).map(patient));
-    let mut w = ParquetWriter::new(root.clone());
+    let mut w = ParquetWriter::new(root.clone(), Partitioning::Day);
     let files = w.write("e0000000003-w1", &rows).unwrap();
     assert_eq!(files.len(), 3);
     assert_eq!(files[0].resource_type, ResourceType::Patient);
@@ -157,6 +158,45 @@ fn parquet_round_trip() {
         Err(SinkError::InvalidName(_))
     ));
     assert!(w.write("e1", &[]).unwrap().is_empty());
+}
+
+#[test]
+fn monthly_folders_hold_every_day_of_their_month() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("canonical");
+    let mut rows: Vec<CanonicalResource> = (0..10)
+        .map(|i| observation(i, 1 + (i % 2) as u32))
+        .collect();
+    rows.extend((0..3).map(patient));
+    let mut w = ParquetWriter::new(root.clone(), Partitioning::default());
+    let files = w.write("e7-w0", &rows).unwrap();
+    let found: Vec<(String, u64)> = files
+        .iter()
+        .map(|f| {
+            let rel = f.path.strip_prefix(&root).unwrap();
+            (rel.to_string_lossy().into_owned(), f.rows)
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("Patient/month=2026-01/part-e7-w0.parquet".to_owned(), 3),
+            (
+                "Observation/month=2026-01/part-e7-w0.parquet".to_owned(),
+                10
+            ),
+        ]
+    );
+    let mut listed = Vec::new();
+    all_files(&root, &mut listed);
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    // Both days in the one file, in the order written.
+    let b = first_batch(&files[1].path);
+    let ids = b.column(0).as_string::<i32>();
+    assert_eq!(
+        ids.iter().map(Option::unwrap).collect::<Vec<_>>(),
+        (0..10).map(|i| format!("obs-{i}")).collect::<Vec<_>>()
+    );
 }
 
 #[test]

@@ -100,7 +100,8 @@ pub struct CanonicalResource {
     pub id: String,
     /// The pseudonymous patient id (the subject, or the Patient's own id).
     pub patient: String,
-    /// The Hive partition date (`date=YYYY-MM-DD`).
+    /// The partition date: its month (`month=YYYY-MM`) or day (`date=YYYY-MM-DD`) names the
+    /// resource's folder.
     pub date: NaiveDate,
     /// Typed columns.
     pub columns: Columns,

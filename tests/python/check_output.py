@@ -269,16 +269,31 @@ def duckdb_count(root: Path, resource_type: str) -> int:
     if not parquet_files(root, resource_type):
         return 0
     glob = str(root / "canonical" / resource_type / "**" / "*.parquet").replace("'", "''")
+    # Monthly folders (`month=YYYY-MM`, the default) or daily ones (`date=YYYY-MM-DD`).
+    folders = {p.parent.name.split("=")[0] for p in parquet_files(root, resource_type)}
+    if len(folders) != 1 or not folders <= {"month", "date"}:
+        raise ValueError(f"{resource_type}: partition folders {sorted(folders)}")
+    key = folders.pop()
+    # Observations: the folder is the effective time's month or day.
+    fmt = "%Y-%m" if key == "month" else "%Y-%m-%d"
+    misplaced = (
+        f"count(*) FILTER (WHERE CAST({key} AS VARCHAR) <> strftime(effective, '{fmt}'))"
+        if resource_type == "Observation"
+        else "0"
+    )
     con = duckdb.connect()
     try:
+        con.execute("SET TimeZone = 'UTC'")
         row = con.execute(
-            f"SELECT count(*), count(*) FILTER (WHERE date IS NULL) "
+            f"SELECT count(*), count(*) FILTER (WHERE {key} IS NULL), {misplaced} "
             f"FROM read_parquet('{glob}', hive_partitioning = true)"
         ).fetchone()
     finally:
         con.close()
     if row[1]:
-        raise ValueError(f"{row[1]} {resource_type} rows without a date partition")
+        raise ValueError(f"{row[1]} {resource_type} rows without a {key} partition")
+    if row[2]:
+        raise ValueError(f"{row[2]} {resource_type} rows in another {key}'s folder")
     return int(row[0])
 
 

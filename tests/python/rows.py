@@ -23,7 +23,7 @@ def main() -> int:
             result[rtype] = {"rows": 0, "digest": None}
             continue
         rows = con.execute(
-            "SELECT * EXCLUDE (date) FROM read_parquet(?, hive_partitioning = true) ORDER BY id",
+            "SELECT * EXCLUDE (month) FROM read_parquet(?, hive_partitioning = true) ORDER BY id",
             [files],
         ).fetchall()
         digest = hashlib.sha256()

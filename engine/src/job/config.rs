@@ -564,7 +564,8 @@ pub struct AnonymizeConfig {
     pub actions: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
-/// `kind = "parquet"`: canonical FHIR resources as Parquet, Hive-partitioned by date.
+/// `kind = "parquet"`: canonical FHIR resources as Parquet, Hive-partitioned by month or day
+/// (rows of a declared schema: one folder).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ParquetConfig {
@@ -581,6 +582,10 @@ pub struct ParquetConfig {
     /// Write files at least this often while rows are buffered (`500ms`, `5s`, `1m`). Default: `5s`.
     #[serde(default = "defaults::roll_interval")]
     pub roll_interval: Spanned<String>,
+    /// FHIR resources: folders per `month` (`month=YYYY-MM`, the default) or `day`
+    /// (`date=YYYY-MM-DD`) of their partition date.
+    #[serde(default)]
+    pub partition: vitalflow_connectors::parquet::Partitioning,
 }
 
 /// `kind = "jsonl"`: JSON lines (audit records, domain events, FHIR resources as NDJSON).

@@ -14,7 +14,7 @@ use timely::dataflow::operators::generic::operator::empty;
 use vitalflow_connectors::files::{FileFormat, FileSource};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_connectors::jsonl::dead_letter_json;
-use vitalflow_connectors::parquet::ParquetWriter;
+use vitalflow_connectors::parquet::{ParquetWriter, Partitioning};
 use vitalflow_model::alert::AlertEvent;
 use vitalflow_model::canonical::CanonicalResource;
 use vitalflow_model::clinical::Ingested;
@@ -96,7 +96,7 @@ pub enum Prepared {
     /// Auditing.
     Audit,
     /// Parquet sink: folder and roll policy; the schema when it writes rows.
-    Parquet(PathBuf, RollPolicy, Option<Arc<Schema>>),
+    Parquet(PathBuf, RollPolicy, Option<Arc<Schema>>, Partitioning),
     /// JSON-lines sink; the schema when it writes rows.
     Jsonl(PathBuf, RollPolicy, Option<Arc<Schema>>),
     /// Dead-letter sink.
@@ -680,6 +680,7 @@ pub fn prepare(
                     interval: parse_duration(p.roll_interval.get_ref()).unwrap_or_default(),
                 },
                 input_schema(job, node).map(|s| Arc::new(s.clone())),
+                p.partition,
             ),
             NodeKind::Jsonl(j) => Prepared::Jsonl(
                 out.join(&j.path),
@@ -1390,7 +1391,7 @@ impl<'s> Builder<'s, '_> {
                 let records = audit(input, name, counters, head);
                 out(self, "out", Port::Audit(records));
             }
-            Prepared::Parquet(dir, policy, Some(schema)) => {
+            Prepared::Parquet(dir, policy, Some(schema), _) => {
                 let input = self.inputs(inputs, as_rows);
                 let writer = RowParquetSink {
                     out: plan.out.clone(),
@@ -1425,11 +1426,11 @@ impl<'s> Builder<'s, '_> {
                 );
                 self.commits.insert(name.to_owned(), c);
             }
-            Prepared::Parquet(dir, policy, None) => {
+            Prepared::Parquet(dir, policy, None, partitioning) => {
                 let input = self.inputs(inputs, as_fhir);
                 let writer = ParquetSink {
                     out: plan.out.clone(),
-                    writer: ParquetWriter::new(dir.clone()),
+                    writer: ParquetWriter::new(dir.clone(), *partitioning),
                 };
                 let c = rolling_sink(
                     input,

@@ -199,19 +199,19 @@ pub fn straight_line(plan: &Plan) -> Result<StraightLine, String> {
             Prepared::Join(p, _) => State::Join(JoinLoop::new(p)),
             Prepared::Alert(p) => State::Alert(AlertLoop::new(p)),
             Prepared::Window(p) => State::Window(WindowLoop::new(p)),
-            Prepared::Parquet(dir, policy, None) => State::Sink(Box::new(Buffered {
+            Prepared::Parquet(dir, policy, None, partitioning) => State::Sink(Box::new(Buffered {
                 rows: Vec::new(),
                 roll: policy.rows,
                 writer: ParquetSink {
                     out: plan.out.clone(),
-                    writer: ParquetWriter::new(dir.clone()),
+                    writer: ParquetWriter::new(dir.clone(), *partitioning),
                 },
                 written: 0,
                 files: 0,
                 busy: Duration::ZERO,
                 unwrap: fhir,
             })),
-            Prepared::Parquet(dir, policy, Some(schema)) => State::Sink(Box::new(Buffered {
+            Prepared::Parquet(dir, policy, Some(schema), _) => State::Sink(Box::new(Buffered {
                 rows: Vec::new(),
                 roll: policy.rows,
                 writer: RowParquetSink {
