@@ -72,14 +72,20 @@ fn first_batch(path: &Path) -> RecordBatch {
     builder.build().unwrap().next().unwrap().unwrap()
 }
 
-#[test]
-fn parquet_round_trip() {
-    let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("canonical");
+/// Ten observations on 2026-01-01 (even) and 2026-01-02 (odd), then three patients.
+fn two_days() -> Vec<CanonicalResource> {
     let mut rows: Vec<CanonicalResource> = (0..10)
         .map(|i| observation(i, 1 + (i % 2) as u32))
         .collect();
     rows.extend((0..3).map(patient));
+    rows
+}
+
+#[test]
+fn parquet_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("canonical");
+    let rows = two_days();
     let mut w = ParquetWriter::new(root.clone(), Partitioning::Day);
     let files = w.write("e0000000003-w1", &rows).unwrap();
     assert_eq!(files.len(), 3);
@@ -164,10 +170,7 @@ fn parquet_round_trip() {
 fn monthly_folders_hold_every_day_of_their_month() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("canonical");
-    let mut rows: Vec<CanonicalResource> = (0..10)
-        .map(|i| observation(i, 1 + (i % 2) as u32))
-        .collect();
-    rows.extend((0..3).map(patient));
+    let rows = two_days();
     let mut w = ParquetWriter::new(root.clone(), Partitioning::default());
     let files = w.write("e7-w0", &rows).unwrap();
     let found: Vec<(String, u64)> = files

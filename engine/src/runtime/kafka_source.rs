@@ -103,50 +103,39 @@ struct MetadataTime {
 fn envelope_ms(payload: &[u8]) -> Option<i64> {
     use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
-    /// The top-level object: finds `metadata`. `Timestamp` inside it: finds `timestamp`.
-    /// Each stops reading where it found what it wanted; the caller ignores the error that
-    /// leaves behind.
-    struct Envelope<'a>(&'a mut Option<i64>);
-    struct Timestamp<'a>(&'a mut Option<i64>);
-    impl<'de> Visitor<'de> for Envelope<'_> {
+    /// Looks for `path` (an object's key, then a key of that value, ...) and stops reading where
+    /// it found it; the caller ignores the error that leaves behind.
+    struct Find<'a> {
+        path: &'static [&'static str],
+        found: &'a mut Option<i64>,
+    }
+    impl<'de> Visitor<'de> for Find<'_> {
         type Value = ();
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("an envelope")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let Some((want, rest)) = self.path.split_first() else {
+                return Ok(());
+            };
             while let Some(key) = map.next_key::<&str>()? {
-                if key == "metadata" {
-                    return map.next_value_seed(Timestamp(self.0));
-                }
-                map.next_value::<IgnoredAny>()?;
-            }
-            Ok(())
-        }
-    }
-    impl<'de> Visitor<'de> for Timestamp<'_> {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("envelope metadata")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            while let Some(key) = map.next_key::<&str>()? {
-                if key == "timestamp" {
+                if key != *want {
+                    map.next_value::<IgnoredAny>()?;
+                } else if rest.is_empty() {
                     let t: chrono::DateTime<chrono::Utc> = map.next_value()?;
-                    *self.0 = Some(t.timestamp_millis());
+                    *self.found = Some(t.timestamp_millis());
                     return Ok(());
+                } else {
+                    return map.next_value_seed(Find {
+                        path: rest,
+                        found: self.found,
+                    });
                 }
-                map.next_value::<IgnoredAny>()?;
             }
             Ok(())
         }
     }
-    impl<'de> DeserializeSeed<'de> for Envelope<'_> {
-        type Value = ();
-        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_map(self)
-        }
-    }
-    impl<'de> DeserializeSeed<'de> for Timestamp<'_> {
+    impl<'de> DeserializeSeed<'de> for Find<'_> {
         type Value = ();
         fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
             d.deserialize_map(self)
@@ -155,7 +144,11 @@ fn envelope_ms(payload: &[u8]) -> Option<i64> {
 
     let mut found = None;
     let mut de = serde_json::Deserializer::from_slice(payload);
-    let _ = Envelope(&mut found).deserialize(&mut de);
+    let _ = Find {
+        path: &["metadata", "timestamp"],
+        found: &mut found,
+    }
+    .deserialize(&mut de);
     found.or_else(|| {
         serde_json::from_slice::<EnvelopeTime>(payload)
             .ok()
