@@ -323,14 +323,19 @@ pub enum Partitioning {
 }
 
 impl Partitioning {
-    /// The folder of resources dated `date`, and the first date it holds.
-    fn folder(self, date: NaiveDate) -> (String, NaiveDate) {
+    /// The first date of the period holding `date`.
+    fn start(self, date: NaiveDate) -> NaiveDate {
         match self {
-            Self::Day => (format!("date={}", date.format("%Y-%m-%d")), date),
-            Self::Month => (
-                format!("month={}", date.format("%Y-%m")),
-                date.with_day(1).unwrap_or(date),
-            ),
+            Self::Day => date,
+            Self::Month => date.with_day(1).unwrap_or(date),
+        }
+    }
+
+    /// The folder of the period starting at `start`.
+    fn folder(self, start: NaiveDate) -> String {
+        match self {
+            Self::Day => format!("date={}", start.format("%Y-%m-%d")),
+            Self::Month => format!("month={}", start.format("%Y-%m")),
         }
     }
 }
@@ -373,14 +378,12 @@ impl ParquetWriter {
         rows: &[CanonicalResource],
     ) -> Result<Vec<CommittedFile>, SinkError> {
         check_name(tag)?;
-        let mut groups: BTreeMap<(ResourceType, NaiveDate), (String, Vec<&CanonicalResource>)> =
+        let mut groups: BTreeMap<(ResourceType, NaiveDate), Vec<&CanonicalResource>> =
             BTreeMap::new();
         for row in rows {
-            let (folder, first) = self.partitioning.folder(row.date);
             groups
-                .entry((row.resource_type(), first))
-                .or_insert_with(|| (folder, Vec::new()))
-                .1
+                .entry((row.resource_type(), self.partitioning.start(row.date)))
+                .or_default()
                 .push(row);
         }
         // Every file of the write, then one sync for all of them.
@@ -390,8 +393,11 @@ impl ParquetWriter {
                 let _ = fs::remove_file(tmp);
             }
         };
-        for ((resource_type, _), (folder, rows)) in groups {
-            let dir = self.root.join(resource_type.as_str()).join(folder);
+        for ((resource_type, start), rows) in groups {
+            let dir = self
+                .root
+                .join(resource_type.as_str())
+                .join(self.partitioning.folder(start));
             let tmp = dir.join(format!(".part-{tag}.parquet.inprogress"));
             let path = dir.join(format!("part-{tag}.parquet"));
             let result = fs::create_dir_all(&dir)
@@ -485,6 +491,21 @@ fn batch(
     RecordBatch::try_new(schema.clone(), columns)
 }
 
+/// Each row with its typed columns of `expected`'s type; an error if a row is of another type.
+fn typed<'r, C>(
+    rows: &[&'r CanonicalResource],
+    expected: ResourceType,
+    columns: fn(&'r Columns) -> Option<&'r C>,
+) -> Result<Vec<(&'r CanonicalResource, &'r C)>, ArrowError> {
+    rows.iter()
+        .map(|r| {
+            columns(&r.columns)
+                .map(|c| (*r, c))
+                .ok_or_else(|| mixed(expected))
+        })
+        .collect()
+}
+
 fn mixed(expected: ResourceType) -> ArrowError {
     ArrowError::InvalidArgumentError(format!(
         "a row that is not a {} in a {} file",
@@ -494,13 +515,10 @@ fn mixed(expected: ResourceType) -> ArrowError {
 }
 
 fn observation_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, ArrowError> {
-    let obs = rows
-        .iter()
-        .map(|r| match &r.columns {
-            Columns::Observation(o) => Ok((*r, o)),
-            _ => Err(mixed(ResourceType::Observation)),
-        })
-        .collect::<Result<Vec<(&CanonicalResource, &ObservationColumns)>, _>>()?;
+    let obs = typed(rows, ResourceType::Observation, |c| match c {
+        Columns::Observation(o) => Some(o),
+        _ => None,
+    })?;
     let text =
         |f: for<'a> fn(&'a CanonicalResource, &'a ObservationColumns) -> &'a str| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(
@@ -528,13 +546,10 @@ fn observation_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, Arr
 }
 
 fn patient_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, ArrowError> {
-    let pats = rows
-        .iter()
-        .map(|r| match &r.columns {
-            Columns::Patient(p) => Ok((*r, p)),
-            _ => Err(mixed(ResourceType::Patient)),
-        })
-        .collect::<Result<Vec<(&CanonicalResource, &PatientColumns)>, _>>()?;
+    let pats = typed(rows, ResourceType::Patient, |c| match c {
+        Columns::Patient(p) => Some(p),
+        _ => None,
+    })?;
     let text = |f: fn(&PatientColumns) -> Option<&str>| -> ArrayRef {
         Arc::new(StringArray::from_iter(pats.iter().map(|(_, p)| f(p))))
     };
@@ -560,13 +575,10 @@ fn patient_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, ArrowEr
 }
 
 fn encounter_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, ArrowError> {
-    let encs = rows
-        .iter()
-        .map(|r| match &r.columns {
-            Columns::Encounter(e) => Ok((*r, e)),
-            _ => Err(mixed(ResourceType::Encounter)),
-        })
-        .collect::<Result<Vec<(&CanonicalResource, &EncounterColumns)>, _>>()?;
+    let encs = typed(rows, ResourceType::Encounter, |c| match c {
+        Columns::Encounter(e) => Some(e),
+        _ => None,
+    })?;
     let text =
         |f: for<'a> fn(&'a CanonicalResource, &'a EncounterColumns) -> Option<&'a str>| -> ArrayRef {
             Arc::new(StringArray::from_iter(encs.iter().map(|(r, e)| f(r, e))))

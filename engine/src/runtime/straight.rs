@@ -278,20 +278,25 @@ pub fn straight_line(plan: &Plan) -> Result<StraightLine, String> {
     for batch in 0..batches {
         let last = batch + 1 == batches;
         let mut ports: BTreeMap<(String, String), Data> = BTreeMap::new();
+        // Readers of each port still to come in this batch.
+        let mut unread: BTreeMap<(String, String), usize> = BTreeMap::new();
         let mut dead: Vec<DeadLetter> = Vec::new();
         for &index in &order {
             let (name, _, inputs, prepared) = &plan.nodes[index];
             let Some(state) = states.get_mut(name.as_str()) else {
                 continue;
             };
-            // Each output port is read by one node in the harness's jobs; a port read twice
-            // is cloned for the second reader.
+            // A port's last reader takes its data; readers before it get a copy (as timely
+            // hands a stream to several operators).
             let mut take = |port: &(String, String)| -> Option<Data> {
-                let readers = readers_of(plan, port);
-                if readers > 1 {
-                    ports.get(port).map(clone_data)
-                } else {
+                let left = unread
+                    .entry(port.clone())
+                    .or_insert_with(|| readers_of(plan, port));
+                *left = left.saturating_sub(1);
+                if *left == 0 {
                     ports.remove(port)
+                } else {
+                    ports.get(port).map(clone_data)
                 }
             };
             let key = |p: &str| (name.clone(), p.to_owned());
