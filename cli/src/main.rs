@@ -49,6 +49,10 @@ enum Command {
         /// Jobs with Kafka sources: ignore the checkpoint of an earlier run and start over.
         #[arg(long)]
         fresh: bool,
+        /// Time every operator's activations and print, per operator, its busy time, its
+        /// longest activation and how many held a worker 10 ms or more.
+        #[arg(long)]
+        profile: bool,
     },
     /// Run the embedded Kafka-protocol broker on its own until stopped: prints its address,
     /// creates the topics given (and those named by `create NAME PARTITIONS` lines on standard
@@ -116,6 +120,9 @@ enum Command {
         /// Skip the Kafka baseline.
         #[arg(long)]
         no_kafka: bool,
+        /// Profile the paced run: print each operator's busy time and longest activations.
+        #[arg(long)]
+        profile: bool,
         /// Working folder, replaced on each run.
         #[arg(short, long, default_value = "out/bench")]
         out: PathBuf,
@@ -221,6 +228,7 @@ fn main() -> ExitCode {
             rate,
             seconds,
             no_kafka,
+            profile,
             out,
             json,
             markdown,
@@ -233,6 +241,7 @@ fn main() -> ExitCode {
                 rate,
                 seconds: seconds.max(1),
                 no_kafka,
+                profile,
                 out,
             };
             match run_bench(&settings, json.as_deref(), markdown.as_deref()) {
@@ -263,6 +272,7 @@ fn main() -> ExitCode {
             out,
             no_progress,
             fresh,
+            profile,
         } => {
             let job = match Job::load(&job) {
                 Ok(job) => job,
@@ -278,10 +288,14 @@ fn main() -> ExitCode {
                 fresh,
                 notify: Some(std::sync::Arc::new(|m: &str| eprintln!("{m}"))),
                 end_to_end: false,
+                profile,
             };
             match run(&job, &options) {
                 Ok(summary) => {
                     print_summary(&summary);
+                    if profile {
+                        print!("{}", bench::operator_table(&summary.operators));
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(RunError::Invalid(d)) => {

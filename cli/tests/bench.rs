@@ -25,6 +25,7 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
             "4000",
             "--seconds",
             "1",
+            "--profile",
             "--out",
             out.to_str().unwrap(),
             "--json",
@@ -69,6 +70,27 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
     );
     assert!(latency["source_records"].as_u64().unwrap() > 4000);
     assert!(latency["arrival_to_alert"]["count"].as_u64().unwrap() > 0);
+
+    // The paced run was profiled: its operators by busy time, the nodes among them, not the
+    // dataflow that holds them.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let table: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("operator "))
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert!(table.len() > 5, "{stdout}");
+    for node in ["monitors", "context-at-reading", "alerts", "canonize"] {
+        let row = table
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(node));
+        let activations: u64 = row
+            .and_then(|r| r.split_whitespace().nth(1))
+            .map(|a| a.replace(',', "").parse().unwrap())
+            .unwrap_or_else(|| panic!("no row for `{node}`: {stdout}"));
+        assert!(activations > 0, "{stdout}");
+    }
+    assert!(!table.iter().any(|l| l.starts_with("Dataflow")), "{stdout}");
 
     // The README's table comes from the same figures.
     let table = std::fs::read_to_string(&md).unwrap();

@@ -18,9 +18,9 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow_array::builder::StringBuilder;
 use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+    ArrayRef, BooleanArray, Float64Array, Int32Array, RecordBatch, TimestampMicrosecondArray,
 };
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{Datelike as _, NaiveDate};
@@ -365,17 +365,18 @@ impl ParquetWriter {
     /// Writes `rows` grouped by (resource type, partition period) to
     /// `<root>/<ResourceType>/month=YYYY-MM/part-<tag>.parquet` (or `date=YYYY-MM-DD`), each
     /// committed atomically
-    /// (see the module documentation). Row order within a file is the order of `rows`. Snappy
+    /// (see the module documentation). Row order within a file is the order of `rows` (a slice,
+    /// or the parts of a write chained, so a sink never copies them into one). Snappy
     /// compression, row groups of at most [`ROW_GROUP_ROWS`] rows. Returns the committed files,
     /// sorted by resource type and period.
     ///
     /// # Errors
     /// [`SinkError`] when `tag` is not a plain file-name fragment, or on I/O or encoding
     /// errors; a failed file's `.inprogress` file is removed.
-    pub fn write(
+    pub fn write<'r>(
         &mut self,
         tag: &str,
-        rows: &[CanonicalResource],
+        rows: impl IntoIterator<Item = &'r CanonicalResource>,
     ) -> Result<Vec<CommittedFile>, SinkError> {
         check_name(tag)?;
         let mut groups: BTreeMap<(ResourceType, NaiveDate), Vec<&CanonicalResource>> =
@@ -506,6 +507,19 @@ fn typed<'r, C>(
         .collect()
 }
 
+/// A string column of `values`, its buffers sized once from a first pass over them (growing
+/// them as it goes would copy a column of FHIR JSON several times over).
+fn strings<'a>(values: impl Iterator<Item = Option<&'a str>> + Clone) -> ArrayRef {
+    let (n, bytes) = values.clone().fold((0, 0), |(n, bytes), v| {
+        (n + 1, bytes + v.map_or(0, str::len))
+    });
+    let mut b = StringBuilder::with_capacity(n, bytes);
+    for v in values {
+        b.append_option(v);
+    }
+    Arc::new(b.finish())
+}
+
 fn mixed(expected: ResourceType) -> ArrowError {
     ArrowError::InvalidArgumentError(format!(
         "a row that is not a {} in a {} file",
@@ -521,9 +535,7 @@ fn observation_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, Arr
     })?;
     let text =
         |f: for<'a> fn(&'a CanonicalResource, &'a ObservationColumns) -> &'a str| -> ArrayRef {
-            Arc::new(StringArray::from_iter_values(
-                obs.iter().map(|(r, o)| f(r, o)),
-            ))
+            strings(obs.iter().map(move |(r, o)| Some(f(r, o))))
         };
     let float = |f: fn(&ObservationColumns) -> Option<f64>| -> ArrayRef {
         Arc::new(Float64Array::from_iter(obs.iter().map(|(_, o)| f(o))))
@@ -551,12 +563,10 @@ fn patient_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, ArrowEr
         _ => None,
     })?;
     let text = |f: fn(&PatientColumns) -> Option<&str>| -> ArrayRef {
-        Arc::new(StringArray::from_iter(pats.iter().map(|(_, p)| f(p))))
+        strings(pats.iter().map(move |(_, p)| f(p)))
     };
     Ok(vec![
-        Arc::new(StringArray::from_iter_values(
-            pats.iter().map(|(r, _)| r.id.as_str()),
-        )),
+        strings(pats.iter().map(|(r, _)| Some(r.id.as_str()))),
         text(|p| p.gender.as_deref()),
         Arc::new(Int32Array::from_iter(
             pats.iter().map(|(_, p)| p.birth_year),
@@ -568,9 +578,7 @@ fn patient_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, ArrowEr
         text(|p| p.state.as_deref()),
         text(|p| p.zip3.as_deref()),
         text(|p| p.country.as_deref()),
-        Arc::new(StringArray::from_iter_values(
-            pats.iter().map(|(r, _)| r.resource.as_str()),
-        )),
+        strings(pats.iter().map(|(r, _)| Some(r.resource.as_str()))),
     ])
 }
 
@@ -581,7 +589,7 @@ fn encounter_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, Arrow
     })?;
     let text =
         |f: for<'a> fn(&'a CanonicalResource, &'a EncounterColumns) -> Option<&'a str>| -> ArrayRef {
-            Arc::new(StringArray::from_iter(encs.iter().map(|(r, e)| f(r, e))))
+            strings(encs.iter().map(move |(r, e)| f(r, e)))
         };
     let time = |f: fn(&EncounterColumns) -> Option<i64>| -> ArrayRef {
         Arc::new(

@@ -100,15 +100,20 @@ impl RowParquetWriter {
     /// value of another type, a null in a non-nullable field: the message names the field and
     /// the row's sequence, never a value); other [`SinkError`]s on I/O or encoding errors. A
     /// failed file's `.inprogress` file is removed.
-    pub fn write(&self, tag: &str, rows: &[Row]) -> Result<Vec<CommittedRowFile>, SinkError> {
+    pub fn write<'r>(
+        &self,
+        tag: &str,
+        rows: impl IntoIterator<Item = &'r Row>,
+    ) -> Result<Vec<CommittedRowFile>, SinkError> {
         check_name(tag)?;
+        let rows: Vec<&Row> = rows.into_iter().collect();
         if rows.is_empty() {
             return Ok(Vec::new());
         }
         create_dir_durable(&self.dir)?;
         let tmp = self.dir.join(format!(".part-{tag}.parquet.inprogress"));
         let path = self.dir.join(format!("part-{tag}.parquet"));
-        if let Err(e) = self.write_file(&tmp, rows) {
+        if let Err(e) = self.write_file(&tmp, &rows) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
@@ -126,7 +131,7 @@ impl RowParquetWriter {
     }
 
     /// Writes and fsyncs one file.
-    fn write_file(&self, path: &Path, rows: &[Row]) -> Result<(), SinkError> {
+    fn write_file(&self, path: &Path, rows: &[&Row]) -> Result<(), SinkError> {
         let arrow_err = |source| SinkError::Arrow {
             path: path.to_path_buf(),
             source,
@@ -156,7 +161,7 @@ impl RowParquetWriter {
     }
 
     /// An Arrow batch of `rows`, built column by column.
-    fn batch(&self, rows: &[Row]) -> Result<RecordBatch, ArrowError> {
+    fn batch(&self, rows: &[&Row]) -> Result<RecordBatch, ArrowError> {
         let columns = self
             .schema
             .fields
@@ -181,7 +186,7 @@ fn unfit(field: &Field, row: &Row, value: &Value) -> ArrowError {
 }
 
 /// The values of field `i` of `rows` as an Arrow array of its type.
-fn column(i: usize, field: &Field, rows: &[Row]) -> Result<ArrayRef, ArrowError> {
+fn column(i: usize, field: &Field, rows: &[&Row]) -> Result<ArrayRef, ArrowError> {
     let n = rows.len();
     // Every row was checked to have a value for every field.
     let values = rows

@@ -26,8 +26,8 @@ use vitalflow_engine::runtime::saga::RunIdentity;
 use vitalflow_engine::runtime::straight::straight_line;
 use vitalflow_engine::{Job, RunOptions, RunSummary, run};
 
-pub use report::Report;
 use report::{Latency, PipelineRun, Ratio};
+pub use report::{Report, operator_table};
 
 /// The harness's settings.
 #[derive(Debug, Clone)]
@@ -46,6 +46,8 @@ pub struct Settings {
     pub seconds: u64,
     /// Skip the Kafka baseline.
     pub no_kafka: bool,
+    /// Profile the paced run's operators.
+    pub profile: bool,
     /// Working folder (replaced).
     pub out: PathBuf,
 }
@@ -235,13 +237,13 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
     // A warm-up run at 1×, not reported: the first run of a process pays for growing the
     // allocator's memory and for cold caches, which no later run (nor the loop) does.
     let warm_up = parse_job(&job_path, job_text(s, &out, s.events / 2, 0, "1m"))?;
-    run_job(&warm_up, s.workers, false)?;
+    run_job(&warm_up, s.workers, false, false)?;
     println!("(warm-up run at 1× done)");
     for &scale in &s.scales {
         let each = s.events * scale / 2;
         let job = parse_job(&job_path, job_text(s, &out, each, 0, "1m"))?;
         baselines::reset_peak_rss();
-        let summary = run_job(&job, s.workers, false)?;
+        let summary = run_job(&job, s.workers, false, false)?;
         let run = PipelineRun::of(scale, &summary, baselines::peak_rss());
         if written_1x.is_empty() {
             written_1x = sink_rows(&summary);
@@ -314,8 +316,11 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
             job_text(s, &out, each, (s.rate / 2).max(1), "5s"),
         )?;
         baselines::reset_peak_rss();
-        let summary = run_job(&job, s.workers, true)?;
+        let summary = run_job(&job, s.workers, true, s.profile)?;
         report.latency = Some(Latency::of(s.rate, &summary));
+        if s.profile {
+            print!("{}", operator_table(&summary.operators));
+        }
     }
     // The Kafka source against a raw consume loop over the same topic (last: the embedded
     // broker's client threads may outlive it for a while).
@@ -337,12 +342,18 @@ fn sink_rows(summary: &RunSummary) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn run_job(job: &Job, workers: usize, end_to_end: bool) -> anyhow::Result<RunSummary> {
+fn run_job(
+    job: &Job,
+    workers: usize,
+    end_to_end: bool,
+    profile: bool,
+) -> anyhow::Result<RunSummary> {
     run(
         job,
         &RunOptions {
             workers: Some(workers),
             end_to_end,
+            profile,
             fresh: true,
             ..RunOptions::default()
         },

@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use vitalflow_engine::RunSummary;
 use vitalflow_engine::runtime::alerts::{Percentiles, percentiles};
+use vitalflow_engine::runtime::profile::{LONG_MS, OperatorTime};
 
 use super::Settings;
 
@@ -408,4 +409,37 @@ impl Report {
 
 fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT met" }
+}
+
+/// The operators of a profiled run, the busiest first (those with at least 0.1% of the busy
+/// time, or a long activation).
+#[must_use]
+pub fn operator_table(operators: &[OperatorTime]) -> String {
+    let total: f64 = operators.iter().map(|o| o.busy.as_secs_f64()).sum();
+    let mut out = format!(
+        "{:<40} {:>11} {:>10} {:>6} {:>12} {:>8}\n",
+        "operator",
+        "activations",
+        "busy (ms)",
+        "share",
+        "longest (ms)",
+        format!("≥{LONG_MS} ms"),
+    );
+    for o in operators {
+        let busy = o.busy.as_secs_f64();
+        if busy < total * 0.001 && o.long == 0 {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "{:<40} {:>11} {:>10.1} {:>5.1}% {:>12.2} {:>8}",
+            o.name,
+            thousands(o.activations),
+            busy * 1000.0,
+            100.0 * busy / total.max(1e-9),
+            o.longest.as_secs_f64() * 1000.0,
+            o.long,
+        );
+    }
+    out
 }

@@ -14,6 +14,7 @@ pub mod latency;
 pub mod metrics;
 pub mod ops;
 pub mod plan;
+pub mod profile;
 pub mod rows;
 pub mod saga;
 pub mod sources;
@@ -53,6 +54,8 @@ pub struct RunOptions {
     /// Measure end-to-end latency (arrival at a source → durable in every sink); see
     /// [`latency`]. For measured runs: arrivals are kept until their sinks commit them.
     pub end_to_end: bool,
+    /// Time every operator's activations (see [`profile`]); the summary's `operators`.
+    pub profile: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -63,6 +66,7 @@ impl std::fmt::Debug for RunOptions {
             .field("progress", &self.progress)
             .field("fresh", &self.fresh)
             .field("end_to_end", &self.end_to_end)
+            .field("profile", &self.profile)
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +119,8 @@ pub struct RunSummary {
     pub live_feed: Option<(u64, Duration)>,
     /// End-to-end latencies (µs), when the run measured them.
     pub end_to_end: Option<Box<hdrhistogram::Histogram<u64>>>,
+    /// Per operator, the busiest first, when the run was profiled.
+    pub operators: Vec<profile::OperatorTime>,
 }
 
 /// One rule of one `alert` node over a run.
@@ -231,8 +237,15 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
     let worker_plan = Arc::clone(&plan);
     let worker_failure = failure.clone();
     let config = timely::Config::process(workers);
+    let profiled = options
+        .profile
+        .then(|| Arc::new(profile::Profile::default()));
+    let worker_profile = profiled.clone();
     let result = timely::execute(config, move |worker| {
         let failure = worker_failure.clone();
+        if let Some(p) = &worker_profile {
+            profile::install(worker, p);
+        }
         worker.dataflow::<vitalflow_model::Time, _, _>(|scope| {
             plan::build(scope, &worker_plan, failure.clone())
         });
@@ -337,6 +350,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         alerts,
         live_feed,
         end_to_end: plan.end_to_end.as_ref().map(|e| Box::new(e.histogram())),
+        operators: profiled.map(|p| p.operators()).unwrap_or_default(),
         job: job.name.clone(),
         run_id,
         workers,

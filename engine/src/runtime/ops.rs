@@ -125,11 +125,13 @@ where
 
 /// Writes a sink's rows; returns the files made durable (relative to the output folder).
 pub trait SinkWriter<T>: 'static {
-    /// Writes `rows` durably under names derived from `tag`.
+    /// Writes the rows of `parts`, in order, durably under names derived from `tag`. The rows
+    /// come as the parts they were buffered in (one per completed time): joining them into one
+    /// vector would copy every row on the worker.
     ///
     /// # Errors
     /// A message naming the file that could not be written.
-    fn write(&mut self, tag: &str, rows: &[T]) -> Result<Vec<String>, String>;
+    fn write(&mut self, tag: &str, parts: &[Vec<T>]) -> Result<Vec<String>, String>;
 }
 
 /// When a rolling sink writes its buffered, completed rows.
@@ -161,13 +163,14 @@ where
     let scope = input.scope();
     // Files are written on a thread of the sink's own, so a slow disk (fsync) never holds the
     // worker: the operator keeps the written times' capabilities until their write is back.
-    let (jobs, todo) = std::sync::mpsc::channel::<(String, Vec<T>)>();
+    let (jobs, todo) = std::sync::mpsc::channel::<(String, Vec<Vec<T>>)>();
     let (done_tx, done) = std::sync::mpsc::channel::<Result<Vec<String>, String>>();
     let spawned = std::thread::Builder::new()
         .name(format!("sink-{sink}-w{worker}"))
         .spawn(move || {
-            for (tag, rows) in todo {
-                if done_tx.send(writer.write(&tag, &rows)).is_err() {
+            background_priority();
+            for (tag, parts) in todo {
+                if done_tx.send(writer.write(&tag, &parts)).is_err() {
                     break;
                 }
             }
@@ -249,11 +252,11 @@ where
                     activator.activate_after(policy.interval.saturating_sub(last_write.elapsed()));
                     return;
                 }
-                let mut caps = Vec::new();
-                let mut buffer = Vec::with_capacity(rows);
+                let mut caps = Vec::with_capacity(complete.len());
+                let mut parts = Vec::with_capacity(complete.len());
                 for t in &complete {
-                    if let Some((cap, mut data)) = pending.remove(t) {
-                        buffer.append(&mut data);
+                    if let Some((cap, data)) = pending.remove(t) {
+                        parts.push(data);
                         caps.push(cap);
                     }
                 }
@@ -264,11 +267,11 @@ where
                 in_flight.push_back(InFlight {
                     caps,
                     batches,
-                    rows: buffer.len() as u64,
+                    rows: rows as u64,
                     first,
                     last,
                 });
-                if jobs.send((tag, buffer)).is_err() {
+                if jobs.send((tag, parts)).is_err() {
                     failure.fail(format!("sink `{sink}`: its writer stopped"));
                 }
                 activator.activate_after(Duration::from_millis(1));
@@ -276,6 +279,25 @@ where
             }
         },
     )
+}
+
+/// How much less a background thread (a sink's writer) is favoured than the workers, as a
+/// nice increment: the scheduler gives a worker about nine times its share of a core they
+/// contend for, so encoding and writing a rolled file never starves the dataflow (and the
+/// alerts behind it) while the workers have work; when they are idle the writer has the core.
+const BACKGROUND_NICE: i32 = 19;
+
+/// Lowers the calling thread's scheduling priority by [`BACKGROUND_NICE`] (on Linux the nice
+/// value is per thread). Best effort: a failure leaves the thread at the workers' priority.
+pub fn background_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let thread = rustix::thread::gettid();
+        let now = rustix::process::getpriority_process(Some(thread)).unwrap_or(0);
+        if let Err(e) = rustix::process::setpriority_process(Some(thread), now + BACKGROUND_NICE) {
+            tracing::debug!("cannot lower a writer thread's priority: {e}");
+        }
+    }
 }
 
 /// A write handed to a sink's writer thread: the times it holds, and what to commit.

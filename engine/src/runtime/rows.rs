@@ -300,8 +300,11 @@ pub struct RowParquetSink {
 }
 
 impl SinkWriter<Row> for RowParquetSink {
-    fn write(&mut self, tag: &str, rows: &[Row]) -> Result<Vec<String>, String> {
-        let files = self.writer.write(tag, rows).map_err(|e| e.to_string())?;
+    fn write(&mut self, tag: &str, parts: &[Vec<Row>]) -> Result<Vec<String>, String> {
+        let files = self
+            .writer
+            .write(tag, parts.iter().flatten())
+            .map_err(|e| e.to_string())?;
         Ok(files.iter().map(|f| relative(&self.out, &f.path)).collect())
     }
 }
@@ -317,11 +320,11 @@ pub struct RowJsonlSink {
 }
 
 impl SinkWriter<Row> for RowJsonlSink {
-    fn write(&mut self, tag: &str, rows: &[Row]) -> Result<Vec<String>, String> {
+    fn write(&mut self, tag: &str, parts: &[Vec<Row>]) -> Result<Vec<String>, String> {
         let name = format!("part-{tag}.jsonl");
         let mut file = JsonlFile::create(&self.dir, &name, false).map_err(|e| e.to_string())?;
         let mut buf = Vec::with_capacity(256);
-        for row in rows {
+        for row in parts.iter().flatten() {
             buf.clear();
             write_row_json(&self.schema, row, &mut buf);
             file.write_raw_line(&buf).map_err(|e| e.to_string())?;

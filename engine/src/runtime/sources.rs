@@ -17,6 +17,13 @@ use super::ops::VecStream;
 /// Records emitted per activation, so a source never holds its worker for long.
 const CHUNK: u64 = 4096;
 
+/// Records a paced generator emits per activation. A worker runs what one activation emits
+/// through every operator downstream before it reads again, and a reading on another branch (or
+/// sent to this worker by another) waits for that pass: at a rate the worker keeps up with, small
+/// passes keep the wait (the alert latency's tail) short. Measured at 100,000 events/s on two
+/// workers: arrival → alert p99 of 11–18 ms at 256, 14–27 ms at 4,096.
+const PACED_CHUNK: u64 = 256;
+
 /// The generator, split over workers (`counters` get the bytes read, and the records too when
 /// `count_records`; a source with a declared schema counts its records as it decodes them): worker `w` of `n` emits the events `i` with `i % n == w`,
 /// event `i` at time `i / batch_size`. `rate` is events per second over all workers (0: no limit).
@@ -48,7 +55,7 @@ pub fn generator<'s>(
             let mut budget = CHUNK;
             if per_worker_rate > 0.0 {
                 let allowed = (started.elapsed().as_secs_f64() * per_worker_rate) as u64 + 1;
-                budget = budget.min(allowed.saturating_sub(emitted));
+                budget = PACED_CHUNK.min(allowed.saturating_sub(emitted));
                 if budget == 0 {
                     activator.activate_after(Duration::from_millis(1));
                     return;

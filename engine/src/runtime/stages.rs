@@ -134,8 +134,15 @@ pub struct ParquetSink {
 }
 
 impl SinkWriter<CanonicalResource> for ParquetSink {
-    fn write(&mut self, tag: &str, rows: &[CanonicalResource]) -> Result<Vec<String>, String> {
-        let files = self.writer.write(tag, rows).map_err(|e| e.to_string())?;
+    fn write(
+        &mut self,
+        tag: &str,
+        parts: &[Vec<CanonicalResource>],
+    ) -> Result<Vec<String>, String> {
+        let files = self
+            .writer
+            .write(tag, parts.iter().flatten())
+            .map_err(|e| e.to_string())?;
         Ok(files.iter().map(|f| relative(&self.out, &f.path)).collect())
     }
 }
@@ -153,11 +160,11 @@ pub struct JsonlSink<T> {
 }
 
 impl<T: 'static> SinkWriter<T> for JsonlSink<T> {
-    fn write(&mut self, tag: &str, rows: &[T]) -> Result<Vec<String>, String> {
+    fn write(&mut self, tag: &str, parts: &[Vec<T>]) -> Result<Vec<String>, String> {
         let name = format!("part-{tag}.jsonl");
         let mut file =
             JsonlFile::create(&self.dir, &name, self.private).map_err(|e| e.to_string())?;
-        for row in rows {
+        for row in parts.iter().flatten() {
             file.write_line(&(self.render)(row))
                 .map_err(|e| e.to_string())?;
         }

@@ -102,7 +102,7 @@ impl<T: 'static, W: SinkWriter<T>> SinkState for Buffered<T, W> {
         }
         let tag = format!("straight-{:06}", self.files);
         let started = Instant::now();
-        self.writer.write(&tag, &self.rows)?;
+        self.writer.write(&tag, std::slice::from_ref(&self.rows))?;
         self.busy += started.elapsed();
         self.files += 1;
         self.written += self.rows.len() as u64;
