@@ -161,14 +161,14 @@ where
 {
     let sink = name.to_owned();
     let scope = input.scope();
-    // Files are written on a thread of the sink's own, so a slow disk (fsync) never holds the
-    // worker: the operator keeps the written times' capabilities until their write is back.
+    // Files are written on a thread of the sink's own, so a write (encoding, fsync) does not
+    // hold the worker: the operator keeps the written times' capabilities until their write is
+    // back. Only a write falling due while the previous one is still out waits for it.
     let (jobs, todo) = std::sync::mpsc::channel::<(String, Vec<Vec<T>>)>();
     let (done_tx, done) = std::sync::mpsc::channel::<Result<Vec<String>, String>>();
     let spawned = std::thread::Builder::new()
         .name(format!("sink-{sink}-w{worker}"))
         .spawn(move || {
-            background_priority();
             for (tag, parts) in todo {
                 if done_tx.send(writer.write(&tag, &parts)).is_err() {
                     break;
@@ -198,13 +198,35 @@ where
                         }
                     }
                 });
-                // Writes that are back, in order: commit them and release their times.
+                // The completed times, and whether their rows are due to be written.
+                let complete: Vec<Time> = pending
+                    .keys()
+                    .copied()
+                    .filter(|t| !frontier.less_equal(t))
+                    .collect();
+                let rows: usize = complete
+                    .iter()
+                    .map(|t| pending.get(t).map_or(0, |p| p.1.len()))
+                    .sum();
+                let due = !complete.is_empty()
+                    && (rows >= policy.rows
+                        || last_write.elapsed() >= policy.interval
+                        || frontier.is_empty());
+                // Writes that are back, in order: commit them and release their times. When a
+                // write is due while `MAX_IN_FLIGHT` are queued, the worker waits for the oldest:
+                // a writer that cannot keep up (a slow disk) slows the dataflow down rather than
+                // letting rows pile up in memory.
                 while let Some(front) = in_flight.front() {
-                    let result = match done.try_recv() {
-                        Ok(r) => r,
-                        Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                        Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                            Err("its writer stopped".to_owned())
+                    let result = if due && in_flight.len() >= MAX_IN_FLIGHT {
+                        done.recv()
+                            .unwrap_or_else(|_| Err("its writer stopped".to_owned()))
+                    } else {
+                        match done.try_recv() {
+                            Ok(r) => r,
+                            Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                                Err("its writer stopped".to_owned())
+                            }
                         }
                     };
                     match result {
@@ -233,21 +255,9 @@ where
                 if !in_flight.is_empty() {
                     activator.activate_after(Duration::from_millis(1));
                 }
-                let complete: Vec<Time> = pending
-                    .keys()
-                    .copied()
-                    .filter(|t| !frontier.less_equal(t))
-                    .collect();
                 if complete.is_empty() {
                     return;
                 }
-                let rows: usize = complete
-                    .iter()
-                    .map(|t| pending.get(t).map_or(0, |p| p.1.len()))
-                    .sum();
-                let due = rows >= policy.rows
-                    || last_write.elapsed() >= policy.interval
-                    || frontier.is_empty();
                 if !due {
                     activator.activate_after(policy.interval.saturating_sub(last_write.elapsed()));
                     return;
@@ -281,24 +291,8 @@ where
     )
 }
 
-/// How much less a background thread (a sink's writer) is favoured than the workers, as a
-/// nice increment: the scheduler gives a worker about nine times its share of a core they
-/// contend for, so encoding and writing a rolled file never starves the dataflow (and the
-/// alerts behind it) while the workers have work; when they are idle the writer has the core.
-const BACKGROUND_NICE: i32 = 19;
-
-/// Lowers the calling thread's scheduling priority by [`BACKGROUND_NICE`] (on Linux the nice
-/// value is per thread). Best effort: a failure leaves the thread at the workers' priority.
-pub fn background_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let thread = rustix::thread::gettid();
-        let now = rustix::process::getpriority_process(Some(thread)).unwrap_or(0);
-        if let Err(e) = rustix::process::setpriority_process(Some(thread), now + BACKGROUND_NICE) {
-            tracing::debug!("cannot lower a writer thread's priority: {e}");
-        }
-    }
-}
+/// Writes a rolling sink queues for its writer before a new one waits for the oldest to finish.
+const MAX_IN_FLIGHT: usize = 1;
 
 /// A write handed to a sink's writer thread: the times it holds, and what to commit.
 struct InFlight {
