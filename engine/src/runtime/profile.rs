@@ -75,7 +75,7 @@ pub fn install(worker: &mut Worker, profile: &Arc<Profile>) {
     let mut log = WorkerLog {
         profile: Arc::clone(profile),
         operators: HashMap::new(),
-        started: HashMap::new(),
+        started: Vec::new(),
     };
     registry.insert::<TimelyEventBuilder, _>("timely", move |_, data| {
         if let Some(events) = data {
@@ -90,7 +90,8 @@ struct WorkerLog {
     profile: Arc<Profile>,
     /// By operator id: its address and times.
     operators: HashMap<usize, (Vec<usize>, OperatorTime)>,
-    started: HashMap<usize, Duration>,
+    /// Activations under way: a scope's (the dataflow's) encloses its operators'.
+    started: Vec<(usize, Duration)>,
 }
 
 impl WorkerLog {
@@ -110,12 +111,15 @@ impl WorkerLog {
             }
             TimelyEvent::Schedule(s) => match s.start_stop {
                 StartStop::Start => {
-                    self.started.insert(s.id, at);
+                    self.started.push((s.id, at));
                 }
                 StartStop::Stop => {
-                    let Some(start) = self.started.remove(&s.id) else {
+                    let Some((id, start)) = self.started.pop() else {
                         return;
                     };
+                    if id != s.id {
+                        return;
+                    }
                     let Some((_, op)) = self.operators.get_mut(&s.id) else {
                         return;
                     };
