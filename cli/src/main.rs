@@ -120,6 +120,10 @@ enum Command {
         /// Skip the Kafka baseline.
         #[arg(long)]
         no_kafka: bool,
+        /// Measurements of each side of the Kafka and Parquet baselines, alternately; each
+        /// side's best counts (this machine's noise is far larger than the effects measured).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Profile the paced run: print each operator's busy time and longest activations.
         #[arg(long)]
         profile: bool,
@@ -228,6 +232,7 @@ fn main() -> ExitCode {
             rate,
             seconds,
             no_kafka,
+            rounds,
             profile,
             out,
             json,
@@ -241,6 +246,7 @@ fn main() -> ExitCode {
                 rate,
                 seconds: seconds.max(1),
                 no_kafka,
+                rounds: rounds.max(1),
                 profile,
                 out,
             };

@@ -26,6 +26,8 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
             "--seconds",
             "1",
             "--profile",
+            "--rounds",
+            "2",
             "--out",
             out.to_str().unwrap(),
             "--json",
@@ -60,6 +62,17 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
     for r in ratios {
         assert!(r["vitalflow"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["baseline"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    // The Kafka and Parquet baselines are each side's best of `--rounds` measurements, each
+    // printed as it is taken.
+    let rounds: Vec<u64> = ratios
+        .iter()
+        .map(|r| r["rounds"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rounds, [1, 2, 2], "{ratios:?}");
+    let printed = String::from_utf8_lossy(&o.stdout);
+    for line in ["Kafka round 2:", "Parquet round 2:"] {
+        assert!(printed.contains(line), "{printed}");
     }
 
     // Every record of every source, the context table's included, completed exactly once.

@@ -21,7 +21,7 @@ use arrow_schema::{ArrowError, DataType, SchemaRef, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use vitalflow_model::row::{Field, Row, Schema, Type, Value};
 
-use crate::parquet::{ROW_GROUP_ROWS, writer_properties};
+use crate::parquet::{BATCH_ROWS, writer_properties};
 use crate::{SinkError, check_name, create_dir_durable, sync_dir};
 
 /// The Arrow type of a field type.
@@ -152,7 +152,7 @@ impl RowParquetWriter {
         let file = File::create(path).map_err(SinkError::io("create", path))?;
         let mut writer = ArrowWriter::try_new(file, self.arrow.clone(), Some(writer_properties()))
             .map_err(parquet_err)?;
-        for chunk in rows.chunks(ROW_GROUP_ROWS) {
+        for chunk in rows.chunks(BATCH_ROWS) {
             let batch = self.batch(chunk).map_err(arrow_err)?;
             writer.write(&batch).map_err(parquet_err)?;
         }

@@ -93,6 +93,8 @@ pub struct Ratio {
     pub vitalflow: f64,
     pub baseline: f64,
     pub target: f64,
+    /// Each side's figure is the best of this many measurements.
+    pub rounds: usize,
 }
 
 impl Ratio {
@@ -102,6 +104,22 @@ impl Ratio {
             vitalflow,
             baseline,
             target,
+            rounds: 1,
+        }
+    }
+
+    /// The figures are each side's best of `rounds` measurements.
+    pub const fn best_of(mut self, rounds: usize) -> Self {
+        self.rounds = rounds;
+        self
+    }
+
+    /// How the figures were taken, for the tables: empty for a single measurement.
+    fn how(&self) -> String {
+        if self.rounds > 1 {
+            format!(", best of {}", self.rounds)
+        } else {
+            String::new()
         }
     }
 
@@ -278,8 +296,9 @@ impl Report {
         for r in self.ratios() {
             let _ = writeln!(
                 s,
-                "  {}: {} vs {} = {:.2}× (target ≥ {:.1}×: {})",
+                "  {}{}: {} vs {} = {:.2}× (target ≥ {:.1}×: {})",
                 r.what,
+                r.how(),
                 thousands(r.vitalflow as u64),
                 thousands(r.baseline as u64),
                 r.ratio(),
@@ -355,8 +374,9 @@ impl Report {
         for r in self.ratios() {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {:.2}× | ≥ {:.1}× |",
+                "| {}{} | {} | {} | {:.2}× | ≥ {:.1}× |",
                 r.what,
+                r.how(),
                 thousands(r.vitalflow as u64),
                 thousands(r.baseline as u64),
                 r.ratio(),
@@ -385,7 +405,7 @@ impl Report {
     pub fn json(&self) -> serde_json::Value {
         let ratio = |r: &Ratio| {
             json!({"what": r.what, "vitalflow": r.vitalflow, "baseline": r.baseline,
-                   "ratio": r.ratio(), "target": r.target})
+                   "ratio": r.ratio(), "target": r.target, "rounds": r.rounds})
         };
         let pct = |p: &Percentiles| json!({"count": p.count, "p50_ms": p.p50, "p99_ms": p.p99, "p999_ms": p.p999, "max_ms": p.max});
         json!({

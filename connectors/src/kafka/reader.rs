@@ -58,6 +58,20 @@ impl PartitionReader {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest");
+        // Prefetch defaults for a reader that is behind (reading a backlog, or a worker busy
+        // elsewhere): librdkafka stops fetching a partition whose local queue is over its
+        // thresholds and looks again only after `fetch.queue.backoff.ms`, 1 s by default, so a
+        // worker that drained its queue sat idle for the rest of that second. Look again after
+        // 10 ms, and keep at most 16 MiB queued per reader (librdkafka's default is 64 MiB),
+        // which is refilled soon enough at that interval. Job properties override both.
+        for (name, value) in [
+            ("fetch.queue.backoff.ms", "10"),
+            ("queued.max.messages.kbytes", "16384"),
+        ] {
+            if config.get(name).is_none() {
+                config.set(name, value);
+            }
+        }
         let consumer: BaseConsumer = config
             .create()
             .map_err(KafkaError::client(format!("consumer of topic `{topic}`")))?;
