@@ -152,10 +152,10 @@ pub fn parquet(s: &Settings, expected: u64, out: &Path) -> anyhow::Result<Ratio>
             rows.len()
         );
     }
-    let (mut sink_best, mut raw_best) = (Duration::MAX, Duration::MAX);
+    let mut best = Best::new("Parquet", ["sink writer", "raw ArrowWriter"]);
     let mut raw_rows = 0;
     let first = out.join("parquet-sink-0");
-    for round in 0..s.rounds.max(1) {
+    for round in 0..s.rounds {
         let sink_dir = out.join(format!("parquet-sink-{round}"));
         settle_disk(out)?;
         let started = Instant::now();
@@ -170,14 +170,7 @@ pub fn parquet(s: &Settings, expected: u64, out: &Path) -> anyhow::Result<Ratio>
         if round > 0 {
             let _ = std::fs::remove_dir_all(&sink_dir);
         }
-        println!(
-            "Parquet round {}: sink writer {:.3} s, raw ArrowWriter {:.3} s",
-            round + 1,
-            sink.as_secs_f64(),
-            raw.elapsed.as_secs_f64()
-        );
-        sink_best = sink_best.min(sink);
-        raw_best = raw_best.min(raw.elapsed);
+        best.record(round, [sink, raw.elapsed]);
         raw_rows = raw.rows;
     }
     if raw_rows != expected {
@@ -185,11 +178,43 @@ pub fn parquet(s: &Settings, expected: u64, out: &Path) -> anyhow::Result<Ratio>
     }
     Ok(Ratio::new(
         "Parquet sink vs raw ArrowWriter (rows/s)",
-        expected as f64 / sink_best.as_secs_f64().max(1e-9),
-        raw_rows as f64 / raw_best.as_secs_f64().max(1e-9),
+        expected as f64 / best.best[0].as_secs_f64().max(1e-9),
+        raw_rows as f64 / best.best[1].as_secs_f64().max(1e-9),
         0.8,
     )
-    .best_of(s.rounds.max(1)))
+    .best_of(s.rounds))
+}
+
+/// Each side's best time over a baseline's rounds, each round printed as it is measured.
+struct Best {
+    what: &'static str,
+    sides: [&'static str; 2],
+    best: [Duration; 2],
+}
+
+impl Best {
+    const fn new(what: &'static str, sides: [&'static str; 2]) -> Self {
+        Self {
+            what,
+            sides,
+            best: [Duration::MAX; 2],
+        }
+    }
+
+    fn record(&mut self, round: usize, times: [Duration; 2]) {
+        println!(
+            "{} round {}: {} {:.3} s, {} {:.3} s",
+            self.what,
+            round + 1,
+            self.sides[0],
+            times[0].as_secs_f64(),
+            self.sides[1],
+            times[1].as_secs_f64()
+        );
+        for (best, time) in self.best.iter_mut().zip(times) {
+            *best = (*best).min(time);
+        }
+    }
 }
 
 /// Lets writer threads of earlier runs finish, then syncs the file system under `dir`.
@@ -262,9 +287,9 @@ pub fn kafka(s: &Settings, out: &Path) -> anyhow::Result<KafkaFigures> {
         |_| {},
     )?;
 
-    let (mut raw_best, mut engine_best) = (Duration::MAX, Duration::MAX);
+    let mut best = Best::new("Kafka", ["raw consume loop", "Kafka source"]);
     let mut bytes = 0;
-    for round in 0..s.rounds.max(1) {
+    for round in 0..s.rounds {
         super::settle();
         let (raw, payload) = raw_consume(&bootstrap, topic, produced)?;
         bytes = payload;
@@ -300,27 +325,20 @@ inputs = ["ehr"]
         if engine_records != produced {
             bail!("the Kafka source read {engine_records} of {produced} records");
         }
-        println!(
-            "Kafka round {}: raw consume loop {:.2} s, Kafka source {:.2} s",
-            round + 1,
-            raw.as_secs_f64(),
-            summary.elapsed.as_secs_f64()
-        );
-        raw_best = raw_best.min(raw);
-        engine_best = engine_best.min(summary.elapsed);
+        best.record(round, [raw, summary.elapsed]);
     }
     let rate = |d: Duration| produced as f64 / d.as_secs_f64().max(1e-9);
     Ok(KafkaFigures {
         records: produced,
         bytes,
-        raw_elapsed: raw_best,
-        engine_elapsed: engine_best,
+        raw_elapsed: best.best[0],
+        engine_elapsed: best.best[1],
         ratio: Ratio::new(
             "Kafka source vs raw rdkafka consume loop (records/s)",
-            rate(engine_best),
-            rate(raw_best),
+            rate(best.best[1]),
+            rate(best.best[0]),
             0.8,
         )
-        .best_of(s.rounds.max(1)),
+        .best_of(s.rounds),
     })
 }

@@ -46,7 +46,8 @@ pub struct Settings {
     pub seconds: u64,
     /// Skip the Kafka baseline.
     pub no_kafka: bool,
-    /// Measurements of each side of the Kafka and Parquet baselines (the best counts).
+    /// Measurements of each side of the Kafka and Parquet baselines, at least 1 (the best
+    /// counts).
     pub rounds: usize,
     /// Profile the paced run's operators.
     pub profile: bool,
