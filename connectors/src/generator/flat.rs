@@ -12,8 +12,8 @@ use std::fmt::Write as _;
 
 use vitalflow_model::vitals::VitalKind;
 
-use super::Generator;
 use super::physiology::{HashRng, stream};
+use super::{Generator, PatientConstants};
 
 /// The wards readings come from, by patient.
 pub const WARDS: [&str; 4] = ["ICU", "HDU", "WARD-A", "WARD-B"];
@@ -31,26 +31,26 @@ impl Generator {
     #[must_use]
     #[allow(clippy::cast_possible_truncation)]
     pub fn flat_line_at(&self, i: u64, ts: i64) -> String {
-        let patients = self.patients;
-        let (p, tick) = (i % patients, i / patients);
+        let (p, tick) = (i % self.patients, i / self.patients);
+        self.with_constants(p, |c| self.flat_line_of(p, tick, ts, c))
+    }
+
+    #[allow(clippy::cast_possible_truncation)]
+    pub(super) fn flat_line_of(&self, p: u64, tick: u64, ts: i64, c: &PatientConstants) -> String {
         let seed = self.cfg.seed;
-        let physiology = self.physiology(p);
-        let measure = |kind| physiology.measure(seed, p, tick, kind);
+        let measure = |kind| c.physiology.measure(seed, p, tick, kind);
         let (hr, _) = measure(VitalKind::HeartRate);
         let (rr, _) = measure(VitalKind::RespiratoryRate);
         let (spo2, _) = measure(VitalKind::Spo2);
         let (temp, _) = measure(VitalKind::BodyTemperature);
         let (sbp, dbp) = measure(VitalKind::BloodPressure);
-        let ward = WARDS[(HashRng::new(seed, stream::IDENTITY, p, 9).below(4)) as usize];
+        let ward = c.ward;
         let no_probe = HashRng::new(seed, stream::TIMING, p, tick + 11).below(20) == 0;
         let mut line = String::with_capacity(160);
         let _ = write!(
             line,
             r#"{{"patient_id":"{}","ts":{ts},"ward":"{ward}","hr":{},"spo2":{},"rr":{},"#,
-            self.patient_id(p),
-            hr as i64,
-            spo2 as i64,
-            rr as i64,
+            c.patient_id, hr as i64, spo2 as i64, rr as i64,
         );
         if no_probe {
             line.push_str(r#""temp":null,"#);
@@ -64,6 +64,12 @@ impl Generator {
             dbp.unwrap_or(sbp - 40.0) as i64
         );
         line
+    }
+
+    /// The ward patient `p`'s readings come from.
+    #[allow(clippy::cast_possible_truncation)]
+    pub(super) fn ward(&self, p: u64) -> &'static str {
+        WARDS[(HashRng::new(self.cfg.seed, stream::IDENTITY, p, 9).below(4)) as usize]
     }
 }
 
@@ -87,7 +93,7 @@ impl Generator {
         let mut lines: Vec<(i64, u64, String)> = Vec::new();
         for p in 0..self.patients {
             let id = self.patient_id(p);
-            let ward = WARDS[(HashRng::new(seed, stream::IDENTITY, p, 9).below(4)) as usize];
+            let ward = self.ward(p);
             let scale = if HashRng::new(seed, stream::IDENTITY, p, 10).below(10) == 0 {
                 2
             } else {

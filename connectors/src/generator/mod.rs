@@ -15,6 +15,7 @@ pub mod phi;
 pub mod physiology;
 
 use std::collections::BTreeSet;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, TimeDelta, TimeZone, Utc};
 use serde::Serialize;
@@ -84,6 +85,37 @@ pub struct Generator {
     total_ticks: u64,
     today: NaiveDate,
     seed_bytes: [u8; 8],
+    /// What every reading of a patient repeats, made on its first reading (shared by clones).
+    constants: Arc<OnceLock<PatientCache>>,
+}
+
+/// Patients up to this count have their [`PatientConstants`] cached (about 200 bytes each);
+/// beyond it they are computed for every reading.
+const CACHED_PATIENTS: u64 = 1 << 17;
+
+/// What every reading of one patient repeats: its ids, physiology, unit and time offset. Each is
+/// a pure function of the configuration and the patient, like everything the generator makes.
+#[derive(Clone, Debug)]
+struct PatientConstants {
+    patient_id: String,
+    /// `correlationId`: the patient's unit of work.
+    correlation_id: String,
+    /// `causationId` of its readings: its `patient.record.created` event.
+    created_event_id: String,
+    physiology: Physiology,
+    fahrenheit: bool,
+    /// The ward of its flat monitor readings.
+    ward: &'static str,
+}
+
+/// One lazily made [`PatientConstants`] per patient.
+struct PatientCache(Box<[OnceLock<PatientConstants>]>);
+
+impl std::fmt::Debug for PatientCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let made = self.0.iter().filter(|c| c.get().is_some()).count();
+        write!(f, "PatientCache({made} of {} made)", self.0.len())
+    }
 }
 
 #[derive(Serialize)]
@@ -141,6 +173,34 @@ impl Generator {
             total_ticks,
             today,
             seed_bytes,
+            constants: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Patient `p`'s reading constants, made anew.
+    fn constants(&self, p: u64) -> PatientConstants {
+        PatientConstants {
+            patient_id: self.patient_id(p),
+            correlation_id: self.correlation_id(p),
+            created_event_id: self.event_id(p),
+            physiology: self.physiology(p),
+            fahrenheit: self.uses_fahrenheit(p),
+            ward: self.ward(p),
+        }
+    }
+
+    /// Patient `p`'s reading constants, from the cache when the generator has one.
+    fn with_constants<R>(&self, p: u64, f: impl FnOnce(&PatientConstants) -> R) -> R {
+        let make = || self.constants(p);
+        if self.patients > CACHED_PATIENTS {
+            return f(&make());
+        }
+        let cache = self
+            .constants
+            .get_or_init(|| PatientCache((0..self.patients).map(|_| OnceLock::new()).collect()));
+        match usize::try_from(p).ok().and_then(|i| cache.0.get(i)) {
+            Some(cell) => f(cell.get_or_init(make)),
+            None => f(&make()),
         }
     }
 
@@ -271,17 +331,32 @@ impl Generator {
             ssn: &id.ssn,
             mrn: &id.mrn,
         };
-        let metadata = self.metadata(p, p, PATIENT_CREATED, self.reading_time(p, 0), None);
+        let metadata = self.metadata(
+            p,
+            PATIENT_CREATED,
+            self.reading_time(p, 0),
+            self.correlation_id(p),
+            None,
+        );
         serde_json::to_vec(&Envelope { metadata, payload })
     }
 
     fn vital_event(&self, i: u64, p: u64, tick: u64) -> serde_json::Result<Vec<u8>> {
-        let patient_id = self.patient_id(p);
+        self.with_constants(p, |c| self.vital_event_of(i, p, tick, c))
+    }
+
+    fn vital_event_of(
+        &self,
+        i: u64,
+        p: u64,
+        tick: u64,
+        c: &PatientConstants,
+    ) -> serde_json::Result<Vec<u8>> {
         let kind = ROTATION[usize::try_from(tick % 5).unwrap_or(0)];
-        let (v, diastolic) = self.physiology(p).measure(self.cfg.seed, p, tick, kind);
+        let (v, diastolic) = c.physiology.measure(self.cfg.seed, p, tick, kind);
         let (value, unit, systolic, diastolic) = match (kind, diastolic) {
             (VitalKind::BloodPressure, Some(d)) => (None, "mm[Hg]", Some(v), Some(d)),
-            (VitalKind::BodyTemperature, _) if self.uses_fahrenheit(p) => {
+            (VitalKind::BodyTemperature, _) if c.fahrenheit => {
                 (Some(to_fahrenheit(v)), "[degF]", None, None)
             }
             (VitalKind::BodyTemperature, _) => (Some(v), "Cel", None, None),
@@ -289,7 +364,7 @@ impl Generator {
         };
         let effective = self.reading_time(p, tick);
         let payload = VitalPayload {
-            patient_id: &patient_id,
+            patient_id: &c.patient_id,
             measurement_id: uuid_from(&[b"measurement", &self.seed_bytes, &i.to_le_bytes()]),
             kind: kind.as_str(),
             // Temperatures keep their decimal (`37.0`), counts are integers (`72`).
@@ -310,7 +385,13 @@ impl Generator {
         let sent = effective
             .checked_add_signed(TimeDelta::seconds(1 + i64::try_from(delay).unwrap_or(0)))
             .unwrap_or(effective);
-        let metadata = self.metadata(i, p, VITALS_RECORDED, sent, Some(self.event_id(p)));
+        let metadata = self.metadata(
+            i,
+            VITALS_RECORDED,
+            sent,
+            c.correlation_id.clone(),
+            Some(c.created_event_id.clone()),
+        );
         serde_json::to_vec(&Envelope { metadata, payload })
     }
 
@@ -318,12 +399,17 @@ impl Generator {
         uuid_from(&[b"event", &self.seed_bytes, &i.to_le_bytes()])
     }
 
+    /// All events of patient `p` form one unit of work: their `correlationId`.
+    fn correlation_id(&self, p: u64) -> String {
+        uuid_from(&[b"patient", &self.seed_bytes, &p.to_le_bytes()])
+    }
+
     fn metadata(
         &self,
         i: u64,
-        p: u64,
         event_type: &str,
         timestamp: DateTime<Utc>,
+        correlation_id: String,
         causation_id: Option<String>,
     ) -> EventMetadata {
         let mut trace = HashRng::new(self.cfg.seed, stream::TIMING, i, 3);
@@ -334,8 +420,7 @@ impl Generator {
             event_id: self.event_id(i),
             event_type: event_type.to_owned(),
             event_source: EVENT_SOURCE.to_owned(),
-            // All events of one patient form one unit of work.
-            correlation_id: uuid_from(&[b"patient", &self.seed_bytes, &p.to_le_bytes()]),
+            correlation_id,
             causation_id,
             timestamp,
             version: ENVELOPE_VERSION.to_owned(),
@@ -367,5 +452,35 @@ fn number(v: f64) -> Option<Number> {
         Some(Number::from(v as i64))
     } else {
         Number::from_f64(v)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A reading made from the cached constants is the one made from constants computed anew,
+    /// whichever reading of a patient filled the cache.
+    #[test]
+    fn cached_constants_make_the_same_readings() {
+        let g = Generator::new(GeneratorConfig {
+            patients: 7,
+            count: 7 * 12,
+            ..GeneratorConfig::default()
+        });
+        for i in (7..g.count()).rev() {
+            let (p, tick) = ((i - 7) % 7, (i - 7) / 7);
+            let fresh = g.vital_event_of(i, p, tick, &g.constants(p)).unwrap();
+            assert_eq!(g.event(i), fresh, "event {i}");
+            assert_eq!(g.event(i), fresh, "event {i}, from the cache");
+            let flat = g.flat_line_of(i % 7, i / 7, 1_767_225_600_000, &g.constants(i % 7));
+            assert_eq!(g.flat_line_at(i, 1_767_225_600_000), flat);
+        }
+        // The constants are the patient's own.
+        let c = g.constants(3);
+        assert_eq!(c.patient_id, g.patient_id(3));
+        assert_eq!(c.created_event_id, g.event_id(3));
+        assert_ne!(c.correlation_id, g.constants(4).correlation_id);
     }
 }
