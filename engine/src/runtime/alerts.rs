@@ -18,7 +18,6 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::vec::Map;
 use vitalflow_model::alert::{AlertEvent, AlertPayload};
 use vitalflow_model::envelope::{ENVELOPE_VERSION, EventMetadata};
 use vitalflow_model::ids::uuid_from;
@@ -33,7 +32,7 @@ use vitalflow_operators::anonymize::{Anonymizer, identifier_text};
 use vitalflow_operators::expression::Compiled;
 
 use super::metrics::NodeCounters;
-use super::ops::{StageLogic, VecStream, stage};
+use super::ops::{StageLogic, VecStream, split_results, stage};
 use super::rows::dead_row;
 
 /// Where an observation's id comes from.
@@ -487,8 +486,7 @@ pub fn alerts<'s>(
                 }
             },
         );
-    let events = results.clone().flat_map(Result::ok);
-    let rejected = results.flat_map(Result::err);
+    let (events, rejected) = split_results(results);
     (events, dead.concat(rejected))
 }
 

@@ -32,7 +32,6 @@ use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::Operator;
-use timely::dataflow::operators::vec::Map;
 use timely::progress::Antichain;
 use timely::progress::timestamp::Timestamp;
 use vitalflow_model::row::{KeyValue, Row, Schema, Value};
@@ -40,7 +39,7 @@ use vitalflow_model::{DeadLetter, Time};
 use vitalflow_operators::expression::Compiled;
 
 use super::metrics::NodeCounters;
-use super::ops::{StageLogic, VecStream, stage};
+use super::ops::{StageLogic, VecStream, split_results, stage};
 use super::rows::{dead_row, event_time_and_key};
 use super::windows::{add_marks, event_time_marks};
 
@@ -302,8 +301,7 @@ pub fn join<'s>(
                 }
             },
         );
-    let rows = joined.clone().flat_map(Result::ok);
-    let rejected = joined.flat_map(Result::err);
+    let (rows, rejected) = split_results(joined);
     (rows, dead.concat(rejected))
 }
 

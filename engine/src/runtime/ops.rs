@@ -123,6 +123,37 @@ where
     (out_stream, dead_stream, stats_stream)
 }
 
+/// Splits a stream of results into its values and its errors, moving each record to the one
+/// stream it belongs to (a stream read twice has every batch cloned for the first reader: for a
+/// join's output, a deep copy of every joined row).
+pub fn split_results<'s, T: 'static, E: 'static>(
+    results: VecStream<'s, Result<T, E>>,
+) -> (VecStream<'s, T>, VecStream<'s, E>) {
+    let mut builder = OperatorBuilder::new("SplitResults".to_owned(), results.scope());
+    let mut input = builder.new_input(results, Pipeline);
+    let (values, values_stream) = builder.new_output::<Vec<T>>();
+    let (errors, errors_stream) = builder.new_output::<Vec<E>>();
+    let mut values = OutputBuilder::<_, CapacityContainerBuilder<Vec<T>>>::from(values);
+    let mut errors = OutputBuilder::<_, CapacityContainerBuilder<Vec<E>>>::from(errors);
+    builder.build(move |_caps| {
+        move |_frontiers| {
+            let mut values = values.activate();
+            let mut errors = errors.activate();
+            input.for_each_stamp(|cap, data| {
+                let mut values = values.session(&cap);
+                let mut errors = errors.session(&cap);
+                for record in data.flat_map(|batch| batch.drain(..)) {
+                    match record {
+                        Ok(v) => values.give(v),
+                        Err(e) => errors.give(e),
+                    }
+                }
+            });
+        }
+    });
+    (values_stream, errors_stream)
+}
+
 /// Writes a sink's rows; returns the files made durable (relative to the output folder).
 pub trait SinkWriter<T>: 'static {
     /// Writes the rows of `parts`, in order, durably under names derived from `tag`. The rows
