@@ -194,15 +194,12 @@ where
     let scope = input.scope();
     // Files are written on a thread of the sink's own, so a write (encoding, fsync) does not
     // hold the worker: the operator keeps the written times' capabilities until their write is
-    // back. Only a write falling due while the previous one is still out waits for it. The
-    // thread runs at a background priority: it writes while the workers have nothing to do,
-    // and a worker it falls behind waits for it (so memory stays bounded).
+    // back. Only a write falling due while the previous one is still out waits for it.
     let (jobs, todo) = std::sync::mpsc::channel::<(String, Vec<Vec<T>>)>();
     let (done_tx, done) = std::sync::mpsc::channel::<Result<Vec<String>, String>>();
     let spawned = std::thread::Builder::new()
         .name(format!("sink-{sink}-w{worker}"))
         .spawn(move || {
-            background_priority();
             for (tag, parts) in todo {
                 if done_tx.send(writer.write(&tag, &parts)).is_err() {
                     break;
@@ -323,28 +320,6 @@ where
             }
         },
     )
-}
-
-/// How much less a sink's writer thread is favoured than the workers, as a nice increment
-/// (weight 15 against a worker's 1024 on Linux). At an even 19 it still writes whenever a core is
-/// free of the workers; when they keep both cores busy, a roll falling due while the previous
-/// write is still out makes its worker wait, and the writer has that core. At the workers'
-/// priority a roll's encoding took half a core from them for a second at a time, and readings
-/// queued behind: `vitalflow run` of the harness's paced job gave arrival → alert p99 of 23-135 ms
-/// with rolls every 5 s against 2-8 ms with no roll during the run.
-const BACKGROUND_NICE: i32 = 19;
-
-/// Lowers the calling thread's scheduling priority by [`BACKGROUND_NICE`] (on Linux the nice
-/// value is per thread). Best effort: a failure leaves the thread at the workers' priority.
-pub fn background_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let thread = rustix::thread::gettid();
-        let now = rustix::process::getpriority_process(Some(thread)).unwrap_or(0);
-        if let Err(e) = rustix::process::setpriority_process(Some(thread), now + BACKGROUND_NICE) {
-            tracing::debug!("cannot lower a writer thread's priority: {e}");
-        }
-    }
 }
 
 /// Writes a rolling sink queues for its writer before a new one waits for the oldest to finish.
