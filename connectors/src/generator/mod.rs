@@ -93,7 +93,7 @@ pub struct Generator {
 /// beyond it they are computed for every reading.
 const CACHED_PATIENTS: u64 = 1 << 17;
 
-/// What every reading of one patient repeats: its ids, physiology, unit and time offset. Each is
+/// What every reading of one patient repeats: its ids, physiology, temperature unit and ward. Each is
 /// a pure function of the configuration and the patient, like everything the generator makes.
 #[derive(Clone, Debug)]
 struct PatientConstants {
