@@ -21,7 +21,6 @@ pub const WARDS: [&str; 4] = ["ICU", "HDU", "WARD-A", "WARD-B"];
 impl Generator {
     /// Flat reading `i` (0-based) as one JSON line, without the line break.
     #[must_use]
-    #[allow(clippy::cast_possible_truncation)]
     pub fn flat_line(&self, i: u64) -> String {
         let (p, tick) = (i % self.patients, i / self.patients);
         self.flat_line_at(i, self.reading_time(p, tick).timestamp_millis())
@@ -29,7 +28,6 @@ impl Generator {
 
     /// Flat reading `i` stamped `ts` (epoch ms) instead of its simulated time: a live feed.
     #[must_use]
-    #[allow(clippy::cast_possible_truncation)]
     pub fn flat_line_at(&self, i: u64, ts: i64) -> String {
         let (p, tick) = (i % self.patients, i / self.patients);
         self.with_constants(p, |c| self.flat_line_of(p, tick, ts, c))
