@@ -1,8 +1,8 @@
 //! Alert latency under load: the shipped `dataflows/icu-alerting.toml` (its join to the patient
 //! context, NEWS2 and the critical-value rules, unchanged) fed by the generator's flat readings
-//! at a paced rate, each stamped with the wall clock as it is made, over 100,000 patients; the
-//! context table (133,000 versions) from a file. Every alert records emission minus the
-//! triggering reading's arrival.
+//! at a paced rate (each reading's event time is the wall clock as it is made, its arrival the
+//! moment it was due), over 100,000 patients; the context table (133,000 versions) from a file.
+//! Every alert records emission minus the triggering reading's arrival.
 //!
 //! Two runs in one process: the baseline at 10,000 readings/s, then 100,000 readings/s, 10 s
 //! each. Printed per run: the rate achieved, the alert events, and arrival → alert p50 / p99 /

@@ -7,6 +7,7 @@
 //!   [`RawRecord`](vitalflow_model::RawRecord)s;
 //! * [`parquet`]: the canonical sink's Parquet writer (Hive-partitioned, committed atomically);
 //! * [`jsonl`]: JSON-lines files committed atomically (dead letters, audit trail, events);
+//! * [`pace`]: spreading a sink write's work over time, so a roll does not take the workers' cores;
 //! * [`kafka`]: Kafka clients (explicit partitions, delivery-tracking producer) and the embedded
 //!   broker.
 #![forbid(unsafe_code)]
@@ -21,12 +22,14 @@ pub mod files;
 pub mod generator;
 pub mod jsonl;
 pub mod kafka;
+pub mod pace;
 pub mod parquet;
 pub mod parquet_rows;
 
 pub use files::{FileError, FileFormat, FileSource};
 pub use generator::{Generator, GeneratorConfig};
 pub use jsonl::{JsonlFile, dead_letter_json};
+pub use pace::Pace;
 pub use parquet::{
     CommittedFile, ParquetWriter, encounter_schema, observation_schema, patient_schema,
 };

@@ -31,7 +31,7 @@ use vitalflow_model::canonical::{
     CanonicalResource, Columns, EncounterColumns, ObservationColumns, PatientColumns, ResourceType,
 };
 
-use crate::{SinkError, check_name, sync_filesystem};
+use crate::{Pace, SinkError, check_name, sync_filesystem};
 
 /// Maximum rows in one row group.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
@@ -387,6 +387,19 @@ impl ParquetWriter {
         tag: &str,
         rows: impl IntoIterator<Item = &'r CanonicalResource>,
     ) -> Result<Vec<CommittedFile>, SinkError> {
+        self.write_paced(tag, rows, &mut Pace::none())
+    }
+
+    /// [`write`](Self::write), advancing `pace` after each Arrow batch encoded.
+    ///
+    /// # Errors
+    /// As [`write`](Self::write).
+    pub fn write_paced<'r>(
+        &mut self,
+        tag: &str,
+        rows: impl IntoIterator<Item = &'r CanonicalResource>,
+        pace: &mut Pace,
+    ) -> Result<Vec<CommittedFile>, SinkError> {
         check_name(tag)?;
         let mut groups: BTreeMap<(ResourceType, NaiveDate), Vec<&CanonicalResource>> =
             BTreeMap::new();
@@ -412,7 +425,7 @@ impl ParquetWriter {
             let path = dir.join(format!("part-{tag}.parquet"));
             let result = fs::create_dir_all(&dir)
                 .map_err(SinkError::io("create directory", &dir))
-                .and_then(|()| write_file(&tmp, resource_type, &rows));
+                .and_then(|()| write_file(&tmp, resource_type, &rows, pace));
             if let Err(e) = result {
                 let _ = fs::remove_file(&tmp);
                 remove_all(&written);
@@ -462,6 +475,7 @@ fn write_file(
     path: &Path,
     resource_type: ResourceType,
     rows: &[&CanonicalResource],
+    pace: &mut Pace,
 ) -> Result<(), SinkError> {
     let schema = match resource_type {
         ResourceType::Patient => patient_schema(),
@@ -476,12 +490,13 @@ fn write_file(
     };
     let mut writer =
         ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(parquet_err)?;
-    for chunk in rows.chunks(BATCH_ROWS) {
+    for chunk in rows.chunks(pace.batch_rows(BATCH_ROWS)) {
         let batch = batch(&schema, resource_type, chunk).map_err(|source| SinkError::Arrow {
             path: path.to_path_buf(),
             source,
         })?;
         writer.write(&batch).map_err(parquet_err)?;
+        pace.advance(chunk.len());
     }
     writer.close().map_err(parquet_err)?;
     Ok(())

@@ -22,7 +22,7 @@ use parquet::arrow::ArrowWriter;
 use vitalflow_model::row::{Field, Row, Schema, Type, Value};
 
 use crate::parquet::{BATCH_ROWS, writer_properties};
-use crate::{SinkError, check_name, create_dir_durable, sync_dir};
+use crate::{Pace, SinkError, check_name, create_dir_durable, sync_dir};
 
 /// The Arrow type of a field type.
 #[must_use]
@@ -105,6 +105,19 @@ impl RowParquetWriter {
         tag: &str,
         rows: impl IntoIterator<Item = &'r Row>,
     ) -> Result<Vec<CommittedRowFile>, SinkError> {
+        self.write_paced(tag, rows, &mut Pace::none())
+    }
+
+    /// [`write`](Self::write), advancing `pace` after each Arrow batch encoded.
+    ///
+    /// # Errors
+    /// As [`write`](Self::write).
+    pub fn write_paced<'r>(
+        &self,
+        tag: &str,
+        rows: impl IntoIterator<Item = &'r Row>,
+        pace: &mut Pace,
+    ) -> Result<Vec<CommittedRowFile>, SinkError> {
         check_name(tag)?;
         let rows: Vec<&Row> = rows.into_iter().collect();
         if rows.is_empty() {
@@ -113,7 +126,7 @@ impl RowParquetWriter {
         create_dir_durable(&self.dir)?;
         let tmp = self.dir.join(format!(".part-{tag}.parquet.inprogress"));
         let path = self.dir.join(format!("part-{tag}.parquet"));
-        if let Err(e) = self.write_file(&tmp, &rows) {
+        if let Err(e) = self.write_file(&tmp, &rows, pace) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
@@ -131,7 +144,7 @@ impl RowParquetWriter {
     }
 
     /// Writes and fsyncs one file.
-    fn write_file(&self, path: &Path, rows: &[&Row]) -> Result<(), SinkError> {
+    fn write_file(&self, path: &Path, rows: &[&Row], pace: &mut Pace) -> Result<(), SinkError> {
         let arrow_err = |source| SinkError::Arrow {
             path: path.to_path_buf(),
             source,
@@ -152,9 +165,10 @@ impl RowParquetWriter {
         let file = File::create(path).map_err(SinkError::io("create", path))?;
         let mut writer = ArrowWriter::try_new(file, self.arrow.clone(), Some(writer_properties()))
             .map_err(parquet_err)?;
-        for chunk in rows.chunks(BATCH_ROWS) {
+        for chunk in rows.chunks(pace.batch_rows(BATCH_ROWS)) {
             let batch = self.batch(chunk).map_err(arrow_err)?;
             writer.write(&batch).map_err(parquet_err)?;
+            pace.advance(chunk.len());
         }
         let file = writer.into_inner().map_err(parquet_err)?;
         file.sync_all().map_err(SinkError::io("fsync", path))

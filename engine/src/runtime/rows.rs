@@ -16,7 +16,9 @@ use vitalflow_operators::anonymize::{Anonymizer, DeidReport, RowPlan};
 use vitalflow_operators::decode::Decoder;
 use vitalflow_operators::expression::Compiled;
 
-use super::ops::{SinkWriter, StageLogic};
+use vitalflow_connectors::Pace;
+
+use super::ops::{PACE_LINES, SinkWriter, StageLogic};
 use super::stages::relative;
 
 /// A rejected row: the row as JSON (it may hold PHI: dead letters go to the dead-letter sink).
@@ -300,10 +302,15 @@ pub struct RowParquetSink {
 }
 
 impl SinkWriter<Row> for RowParquetSink {
-    fn write(&mut self, tag: &str, parts: &[Vec<Row>]) -> Result<Vec<String>, String> {
+    fn write(
+        &mut self,
+        tag: &str,
+        parts: &[Vec<Row>],
+        pace: &mut Pace,
+    ) -> Result<Vec<String>, String> {
         let files = self
             .writer
-            .write(tag, parts.iter().flatten())
+            .write_paced(tag, parts.iter().flatten(), pace)
             .map_err(|e| e.to_string())?;
         Ok(files.iter().map(|f| relative(&self.out, &f.path)).collect())
     }
@@ -320,14 +327,22 @@ pub struct RowJsonlSink {
 }
 
 impl SinkWriter<Row> for RowJsonlSink {
-    fn write(&mut self, tag: &str, parts: &[Vec<Row>]) -> Result<Vec<String>, String> {
+    fn write(
+        &mut self,
+        tag: &str,
+        parts: &[Vec<Row>],
+        pace: &mut Pace,
+    ) -> Result<Vec<String>, String> {
         let name = format!("part-{tag}.jsonl");
         let mut file = JsonlFile::create(&self.dir, &name, false).map_err(|e| e.to_string())?;
         let mut buf = Vec::with_capacity(256);
-        for row in parts.iter().flatten() {
+        for (i, row) in parts.iter().flatten().enumerate() {
             buf.clear();
             write_row_json(&self.schema, row, &mut buf);
             file.write_raw_line(&buf).map_err(|e| e.to_string())?;
+            if (i + 1) % PACE_LINES == 0 {
+                pace.advance(PACE_LINES);
+            }
         }
         let path = file.commit().map_err(|e| e.to_string())?;
         Ok(vec![relative(&self.out, &path)])

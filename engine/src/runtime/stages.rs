@@ -14,7 +14,9 @@ use vitalflow_operators::anonymize::{Anonymizer, DeidReport};
 use vitalflow_operators::canonize::canonize;
 use vitalflow_operators::ingest::{IngestOptions, ingest_with};
 
-use super::ops::{SinkWriter, StageLogic};
+use vitalflow_connectors::Pace;
+
+use super::ops::{PACE_LINES, SinkWriter, StageLogic};
 
 /// Ingestion: parse and validate.
 pub struct IngestLogic {
@@ -138,10 +140,11 @@ impl SinkWriter<CanonicalResource> for ParquetSink {
         &mut self,
         tag: &str,
         parts: &[Vec<CanonicalResource>],
+        pace: &mut Pace,
     ) -> Result<Vec<String>, String> {
         let files = self
             .writer
-            .write(tag, parts.iter().flatten())
+            .write_paced(tag, parts.iter().flatten(), pace)
             .map_err(|e| e.to_string())?;
         Ok(files.iter().map(|f| relative(&self.out, &f.path)).collect())
     }
@@ -160,13 +163,21 @@ pub struct JsonlSink<T> {
 }
 
 impl<T: 'static> SinkWriter<T> for JsonlSink<T> {
-    fn write(&mut self, tag: &str, parts: &[Vec<T>]) -> Result<Vec<String>, String> {
+    fn write(
+        &mut self,
+        tag: &str,
+        parts: &[Vec<T>],
+        pace: &mut Pace,
+    ) -> Result<Vec<String>, String> {
         let name = format!("part-{tag}.jsonl");
         let mut file =
             JsonlFile::create(&self.dir, &name, self.private).map_err(|e| e.to_string())?;
-        for row in parts.iter().flatten() {
+        for (i, row) in parts.iter().flatten().enumerate() {
             file.write_line(&(self.render)(row))
                 .map_err(|e| e.to_string())?;
+            if (i + 1) % PACE_LINES == 0 {
+                pace.advance(PACE_LINES);
+            }
         }
         let path = file.commit().map_err(|e| e.to_string())?;
         Ok(vec![relative(&self.out, &path)])

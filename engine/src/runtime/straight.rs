@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vitalflow_connectors::Pace;
 use vitalflow_connectors::jsonl::dead_letter_json;
 use vitalflow_connectors::parquet::ParquetWriter;
 use vitalflow_connectors::parquet_rows::RowParquetWriter;
@@ -102,7 +103,8 @@ impl<T: 'static, W: SinkWriter<T>> SinkState for Buffered<T, W> {
         }
         let tag = format!("straight-{:06}", self.files);
         let started = Instant::now();
-        self.writer.write(&tag, std::slice::from_ref(&self.rows))?;
+        self.writer
+            .write(&tag, std::slice::from_ref(&self.rows), &mut Pace::none())?;
         self.busy += started.elapsed();
         self.files += 1;
         self.written += self.rows.len() as u64;

@@ -9,7 +9,7 @@
 //! `t × granularity` arrived, unless late. Timestamps are processed in order, so the results do
 //! not depend on how many workers run the job.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
@@ -97,7 +97,8 @@ pub fn window<'s>(
     VecStream<'s, Row>,
     VecStream<'s, DeadLetter>,
 ) {
-    let worker = input.scope().index() as u64;
+    let scope = input.scope();
+    let worker = scope.index() as u64;
     let (prepared, dead, _) = stage(
         input,
         Pipeline,
@@ -114,19 +115,24 @@ pub fn window<'s>(
             route,
             Pipeline,
             &name,
-            move |cap, _info| {
+            move |cap, info| {
+                let activator = scope.activator_for(info.address);
                 let mut cap = Some(cap);
+                // The watermark of a time whose closed windows are not all emitted yet.
+                let mut backlog: Option<i64> = None;
                 let mut state = Windows::new(Arc::clone(&plan.spec));
-                let mut stash: BTreeMap<Time, Vec<(WindowRecord, Row)>> = BTreeMap::new();
+                let mut stash: BTreeMap<Time, VecDeque<(WindowRecord, Row)>> = BTreeMap::new();
                 let mut maxima: BTreeMap<Time, i64> = BTreeMap::new();
                 let mut seen = i64::MIN;
                 let mut emitted = 0u64;
                 move |(records, f1), (marks, f2), output| {
+                    let mut arrived = 0usize;
                     records.for_each_stamp(|c, data| {
                         let Some(t) = c.least().copied() else { return };
                         let entry = stash.entry(t).or_default();
                         for batch in data {
-                            entry.append(batch);
+                            arrived += batch.len();
+                            entry.extend(batch.drain(..));
                         }
                     });
                     marks.for_each_stamp(|c, data| {
@@ -135,6 +141,25 @@ pub fn window<'s>(
                         }
                     });
                     let Some(c) = cap.as_mut() else { return };
+                    let mut out = Vec::new();
+                    // A completed time's records go into the windows, and the windows its
+                    // watermark closed go out, a slice per activation (at most
+                    // `WORK_PER_ACTIVATION` of both), so that neither holds the worker; the
+                    // slices keep the times' order, so the results are those of one pass.
+                    // As much work as arrived, and a slice of what waits: the stash never grows
+                    // for want of activations, however fast records come.
+                    let mut budget = WORK_PER_ACTIVATION.saturating_add(arrived);
+                    if let Some(mark) = backlog {
+                        let (changes, more) = state.advance_at_most(mark, budget);
+                        budget = budget.saturating_sub(changes.len());
+                        push_changes(&mut out, changes, worker, &mut emitted);
+                        output.session(&*c).give_iterator(out.drain(..));
+                        if more {
+                            activator.activate();
+                            return;
+                        }
+                        backlog = None;
+                    }
                     let lower = f1
                         .frontier()
                         .iter()
@@ -149,16 +174,34 @@ pub fn window<'s>(
                         .collect::<std::collections::BTreeSet<_>>()
                         .into_iter()
                         .collect();
-                    let mut out = Vec::new();
                     for t in done {
-                        let mut late = 0u64;
-                        for (record, row) in stash.remove(&t).unwrap_or_default() {
-                            if !state.add(&record) {
-                                late += 1;
-                                out.push((true, row));
-                            }
+                        if budget == 0 {
+                            output.session(&*c).give_iterator(out.drain(..));
+                            activator.activate();
+                            return;
                         }
-                        counters.add_late(late);
+                        if let Some(records) = stash.get_mut(&t) {
+                            let take = records.len().min(budget);
+                            budget -= take;
+                            let mut late = 0u64;
+                            for (record, row) in records.drain(..take) {
+                                if !state.add(&record) {
+                                    late += 1;
+                                    out.push((true, row));
+                                }
+                            }
+                            counters.add_late(late);
+                            if !records.is_empty() {
+                                // The rest of this time's records next time.
+                                if *c.time() < t {
+                                    c.downgrade(&t);
+                                }
+                                output.session(&*c).give_iterator(out.drain(..));
+                                activator.activate();
+                                return;
+                            }
+                            stash.remove(&t);
+                        }
                         if let Some(m) = maxima.remove(&t) {
                             seen = seen.max(m);
                         }
@@ -167,12 +210,19 @@ pub fn window<'s>(
                             let ms = i64::try_from(l.saturating_mul(g)).unwrap_or(i64::MAX);
                             mark = mark.max(ms.saturating_sub(plan.delay));
                         }
-                        let changes = state.advance(mark);
+                        let (changes, more) = state.advance_at_most(mark, budget.max(1));
+                        budget = budget.saturating_sub(changes.len());
                         push_changes(&mut out, changes, worker, &mut emitted);
                         if *c.time() < t {
                             c.downgrade(&t);
                         }
                         output.session(&*c).give_iterator(out.drain(..));
+                        if more {
+                            // The rest next time, before any later time's records.
+                            backlog = Some(mark);
+                            activator.activate();
+                            return;
+                        }
                     }
                     match lower {
                         Some(l) => {
@@ -185,9 +235,14 @@ pub fn window<'s>(
                                 let ms = i64::try_from(l.saturating_mul(g)).unwrap_or(i64::MAX);
                                 let mark = ms.saturating_sub(plan.delay);
                                 if mark > state.watermark() {
-                                    let changes = state.advance(mark);
+                                    let (changes, more) =
+                                        state.advance_at_most(mark, budget.max(1));
                                     push_changes(&mut out, changes, worker, &mut emitted);
                                     output.session(&*c).give_iterator(out.drain(..));
+                                    if more {
+                                        backlog = Some(mark);
+                                        activator.activate();
+                                    }
                                 }
                             }
                         }
@@ -240,6 +295,14 @@ pub fn add_marks<'a>(
         *m = batch.drain(..).fold(*m, i64::max);
     }
 }
+
+/// Records a `window` operator adds to its windows, plus closed windows it emits, per
+/// activation, beyond as many as arrived in it. Adding a completed batch at once (5,000 records
+/// on each of two workers, in the harness's paced job) held a worker 5-13 ms per batch, and
+/// every reading queued on that worker waited for it. A fixed budget alone made the operator
+/// fall behind a source emitting 4,096 records per activation: at 16,000,000 events its stash
+/// took the harness's peak RSS to 7,088 MiB.
+const WORK_PER_ACTIVATION: usize = 1024;
 
 fn push_changes(out: &mut Vec<(bool, Row)>, changes: Vec<Vec<Value>>, worker: u64, n: &mut u64) {
     for values in changes {

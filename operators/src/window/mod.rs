@@ -280,6 +280,13 @@ impl Windows {
     /// the last call: retractions, corrections of emitted windows, and windows whose end the
     /// watermark passed. Then releases the windows that expired.
     pub fn advance(&mut self, watermark: i64) -> Vec<Change> {
+        self.advance_at_most(watermark, usize::MAX).0
+    }
+
+    /// [`advance`](Self::advance), emitting the first results of at most `limit` windows; the
+    /// flag says whether closed windows remain, for the next call. Calls repeated until the flag
+    /// is down, with no record added in between, give the changes of one `advance`.
+    pub fn advance_at_most(&mut self, watermark: i64, limit: usize) -> (Vec<Change>, bool) {
         let mut out = std::mem::take(&mut self.out);
         self.watermark = self.watermark.max(watermark);
         let w = self.watermark;
@@ -302,10 +309,16 @@ impl Windows {
             win.emitted = Some((row, win.revision));
         }
         // First results of windows the watermark passed.
+        let mut emitted = 0usize;
         while let Some(first) = self.pending.first().cloned() {
             if first.0 > w {
                 break;
             }
+            if emitted >= limit {
+                // Closed windows wait for the next call; none may expire before it.
+                return (out, true);
+            }
+            emitted += 1;
             self.pending.pop_first();
             let id = (first.1, first.2);
             if let Some(win) = self.windows.get_mut(&id) {
@@ -323,7 +336,7 @@ impl Windows {
             self.expiry.pop_first();
             self.windows.remove(&(first.1, first.2));
         }
-        out
+        (out, false)
     }
 }
 

@@ -197,3 +197,38 @@ fn aggregate_calls_are_parsed_with_their_argument_offset() {
     assert!(split_call("sum()").unwrap_err().contains("one argument"));
     assert!(split_call("hr").is_err());
 }
+
+#[test]
+fn advancing_a_slice_at_a_time_gives_the_changes_of_one_advance() {
+    let spec = spec(WindowKind::Tumbling { size: MIN }, 2 * MIN);
+    let records: Vec<WindowRecord> = (0..300u64)
+        .map(|i| {
+            let key = format!("k{}", i % 40);
+            rec(&key, (i as i64 % 7) * MIN + i as i64, i as i64, i)
+        })
+        .collect();
+    let mut whole = Windows::new(Arc::clone(&spec));
+    let mut sliced = Windows::new(spec);
+    for r in &records {
+        assert_eq!(whole.add(r), sliced.add(r));
+    }
+    let expected = whole.advance(5 * MIN);
+    let mut got = Vec::new();
+    let mut calls = 0;
+    loop {
+        let (changes, more) = sliced.advance_at_most(5 * MIN, 16);
+        assert!(changes.len() <= 16, "a slice of {} changes", changes.len());
+        got.extend(changes);
+        calls += 1;
+        if !more {
+            break;
+        }
+    }
+    assert!(calls > 1, "the closed windows fit one slice");
+    assert_eq!(summary(&got), summary(&expected));
+    assert_eq!(got, expected);
+    // Late records and the next watermark behave the same afterwards.
+    let late = rec("k1", MIN / 2, 1, 1_000);
+    assert_eq!(whole.add(&late), sliced.add(&late));
+    assert_eq!(whole.advance(9 * MIN), sliced.advance(9 * MIN));
+}
