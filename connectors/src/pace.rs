@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 /// in runs one after the other.
 pub const PACED_BATCH_ROWS: usize = 1024;
 
+/// Rows between two looks at the clock (a writer may advance a row at a time), fewer for a
+/// write too small to be spread over 16 of them.
+const CHECK_ROWS: usize = 1024;
+
 /// The longest single sleep, so that a raised hurry flag is seen within it.
 const NAP: Duration = Duration::from_millis(5);
 
@@ -32,6 +36,8 @@ pub struct Pace {
     span: Duration,
     total: usize,
     done: usize,
+    /// `done` when the clock was last looked at.
+    checked: usize,
     hurry: Option<Arc<AtomicBool>>,
 }
 
@@ -44,6 +50,7 @@ impl Pace {
             span: Duration::ZERO,
             total: 0,
             done: 0,
+            checked: 0,
             hurry: None,
         }
     }
@@ -56,6 +63,7 @@ impl Pace {
             span,
             total,
             done: 0,
+            checked: 0,
             hurry: Some(hurry),
         }
     }
@@ -76,13 +84,14 @@ impl Pace {
         }
     }
 
-    /// Records that `rows` more rows are done, and sleeps until their share of the span has
-    /// passed (at once when the write is behind, or hurried).
+    /// Records that `rows` more rows are done and, every [`CHECK_ROWS`] rows or so, sleeps until
+    /// their share of the span has passed (at once when the write is behind, or hurried).
     pub fn advance(&mut self, rows: usize) {
         self.done = self.done.saturating_add(rows);
-        if !self.is_paced() {
+        if !self.is_paced() || self.done - self.checked < CHECK_ROWS.min(self.total.div_ceil(16)) {
             return;
         }
+        self.checked = self.done;
         let share = self.done.min(self.total) as f64 / self.total as f64;
         let target = self.span.mul_f64(share);
         loop {

@@ -160,8 +160,7 @@ pub trait SinkWriter<T>: 'static {
     /// Writes the rows of `parts`, in order, durably under names derived from `tag`. The rows
     /// come as the parts they were buffered in (one per completed time): joining them into one
     /// vector would copy every row on the worker. The writer advances `pace` as it goes (after
-    /// each Arrow batch, or every [`PACE_LINES`] lines), which spreads the write over the span
-    /// the sink gave it.
+    /// each Arrow batch, or each line), which spreads the write over the span the sink gave it.
     ///
     /// # Errors
     /// A message naming the file that could not be written.
@@ -172,9 +171,6 @@ pub trait SinkWriter<T>: 'static {
         pace: &mut Pace,
     ) -> Result<Vec<String>, String>;
 }
-
-/// Lines a JSON-lines writer writes between two advances of its pace.
-pub const PACE_LINES: usize = 4096;
 
 /// The share of the time a write's rows took to gather that the write may be spread over
 /// (see [`Pace`]), as its denominator: half, so that a writer that keeps up is done well before

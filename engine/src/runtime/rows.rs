@@ -18,7 +18,7 @@ use vitalflow_operators::expression::Compiled;
 
 use vitalflow_connectors::Pace;
 
-use super::ops::{PACE_LINES, SinkWriter, StageLogic};
+use super::ops::{SinkWriter, StageLogic};
 use super::stages::relative;
 
 /// A rejected row: the row as JSON (it may hold PHI: dead letters go to the dead-letter sink).
@@ -336,13 +336,11 @@ impl SinkWriter<Row> for RowJsonlSink {
         let name = format!("part-{tag}.jsonl");
         let mut file = JsonlFile::create(&self.dir, &name, false).map_err(|e| e.to_string())?;
         let mut buf = Vec::with_capacity(256);
-        for (i, row) in parts.iter().flatten().enumerate() {
+        for row in parts.iter().flatten() {
             buf.clear();
             write_row_json(&self.schema, row, &mut buf);
             file.write_raw_line(&buf).map_err(|e| e.to_string())?;
-            if (i + 1) % PACE_LINES == 0 {
-                pace.advance(PACE_LINES);
-            }
+            pace.advance(1);
         }
         let path = file.commit().map_err(|e| e.to_string())?;
         Ok(vec![relative(&self.out, &path)])

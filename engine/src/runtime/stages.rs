@@ -16,7 +16,7 @@ use vitalflow_operators::ingest::{IngestOptions, ingest_with};
 
 use vitalflow_connectors::Pace;
 
-use super::ops::{PACE_LINES, SinkWriter, StageLogic};
+use super::ops::{SinkWriter, StageLogic};
 
 /// Ingestion: parse and validate.
 pub struct IngestLogic {
@@ -172,12 +172,10 @@ impl<T: 'static> SinkWriter<T> for JsonlSink<T> {
         let name = format!("part-{tag}.jsonl");
         let mut file =
             JsonlFile::create(&self.dir, &name, self.private).map_err(|e| e.to_string())?;
-        for (i, row) in parts.iter().flatten().enumerate() {
+        for row in parts.iter().flatten() {
             file.write_line(&(self.render)(row))
                 .map_err(|e| e.to_string())?;
-            if (i + 1) % PACE_LINES == 0 {
-                pace.advance(PACE_LINES);
-            }
+            pace.advance(1);
         }
         let path = file.commit().map_err(|e| e.to_string())?;
         Ok(vec![relative(&self.out, &path)])
