@@ -18,32 +18,29 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow_array::builder::StringBuilder;
-use arrow_array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, RecordBatch, TimestampMicrosecondArray,
-};
-use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{Datelike as _, NaiveDate};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use vitalflow_model::canonical::{
-    CanonicalResource, Columns, EncounterColumns, ObservationColumns, PatientColumns, ResourceType,
-};
+use vitalflow_model::canonical::{CanonicalResource, ResourceType};
 
 use crate::{Pace, SinkError, check_name, sync_filesystem};
+
+mod batch;
 
 /// Maximum rows in one row group.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Rows per Arrow batch handed to the Parquet writer, which gathers batches into row groups of
-/// [`ROW_GROUP_ROWS`]. Batches of a few megabytes stay in the processor's cache between being
-/// built and being encoded, and their buffers are reused by the allocator; a batch of a whole
-/// row group (tens of megabytes of FHIR JSON) was built into freshly mapped memory each time and
-/// read back from main memory. A timing probe in the harness's straight-line loop measured 482 ms
-/// to build the batches of its 500,000 canonical rows in row-group batches, 328 ms in batches of
-/// this size.
-pub const BATCH_ROWS: usize = 8 * 1024;
+/// [`ROW_GROUP_ROWS`]. A batch of canonical Observations this size (about a megabyte) is still
+/// in the processor's cache when it is encoded, and its buffers are reused by the allocator; a
+/// batch of a whole row group (tens of megabytes of FHIR JSON) was built into freshly mapped
+/// memory each time and read back from main memory (482 ms to build the batches of 500,000
+/// canonical rows, against 328 ms in batches of 8,192 rows). In the harness's Parquet baseline
+/// (500,000 rows, best of 3) the sink's write took 0.512-0.527 s in batches of this size,
+/// 0.540 s in batches of 8,192, 0.530 s of 512 and 0.534 s of 2,048.
+pub const BATCH_ROWS: usize = 1024;
 
 /// The Arrow type of a column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -477,10 +474,10 @@ fn write_file(
     rows: &[&CanonicalResource],
     pace: &mut Pace,
 ) -> Result<(), SinkError> {
-    let schema = match resource_type {
-        ResourceType::Patient => patient_schema(),
-        ResourceType::Observation => observation_schema(),
-        ResourceType::Encounter => encounter_schema(),
+    let (schema, docs): (SchemaRef, &[ColumnDoc]) = match resource_type {
+        ResourceType::Patient => (patient_schema(), &PATIENT_COLUMNS),
+        ResourceType::Observation => (observation_schema(), &OBSERVATION_COLUMNS),
+        ResourceType::Encounter => (encounter_schema(), &ENCOUNTER_COLUMNS),
     };
     let file = File::create(path).map_err(SinkError::io("create", path))?;
     let props = writer_properties();
@@ -491,145 +488,15 @@ fn write_file(
     let mut writer =
         ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(parquet_err)?;
     for chunk in rows.chunks(pace.batch_rows(BATCH_ROWS)) {
-        let batch = batch(&schema, resource_type, chunk).map_err(|source| SinkError::Arrow {
-            path: path.to_path_buf(),
-            source,
+        let batch = batch::batch(&schema, docs, resource_type, chunk).map_err(|source| {
+            SinkError::Arrow {
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
         writer.write(&batch).map_err(parquet_err)?;
         pace.advance(chunk.len());
     }
     writer.close().map_err(parquet_err)?;
     Ok(())
-}
-
-/// An Arrow batch of `rows`, which must all be of the schema's resource type.
-fn batch(
-    schema: &SchemaRef,
-    resource_type: ResourceType,
-    rows: &[&CanonicalResource],
-) -> Result<RecordBatch, ArrowError> {
-    let columns = match resource_type {
-        ResourceType::Observation => observation_columns(rows)?,
-        ResourceType::Patient => patient_columns(rows)?,
-        ResourceType::Encounter => encounter_columns(rows)?,
-    };
-    RecordBatch::try_new(schema.clone(), columns)
-}
-
-/// Each row with its typed columns of `expected`'s type; an error if a row is of another type.
-fn typed<'r, C>(
-    rows: &[&'r CanonicalResource],
-    expected: ResourceType,
-    columns: fn(&'r Columns) -> Option<&'r C>,
-) -> Result<Vec<(&'r CanonicalResource, &'r C)>, ArrowError> {
-    rows.iter()
-        .map(|r| {
-            columns(&r.columns)
-                .map(|c| (*r, c))
-                .ok_or_else(|| mixed(expected))
-        })
-        .collect()
-}
-
-/// A string column of `values`, its buffers sized once from a first pass over them (growing
-/// them as it goes would copy a column of FHIR JSON several times over).
-fn strings<'a>(values: impl Iterator<Item = Option<&'a str>> + Clone) -> ArrayRef {
-    let (n, bytes) = values.clone().fold((0, 0), |(n, bytes), v| {
-        (n + 1, bytes + v.map_or(0, str::len))
-    });
-    let mut b = StringBuilder::with_capacity(n, bytes);
-    for v in values {
-        b.append_option(v);
-    }
-    Arc::new(b.finish())
-}
-
-fn mixed(expected: ResourceType) -> ArrowError {
-    ArrowError::InvalidArgumentError(format!(
-        "a row that is not a {} in a {} file",
-        expected.as_str(),
-        expected.as_str()
-    ))
-}
-
-fn observation_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, ArrowError> {
-    let obs = typed(rows, ResourceType::Observation, |c| match c {
-        Columns::Observation(o) => Some(o),
-        _ => None,
-    })?;
-    let text =
-        |f: for<'a> fn(&'a CanonicalResource, &'a ObservationColumns) -> &'a str| -> ArrayRef {
-            strings(obs.iter().map(move |(r, o)| Some(f(r, o))))
-        };
-    let float = |f: fn(&ObservationColumns) -> Option<f64>| -> ArrayRef {
-        Arc::new(Float64Array::from_iter(obs.iter().map(|(_, o)| f(o))))
-    };
-    let effective =
-        TimestampMicrosecondArray::from_iter_values(obs.iter().map(|(_, o)| o.effective_us))
-            .with_timezone("UTC");
-    Ok(vec![
-        text(|r, _| &r.id),
-        text(|r, _| &r.patient),
-        text(|_, o| &o.code),
-        text(|_, o| &o.display),
-        float(|o| o.value),
-        text(|_, o| &o.unit),
-        float(|o| o.systolic),
-        float(|o| o.diastolic),
-        Arc::new(effective),
-        text(|r, _| &r.resource),
-    ])
-}
-
-fn patient_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, ArrowError> {
-    let pats = typed(rows, ResourceType::Patient, |c| match c {
-        Columns::Patient(p) => Some(p),
-        _ => None,
-    })?;
-    let text = |f: fn(&PatientColumns) -> Option<&str>| -> ArrayRef {
-        strings(pats.iter().map(move |(_, p)| f(p)))
-    };
-    Ok(vec![
-        strings(pats.iter().map(|(r, _)| Some(r.id.as_str()))),
-        text(|p| p.gender.as_deref()),
-        Arc::new(Int32Array::from_iter(
-            pats.iter().map(|(_, p)| p.birth_year),
-        )),
-        text(|p| p.age_group.as_deref()),
-        Arc::new(BooleanArray::from_iter(
-            pats.iter().map(|(_, p)| Some(p.deceased)),
-        )),
-        text(|p| p.state.as_deref()),
-        text(|p| p.zip3.as_deref()),
-        text(|p| p.country.as_deref()),
-        strings(pats.iter().map(|(r, _)| Some(r.resource.as_str()))),
-    ])
-}
-
-fn encounter_columns(rows: &[&CanonicalResource]) -> Result<Vec<ArrayRef>, ArrowError> {
-    let encs = typed(rows, ResourceType::Encounter, |c| match c {
-        Columns::Encounter(e) => Some(e),
-        _ => None,
-    })?;
-    let text =
-        |f: for<'a> fn(&'a CanonicalResource, &'a EncounterColumns) -> Option<&'a str>| -> ArrayRef {
-            strings(encs.iter().map(move |(r, e)| f(r, e)))
-        };
-    let time = |f: fn(&EncounterColumns) -> Option<i64>| -> ArrayRef {
-        Arc::new(
-            TimestampMicrosecondArray::from_iter(encs.iter().map(|(_, e)| f(e)))
-                .with_timezone("UTC"),
-        )
-    };
-    Ok(vec![
-        text(|r, _| Some(&r.id)),
-        text(|r, _| Some(&r.patient)),
-        text(|_, e| Some(&e.event)),
-        text(|_, e| Some(&e.status)),
-        text(|_, e| Some(&e.class)),
-        text(|_, e| e.ward.as_deref()),
-        time(|e| e.start_us),
-        time(|e| e.end_us),
-        text(|r, _| Some(&r.resource)),
-    ])
 }

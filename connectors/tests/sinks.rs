@@ -4,9 +4,9 @@
 use std::fs::{self, File};
 use std::path::Path;
 
-use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type, TimestampMicrosecondType};
+use arrow_array::{Array as _, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use chrono::NaiveDate;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -200,6 +200,62 @@ fn monthly_folders_hold_every_day_of_their_month() {
         ids.iter().map(Option::unwrap).collect::<Vec<_>>(),
         (0..10).map(|i| format!("obs-{i}")).collect::<Vec<_>>()
     );
+}
+
+/// More rows than one Arrow batch, interleaved over two months: every file holds its rows in
+/// the order written, each row's values in their own columns.
+#[test]
+fn rows_keep_their_order_and_values_across_batches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("canonical");
+    let n = 3 * vitalflow_connectors::parquet::BATCH_ROWS as i64 + 7;
+    let rows: Vec<CanonicalResource> = (0..n)
+        .map(|i| {
+            let mut row = observation(i, 1);
+            if i % 3 == 0 {
+                row.date = NaiveDate::from_ymd_opt(2026, 2, 1).unwrap();
+            }
+            row
+        })
+        .collect();
+    let files = ParquetWriter::new(root, Partitioning::Month)
+        .write("e1-w0", &rows)
+        .unwrap();
+    assert_eq!(files.len(), 2);
+    for (file, month) in files.iter().zip([1, 2]) {
+        let expected: Vec<&CanonicalResource> = rows
+            .iter()
+            .filter(|r| r.date.format("%m").to_string() == format!("{month:02}"))
+            .collect();
+        assert_eq!(file.rows, expected.len() as u64);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&file.path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut seen = 0;
+        for batch in reader.map(Result::unwrap) {
+            let id = batch.column(0).as_string::<i32>();
+            let code = batch.column(2).as_string::<i32>();
+            let value = batch.column(4).as_primitive::<Float64Type>();
+            let unit = batch.column(5).as_string::<i32>();
+            let systolic = batch.column(6).as_primitive::<Float64Type>();
+            let resource = batch.column(9).as_string::<i32>();
+            for i in 0..batch.num_rows() {
+                let row = expected[seen];
+                let Columns::Observation(o) = &row.columns else {
+                    panic!("not an observation")
+                };
+                assert_eq!(id.value(i), row.id);
+                assert_eq!(code.value(i), o.code);
+                assert_eq!(unit.value(i), o.unit);
+                assert_eq!(value.is_null(i), o.value.is_none());
+                assert_eq!(systolic.is_null(i), o.systolic.is_none());
+                assert_eq!(resource.value(i), row.resource);
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, expected.len());
+    }
 }
 
 #[test]

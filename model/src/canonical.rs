@@ -1,6 +1,8 @@
 //! FHIR R4 resources as the canonization stage emits them: typed columns for analytics plus the
 //! full resource JSON.
 
+use std::borrow::Cow;
+
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
@@ -49,14 +51,15 @@ pub struct PatientColumns {
 /// Typed columns of a canonical vital-signs Observation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ObservationColumns {
-    /// LOINC code.
-    pub code: String,
+    /// LOINC code. This and `display` and `unit` come from the vital-sign table, so they borrow
+    /// its strings: an allocation each per row saved, and a sink reads them from one place.
+    pub code: Cow<'static, str>,
     /// LOINC display.
-    pub display: String,
+    pub display: Cow<'static, str>,
     /// Value in `unit` (null for blood-pressure panels, which use the components).
     pub value: Option<f64>,
     /// UCUM unit code.
-    pub unit: String,
+    pub unit: Cow<'static, str>,
     /// Systolic component (blood-pressure panels only).
     pub systolic: Option<f64>,
     /// Diastolic component (blood-pressure panels only).

@@ -20,6 +20,8 @@
 
 mod json;
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use thiserror::Error;
 use vitalflow_model::canonical::{
@@ -233,10 +235,10 @@ fn observation(v: &DeidVital) -> Result<CanonicalResource, CanonizeError> {
         patient: v.pseudonym.clone(),
         date: v.effective.date_naive(),
         columns: Columns::Observation(ObservationColumns {
-            code: code.loinc.to_owned(),
-            display: code.display.to_owned(),
+            code: Cow::Borrowed(code.loinc),
+            display: Cow::Borrowed(code.display),
             value: columns.0,
-            unit: code.ucum.to_owned(),
+            unit: Cow::Borrowed(code.ucum),
             systolic: columns.1,
             diastolic: columns.2,
             effective_us: v.effective.timestamp_micros(),

@@ -126,8 +126,8 @@ fn observation_resources() {
     };
     assert_eq!(
         (
-            cols.code.as_str(),
-            cols.unit.as_str(),
+            cols.code.as_ref(),
+            cols.unit.as_ref(),
             cols.value,
             cols.systolic
         ),
