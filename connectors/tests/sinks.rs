@@ -258,6 +258,39 @@ fn rows_keep_their_order_and_values_across_batches() {
     }
 }
 
+/// Every row has its own id and FHIR JSON: those columns are written without a dictionary, and
+/// the JSON without statistics; the others keep both.
+#[test]
+fn unique_columns_have_no_dictionary() {
+    use parquet::basic::Encoding;
+    use parquet::file::reader::{FileReader as _, SerializedFileReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: Vec<CanonicalResource> = (0..50).map(|i| observation(i, 1)).collect();
+    let files = ParquetWriter::new(tmp.path().join("canonical"), Partitioning::Month)
+        .write("e1-w0", &rows)
+        .unwrap();
+    let reader = SerializedFileReader::new(File::open(&files[0].path).unwrap()).unwrap();
+    let group = reader.metadata().row_group(0);
+    let column = |name: &str| {
+        (0..group.num_columns())
+            .map(|i| group.column(i))
+            .find(|c| c.column_path().string() == name)
+            .unwrap()
+    };
+    let dictionary = |name: &str| {
+        column(name)
+            .encodings()
+            .any(|e| matches!(e, Encoding::RLE_DICTIONARY | Encoding::PLAIN_DICTIONARY))
+    };
+    assert!(!dictionary("id"));
+    assert!(!dictionary("resource"));
+    assert!(dictionary("patient"));
+    assert!(dictionary("code"));
+    assert!(column("resource").statistics().is_none());
+    assert!(column("effective").statistics().is_some());
+    assert!(column("id").statistics().is_some());
+}
+
 #[test]
 fn jsonl_commit_and_permissions() {
     let tmp = tempfile::tempdir().unwrap();

@@ -15,7 +15,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_connectors::kafka::EmbeddedBroker;
 use vitalflow_connectors::kafka::embedded::{FeedTopics, feed_generator};
-use vitalflow_connectors::parquet::{ParquetWriter, Partitioning, writer_properties};
+use vitalflow_connectors::parquet::{ParquetWriter, Partitioning, canonical_writer_properties};
 use vitalflow_connectors::sync_filesystem;
 use vitalflow_model::canonical::CanonicalResource;
 use vitalflow_operators::anonymize::{
@@ -72,7 +72,7 @@ pub fn raw_arrow_writer(from: &Path, to: &Path) -> anyhow::Result<RawWrite> {
         let target = to.join(format!("part-{i:06}.parquet"));
         let started = Instant::now();
         let out = File::create(&target)?;
-        let mut writer = ArrowWriter::try_new(out, schema, Some(writer_properties()))?;
+        let mut writer = ArrowWriter::try_new(out, schema, Some(canonical_writer_properties()))?;
         for b in &batches {
             writer.write(b)?;
             result.rows += b.num_rows() as u64;
