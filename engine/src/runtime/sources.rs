@@ -72,41 +72,47 @@ pub fn generator<'s>(
                 }
             }
             let (mut n, mut bytes) = (0, 0);
+            // One clock reading per activation: an unpaced record made now arrived by now.
+            let now_us = vitalflow_model::now_us();
             while next < count && n < budget {
                 let time = next / batch_size;
                 if *c.time() < time {
                     c.downgrade(&time);
                 }
-                let mut raw = if flat {
-                    let line = if rate > 0.0 {
-                        generator.flat_line_at(next, chrono::Utc::now().timestamp_millis())
+                // One session for the records of this time.
+                let mut session = output.session(&*c);
+                while next < count && n < budget && next / batch_size == time {
+                    let mut raw = if flat {
+                        let line = if rate > 0.0 {
+                            generator.flat_line_at(next, chrono::Utc::now().timestamp_millis())
+                        } else {
+                            generator.flat_line(next)
+                        };
+                        RawRecord {
+                            source: node.clone(),
+                            location: format!("generator#{next}"),
+                            sequence: next,
+                            format: vitalflow_model::RawFormat::Json,
+                            header: None,
+                            context: None,
+                            bytes: line.into_bytes(),
+                            arrival_us: 0,
+                        }
                     } else {
-                        generator.flat_line(next)
+                        generator.raw(&node, next)
                     };
-                    RawRecord {
-                        source: node.clone(),
-                        location: format!("generator#{next}"),
-                        sequence: next,
-                        format: vitalflow_model::RawFormat::Json,
-                        header: None,
-                        context: None,
-                        bytes: line.into_bytes(),
-                        arrival_us: 0,
-                    }
-                } else {
-                    generator.raw(&node, next)
-                };
-                // A paced record arrives when it is due, so the wait for the next tick counts
-                // in its latency.
-                raw.arrival_us = if per_worker_rate > 0.0 {
-                    started_us + ((emitted + n) as f64 * 1e6 / per_worker_rate) as u64
-                } else {
-                    vitalflow_model::now_us()
-                };
-                bytes += raw.bytes.len() as u64;
-                output.session(&*c).give(raw);
-                next += peers;
-                n += 1;
+                    // A paced record arrives when it is due, so the wait for the next tick
+                    // counts in its latency.
+                    raw.arrival_us = if per_worker_rate > 0.0 {
+                        started_us + ((emitted + n) as f64 * 1e6 / per_worker_rate) as u64
+                    } else {
+                        now_us
+                    };
+                    bytes += raw.bytes.len() as u64;
+                    session.give(raw);
+                    next += peers;
+                    n += 1;
+                }
             }
             emitted += n;
             read(&counters, count_records, n, bytes);
@@ -183,6 +189,8 @@ pub fn files<'s>(
         move |output| {
             let Some(c) = cap.as_mut() else { return };
             let (mut n, mut bytes) = (0u64, 0u64);
+            // One clock reading per activation: records taken now arrived by now.
+            let now_us = vitalflow_model::now_us();
             loop {
                 match rx.try_recv() {
                     Ok(record) => {
@@ -191,7 +199,7 @@ pub fn files<'s>(
                             c.downgrade(&time);
                         }
                         let mut record = record;
-                        record.arrival_us = vitalflow_model::now_us();
+                        record.arrival_us = now_us;
                         bytes += record.bytes.len() as u64;
                         output.session(&*c).give(record);
                         n += 1;

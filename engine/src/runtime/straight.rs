@@ -437,6 +437,8 @@ fn generate(
 ) -> Vec<RawRecord> {
     let from = batch * plan.batch_size;
     let to = (from + plan.batch_size).min(g.count());
+    // One clock reading per batch, as the generator source reads one per activation.
+    let now_us = vitalflow_model::now_us();
     (from..to)
         .map(|i| {
             let mut raw = if flat {
@@ -453,7 +455,7 @@ fn generate(
             } else {
                 g.raw(name, i)
             };
-            raw.arrival_us = vitalflow_model::now_us();
+            raw.arrival_us = now_us;
             raw
         })
         .collect()
