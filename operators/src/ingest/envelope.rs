@@ -68,8 +68,14 @@ pub const PATIENT_UPDATED: &str = "patient.record.updated";
 /// `eventType` of vital-sign measurements.
 pub const VITALS_RECORDED: &str = "vitals.measurement.recorded";
 
+mod fast;
+
 /// Parses the raw record as one envelope.
 pub(crate) fn parse(sink: &mut Sink<'_>) {
+    if let Some(record) = fast::vital(&sink.raw().bytes) {
+        sink.accept(0, record);
+        return;
+    }
     match parse_record(&sink.raw().bytes) {
         Ok(record) => sink.accept(0, record),
         Err(reason) => sink.reject_raw(reason),
