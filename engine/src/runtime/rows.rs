@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::Value as Json;
-use vitalflow_connectors::jsonl::{JsonlFile, write_row_json};
+use vitalflow_connectors::jsonl::write_row_json;
 use vitalflow_connectors::parquet_rows::RowParquetWriter;
 use vitalflow_model::row::{KeyValue, Row, Schema, Type, Value};
 use vitalflow_model::{DeadLetter, RawFormat, RawRecord};
@@ -19,7 +19,7 @@ use vitalflow_operators::expression::Compiled;
 use vitalflow_connectors::Pace;
 
 use super::ops::{SinkWriter, StageLogic};
-use super::stages::relative;
+use super::stages::{relative, write_lines};
 
 /// A rejected row: the row as JSON (it may hold PHI: dead letters go to the dead-letter sink).
 pub(crate) fn dead_row(stage: &str, schema: &Schema, row: &Row, reason: String) -> DeadLetter {
@@ -333,16 +333,19 @@ impl SinkWriter<Row> for RowJsonlSink {
         parts: &[Vec<Row>],
         pace: &mut Pace,
     ) -> Result<Vec<String>, String> {
-        let name = format!("part-{tag}.jsonl");
-        let mut file = JsonlFile::create(&self.dir, &name, false).map_err(|e| e.to_string())?;
         let mut buf = Vec::with_capacity(256);
-        for row in parts.iter().flatten() {
-            buf.clear();
-            write_row_json(&self.schema, row, &mut buf);
-            file.write_raw_line(&buf).map_err(|e| e.to_string())?;
-            pace.advance(1);
-        }
-        let path = file.commit().map_err(|e| e.to_string())?;
-        Ok(vec![relative(&self.out, &path)])
+        write_lines(
+            &self.out,
+            &self.dir,
+            false,
+            tag,
+            parts.iter().flatten(),
+            pace,
+            |file, row| {
+                buf.clear();
+                write_row_json(&self.schema, row, &mut buf);
+                file.write_raw_line(&buf)
+            },
+        )
     }
 }

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
+use vitalflow_connectors::SinkError;
 use vitalflow_connectors::jsonl::JsonlFile;
 use vitalflow_connectors::parquet::ParquetWriter;
 use vitalflow_model::canonical::CanonicalResource;
@@ -169,15 +170,36 @@ impl<T: 'static> SinkWriter<T> for JsonlSink<T> {
         parts: &[Vec<T>],
         pace: &mut Pace,
     ) -> Result<Vec<String>, String> {
-        let name = format!("part-{tag}.jsonl");
-        let mut file =
-            JsonlFile::create(&self.dir, &name, self.private).map_err(|e| e.to_string())?;
-        for row in parts.iter().flatten() {
-            file.write_line(&(self.render)(row))
-                .map_err(|e| e.to_string())?;
-            pace.advance(1);
-        }
-        let path = file.commit().map_err(|e| e.to_string())?;
-        Ok(vec![relative(&self.out, &path)])
+        let render = self.render;
+        write_lines(
+            &self.out,
+            &self.dir,
+            self.private,
+            tag,
+            parts.iter().flatten(),
+            pace,
+            |file, row| file.write_line(&render(row)),
+        )
     }
+}
+
+/// Writes one JSON-lines file of `rows` under `dir` (`part-<tag>.jsonl`), a line each by `line`,
+/// advancing `pace` a line at a time, and commits it; returns its path relative to `out`.
+pub(super) fn write_lines<'r, T: 'r>(
+    out: &Path,
+    dir: &Path,
+    private: bool,
+    tag: &str,
+    rows: impl Iterator<Item = &'r T>,
+    pace: &mut Pace,
+    mut line: impl FnMut(&mut JsonlFile, &T) -> Result<(), SinkError>,
+) -> Result<Vec<String>, String> {
+    let name = format!("part-{tag}.jsonl");
+    let mut file = JsonlFile::create(dir, &name, private).map_err(|e| e.to_string())?;
+    for row in rows {
+        line(&mut file, row).map_err(|e| e.to_string())?;
+        pace.advance(1);
+    }
+    let path = file.commit().map_err(|e| e.to_string())?;
+    Ok(vec![relative(out, &path)])
 }
