@@ -120,8 +120,9 @@ enum Command {
         /// Skip the Kafka baseline.
         #[arg(long)]
         no_kafka: bool,
-        /// Measurements of each side of the Kafka and Parquet baselines, alternately; each
-        /// side's best counts (this machine's noise is far larger than the effects measured).
+        /// Measurements of each side of the engine, Kafka and Parquet baselines, alternately;
+        /// each side's best counts (this machine's noise is far larger than the effects
+        /// measured).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
         /// Profile the paced run: print each operator's busy time and longest activations.

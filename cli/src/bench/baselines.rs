@@ -186,14 +186,14 @@ pub fn parquet(s: &Settings, expected: u64, out: &Path) -> anyhow::Result<Ratio>
 }
 
 /// Each side's best time over a baseline's rounds, each round printed as it is measured.
-struct Best {
+pub struct Best {
     what: &'static str,
     sides: [&'static str; 2],
-    best: [Duration; 2],
+    pub best: [Duration; 2],
 }
 
 impl Best {
-    const fn new(what: &'static str, sides: [&'static str; 2]) -> Self {
+    pub const fn new(what: &'static str, sides: [&'static str; 2]) -> Self {
         Self {
             what,
             sides,
@@ -201,7 +201,7 @@ impl Best {
         }
     }
 
-    fn record(&mut self, round: usize, times: [Duration; 2]) {
+    pub fn record(&mut self, round: usize, times: [Duration; 2]) {
         println!(
             "{} round {}: {} {:.3} s, {} {:.3} s",
             self.what,
@@ -218,7 +218,7 @@ impl Best {
 }
 
 /// Lets writer threads of earlier runs finish, then syncs the file system under `dir`.
-fn settle_disk(dir: &Path) -> anyhow::Result<()> {
+pub fn settle_disk(dir: &Path) -> anyhow::Result<()> {
     super::settle();
     sync_filesystem(dir, &[]).map_err(|e| anyhow::anyhow!("{e}"))
 }
