@@ -116,6 +116,50 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
 }
 
 #[test]
+fn the_engine_baseline_runs_the_1x_job_when_no_scale_is_1x() {
+    // The straight-line loop does the 1× run's work, so its rows are checked against a 1× run
+    // of the pipeline even when the scales start elsewhere.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let o = vitalflow(
+        &[
+            "bench",
+            "--events",
+            "2000",
+            "--scales",
+            "2",
+            "--patients",
+            "100",
+            "--rate",
+            "0",
+            "--no-kafka",
+            "--rounds",
+            "1",
+            "--out",
+            dir.path().join("bench").to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["pipeline"][0]["events"], 4000, "{v:#}");
+    let engine = &v["ratios"][0];
+    assert!(
+        engine["what"].as_str().unwrap().contains("straight-line"),
+        "{v:#}"
+    );
+    assert!(engine["vitalflow"].as_f64().unwrap() > 0.0, "{v:#}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("engine round 1: pipeline at 1×"),
+        "{}",
+        show(&o)
+    );
+}
+
+#[test]
 fn a_blackhole_counts_what_reaches_it_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (out, o) = run_job(
