@@ -1,4 +1,4 @@
-//! `vitalflow validate` and `vitalflow graph`.
+//! `vitalflow validate` and `vitalflow graph`, usage errors, and how the process starts.
 #![allow(clippy::unwrap_used)]
 
 use crate::support::{root, show, vitalflow};
@@ -142,6 +142,44 @@ fn graph_prints_a_mermaid_flowchart_naming_every_node() {
         "{}",
         show(&dot)
     );
+}
+
+/// `vitalflow` runs with its allocator keeping freed memory for 10 s (the binary's
+/// `ALLOCATOR_PURGE_DELAY_MS`) unless the environment sets the delay, which is kept: the
+/// environment of the process that serves shows which.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_allocator_keeps_freed_memory_10_s_unless_the_environment_says_otherwise() {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    for (set, expected) in [(None, "10000"), (Some("250"), "250")] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vitalflow"));
+        command
+            .arg("broker")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .env_remove("MIMALLOC_PURGE_DELAY");
+        if let Some(v) = set {
+            command.env("MIMALLOC_PURGE_DELAY", v);
+        }
+        let mut child = command.spawn().unwrap();
+        // The broker's first line comes from the process image that serves.
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(line.starts_with("bootstrap: "), "{line}");
+        let wanted = format!("MIMALLOC_PURGE_DELAY={expected}");
+        let vars: Vec<String> = environ
+            .split(|b| *b == 0)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .filter(|v| v.starts_with("MIMALLOC_"))
+            .collect();
+        assert_eq!(vars, [wanted], "set: {set:?}");
+    }
 }
 
 #[test]
