@@ -308,24 +308,3 @@ fn decodes_the_sample_vitals_csv() {
     assert_eq!(rows, 1936);
     assert!(nulls > 0, "the NBP columns have empty cells");
 }
-
-/// A rough timing of [`Decoder::decode_json`] on the flat line (run with
-/// `cargo test --release -p vitalflow-operators decode_timing -- --ignored --nocapture`).
-#[test]
-#[ignore = "a measurement, not a test"]
-fn decode_timing() {
-    let d = flat_decoder();
-    let n = 1_000_000u32;
-    let csv = b"P000123,1767225600000,88,97,16,36.8,121,ICU";
-    let time = |what: &str, f: &dyn Fn(u64) -> Result<vitalflow_model::row::Row, DecodeError>| {
-        let start = std::time::Instant::now();
-        let mut sum = 0u64;
-        for i in 0..n {
-            sum += f(u64::from(i)).unwrap().sequence;
-        }
-        let per = start.elapsed().as_nanos() / u128::from(n);
-        eprintln!("decode {what}: {per} ns/record (checksum {sum})");
-    };
-    time("json", &|i| d.decode_json(FLAT.as_bytes(), i));
-    time("csv", &|i| d.decode_csv(None, csv, i));
-}
