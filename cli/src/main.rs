@@ -191,8 +191,10 @@ fn run_bench(
 /// every write and was faulted in and zeroed again for the next rows. In the harness's job at
 /// 8× (8,000,000 events), runs one after the other on the 2-core machine: with the default,
 /// 336,641 and 346,370 events/s, 4.41 and 4.81 s of kernel time; with 10 s, 359,794 and
-/// 368,566 events/s, 2.26 and 2.38 s; peak RSS 1.8-2.2 GB either way. At 1× (one write per
-/// worker) nothing changes.
+/// 368,566 events/s, 2.26 and 2.38 s; peak RSS 1.8-2.2 GB either way. At 16×: 314,180 and
+/// 316,480 against 344,659 and 350,947 events/s, peak RSS 2,266 and 2,411 against 3,325 and
+/// 2,382 MiB (memory held longer can raise the peak). At 1× (one write per worker) nothing
+/// changes.
 const ALLOCATOR_PURGE_DELAY_MS: &str = "10000";
 
 /// mimalloc reads its options from the environment when the process starts, and the workspace
