@@ -25,7 +25,7 @@ use vitalflow_operators::canonize::canonize;
 use vitalflow_operators::ingest::ingest;
 
 use super::Settings;
-use super::report::{KafkaFigures, Ratio};
+use super::report::{KafkaFigures, Ratio, per_second};
 
 /// Resets the process's peak resident memory (Linux; elsewhere nothing happens).
 pub fn reset_peak_rss() {
@@ -178,8 +178,8 @@ pub fn parquet(s: &Settings, expected: u64, out: &Path) -> anyhow::Result<Ratio>
     }
     Ok(Ratio::new(
         "Parquet sink vs raw ArrowWriter (rows/s)",
-        expected as f64 / best.best[0].as_secs_f64().max(1e-9),
-        raw_rows as f64 / best.best[1].as_secs_f64().max(1e-9),
+        per_second(expected, best.best[0]),
+        per_second(raw_rows, best.best[1]),
         0.8,
     )
     .best_of(s.rounds))
@@ -327,7 +327,7 @@ inputs = ["ehr"]
         }
         best.record(round, [raw, summary.elapsed]);
     }
-    let rate = |d: Duration| produced as f64 / d.as_secs_f64().max(1e-9);
+    let rate = |d: Duration| per_second(produced, d);
     Ok(KafkaFigures {
         records: produced,
         bytes,

@@ -26,7 +26,7 @@ use vitalflow_engine::runtime::saga::RunIdentity;
 use vitalflow_engine::runtime::straight::straight_line;
 use vitalflow_engine::{Job, RunOptions, RunSummary, run};
 
-use report::{Latency, PipelineRun, Ratio};
+use report::{Latency, PipelineRun, Ratio, per_second};
 pub use report::{Report, operator_table};
 
 /// The harness's settings.
@@ -262,23 +262,28 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
     let job = parse_job(&job_path, job_text(s, &out, each, 0, "1m"))?;
     let straight_out = out.join("straight");
     let mut best = baselines::Best::new("engine", ["pipeline at 1×", "straight-line loop"]);
-    let mut pipeline_1x = report
+    let mut reported_1x = report
         .pipeline
         .first()
         .filter(|r| r.scale == 1)
         .map(|r| (r.events, r.elapsed));
+    let mut events_1x = 0;
     let mut line = None;
     for round in 0..s.rounds {
-        if round > 0 || pipeline_1x.is_none() {
-            baselines::settle_disk(&out)?;
-            let again = parse_job(&job_path, job_text(s, &out, each, 0, "1m"))?;
-            let summary = run_job(&again, s.workers, false, false)?;
-            if written_1x.is_empty() {
-                written_1x = sink_rows(&summary);
+        let (events, pipeline_elapsed) = match reported_1x.take() {
+            Some(run) => run,
+            None => {
+                baselines::settle_disk(&out)?;
+                let again = parse_job(&job_path, job_text(s, &out, each, 0, "1m"))?;
+                let summary = run_job(&again, s.workers, false, false)?;
+                if written_1x.is_empty() {
+                    written_1x = sink_rows(&summary);
+                }
+                let run = PipelineRun::of(1, &summary, 0);
+                (run.events, run.elapsed)
             }
-            let run = PipelineRun::of(1, &summary, 0);
-            pipeline_1x = Some((run.events, run.elapsed));
-        }
+        };
+        events_1x = events;
         baselines::settle_disk(&out)?;
         let _ = std::fs::remove_dir_all(&straight_out);
         let plan = prepare(
@@ -314,14 +319,12 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
             report::thousands(per_second(this.source_records, this.elapsed) as u64),
             report::mib(baselines::peak_rss()),
         );
-        let (_, pipeline_elapsed) = pipeline_1x.unwrap_or_default();
         best.record(round, [pipeline_elapsed, this.elapsed]);
         line = Some(this);
     }
     let Some(line) = line else {
         bail!("no straight-line round ran")
     };
-    let (events_1x, _) = pipeline_1x.unwrap_or_default();
     report.engine = Some(
         Ratio::new(
             "engine per worker vs straight-line loop",
@@ -388,11 +391,6 @@ fn run_job(
         },
     )
     .map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-/// `events` over `elapsed`, per second.
-fn per_second(events: u64, elapsed: Duration) -> f64 {
-    events as f64 / elapsed.as_secs_f64().max(1e-9)
 }
 
 /// A pause between runs, so one's writer threads and freed memory are gone before the next.

@@ -12,6 +12,11 @@ use vitalflow_engine::runtime::profile::{LONG_MS, OperatorTime};
 
 use super::Settings;
 
+/// `count` things in `elapsed`, per second (a zero time counts as a nanosecond).
+pub fn per_second(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: u64) -> String {
     let s = n.to_string();
@@ -59,11 +64,11 @@ impl PipelineRun {
 
     /// Events per second.
     pub fn per_second(&self) -> f64 {
-        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        per_second(self.events, self.elapsed)
     }
 
     fn mb_per_second(&self) -> f64 {
-        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+        per_second(self.bytes, self.elapsed) / 1e6
     }
 
     fn us_per_event(&self) -> f64 {
