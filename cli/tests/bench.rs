@@ -74,6 +74,21 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
     for line in ["engine round 2:", "Kafka round 2:", "Parquet round 2:"] {
         assert!(printed.contains(line), "{printed}");
     }
+    // Where the Parquet sink writer's best round went: building Arrow batches from the rows,
+    // then encoding and writing them, both measured and within its time.
+    let parquet = &v["parquet"];
+    let seconds = |k: &str| parquet[k].as_f64().unwrap();
+    assert!(parquet["rows"].as_u64().unwrap() > 0, "{parquet:#}");
+    assert!(seconds("sink_convert_seconds") > 0.0, "{parquet:#}");
+    assert!(seconds("sink_encode_seconds") > 0.0, "{parquet:#}");
+    assert!(
+        seconds("sink_convert_seconds") + seconds("sink_encode_seconds") <= seconds("sink_seconds"),
+        "{parquet:#}"
+    );
+    assert!(
+        printed.contains("grouping rows and building Arrow batches"),
+        "{printed}"
+    );
 
     // Every record of every source, the context table's included, completed exactly once.
     let latency = &v["latency"];

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{Datelike as _, NaiveDate};
@@ -346,12 +347,22 @@ impl Partitioning {
     }
 }
 
+/// Where a write's time went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteTimes {
+    /// Grouping the rows by file and building their Arrow record batches.
+    pub convert: Duration,
+    /// Encoding the batches and writing the files (`ArrowWriter`).
+    pub encode: Duration,
+}
+
 /// Writes canonical resources as Hive-partitioned Parquet files under `root`
 /// (`<out>/canonical`).
 #[derive(Clone, Debug)]
 pub struct ParquetWriter {
     root: PathBuf,
     partitioning: Partitioning,
+    last: WriteTimes,
 }
 
 impl ParquetWriter {
@@ -359,7 +370,20 @@ impl ParquetWriter {
     /// `partitioning` period.
     #[must_use]
     pub const fn new(root: PathBuf, partitioning: Partitioning) -> Self {
-        Self { root, partitioning }
+        Self {
+            root,
+            partitioning,
+            last: WriteTimes {
+                convert: Duration::ZERO,
+                encode: Duration::ZERO,
+            },
+        }
+    }
+
+    /// Where the last write's time went (the rest was creating, syncing and renaming files).
+    #[must_use]
+    pub const fn last_write(&self) -> WriteTimes {
+        self.last
     }
 
     /// The root folder.
@@ -398,6 +422,8 @@ impl ParquetWriter {
         pace: &mut Pace,
     ) -> Result<Vec<CommittedFile>, SinkError> {
         check_name(tag)?;
+        let mut times = WriteTimes::default();
+        let started = Instant::now();
         let mut groups: BTreeMap<(ResourceType, NaiveDate), Vec<&CanonicalResource>> =
             BTreeMap::new();
         for row in rows {
@@ -406,6 +432,7 @@ impl ParquetWriter {
                 .or_default()
                 .push(row);
         }
+        times.convert += started.elapsed();
         // Every file of the write, then one sync for all of them.
         let mut written: Vec<(PathBuf, PathBuf, ResourceType, u64)> = Vec::new();
         let remove_all = |written: &[(PathBuf, PathBuf, ResourceType, u64)]| {
@@ -422,7 +449,7 @@ impl ParquetWriter {
             let path = dir.join(format!("part-{tag}.parquet"));
             let result = fs::create_dir_all(&dir)
                 .map_err(SinkError::io("create directory", &dir))
-                .and_then(|()| write_file(&tmp, resource_type, &rows, pace));
+                .and_then(|()| write_file(&tmp, resource_type, &rows, pace, &mut times));
             if let Err(e) = result {
                 let _ = fs::remove_file(&tmp);
                 remove_all(&written);
@@ -430,6 +457,7 @@ impl ParquetWriter {
             }
             written.push((tmp, path, resource_type, rows.len() as u64));
         }
+        self.last = times;
         if written.is_empty() {
             return Ok(Vec::new());
         }
@@ -491,6 +519,7 @@ fn write_file(
     resource_type: ResourceType,
     rows: &[&CanonicalResource],
     pace: &mut Pace,
+    times: &mut WriteTimes,
 ) -> Result<(), SinkError> {
     let (schema, docs): (SchemaRef, &[ColumnDoc]) = match resource_type {
         ResourceType::Patient => (patient_schema(), &PATIENT_COLUMNS),
@@ -506,15 +535,21 @@ fn write_file(
     let mut writer =
         ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(parquet_err)?;
     for chunk in rows.chunks(pace.batch_rows(BATCH_ROWS)) {
+        let started = Instant::now();
         let batch = batch::batch(&schema, docs, resource_type, chunk).map_err(|source| {
             SinkError::Arrow {
                 path: path.to_path_buf(),
                 source,
             }
         })?;
+        let built = Instant::now();
         writer.write(&batch).map_err(parquet_err)?;
+        times.convert += built - started;
+        times.encode += built.elapsed();
         pace.advance(chunk.len());
     }
+    let started = Instant::now();
     writer.close().map_err(parquet_err)?;
+    times.encode += started.elapsed();
     Ok(())
 }

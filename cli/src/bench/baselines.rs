@@ -15,7 +15,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_connectors::kafka::EmbeddedBroker;
 use vitalflow_connectors::kafka::embedded::{FeedTopics, feed_generator};
-use vitalflow_connectors::parquet::{ParquetWriter, Partitioning, canonical_writer_properties};
+use vitalflow_connectors::parquet::{
+    ParquetWriter, Partitioning, WriteTimes, canonical_writer_properties,
+};
 use vitalflow_connectors::sync_filesystem;
 use vitalflow_model::canonical::CanonicalResource;
 use vitalflow_operators::anonymize::{
@@ -25,7 +27,7 @@ use vitalflow_operators::canonize::canonize;
 use vitalflow_operators::ingest::ingest;
 
 use super::Settings;
-use super::report::{KafkaFigures, Ratio, per_second};
+use super::report::{KafkaFigures, ParquetFigures, Ratio, per_second};
 
 /// Resets the process's peak resident memory (Linux; elsewhere nothing happens).
 pub fn reset_peak_rss() {
@@ -143,7 +145,7 @@ fn canonical_rows(s: &Settings, each: u64) -> anyhow::Result<Vec<CanonicalResour
 /// writing all the rows with the sink's writer and then rewriting its files with the raw one;
 /// the best time of each side counts. Before each side the file system is synced, so neither
 /// pays to flush what an earlier run left dirty.
-pub fn parquet(s: &Settings, expected: u64, out: &Path) -> anyhow::Result<Ratio> {
+pub fn parquet(s: &Settings, expected: u64, out: &Path) -> anyhow::Result<ParquetFigures> {
     let rows = canonical_rows(s, s.events / 2)?;
     if rows.len() as u64 != expected {
         bail!(
@@ -154,12 +156,15 @@ pub fn parquet(s: &Settings, expected: u64, out: &Path) -> anyhow::Result<Ratio>
     }
     let mut best = Best::new("Parquet", ["sink writer", "raw ArrowWriter"]);
     let mut raw_rows = 0;
+    // Where the sink writer's best round spent its time.
+    let mut split = WriteTimes::default();
     let first = out.join("parquet-sink-0");
     for round in 0..s.rounds {
         let sink_dir = out.join(format!("parquet-sink-{round}"));
         settle_disk(out)?;
+        let mut writer = ParquetWriter::new(sink_dir.clone(), Partitioning::Month);
         let started = Instant::now();
-        ParquetWriter::new(sink_dir.clone(), Partitioning::Month)
+        writer
             .write("bench", &rows)
             .map_err(|e| anyhow::anyhow!("the Parquet sink's writer: {e}"))?;
         let sink = started.elapsed();
@@ -170,19 +175,29 @@ pub fn parquet(s: &Settings, expected: u64, out: &Path) -> anyhow::Result<Ratio>
         if round > 0 {
             let _ = std::fs::remove_dir_all(&sink_dir);
         }
+        if sink < best.best[0] {
+            split = writer.last_write();
+        }
         best.record(round, [sink, raw.elapsed]);
         raw_rows = raw.rows;
     }
     if raw_rows != expected {
         bail!("the raw ArrowWriter rewrote {raw_rows} rows of {expected}");
     }
-    Ok(Ratio::new(
-        "Parquet sink vs raw ArrowWriter (rows/s)",
-        per_second(expected, best.best[0]),
-        per_second(raw_rows, best.best[1]),
-        0.8,
-    )
-    .best_of(s.rounds))
+    Ok(ParquetFigures {
+        rows: expected,
+        sink_elapsed: best.best[0],
+        convert: split.convert,
+        encode: split.encode,
+        raw_elapsed: best.best[1],
+        ratio: Ratio::new(
+            "Parquet sink vs raw ArrowWriter (rows/s)",
+            per_second(expected, best.best[0]),
+            per_second(raw_rows, best.best[1]),
+            0.8,
+        )
+        .best_of(s.rounds),
+    })
 }
 
 /// Each side's best time over a baseline's rounds, each round printed as it is measured.
