@@ -86,7 +86,7 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
         "{parquet:#}"
     );
     assert!(
-        printed.contains("grouping rows and building Arrow batches"),
+        printed.contains("grouping the rows by file and building Arrow batches"),
         "{printed}"
     );
 

@@ -160,6 +160,22 @@ pub struct ParquetFigures {
     pub ratio: Ratio,
 }
 
+impl ParquetFigures {
+    /// Where the sink writer's best round went, against the raw writer's time.
+    fn split(&self) -> String {
+        format!(
+            "the sink writer's best round took {:.3} s for {} rows, of which {:.3} s grouping the \
+             rows by file and building Arrow batches and {:.3} s encoding and writing them; the \
+             raw ArrowWriter, given the batches, {:.3} s",
+            self.sink_elapsed.as_secs_f64(),
+            thousands(self.rows),
+            self.convert.as_secs_f64(),
+            self.encode.as_secs_f64(),
+            self.raw_elapsed.as_secs_f64()
+        )
+    }
+}
+
 fn cells(p: &Percentiles) -> String {
     format!("{:.2} | {:.2} | {:.2} | {:.2}", p.p50, p.p99, p.p999, p.max)
 }
@@ -335,17 +351,7 @@ impl Report {
             );
         }
         if let Some(p) = &self.parquet {
-            let _ = writeln!(
-                s,
-                "    ({} rows: sink writer {:.3} s, of which {:.3} s grouping rows and building Arrow \
-                 batches, {:.3} s encoding and writing them; raw ArrowWriter, given the batches, \
-                 {:.3} s)",
-                thousands(p.rows),
-                p.sink_elapsed.as_secs_f64(),
-                p.convert.as_secs_f64(),
-                p.encode.as_secs_f64(),
-                p.raw_elapsed.as_secs_f64()
-            );
+            let _ = writeln!(s, "    (Parquet: {})", p.split());
         }
         if let Some(l) = &self.latency {
             let _ = writeln!(
@@ -415,17 +421,7 @@ impl Report {
             );
         }
         if let Some(p) = &self.parquet {
-            let _ = writeln!(
-                s,
-                "\nParquet: the sink writer's best round took {:.3} s for {} rows, of which {:.3} s \
-                 grouping the rows by file and building Arrow batches and {:.3} s encoding and \
-                 writing them; the raw ArrowWriter, given the batches, {:.3} s.",
-                p.sink_elapsed.as_secs_f64(),
-                thousands(p.rows),
-                p.convert.as_secs_f64(),
-                p.encode.as_secs_f64(),
-                p.raw_elapsed.as_secs_f64()
-            );
+            let _ = writeln!(s, "\nParquet: {}.", p.split());
         }
         if let Some(l) = &self.latency {
             let _ = writeln!(
