@@ -74,6 +74,40 @@ inputs = ["audit"]
 }
 
 #[test]
+fn validate_reports_a_kafka_max_drift_that_is_not_a_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("drift.toml");
+    let source = |drift: &str| {
+        format!(
+            r#"[sources.vitals]
+kind = "kafka"
+topic = "vitals"
+format = "envelope"
+max-drift = "{drift}"
+
+[sinks.discard]
+kind = "blackhole"
+inputs = ["vitals"]
+"#
+        )
+    };
+    std::fs::write(&job, source("soon")).unwrap();
+    let o = vitalflow(&["validate", job.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let wanted = format!(
+        "{}:5:13: `sources.vitals.max-drift`: `soon` is neither a duration (e.g. `30s`, `1m`) nor `off`",
+        job.display()
+    );
+    assert!(stderr.contains(&wanted), "{}", show(&o));
+    for good in ["off", "30s", "5m"] {
+        std::fs::write(&job, source(good)).unwrap();
+        let o = vitalflow(&["validate", job.to_str().unwrap()], &[]);
+        assert_eq!(o.status.code(), Some(0), "max-drift {good}: {}", show(&o));
+    }
+}
+
+#[test]
 fn validate_reports_unknown_kinds_cycles_and_unset_variables() {
     let dir = tempfile::tempdir().unwrap();
     let job = dir.path().join("cycle.toml");

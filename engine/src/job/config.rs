@@ -158,6 +158,11 @@ pub struct KafkaSourceConfig {
     /// watermark back. Default: `10s`.
     #[serde(default = "defaults::idle_timeout")]
     pub idle_timeout: Spanned<String>,
+    /// Watermark alignment: how far (event time) a worker's watermark may run ahead of the
+    /// slowest worker's before it stops reading until the others catch up; `off` for no
+    /// limit. Default: `1m`.
+    #[serde(default = "defaults::max_drift")]
+    pub max_drift: Spanned<String>,
     /// Event times are rounded down to this (`100ms`, `1s`, `1m`): one dataflow timestamp, and
     /// one saga batch, per step. Default: `1s`.
     #[serde(default = "defaults::granularity")]
@@ -657,6 +662,9 @@ mod defaults {
     }
     pub fn idle_timeout() -> Spanned<String> {
         Spanned::new(0..0, "10s".into())
+    }
+    pub fn max_drift() -> Spanned<String> {
+        Spanned::new(0..0, "1m".into())
     }
     pub fn granularity() -> Spanned<String> {
         Spanned::new(0..0, "1s".into())

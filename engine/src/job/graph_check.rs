@@ -203,6 +203,15 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
             );
             duration(&k.out_of_orderness, "out-of-orderness", errors);
             duration(&k.idle_timeout, "idle-timeout", errors);
+            if k.max_drift.get_ref() != "off" && parse_duration(k.max_drift.get_ref()).is_none() {
+                errors.push(text.diag(
+                    k.max_drift.span().start,
+                    format!(
+                        "`{path}.max-drift`: `{}` is neither a duration (e.g. `30s`, `1m`) nor `off`",
+                        k.max_drift.get_ref()
+                    ),
+                ));
+            }
             duration(&k.granularity, "granularity", errors);
             if parse_duration(k.granularity.get_ref()).is_some_and(|d| d.is_zero()) {
                 errors.push(text.diag(

@@ -459,6 +459,8 @@ pub fn prepare(
                         granularity_ms,
                         out_of_orderness: ms(&k.out_of_orderness) / granularity_ms,
                         idle_timeout: parse_duration(k.idle_timeout.get_ref()).unwrap_or_default(),
+                        max_drift: (k.max_drift.get_ref() != "off")
+                            .then(|| ms(&k.max_drift) / granularity_ms),
                         stop_at_end: k.stop.get_ref() == "end",
                         resume,
                         watermark,

@@ -1,0 +1,154 @@
+//! Watermark alignment of the Kafka source: on two workers, the worker whose downstream is slow
+//! holds the other back, so no worker reads more than `max-drift` of event time ahead of it.
+//! Runs against the embedded broker (librdkafka's mock cluster, the real Kafka protocol).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
+use timely::dataflow::operators::Inspect;
+use vitalflow_connectors::kafka::{ClientSettings, EmbeddedBroker};
+use vitalflow_engine::runtime::checkpoint::PositionLog;
+use vitalflow_engine::runtime::kafka_source::{EventTime, KafkaSource, kafka};
+use vitalflow_engine::runtime::metrics::{Failure, NodeCounters};
+use vitalflow_model::RawFormat;
+
+/// Records per partition: partition `p`'s record `i` is an envelope at event time `i` seconds.
+const PER_PARTITION: u64 = 600;
+/// The event time (seconds, and dataflow timestamp) of each partition's first record.
+const BASE: u64 = 1_767_225_600;
+/// The drift allowed in the runs that have one (seconds: the granularity is one second).
+const DRIFT: u64 = 10;
+
+/// Fills a two-partition topic with the same event times on both partitions.
+fn fill(broker: &EmbeddedBroker, topic: &str) {
+    broker.create_topic(topic, 2).unwrap();
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .unwrap();
+    for i in 0..PER_PARTITION {
+        let at = chrono::DateTime::from_timestamp((BASE + i) as i64, 0).unwrap();
+        let payload = format!(r#"{{"metadata":{{"timestamp":"{}"}}}}"#, at.to_rfc3339());
+        for partition in 0..2 {
+            let key = format!("{partition}-{i}");
+            let mut record = BaseRecord::<str, str>::to(topic)
+                .partition(partition)
+                .key(&key)
+                .payload(&payload);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        producer.poll(Duration::from_millis(10));
+                        record = r;
+                    }
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Reads the topic to its end on two workers, worker 1's downstream sleeping on every batch;
+/// returns, for each record worker 0 emitted, its time and the latest time worker 1 had seen
+/// by then (plus one; 0: none yet).
+fn leads(bootstrap: &str, topic: &str, max_drift: Option<u64>) -> Vec<(u64, u64)> {
+    let plan = Arc::new(KafkaSource {
+        name: "vitals".into(),
+        settings: ClientSettings::new(bootstrap),
+        topic: topic.into(),
+        group_id: "alignment-test".into(),
+        format: RawFormat::Envelope,
+        header: None,
+        time: EventTime::Envelope,
+        granularity_ms: 1000,
+        out_of_orderness: 0,
+        idle_timeout: Duration::from_secs(10),
+        max_drift,
+        stop_at_end: true,
+        tombstones: false,
+        resume: None,
+        watermark: Arc::new(AtomicU64::new(0)),
+        job_watermark: Arc::new(AtomicU64::new(0)),
+        log: Arc::new(Mutex::new(PositionLog::resuming(None))),
+        feeding: None,
+    });
+    let failure = Failure::default();
+    let slow_seen = Arc::new(AtomicU64::new(0));
+    let leads = Arc::new(Mutex::new(Vec::new()));
+    let (s, l, f) = (Arc::clone(&slow_seen), Arc::clone(&leads), failure.clone());
+    timely::execute(timely::Config::process(2), move |worker| {
+        let index = worker.index();
+        let (s, l, plan, f) = (Arc::clone(&s), Arc::clone(&l), Arc::clone(&plan), f.clone());
+        worker.dataflow::<u64, _, _>(|scope| {
+            kafka(scope, plan, Arc::new(NodeCounters::default()), true, f).inspect_core(
+                move |event| {
+                    let Ok((stamp, records)) = event else { return };
+                    let Some(&time) = stamp.iter().max() else {
+                        return;
+                    };
+                    if index == 1 {
+                        s.fetch_max(time + 1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(2));
+                    } else {
+                        let behind = s.load(Ordering::SeqCst);
+                        let mut l = l.lock().unwrap();
+                        l.extend(records.iter().map(|_| (time, behind)));
+                    }
+                },
+            );
+        });
+    })
+    .unwrap();
+    assert!(!failure.failed(), "the source failed");
+    leads.lock().unwrap().clone()
+}
+
+#[test]
+fn a_worker_reads_no_further_than_max_drift_ahead_of_the_slowest() {
+    let broker = EmbeddedBroker::start().unwrap();
+    fill(&broker, "aligned");
+    let leads = leads(&broker.bootstrap(), "aligned", Some(DRIFT));
+    assert_eq!(
+        leads.len() as u64,
+        PER_PARTITION,
+        "worker 0 read its partition"
+    );
+    assert_eq!(leads.last().map(|l| l.0), Some(BASE + PER_PARTITION - 1));
+    // Before worker 1 has read anything its progress is the start of time: worker 0 reads one
+    // record (that one takes it past the drift) and waits.
+    let before = leads.iter().filter(|l| l.1 == 0).count();
+    assert!(
+        before <= 1,
+        "worker 0 emitted {before} records before worker 1 read one"
+    );
+    for &(time, seen) in leads.iter().filter(|l| l.1 > 0) {
+        // Worker 1 had seen time `seen - 1`; the record that takes worker 0 past the drift is
+        // emitted, and worker 1's next record may be on its way.
+        let allowed = seen.saturating_sub(1) + DRIFT + 2;
+        assert!(
+            time <= allowed,
+            "worker 0 emitted time {time} when worker 1 had seen {}: {leads:?}",
+            seen.saturating_sub(1)
+        );
+    }
+}
+
+#[test]
+fn without_a_drift_limit_the_fast_worker_runs_ahead() {
+    // The same run without alignment: what the bound prevents happens, so the test above can
+    // tell.
+    let broker = EmbeddedBroker::start().unwrap();
+    fill(&broker, "unaligned");
+    let leads = leads(&broker.bootstrap(), "unaligned", None);
+    let lead = leads
+        .iter()
+        .map(|&(time, seen)| time.saturating_sub(seen.saturating_sub(1)))
+        .max()
+        .unwrap();
+    assert!(lead > DRIFT * 10, "worker 0 led by at most {lead}");
+}
