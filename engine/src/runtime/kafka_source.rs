@@ -11,8 +11,9 @@
 //! to pass a time (windows, the alert monitor, the audit) hold the leading worker's records
 //! meanwhile: during a catch-up (a backlog after an outage) that is as much of the backlog as
 //! the leading worker can read before the slowest one is done. Replaying 6,000,000 readings of
-//! the `icu-alerting` job from 3 partitions on 2 workers peaked at 998-1,222 MB resident without
-//! the limit and at 715-760 MB with it (1 minute), and took 31.6-36.9 s against 27.0-28.2 s.
+//! the `icu-alerting` job from 3 partitions on 2 workers peaked at 984-1,256 MB resident without
+//! the limit and at 715-760 MB with it (1 minute), and took 31.6-36.9 s against 27.0-28.2 s
+//! (docs/job-files.md has the figures, and what the limit costs where nothing waits).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,8 +44,9 @@ const END_QUIET: Duration = Duration::from_millis(100);
 const TICK: Duration = Duration::from_millis(20);
 /// How often a worker looks for new partitions of its topic.
 const METADATA_INTERVAL: Duration = Duration::from_secs(5);
-/// How long a worker that is `max_drift` ahead waits before it looks again.
-const BEHIND_TICK: Duration = Duration::from_micros(500);
+/// How long a worker that is `max_drift` ahead waits before it looks again (a Kafka-only job
+/// on 2 workers read 2,000,000 records in 2.78-2.98 s with 100 µs, 3.12-3.74 s with 500 µs).
+const BEHIND_TICK: Duration = Duration::from_micros(100);
 
 /// Where a record's event time comes from.
 #[derive(Clone)]
@@ -390,11 +392,15 @@ pub fn kafka<'s>(
                         continue;
                     }
                     if let Some(t) = event {
+                        let raised = part.max_seen.is_none_or(|s| t > s);
                         part.max_seen = Some(part.max_seen.map_or(t, |s| s.max(t)));
                         // A record this far ahead may move the watermark past the limit: the
                         // worker reads on only while it does not.
-                        if limit.is_some_and(|l| t > l.saturating_add(plan.out_of_orderness)) {
-                            held = ahead(watermark(&owned, &plan, *c.time(), started));
+                        if raised
+                            && limit.is_some_and(|l| t > l.saturating_add(plan.out_of_orderness))
+                        {
+                            let w = watermark(&owned, &plan, *c.time(), started, polled_at);
+                            held = ahead(w);
                         }
                     }
                     let time = event.map_or(*c.time(), |t| t.max(*c.time()));
@@ -466,7 +472,7 @@ pub fn kafka<'s>(
             let watermark = if waiting {
                 *c.time()
             } else {
-                watermark(&owned, &plan, *c.time(), started)
+                watermark(&owned, &plan, *c.time(), started, Instant::now())
             };
             if watermark > *c.time() {
                 c.downgrade(&watermark);
@@ -486,15 +492,15 @@ pub fn kafka<'s>(
     .probe_with(&progress)
 }
 
-/// The watermark of a worker's partitions (`current` is its capability's time): partitions
-/// not idle hold it at their latest time minus lateness.
+/// The watermark of a worker's partitions at `now` (`current` is its capability's time):
+/// partitions not idle hold it at their latest time minus lateness.
 fn watermark(
     owned: &BTreeMap<i32, Partition>,
     plan: &KafkaSource,
     current: Time,
     started: Instant,
+    now: Instant,
 ) -> Time {
-    let now = Instant::now();
     // Over the partitions not idle: whether there is one, whether one has no event time yet,
     // and their oldest latest time. (No allocation: the source may ask once per record.)
     let (mut any, mut unknown, mut oldest) = (false, false, None::<Time>);
@@ -517,7 +523,7 @@ fn watermark(
             .filter_map(|p| p.max_seen)
             .max()
             .map_or(0, |m| m.saturating_sub(plan.out_of_orderness));
-        if started.elapsed() >= plan.idle_timeout {
+        if now.duration_since(started) >= plan.idle_timeout {
             latest.max(plan.job_watermark.load(Ordering::Relaxed))
         } else {
             current
