@@ -481,6 +481,12 @@ fn print_summary(s: &RunSummary) {
             n.name, n.kind, n.records_in, n.records_out, n.rejected, files
         );
     }
+    for n in s.nodes.iter().filter(|n| n.kind == "kafka" && n.late > 0) {
+        println!(
+            "source {}: {} late record(s), behind the watermark when read (stamped with it)",
+            n.name, n.late
+        );
+    }
     for n in s.nodes.iter().filter(|n| n.kind == "window") {
         println!(
             "window {}: {} late record(s) beyond the allowed lateness (to `{}.late`)",

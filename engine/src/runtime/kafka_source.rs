@@ -2,7 +2,7 @@
 //! worker`), stamps each record with its coarsened event time, and holds a capability at the
 //! watermark: the minimum, over the worker's partitions that are not idle, of the latest event
 //! time seen minus the allowed out-of-orderness. Records behind the watermark (late) are stamped
-//! with the watermark. Every record emitted is logged by partition and offset in the
+//! with the watermark, and counted (the run summary prints how many). Every record emitted is logged by partition and offset in the
 //! [`PositionLog`], from which checkpoints compute where a restart resumes.
 //!
 //! Workers are kept together in event time (watermark alignment): a worker whose watermark is
@@ -331,7 +331,7 @@ pub fn kafka<'s>(
             let mut held = waiting;
             let mut records: BTreeMap<Time, Vec<RawRecord>> = BTreeMap::new();
             let mut n = 0;
-            let (mut emitted, mut bytes) = (0u64, 0u64);
+            let (mut emitted, mut bytes, mut late) = (0u64, 0u64, 0u64);
             {
                 let mut log = plan
                     .log
@@ -403,6 +403,8 @@ pub fn kafka<'s>(
                             held = ahead(w);
                         }
                     }
+                    // Behind the watermark already emitted: late, stamped with the watermark.
+                    late += u64::from(event.is_some_and(|t| t < *c.time()));
                     let time = event.map_or(*c.time(), |t| t.max(*c.time()));
                     log.record(m.partition, m.offset, time, *c.time());
                     emitted += 1;
@@ -436,6 +438,9 @@ pub fn kafka<'s>(
                 output.session(&at).give_iterator(batch.into_iter());
             }
             counters.add_bytes(bytes);
+            if late > 0 {
+                counters.add_late(late);
+            }
             if emitted > 0 && count_records {
                 counters.add(&Counts {
                     records_in: emitted,

@@ -86,7 +86,8 @@ pub struct NodeSummary {
     pub rejected: u64,
     /// Files written (sinks).
     pub files: u64,
-    /// Records later than the allowed lateness (windows).
+    /// Records later than the allowed lateness (windows), or behind the watermark when read
+    /// (Kafka sources).
     pub late: u64,
     /// Bytes of the records read (sources).
     pub bytes_in: u64,

@@ -1,6 +1,7 @@
-//! Watermark alignment of the Kafka source: on two workers, the worker whose downstream is slow
-//! holds the other back, so no worker reads more than `max-drift` of event time ahead of it.
-//! Runs against the embedded broker (librdkafka's mock cluster, the real Kafka protocol).
+//! Event time in the Kafka source, on the embedded broker (librdkafka's mock cluster, the real
+//! Kafka protocol): watermark alignment (on two workers, the worker whose downstream is slow holds
+//! the other back, so no worker reads more than `max-drift` of event time ahead of it), and late
+//! records (behind the emitted watermark: counted, and stamped with it).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -151,4 +152,98 @@ fn without_a_drift_limit_the_fast_worker_runs_ahead() {
         .max()
         .unwrap();
     assert!(lead > DRIFT * 10, "worker 0 led by at most {lead}");
+}
+
+/// Produces one envelope at event time `BASE + second` to partition 0 of `topic`.
+fn produce_at(bootstrap: &str, topic: &str, second: u64) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let at = chrono::DateTime::from_timestamp((BASE + second) as i64, 0).unwrap();
+    let payload = format!(r#"{{"metadata":{{"timestamp":"{}"}}}}"#, at.to_rfc3339());
+    producer
+        .send(
+            BaseRecord::<str, str>::to(topic)
+                .partition(0)
+                .key("k")
+                .payload(&payload),
+        )
+        .map_err(|(e, _)| e)
+        .unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn a_record_behind_the_emitted_watermark_is_counted_late_and_stamped_with_it() {
+    let broker = EmbeddedBroker::start().unwrap();
+    broker.create_topic("late", 1).unwrap();
+    let bootstrap = broker.bootstrap();
+    let feeding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let counters = Arc::new(NodeCounters::default());
+    let plan = Arc::new(KafkaSource {
+        name: "vitals".into(),
+        settings: ClientSettings::new(bootstrap.clone()),
+        topic: "late".into(),
+        group_id: "late-test".into(),
+        format: RawFormat::Envelope,
+        header: None,
+        time: EventTime::Envelope,
+        granularity_ms: 1000,
+        out_of_orderness: 0,
+        idle_timeout: Duration::from_secs(60),
+        max_drift: Some(DRIFT),
+        stop_at_end: true,
+        tombstones: false,
+        resume: None,
+        watermark: Arc::new(AtomicU64::new(0)),
+        job_watermark: Arc::new(AtomicU64::new(0)),
+        log: Arc::new(Mutex::new(PositionLog::resuming(None))),
+        feeding: Some(Arc::clone(&feeding)),
+    });
+    let stamps = Arc::new(Mutex::new(Vec::new()));
+    let (s, c, seen) = (
+        Arc::clone(&stamps),
+        Arc::clone(&counters),
+        Arc::clone(&stamps),
+    );
+    produce_at(&bootstrap, "late", 10);
+    produce_at(&bootstrap, "late", 20);
+    timely::execute_directly(move |worker| {
+        let probe = timely::dataflow::ProbeHandle::new();
+        let p = probe.clone();
+        worker.dataflow::<u64, _, _>(|scope| {
+            use timely::dataflow::operators::Probe as _;
+            kafka(scope, plan, c, true, Failure::default())
+                .inspect_core(move |event| {
+                    if let Ok((stamp, records)) = event
+                        && let Some(&time) = stamp.iter().max()
+                    {
+                        s.lock()
+                            .unwrap()
+                            .extend(records.iter().map(|_| time - BASE));
+                    }
+                })
+                .probe_with(&p);
+        });
+        // Until the watermark has passed the first two records (the partition's newest is at
+        // 20 s, with no lateness allowed).
+        let started = std::time::Instant::now();
+        while probe.less_than(&(BASE + 20)) {
+            assert!(started.elapsed() < Duration::from_secs(30), "no watermark");
+            worker.step_or_park(Some(Duration::from_millis(10)));
+        }
+        // A record from before the watermark.
+        produce_at(&bootstrap, "late", 5);
+        while seen.lock().unwrap().len() < 3 {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the late record never came"
+            );
+            worker.step_or_park(Some(Duration::from_millis(10)));
+        }
+        feeding.store(false, Ordering::SeqCst);
+    });
+    assert_eq!(counters.late.load(Ordering::Relaxed), 1);
+    assert_eq!(*stamps.lock().unwrap(), vec![10, 20, 20]);
 }
