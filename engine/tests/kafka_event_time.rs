@@ -54,21 +54,26 @@ fn fill(broker: &EmbeddedBroker, topic: &str) {
     producer.flush(Duration::from_secs(30)).unwrap();
 }
 
-/// Reads the topic to its end on two workers, worker 1's downstream sleeping on every batch;
-/// returns, for each record worker 0 emitted, its time and the latest time worker 1 had seen
-/// by then (plus one; 0: none yet).
-fn leads(bootstrap: &str, topic: &str, max_drift: Option<u64>) -> Vec<(u64, u64)> {
-    let plan = Arc::new(KafkaSource {
+/// The source of envelopes on `topic`, event time from the envelope, one-second timestamps, no
+/// lateness allowed, read to the end (once `feeding` is down, where there is one).
+fn source(
+    bootstrap: &str,
+    topic: &str,
+    max_drift: Option<u64>,
+    idle_timeout: Duration,
+    feeding: Option<Arc<std::sync::atomic::AtomicBool>>,
+) -> Arc<KafkaSource> {
+    Arc::new(KafkaSource {
         name: "vitals".into(),
         settings: ClientSettings::new(bootstrap),
         topic: topic.into(),
-        group_id: "alignment-test".into(),
+        group_id: format!("{topic}-test"),
         format: RawFormat::Envelope,
         header: None,
         time: EventTime::Envelope,
         granularity_ms: 1000,
         out_of_orderness: 0,
-        idle_timeout: Duration::from_secs(10),
+        idle_timeout,
         max_drift,
         stop_at_end: true,
         tombstones: false,
@@ -76,8 +81,15 @@ fn leads(bootstrap: &str, topic: &str, max_drift: Option<u64>) -> Vec<(u64, u64)
         watermark: Arc::new(AtomicU64::new(0)),
         job_watermark: Arc::new(AtomicU64::new(0)),
         log: Arc::new(Mutex::new(PositionLog::resuming(None))),
-        feeding: None,
-    });
+        feeding,
+    })
+}
+
+/// Reads the topic to its end on two workers, worker 1's downstream sleeping on every batch;
+/// returns, for each record worker 0 emitted, its time and the latest time worker 1 had seen
+/// by then (plus one; 0: none yet).
+fn leads(bootstrap: &str, topic: &str, max_drift: Option<u64>) -> Vec<(u64, u64)> {
+    let plan = source(bootstrap, topic, max_drift, Duration::from_secs(10), None);
     let failure = Failure::default();
     let slow_seen = Arc::new(AtomicU64::new(0));
     let leads = Arc::new(Mutex::new(Vec::new()));
@@ -181,26 +193,13 @@ fn a_record_behind_the_emitted_watermark_is_counted_late_and_stamped_with_it() {
     let bootstrap = broker.bootstrap();
     let feeding = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let counters = Arc::new(NodeCounters::default());
-    let plan = Arc::new(KafkaSource {
-        name: "vitals".into(),
-        settings: ClientSettings::new(bootstrap.clone()),
-        topic: "late".into(),
-        group_id: "late-test".into(),
-        format: RawFormat::Envelope,
-        header: None,
-        time: EventTime::Envelope,
-        granularity_ms: 1000,
-        out_of_orderness: 0,
-        idle_timeout: Duration::from_secs(60),
-        max_drift: Some(DRIFT),
-        stop_at_end: true,
-        tombstones: false,
-        resume: None,
-        watermark: Arc::new(AtomicU64::new(0)),
-        job_watermark: Arc::new(AtomicU64::new(0)),
-        log: Arc::new(Mutex::new(PositionLog::resuming(None))),
-        feeding: Some(Arc::clone(&feeding)),
-    });
+    let plan = source(
+        &bootstrap,
+        "late",
+        Some(DRIFT),
+        Duration::from_secs(60),
+        Some(Arc::clone(&feeding)),
+    );
     let stamps = Arc::new(Mutex::new(Vec::new()));
     let (s, c, seen) = (
         Arc::clone(&stamps),
