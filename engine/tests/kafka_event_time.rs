@@ -1,7 +1,8 @@
 //! Event time in the Kafka source, on the embedded broker (librdkafka's mock cluster, the real
 //! Kafka protocol): watermark alignment (on two workers, the worker whose downstream is slow holds
-//! the other back, so no worker reads more than `max-drift` of event time ahead of it), and late
-//! records (behind the emitted watermark: counted, and stamped with it).
+//! the other back, so no worker reads more than `max-drift` of event time ahead of it), late
+//! records (behind the emitted watermark: counted, and stamped with it), and idleness (a silent
+//! partition with records waiting in the broker still holds the watermark).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,12 +27,18 @@ const DRIFT: u64 = 10;
 
 /// Fills a two-partition topic with the same event times on both partitions.
 fn fill(broker: &EmbeddedBroker, topic: &str) {
+    fill_with(broker, topic, PER_PARTITION);
+}
+
+/// Fills a two-partition topic with `per_partition` records on each, the same event times on
+/// both partitions.
+fn fill_with(broker: &EmbeddedBroker, topic: &str, per_partition: u64) {
     broker.create_topic(topic, 2).unwrap();
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .create()
         .unwrap();
-    for i in 0..PER_PARTITION {
+    for i in 0..per_partition {
         let at = chrono::DateTime::from_timestamp((BASE + i) as i64, 0).unwrap();
         let payload = format!(r#"{{"metadata":{{"timestamp":"{}"}}}}"#, at.to_rfc3339());
         for partition in 0..2 {
@@ -245,4 +252,38 @@ fn a_record_behind_the_emitted_watermark_is_counted_late_and_stamped_with_it() {
     });
     assert_eq!(counters.late.load(Ordering::Relaxed), 1);
     assert_eq!(*stamps.lock().unwrap(), vec![10, 20, 20]);
+}
+
+#[test]
+fn a_partition_with_records_waiting_is_not_idle_however_long_it_is_silent() {
+    // One worker reads two partitions with the same event times, its downstream slow (a
+    // millisecond per hundred records). The client hands out one partition's fetch (about a
+    // megabyte, some 15,000 records) before the other's, so the other goes far longer than the
+    // 20 ms idle timeout without a record. Counted idle, it would let the watermark past its own
+    // backlog, and its records would be late.
+    let per_partition = 20_000;
+    let broker = EmbeddedBroker::start().unwrap();
+    fill_with(&broker, "busy", per_partition);
+    let counters = Arc::new(NodeCounters::default());
+    let plan = source(
+        &broker.bootstrap(),
+        "busy",
+        None,
+        Duration::from_millis(20),
+        None,
+    );
+    let (c, read) = (Arc::clone(&counters), Arc::new(AtomicU64::new(0)));
+    let r = Arc::clone(&read);
+    timely::execute_directly(move |worker| {
+        worker.dataflow::<u64, _, _>(|scope| {
+            kafka(scope, plan, c, true, Failure::default()).inspect_core(move |event| {
+                if let Ok((_, records)) = event {
+                    r.fetch_add(records.len() as u64, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_micros(10 * records.len() as u64));
+                }
+            });
+        });
+    });
+    assert_eq!(read.load(Ordering::SeqCst), 2 * per_partition);
+    assert_eq!(counters.late.load(Ordering::Relaxed), 0);
 }

@@ -1,9 +1,11 @@
-//! The Kafka source operator: reads the partitions a worker owns (`partition % workers ==
-//! worker`), stamps each record with its coarsened event time, and holds a capability at the
-//! watermark: the minimum, over the worker's partitions that are not idle, of the latest event
-//! time seen minus the allowed out-of-orderness. Records behind the watermark (late) are stamped
-//! with the watermark, and counted (the run summary prints how many). Every record emitted is logged by partition and offset in the
-//! [`PositionLog`], from which checkpoints compute where a restart resumes.
+//! The Kafka source operator: reads the partitions a worker owns (`partition % workers == worker`),
+//! stamps each record with its coarsened event time, and holds a capability at the watermark: the
+//! minimum, over the worker's partitions that are not idle, of the latest event time seen minus the
+//! allowed out-of-orderness (a partition is idle when it has had no record for the idle timeout and
+//! the broker has none after the last one read). Records behind the watermark (late) are stamped
+//! with the watermark, and counted (the run summary prints how many). Every record emitted is
+//! logged by partition and offset in the [`PositionLog`], from which checkpoints compute where a
+//! restart resumes.
 //!
 //! Workers are kept together in event time (watermark alignment): a worker whose watermark is
 //! more than `max_drift` ahead of the slowest worker's progress stops reading until the others
@@ -211,6 +213,10 @@ struct Partition {
     max_seen: Option<Time>,
     /// When the last record arrived.
     last_record: Instant,
+    /// When the broker was last asked whether this silent partition has records after `next`.
+    asked_end: Option<Instant>,
+    /// When the broker last said it had none (or could not tell).
+    empty_at: Option<Instant>,
     /// Offset after the last record emitted.
     next: i64,
     /// Stop-at-end: the offset to stop at.
@@ -258,6 +264,17 @@ pub fn kafka<'s>(
                 });
                 Some(r)
             }
+            Err(e) => {
+                failure.fail(format!("source `{}`: {e}", plan.name));
+                None
+            }
+        };
+        // Whether silent partitions have records waiting: asked of the broker on a thread, as
+        // (partition, next offset to read, when asked); answered (partition, when asked, nothing
+        // waiting).
+        let (answer, answers) = std::sync::mpsc::channel::<(i32, Instant, bool)>();
+        let ask = match ask_broker(&plan, index, answer) {
+            Ok(ask) => Some(ask),
             Err(e) => {
                 failure.fail(format!("source `{}`: {e}", plan.name));
                 None
@@ -474,6 +491,34 @@ pub fn kafka<'s>(
                 return;
             }
 
+            // A partition silent for `idle_timeout` is idle only if the broker has nothing after
+            // it (see `idle`). During a catch-up a partition can go seconds without a record
+            // while the client fetches the others: counted idle, it let the watermark past its
+            // backlog, whose records were then late. The broker is asked on a thread of the
+            // source's own (an answer can take half a second), each partition at most once per
+            // timeout; a partition without an answer yet is not idle yet.
+            if !waiting {
+                let now = Instant::now();
+                for (p, asked_at, empty) in answers.try_iter() {
+                    if let Some(part) = owned.get_mut(&p)
+                        && empty
+                    {
+                        part.empty_at = Some(asked_at);
+                    }
+                }
+                for (p, part) in owned.iter_mut().filter(|(_, part)| {
+                    now.duration_since(part.last_record) >= plan.idle_timeout
+                        && part.end.is_none_or(|e| part.next < e)
+                        && part
+                            .asked_end
+                            .is_none_or(|a| now.duration_since(a) >= plan.idle_timeout)
+                }) {
+                    part.asked_end = Some(now);
+                    if let Some(ask) = ask.as_ref() {
+                        let _ = ask.send((*p, part.next, now));
+                    }
+                }
+            }
             let watermark = if waiting {
                 *c.time()
             } else {
@@ -497,6 +542,47 @@ pub fn kafka<'s>(
     .probe_with(&progress)
 }
 
+/// A thread that asks the broker whether partitions have records after an offset: it takes
+/// (partition, next offset to read, when asked) and answers (partition, when asked, nothing
+/// waiting), with a client of its own, until the sender is dropped. One offset more than read
+/// is what a transaction's commit marker leaves: nothing waiting. A broker that cannot tell
+/// counts as nothing waiting (the partition is idle, as without asking).
+fn ask_broker(
+    plan: &KafkaSource,
+    worker: usize,
+    answer: std::sync::mpsc::Sender<(i32, Instant, bool)>,
+) -> Result<std::sync::mpsc::Sender<(i32, i64, Instant)>, String> {
+    let reader = PartitionReader::new(&plan.settings, &plan.topic, &plan.group_id)
+        .map_err(|e| e.to_string())?;
+    let (ask, asked) = std::sync::mpsc::channel::<(i32, i64, Instant)>();
+    let name = plan.name.clone();
+    std::thread::Builder::new()
+        .name(format!("kafka-idle-{name}-w{worker}"))
+        .spawn(move || {
+            for (p, next, at) in asked {
+                let empty = match reader.watermarks(p, Duration::from_secs(5)) {
+                    Ok((low, high)) => high - next.max(low) <= 1,
+                    Err(e) => {
+                        tracing::debug!(source = %name, partition = p, error = %e, "cannot tell whether a silent partition has records waiting; it counts as idle");
+                        true
+                    }
+                };
+                if answer.send((p, at, empty)).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start its idle check: {e}"))?;
+    Ok(ask)
+}
+
+/// Whether a partition no longer holds its worker's watermark: silent for `idle_timeout`, and
+/// the broker said since its last record that it had nothing after it.
+fn idle(p: &Partition, plan: &KafkaSource, now: Instant) -> bool {
+    now.duration_since(p.last_record) >= plan.idle_timeout
+        && p.empty_at.is_some_and(|e| e > p.last_record)
+}
+
 /// The watermark of a worker's partitions at `now` (`current` is its capability's time):
 /// partitions not idle hold it at their latest time minus lateness.
 fn watermark(
@@ -512,7 +598,7 @@ fn watermark(
     for p in owned
         .values()
         .filter(|p| p.end.is_none_or(|e| p.next < e))
-        .filter(|p| now.duration_since(p.last_record) < plan.idle_timeout)
+        .filter(|p| !idle(p, plan, now))
     {
         any = true;
         match p.max_seen {
@@ -567,6 +653,8 @@ fn adopt_partitions(
                 replay_below: resume.map_or(0, |r| r.replay_below),
                 resume_from: from.filter(|f| *f > 0),
                 rewound: 0,
+                asked_end: None,
+                empty_at: None,
             },
         );
         assign.push((*p, from));
