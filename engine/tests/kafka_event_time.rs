@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod lead;
+
+use lead::Leads;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer as _};
 use timely::dataflow::operators::Inspect;
@@ -98,26 +101,18 @@ fn source(
 fn leads(bootstrap: &str, topic: &str, max_drift: Option<u64>) -> Vec<(u64, u64)> {
     let plan = source(bootstrap, topic, max_drift, Duration::from_secs(10), None);
     let failure = Failure::default();
-    let slow_seen = Arc::new(AtomicU64::new(0));
-    let leads = Arc::new(Mutex::new(Vec::new()));
-    let (s, l, f) = (Arc::clone(&slow_seen), Arc::clone(&leads), failure.clone());
+    let leads = Arc::new(Leads::default());
+    let (l, f) = (Arc::clone(&leads), failure.clone());
     timely::execute(timely::Config::process(2), move |worker| {
         let index = worker.index();
-        let (s, l, plan, f) = (Arc::clone(&s), Arc::clone(&l), Arc::clone(&plan), f.clone());
+        let (l, plan, f) = (Arc::clone(&l), Arc::clone(&plan), f.clone());
         worker.dataflow::<u64, _, _>(|scope| {
             kafka(scope, plan, Arc::new(NodeCounters::default()), true, f).inspect_core(
                 move |event| {
-                    let Ok((stamp, records)) = event else { return };
-                    let Some(&time) = stamp.iter().max() else {
-                        return;
-                    };
-                    if index == 1 {
-                        s.fetch_max(time + 1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(2));
-                    } else {
-                        let behind = s.load(Ordering::SeqCst);
-                        let mut l = l.lock().unwrap();
-                        l.extend(records.iter().map(|_| (time, behind)));
+                    if let Ok((stamp, records)) = event
+                        && let Some(&time) = stamp.iter().max()
+                    {
+                        l.observe(index, time, records.len());
                     }
                 },
             );
@@ -125,7 +120,7 @@ fn leads(bootstrap: &str, topic: &str, max_drift: Option<u64>) -> Vec<(u64, u64)
     })
     .unwrap();
     assert!(!failure.failed(), "the source failed");
-    leads.lock().unwrap().clone()
+    leads.take()
 }
 
 #[test]

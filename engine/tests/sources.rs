@@ -2,10 +2,11 @@
 //! others back, so no worker's generator runs more than `MAX_AHEAD` batches in front.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+mod lead;
 
+use std::sync::Arc;
+
+use lead::Leads;
 use timely::dataflow::operators::Inspect;
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_engine::runtime::metrics::NodeCounters;
@@ -20,17 +21,11 @@ fn lead_of_worker_0(count: u64, batch: u64) -> Vec<(u64, u64)> {
         patients: 10,
         ..GeneratorConfig::default()
     }));
-    // Worker 1's latest time seen, plus one (0: none yet).
-    let slow_seen = Arc::new(AtomicU64::new(0));
-    let leads = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (g, s, l) = (
-        Arc::clone(&events),
-        Arc::clone(&slow_seen),
-        Arc::clone(&leads),
-    );
+    let leads = Arc::new(Leads::default());
+    let (g, l) = (Arc::clone(&events), Arc::clone(&leads));
     timely::execute(timely::Config::process(2), move |worker| {
         let index = worker.index();
-        let (g, s, l) = (Arc::clone(&g), Arc::clone(&s), Arc::clone(&l));
+        let (g, l) = (Arc::clone(&g), Arc::clone(&l));
         worker.dataflow::<u64, _, _>(|scope| {
             generator(
                 scope,
@@ -43,22 +38,16 @@ fn lead_of_worker_0(count: u64, batch: u64) -> Vec<(u64, u64)> {
                 true,
             )
             .inspect_core(move |event| {
-                let Ok((stamp, _)) = event else { return };
-                let Some(&time) = stamp.iter().max() else {
-                    return;
-                };
-                if index == 1 {
-                    s.fetch_max(time + 1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(2));
-                } else {
-                    let behind = s.load(Ordering::SeqCst);
-                    l.lock().unwrap().push((time, behind));
+                if let Ok((stamp, _)) = event
+                    && let Some(&time) = stamp.iter().max()
+                {
+                    l.observe(index, time, 1);
                 }
             });
         });
     })
     .unwrap();
-    leads.lock().unwrap().clone()
+    leads.take()
 }
 
 #[test]
