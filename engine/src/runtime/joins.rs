@@ -186,7 +186,7 @@ pub fn join<'s>(
         Arc::clone(&counters),
     );
     // The stream's watermark, for the versioner.
-    let marks = event_time_marks(&probes, |p| p.1);
+    let (probes, marks) = event_time_marks(probes, |p| p.1);
     let versions = versioner(table, marks, Arc::clone(&plan));
     let arranged = arrange_core::<
         _,

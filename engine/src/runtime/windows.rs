@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 use vitalflow_model::row::{Row, Schema, Value};
@@ -106,7 +108,7 @@ pub fn window<'s>(
         Prepare(Arc::clone(&plan)),
         Arc::clone(&counters),
     );
-    let marks = event_time_marks(&prepared, |(r, _)| r.time);
+    let (prepared, marks) = event_time_marks(prepared, |(r, _)| r.time);
     let route = Exchange::new(|(r, _): &(WindowRecord, Row)| r.key.0.route_hash());
     let name = plan.name.clone();
     let tagged = prepared
@@ -264,24 +266,38 @@ pub fn window<'s>(
     (rows, late, dead)
 }
 
-/// Each worker's largest event time per batch of `stream`, sent to every worker: from these, every
-/// worker computes the same watermark.
-pub fn event_time_marks<'s, T: Clone + 'static>(
-    stream: &VecStream<'s, T>,
+/// Passes `stream` through and, beside it, each worker's largest event time per batch, sent to
+/// every worker: from these, every worker computes the same watermark. The batches move through
+/// (a stream read by two operators would be copied for one of them).
+pub fn event_time_marks<'s, T: 'static>(
+    stream: VecStream<'s, T>,
     time: fn(&T) -> i64,
-) -> VecStream<'s, i64> {
-    stream
-        .clone()
-        .unary::<CapacityContainerBuilder<Vec<i64>>, _, _, _>(Pipeline, "EventTimeMarks", |_, _| {
-            move |input, output| {
-                input.for_each_stamp(|cap, data| {
-                    if let Some(max) = data.flat_map(|batch| batch.iter()).map(time).max() {
-                        output.session(&cap).give(max);
-                    }
-                });
-            }
-        })
-        .broadcast()
+) -> (VecStream<'s, T>, VecStream<'s, i64>) {
+    let mut builder = OperatorBuilder::new("EventTimeMarks".to_owned(), stream.scope());
+    let mut input = builder.new_input(stream, Pipeline);
+    let (records, records_stream) = builder.new_output::<Vec<T>>();
+    let (marks, marks_stream) = builder.new_output::<Vec<i64>>();
+    let mut records = OutputBuilder::<_, CapacityContainerBuilder<Vec<T>>>::from(records);
+    let mut marks = OutputBuilder::<_, CapacityContainerBuilder<Vec<i64>>>::from(marks);
+    builder.build(move |_caps| {
+        move |_frontiers| {
+            let mut records = records.activate();
+            let mut marks = marks.activate();
+            input.for_each_stamp(|cap, data| {
+                let mut session = records.session(&cap);
+                let mut max = None;
+                for batch in data {
+                    max = max.max(batch.iter().map(time).max());
+                    session.give_container(batch);
+                }
+                drop(session);
+                if let Some(max) = max {
+                    marks.session(&cap).give(max);
+                }
+            });
+        }
+    });
+    (records_stream, marks_stream.broadcast())
 }
 
 /// Folds received event-time marks into the largest per timestamp.
