@@ -30,7 +30,7 @@ use vitalflow_model::row::{Field, Row, Schema, Type, Value};
 use vitalflow_operators::alert::latest::Reading;
 use vitalflow_operators::alert::lifecycle::LifecycleConfig;
 use vitalflow_operators::alert::monitor::{
-    Monitor, MonitorSpec, Observed, RuleAggregate, RuleSpec,
+    Monitor, MonitorSpec, ObservationRef, Observed, RuleAggregate, RuleSpec,
 };
 use vitalflow_operators::alert::news2::{Level, Observations, Parameter, Spo2Scale, score};
 use vitalflow_operators::expression::compile;
@@ -95,7 +95,7 @@ fn observed(row: &Row) -> Observed {
     Observed {
         patient: patient.to_string(),
         time: *time,
-        id: format!("bench#{}", row.sequence),
+        id: ObservationRef::Position(row.sequence),
         ward: Some(ward.to_string()),
         scale,
         readings,

@@ -25,7 +25,7 @@ use vitalflow_model::row::{Row, Schema, Value};
 use vitalflow_model::{DeadLetter, Time, now_us};
 use vitalflow_operators::alert::latest::{Absence, Reading};
 use vitalflow_operators::alert::monitor::{
-    Fired, Monitor, MonitorSpec, Observed, level_name, level_of, parameter_name,
+    Fired, Monitor, MonitorSpec, ObservationRef, Observed, level_name, level_of, parameter_name,
 };
 use vitalflow_operators::alert::news2::{Acvpu, Parameter, Spo2Scale};
 use vitalflow_operators::anonymize::{Anonymizer, identifier_text};
@@ -44,6 +44,20 @@ pub enum ObservationId {
     Kafka(String),
     /// The record's position in a file or generator source: `source#n`.
     Position(String),
+}
+
+impl ObservationId {
+    /// The id of an observation the monitor kept as `r`, as alert events name it.
+    fn render(&self, r: &ObservationRef) -> String {
+        match (r, self) {
+            (ObservationRef::Text(s), _) => s.to_string(),
+            (ObservationRef::Position(n), Self::Kafka(topic)) => {
+                format!("{topic}/{}@{}", n >> 40, n & ((1 << 40) - 1))
+            }
+            (ObservationRef::Position(n), Self::Position(source)) => format!("{source}#{n}"),
+            (ObservationRef::Position(n), Self::Expr(_)) => n.to_string(),
+        }
+    }
 }
 
 /// An `alert` node resolved for running.
@@ -220,15 +234,16 @@ impl Prepare {
             Some(w) => text(&eval(w, "ward")?),
             None => None,
         };
+        // A position is rendered only if an alert names the observation.
         let id = match &p.id {
-            ObservationId::Expr(e) => text(&eval(e, "observation-id")?)
-                .ok_or_else(|| format!("`{name}.observation-id` is null"))?,
-            ObservationId::Kafka(topic) => format!(
-                "{topic}/{}@{}",
-                row.sequence >> 40,
-                row.sequence & ((1 << 40) - 1)
+            ObservationId::Expr(e) => ObservationRef::Text(
+                text(&eval(e, "observation-id")?)
+                    .ok_or_else(|| format!("`{name}.observation-id` is null"))?
+                    .into(),
             ),
-            ObservationId::Position(source) => format!("{source}#{}", row.sequence),
+            ObservationId::Kafka(_) | ObservationId::Position(_) => {
+                ObservationRef::Position(row.sequence)
+            }
         };
         let mut readings = Vec::with_capacity(p.params.len());
         for (param, c) in &p.params {
@@ -346,7 +361,11 @@ impl Render<'_> {
         let emitted_us = now_us();
         let emitted_at = DateTime::from_timestamp_micros(i64::try_from(emitted_us).unwrap_or(0))
             .unwrap_or_default();
-        let observations: Vec<String> = fired.observations.iter().map(|s| s.to_string()).collect();
+        let observations: Vec<String> = fired
+            .observations
+            .iter()
+            .map(|o| plan.id.render(o))
+            .collect();
         AlertEvent {
             metadata: EventMetadata {
                 event_id,

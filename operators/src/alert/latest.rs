@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::monitor::ObservationRef;
 use super::news2::{Acvpu, Observations, Parameter};
 
 /// One parameter's value.
@@ -30,7 +31,7 @@ pub enum Absence {
 #[derive(Clone, Debug, Default)]
 pub struct Latest {
     values: [Option<(i64, Reading)>; 7],
-    ids: [Option<std::sync::Arc<str>>; 7],
+    ids: [Option<ObservationRef>; 7],
 }
 
 fn slot(p: Parameter) -> usize {
@@ -52,27 +53,27 @@ impl Latest {
         p: Parameter,
         reading: Reading,
         at: i64,
-        id: &std::sync::Arc<str>,
+        id: &ObservationRef,
     ) {
         let s = slot(p);
         if self.values[s].is_none_or(|(t, _)| at >= t) {
             self.values[s] = Some((at, reading));
-            self.ids[s] = Some(std::sync::Arc::clone(id));
+            self.ids[s] = Some(id.clone());
         }
     }
 
     /// The ids of the observations whose readings are fresh at `now`, each once, in parameter
     /// order.
     #[must_use]
-    pub fn fresh_ids(&self, now: i64, freshness: i64) -> Vec<std::sync::Arc<str>> {
-        let mut ids: Vec<std::sync::Arc<str>> = Vec::new();
+    pub fn fresh_ids(&self, now: i64, freshness: i64) -> Vec<ObservationRef> {
+        let mut ids: Vec<ObservationRef> = Vec::new();
         for (v, id) in self.values.iter().zip(&self.ids) {
             if let (Some((t, _)), Some(id)) = (v, id)
                 && *t <= now
                 && now - *t <= freshness
                 && !ids.contains(id)
             {
-                ids.push(std::sync::Arc::clone(id));
+                ids.push(id.clone());
             }
         }
         ids

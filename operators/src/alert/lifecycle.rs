@@ -66,14 +66,17 @@ struct Active {
     raised_at: i64,
     last_event: i64,
     normal_since: Option<i64>,
+    /// The latest event time seen for the key while the alert stands: its clock never goes
+    /// back. A key with no alert needs none, so it has no entry at all.
+    clock: i64,
 }
 
-/// The alerts of every key (patient, or patient and rule).
+/// The alerts of every key (patient, or patient and rule). A reading of a key with no alert
+/// that raises none costs one lookup and changes nothing.
 #[derive(Debug)]
 pub struct Lifecycle<K> {
     config: LifecycleConfig,
-    active: HashMap<K, Active>,
-    clock: HashMap<K, i64>,
+    active: HashMap<K, Active, foldhash::fast::RandomState>,
 }
 
 impl<K: Hash + Eq + Clone> Lifecycle<K> {
@@ -82,8 +85,7 @@ impl<K: Hash + Eq + Clone> Lifecycle<K> {
     pub fn new(config: LifecycleConfig) -> Self {
         Self {
             config,
-            active: HashMap::new(),
-            clock: HashMap::new(),
+            active: HashMap::default(),
         }
     }
 
@@ -96,13 +98,8 @@ impl<K: Hash + Eq + Clone> Lifecycle<K> {
     /// A new severity for `key` at event time `at` (0: normal); the alert event it causes, if
     /// any.
     pub fn observe(&mut self, key: &K, severity: u8, at: i64) -> Option<AlertChange> {
-        let clock = self.clock.entry(key.clone()).or_insert(at);
-        *clock = (*clock).max(at);
-        let at = *clock;
         let Some(a) = self.active.get_mut(key) else {
             if severity == 0 {
-                // Nothing active: the clock is not needed.
-                self.clock.remove(key);
                 return None;
             }
             self.active.insert(
@@ -112,6 +109,7 @@ impl<K: Hash + Eq + Clone> Lifecycle<K> {
                     raised_at: at,
                     last_event: at,
                     normal_since: None,
+                    clock: at,
                 },
             );
             return Some(AlertChange {
@@ -122,6 +120,8 @@ impl<K: Hash + Eq + Clone> Lifecycle<K> {
                 raised_at: at,
             });
         };
+        a.clock = a.clock.max(at);
+        let at = a.clock;
         if severity == 0 {
             let since = *a.normal_since.get_or_insert(at);
             if at - since < self.config.resolve_after {
@@ -135,7 +135,6 @@ impl<K: Hash + Eq + Clone> Lifecycle<K> {
                 raised_at: a.raised_at,
             };
             self.active.remove(key);
-            self.clock.remove(key);
             return Some(change);
         }
         a.normal_since = None;

@@ -131,6 +131,17 @@ pub struct MonitorSpec {
     pub rules: Vec<RuleSpec>,
 }
 
+/// An observation's id as the monitor keeps it. A record's position in its source is kept as
+/// a number and rendered (`source#n`, `topic/partition@offset`) by whoever knows the source,
+/// and only when an alert names it: most readings never are.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ObservationRef {
+    /// An id given as text.
+    Text(Arc<str>),
+    /// The record's sequence number in its source.
+    Position(u64),
+}
+
 /// One reading, as the monitor needs it.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Observed {
@@ -139,7 +150,7 @@ pub struct Observed {
     /// Event time (ms).
     pub time: i64,
     /// The observation's id.
-    pub id: String,
+    pub id: ObservationRef,
     /// The patient's ward, if known.
     pub ward: Option<String>,
     /// The patient's SpO2 scale.
@@ -158,14 +169,14 @@ pub struct Fired {
     /// NEWS2: the score and the parameters that did not count.
     pub news2: Option<(News2, Vec<(Parameter, Absence)>)>,
     /// The ids of the triggering observations.
-    pub observations: Vec<Arc<str>>,
+    pub observations: Vec<ObservationRef>,
 }
 
 #[derive(Debug, Default)]
 struct RuleState {
     /// Since when, and through which readings, the condition has held.
     since: Option<i64>,
-    causes: VecDeque<Arc<str>>,
+    causes: VecDeque<ObservationRef>,
     /// The aggregates' arguments of the readings within the window, by event time.
     history: VecDeque<(i64, Vec<Value>)>,
 }
@@ -190,7 +201,7 @@ pub struct RuleError {
 #[derive(Debug)]
 pub struct Monitor {
     spec: Arc<MonitorSpec>,
-    patients: HashMap<Arc<str>, PatientState>,
+    patients: HashMap<Arc<str>, PatientState, foldhash::fast::RandomState>,
     lifecycle: Lifecycle<(Arc<str>, usize)>,
     scratch: Vec<Value>,
 }
@@ -202,7 +213,7 @@ impl Monitor {
         let lifecycle = Lifecycle::new(spec.lifecycle);
         Self {
             spec,
-            patients: HashMap::new(),
+            patients: HashMap::default(),
             lifecycle,
             scratch: Vec::new(),
         }
@@ -247,7 +258,7 @@ impl Monitor {
             Some((k, _)) => Arc::clone(k),
             None => Arc::from(obs.patient.as_str()),
         };
-        let id: Arc<str> = Arc::from(obs.id.as_str());
+        let id = &obs.id;
         let state = self
             .patients
             .entry(Arc::clone(&patient))
@@ -300,7 +311,7 @@ impl Monitor {
         let mut fired = Vec::new();
         if spec.news2 && !obs.readings.is_empty() {
             for (p, r) in &obs.readings {
-                state.latest.update_observed(*p, *r, obs.time, &id);
+                state.latest.update_observed(*p, *r, obs.time, id);
             }
             let (observations, absent) = state.latest.at(obs.time, spec.freshness);
             let news2 = score(&observations, obs.scale);
@@ -329,7 +340,7 @@ impl Monitor {
             let Some(holds) = verdict else { continue };
             let sev = if holds {
                 let since = *rs.since.get_or_insert(obs.time);
-                rs.causes.push_back(Arc::clone(&id));
+                rs.causes.push_back(id.clone());
                 if rs.causes.len() > MAX_CAUSES {
                     rs.causes.pop_front();
                 }
@@ -348,7 +359,7 @@ impl Monitor {
                 let observations = if sev > 0 {
                     rs.causes.iter().cloned().collect()
                 } else {
-                    vec![Arc::clone(&id)]
+                    vec![id.clone()]
                 };
                 fired.push(Fired {
                     rule: Some(i),

@@ -78,7 +78,7 @@ fn reading(m: i64, rr: f64, spo2: Option<i64>, hr: i64, sbp: i64) -> (Observed, 
         Observed {
             patient: "P1".to_owned(),
             time: m * MIN,
-            id: format!("obs-{m}"),
+            id: ObservationRef::Text(Arc::from(format!("obs-{m}"))),
             ward: None,
             scale: Spo2Scale::One,
             readings,
@@ -150,7 +150,10 @@ fn news2_names_the_triggering_observations_and_what_is_missing() {
             (Parameter::Temperature, Absence::Missing)
         ]
     );
-    assert_eq!(fired[0].observations, vec![Arc::<str>::from("obs-0")]);
+    assert_eq!(
+        fired[0].observations,
+        vec![ObservationRef::Text(Arc::from("obs-0"))]
+    );
 }
 
 #[test]
@@ -200,7 +203,14 @@ fn a_sustained_condition_fires_only_after_holding_for_its_time() {
     for (o, row) in &steps[2..5] {
         last = m.observe(o, row).unwrap();
     }
-    let ids: Vec<&str> = last[0].observations.iter().map(|s| &**s).collect();
+    let ids: Vec<&str> = last[0]
+        .observations
+        .iter()
+        .map(|o| match o {
+            ObservationRef::Text(s) => &**s,
+            ObservationRef::Position(_) => "?",
+        })
+        .collect();
     assert_eq!(ids, ["obs-2", "obs-4"]);
 }
 
