@@ -20,6 +20,7 @@ pub mod clinical;
 pub mod deid;
 pub mod envelope;
 pub mod ids;
+pub mod json;
 pub mod raw;
 pub mod row;
 pub mod vitals;

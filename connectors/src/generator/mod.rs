@@ -338,7 +338,7 @@ impl Generator {
             self.correlation_id(p),
             None,
         );
-        serde_json::to_vec(&Envelope { metadata, payload })
+        vitalflow_model::json::to_vec(&Envelope { metadata, payload })
     }
 
     fn vital_event(&self, i: u64, p: u64, tick: u64) -> serde_json::Result<Vec<u8>> {
@@ -392,7 +392,7 @@ impl Generator {
             c.correlation_id.clone(),
             Some(c.created_event_id.clone()),
         );
-        serde_json::to_vec(&Envelope { metadata, payload })
+        vitalflow_model::json::to_vec(&Envelope { metadata, payload })
     }
 
     fn event_id(&self, i: u64) -> String {

@@ -364,22 +364,8 @@ fn effective_text(t: DateTime<Utc>) -> Result<String, CanonizeError> {
     Ok(t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
 }
 
-thread_local! {
-    /// Where this thread renders resources: it has grown to the largest one already.
-    static RENDER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// The resource's JSON, in a string of its exact size. Rendered into a reused buffer and then
-/// copied once: rendered into a string of its own, it grew from 128 bytes by doubling, copying
-/// itself at each step, and kept up to twice its size for as long as the row lived (until its
-/// sink wrote it).
 fn to_json<T: serde::Serialize>(resource: &T) -> Result<String, CanonizeError> {
-    RENDER.with_borrow_mut(|buf| {
-        buf.clear();
-        serde_json::to_writer(&mut *buf, resource)
-            .map_err(|e| CanonizeError::Json(e.to_string()))?;
-        String::from_utf8(buf.as_slice().to_vec()).map_err(|e| CanonizeError::Json(e.to_string()))
-    })
+    vitalflow_model::json::to_string(resource).map_err(|e| CanonizeError::Json(e.to_string()))
 }
 
 #[cfg(test)]
