@@ -425,32 +425,33 @@ pub fn alerts<'s>(
             &name,
             move |_cap, _info| {
                 let mut monitor = Monitor::new(Arc::clone(&plan.spec));
+                // The batches of each incomplete time as they came: appending them into one
+                // vector, and then sorting that, moved every reading twice.
                 let mut stash: BTreeMap<
                     Time,
-                    (timely::dataflow::operators::Capability<Time>, Vec<Prepared>),
+                    (
+                        timely::dataflow::operators::Capability<Time>,
+                        Vec<Vec<Prepared>>,
+                    ),
                 > = BTreeMap::new();
                 move |(input, frontier), output| {
                     let mut now: Vec<(
                         timely::dataflow::operators::Capability<Time>,
-                        Vec<Prepared>,
+                        Vec<Vec<Prepared>>,
                     )> = Vec::new();
                     input.for_each_stamp(|cap, data| {
                         let Some(cap) = cap.retain_least(output.output_index()) else {
                             return;
                         };
+                        let batches = data.map(std::mem::take).filter(|b| !b.is_empty());
                         if plan.ordered {
-                            let entry = stash
+                            stash
                                 .entry(*cap.time())
-                                .or_insert_with(|| (cap, Vec::new()));
-                            for batch in data {
-                                entry.1.append(batch);
-                            }
+                                .or_insert_with(|| (cap, Vec::new()))
+                                .1
+                                .extend(batches);
                         } else {
-                            let mut all = Vec::new();
-                            for batch in data {
-                                all.append(batch);
-                            }
-                            now.push((cap, all));
+                            now.push((cap, batches.collect()));
                         }
                     });
                     if plan.ordered {
@@ -460,9 +461,8 @@ pub fn alerts<'s>(
                             .filter(|t| !frontier.less_equal(t))
                             .collect();
                         for t in done {
-                            if let Some((cap, mut batch)) = stash.remove(&t) {
-                                batch.sort_by_key(|p| (p.observed.time, p.row.sequence));
-                                now.push((cap, batch));
+                            if let Some(entry) = stash.remove(&t) {
+                                now.push(entry);
                             }
                         }
                     }
@@ -470,10 +470,10 @@ pub fn alerts<'s>(
                         plan: &plan,
                         last: None,
                     };
-                    for (cap, batch) in now {
+                    for (cap, batches) in now {
                         let mut out = Vec::new();
                         let mut timed = Vec::new();
-                        for p in batch {
+                        for p in reading_order(&batches, plan.ordered) {
                             match monitor.observe(&p.observed, &p.row.values) {
                                 Ok(fired) => {
                                     for f in fired {
@@ -507,6 +507,29 @@ pub fn alerts<'s>(
         );
     let (events, rejected) = split_results(results);
     (events, dead.concat(rejected))
+}
+
+/// The readings of one time's batches in the order the monitor takes them: as they came, or
+/// (`ordered`) by event time and source position. Only their places are sorted, never the
+/// readings themselves.
+fn reading_order(batches: &[Vec<Prepared>], ordered: bool) -> impl Iterator<Item = &Prepared> {
+    let mut places: Vec<(i64, u64, usize, usize)> = batches
+        .iter()
+        .enumerate()
+        .flat_map(|(b, batch)| {
+            batch
+                .iter()
+                .enumerate()
+                .map(move |(i, p)| (p.observed.time, p.row.sequence, b, i))
+        })
+        .collect();
+    if ordered {
+        // The places make equal keys keep their arrival order: as a stable sort of the readings.
+        places.sort_unstable();
+    }
+    places
+        .into_iter()
+        .filter_map(|(_, _, b, i)| batches.get(b).and_then(|batch| batch.get(i)))
 }
 
 /// The console sink: a line per alert on standard output, at most `limit` a second per worker
