@@ -123,7 +123,7 @@ pub fn window<'s>(
                 // The watermark of a time whose closed windows are not all emitted yet.
                 let mut backlog: Option<i64> = None;
                 let mut state = Windows::new(Arc::clone(&plan.spec));
-                let mut stash: BTreeMap<Time, VecDeque<(WindowRecord, Row)>> = BTreeMap::new();
+                let mut stash: BTreeMap<Time, Arrived<(WindowRecord, Row)>> = BTreeMap::new();
                 let mut maxima: BTreeMap<Time, i64> = BTreeMap::new();
                 let mut seen = i64::MIN;
                 let mut emitted = 0u64;
@@ -134,7 +134,7 @@ pub fn window<'s>(
                         let entry = stash.entry(t).or_default();
                         for batch in data {
                             arrived += batch.len();
-                            entry.extend(batch.drain(..));
+                            entry.push(std::mem::take(batch));
                         }
                     });
                     marks.for_each_stamp(|c, data| {
@@ -186,7 +186,7 @@ pub fn window<'s>(
                             let take = records.len().min(budget);
                             budget -= take;
                             let mut late = 0u64;
-                            for (record, row) in records.drain(..take) {
+                            for (record, row) in std::iter::from_fn(|| records.pop()).take(take) {
                                 if !state.add(&record) {
                                     late += 1;
                                     out.push((true, row));
@@ -264,6 +264,51 @@ pub fn window<'s>(
         .flat_map(|(late, row)| (!late).then_some(row));
     let late = tagged.flat_map(|(late, row)| late.then_some(row));
     (rows, late, dead)
+}
+
+/// The records of one time, in the batches they came in: appended into one queue, every record
+/// was moved once more, and the queue copied itself each time it grew.
+struct Arrived<T> {
+    batches: VecDeque<std::vec::IntoIter<T>>,
+    len: usize,
+}
+
+impl<T> Default for Arrived<T> {
+    fn default() -> Self {
+        Self {
+            batches: VecDeque::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<T> Arrived<T> {
+    fn push(&mut self, batch: Vec<T>) {
+        if !batch.is_empty() {
+            self.len += batch.len();
+            self.batches.push_back(batch.into_iter());
+        }
+    }
+
+    /// The first record not taken yet.
+    fn pop(&mut self) -> Option<T> {
+        loop {
+            let front = self.batches.front_mut()?;
+            if let Some(record) = front.next() {
+                self.len -= 1;
+                return Some(record);
+            }
+            self.batches.pop_front();
+        }
+    }
+
+    const fn len(&self) -> usize {
+        self.len
+    }
+
+    const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// Passes `stream` through and, beside it, each worker's largest event time per batch, sent to
