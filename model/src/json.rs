@@ -2,12 +2,15 @@
 //!
 //! `serde_json::to_vec` grows its output from 128 bytes by doubling, copying what it has at
 //! each step, and the record then keeps up to twice its size until it is dropped. These render
-//! into a buffer each thread reuses, which has grown to the largest record already, and copy
-//! the result once into an allocation of its exact size.
+//! into a buffer each thread reuses, which has grown to the largest record already (up to
+//! 64 KiB), and copy the result once into an allocation of its exact size.
 
 use std::cell::RefCell;
 
 use serde::Serialize;
+
+/// The most a thread's buffer keeps between records.
+const KEPT_BYTES: usize = 64 * 1024;
 
 thread_local! {
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -21,8 +24,12 @@ thread_local! {
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
     BUFFER.with_borrow_mut(|buf| {
         buf.clear();
-        serde_json::to_writer(&mut *buf, value)?;
-        Ok(buf.as_slice().to_vec())
+        let rendered = serde_json::to_writer(&mut *buf, value).map(|()| buf.as_slice().to_vec());
+        // An unusually large record does not leave its thread holding that much.
+        if buf.capacity() > KEPT_BYTES {
+            *buf = Vec::new();
+        }
+        rendered
     })
 }
 
@@ -44,12 +51,14 @@ mod tests {
     fn renders_as_serde_json_does_at_exact_size() {
         let small = serde_json::json!({"a": 1});
         let large = serde_json::json!({"text": "é".repeat(600), "n": [1.5, -2, null]});
+        let huge = serde_json::json!({"text": "x".repeat(2 * KEPT_BYTES)});
         // Large first, so the buffer is bigger than the small value when it is rendered.
-        for v in [&large, &small, &large] {
+        for v in [&large, &small, &huge, &large] {
             let bytes = to_vec(v).unwrap();
             assert_eq!(bytes, serde_json::to_vec(v).unwrap());
             assert_eq!(bytes.capacity(), bytes.len());
             assert_eq!(to_string(v).unwrap(), serde_json::to_string(v).unwrap());
         }
+        assert!(BUFFER.with_borrow(Vec::capacity) <= KEPT_BYTES);
     }
 }
