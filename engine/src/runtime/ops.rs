@@ -130,29 +130,57 @@ where
 pub fn split_results<'s, T: 'static, E: 'static>(
     results: VecStream<'s, Result<T, E>>,
 ) -> (VecStream<'s, T>, VecStream<'s, E>) {
-    let mut builder = OperatorBuilder::new("SplitResults".to_owned(), results.scope());
-    let mut input = builder.new_input(results, Pipeline);
-    let (values, values_stream) = builder.new_output::<Vec<T>>();
-    let (errors, errors_stream) = builder.new_output::<Vec<E>>();
-    let mut values = OutputBuilder::<_, CapacityContainerBuilder<Vec<T>>>::from(values);
-    let mut errors = OutputBuilder::<_, CapacityContainerBuilder<Vec<E>>>::from(errors);
+    fork("SplitResults", results, |batch, values, errors| {
+        for record in batch.drain(..) {
+            match record {
+                Ok(v) => values.push(v),
+                Err(e) => errors.push(e),
+            }
+        }
+    })
+}
+
+/// An operator with one input and two outputs, in the same worker: `split` moves each batch
+/// of the input into the two (empty) vectors it is given, which go out as batches of their
+/// own. Moving a whole batch with `std::mem::swap` passes it on without touching its records.
+pub fn fork<'s, I, A, B, F>(
+    name: &str,
+    input: VecStream<'s, I>,
+    mut split: F,
+) -> (VecStream<'s, A>, VecStream<'s, B>)
+where
+    I: 'static,
+    A: 'static,
+    B: 'static,
+    F: FnMut(&mut Vec<I>, &mut Vec<A>, &mut Vec<B>) + 'static,
+{
+    let mut builder = OperatorBuilder::new(name.to_owned(), input.scope());
+    let mut input = builder.new_input(input, Pipeline);
+    let (first, first_stream) = builder.new_output::<Vec<A>>();
+    let (second, second_stream) = builder.new_output::<Vec<B>>();
+    let mut first = OutputBuilder::<_, CapacityContainerBuilder<Vec<A>>>::from(first);
+    let mut second = OutputBuilder::<_, CapacityContainerBuilder<Vec<B>>>::from(second);
     builder.build(move |_caps| {
+        let (mut a, mut b) = (Vec::new(), Vec::new());
         move |_frontiers| {
-            let mut values = values.activate();
-            let mut errors = errors.activate();
+            let mut first = first.activate();
+            let mut second = second.activate();
             input.for_each_stamp(|cap, data| {
-                let mut values = values.session(&cap);
-                let mut errors = errors.session(&cap);
-                for record in data.flat_map(|batch| batch.drain(..)) {
-                    match record {
-                        Ok(v) => values.give(v),
-                        Err(e) => errors.give(e),
+                for batch in data {
+                    split(batch, &mut a, &mut b);
+                    if !a.is_empty() {
+                        first.session(&cap).give_container(&mut a);
+                        a.clear();
+                    }
+                    if !b.is_empty() {
+                        second.session(&cap).give_container(&mut b);
+                        b.clear();
                     }
                 }
             });
         }
     });
-    (values_stream, errors_stream)
+    (first_stream, second_stream)
 }
 
 /// Writes a sink's rows; returns the files made durable (relative to the output folder).

@@ -14,8 +14,6 @@ use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 use vitalflow_model::row::{Row, Schema, Value};
@@ -24,7 +22,7 @@ use vitalflow_operators::expression::Compiled;
 use vitalflow_operators::window::{WindowRecord, WindowSpec, Windows};
 
 use super::metrics::NodeCounters;
-use super::ops::{StageLogic, VecStream, stage};
+use super::ops::{StageLogic, VecStream, fork, stage};
 use super::rows::{dead_row, event_time_and_key};
 
 /// A `window` node resolved for running.
@@ -318,31 +316,11 @@ pub fn event_time_marks<'s, T: 'static>(
     stream: VecStream<'s, T>,
     time: fn(&T) -> i64,
 ) -> (VecStream<'s, T>, VecStream<'s, i64>) {
-    let mut builder = OperatorBuilder::new("EventTimeMarks".to_owned(), stream.scope());
-    let mut input = builder.new_input(stream, Pipeline);
-    let (records, records_stream) = builder.new_output::<Vec<T>>();
-    let (marks, marks_stream) = builder.new_output::<Vec<i64>>();
-    let mut records = OutputBuilder::<_, CapacityContainerBuilder<Vec<T>>>::from(records);
-    let mut marks = OutputBuilder::<_, CapacityContainerBuilder<Vec<i64>>>::from(marks);
-    builder.build(move |_caps| {
-        move |_frontiers| {
-            let mut records = records.activate();
-            let mut marks = marks.activate();
-            input.for_each_stamp(|cap, data| {
-                let mut session = records.session(&cap);
-                let mut max = None;
-                for batch in data {
-                    max = max.max(batch.iter().map(time).max());
-                    session.give_container(batch);
-                }
-                drop(session);
-                if let Some(max) = max {
-                    marks.session(&cap).give(max);
-                }
-            });
-        }
+    let (records, marks) = fork("EventTimeMarks", stream, move |batch, records, marks| {
+        marks.extend(batch.iter().map(time).max());
+        std::mem::swap(batch, records);
     });
-    (records_stream, marks_stream.broadcast())
+    (records, marks.broadcast())
 }
 
 /// Folds received event-time marks into the largest per timestamp.
