@@ -512,7 +512,13 @@ pub fn alerts<'s>(
 /// The readings of one time's batches in the order the monitor takes them: as they came, or
 /// (`ordered`) by event time and source position. Only their places are sorted, never the
 /// readings themselves.
-fn reading_order(batches: &[Vec<Prepared>], ordered: bool) -> impl Iterator<Item = &Prepared> {
+fn reading_order(
+    batches: &[Vec<Prepared>],
+    ordered: bool,
+) -> Box<dyn Iterator<Item = &Prepared> + '_> {
+    if !ordered {
+        return Box::new(batches.iter().flatten());
+    }
     let mut places: Vec<(i64, u64, usize, usize)> = batches
         .iter()
         .enumerate()
@@ -523,13 +529,13 @@ fn reading_order(batches: &[Vec<Prepared>], ordered: bool) -> impl Iterator<Item
                 .map(move |(i, p)| (p.observed.time, p.row.sequence, b, i))
         })
         .collect();
-    if ordered {
-        // The places make equal keys keep their arrival order: as a stable sort of the readings.
-        places.sort_unstable();
-    }
-    places
-        .into_iter()
-        .filter_map(|(_, _, b, i)| batches.get(b).and_then(|batch| batch.get(i)))
+    // The places make equal keys keep their arrival order: as a stable sort of the readings.
+    places.sort_unstable();
+    Box::new(
+        places
+            .into_iter()
+            .filter_map(|(_, _, b, i)| batches.get(b).and_then(|batch| batch.get(i))),
+    )
 }
 
 /// The console sink: a line per alert on standard output, at most `limit` a second per worker

@@ -507,7 +507,7 @@ pub fn kafka<'s>(
                     }
                 }
                 for (p, part) in owned.iter_mut().filter(|(_, part)| {
-                    now.duration_since(part.last_record) >= plan.idle_timeout
+                    silent(part, &plan, now)
                         && part.end.is_none_or(|e| part.next < e)
                         && part
                             .asked_end
@@ -576,11 +576,15 @@ fn ask_broker(
     Ok(ask)
 }
 
-/// Whether a partition no longer holds its worker's watermark: silent for `idle_timeout`, and
-/// the broker said since its last record that it had nothing after it.
-fn idle(p: &Partition, plan: &KafkaSource, now: Instant) -> bool {
+/// Whether a partition has had no record for `idle_timeout`.
+fn silent(p: &Partition, plan: &KafkaSource, now: Instant) -> bool {
     now.duration_since(p.last_record) >= plan.idle_timeout
-        && p.empty_at.is_some_and(|e| e > p.last_record)
+}
+
+/// Whether a partition no longer holds its worker's watermark: silent, and the broker said
+/// since its last record that it had nothing after it.
+fn idle(p: &Partition, plan: &KafkaSource, now: Instant) -> bool {
+    silent(p, plan, now) && p.empty_at.is_some_and(|e| e > p.last_record)
 }
 
 /// The watermark of a worker's partitions at `now` (`current` is its capability's time):
