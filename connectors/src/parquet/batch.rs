@@ -33,6 +33,7 @@ pub(super) fn batch(
         .iter()
         .map(|_| Vec::with_capacity(rows.len()))
         .collect();
+    warm(rows);
     for row in rows {
         if row.resource_type() != resource_type {
             return Err(ArrowError::InvalidArgumentError(format!(
@@ -53,6 +54,33 @@ pub(super) fn batch(
         .map(|(doc, values)| array(doc.column_type, values))
         .collect();
     RecordBatch::try_new(Arc::clone(schema), arrays)
+}
+
+/// Reads each of `rows` (every line of its struct, and the first line of its id and its
+/// patient) in a loop whose reads do not depend on each other, so that the processor has many
+/// cache misses in flight at once; the passes below find the rows in cache. They are cold when a
+/// write comes, and one file's rows lie far apart in memory (date shifting sends consecutive rows
+/// to some 25 monthly files), so the hardware prefetcher cannot foresee them; the passes below do
+/// enough work per row that they had only one or two misses in flight. In the harness, runs
+/// alternating with and without this, the Parquet baseline went from 0.64-0.68× to 0.72× (the
+/// sink's batch building for 500,000 rows, about 0.17 s before, took 0.14 s). The sum is kept
+/// from the optimizer so the reads stay (a prefetch instruction needs `unsafe`).
+fn warm(rows: &[&CanonicalResource]) {
+    let first = |s: &str| usize::from(s.as_bytes().first().copied().unwrap_or(0));
+    let mut sum = 0usize;
+    for row in rows {
+        let columns = match &row.columns {
+            Columns::Observation(o) => o.code.len() + o.unit.len() + usize::from(o.value.is_some()),
+            Columns::Patient(p) => usize::from(p.deceased),
+            Columns::Encounter(e) => e.event.len(),
+        };
+        sum = sum
+            .wrapping_add(first(&row.id))
+            .wrapping_add(first(&row.patient))
+            .wrapping_add(columns)
+            .wrapping_add(row.resource.len());
+    }
+    std::hint::black_box(sum);
 }
 
 /// One value of a row, in its column's type.
