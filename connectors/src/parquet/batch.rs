@@ -61,7 +61,7 @@ pub(super) fn batch(
 /// cache misses in flight at once; the passes below find the rows in cache. They are cold when a
 /// write comes, and one file's rows lie far apart in memory (date shifting sends consecutive rows
 /// to some 25 monthly files), so the hardware prefetcher cannot foresee them; the passes below do
-/// enough work per row that they had only one or two misses in flight. In the harness, runs
+/// enough work per row that they overlap far fewer of them. In the harness, runs
 /// alternating with and without this, the Parquet baseline went from 0.64-0.68× to 0.72× (the
 /// sink's batch building for 500,000 rows, about 0.17 s before, took 0.14 s). The sum is kept
 /// from the optimizer so the reads stay (a prefetch instruction needs `unsafe`).
