@@ -92,31 +92,44 @@ pub struct Version {
     pub fields: Option<Vec<KeyValue>>,
 }
 
-type Update = ((KeyValue, Version), Time, isize);
+type Update = ((TableKey, Version), Time, isize);
+
+/// A key as the join's table orders it: by its routing hash (`Value::route_hash`, which also
+/// sends a key's table rows and stream records to one worker), then by the key. Seeking a probe's
+/// key in the arrangement compares the hashes, kept beside the keys, instead of dereferencing and
+/// comparing key strings (2% of the harness job's CPU time went to that `memcmp`). In the
+/// harness's job the join's busy time went from 267-324 ms to 217-229 ms, and whole runs used
+/// 2.3% less CPU time (5 runs each, alternating; 4 of 5 pairs lower).
+type TableKey = (u64, KeyValue);
+
+/// `key` with its routing hash.
+fn table_key(key: KeyValue) -> TableKey {
+    (key.0.route_hash(), key)
+}
 
 struct Prepare(Arc<JoinPlan>);
 
 /// A stream record ready to join: key, event time, row.
-type Probe = (KeyValue, i64, Row);
+type Probe = (TableKey, i64, Row);
 
 impl StageLogic<Row, Probe> for Prepare {
     fn process(&mut self, row: Row, out: &mut Vec<Probe>, dead: &mut Vec<DeadLetter>) {
         let p = &self.0;
         match event_time_and_key(&p.name, &p.schema, p.time, &p.key, &row) {
-            Ok((time, key)) => out.push((key, time, row)),
+            Ok((time, key)) => out.push((table_key(key), time, row)),
             Err(reason) => dead.push(dead_row(&p.name, &p.schema, &row, reason)),
         }
     }
 }
 
 /// A table row as a version of its key.
-fn version_of(plan: &JoinPlan, row: &Row) -> (KeyValue, Version) {
-    let key = KeyValue(
+fn version_of(plan: &JoinPlan, row: &Row) -> (TableKey, Version) {
+    let key = table_key(KeyValue(
         row.values
             .get(plan.table_key)
             .cloned()
             .unwrap_or(Value::Null),
-    );
+    ));
     let valid_from = match plan.table_time.and_then(|i| row.values.get(i)) {
         Some(Value::Timestamp(ms)) => *ms,
         _ => i64::MIN,
@@ -191,8 +204,8 @@ pub fn join<'s>(
     let arranged = arrange_core::<
         _,
         _,
-        ValBatcher<KeyValue, Version, Time, isize>,
-        ValSpine<KeyValue, Version, Time, isize>,
+        ValBatcher<TableKey, Version, Time, isize>,
+        ValSpine<TableKey, Version, Time, isize>,
     >(
         versions,
         Pipeline,
@@ -200,7 +213,7 @@ pub fn join<'s>(
         ValBatcher::new,
     );
     let mut trace = arranged.trace.clone();
-    let route = Exchange::new(|p: &Probe| p.0.0.route_hash());
+    let route = Exchange::new(|p: &Probe| p.0.0);
     let name = plan.name.clone();
     let joined = probes
         .binary_frontier::<_, CapacityContainerBuilder<Vec<Result<Row, DeadLetter>>>, _, _, _, _>(
@@ -238,7 +251,7 @@ pub fn join<'s>(
                             let (mut cursor, storage) = cursor_list(storage);
                             for t in ready {
                                 let mut out = Vec::new();
-                                // Probes in key order: the cursor only moves forward.
+                                // Probes in table order: the cursor only moves forward.
                                 let mut probes = stash.remove(&t).unwrap_or_default();
                                 probes.sort_by(|a, b| a.0.cmp(&b.0));
                                 cursor.rewind_keys(&storage);
@@ -330,8 +343,8 @@ fn versioner<'s>(
     let mut marks = builder.new_input_connection(marks, Pipeline, connection);
     builder.build(move |mut caps| {
         let mut cap = caps.pop();
-        let mut keys: BTreeMap<KeyValue, Vec<Version>> = BTreeMap::new();
-        let mut schedule: BinaryHeap<Reverse<(i64, KeyValue)>> = BinaryHeap::new();
+        let mut keys: BTreeMap<TableKey, Vec<Version>> = BTreeMap::new();
+        let mut schedule: BinaryHeap<Reverse<(i64, TableKey)>> = BinaryHeap::new();
         let mut maxima: BTreeMap<Time, i64> = BTreeMap::new();
         let mut watermark = i64::MIN;
         move |frontiers| {
@@ -405,8 +418,8 @@ fn versioner<'s>(
 /// Releases the versions superseded `history` behind the watermark (and keys whose only version
 /// left is such a deletion): their retractions, at `at`.
 fn prune(
-    keys: &mut BTreeMap<KeyValue, Vec<Version>>,
-    schedule: &mut BinaryHeap<Reverse<(i64, KeyValue)>>,
+    keys: &mut BTreeMap<TableKey, Vec<Version>>,
+    schedule: &mut BinaryHeap<Reverse<(i64, TableKey)>>,
     watermark: i64,
     history: i64,
     at: Time,
@@ -444,7 +457,7 @@ fn prune(
 pub(crate) struct JoinLoop {
     plan: Arc<JoinPlan>,
     prepare: Prepare,
-    table: BTreeMap<KeyValue, Vec<Version>>,
+    table: BTreeMap<TableKey, Vec<Version>>,
 }
 
 impl JoinLoop {
