@@ -31,6 +31,7 @@ use vitalflow_operators::alert::news2::{Acvpu, Parameter, Spo2Scale};
 use vitalflow_operators::anonymize::{Anonymizer, identifier_text};
 use vitalflow_operators::expression::Compiled;
 
+use super::kafka_source::location_of;
 use super::metrics::NodeCounters;
 use super::ops::{StageLogic, VecStream, split_results, stage};
 use super::rows::dead_row;
@@ -51,9 +52,7 @@ impl ObservationId {
     fn render(&self, r: &ObservationRef) -> String {
         match (r, self) {
             (ObservationRef::Text(s), _) => s.to_string(),
-            (ObservationRef::Position(n), Self::Kafka(topic)) => {
-                format!("{topic}/{}@{}", n >> 40, n & ((1 << 40) - 1))
-            }
+            (ObservationRef::Position(n), Self::Kafka(topic)) => location_of(topic, *n),
             (ObservationRef::Position(n), Self::Position(source)) => format!("{source}#{n}"),
             (ObservationRef::Position(n), Self::Expr(_)) => n.to_string(),
         }

@@ -429,9 +429,8 @@ pub fn kafka<'s>(
                     bytes += m.payload.len() as u64;
                     records.entry(time).or_default().push(RawRecord {
                         source: plan.name.clone(),
-                        location: format!("{}/{}@{}", plan.topic, m.partition, m.offset),
-                        sequence: (u64::try_from(m.partition).unwrap_or(0) << 40)
-                            | u64::try_from(m.offset).unwrap_or(0),
+                        location: location(&plan.topic, m.partition, m.offset),
+                        sequence: sequence(m.partition, m.offset),
                         format: plan.format,
                         header: plan.header.clone(),
                         context: tombstone.then(|| {
@@ -574,6 +573,32 @@ fn ask_broker(
         })
         .map_err(|e| format!("cannot start its idle check: {e}"))?;
     Ok(ask)
+}
+
+/// Bits of a Kafka record's sequence number that hold its offset; its partition is above them.
+const OFFSET_BITS: u32 = 40;
+
+/// A Kafka record's sequence number in its source: partition and offset in one number.
+fn sequence(partition: i32, offset: i64) -> u64 {
+    (u64::try_from(partition).unwrap_or(0) << OFFSET_BITS) | u64::try_from(offset).unwrap_or(0)
+}
+
+/// Where a Kafka record came from, as records and alerts name it: `topic/partition@offset`.
+fn location(
+    topic: &str,
+    partition: impl std::fmt::Display,
+    offset: impl std::fmt::Display,
+) -> String {
+    format!("{topic}/{partition}@{offset}")
+}
+
+/// The location of the record of `topic` whose sequence number is `sequence` (see [`sequence`]).
+pub(crate) fn location_of(topic: &str, sequence: u64) -> String {
+    location(
+        topic,
+        sequence >> OFFSET_BITS,
+        sequence & ((1 << OFFSET_BITS) - 1),
+    )
 }
 
 /// Whether a partition has had no record for `idle_timeout`.
