@@ -3,6 +3,7 @@
 //! started by scripts/test). Every test uses topics of its own.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -13,6 +14,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_connectors::kafka::embedded::{FeedTopics, feed_generator};
 use vitalflow_connectors::kafka::{ClientSettings, OutMessage, TopicWriter};
@@ -531,7 +533,13 @@ fn malformed_records_reach_the_dead_letter_topic_with_a_reason() {
             })
             .unwrap();
         }
-        w.flush(Duration::from_secs(30)).unwrap();
+        w.flush(Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            w.in_flight(),
+            0,
+            "[{}] the bad records were not acknowledged in 60 s",
+            broker.name
+        );
         let dir = tempfile::tempdir().unwrap();
         let job = write_job(dir.path(), "end", "2s", 2);
         let out = dir.path().join("out");
@@ -541,15 +549,35 @@ fn malformed_records_reach_the_dead_letter_topic_with_a_reason() {
             .unwrap();
         assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
 
+        // What the job refused, as its own dead-letter output holds it.
+        let mut local = Vec::new();
+        for f in std::fs::read_dir(out.join("dead-letter")).unwrap() {
+            let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+            local.extend(text.lines().map(str::to_owned));
+        }
+        assert_eq!(
+            local.len(),
+            3,
+            "[{}] dead letters in the job's output: {local:#?}\n{}",
+            broker.name,
+            show(&o)
+        );
+
+        // The topic, read by partition from its start (no consumer group to join), each offset
+        // once (a broker may deliver a record batch again).
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &broker.bootstrap)
             .set("group.id", unique("check"))
-            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
             .create()
             .unwrap();
-        consumer.subscribe(&[&topics.dead]).unwrap();
-        let mut letters = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut partition = TopicPartitionList::new();
+        partition
+            .add_partition_offset(&topics.dead, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&partition).unwrap();
+        let mut letters: BTreeMap<i64, (Vec<u8>, String)> = BTreeMap::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
         while letters.len() < 3 && Instant::now() < deadline {
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
                 let reason = m
@@ -558,10 +586,23 @@ fn malformed_records_reach_the_dead_letter_topic_with_a_reason() {
                     .and_then(|h| h.value)
                     .map(|v| String::from_utf8_lossy(v).into_owned())
                     .unwrap_or_default();
-                letters.push((m.payload().map(<[u8]>::to_vec).unwrap_or_default(), reason));
+                let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
+                letters.insert(m.offset(), (payload, reason));
             }
         }
-        assert_eq!(letters.len(), 3, "[{}] {letters:?}", broker.name);
+        let offsets = consumer.fetch_watermarks(&topics.dead, 0, Duration::from_secs(10));
+        let read: Vec<(i64, String, &str)> = letters
+            .iter()
+            .map(|(o, (p, r))| (*o, String::from_utf8_lossy(p).into_owned(), r.as_str()))
+            .collect();
+        assert_eq!(
+            letters.len(),
+            3,
+            "[{}] read {read:#?} from the dead-letter topic, whose low and high offsets are {offsets:?}; \
+             the job wrote {local:#?}",
+            broker.name
+        );
+        let letters: Vec<(Vec<u8>, String)> = letters.into_values().collect();
         for b in &bad {
             let (_, reason) = letters
                 .iter()
