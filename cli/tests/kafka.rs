@@ -19,7 +19,7 @@ use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_connectors::kafka::embedded::{FeedTopics, feed_generator};
 use vitalflow_connectors::kafka::{ClientSettings, OutMessage, TopicWriter};
 
-use crate::support::{key_file, python, python_check, root, show};
+use crate::support::{key_file, python, python_check, read_jsonl, root, show};
 
 /// A broker for one test: the embedded one in a child process, or the standalone one.
 struct Broker {
@@ -550,11 +550,7 @@ fn malformed_records_reach_the_dead_letter_topic_with_a_reason() {
         assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
 
         // What the job refused, as its own dead-letter output holds it.
-        let mut local = Vec::new();
-        for f in std::fs::read_dir(out.join("dead-letter")).unwrap() {
-            let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
-            local.extend(text.lines().map(str::to_owned));
-        }
+        let local = read_jsonl(&out.join("dead-letter"));
         assert_eq!(
             local.len(),
             3,
@@ -820,7 +816,7 @@ inputs = ["context.dead-letter", "readings.dead-letter", "j.dead-letter", "hourl
             .output()
             .unwrap();
         assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
-        let read = |sub: &str| crate::support::read_jsonl(&out.join(sub));
+        let read = |sub: &str| read_jsonl(&out.join(sub));
         let mut joined: Vec<(i64, serde_json::Value)> = read("joined")
             .into_iter()
             .map(|r| (r["hr"].as_i64().unwrap(), r["ward"].clone()))
