@@ -89,6 +89,18 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
         printed.contains("grouping the rows by file and building Arrow batches"),
         "{printed}"
     );
+    // The least that building can cost: a bare loop copying every row's FHIR JSON (hundreds of
+    // bytes each), timed.
+    let rows = parquet["rows"].as_u64().unwrap();
+    assert!(
+        parquet["json_copy_bytes"].as_u64().unwrap() > 300 * rows,
+        "{parquet:#}"
+    );
+    assert!(seconds("json_copy_seconds") > 0.0, "{parquet:#}");
+    assert!(
+        printed.contains("a bare loop copying the rows' FHIR JSON"),
+        "{printed}"
+    );
 
     // Every record of every source, the context table's included, completed exactly once.
     let latency = &v["latency"];

@@ -411,6 +411,23 @@ impl ParquetWriter {
         self.write_paced(tag, rows, &mut Pace::none())
     }
 
+    /// `rows` by the file a write puts them in, keyed by resource type and the first date of
+    /// the partition period, each file's rows in the order of `rows`: the order in which a write
+    /// reads them.
+    pub fn files<'r>(
+        &self,
+        rows: impl IntoIterator<Item = &'r CanonicalResource>,
+    ) -> BTreeMap<(ResourceType, NaiveDate), Vec<&'r CanonicalResource>> {
+        let mut groups: BTreeMap<_, Vec<_>> = BTreeMap::new();
+        for row in rows {
+            groups
+                .entry((row.resource_type(), self.partitioning.start(row.date)))
+                .or_default()
+                .push(row);
+        }
+        groups
+    }
+
     /// [`write`](Self::write), advancing `pace` after each Arrow batch encoded.
     ///
     /// # Errors
@@ -424,14 +441,7 @@ impl ParquetWriter {
         check_name(tag)?;
         let mut times = WriteTimes::default();
         let started = Instant::now();
-        let mut groups: BTreeMap<(ResourceType, NaiveDate), Vec<&CanonicalResource>> =
-            BTreeMap::new();
-        for row in rows {
-            groups
-                .entry((row.resource_type(), self.partitioning.start(row.date)))
-                .or_default()
-                .push(row);
-        }
+        let groups = self.files(rows);
         times.convert += started.elapsed();
         // Every file of the write, then one sync for all of them.
         let mut written: Vec<(PathBuf, PathBuf, ResourceType, u64)> = Vec::new();
