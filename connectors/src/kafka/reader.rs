@@ -1,5 +1,6 @@
 //! Reading explicitly assigned partitions of one topic.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -41,8 +42,33 @@ pub enum Poll {
 /// rebalancing never moves partitions; the group id is used only to commit offsets, which makes
 /// progress and lag visible to Kafka tools.
 pub struct PartitionReader {
-    consumer: BaseConsumer,
+    /// Shared only once the reader is dropped, with the thread that closes it.
+    consumer: Arc<BaseConsumer>,
     topic: String,
+}
+
+/// Hands the consumer to a thread of its own to close. The client's drop closes a consumer
+/// that has a group id (finishing the commits under way) and then polls in 100 ms steps until
+/// the close is done, so the run's end waited 100 ms for the reader that commits the
+/// checkpoint's offsets, and at times for a source's, although the close itself took a
+/// millisecond or two. The reader never joins the group, so the close has nothing else to do:
+/// whoever needs offsets committed before going on commits them with `wait` (the checkpoint's
+/// last commit does). A process that exits first cuts the close short.
+impl Drop for PartitionReader {
+    fn drop(&mut self) {
+        let consumer = Arc::clone(&self.consumer);
+        // Where no thread can be started, the closure (and the consumer) is dropped here.
+        let _ = std::thread::Builder::new()
+            .name("kafka-close".into())
+            .spawn(move || {
+                // The reader's reference goes once its drop returns: the close must not run on
+                // the reader's thread, so this one waits to hold the last.
+                while Arc::strong_count(&consumer) > 1 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                drop(consumer);
+            });
+    }
 }
 
 impl PartitionReader {
@@ -76,7 +102,7 @@ impl PartitionReader {
             .create()
             .map_err(KafkaError::client(format!("consumer of topic `{topic}`")))?;
         Ok(Self {
-            consumer,
+            consumer: Arc::new(consumer),
             topic: topic.to_owned(),
         })
     }
@@ -84,7 +110,10 @@ impl PartitionReader {
     /// Calls `wake` (from a client thread) whenever records or events arrive while the reader
     /// has nothing left to poll, so a caller can sleep until then instead of polling on a timer.
     pub fn on_ready(&mut self, wake: impl Fn() + Send + Sync + 'static) {
-        self.consumer.set_nonempty_callback(wake);
+        // Only a dropped reader shares its consumer, so this is its one reference.
+        if let Some(consumer) = Arc::get_mut(&mut self.consumer) {
+            consumer.set_nonempty_callback(wake);
+        }
     }
 
     /// The topic.
@@ -219,12 +248,13 @@ impl PartitionReader {
             .collect())
     }
 
-    /// Commits `offsets` (the next offset to read, per partition) under the group, without
-    /// waiting for the answer.
+    /// Commits `offsets` (the next offset to read, per partition) under the group: with `wait`,
+    /// once the group coordinator has taken them (a reader's drop does not wait for commits still
+    /// under way), otherwise without waiting for the answer.
     ///
     /// # Errors
-    /// If the commit cannot be sent.
-    pub fn commit(&self, offsets: &[(i32, i64)]) -> Result<(), KafkaError> {
+    /// If the commit cannot be sent, or (with `wait`) the coordinator refuses it.
+    pub fn commit(&self, offsets: &[(i32, i64)], wait: bool) -> Result<(), KafkaError> {
         if offsets.is_empty() {
             return Ok(());
         }
@@ -234,7 +264,14 @@ impl PartitionReader {
                 .map_err(KafkaError::client("commit offsets"))?;
         }
         self.consumer
-            .commit(&list, CommitMode::Async)
+            .commit(
+                &list,
+                if wait {
+                    CommitMode::Sync
+                } else {
+                    CommitMode::Async
+                },
+            )
             .map_err(KafkaError::client(format!(
                 "commit offsets of `{}`",
                 self.topic

@@ -302,6 +302,8 @@ pub fn coordinator<'s>(
             let mut files: Vec<(Time, Time, String)> = Vec::new();
             let mut last = base;
             let mut last_write = Instant::now();
+            // Whether the offsets of the last checkpoint were committed waiting for the answer.
+            let mut settled = false;
             move |(input, frontier), _output| {
                 input.for_each(|_, data| {
                     for commit in data.drain(..) {
@@ -318,83 +320,104 @@ pub fn coordinator<'s>(
                     activator.activate_after(interval.saturating_sub(last_write.elapsed()));
                     return;
                 }
-                let bound = match frontier.frontier().iter().min() {
-                    Some(f) => *f,
-                    None => {
-                        let latest = sources
-                            .iter()
-                            .filter_map(|s| s.log.lock().ok().and_then(|l| l.latest()))
-                            .chain(files.iter().map(|(_, last, _)| *last))
-                            .max();
-                        latest.map_or(last.time, |t| t + 1).max(last.time)
+                'write: {
+                    let bound = match frontier.frontier().iter().min() {
+                        Some(f) => *f,
+                        None => {
+                            let latest = sources
+                                .iter()
+                                .filter_map(|s| s.log.lock().ok().and_then(|l| l.latest()))
+                                .chain(files.iter().map(|(_, last, _)| *last))
+                                .max();
+                            latest.map_or(last.time, |t| t + 1).max(last.time)
+                        }
+                    };
+                    let t = clean_cut(bound, &files);
+                    if t <= last.time {
+                        break 'write;
                     }
-                };
-                let t = clean_cut(bound, &files);
-                if t <= last.time {
-                    return;
-                }
-                let logs: Vec<_> = sources
-                    .iter()
-                    .map(|s| {
-                        s.log
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    })
-                    .collect();
-                if !logs.iter().all(|l| l.replayed()) {
-                    return;
-                }
-                let mut next = Checkpoint {
-                    job: job.clone(),
-                    run_id: run_id.clone(),
-                    time: t,
-                    files: last.files.clone(),
-                    sources: BTreeMap::new(),
-                };
-                files.retain(|(_, last_t, f)| {
-                    let durable = *last_t < t;
-                    if durable {
-                        next.files.insert(f.clone());
-                    }
-                    !durable
-                });
-                for (s, log) in sources.iter().zip(&logs) {
-                    next.sources.insert(
-                        s.name.clone(),
-                        SourceResume {
-                            time: t,
-                            topic: s.topic.clone(),
-                            partitions: log.resume_at(t),
-                        },
-                    );
-                }
-                drop(logs);
-                if let Err(e) = next.store(&out) {
-                    failure.fail(format!("checkpoint: {e}"));
-                    return;
-                }
-                for s in &sources {
-                    if let Ok(mut log) = s.log.lock() {
-                        log.prune(t);
-                    }
-                    let offsets: Vec<(i32, i64)> = next.sources[&s.name]
-                        .partitions
+                    let logs: Vec<_> = sources
                         .iter()
-                        .map(|(p, r)| (*p, r.from))
+                        .map(|s| {
+                            s.log
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        })
                         .collect();
-                    if let Some(c) = &s.committer
-                        && let Ok(c) = c.lock()
-                        && let Err(e) = c.commit(&offsets)
-                    {
-                        tracing::warn!(source = %s.name, error = %e, "offset commit failed");
+                    if !logs.iter().all(|l| l.replayed()) {
+                        break 'write;
                     }
+                    let mut next = Checkpoint {
+                        job: job.clone(),
+                        run_id: run_id.clone(),
+                        time: t,
+                        files: last.files.clone(),
+                        sources: BTreeMap::new(),
+                    };
+                    files.retain(|(_, last_t, f)| {
+                        let durable = *last_t < t;
+                        if durable {
+                            next.files.insert(f.clone());
+                        }
+                        !durable
+                    });
+                    for (s, log) in sources.iter().zip(&logs) {
+                        next.sources.insert(
+                            s.name.clone(),
+                            SourceResume {
+                                time: t,
+                                topic: s.topic.clone(),
+                                partitions: log.resume_at(t),
+                            },
+                        );
+                    }
+                    drop(logs);
+                    if let Err(e) = next.store(&out) {
+                        failure.fail(format!("checkpoint: {e}"));
+                        return;
+                    }
+                    for s in &sources {
+                        if let Ok(mut log) = s.log.lock() {
+                            log.prune(t);
+                        }
+                    }
+                    commit_offsets(&sources, &next, done);
+                    settled = done;
+                    tracing::debug!(time = t, files = next.files.len(), "checkpoint");
+                    last = next;
+                    last_write = Instant::now();
                 }
-                tracing::debug!(time = t, files = next.files.len(), "checkpoint");
-                last = next;
-                last_write = Instant::now();
+                // The run ends once its offsets are committed: a reader is closed without
+                // waiting for commits under way (see `PartitionReader`).
+                if done && !settled {
+                    commit_offsets(&sources, &last, true);
+                    settled = true;
+                }
             }
         },
     );
+}
+
+/// Commits each Kafka source's offsets of `checkpoint` under its group (where it has a
+/// committer); with `wait`, until the group coordinator has taken them. A failure is a warning:
+/// the checkpoint file, not the group, is where a run resumes.
+fn commit_offsets(sources: &[CheckpointSource], checkpoint: &Checkpoint, wait: bool) {
+    for s in sources {
+        let Some(resume) = checkpoint.sources.get(&s.name) else {
+            continue;
+        };
+        let offsets: Vec<(i32, i64)> = resume
+            .partitions
+            .iter()
+            .map(|(p, r)| (*p, r.from))
+            .collect();
+        if let Some(c) = &s.committer
+            && let Ok(c) = c.lock()
+            && let Err(e) = c.commit(&offsets, wait)
+        {
+            tracing::warn!(source = %s.name, error = %e, "offset commit failed");
+        }
+    }
 }
 
 #[cfg(test)]
