@@ -187,25 +187,38 @@ fn hl7_one_message_per_file_and_errors_name_the_path() {
     assert!(err.to_string().contains("nope"), "{err}");
 }
 
-fn sample_data() -> Option<PathBuf> {
+/// The sample data, when every one of `parts` is in it; otherwise `None` after a loud message, or
+/// a failure when `VITALFLOW_REQUIRE_SAMPLE_DATA` is set (CI), so that a partial copy cannot pass
+/// unnoticed.
+fn sample_data(parts: &[&str]) -> Option<PathBuf> {
     let dir = std::env::var_os("VITALFLOW_SAMPLE_DATA").map_or_else(
         || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data")),
         PathBuf::from,
     );
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "SKIPPED: sample data not found at {} (set VITALFLOW_SAMPLE_DATA)",
-            dir.display()
-        );
-        None
+    let missing: Vec<String> = parts
+        .iter()
+        .map(|p| dir.join(p))
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
+        return Some(dir);
     }
+    let required = std::env::var_os("VITALFLOW_REQUIRE_SAMPLE_DATA")
+        .is_some_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "VITALFLOW_REQUIRE_SAMPLE_DATA is set but the sample data lacks {missing:?}"
+    );
+    eprintln!("!!! SKIPPED: sample data not found: {missing:?} (set VITALFLOW_SAMPLE_DATA)");
+    None
 }
 
 #[test]
 fn reads_the_shared_sample_data() {
-    let Some(data) = sample_data() else { return };
+    let Some(data) = sample_data(&["vitals/s00001-numerics.csv", "fhir-r4", "hl7v2"]) else {
+        return;
+    };
     let vitals = read(
         &data.join("vitals/s00001-numerics.csv"),
         FileFormat::VitalsCsv {

@@ -1,7 +1,7 @@
 //! Helpers shared by the unit tests.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use vitalflow_model::clinical::Ingested;
 use vitalflow_model::{DeadLetter, RawFormat, RawRecord};
@@ -13,7 +13,7 @@ use crate::ingest::ingest;
 pub(crate) const STAGE: &str = "ingest-test";
 
 /// `$VITALFLOW_SAMPLE_DATA/<sub>` (default: the repository's `shared/data`), or `None` with a
-/// loud message when it does not exist.
+/// loud message when it does not exist (a failure under `VITALFLOW_REQUIRE_SAMPLE_DATA`).
 pub(crate) fn sample_dir(sub: &str) -> Option<PathBuf> {
     let base = std::env::var_os("VITALFLOW_SAMPLE_DATA").map_or_else(
         || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data")),
@@ -23,9 +23,22 @@ pub(crate) fn sample_dir(sub: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED: sample data not found at {}", dir.display());
+        sample_missing(&dir);
         None
     }
+}
+
+/// Reports a missing part of the sample data: a skip with a loud message, or a failure when
+/// `VITALFLOW_REQUIRE_SAMPLE_DATA` is set (CI), so that a partial copy cannot pass unnoticed.
+pub(crate) fn sample_missing(path: &Path) {
+    let required = std::env::var_os("VITALFLOW_REQUIRE_SAMPLE_DATA")
+        .is_some_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "VITALFLOW_REQUIRE_SAMPLE_DATA is set but the sample data {} is missing",
+        path.display()
+    );
+    eprintln!("!!! SKIPPED: sample data not found at {}", path.display());
 }
 
 /// A raw record of `format` at sequence 7.

@@ -5,7 +5,7 @@ use vitalflow_model::row::{Type, Value};
 
 use super::tests::{FLAT, JAN1, flat_decoder, spec, ts};
 use super::*;
-use crate::test_support::{XorShift, sample_dir};
+use crate::test_support::{XorShift, sample_dir, sample_missing};
 
 /// Decodes one CSV cell with field `x` of `field`.
 fn cell(field: FieldSpec, text: &str) -> Result<Value, String> {
@@ -266,7 +266,7 @@ fn decodes_the_sample_vitals_csv() {
     };
     let path = dir.join("s00001-numerics.csv");
     let Ok(text) = std::fs::read_to_string(&path) else {
-        eprintln!("SKIPPED: sample vitals CSV not found at {}", path.display());
+        sample_missing(&path);
         return;
     };
     let mut lines = text.lines();
