@@ -141,6 +141,18 @@ fn a_worker_reads_no_further_than_max_drift_ahead_of_the_slowest() {
         before <= 1,
         "worker 0 emitted {before} records before worker 1 read one"
     );
+    // Worker 1 was slow enough for the bound to matter: worker 0 got as far ahead as it allows.
+    let lead = leads
+        .iter()
+        .filter(|l| l.1 > 0)
+        .map(|&(time, seen)| time.saturating_sub(seen - 1))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        lead >= DRIFT,
+        "worker 0 never reached the drift (largest lead {lead}): worker 1 was not slow, the run \
+         tells nothing"
+    );
     for &(time, seen) in leads.iter().filter(|l| l.1 > 0) {
         // Worker 1 had seen time `seen - 1`; the record that takes worker 0 past the drift is
         // emitted, and worker 1's next record may be on its way.
@@ -269,16 +281,40 @@ fn a_partition_with_records_waiting_is_not_idle_however_long_it_is_silent() {
     );
     let (c, read) = (Arc::clone(&counters), Arc::new(AtomicU64::new(0)));
     let r = Arc::clone(&read);
+    // Per partition: records seen, when its last record came, and its longest silence while it
+    // still had records waiting.
+    let silences = Arc::new(Mutex::new([(0u64, None, Duration::ZERO); 2]));
+    let s = Arc::clone(&silences);
     timely::execute_directly(move |worker| {
         worker.dataflow::<u64, _, _>(|scope| {
             kafka(scope, plan, c, true, Failure::default()).inspect_core(move |event| {
                 if let Ok((_, records)) = event {
                     r.fetch_add(records.len() as u64, Ordering::SeqCst);
+                    let now = std::time::Instant::now();
+                    let mut s = s.lock().unwrap();
+                    for rec in records {
+                        let p = usize::from(rec.location.starts_with("busy/1@"));
+                        let (seen, last, longest) = &mut s[p];
+                        if let Some(last) = *last {
+                            *longest = (*longest).max(now - last);
+                        }
+                        *seen += 1;
+                        *last = Some(now);
+                    }
                     std::thread::sleep(Duration::from_micros(10 * records.len() as u64));
                 }
             });
         });
     });
     assert_eq!(read.load(Ordering::SeqCst), 2 * per_partition);
+    // The situation the test is for occurred: a partition went silent for longer than the idle
+    // timeout with records still to come.
+    let silences = *silences.lock().unwrap();
+    assert!(
+        silences
+            .iter()
+            .any(|&(_, _, longest)| longest > Duration::from_millis(20)),
+        "no partition was silent for over 20 ms, the run tells nothing: {silences:?}"
+    );
     assert_eq!(counters.late.load(Ordering::Relaxed), 0);
 }

@@ -61,6 +61,18 @@ fn a_generator_waits_for_the_slowest_worker() {
         "MAX_AHEAD {MAX_AHEAD} against {last} batches"
     );
     assert_eq!(leads.last().map(|l| l.0), Some(last), "{leads:?}");
+    // Worker 1 was slow enough for the bound to matter: worker 0 got as far ahead as it allows.
+    let lead = leads
+        .iter()
+        .filter(|l| l.1 > 0)
+        .map(|&(time, seen)| time.saturating_sub(seen - 1))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        lead >= MAX_AHEAD,
+        "worker 0 never reached the bound (largest lead {lead}): worker 1 was not slow, the run \
+         tells nothing: {leads:?}"
+    );
     for &(time, seen) in &leads {
         // Worker 1 had emitted time `seen - 1`; worker 0 may be `MAX_AHEAD` past the time
         // worker 1 is at, and one more while worker 1's progress is on its way.
