@@ -1,15 +1,17 @@
 //! Alerting end to end: the real ICU record replayed against a reviewed golden timeline, the
 //! alert lifecycle on crafted streams, and the shipped live job on the embedded broker with its
-//! alerts scanned for the generator's PHI.
+//! alert topic read back and its alerts scanned for the generator's PHI.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
+use vitalflow_connectors::kafka::embedded::{FlatTopics, feed_context, feed_flat};
 
 use crate::support::{
-    key_file, output_files, read_jsonl, root, run_job, sample_data, show, vitalflow,
+    BrokerProcess, PhiScan, key_file, output_files, read_jsonl, root, run_job, sample_data,
+    scannable_text, show, vitalflow,
 };
 
 /// The alert events of a run, ordered by event time, rule and event type.
@@ -77,7 +79,9 @@ fn timeline(events: &[serde_json::Value]) -> String {
 
 #[test]
 fn the_icu_record_replays_to_the_reviewed_alert_timeline() {
-    let Some(data) = sample_data() else { return };
+    let Some(data) = sample_data(&["vitals/s00001-numerics.csv"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let key = key_file(dir.path());
     let key_source = format!("file:{}", key.display());
@@ -319,6 +323,30 @@ inputs = ["readings.dead-letter", "alerts.dead-letter"]
 fn the_live_icu_job_alerts_through_kafka_without_phi() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
+    // The broker in a process of its own, so that the alert topic can be read after the run; fed
+    // as the job's `[embedded]` section feeds its own: the context, then live readings stamped
+    // with the wall clock.
+    let broker = BrokerProcess::start(&["vitals:8", "patient-context:4", "alert-events:2"]);
+    let (patients, count, interval_secs) = (1000, 6000, 60);
+    let generator = Generator::new(GeneratorConfig {
+        seed: 42,
+        patients,
+        count,
+        interval_secs,
+        start: chrono::Utc::now()
+            - chrono::Duration::seconds(
+                i64::try_from(count.div_ceil(patients) * u64::from(interval_secs)).unwrap(),
+            ),
+        ..GeneratorConfig::default()
+    });
+    let topics = FlatTopics {
+        vitals: "vitals".into(),
+        context: "patient-context".into(),
+    };
+    let timeout = std::time::Duration::from_secs(60);
+    feed_context(&broker.bootstrap, &generator, &topics, timeout).unwrap();
+    let fed = feed_flat(&broker.bootstrap, &generator, &topics, 6000, timeout).unwrap();
+    assert_eq!(fed, count);
     let o = vitalflow(
         &[
             "run",
@@ -326,10 +354,7 @@ fn the_live_icu_job_alerts_through_kafka_without_phi() {
             "--out",
             out.to_str().unwrap(),
         ],
-        &[
-            ("VITALFLOW_FEED_COUNT", "6000"),
-            ("VITALFLOW_FEED_RATE", "6000"),
-        ],
+        &[("KAFKA_BROKERS", &broker.bootstrap)],
     );
     assert!(o.status.success(), "{}", show(&o));
     let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
@@ -340,18 +365,27 @@ fn the_live_icu_job_alerts_through_kafka_without_phi() {
         events.len(),
         show(&o)
     );
-    let kafka_line = stdout
-        .lines()
-        .find(|l| l.starts_with("alert-events"))
-        .unwrap_or_else(|| panic!("no alert-events line: {}", show(&o)));
-    let written: Vec<u64> = kafka_line
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
+    // The topic holds the same alert events as the JSON-lines output, each once.
+    let mut in_topic: Vec<String> = broker
+        .read_topic("alert-events")
+        .iter()
+        .map(|p| {
+            serde_json::from_slice::<serde_json::Value>(p)
+                .unwrap()
+                .to_string()
+        })
         .collect();
+    let mut in_files: Vec<String> = events.iter().map(ToString::to_string).collect();
+    in_topic.sort();
+    in_files.sort();
     assert_eq!(
-        written.get(1).copied(),
-        Some(events.len() as u64),
-        "every alert event reached the Kafka topic: {kafka_line}"
+        in_topic.len(),
+        in_files.len(),
+        "alert events in the topic and in alerts/"
+    );
+    assert!(
+        in_topic == in_files,
+        "the topic's alert events differ from alerts/"
     );
     assert!(stdout.contains("arrival → alert"), "{}", show(&o));
     assert!(
@@ -371,14 +405,8 @@ fn the_live_icu_job_alerts_through_kafka_without_phi() {
             .starts_with("vitals/")),
         "observations are named by their Kafka record"
     );
-    // No PHI in the alerts, on standard output, or anywhere in the output folder.
-    let phi = Generator::new(GeneratorConfig {
-        seed: 42,
-        patients: 1000,
-        count: 6000,
-        ..GeneratorConfig::default()
-    })
-    .phi_values();
+    // No PHI in the alerts, the topic, on standard output, or anywhere in the output folder.
+    let phi = generator.phi_values();
     let patient_ids: Vec<&String> = phi.iter().filter(|v| v.starts_with('P')).collect();
     assert!(
         patient_ids.len() >= 1000,
@@ -386,12 +414,16 @@ fn the_live_icu_job_alerts_through_kafka_without_phi() {
         patient_ids.len()
     );
     let mut haystack = stdout.clone();
-    for f in output_files(&out) {
-        haystack.push_str(&String::from_utf8_lossy(&std::fs::read(f).unwrap()));
+    for e in &in_topic {
+        haystack.push_str(e);
     }
-    let hits: Vec<&String> = phi
-        .iter()
-        .filter(|v| haystack.contains(v.as_str()))
+    for f in output_files(&out) {
+        haystack.push_str(&scannable_text(&f));
+    }
+    let hits: Vec<&String> = PhiScan::new(&phi)
+        .found(&haystack)
+        .into_iter()
+        .map(|i| &phi[i])
         .collect();
     assert!(hits.is_empty(), "PHI in the alerts' output: {hits:?}");
 }

@@ -122,8 +122,7 @@ fn vitals_flat_selects_exactly_the_rows_of_an_independent_reference() {
         .patient_id(i)
     };
     for file in crate::support::output_files(&out) {
-        let bytes = std::fs::read(&file).unwrap();
-        let text = String::from_utf8_lossy(&bytes);
+        let text = crate::support::scannable_text(&file);
         for i in 0..40 {
             assert!(
                 !text.contains(&patient(i)),
@@ -213,7 +212,10 @@ path = "out"
         .lines()
         .find(|l| l.starts_with(&unknown))
         .unwrap_or_else(|| panic!("no diagnostic at {unknown}: {stderr}"));
-    assert!(line.contains("hrr") && line.contains("hr"), "{line}");
+    assert!(
+        line.contains("unknown field `hrr`") && line.contains("(did you mean `hr`?)"),
+        "{line}"
+    );
     assert!(
         stderr.contains("^^^\n") || stderr.ends_with("^^^"),
         "`hrr` underlined: {stderr}"

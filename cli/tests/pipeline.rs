@@ -7,7 +7,8 @@ use std::path::Path;
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 
 use crate::support::{
-    job_variant, key_file, output_files, python, python_check, sample_data, show, vitalflow,
+    PhiScan, job_variant, key_file, output_files, python, python_check, sample_data,
+    scannable_text, show, vitalflow,
 };
 
 /// The quickstart job, smaller: 20,000 events of 200 patients in 4 batches.
@@ -56,8 +57,6 @@ fn quickstart_writes_fhir_r4_parquet_without_any_generator_phi() {
         phi.len()
     );
 
-    // Raw bytes of every output file except dead-letter/ (Parquet pages are compressed: the
-    // Python check below also scans their decoded string columns).
     let files = output_files(&out);
     assert!(
         files
@@ -65,17 +64,32 @@ fn quickstart_writes_fhir_r4_parquet_without_any_generator_phi() {
             .any(|f| f.extension().is_some_and(|e| e == "parquet")),
         "no parquet in {files:?}"
     );
-    let Some(summary) = scan_for_phi(dir.path(), &out, &phi) else {
+    // The input, for the checker to recompute every canonical value from.
+    let inputs = dir.path().join("inputs.ndjson");
+    let mut text = Vec::new();
+    for i in 0..generator.count() {
+        text.extend(generator.event(i));
+        text.push(b'\n');
+    }
+    std::fs::write(&inputs, text).unwrap();
+    let Some(summary) = scan_for_phi(
+        dir.path(),
+        &out,
+        &phi,
+        &["--inputs", inputs.to_str().unwrap()],
+    ) else {
         return;
     };
     assert_eq!(summary["patients"], 200, "{summary}");
     assert_eq!(summary["observations"], 20_000 - 200, "{summary}");
     assert_eq!(summary["fhir_invalid"], 0, "{summary}");
     assert_eq!(summary["phi_hits"], 0, "{summary}");
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+    // One value a reading, two for a blood pressure: each equals the one recomputed from its input.
+    assert!(
+        summary["input_values"].as_u64().unwrap() > 20_000 - 200,
+        "{summary}"
+    );
+    assert_eq!(summary["input_mismatches"], 0, "{summary}");
 }
 
 #[test]
@@ -95,7 +109,9 @@ fn one_and_two_workers_write_the_same_rows() {
 
 #[test]
 fn sample_data_vitals_are_canonized_without_their_phi() {
-    let Some(data) = sample_data() else { return };
+    let Some(data) = sample_data(&["fhir-r4", "vitals/s00001-numerics.csv", "hl7v2"]) else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let o = vitalflow(
@@ -168,7 +184,7 @@ fn sample_data_vitals_are_canonized_without_their_phi() {
         phi.len() - fhir_phi
     );
 
-    let Some(summary) = scan_for_phi(dir.path(), &out, &phi) else {
+    let Some(summary) = scan_for_phi(dir.path(), &out, &phi, &[]) else {
         return;
     };
     // 4 Synthea patients, and a Patient and an Encounter from each of the 16 convertible ADT
@@ -237,19 +253,23 @@ fn hl7_phi(dir: &Path) -> Vec<String> {
     phi
 }
 
-/// Scans every output file except `dead-letter/` for each PHI value: the raw bytes here, then the
-/// decoded Parquet columns with the independent reader. Returns the reader's summary (`None` when
-/// Python is missing and not required).
-fn scan_for_phi(dir: &Path, out: &Path, phi: &[String]) -> Option<serde_json::Value> {
+/// Scans every output file except `dead-letter/` for each PHI value: every decoded Parquet value
+/// (other files' bytes) here, then again with the independent reader, given `args` too. Returns
+/// the reader's summary (`None` when Python is missing and not required).
+fn scan_for_phi(
+    dir: &Path,
+    out: &Path,
+    phi: &[String],
+    args: &[&str],
+) -> Option<serde_json::Value> {
+    let scan = PhiScan::new(phi);
     for file in &output_files(out) {
-        let bytes = std::fs::read(file).unwrap();
-        for (line, value) in phi.iter().enumerate() {
-            assert!(
-                !contains(&bytes, value.as_bytes()),
-                "{} contains PHI value #{line}",
-                file.display()
-            );
-        }
+        let found = scan.found(&scannable_text(file));
+        assert!(
+            found.is_empty(),
+            "{} contains PHI values #{found:?}",
+            file.display()
+        );
     }
     let python = python()?;
     let phi_file = dir.join("phi.txt");
@@ -257,6 +277,10 @@ fn scan_for_phi(dir: &Path, out: &Path, phi: &[String]) -> Option<serde_json::Va
     Some(python_check(
         &python,
         "check_output.py",
-        &[out.to_str().unwrap(), "--phi", phi_file.to_str().unwrap()],
+        &[
+            &[out.to_str().unwrap(), "--phi", phi_file.to_str().unwrap()],
+            args,
+        ]
+        .concat(),
     ))
 }

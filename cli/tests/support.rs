@@ -51,20 +51,29 @@ pub fn python() -> Option<String> {
     None
 }
 
-/// The shared sample data, or `None` (after a loud message) when it is absent.
-pub fn sample_data() -> Option<PathBuf> {
+/// The shared sample data, when every one of `parts` (paths below it) is there; otherwise `None`
+/// after a loud message, or a failure when `VITALFLOW_REQUIRE_SAMPLE_DATA` is set (CI), so that
+/// a partial copy cannot pass unnoticed.
+pub fn sample_data(parts: &[&str]) -> Option<PathBuf> {
     let dir = std::env::var("VITALFLOW_SAMPLE_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root().join("../shared/data"));
-    if dir.join("fhir-r4").is_dir() {
+    let missing: Vec<String> = parts
+        .iter()
+        .map(|p| dir.join(p))
+        .filter(|p| !p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    if missing.is_empty() {
         return Some(dir.canonicalize().unwrap());
     }
+    let required = std::env::var_os("VITALFLOW_REQUIRE_SAMPLE_DATA")
+        .is_some_and(|v| !v.is_empty() && v != "0");
     assert!(
-        std::env::var("VITALFLOW_REQUIRE_SAMPLE_DATA").is_err(),
-        "VITALFLOW_REQUIRE_SAMPLE_DATA is set but {} is missing",
-        dir.display()
+        !required,
+        "VITALFLOW_REQUIRE_SAMPLE_DATA is set but the sample data lacks {missing:?}"
     );
-    eprintln!("!!! SKIPPED: sample data not found at {}", dir.display());
+    eprintln!("!!! SKIPPED: sample data not found: {missing:?}");
     None
 }
 
@@ -142,4 +151,193 @@ pub fn read_jsonl(dir: &Path) -> Vec<serde_json::Value> {
         }
     }
     rows
+}
+
+/// What a PHI scan reads of an output file: for Parquet, every value of every column (nested
+/// ones included) decoded by the parquet crate's record reader, one a line, since compressed and
+/// encoded pages hide values from a byte search; for any other file, its bytes.
+pub fn scannable_text(path: &Path) -> String {
+    use parquet::file::reader::SerializedFileReader;
+    use parquet::record::Field;
+
+    fn push(field: &Field, out: &mut String) {
+        match field {
+            Field::Str(s) => out.push_str(s),
+            Field::Bytes(b) => out.push_str(&String::from_utf8_lossy(b.data())),
+            Field::Group(row) => {
+                for (_, f) in row.get_column_iter() {
+                    push(f, out);
+                }
+            }
+            Field::ListInternal(list) => {
+                for f in list.elements() {
+                    push(f, out);
+                }
+            }
+            Field::MapInternal(map) => {
+                for (k, v) in map.entries() {
+                    push(k, out);
+                    push(v, out);
+                }
+            }
+            other => out.push_str(&other.to_string()),
+        }
+        out.push('\n');
+    }
+
+    if path.extension().is_none_or(|e| e != "parquet") {
+        return String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned();
+    }
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap())
+        .unwrap_or_else(|e| panic!("{} is not readable Parquet: {e}", path.display()));
+    let mut text = String::new();
+    for row in reader {
+        let row = row.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (_, field) in row.get_column_iter() {
+            push(field, &mut text);
+        }
+    }
+    text
+}
+
+/// The embedded broker in a process of its own (`vitalflow broker`), so that what a job writes
+/// to it outlives the job and can be read back; killed on drop.
+pub struct BrokerProcess {
+    child: std::process::Child,
+    /// Its address, `HOST:PORT`.
+    pub bootstrap: String,
+}
+
+impl BrokerProcess {
+    /// Starts the broker with `topics` (`NAME:PARTITIONS`).
+    pub fn start(topics: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vitalflow"))
+            .arg("broker")
+            .args(topics.iter().flat_map(|t| ["--topic", t]))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let bootstrap = line
+            .trim()
+            .strip_prefix("bootstrap: ")
+            .unwrap_or_else(|| panic!("the broker printed `{line}`"))
+            .to_owned();
+        Self { child, bootstrap }
+    }
+
+    /// Every record of `topic`, partition by partition from its first offset to its end (each
+    /// offset once), as payloads.
+    pub fn read_topic(&self, topic: &str) -> Vec<Vec<u8>> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::Message;
+        use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+        use std::collections::BTreeMap;
+        use std::time::{Duration, Instant};
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", "test-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let timeout = Duration::from_secs(30);
+        let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+        let partitions = metadata.topics()[0].partitions().len();
+        assert!(partitions > 0, "topic `{topic}` has no partitions");
+        let mut assignment = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for p in 0..i32::try_from(partitions).unwrap() {
+            let (low, high) = consumer.fetch_watermarks(topic, p, timeout).unwrap();
+            assert_eq!(low, 0, "topic `{topic}` partition {p} dropped records");
+            if high > 0 {
+                assignment
+                    .add_partition_offset(topic, p, Offset::Beginning)
+                    .unwrap();
+                ends.insert(p, high);
+            }
+        }
+        let mut records: BTreeMap<(i32, i64), Vec<u8>> = BTreeMap::new();
+        let total: i64 = ends.values().sum();
+        if total > 0 {
+            consumer.assign(&assignment).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while i64::try_from(records.len()).unwrap() < total {
+            assert!(
+                Instant::now() < deadline,
+                "read {} of the {total} records of `{topic}` in 60 s",
+                records.len()
+            );
+            if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+                let m = m.unwrap();
+                records.insert(
+                    (m.partition(), m.offset()),
+                    m.payload().unwrap_or_default().to_vec(),
+                );
+            }
+        }
+        records.into_values().collect()
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The rows of every Parquet file below `dir`, as their footers count them.
+pub fn parquet_rows(dir: &Path) -> i64 {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    output_files(dir)
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| {
+            SerializedFileReader::new(std::fs::File::open(p).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .metadata()
+                .file_metadata()
+                .num_rows()
+        })
+        .sum()
+}
+
+/// Finds PHI values in text, all of them in one pass (a scan of decoded Parquet is megabytes
+/// against thousands of values).
+pub struct PhiScan {
+    finder: aho_corasick::AhoCorasick,
+    /// The index in the caller's list of each pattern (empty values are left out).
+    index: Vec<usize>,
+}
+
+impl PhiScan {
+    pub fn new<S: AsRef<str>>(values: &[S]) -> Self {
+        let (index, patterns): (Vec<usize>, Vec<&str>) = values
+            .iter()
+            .map(AsRef::as_ref)
+            .enumerate()
+            .filter(|(_, v)| !v.is_empty())
+            .unzip();
+        Self {
+            finder: aho_corasick::AhoCorasick::new(patterns).unwrap(),
+            index,
+        }
+    }
+
+    /// The indexes (in the list given to `new`) of the values found in `text`, each once.
+    pub fn found(&self, text: &str) -> Vec<usize> {
+        let found: std::collections::BTreeSet<usize> = self
+            .finder
+            .find_overlapping_iter(text)
+            .map(|m| self.index[m.pattern().as_usize()])
+            .collect();
+        found.into_iter().collect()
+    }
 }

@@ -6,6 +6,7 @@ mod support;
 mod alerts;
 mod audit;
 mod bench;
+mod checkers;
 mod cli;
 mod deid;
 mod expressions;

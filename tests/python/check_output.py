@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the output folder of a vitalflow job.
 
-Usage: check_output.py OUT_DIR [--phi FILE] [--expect-min-observations N]
+Usage: check_output.py OUT_DIR [--phi FILE] [--inputs FILE] [--expect-min-observations N]
 
 * reads every OUT_DIR/canonical/{Observation,Patient,Encounter}/**/*.parquet with pyarrow,
   and cross-checks the row counts with DuckDB (read_parquet, hive_partitioning=true);
@@ -13,8 +13,12 @@ Usage: check_output.py OUT_DIR [--phi FILE] [--expect-min-observations N]
   ZIP, birth dates finer than a year);
 * checks each Encounter: status and class codes, subject Patient/<patient column>, and the
   typed columns agree with the resource;
+* with --inputs FILE (the job's input, event envelopes, one a line) recomputes each vital sign's
+  canonical value from its input (UCUM conversions done here: [degF], [lb_av], [in_i] and their
+  spellings) and compares, per LOINC code, the values of the Observations with them;
 * with --phi FILE (one PHI string a line) scans every byte of every file under OUT_DIR except
-  dead-letter/, and for Parquet files also the decoded string columns, for every PHI string.
+  dead-letter/, and for Parquet files also every value of every column, decoded (nested,
+  dictionary, binary and date/time columns included), for every PHI string.
   Leaks are reported by file and by line number in FILE: PHI values are never printed.
 
 Prints a JSON summary on stdout and exits 1 on any problem.
@@ -297,6 +301,77 @@ def duckdb_count(root: Path, resource_type: str) -> int:
     return int(row[0])
 
 
+# ---- values against the inputs -----------------------------------------------------------
+
+VITALS_RECORDED = "vitals.measurement.recorded"
+KIND_LOINC = {
+    "heart-rate": "8867-4",
+    "respiratory-rate": "9279-1",
+    "spo2": "59408-5",
+    "body-temperature": "8310-5",
+    "blood-pressure": BP_PANEL,
+    "mean-arterial-pressure": "8478-0",
+    "body-weight": "29463-7",
+    "body-height": "8302-2",
+    "bmi": "39156-5",
+}
+# Input unit spelling -> (canonical UCUM unit, conversion).
+CONVERSIONS = {
+    "[degF]": ("Cel", lambda v: (v - 32.0) * 5.0 / 9.0),
+    "degF": ("Cel", lambda v: (v - 32.0) * 5.0 / 9.0),
+    "[lb_av]": ("kg", lambda v: v * 0.45359237),
+    "lb": ("kg", lambda v: v * 0.45359237),
+    "[in_i]": ("cm", lambda v: v * 2.54),
+    "in": ("cm", lambda v: v * 2.54),
+    "bpm": ("/min", lambda v: v),
+}
+
+
+def expected_values(inputs: Path, problems: Problems) -> dict[tuple[str, str], list[float]]:
+    """(LOINC code, column) -> the canonical values the inputs' vital signs should give."""
+    expected: dict[tuple[str, str], list[float]] = {}
+    for n, line in enumerate(inputs.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        event = json.loads(line)
+        if (event.get("metadata") or {}).get("eventType") != VITALS_RECORDED:
+            continue
+        p = event.get("payload") or {}
+        code = KIND_LOINC.get(p.get("type"))
+        if code is None:
+            problems.add("inputs", f"{inputs.name}:{n}: unknown type {p.get('type')!r}")
+            continue
+        unit = p.get("unit")
+        canonical, convert = CONVERSIONS.get(unit, (unit, lambda v: v))
+        if code == BP_PANEL:
+            for column in ("systolic", "diastolic"):
+                expected.setdefault((code, column), []).append(float(p[column]))
+        else:
+            if canonical != EXPECTED_UNITS[code]:
+                problems.add("inputs", f"{inputs.name}:{n}: unit {unit!r} for {code} has no conversion here")
+            expected.setdefault((code, "value"), []).append(convert(float(p["value"])))
+    return expected
+
+
+def compare_with_inputs(expected: dict[tuple[str, str], list[float]], got: dict[tuple[str, str], list[float]],
+                        problems: Problems) -> int:
+    """Compares the sorted values of each (code, column); returns the values that differ."""
+    differ = 0
+    for key in sorted(set(expected) | set(got)):
+        e, g = sorted(expected.get(key, [])), sorted(got.get(key, []))
+        if len(e) != len(g):
+            problems.add("inputs", f"{key[0]} {key[1]}: {len(g)} values in the output, {len(e)} in the inputs")
+            differ += abs(len(e) - len(g))
+            continue
+        # The canonical value is rounded to 2 decimals.
+        bad = [(x, y) for x, y in zip(e, g) if not math.isclose(x, y, abs_tol=0.005 + 1e-9)]
+        if bad:
+            differ += len(bad)
+            problems.add("inputs", f"{key[0]} {key[1]}: {len(bad)} values differ from the inputs' (first: "
+                                   f"expected {bad[0][0]}, got {bad[0][1]})")
+    return differ
+
+
 # ---- PHI scan -----------------------------------------------------------------------------
 
 
@@ -338,12 +413,34 @@ class PhiScanner:
         return {n for value, n in self.lines.items() if any(value in m for m in matches)}
 
 
-def parquet_strings(path: Path) -> bytes:
+def decoded_values(value, parts: list[str]) -> None:
+    """Appends the text of `value` and of everything nested in it (lists, structs, maps)."""
+    if value is None:
+        return
+    if isinstance(value, str):
+        parts.append(value)
+    elif isinstance(value, (bytes, bytearray)):
+        parts.append(bytes(value).decode("utf-8", errors="replace"))
+    elif isinstance(value, dict):
+        for v in value.values():
+            decoded_values(v, parts)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            decoded_values(v, parts)
+    elif hasattr(value, "isoformat"):
+        parts.append(value.isoformat())
+    else:
+        parts.append(str(value))
+
+
+def parquet_values(path: Path) -> bytes:
+    """Every value of every column (nested, dictionary-encoded, binary and temporal ones too),
+    decoded, one a line: compressed and encoded pages hide values from a byte search."""
     table = pq.read_table(path)
-    parts = []
+    parts: list[str] = []
     for column in table.columns:
-        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-            parts.extend(v for v in column.to_pylist() if v is not None)
+        for value in column.to_pylist():
+            decoded_values(value, parts)
     return "\n".join(parts).encode("utf-8")
 
 
@@ -358,7 +455,7 @@ def scan_phi(root: Path, scanner: PhiScanner, problems: Problems) -> tuple[int, 
         found = scanner.find(str(rel).encode("utf-8")) | scanner.find(data)
         if path.suffix == ".parquet" and not path.name.startswith("."):
             try:
-                found |= scanner.find(parquet_strings(path))
+                found |= scanner.find(parquet_values(path))
             except (OSError, pa.ArrowException) as e:
                 problems.add("parquet", f"{rel}: cannot decode for the PHI scan: {type(e).__name__}")
         files += 1
@@ -378,6 +475,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--phi", type=Path, help="file with one PHI string a line")
+    parser.add_argument("--inputs", type=Path, help="the job's input: event envelopes, one a line")
     parser.add_argument("--expect-min-observations", type=int, default=0, metavar="N")
     args = parser.parse_args()
     root: Path = args.out_dir
@@ -388,6 +486,8 @@ def main() -> int:
         problems.add("layout", f"{root}/canonical does not exist")
 
     by_code: Counter[str] = Counter()
+    # (code, column) -> the Observations' values, for --inputs.
+    values: dict[tuple[str, str], list[float]] = {}
     counts = {}
     observation_patients: set[str] = set()
     patient_ids: set[str] = set()
@@ -411,6 +511,9 @@ def main() -> int:
                 where = f"{rel} row {i}"
                 if resource_type == "Observation":
                     check_observation(row, where, problems, by_code)
+                    for column in ("value", "systolic", "diastolic"):
+                        if row[column] is not None:
+                            values.setdefault((row["code"], column), []).append(row[column])
                     observation_patients.add(row["patient"])
                 elif resource_type == "Encounter":
                     check_encounter(row, where, problems)
@@ -439,6 +542,10 @@ def main() -> int:
         "phi_hits": 0,
         "observation_patients_without_patient": len(observation_patients - patient_ids) if patient_ids else None,
     }
+    if args.inputs is not None:
+        expected = expected_values(args.inputs, problems)
+        summary["input_values"] = sum(len(v) for v in expected.values())
+        summary["input_mismatches"] = compare_with_inputs(expected, values, problems)
     if args.phi is not None:
         scanned_files, scanned_bytes, hits = scan_phi(root, PhiScanner(args.phi), problems)
         summary.update(phi_hits=hits, phi_scanned_files=scanned_files, phi_scanned_bytes=scanned_bytes)

@@ -4,7 +4,8 @@ input files.
 usage:
   window_check.py window INPUT.jsonl OUT_PARQUET_DIR SIZE_MINUTES
       The net window rows (every column but `diff`, grouped, sum(diff) > 0) against a GROUP BY
-      over 5-minute buckets of the input.
+      over 5-minute buckets of the input; `live_duplicates` counts the windows with more than
+      one live row (a revision whose retraction is missing).
   window_check.py asof STREAM.jsonl TABLE.jsonl OUT_PARQUET_DIR
       The joined rows against DuckDB's ASOF LEFT JOIN.
 
@@ -13,6 +14,7 @@ Prints JSON: counts, and the rows that differ (at most 5 of each kind).
 import json
 import math
 import sys
+from collections import Counter
 
 import duckdb
 
@@ -81,6 +83,8 @@ def window(con, source, out, size):
     ).fetchone()[0]
     result = compare(expected, got, 2)
     result["bad_diff_sums"] = bad_sums
+    live = Counter(tuple(r[:2]) for r in got)
+    result["live_duplicates"] = sum(1 for n in live.values() if n > 1)
     return result
 
 
