@@ -63,6 +63,38 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
         assert!(r["vitalflow"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["baseline"].as_f64().unwrap() > 0.0, "{r}");
     }
+    // The Kafka source's workers against as many raw consumers, each on a thread, as the
+    // table says.
+    assert!(
+        names[1].contains("2 workers, vs 2 raw rdkafka consumers on 2 threads"),
+        "{names:?}"
+    );
+    // The loop was checked against the engine's 1× run on the content of every sink of the
+    // job, dead letters and the audit log included.
+    let same: Vec<(&str, u64)> = v["same_work"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["sink"].as_str().unwrap(), w["rows"].as_u64().unwrap()))
+        .collect();
+    let mut sinks: Vec<&str> = same.iter().map(|(s, _)| *s).collect();
+    sinks.sort_unstable();
+    assert_eq!(
+        sinks,
+        [
+            "alert-events",
+            "audit-log",
+            "dead-letter",
+            "fhir",
+            "vitals-5m"
+        ],
+        "{v:#}"
+    );
+    assert!(
+        same.iter()
+            .all(|(sink, rows)| *rows > 0 || *sink == "dead-letter"),
+        "{same:?}"
+    );
     // Every baseline is each side's best of `--rounds` measurements, each printed as it is
     // taken.
     let rounds: Vec<u64> = ratios
@@ -137,6 +169,11 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
     assert!(table.contains("| pipeline 1× | 4,000 |"), "{table}");
     assert!(table.contains("| pipeline 2× | 8,000 |"), "{table}");
     assert!(table.contains("vitalflow bench --events 4000"), "{table}");
+    assert!(
+        table.contains("Same work: the straight-line loop's sinks"),
+        "{table}"
+    );
+    assert!(table.contains("`audit-log`"), "{table}");
     // The job it ran is left for reading and rerunning.
     let job = std::fs::read_to_string(out.join("bench.toml")).unwrap();
     assert!(job.contains("kind = \"alert\""), "{job}");
