@@ -288,3 +288,74 @@ inputs = ["ingest"]
     assert!(err.contains("job.toml:"), "{err}");
     assert!(err.contains("discard"), "{err}");
 }
+
+/// Measured figures in a line of prose or a table: a number followed by a unit of measurement,
+/// other than a target (`≤ 10 ms`), a load (`at 100,000 readings/s`) or a setting (`the newest
+/// 5 MiB`).
+fn measured_figures(line: &str) -> Vec<String> {
+    const UNITS: [&str; 10] = [
+        " ns/record",
+        " ms",
+        " MiB",
+        " GiB",
+        " MB",
+        " GB",
+        " records/s",
+        " readings/s",
+        " events/s",
+        " rows/s",
+    ];
+    const NOT_MEASURED: [&str; 5] = ["≤ ", "at ", "Targets: ", "newest ", "target "];
+    let mut found = Vec::new();
+    for unit in UNITS {
+        let mut from = 0;
+        while let Some(i) = line[from..].find(unit) {
+            let at = from + i;
+            from = at + unit.len();
+            if line[from..]
+                .chars()
+                .next()
+                .is_some_and(char::is_alphanumeric)
+            {
+                continue;
+            }
+            let head = &line[..at];
+            let before =
+                head.trim_end_matches(|c: char| c.is_ascii_digit() || c == ',' || c == '.');
+            if before.len() == head.len() || NOT_MEASURED.iter().any(|p| before.ends_with(p)) {
+                continue;
+            }
+            found.push(line[before.len()..from].to_owned());
+        }
+    }
+    found
+}
+
+#[test]
+fn the_readme_shows_only_figures_a_script_wrote() {
+    // Every measured figure of the README is in the table `scripts/bench` writes, with the
+    // command that made it; figures of other runs live in docs/benchmarks.md, each with its
+    // command and date.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let (before, rest) = readme.split_once("<!-- bench:begin -->").unwrap();
+    let (table, after) = rest.split_once("<!-- bench:end -->").unwrap();
+    assert!(table.contains("Command: `vitalflow bench"), "{table}");
+    let typed: Vec<String> = before
+        .lines()
+        .chain(after.lines())
+        .filter(|l| !measured_figures(l).is_empty())
+        .map(|l| format!("{:?}: {l}", measured_figures(l)))
+        .collect();
+    assert!(
+        typed.is_empty(),
+        "figures typed into README.md outside the harness's table:\n{}",
+        typed.join("\n")
+    );
+    // The checker finds the figures it is meant to find.
+    assert_eq!(
+        measured_figures("| 1M | 181.1 MiB | 186.0 MiB | score 154 ns/record, p99 1.19 ms"),
+        ["154 ns/record", "1.19 ms", "181.1 MiB", "186.0 MiB"]
+    );
+    assert!(measured_figures("p99 ≤ 10 ms at 100,000 readings/s").is_empty());
+}
