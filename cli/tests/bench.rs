@@ -63,6 +63,38 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
         assert!(r["vitalflow"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["baseline"].as_f64().unwrap() > 0.0, "{r}");
     }
+    // The Kafka source's workers against as many raw consumers, each on a thread, as the
+    // table says.
+    assert!(
+        names[1].contains("2 workers, vs 2 raw rdkafka consumers on 2 threads"),
+        "{names:?}"
+    );
+    // The loop was checked against the engine's 1× run on the content of every sink of the
+    // job, dead letters and the audit log included.
+    let same: Vec<(&str, u64)> = v["same_work"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| (w["sink"].as_str().unwrap(), w["rows"].as_u64().unwrap()))
+        .collect();
+    let mut sinks: Vec<&str> = same.iter().map(|(s, _)| *s).collect();
+    sinks.sort_unstable();
+    assert_eq!(
+        sinks,
+        [
+            "alert-events",
+            "audit-log",
+            "dead-letter",
+            "fhir",
+            "vitals-5m"
+        ],
+        "{v:#}"
+    );
+    assert!(
+        same.iter()
+            .all(|(sink, rows)| *rows > 0 || *sink == "dead-letter"),
+        "{same:?}"
+    );
     // Every baseline is each side's best of `--rounds` measurements, each printed as it is
     // taken.
     let rounds: Vec<u64> = ratios
@@ -137,6 +169,11 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
     assert!(table.contains("| pipeline 1× | 4,000 |"), "{table}");
     assert!(table.contains("| pipeline 2× | 8,000 |"), "{table}");
     assert!(table.contains("vitalflow bench --events 4000"), "{table}");
+    assert!(
+        table.contains("Same work: the straight-line loop's sinks"),
+        "{table}"
+    );
+    assert!(table.contains("`audit-log`"), "{table}");
     // The job it ran is left for reading and rerunning.
     let job = std::fs::read_to_string(out.join("bench.toml")).unwrap();
     assert!(job.contains("kind = \"alert\""), "{job}");
@@ -250,4 +287,75 @@ inputs = ["ingest"]
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("job.toml:"), "{err}");
     assert!(err.contains("discard"), "{err}");
+}
+
+/// Measured figures in a line of prose or a table: a number followed by a unit of measurement,
+/// other than a target (`≤ 10 ms`), a load (`at 100,000 readings/s`) or a setting (`the newest
+/// 5 MiB`).
+fn measured_figures(line: &str) -> Vec<String> {
+    const UNITS: [&str; 10] = [
+        " ns/record",
+        " ms",
+        " MiB",
+        " GiB",
+        " MB",
+        " GB",
+        " records/s",
+        " readings/s",
+        " events/s",
+        " rows/s",
+    ];
+    const NOT_MEASURED: [&str; 5] = ["≤ ", "at ", "Targets: ", "newest ", "target "];
+    let mut found = Vec::new();
+    for unit in UNITS {
+        let mut from = 0;
+        while let Some(i) = line[from..].find(unit) {
+            let at = from + i;
+            from = at + unit.len();
+            if line[from..]
+                .chars()
+                .next()
+                .is_some_and(char::is_alphanumeric)
+            {
+                continue;
+            }
+            let head = &line[..at];
+            let before =
+                head.trim_end_matches(|c: char| c.is_ascii_digit() || c == ',' || c == '.');
+            if before.len() == head.len() || NOT_MEASURED.iter().any(|p| before.ends_with(p)) {
+                continue;
+            }
+            found.push(line[before.len()..from].to_owned());
+        }
+    }
+    found
+}
+
+#[test]
+fn the_readme_shows_only_figures_a_script_wrote() {
+    // Every measured figure of the README is in the table `scripts/bench` writes, with the
+    // command that made it; figures of other runs live in docs/benchmarks.md, each with its
+    // command and date.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let (before, rest) = readme.split_once("<!-- bench:begin -->").unwrap();
+    let (table, after) = rest.split_once("<!-- bench:end -->").unwrap();
+    assert!(table.contains("Command: `vitalflow bench"), "{table}");
+    let typed: Vec<String> = before
+        .lines()
+        .chain(after.lines())
+        .filter(|l| !measured_figures(l).is_empty())
+        .map(|l| format!("{:?}: {l}", measured_figures(l)))
+        .collect();
+    assert!(
+        typed.is_empty(),
+        "figures typed into README.md outside the harness's table:\n{}",
+        typed.join("\n")
+    );
+    // The checker finds the figures it is meant to find.
+    assert_eq!(
+        measured_figures("| 1M | 181.1 MiB | 186.0 MiB | score 154 ns/record, p99 1.19 ms"),
+        ["154 ns/record", "1.19 ms", "181.1 MiB", "186.0 MiB"]
+    );
+    assert!(measured_figures("p99 ≤ 10 ms at 100,000 readings/s").is_empty());
 }

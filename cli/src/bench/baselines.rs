@@ -1,4 +1,4 @@
-//! The harness's baselines outside the engine: a raw rdkafka consume loop, a raw arrow-rs
+//! The harness's baselines outside the engine: raw rdkafka consume loops, a raw arrow-rs
 //! `ArrowWriter`, and the process's peak memory.
 
 use std::fs::File;
@@ -271,23 +271,91 @@ pub fn settle_disk(dir: &Path) -> anyhow::Result<()> {
 /// partition).
 const PARTITIONS: i32 = 32;
 
-/// A raw rdkafka consume loop: one consumer, every partition from the beginning, until
-/// `records` records are in. Returns the time (from the assignment) and the payload bytes.
-fn raw_consume(bootstrap: &str, topic: &str, records: u64) -> anyhow::Result<(Duration, u64)> {
+/// Raw rdkafka consume loops, `consumers` of them on threads of their own, as the engine's Kafka
+/// source splits a topic over its workers: consumer `c` reads the partitions `p % consumers == c`
+/// from the beginning to their high watermarks (asked of the broker first). Returns the time from
+/// the moment every consumer is assigned to the last one's last record, and the payload bytes.
+fn raw_consume(
+    bootstrap: &str,
+    topic: &str,
+    records: u64,
+    consumers: usize,
+) -> anyhow::Result<(Duration, u64)> {
+    let consumers = consumers.max(1);
+    let ready = std::sync::Barrier::new(consumers);
+    let results: Vec<anyhow::Result<(Instant, Instant, u64, u64)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..consumers)
+            .map(|c| {
+                let ready = &ready;
+                scope.spawn(move || {
+                    // Every consumer meets the others at the barrier, even one that failed, so
+                    // that none waits for ever.
+                    let consumer = raw_consumer(bootstrap, topic, c, consumers);
+                    ready.wait();
+                    let (consumer, expected) = consumer?;
+                    raw_read(&consumer, expected)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a raw consumer's thread panicked")))
+            })
+            .collect()
+    });
+    let (mut first, mut last, mut read, mut bytes) = (None::<Instant>, None::<Instant>, 0, 0);
+    for r in results {
+        let (started, ended, n, b) = r?;
+        first = Some(first.map_or(started, |f| f.min(started)));
+        last = Some(last.map_or(ended, |l| l.max(ended)));
+        read += n;
+        bytes += b;
+    }
+    if read != records {
+        bail!("the raw consumers read {read} of {records} records");
+    }
+    let elapsed = match (first, last) {
+        (Some(f), Some(l)) => l.duration_since(f),
+        _ => Duration::ZERO,
+    };
+    Ok((elapsed, bytes))
+}
+
+/// Consumer `c` of `consumers`, assigned its partitions from the beginning, and the records they
+/// hold.
+fn raw_consumer(
+    bootstrap: &str,
+    topic: &str,
+    c: usize,
+    consumers: usize,
+) -> anyhow::Result<(BaseConsumer, u64)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "vitalflow-bench-raw")
         .set("enable.auto.commit", "false")
         .create()?;
     let mut assignment = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
+    let mut expected = 0u64;
+    for p in (0..PARTITIONS).filter(|p| usize::try_from(*p).is_ok_and(|p| p % consumers == c)) {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+        expected += u64::try_from(high - low).unwrap_or(0);
         assignment.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
+    Ok((consumer, expected))
+}
+
+/// Reads `expected` records; returns when it started and ended, the records and payload bytes.
+fn raw_read(
+    consumer: &BaseConsumer,
+    expected: u64,
+) -> anyhow::Result<(Instant, Instant, u64, u64)> {
     let started = Instant::now();
     let (mut read, mut bytes) = (0u64, 0u64);
     let mut quiet = Instant::now();
-    while read < records {
+    while read < expected {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 read += 1;
@@ -296,17 +364,18 @@ fn raw_consume(bootstrap: &str, topic: &str, records: u64) -> anyhow::Result<(Du
             }
             Some(Err(e)) => bail!("raw consume loop: {e}"),
             None if quiet.elapsed() > Duration::from_secs(30) => {
-                bail!("raw consume loop: {read} of {records} records, then nothing for 30 s")
+                bail!("raw consume loop: {read} of {expected} records, then nothing for 30 s")
             }
             None => {}
         }
     }
-    Ok((started.elapsed(), bytes))
+    Ok((started, Instant::now(), read, bytes))
 }
 
-/// The EHR feed's events in a topic of the embedded broker, read by a raw rdkafka consume loop
-/// and by the engine's Kafka source (into a `blackhole` sink), alternately, `rounds` times
-/// each; the best time of each side counts.
+/// The EHR feed's events in a topic of the embedded broker, read by `W` raw rdkafka consume
+/// loops on `W` threads (a partition each to one of them, as the engine's source splits them
+/// over its `W` workers) and by the engine's Kafka source with `W` workers (into a `blackhole`
+/// sink), alternately, `rounds` times each; the best time of each side counts.
 pub fn kafka(s: &Settings, out: &Path) -> anyhow::Result<KafkaFigures> {
     let count = s.events / 2;
     let broker = EmbeddedBroker::start()?;
@@ -331,11 +400,11 @@ pub fn kafka(s: &Settings, out: &Path) -> anyhow::Result<KafkaFigures> {
         |_| {},
     )?;
 
-    let mut best = Best::new("Kafka", ["raw consume loop", "Kafka source"]);
+    let mut best = Best::new("Kafka", ["raw consume loops", "Kafka source"]);
     let mut bytes = 0;
     for round in 0..s.rounds {
         super::settle();
-        let (raw, payload) = raw_consume(&bootstrap, topic, produced)?;
+        let (raw, payload) = raw_consume(&bootstrap, topic, produced, s.workers)?;
         bytes = payload;
 
         // The engine's Kafka source over the same topic, into a sink that drops.
@@ -378,7 +447,12 @@ inputs = ["ehr"]
         raw_elapsed: best.best[0],
         engine_elapsed: best.best[1],
         ratio: Ratio::new(
-            "Kafka source vs raw rdkafka consume loop (records/s)",
+            format!(
+                "Kafka source, {w} worker{s}, vs {w} raw rdkafka consumer{s} on {w} thread{s} \
+                 (records/s)",
+                w = s.workers,
+                s = if s.workers == 1 { "" } else { "s" }
+            ),
             rate(best.best[1]),
             rate(best.best[0]),
             0.8,

@@ -9,25 +9,27 @@
 //! between the two feeds.
 //!
 //! In the same run it measures baselines on the same events, and prints the engine's ratio to
-//! each: the same per-record work as a straight-line loop in one thread; a raw rdkafka consume
-//! loop against the engine's Kafka source; a raw arrow-rs `ArrowWriter` against the Parquet
-//! sink's writer. It reports how cost grows with the event count, and latency at a sustained rate.
+//! each: the same work (every sink's content, checked) as a straight-line loop in one thread; as
+//! many raw rdkafka consume loops, each on a thread, as the engine's Kafka source has workers;
+//! a raw arrow-rs `ArrowWriter` against the Parquet sink's writer. It reports how cost grows with the event count, and latency at a sustained rate.
 
 mod baselines;
 mod report;
+mod work;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
-use vitalflow_engine::runtime::plan::prepare;
+use vitalflow_engine::runtime::plan::{Plan, prepare};
 use vitalflow_engine::runtime::saga::RunIdentity;
 use vitalflow_engine::runtime::straight::straight_line;
 use vitalflow_engine::{Job, RunOptions, RunSummary, run};
 
 use report::{Latency, PipelineRun, Ratio, per_second};
 pub use report::{Report, operator_table};
+use work::SinkWork;
 
 /// The harness's settings.
 #[derive(Debug, Clone)]
@@ -104,7 +106,7 @@ inputs = ["ehr"]
 [operators.anonymize]
 kind = "anonymize"
 inputs = ["ingest"]
-key = "ephemeral"
+key = "file:bench.key"
 dates = "shift"
 
 [operators.canonize]
@@ -131,7 +133,7 @@ ward = "coalesce(adt_ward, ward)"
 freshness = "15m"
 resolve-after = "10m"
 suppress-for = "30m"
-key = "ephemeral"
+key = "file:bench.key"
 
 [operators.alerts.news2]
 respiration-rate = "rr"
@@ -169,7 +171,7 @@ on_oxygen = "last(adt_on_oxygen)"
 [operators.deidentify]
 kind = "anonymize"
 inputs = ["per-patient"]
-key = "ephemeral"
+key = "file:bench.key"
 dates = "shift"
 
 [sinks.fhir]
@@ -212,14 +214,9 @@ fn parse_job(path: &Path, text: String) -> anyhow::Result<Job> {
     Job::parse(path, text, &|_| None).map_err(|d| anyhow::anyhow!("{d}"))
 }
 
-/// Runs the harness, printing as it goes; returns the report.
-///
-/// # Errors
-/// If a run fails or the working folder cannot be written.
-pub fn bench(s: &Settings) -> anyhow::Result<Report> {
-    if s.events < 2 || s.workers == 0 || s.scales.is_empty() {
-        bail!("bench: --events must be at least 2, --workers at least 1, --scales not empty");
-    }
+/// Replaces the working folder with one holding what the harness job reads: the patient
+/// context table and the pseudonym key. Returns its absolute path.
+fn working_folder(s: &Settings) -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&s.out);
     std::fs::create_dir_all(&s.out)
         .with_context(|| format!("cannot create {}", s.out.display()))?;
@@ -231,12 +228,27 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
     })
     .context_lines();
     std::fs::write(out.join("context.jsonl"), context.join("\n") + "\n")?;
+    write_key(&out.join("bench.key"))?;
+    Ok(out)
+}
+
+/// Runs the harness, printing as it goes; returns the report.
+///
+/// # Errors
+/// If a run fails or the working folder cannot be written.
+pub fn bench(s: &Settings) -> anyhow::Result<Report> {
+    if s.events < 2 || s.workers == 0 || s.scales.is_empty() {
+        bail!("bench: --events must be at least 2, --workers at least 1, --scales not empty");
+    }
+    let out = working_folder(s)?;
     let mut report = Report::new(s);
     println!("{}", report.heading());
 
     // The pipeline at every scale.
     let job_path = out.join("bench.toml");
-    let mut written_1x = Vec::new();
+    // The engine's 1× run that the straight-line loop must match: its run id and what its sinks
+    // hold.
+    let mut engine_1x: Option<(String, Vec<SinkWork>)> = None;
     // A warm-up run at 1×, not reported: the first run of a process pays for growing the
     // allocator's memory and for cold caches, which no later run (nor the loop) does.
     let warm_up = parse_job(&job_path, job_text(s, &out, s.events / 2, 0, "1m"))?;
@@ -248,10 +260,10 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
         baselines::reset_peak_rss();
         let summary = run_job(&job, s.workers, false, false)?;
         let run = PipelineRun::of(scale, &summary, baselines::peak_rss());
-        if scale == 1 && written_1x.is_empty() {
-            written_1x = sink_rows(&summary);
-        }
         println!("{}", run.line());
+        if scale == 1 && engine_1x.is_none() {
+            engine_1x = Some(engine_work(&job, &out, &summary)?);
+        }
         report.pipeline.push(run);
     }
 
@@ -276,49 +288,36 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
                 baselines::settle_disk(&out)?;
                 let again = parse_job(&job_path, job_text(s, &out, each, 0, "1m"))?;
                 let summary = run_job(&again, s.workers, false, false)?;
-                if written_1x.is_empty() {
-                    written_1x = sink_rows(&summary);
+                if engine_1x.is_none() {
+                    engine_1x = Some(engine_work(&again, &out, &summary)?);
                 }
                 let run = PipelineRun::of(1, &summary, 0);
                 (run.events, run.elapsed)
             }
         };
+        let Some((run_id, engine_sinks)) = &engine_1x else {
+            bail!("no 1× run of the pipeline to check the straight-line loop against")
+        };
         events_1x = events;
         baselines::settle_disk(&out)?;
         let _ = std::fs::remove_dir_all(&straight_out);
-        let plan = prepare(
-            &job,
-            &straight_out,
-            RunIdentity {
-                job: job.name.clone(),
-                run_id: "straight-line".to_owned(),
-            },
-            None,
-            true,
-            None,
-        )
-        .map_err(|d| anyhow::anyhow!("{d}"))?;
+        let plan = loop_plan(&job, &straight_out, run_id)?;
         baselines::reset_peak_rss();
         let this =
             straight_line(&plan).map_err(|e| anyhow::anyhow!("straight-line baseline: {e}"))?;
-        // The loop must have done the engine's work: the same rows in every sink it writes.
-        for (sink, rows) in &written_1x {
-            if let Some((loop_rows, _)) = this.written.get(sink)
-                && loop_rows != rows
-            {
-                bail!(
-                    "the straight-line loop wrote {loop_rows} rows to `{sink}`, the engine \
-                     {rows}: they did not do the same work"
-                );
-            }
-        }
+        let loop_rss = baselines::peak_rss();
+        // The loop must have done the engine's work: the same rows in every sink of the job.
+        let loop_sinks = work::digest_sinks(&plan, &straight_out)?;
+        work::same_work(engine_sinks, &loop_sinks)?;
         println!(
-            "straight-line loop: {} events in {:.2} s: {} events/s in one thread (peak RSS {})",
+            "straight-line loop: {} events in {:.2} s: {} events/s in one thread (peak RSS {}); \
+             the same rows as the engine's 1× run in every sink",
             report::thousands(this.source_records),
             this.elapsed.as_secs_f64(),
             report::thousands(per_second(this.source_records, this.elapsed) as u64),
-            report::mib(baselines::peak_rss()),
+            report::mib(loop_rss),
         );
+        report.same_work.clone_from(engine_sinks);
         best.record(round, [pipeline_elapsed, this.elapsed]);
         line = Some(this);
     }
@@ -354,7 +353,7 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
             print!("{}", operator_table(&summary.operators));
         }
     }
-    // The Kafka source against a raw consume loop over the same topic (last: the embedded
+    // The Kafka source against raw consume loops over the same topic (last: the embedded
     // broker's client threads may outlive it for a while).
     if !s.no_kafka {
         report.kafka = Some(baselines::kafka(s, &out)?);
@@ -364,14 +363,54 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// Rows written by each sink of a run.
-fn sink_rows(summary: &RunSummary) -> Vec<(String, u64)> {
-    summary
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.kind.as_str(), "parquet" | "jsonl"))
-        .map(|n| (n.name.clone(), n.records_out))
-        .collect()
+/// The straight-line loop's plan of `job`, writing under `out`, with the engine run's id (the
+/// saga's event ids derive from it).
+fn loop_plan(job: &Job, out: &Path, run_id: &str) -> anyhow::Result<Plan> {
+    prepare(
+        job,
+        out,
+        RunIdentity {
+            job: job.name.clone(),
+            run_id: run_id.to_owned(),
+        },
+        None,
+        true,
+        None,
+    )
+    .map_err(|d| anyhow::anyhow!("{d}"))
+}
+
+/// What an engine run of `job` left in its sinks, and its run id.
+fn engine_work(
+    job: &Job,
+    out: &Path,
+    summary: &RunSummary,
+) -> anyhow::Result<(String, Vec<SinkWork>)> {
+    // A plan only to name the sinks' folders (preparing it empties them under the loop's
+    // folder, which each round replaces anyway).
+    let plan = loop_plan(job, &out.join("straight"), &summary.run_id)?;
+    let sinks = work::digest_sinks(&plan, &summary.out)?;
+    Ok((summary.run_id.clone(), sinks))
+}
+
+/// The job's pseudonym key (`file:bench.key`): random, as an ephemeral key is, but one for the
+/// engine's runs and the loop, so that the same-work check compares their pseudonyms and
+/// shifted dates as they are.
+fn write_key(path: &Path) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom for the job's pseudonym key")?;
+    let mut file = std::fs::OpenOptions::new();
+    file.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    let mut file = file
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut file, vitalflow_model::ids::hex(&bytes).as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn run_job(

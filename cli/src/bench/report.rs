@@ -11,6 +11,7 @@ use vitalflow_engine::runtime::alerts::{Percentiles, percentiles};
 use vitalflow_engine::runtime::profile::{LONG_MS, OperatorTime};
 
 use super::Settings;
+use super::work::SinkWork;
 
 /// `count` things in `elapsed`, per second (a zero time counts as a nanosecond).
 pub fn per_second(count: u64, elapsed: Duration) -> f64 {
@@ -94,7 +95,7 @@ impl PipelineRun {
 /// vitalflow against a baseline: throughputs and their ratio.
 #[derive(Debug, Clone)]
 pub struct Ratio {
-    pub what: &'static str,
+    pub what: String,
     pub vitalflow: f64,
     pub baseline: f64,
     pub target: f64,
@@ -103,9 +104,9 @@ pub struct Ratio {
 }
 
 impl Ratio {
-    pub fn new(what: &'static str, vitalflow: f64, baseline: f64, target: f64) -> Self {
+    pub fn new(what: impl Into<String>, vitalflow: f64, baseline: f64, target: f64) -> Self {
         Self {
-            what,
+            what: what.into(),
             vitalflow,
             baseline,
             target,
@@ -243,6 +244,8 @@ pub struct Report {
     pub parquet: Option<ParquetFigures>,
     pub kafka: Option<KafkaFigures>,
     pub latency: Option<Latency>,
+    /// What every sink held, the same after the engine's 1× run and the straight-line loop.
+    pub same_work: Vec<SinkWork>,
 }
 
 fn machine() -> String {
@@ -281,6 +284,7 @@ impl Report {
             parquet: None,
             kafka: None,
             latency: None,
+            same_work: Vec::new(),
         }
     }
 
@@ -333,6 +337,9 @@ impl Report {
                 "  time per event at {scale}× the events: {growth:.2}× the 1× run's"
             );
         }
+        if !self.same_work.is_empty() {
+            let _ = writeln!(s, "  {}", self.same_work_line());
+        }
         for r in self.ratios() {
             let _ = writeln!(
                 s,
@@ -349,7 +356,7 @@ impl Report {
         if let Some(k) = &self.kafka {
             let _ = writeln!(
                 s,
-                "    ({} records, {:.1} MB: raw loop {:.2} s, Kafka source {:.2} s)",
+                "    ({} records, {:.1} MB: raw consumers {:.2} s, Kafka source {:.2} s)",
                 thousands(k.records),
                 k.bytes as f64 / 1e6,
                 k.raw_elapsed.as_secs_f64(),
@@ -426,6 +433,9 @@ impl Report {
                 r.target
             );
         }
+        if !self.same_work.is_empty() {
+            let _ = writeln!(s, "\n{}.", self.same_work_line());
+        }
         if let Some(p) = &self.parquet {
             let _ = writeln!(s, "\nParquet: {}.", p.split());
         }
@@ -447,6 +457,20 @@ impl Report {
         s
     }
 
+    /// The sinks the straight-line loop was checked on.
+    fn same_work_line(&self) -> String {
+        let sinks: Vec<String> = self
+            .same_work
+            .iter()
+            .map(|w| format!("`{}` {} rows", w.sink, thousands(w.rows)))
+            .collect();
+        format!(
+            "Same work: the straight-line loop's sinks held the rows of the engine's 1× run \
+             (content digests, per-run fields left out): {}",
+            sinks.join(", ")
+        )
+    }
+
     /// Every figure, as JSON.
     pub fn json(&self) -> serde_json::Value {
         let ratio = |r: &Ratio| {
@@ -465,6 +489,9 @@ impl Report {
                 "peak_rss_bytes": r.peak_rss, "alert_events": r.alerts,
             })).collect::<Vec<_>>(),
             "ratios": self.ratios().into_iter().map(ratio).collect::<Vec<_>>(),
+            "same_work": self.same_work.iter().map(|w| json!({
+                "sink": w.sink, "rows": w.rows, "digest": w.digest,
+            })).collect::<Vec<_>>(),
             "parquet": self.parquet.as_ref().map(|p| json!({
                 "rows": p.rows, "sink_seconds": p.sink_elapsed.as_secs_f64(),
                 "sink_convert_seconds": p.convert.as_secs_f64(),

@@ -223,7 +223,7 @@ pub fn reporter<'s>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn make_event(
+pub(crate) fn make_event(
     run: &RunIdentity,
     stage: &str,
     batch: u64,
@@ -284,7 +284,7 @@ pub fn audit<'s>(
         move |_cap, _info| {
             let mut stash: BTreeMap<Time, (Capability<Time>, Vec<DomainEvent>)> = BTreeMap::new();
             // A resumed job goes on from the last record its checkpoint kept.
-            let (mut sequence, mut prev_hash) = head.clone().unwrap_or_else(|| (0, "0".repeat(64)));
+            let mut chain = Chain::new(head.clone());
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     if let Some(cap) = cap.retain_least(output.output_index()) {
@@ -302,48 +302,73 @@ pub fn audit<'s>(
                     .filter(|t| !frontier.less_equal(t))
                     .collect();
                 for t in ready {
-                    let Some((cap, mut events)) = stash.remove(&t) else {
+                    let Some((cap, events)) = stash.remove(&t) else {
                         continue;
                     };
-                    events.sort_by(|a, b| {
-                        (
-                            a.payload.batch,
-                            order(&a.metadata.event_type),
-                            &a.payload.stage,
-                        )
-                            .cmp(&(
-                                b.payload.batch,
-                                order(&b.metadata.event_type),
-                                &b.payload.stage,
-                            ))
-                    });
                     let n = events.len() as u64;
                     counters.add(&Counts {
                         records_in: n,
                         records_out: n,
                         rejected: 0,
                     });
-                    let mut session = output.session(&cap);
-                    for event in events {
-                        let recorded_at = Utc::now();
-                        let event_json = serde_json::to_string(&event).unwrap_or_default();
-                        let stamp = serde_json::to_string(&recorded_at).unwrap_or_default();
-                        let hash = chain_hash(&prev_hash, sequence, &stamp, &event_json);
-                        session.give(AuditRecord {
-                            sequence,
-                            recorded_at,
-                            event,
-                            prev_hash: prev_hash.clone(),
-                            hash: hash.clone(),
-                        });
-                        prev_hash = hash;
-                        sequence += 1;
-                    }
+                    output
+                        .session(&cap)
+                        .give_iterator(chain.record(events).into_iter());
                     let _ = batch_of(t);
                 }
             }
         },
     )
+}
+
+/// The audit trail's hash chain: where it goes on, and how a completed time's events join it.
+pub(crate) struct Chain {
+    sequence: u64,
+    prev_hash: String,
+}
+
+impl Chain {
+    /// A chain going on from `head` (next sequence, previous hash), or a new one.
+    pub(crate) fn new(head: Option<(u64, String)>) -> Self {
+        let (sequence, prev_hash) = head.unwrap_or_else(|| (0, "0".repeat(64)));
+        Self {
+            sequence,
+            prev_hash,
+        }
+    }
+
+    /// The audit records of one completed time's events, in saga order (batch, event type,
+    /// stage), each chained to the one before.
+    pub(crate) fn record(&mut self, mut events: Vec<DomainEvent>) -> Vec<AuditRecord> {
+        events.sort_by(|a, b| {
+            (
+                a.payload.batch,
+                order(&a.metadata.event_type),
+                &a.payload.stage,
+            )
+                .cmp(&(
+                    b.payload.batch,
+                    order(&b.metadata.event_type),
+                    &b.payload.stage,
+                ))
+        });
+        let mut records = Vec::with_capacity(events.len());
+        for event in events {
+            let recorded_at = Utc::now();
+            let event_json = serde_json::to_string(&event).unwrap_or_default();
+            let stamp = serde_json::to_string(&recorded_at).unwrap_or_default();
+            let hash = chain_hash(&self.prev_hash, self.sequence, &stamp, &event_json);
+            records.push(AuditRecord {
+                sequence: self.sequence,
+                recorded_at,
+                event,
+                prev_hash: std::mem::replace(&mut self.prev_hash, hash.clone()),
+                hash,
+            });
+            self.sequence += 1;
+        }
+        records
+    }
 }
 
 fn order(event_type: &str) -> usize {

@@ -6,8 +6,10 @@
 //! The loop takes the timestamps in order; within one it runs the nodes in dependency order, each
 //! over all its input records, with the same logic objects the dataflow's operators use
 //! (ingestion, anonymization, canonization, decoding, join lookups, NEWS2 and rules, windows) and
-//! the same sink writers. It does not publish the stages' domain events nor audit them (a few
-//! per batch), and a join's table must be bounded (a file): it is read whole first.
+//! the same sink writers. It publishes the stages' domain events as the saga does (a stage's
+//! closing event once every sink fed by its output has written the batch), chains them into the
+//! audit trail batch by batch, and writes dead letters to their sink. A join's table must be
+//! bounded (a file): it is read whole first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -21,15 +23,19 @@ use vitalflow_model::alert::AlertEvent;
 use vitalflow_model::canonical::CanonicalResource;
 use vitalflow_model::clinical::Ingested;
 use vitalflow_model::deid::DeidRecord;
+use vitalflow_model::envelope::{AuditRecord, Counts, DomainEvent};
 use vitalflow_model::row::Row;
 use vitalflow_model::{DeadLetter, RawFormat, RawRecord};
 use vitalflow_operators::anonymize::DeidReport;
+
+use crate::job::Section;
 
 use super::alerts::AlertLoop;
 use super::joins::JoinLoop;
 use super::ops::{SinkWriter, StageLogic};
 use super::plan::{Plan, Prepared};
 use super::rows::{AnonymizeRowsLogic, DecodeLogic, RowJsonlSink, RowParquetSink};
+use super::saga::{Chain, SagaRole, make_event};
 use super::stages::{AnonymizeLogic, CanonizeLogic, IngestLogic, JsonlSink, ParquetSink};
 use super::windows::WindowLoop;
 
@@ -56,6 +62,9 @@ enum Data {
     Fhir(Vec<CanonicalResource>),
     Rows(Vec<Row>),
     Alerts(Vec<AlertEvent>),
+    Dead(Vec<DeadLetter>),
+    Events(Vec<DomainEvent>),
+    Audit(Vec<AuditRecord>),
 }
 
 /// A node's state across batches.
@@ -70,14 +79,21 @@ enum State {
     Alert(AlertLoop),
     Window(WindowLoop),
     Sink(Box<dyn SinkState>),
+    /// An audit node: its chain, and the events of batches not yet complete.
+    Audit(Chain, BTreeMap<u64, Vec<DomainEvent>>),
 }
 
 /// A sink's buffer and writer.
 trait SinkState {
-    fn take(&mut self, data: Data);
+    /// Buffers a batch's rows.
+    fn take(&mut self, data: Data, batch: u64);
     fn flush(&mut self, force: bool) -> Result<(), String>;
     fn written(&self) -> u64;
     fn busy(&self) -> Duration;
+    /// Every batch before this one is written (all of them while nothing is buffered).
+    fn durable_below(&self) -> u64;
+    /// The files a written batch's rows went to.
+    fn files_of(&self, batch: u64) -> Vec<String>;
 }
 
 struct Buffered<T, W> {
@@ -85,15 +101,38 @@ struct Buffered<T, W> {
     roll: usize,
     writer: W,
     written: u64,
-    files: u64,
+    writes: u64,
     busy: Duration,
     unwrap: fn(Data) -> Option<Vec<T>>,
+    /// Batches with buffered rows.
+    buffered: BTreeSet<u64>,
+    /// Files of written batches.
+    files: BTreeMap<u64, Vec<String>>,
+}
+
+impl<T, W> Buffered<T, W> {
+    fn new(roll: usize, writer: W, unwrap: fn(Data) -> Option<Vec<T>>) -> Self {
+        Self {
+            rows: Vec::new(),
+            roll,
+            writer,
+            written: 0,
+            writes: 0,
+            busy: Duration::ZERO,
+            unwrap,
+            buffered: BTreeSet::new(),
+            files: BTreeMap::new(),
+        }
+    }
 }
 
 impl<T: 'static, W: SinkWriter<T>> SinkState for Buffered<T, W> {
-    fn take(&mut self, data: Data) {
-        if let Some(mut rows) = (self.unwrap)(data) {
+    fn take(&mut self, data: Data, batch: u64) {
+        if let Some(mut rows) = (self.unwrap)(data)
+            && !rows.is_empty()
+        {
             self.rows.append(&mut rows);
+            self.buffered.insert(batch);
         }
     }
 
@@ -101,14 +140,18 @@ impl<T: 'static, W: SinkWriter<T>> SinkState for Buffered<T, W> {
         if self.rows.is_empty() || (!force && self.rows.len() < self.roll) {
             return Ok(());
         }
-        let tag = format!("straight-{:06}", self.files);
+        let tag = format!("straight-{:06}", self.writes);
         let started = Instant::now();
-        self.writer
+        let files = self
+            .writer
             .write(&tag, std::slice::from_ref(&self.rows), &mut Pace::none())?;
         self.busy += started.elapsed();
-        self.files += 1;
+        self.writes += 1;
         self.written += self.rows.len() as u64;
         self.rows.clear();
+        for batch in std::mem::take(&mut self.buffered) {
+            self.files.insert(batch, files.clone());
+        }
         Ok(())
     }
 
@@ -119,6 +162,26 @@ impl<T: 'static, W: SinkWriter<T>> SinkState for Buffered<T, W> {
     fn busy(&self) -> Duration {
         self.busy
     }
+
+    fn durable_below(&self) -> u64 {
+        self.buffered.first().copied().unwrap_or(u64::MAX)
+    }
+
+    fn files_of(&self, batch: u64) -> Vec<String> {
+        self.files.get(&batch).cloned().unwrap_or_default()
+    }
+}
+
+/// A stage whose domain events are read: the saga of its batches, as the engine's reporter
+/// publishes it.
+struct Saga {
+    role: SagaRole,
+    /// The stage upstream of it, whose event starts its chain.
+    upstream: Option<String>,
+    /// Sinks fed by its output: a batch closes once they have written it.
+    sinks: Vec<String>,
+    /// Open batches: counts and detail so far.
+    open: BTreeMap<u64, (Counts, Option<serde_json::Value>)>,
 }
 
 fn fhir(d: Data) -> Option<Vec<CanonicalResource>> {
@@ -138,6 +201,27 @@ fn rows(d: Data) -> Option<Vec<Row>> {
 fn alerts(d: Data) -> Option<Vec<AlertEvent>> {
     match d {
         Data::Alerts(v) => Some(v),
+        _ => None,
+    }
+}
+
+fn dead_letters(d: Data) -> Option<Vec<DeadLetter>> {
+    match d {
+        Data::Dead(v) => Some(v),
+        _ => None,
+    }
+}
+
+fn events(d: Data) -> Option<Vec<DomainEvent>> {
+    match d {
+        Data::Events(v) => Some(v),
+        _ => None,
+    }
+}
+
+fn audit_records(d: Data) -> Option<Vec<AuditRecord>> {
+    match d {
+        Data::Audit(v) => Some(v),
         _ => None,
     }
 }
@@ -176,9 +260,8 @@ pub fn straight_line(plan: &Plan) -> Result<StraightLine, String> {
                 decoder: Arc::clone(decoder),
                 tombstone: None,
             }),
-            Prepared::File(_) | Prepared::Audit | Prepared::DeadLetter(_) | Prepared::Blackhole => {
-                State::None
-            }
+            Prepared::File(_) | Prepared::Blackhole => State::None,
+            Prepared::Audit => State::Audit(Chain::new(None), BTreeMap::new()),
             Prepared::Ingest(options) => State::Ingest(IngestLogic {
                 stage,
                 options: Arc::clone(options),
@@ -201,61 +284,97 @@ pub fn straight_line(plan: &Plan) -> Result<StraightLine, String> {
             Prepared::Join(p, _) => State::Join(JoinLoop::new(p)),
             Prepared::Alert(p) => State::Alert(AlertLoop::new(p)),
             Prepared::Window(p) => State::Window(WindowLoop::new(p)),
-            Prepared::Parquet(dir, policy, None, partitioning) => State::Sink(Box::new(Buffered {
-                rows: Vec::new(),
-                roll: policy.rows,
-                writer: ParquetSink {
-                    out: plan.out.clone(),
-                    writer: ParquetWriter::new(dir.clone(), *partitioning),
-                },
-                written: 0,
-                files: 0,
-                busy: Duration::ZERO,
-                unwrap: fhir,
-            })),
-            Prepared::Parquet(dir, policy, Some(schema), _) => State::Sink(Box::new(Buffered {
-                rows: Vec::new(),
-                roll: policy.rows,
-                writer: RowParquetSink {
-                    out: plan.out.clone(),
-                    writer: RowParquetWriter::new(dir.clone(), schema),
-                },
-                written: 0,
-                files: 0,
-                busy: Duration::ZERO,
-                unwrap: rows,
-            })),
-            Prepared::Jsonl(dir, policy, Some(schema)) => State::Sink(Box::new(Buffered {
-                rows: Vec::new(),
-                roll: policy.rows,
-                writer: RowJsonlSink {
+            Prepared::Parquet(dir, policy, None, partitioning) => {
+                State::Sink(Box::new(Buffered::new(
+                    policy.rows,
+                    ParquetSink {
+                        out: plan.out.clone(),
+                        writer: ParquetWriter::new(dir.clone(), *partitioning),
+                    },
+                    fhir,
+                )))
+            }
+            Prepared::Parquet(dir, policy, Some(schema), _) => {
+                State::Sink(Box::new(Buffered::new(
+                    policy.rows,
+                    RowParquetSink {
+                        out: plan.out.clone(),
+                        writer: RowParquetWriter::new(dir.clone(), schema),
+                    },
+                    rows,
+                )))
+            }
+            Prepared::Jsonl(dir, policy, Some(schema)) => State::Sink(Box::new(Buffered::new(
+                policy.rows,
+                RowJsonlSink {
                     out: plan.out.clone(),
                     dir: dir.clone(),
                     schema: Arc::clone(schema),
                 },
-                written: 0,
-                files: 0,
-                busy: Duration::ZERO,
-                unwrap: rows,
-            })),
-            Prepared::Jsonl(dir, policy, None) if inputs_are_alerts(plan, inputs) => {
-                State::Sink(Box::new(Buffered {
-                    rows: Vec::new(),
-                    roll: policy.rows,
-                    writer: JsonlSink {
-                        out: plan.out.clone(),
-                        dir: dir.clone(),
-                        private: false,
-                        render: to_json::<AlertEvent>,
-                    },
-                    written: 0,
-                    files: 0,
-                    busy: Duration::ZERO,
-                    unwrap: alerts,
-                }))
+                rows,
+            ))),
+            Prepared::Jsonl(dir, policy, None) => {
+                let (out, dir, roll) = (plan.out.clone(), dir.clone(), policy.rows);
+                let sink: Box<dyn SinkState> = match input_kind(plan, inputs) {
+                    Some(Prepared::Audit) => Box::new(Buffered::new(
+                        roll,
+                        JsonlSink {
+                            out,
+                            dir,
+                            private: false,
+                            render: to_json::<AuditRecord>,
+                        },
+                        audit_records,
+                    )),
+                    Some(Prepared::Alert(_)) => Box::new(Buffered::new(
+                        roll,
+                        JsonlSink {
+                            out,
+                            dir,
+                            private: false,
+                            render: to_json::<AlertEvent>,
+                        },
+                        alerts,
+                    )),
+                    _ if inputs.iter().any(|(_, port)| port == "events") => {
+                        Box::new(Buffered::new(
+                            roll,
+                            JsonlSink {
+                                out,
+                                dir,
+                                private: false,
+                                render: to_json::<DomainEvent>,
+                            },
+                            events,
+                        ))
+                    }
+                    _ => Box::new(Buffered::new(
+                        roll,
+                        JsonlSink {
+                            out,
+                            dir,
+                            private: false,
+                            render: |r: &CanonicalResource| {
+                                serde_json::from_str(&r.resource).unwrap_or_default()
+                            },
+                        },
+                        fhir,
+                    )),
+                };
+                State::Sink(sink)
             }
-            // Audit logs: the loop publishes no domain events.
-            Prepared::Jsonl(_, _, None) => State::None,
+            // Dead letters: one file at the end (the engine's sink rolls every 5 s instead; the
+            // rows are the same).
+            Prepared::DeadLetter(dir) => State::Sink(Box::new(Buffered::new(
+                usize::MAX,
+                JsonlSink {
+                    out: plan.out.clone(),
+                    dir: dir.clone(),
+                    private: true,
+                    render: dead_letter_json,
+                },
+                dead_letters,
+            ))),
             Prepared::Kafka(..)
             | Prepared::KafkaSink(..)
             | Prepared::Console(_)
@@ -270,6 +389,51 @@ pub fn straight_line(plan: &Plan) -> Result<StraightLine, String> {
         states.insert(name.as_str(), state);
     }
 
+    // The stages whose domain events are read, and the nodes reading them (audit nodes, and
+    // sinks of events or audit records): those run after the batch's other nodes, once its sinks
+    // have written what they will, as the engine's saga waits for them.
+    let mut sagas: BTreeMap<&str, Saga> = BTreeMap::new();
+    for (name, _, inputs, prepared) in &plan.nodes {
+        let Some(role) = saga_role(prepared) else {
+            continue;
+        };
+        if readers_of(plan, &(name.clone(), "events".to_owned())) == 0 {
+            continue;
+        }
+        let upstream = inputs
+            .iter()
+            .map(|(n, _)| n)
+            .find(|n| node(plan, n).is_some_and(|p| saga_role(p).is_some()))
+            .cloned();
+        let sinks = plan
+            .nodes
+            .iter()
+            .filter(|(_, section, inputs, _)| {
+                *section == Section::Sinks && inputs.iter().any(|(n, p)| n == name && p == "out")
+            })
+            .map(|(sink, ..)| sink.clone())
+            .collect();
+        sagas.insert(
+            name.as_str(),
+            Saga {
+                role,
+                upstream,
+                sinks,
+                open: BTreeMap::new(),
+            },
+        );
+    }
+    let deferred: BTreeSet<&str> = plan
+        .nodes
+        .iter()
+        .filter(|(_, _, inputs, _)| {
+            inputs
+                .iter()
+                .any(|(n, p)| p == "events" || matches!(node(plan, n), Some(Prepared::Audit)))
+        })
+        .map(|(name, ..)| name.as_str())
+        .collect();
+
     let mut summary = StraightLine {
         source_records: 0,
         source_bytes: 0,
@@ -282,9 +446,13 @@ pub fn straight_line(plan: &Plan) -> Result<StraightLine, String> {
         let mut ports: BTreeMap<(String, String), Data> = BTreeMap::new();
         // Readers of each port still to come in this batch.
         let mut unread: BTreeMap<(String, String), usize> = BTreeMap::new();
-        let mut dead: Vec<DeadLetter> = Vec::new();
+        // Each stage's counts and detail for this batch, for its saga.
+        let mut stats: Vec<(&str, Counts, Option<serde_json::Value>)> = Vec::new();
         for &index in &order {
             let (name, _, inputs, prepared) = &plan.nodes[index];
+            if deferred.contains(name.as_str()) {
+                continue;
+            }
             let Some(state) = states.get_mut(name.as_str()) else {
                 continue;
             };
@@ -303,6 +471,9 @@ pub fn straight_line(plan: &Plan) -> Result<StraightLine, String> {
             };
             let key = |p: &str| (name.clone(), p.to_owned());
             let mut produced: Vec<((String, String), Data)> = Vec::new();
+            let mut dead: Vec<DeadLetter> = Vec::new();
+            // A stage's records in and out, and its detail.
+            let mut stat: Option<(usize, usize, Option<serde_json::Value>)> = None;
             match (prepared, state) {
                 (Prepared::Generator(g, _), _) => {
                     let raw = generate(plan, g, name, batch, false);
@@ -314,14 +485,18 @@ pub fn straight_line(plan: &Plan) -> Result<StraightLine, String> {
                     let raw = generate(plan, g, name, batch, true);
                     summary.source_records += raw.len() as u64;
                     summary.source_bytes += raw.iter().map(|r| r.bytes.len() as u64).sum::<u64>();
+                    let n = raw.len();
                     let out = run_logic(logic, raw, &mut dead);
+                    stat = Some((n, out.len(), None));
                     produced.push((key("out"), Data::Rows(out)));
                 }
                 (Prepared::SchemaFile(f, _), State::Decode(logic)) if batch == 0 => {
                     let mut raw = Vec::new();
                     f.read(|r| raw.push(r))
                         .map_err(|e| format!("`{name}`: {e}"))?;
+                    let n = raw.len();
                     let out = run_logic(logic, raw, &mut dead);
+                    stat = Some((n, out.len(), None));
                     produced.push((key("out"), Data::Rows(out)));
                 }
                 (Prepared::File(f), _) if batch == 0 => {
@@ -335,7 +510,9 @@ pub fn straight_line(plan: &Plan) -> Result<StraightLine, String> {
                         Data::Raw(v) => Some(v),
                         _ => None,
                     });
+                    let n = input.len();
                     let out = run_logic(logic, input, &mut dead);
+                    stat = Some((n, out.len(), None));
                     produced.push((key("out"), Data::Clinical(out)));
                 }
                 (_, State::Anonymize(logic)) => {
@@ -343,14 +520,16 @@ pub fn straight_line(plan: &Plan) -> Result<StraightLine, String> {
                         Data::Clinical(v) => Some(v),
                         _ => None,
                     });
+                    let n = input.len();
                     let out = run_logic(logic, input, &mut dead);
-                    logic.report = DeidReport::default();
+                    stat = Some((n, out.len(), logic.take_detail()));
                     produced.push((key("out"), Data::Deid(out)));
                 }
                 (_, State::AnonymizeRows(logic)) => {
                     let input = gather(inputs, &mut take, rows);
+                    let n = input.len();
                     let out = run_logic(logic, input, &mut dead);
-                    logic.report = DeidReport::default();
+                    stat = Some((n, out.len(), logic.take_detail()));
                     produced.push((key("out"), Data::Rows(out)));
                 }
                 (_, State::Canonize(logic)) => {
@@ -358,7 +537,9 @@ pub fn straight_line(plan: &Plan) -> Result<StraightLine, String> {
                         Data::Deid(v) => Some(v),
                         _ => None,
                     });
+                    let n = input.len();
                     let out = run_logic(logic, input, &mut dead);
+                    stat = Some((n, out.len(), None));
                     produced.push((key("out"), Data::Fhir(out)));
                 }
                 (_, State::Join(join)) => {
@@ -393,7 +574,7 @@ pub fn straight_line(plan: &Plan) -> Result<StraightLine, String> {
                 (_, State::Sink(sink)) => {
                     for port in inputs {
                         if let Some(d) = take(port) {
-                            sink.take(d);
+                            sink.take(d, batch);
                         }
                     }
                     sink.flush(last)?;
@@ -404,16 +585,169 @@ pub fn straight_line(plan: &Plan) -> Result<StraightLine, String> {
                     }
                 }
             }
+            // A stage reports a batch it had records of (the engine's stage operator reports
+            // each time it is given records at).
+            if let Some((records_in, records_out, detail)) = stat
+                && records_in > 0
+            {
+                let counts = Counts {
+                    records_in: records_in as u64,
+                    records_out: records_out as u64,
+                    rejected: dead.len() as u64,
+                };
+                stats.push((name.as_str(), counts, detail));
+            }
+            summary.dead_letters += dead.len() as u64;
+            produced.push((key("dead-letter"), Data::Dead(dead)));
             for (port, data) in produced {
                 if readers_of(plan, &port) > 0 {
                     ports.insert(port, data);
                 }
             }
         }
-        summary.dead_letters += dead.len() as u64;
-        // Dead letters are rendered as the dead-letter sink renders them.
-        for d in &dead {
-            std::hint::black_box(dead_letter_json(d));
+
+        // The batch's domain events: a stage's opening events for the batch it reported, and
+        // the closing event of every open batch its sinks have written.
+        let mut published: BTreeMap<&str, Vec<DomainEvent>> = BTreeMap::new();
+        for (stage, counts, detail) in stats {
+            let Some(saga) = sagas.get_mut(stage) else {
+                continue;
+            };
+            let (opening, _) = saga.role.events();
+            let mut cause = saga
+                .role
+                .trigger()
+                .zip(saga.upstream.as_ref())
+                .map(|((_, kind), up)| plan.run.event_id(up, batch, kind));
+            let out = published.entry(stage).or_default();
+            for kind in opening {
+                let event = make_event(
+                    &plan.run,
+                    stage,
+                    batch,
+                    *kind,
+                    cause.take(),
+                    Counts::default(),
+                    vec![],
+                    None,
+                );
+                cause = Some(event.metadata.event_id.clone());
+                out.push(event);
+            }
+            // Only the de-identification report is kept as a stage's detail.
+            let detail = detail.filter(|_| saga.role == SagaRole::Anonymization);
+            saga.open.insert(batch, (counts, detail));
+        }
+        for (stage, saga) in &mut sagas {
+            let sinks: Vec<&dyn SinkState> = saga
+                .sinks
+                .iter()
+                .filter_map(|s| match states.get(s.as_str()) {
+                    Some(State::Sink(sink)) => Some(sink.as_ref()),
+                    _ => None,
+                })
+                .collect();
+            let below = sinks
+                .iter()
+                .map(|s| s.durable_below())
+                .min()
+                .unwrap_or(u64::MAX);
+            let (opening, closing) = saga.role.events();
+            while let Some(entry) = saga.open.first_entry() {
+                let b = *entry.key();
+                if b >= below {
+                    break;
+                }
+                let (counts, detail) = entry.remove();
+                let mut outputs: Vec<String> = sinks.iter().flat_map(|s| s.files_of(b)).collect();
+                outputs.sort();
+                outputs.dedup();
+                let cause = plan
+                    .run
+                    .event_id(stage, b, *opening.last().unwrap_or(&closing));
+                let event = make_event(
+                    &plan.run,
+                    stage,
+                    b,
+                    closing,
+                    Some(cause),
+                    counts,
+                    outputs,
+                    detail,
+                );
+                published.entry(stage).or_default().push(event);
+            }
+        }
+        for (stage, events) in published {
+            ports.insert(
+                (stage.to_owned(), "events".to_owned()),
+                Data::Events(events),
+            );
+        }
+
+        // The audit nodes and the sinks of events and audit records.
+        for &index in &order {
+            let (name, _, inputs, _) = &plan.nodes[index];
+            if !deferred.contains(name.as_str()) {
+                continue;
+            }
+            let Some(state) = states.get_mut(name.as_str()) else {
+                continue;
+            };
+            let mut take = |port: &(String, String)| -> Option<Data> {
+                let left = unread
+                    .entry(port.clone())
+                    .or_insert_with(|| readers_of(plan, port));
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    ports.remove(port)
+                } else {
+                    ports.get(port).map(clone_data)
+                }
+            };
+            let mut produced = None;
+            match state {
+                State::Audit(chain, stash) => {
+                    for event in gather(inputs, &mut take, events) {
+                        stash.entry(event.payload.batch).or_default().push(event);
+                    }
+                    // A batch joins the chain once no stage it audits has it open (the engine's
+                    // audit waits for its input frontier to pass the batch).
+                    let below = inputs
+                        .iter()
+                        .filter_map(|(n, _)| sagas.get(n.as_str()))
+                        .filter_map(|s| s.open.keys().next().copied())
+                        .min()
+                        .unwrap_or(u64::MAX);
+                    let mut records = Vec::new();
+                    while let Some(entry) = stash.first_entry() {
+                        if *entry.key() >= below {
+                            break;
+                        }
+                        records.append(&mut chain.record(entry.remove()));
+                    }
+                    produced = Some(Data::Audit(records));
+                }
+                State::Sink(sink) => {
+                    for port in inputs {
+                        if let Some(d) = take(port) {
+                            sink.take(d, batch);
+                        }
+                    }
+                    sink.flush(last)?;
+                }
+                _ => {
+                    for port in inputs {
+                        take(port);
+                    }
+                }
+            }
+            let port = (name.clone(), "out".to_owned());
+            if let Some(data) = produced
+                && readers_of(plan, &port) > 0
+            {
+                ports.insert(port, data);
+            }
         }
     }
     for (name, state) in &states {
@@ -425,6 +759,28 @@ pub fn straight_line(plan: &Plan) -> Result<StraightLine, String> {
     }
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// The saga role of a stage node (the engine's planner gives the same).
+const fn saga_role(prepared: &Prepared) -> Option<SagaRole> {
+    match prepared {
+        Prepared::SchemaGenerator(..)
+        | Prepared::SchemaFile(..)
+        | Prepared::Ingest(_)
+        | Prepared::Kafka(_, Some(_)) => Some(SagaRole::Ingestion),
+        Prepared::Anonymize(..) => Some(SagaRole::Anonymization),
+        Prepared::Canonize => Some(SagaRole::Canonization),
+        _ => None,
+    }
+}
+
+fn node<'p>(plan: &'p Plan, name: &str) -> Option<&'p Prepared> {
+    plan.nodes.iter().find(|(n, ..)| n == name).map(|(.., p)| p)
+}
+
+/// What a sink's first input is.
+fn input_kind<'p>(plan: &'p Plan, inputs: &[(String, String)]) -> Option<&'p Prepared> {
+    inputs.first().and_then(|(n, _)| node(plan, n))
 }
 
 /// The batch's records of a generator, as its source operator makes them.
@@ -495,6 +851,9 @@ fn clone_data(d: &Data) -> Data {
         Data::Fhir(v) => Data::Fhir(v.clone()),
         Data::Rows(v) => Data::Rows(v.clone()),
         Data::Alerts(v) => Data::Alerts(v.clone()),
+        Data::Dead(v) => Data::Dead(v.clone()),
+        Data::Events(v) => Data::Events(v.clone()),
+        Data::Audit(v) => Data::Audit(v.clone()),
     }
 }
 
@@ -503,14 +862,6 @@ fn readers_of(plan: &Plan, port: &(String, String)) -> usize {
         .iter()
         .filter(|(_, _, inputs, _)| inputs.contains(port))
         .count()
-}
-
-fn inputs_are_alerts(plan: &Plan, inputs: &[(String, String)]) -> bool {
-    inputs.iter().all(|(n, _)| {
-        plan.nodes
-            .iter()
-            .any(|(name, _, _, p)| name == n && matches!(p, Prepared::Alert(_)))
-    })
 }
 
 /// Node indices, each after the nodes it reads.
