@@ -83,7 +83,9 @@ def deidentify(r, key):
     pid = r["patient_id"].encode()
     pseudonym = hmac.new(key, b"patient\0" + pid, hashlib.sha256).hexdigest()[:32]
     digest = hmac.new(key, b"shift\0" + pid, hashlib.sha256).digest()
-    days = int.from_bytes(digest[:8], "little") % (2 * MAX_SHIFT_DAYS + 1) - MAX_SHIFT_DAYS
+    # 1 to MAX_SHIFT_DAYS days earlier or later, never 0.
+    n = int.from_bytes(digest[:8], "little") % (2 * MAX_SHIFT_DAYS)
+    days = n - MAX_SHIFT_DAYS if n < MAX_SHIFT_DAYS else n - MAX_SHIFT_DAYS + 1
     out = dict(r)
     out["patient_id"] = pseudonym
     out["ts"] = r["ts"] + days * DAY_MS
