@@ -268,6 +268,7 @@ impl Prepare {
             }
         };
         let mut readings = Vec::with_capacity(p.params.len());
+        let mut oxygen_missing = false;
         for (param, c) in &p.params {
             // Named only when something fails: no text is made per reading.
             let what = || format!("`{name}.news2.{}`", parameter_name(*param));
@@ -276,7 +277,7 @@ impl Prepare {
                 .map_err(|e| format!("{}: {e}", what()))?;
             let reading = match (value, param) {
                 (Value::Null, Parameter::AirOrOxygen) => {
-                    p.latency.without_oxygen.fetch_add(1, Ordering::Relaxed);
+                    oxygen_missing = true;
                     continue;
                 }
                 (Value::Null, _) => continue,
@@ -297,13 +298,17 @@ impl Prepare {
             Some(c) => match eval(c, "news2.scale2")? {
                 Value::Bool(true) => (Spo2Scale::Two, false),
                 Value::Bool(false) => (Spo2Scale::One, false),
-                _ => {
-                    p.latency.without_scale.fetch_add(1, Ordering::Relaxed);
-                    (Spo2Scale::One, true)
-                }
+                _ => (Spo2Scale::One, true),
             },
             None => (Spo2Scale::One, false),
         };
+        // Counted only for readings prepared for the monitor (not those dead-lettered here).
+        if oxygen_missing {
+            p.latency.without_oxygen.fetch_add(1, Ordering::Relaxed);
+        }
+        if scale_missing {
+            p.latency.without_scale.fetch_add(1, Ordering::Relaxed);
+        }
         let observed = Observed {
             patient,
             time: *time,
