@@ -516,6 +516,13 @@ fn print_summary(s: &RunSummary) {
             }
         }
     }
+    for (node, missing) in &s.missing_context {
+        let counts: Vec<String> = missing
+            .iter()
+            .map(|(what, n)| format!("{what} in {n} reading(s)"))
+            .collect();
+        println!("alert {node} · missing context: {}", counts.join(", "));
+    }
     let records = s.source_records();
     println!(
         "{} source records in {:.2} s: {:.0} records/s",

@@ -427,3 +427,109 @@ fn the_live_icu_job_alerts_through_kafka_without_phi() {
         .collect();
     assert!(hits.is_empty(), "PHI in the alerts' output: {hits:?}");
 }
+
+#[test]
+fn missing_patient_context_is_reported_not_scored_as_air_on_scale_1() {
+    // The shipped live job's join and alert node, fed from files: patient A has a context row,
+    // patient B none.
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(root().join("dataflows/icu-alerting.toml")).unwrap();
+    let from = shipped.find("[operators.context-at-reading]").unwrap();
+    let to = shipped
+        .find("[operators.icu-alerts.rules.desaturation]")
+        .unwrap();
+    let nodes = &shipped[from..to];
+    let mut readings = String::new();
+    for p in ["A", "B"] {
+        for minute in 0..3 {
+            let _ = writeln!(
+                readings,
+                r#"{{"patient_id":"{p}","ts":{},"ward":"ED","hr":120,"spo2":91,"rr":25,"temp":37.0,"sbp":120,"dbp":80}}"#,
+                1_767_225_600_000i64 + minute * 60_000
+            );
+        }
+    }
+    std::fs::write(dir.path().join("vitals.jsonl"), readings).unwrap();
+    std::fs::write(
+        dir.path().join("context.jsonl"),
+        r#"{"patient_id":"A","since":1767222000000,"ward":"ICU","on_oxygen":false,"spo2_scale":1}
+"#,
+    )
+    .unwrap();
+    let job = format!(
+        r#"[job]
+name = "context"
+workers = 2
+
+[sources.vitals]
+kind = "file"
+path = "vitals.jsonl"
+format = "json"
+event-time = "ts"
+key = "patient_id"
+fields = [
+  {{ name = "patient_id", type = "string", phi = "hash" }},
+  {{ name = "ts", type = "timestamp", format = "epoch-ms", phi = "date" }},
+  {{ name = "ward", type = "string" }},
+  {{ name = "hr", type = "integer" }},
+  {{ name = "spo2", type = "integer" }},
+  {{ name = "rr", type = "integer" }},
+  {{ name = "temp", type = "float", nullable = true }},
+  {{ name = "sbp", type = "integer" }},
+  {{ name = "dbp", type = "integer" }},
+]
+
+[sources.patient-context]
+kind = "file"
+path = "context.jsonl"
+format = "json"
+event-time = "since"
+key = "patient_id"
+fields = [
+  {{ name = "patient_id", type = "string", phi = "hash" }},
+  {{ name = "since", type = "timestamp", format = "epoch-ms", phi = "date" }},
+  {{ name = "ward", type = "string" }},
+  {{ name = "on_oxygen", type = "boolean" }},
+  {{ name = "spo2_scale", type = "integer" }},
+]
+
+{nodes}
+[sinks.alerts]
+kind = "jsonl"
+inputs = ["icu-alerts"]
+path = "alerts"
+"#
+    );
+    let (out, o) = run_job(dir.path(), &job, &[]);
+    let events = alerts(&out);
+    let news2 = |ward: &str| {
+        events
+            .iter()
+            .find(|e| e["payload"]["rule"] == "news2" && e["payload"]["ward"] == ward)
+            .unwrap_or_else(|| panic!("no NEWS2 alert on ward {ward}: {}", show(&o)))
+    };
+    // A: on air, scale 1, from its context row; B: neither is known, and the alert says so.
+    let a = &news2("ICU")["payload"];
+    assert_eq!(list(&a["missing"]), "consciousness", "{a}");
+    assert_eq!(a["subScores"]["air-or-oxygen"], 0, "{a}");
+    let b = &news2("ED")["payload"];
+    assert_eq!(
+        list(&b["missing"]),
+        "air-or-oxygen,consciousness,spo2-scale",
+        "{b}"
+    );
+    assert!(b["subScores"]["air-or-oxygen"].is_null(), "{b}");
+    assert_eq!(
+        b["score"], 8,
+        "respiration 3, SpO2 3 on scale 1, pulse 2: {b}"
+    );
+    // The run summary counts the readings scored without their context.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains(
+            "alert icu-alerts · missing context: air-or-oxygen in 3 reading(s), spo2-scale in 3 reading(s)"
+        ),
+        "{}",
+        show(&o)
+    );
+}

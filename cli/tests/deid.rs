@@ -299,3 +299,124 @@ fn scrubbed_notes_keep_their_text_but_lose_the_identifiers() {
     assert!(hashed > 0);
     assert_no_phi(&corpus, &out);
 }
+
+#[test]
+fn shifted_dates_hide_every_reading_time_and_move_each_patient_by_one_offset() {
+    // Clinical records (patients and readings as platform envelopes) under the default
+    // `dates = "shift"`: enough patients that every shift of the range is likely to occur.
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let generator = vitalflow_connectors::generator::Generator::new(
+        vitalflow_connectors::generator::GeneratorConfig {
+            seed: 5,
+            patients: 3000,
+            count: 9000,
+            ..Default::default()
+        },
+    );
+    let mut events = Vec::new();
+    for i in 0..generator.count() {
+        events.extend_from_slice(&generator.event(i));
+        events.push(b'\n');
+    }
+    let input = dir.path().join("events.ndjson");
+    std::fs::write(&input, events).unwrap();
+    let key = key_file(dir.path());
+    let job = format!(
+        r#"[job]
+name = "shift"
+workers = 2
+
+[sources.events]
+kind = "file"
+path = "{input}"
+format = "envelope"
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["events"]
+
+[operators.anonymize]
+kind = "anonymize"
+inputs = ["ingest"]
+key = "file:{key}"
+
+[operators.canonize]
+kind = "canonize"
+inputs = ["anonymize"]
+
+[operators.audit]
+kind = "audit"
+inputs = ["ingest.events", "anonymize.events", "canonize.events"]
+
+[sinks.tables]
+kind = "parquet"
+inputs = ["canonize"]
+path = "canonical"
+
+[sinks.resources]
+kind = "jsonl"
+inputs = ["canonize"]
+path = "resources"
+
+[sinks.audit-log]
+kind = "jsonl"
+inputs = ["audit"]
+path = "audit"
+"#,
+        input = input.display(),
+        key = key.display(),
+    );
+    let (out, _) = run_job(dir.path(), &job, &[]);
+    let summary = python_check(
+        &python,
+        "shift_check.py",
+        &[
+            input.to_str().unwrap(),
+            key.to_str().unwrap(),
+            out.to_str().unwrap(),
+            "365",
+        ],
+    );
+    let n = |k: &str| summary[k].as_u64().unwrap();
+    assert_eq!(n("patients"), 3000, "{summary}");
+    assert_eq!(n("observations"), n("readings"), "{summary}");
+    assert!(n("output_instants") >= 2 * n("readings"), "{summary}");
+    assert_eq!(
+        n("zero_shift"),
+        0,
+        "a patient kept its true dates: {summary}"
+    );
+    assert_eq!(
+        n("leaked"),
+        0,
+        "input reading times in the output: {summary}"
+    );
+    assert_eq!(n("leaked_text"), 0, "{summary}");
+    assert_eq!(n("inconsistent"), 0, "{summary}");
+    assert_eq!(n("out_of_range"), 0, "{summary}");
+    assert!(n("distinct_shifts") > 600, "{summary}");
+    let (min, max) = (
+        summary["min_shift"].as_i64().unwrap(),
+        summary["max_shift"].as_i64().unwrap(),
+    );
+    assert!(
+        (-365..=-300).contains(&min) && (300..=365).contains(&max),
+        "{summary}"
+    );
+
+    // A range of 0 days would keep every true date: refused at validation.
+    let zero = dir.path().join("zero.toml");
+    std::fs::write(
+        &zero,
+        job.replace("key = \"file:", "max-shift-days = 0\nkey = \"file:"),
+    )
+    .unwrap();
+    let o = crate::support::vitalflow(&["validate", zero.to_str().unwrap()], &[]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`operators.anonymize.max-shift-days` must be at least 1"),
+        "{stderr}"
+    );
+}

@@ -55,6 +55,19 @@ fn write_input(path: &Path, count: u64) {
             let _ = writeln!(text, "{line}");
         }
     }
+    // Severe bradycardia, which NEWS2 scores 3: kept by the SpO2 condition, and kept only by
+    // the score (pulse 3 + respiration 3).
+    for (n, (hr, spo2, rr)) in [(38, 88, 16), (40, 97, 25), (41, 97, 25)]
+        .into_iter()
+        .enumerate()
+    {
+        let _ = writeln!(
+            text,
+            r#"{{"patient_id":"{}","ts":{},"ward":"ICU","hr":{hr},"spo2":{spo2},"rr":{rr},"temp":36.8,"sbp":121,"dbp":78}}"#,
+            g.patient_id(1),
+            1_767_225_600_000 + 60_000 * n as i64
+        );
+    }
     text.push_str("this is not JSON\n");
     std::fs::write(path, text).unwrap();
 }

@@ -16,6 +16,7 @@ import glob
 import hashlib
 import hmac
 import json
+import math
 import os
 import sys
 
@@ -65,17 +66,16 @@ def decode(line):
 
 
 def score(r):
+    """NEWS2 (Royal College of Physicians, 2017) over the five parameters the feed carries: SpO2
+    on scale 1, no air/oxygen or consciousness (missing, so they add nothing)."""
     hr, spo2, rr, sbp, temp = r["hr"], r["spo2"], r["rr"], r["sbp"], r["temp"]
-    s = 3 if hr > 130 else 2 if hr > 110 else 1 if (hr > 90 or hr <= 50) else 0
+    s = 3 if hr <= 40 else 1 if hr <= 50 else 0 if hr <= 90 else 1 if hr <= 110 else 2 if hr <= 130 else 3
     s += 3 if spo2 <= 91 else 2 if spo2 <= 93 else 1 if spo2 <= 95 else 0
-    s += 3 if (rr >= 25 or rr <= 8) else 2 if rr >= 21 else 1 if rr <= 11 else 0
-    s += 3 if (sbp <= 90 or sbp >= 220) else 2 if sbp <= 100 else 1 if sbp <= 110 else 0
+    s += 3 if rr <= 8 else 1 if rr <= 11 else 0 if rr <= 20 else 2 if rr <= 24 else 3
+    s += 3 if sbp <= 90 else 2 if sbp <= 100 else 1 if sbp <= 110 else 0 if sbp <= 219 else 3
     if temp is not None:
-        s += (
-            3
-            if temp <= 35.0
-            else 2 if temp >= 39.1 else 1 if (temp <= 36.0 or temp >= 38.1) else 0
-        )
+        t = math.floor(temp * 10 + 0.5) / 10
+        s += 3 if t <= 35.0 else 1 if t <= 36.0 else 0 if t <= 38.0 else 1 if t <= 39.0 else 2
     return s
 
 
@@ -83,7 +83,9 @@ def deidentify(r, key):
     pid = r["patient_id"].encode()
     pseudonym = hmac.new(key, b"patient\0" + pid, hashlib.sha256).hexdigest()[:32]
     digest = hmac.new(key, b"shift\0" + pid, hashlib.sha256).digest()
-    days = int.from_bytes(digest[:8], "little") % (2 * MAX_SHIFT_DAYS + 1) - MAX_SHIFT_DAYS
+    # 1 to MAX_SHIFT_DAYS days earlier or later, never 0.
+    n = int.from_bytes(digest[:8], "little") % (2 * MAX_SHIFT_DAYS)
+    days = n - MAX_SHIFT_DAYS if n < MAX_SHIFT_DAYS else n - MAX_SHIFT_DAYS + 1
     out = dict(r)
     out["patient_id"] = pseudonym
     out["ts"] = r["ts"] + days * DAY_MS

@@ -172,7 +172,7 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
             }
         }
         NodeKind::Anonymize(a) => {
-            key_and_dates(text, path, &a.key, &a.dates, errors);
+            key_and_dates(text, path, &a.key, &a.dates, a.max_shift_days, errors);
             for (class, action) in &a.actions {
                 if let Err(e) = Policy::with([(class.as_str(), action.get_ref().as_str())]) {
                     errors.push(
@@ -250,7 +250,7 @@ fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnos
             duration(&j.history, "history", errors);
         }
         NodeKind::Alert(a) => {
-            key_and_dates(text, path, &a.key, &a.dates, errors);
+            key_and_dates(text, path, &a.key, &a.dates, a.max_shift_days, errors);
             duration(&a.freshness, "freshness", errors);
             duration(&a.resolve_after, "resolve-after", errors);
             duration(&a.suppress_for, "suppress-for", errors);
@@ -483,6 +483,7 @@ fn key_and_dates(
     path: &str,
     key: &toml::Spanned<String>,
     dates: &toml::Spanned<String>,
+    max_shift_days: u32,
     errors: &mut Vec<Diagnostic>,
 ) {
     let k = key.get_ref();
@@ -502,6 +503,13 @@ fn key_and_dates(
                 "`{path}.dates` must be `shift` or `year`, not `{}`",
                 dates.get_ref()
             ),
+        ));
+    }
+    // A shift is 1 to `max-shift-days` days: never 0, which would keep the true dates.
+    if dates.get_ref() == "shift" && max_shift_days == 0 {
+        errors.push(text.diag(
+            dates.span().start,
+            format!("`{path}.max-shift-days` must be at least 1 when dates are shifted"),
         ));
     }
 }

@@ -10,6 +10,7 @@
 //! alerts do not depend on the number of workers.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -161,13 +162,32 @@ pub fn percentiles(h: &Histogram<u64>, per_ms: f64) -> Option<Percentiles> {
     })
 }
 
-/// Alert counts and latencies of one `alert` node, per rule (`news2` and the rules' names).
+/// Alert counts and latencies of one `alert` node, per rule (`news2` and the rules' names), and
+/// the readings scored without their context.
 #[derive(Debug, Default)]
 pub struct AlertLatency {
     rules: Mutex<BTreeMap<String, RuleLatency>>,
+    /// Readings whose mapped `oxygen` was null.
+    without_oxygen: AtomicU64,
+    /// Readings whose mapped `scale2` was null.
+    without_scale: AtomicU64,
 }
 
 impl AlertLatency {
+    /// The readings whose air/oxygen or SpO2 scale was mapped but null (no context), by the
+    /// name alerts list them under; only those that occurred.
+    #[must_use]
+    pub fn missing_context(&self) -> Vec<(&'static str, u64)> {
+        [
+            ("air-or-oxygen", &self.without_oxygen),
+            ("spo2-scale", &self.without_scale),
+        ]
+        .into_iter()
+        .map(|(name, n)| (name, n.load(Ordering::Relaxed)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+
     /// A copy of every rule's figures.
     #[must_use]
     pub fn snapshot(&self) -> BTreeMap<String, RuleLatency> {
@@ -198,6 +218,8 @@ impl AlertLatency {
 struct Prepared {
     observed: Observed,
     row: Row,
+    /// `scale2` is mapped but was null: the reading is scored on scale 1, and says so.
+    scale_missing: bool,
 }
 
 struct Prepare(Arc<AlertPlan>);
@@ -214,7 +236,8 @@ fn text(v: &Value) -> Option<String> {
 }
 
 impl Prepare {
-    fn observed(&self, row: &Row) -> Result<Observed, String> {
+    /// The reading, and whether its mapped `scale2` was null.
+    fn observed(&self, row: &Row) -> Result<(Observed, bool), String> {
         let p = &self.0;
         let name = &p.name;
         let Some(Value::Timestamp(time)) = row.values.get(p.time) else {
@@ -245,6 +268,7 @@ impl Prepare {
             }
         };
         let mut readings = Vec::with_capacity(p.params.len());
+        let mut oxygen_missing = false;
         for (param, c) in &p.params {
             // Named only when something fails: no text is made per reading.
             let what = || format!("`{name}.news2.{}`", parameter_name(*param));
@@ -252,6 +276,10 @@ impl Prepare {
                 .eval(&row.values)
                 .map_err(|e| format!("{}: {e}", what()))?;
             let reading = match (value, param) {
+                (Value::Null, Parameter::AirOrOxygen) => {
+                    oxygen_missing = true;
+                    continue;
+                }
                 (Value::Null, _) => continue,
                 (Value::Bool(b), Parameter::AirOrOxygen) => Reading::Oxygen(b),
                 (Value::Str(s), Parameter::Consciousness) => {
@@ -265,25 +293,42 @@ impl Prepare {
             };
             readings.push((*param, reading));
         }
-        let scale = match &p.scale2 {
-            Some(c) if matches!(eval(c, "news2.scale2")?, Value::Bool(true)) => Spo2Scale::Two,
-            _ => Spo2Scale::One,
+        // A scale that is not known is scored as scale 1, the chart's default, and reported.
+        let (scale, scale_missing) = match &p.scale2 {
+            Some(c) => match eval(c, "news2.scale2")? {
+                Value::Bool(true) => (Spo2Scale::Two, false),
+                Value::Bool(false) => (Spo2Scale::One, false),
+                _ => (Spo2Scale::One, true),
+            },
+            None => (Spo2Scale::One, false),
         };
-        Ok(Observed {
+        // Counted only for readings prepared for the monitor (not those dead-lettered here).
+        if oxygen_missing {
+            p.latency.without_oxygen.fetch_add(1, Ordering::Relaxed);
+        }
+        if scale_missing {
+            p.latency.without_scale.fetch_add(1, Ordering::Relaxed);
+        }
+        let observed = Observed {
             patient,
             time: *time,
             id,
             ward,
             scale,
             readings,
-        })
+        };
+        Ok((observed, scale_missing))
     }
 }
 
 impl StageLogic<Row, Prepared> for Prepare {
     fn process(&mut self, row: Row, out: &mut Vec<Prepared>, dead: &mut Vec<DeadLetter>) {
         match self.observed(&row) {
-            Ok(observed) => out.push(Prepared { observed, row }),
+            Ok((observed, scale_missing)) => out.push(Prepared {
+                observed,
+                row,
+                scale_missing,
+            }),
             Err(reason) => dead.push(dead_row(&self.0.name, &self.0.schema, &row, reason)),
         }
     }
@@ -315,8 +360,8 @@ impl Render<'_> {
         DateTime::from_timestamp_millis(at).unwrap_or_default()
     }
 
-    fn event(&mut self, obs: &Observed, arrival_us: u64, fired: Fired) -> AlertEvent {
-        let plan = self.plan;
+    fn event(&mut self, prepared: &Prepared, fired: Fired) -> AlertEvent {
+        let (obs, arrival_us, plan) = (&prepared.observed, prepared.row.arrival_us, self.plan);
         let (pseudonym, days) = self.identity(&obs.patient);
         let rule = fired
             .rule
@@ -355,6 +400,9 @@ impl Render<'_> {
                     &mut missing
                 };
                 list.push(parameter_name(*p).to_owned());
+            }
+            if prepared.scale_missing {
+                missing.push("spo2-scale".to_owned());
             }
         }
         let emitted_us = now_us();
@@ -476,7 +524,7 @@ pub fn alerts<'s>(
                             match monitor.observe(&p.observed, &p.row.values) {
                                 Ok(fired) => {
                                     for f in fired {
-                                        let e = render.event(&p.observed, p.row.arrival_us, f);
+                                        let e = render.event(p, f);
                                         let emitted_ms = e.payload.emitted_at.timestamp_millis();
                                         timed.push((
                                             e.payload.rule.clone(),
@@ -611,7 +659,7 @@ impl AlertLoop {
             match self.monitor.observe(&p.observed, &p.row.values) {
                 Ok(fired) => {
                     for f in fired {
-                        out.push(render.event(&p.observed, p.row.arrival_us, f));
+                        out.push(render.event(&p, f));
                     }
                 }
                 Err(e) => dead.push(dead_row(

@@ -116,6 +116,9 @@ pub struct RunSummary {
     pub resumed_at: Option<u64>,
     /// Per `alert` node and rule: alert events and latencies.
     pub alerts: Vec<AlertSummary>,
+    /// Per `alert` node: readings scored without their air/oxygen or SpO2 scale (mapped, but
+    /// null: no context), by parameter; nodes without any are left out.
+    pub missing_context: Vec<(String, Vec<(&'static str, u64)>)>,
     /// The embedded broker's live feed: readings produced, and in how long.
     pub live_feed: Option<(u64, Duration)>,
     /// End-to-end latencies (µs), when the run measured them.
@@ -347,8 +350,15 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
                 })
         })
         .collect();
+    let missing_context = plan
+        .alerts
+        .iter()
+        .map(|(node, a)| (node.clone(), a.missing_context()))
+        .filter(|(_, m)| !m.is_empty())
+        .collect();
     Ok(RunSummary {
         alerts,
+        missing_context,
         live_feed,
         end_to_end: plan.end_to_end.as_ref().map(|e| Box::new(e.histogram())),
         operators: profiled.map(|p| p.operators()).unwrap_or_default(),

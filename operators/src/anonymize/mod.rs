@@ -50,8 +50,8 @@ use crate::ingest::DECEASED_DATE_UNKNOWN;
 /// their year).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DatePolicy {
-    /// Shift every date of a patient by the same number of whole days, in
-    /// `[-max_days, +max_days]`, derived from the key and the patient id. Intervals between a
+    /// Shift every date of a patient by the same number of whole days, 1 to `max_days` earlier
+    /// or later (never 0), derived from the key and the patient id. Intervals between a
     /// patient's measurements are preserved.
     Shift {
         /// The largest shift, in days.
@@ -140,16 +140,20 @@ impl Anonymizer {
     }
 
     /// The date shift of a patient under [`DatePolicy::Shift`]: whole days in
-    /// `[-max_days, +max_days]`, from HMAC-SHA256(key, `"shift\0"` + id).
+    /// `[-max_days, -1]` or `[1, max_days]`, never 0 (a patient shifted by 0 would keep its
+    /// true dates), from HMAC-SHA256(key, `"shift\0"` + id): its first 8 bytes, little-endian,
+    /// modulo `2 × max_days`. A `max_days` of 0 counts as 1.
     #[must_use]
     pub fn shift_days(&self, source_patient_id: &str, max_days: u32) -> i64 {
         let mac = self.key.mac(&[b"shift\0", source_patient_id.as_bytes()]);
         let mut first = [0u8; 8];
         first.copy_from_slice(&mac[..8]);
-        let span = 2 * u64::from(max_days) + 1;
-        let r = u64::from_le_bytes(first) % span;
-        // r < span <= 2^33: both conversions are exact.
-        i64::try_from(r).unwrap_or(0) - i64::from(max_days)
+        let max = i64::from(max_days.max(1));
+        let span = 2 * u64::from(max_days.max(1));
+        // r < span <= 2^33: the conversion is exact.
+        let r = i64::try_from(u64::from_le_bytes(first) % span).unwrap_or(0);
+        // 0 .. max-1 → -max .. -1; max .. 2max-1 → 1 .. max.
+        if r < max { r - max } else { r - max + 1 }
     }
 
     /// De-identifies one record, counting what was done in `report` (only on success).

@@ -5,6 +5,7 @@ use vitalflow_model::row::{Type, Value, format_timestamp};
 
 use super::EvalError;
 use super::compile::{Ctx, Eval, Typed, coerce, compare, describe, unify};
+use super::news2;
 use super::parser::{Ast, AstKind};
 use crate::decode::parse_iso8601;
 
@@ -28,6 +29,7 @@ enum Arg {
     Num,
     Int,
     Ts,
+    Bool,
 }
 
 impl Arg {
@@ -38,6 +40,7 @@ impl Arg {
             (Self::Num, Some(t)) => t.is_numeric(),
             (Self::Int, Some(t)) => matches!(t, Type::Int),
             (Self::Ts, Some(t)) => matches!(t, Type::Timestamp),
+            (Self::Bool, Some(t)) => matches!(t, Type::Bool),
         }
     }
 
@@ -48,6 +51,7 @@ impl Arg {
             Self::Num => "a number",
             Self::Int => "an integer",
             Self::Ts => "a timestamp",
+            Self::Bool => "a boolean",
         }
     }
 }
@@ -84,6 +88,30 @@ const SIGNATURES: &[(&str, &[Arg], usize, bool)] = &[
     ("epoch_ms", &[Arg::Ts], 1, false),
     ("timestamp_ms", &[Arg::Int], 1, false),
     ("diff", &[Arg::Str, Arg::Ts, Arg::Ts], 3, false),
+    ("news2", NEWS2_ARGS, 8, false),
+    ("news2_level", NEWS2_ARGS, 8, false),
+    ("news2_missing", NEWS2_ARGS, 8, false),
+    ("news2_respiration_rate", &[Arg::Num], 1, false),
+    ("news2_spo2", &[Arg::Num, Arg::Bool, Arg::Bool], 1, false),
+    ("news2_air_or_oxygen", &[Arg::Bool], 1, false),
+    ("news2_systolic", &[Arg::Num], 1, false),
+    ("news2_pulse", &[Arg::Num], 1, false),
+    ("news2_consciousness", &[Arg::Str], 1, false),
+    ("news2_temperature", &[Arg::Num], 1, false),
+];
+
+/// The arguments of `news2`, `news2_level` and `news2_missing`, in the order of the alert
+/// node's `[news2]` table: respiration rate, SpO2, oxygen, scale 2, systolic, pulse,
+/// consciousness, temperature.
+const NEWS2_ARGS: &[Arg] = &[
+    Arg::Num,
+    Arg::Num,
+    Arg::Bool,
+    Arg::Bool,
+    Arg::Num,
+    Arg::Num,
+    Arg::Str,
+    Arg::Num,
 ];
 
 /// Time units of `trunc` and `diff`, in milliseconds (`0`: calendar months and years).
@@ -184,6 +212,9 @@ pub(super) fn call(ctx: &mut Ctx<'_>, name: &str, args: &[Ast], ast: &Ast) -> Ty
         typed.push(t);
     }
     let any_nullable = typed.iter().any(|t| t.nullable);
+    if name.starts_with("news2") {
+        return news2::call(name, typed);
+    }
     // Variadic value functions: one common type.
     if matches!(name, "coalesce" | "least" | "greatest" | "nullif") {
         let mut ty = None;

@@ -27,6 +27,7 @@
 mod compile;
 mod functions;
 mod lexer;
+mod news2;
 mod parser;
 
 #[cfg(test)]

@@ -389,3 +389,111 @@ fn arbitrary_input_never_panics() {
         let _ = compile(&String::from_utf8_lossy(&bytes), &schema());
     }
 }
+
+#[test]
+fn news2_functions_score_as_the_alert_node() {
+    use crate::alert::news2::{Observations, Spo2Scale, score};
+    // The chart's bands at their edges, for the expression and the alert node's scorer alike.
+    assert_eq!(eval("news2_pulse(40)"), Value::Int(3));
+    assert_eq!(eval("news2_pulse(41)"), Value::Int(1));
+    assert_eq!(eval("news2_pulse(131)"), Value::Int(3));
+    assert_eq!(eval("news2_respiration_rate(8)"), Value::Int(3));
+    assert_eq!(eval("news2_spo2(92)"), Value::Int(2));
+    assert_eq!(eval("news2_spo2(97, true, true)"), Value::Int(3));
+    assert_eq!(eval("news2_spo2(97, true, false)"), Value::Int(0));
+    assert_eq!(eval("news2_air_or_oxygen(true)"), Value::Int(2));
+    assert_eq!(eval("news2_systolic(220)"), Value::Int(3));
+    assert_eq!(eval("news2_consciousness('V')"), Value::Int(3));
+    assert_eq!(eval("news2_temperature(39.1)"), Value::Int(2));
+    assert_eq!(eval("news2_pulse(null)"), Value::Null);
+
+    let schema = schema();
+    let total = compile("news2(rr, spo2, ok, false, sbp, hr, 'A', temp)", &schema).unwrap();
+    assert_eq!(total.ty(), Some(Type::Int));
+    let level = compile(
+        "news2_level(rr, spo2, ok, false, sbp, hr, 'A', temp)",
+        &schema,
+    )
+    .unwrap();
+    let mut checked = 0;
+    for hr in [30, 40, 41, 50, 51, 90, 91, 110, 111, 130, 131] {
+        for spo2 in [85, 91, 92, 93, 94, 95, 96] {
+            for rr in [8, 9, 11, 12, 20, 21, 24, 25] {
+                for (sbp, temp) in [
+                    (90, 35.0),
+                    (100, 35.1),
+                    (110, 36.0),
+                    (150, 38.1),
+                    (220, 39.1),
+                ] {
+                    let mut r = row();
+                    r[2] = Value::Int(hr);
+                    r[3] = Value::Int(spo2);
+                    r[4] = Value::Int(rr);
+                    r[5] = Value::Float(temp);
+                    r[6] = Value::Int(sbp);
+                    let expected = score(
+                        &Observations {
+                            respiration_rate: Some(rr as f64),
+                            spo2: Some(spo2 as f64),
+                            on_oxygen: Some(true),
+                            systolic_bp: Some(sbp as f64),
+                            pulse: Some(hr as f64),
+                            consciousness: Some(crate::alert::news2::Acvpu::Alert),
+                            temperature: Some(temp),
+                        },
+                        Spo2Scale::One,
+                    );
+                    assert_eq!(
+                        total.eval(&r).unwrap(),
+                        Value::Int(i64::from(expected.total)),
+                        "hr {hr} spo2 {spo2} rr {rr} sbp {sbp} temp {temp}"
+                    );
+                    assert_eq!(
+                        level.eval(&r).unwrap(),
+                        Value::str(crate::alert::monitor::level_name(expected.level))
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 11 * 7 * 8 * 5);
+}
+
+#[test]
+fn news2_reports_missing_parameters_and_scale() {
+    // Nulls are missing parameters: the score is that of the ones present.
+    assert_eq!(
+        eval("news2(rr, spo2, null, null, sbp, 40, null, null)"),
+        Value::Int(3)
+    );
+    assert_eq!(
+        eval("news2_missing(rr, spo2, null, null, sbp, hr, null, temp)"),
+        Value::str("air-or-oxygen,consciousness,spo2-scale")
+    );
+    assert_eq!(
+        eval("news2_missing(rr, spo2, false, false, sbp, hr, 'alert', temp)"),
+        Value::str("")
+    );
+    assert_eq!(
+        eval("news2(null, null, null, true, null, null, null, null)"),
+        Value::Null
+    );
+    assert_eq!(
+        eval("news2_level(rr, spo2, null, null, sbp, 40, null, null)"),
+        Value::str("low-medium")
+    );
+    // Text that is not ACVPU fails the row, without the value in the message.
+    let c = compile("news2_consciousness(ward)", &schema()).unwrap();
+    let mut r = row();
+    r[7] = Value::str("sleepy");
+    let e = c.eval(&r).unwrap_err();
+    assert!(e.message.contains("not one of A, C, V, P, U"), "{e}");
+    assert!(!e.message.contains("sleepy"), "{e}");
+    // Types and arity are checked when the job is validated.
+    let e = errors("news2_air_or_oxygen(hr)");
+    assert!(e[0].message.contains("must be a boolean"), "{e:?}");
+    let e = errors("news2(rr, spo2)");
+    assert!(e[0].message.contains("takes 8 argument(s), not 2"), "{e:?}");
+}
