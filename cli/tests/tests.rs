@@ -11,4 +11,5 @@ mod deid;
 mod expressions;
 mod kafka;
 mod pipeline;
+mod runs;
 mod windows;

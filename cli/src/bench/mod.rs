@@ -387,6 +387,7 @@ fn run_job(
             end_to_end,
             profile,
             fresh: true,
+            overwrite: true,
             ..RunOptions::default()
         },
     )
