@@ -576,6 +576,13 @@ fn print_summary(s: &RunSummary, job: &Job) {
             ),
             _ => {}
         }
+        if n.dead_letters != n.rejected {
+            println!(
+                "{} {}: {} record(s) rejected with {} dead letter(s) (a record with several bad \
+                 parts has one for each)",
+                n.kind, n.name, n.rejected, n.dead_letters
+            );
+        }
     }
     for n in s.nodes.iter().filter(|n| n.kind == "kafka" && n.late > 0) {
         let lateness = job.node(&n.name).and_then(|node| match &node.kind {

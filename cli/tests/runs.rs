@@ -552,7 +552,19 @@ inputs = ["ingest.dead-letter", "anonymize.dead-letter", "canonize.dead-letter"]
     assert_eq!(get(&t, "anonymize", "in"), made, "{stdout}");
     let resources = read_jsonl(&out.join("resources")).len() as u64;
     assert_eq!(get(&t, "canonize", "out"), resources, "{stdout}");
+    // Only ingest rejects here; a bundle or message can have several bad parts, each its own
+    // dead letter, and the summary says how many there were.
     let dead = read_jsonl(&out.join("dead-letter")).len() as u64;
     let rejected_all: u64 = t.values().map(|r| r["rejected"]).sum();
-    assert_eq!(rejected_all, dead, "{stdout}");
+    assert_eq!(rejected_all, rejected, "{stdout}");
+    assert!(rejected > 0 && dead >= rejected, "{stdout}");
+    if dead > rejected {
+        assert!(
+            stdout.contains(&format!(
+                "ingest ingest: {rejected} record(s) rejected with {dead} dead letter(s)"
+            )),
+            "{stdout}"
+        );
+    }
+    assert_eq!(get(&t, "dead-letter", "in"), dead, "{stdout}");
 }

@@ -504,6 +504,7 @@ pub fn alerts<'s>(
                         let failed = out.iter().filter(|r| r.is_err()).count() as u64;
                         counters.add_out(out.len() as u64 - failed);
                         counters.add_rejected(failed);
+                        counters.add_dead_letters(failed);
                         output.session(&cap).give_iterator(out.into_iter());
                     }
                 }

@@ -290,6 +290,7 @@ pub fn join<'s>(
                                 let made = out.len() as u64;
                                 counters.add_out(made - failed);
                                 counters.add_rejected(failed);
+                                counters.add_dead_letters(failed);
                                 counters.add_dropped(probed.saturating_sub(made));
                                 output.session(&at).give_iterator(out.into_iter());
                             }

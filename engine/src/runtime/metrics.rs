@@ -20,6 +20,8 @@ pub struct NodeCounters {
     /// filter's non-matches, a join's unmatched rows with `missing = "drop"`, a blackhole's
     /// input).
     pub dropped: AtomicU64,
+    /// Dead letters sent (a record rejected for several faults can have several).
+    pub dead_letters: AtomicU64,
     /// Files written (sinks).
     pub files: AtomicU64,
     /// Records later than their windows' allowed lateness (windows).
@@ -39,6 +41,11 @@ impl NodeCounters {
     /// Adds dropped records.
     pub fn add_dropped(&self, n: u64) {
         self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds dead letters sent.
+    pub fn add_dead_letters(&self, n: u64) {
+        self.dead_letters.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Adds emitted records (nodes whose output is counted where it is made).

@@ -100,6 +100,9 @@ pub struct NodeSummary {
     /// Records received that ended here with neither output nor dead letter (see
     /// [`metrics::NodeCounters::dropped`]).
     pub dropped: u64,
+    /// Dead letters sent: more than `rejected` when a record was rejected for several faults
+    /// (an ingested bundle or message with several bad parts).
+    pub dead_letters: u64,
     /// Files written (sinks).
     pub files: u64,
     /// Records later than the allowed lateness (windows), or behind the watermark when read
@@ -369,6 +372,10 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
                     .counters
                     .get(&n.name)
                     .map_or(0, |c| c.dropped.load(Ordering::Relaxed)),
+                dead_letters: plan
+                    .counters
+                    .get(&n.name)
+                    .map_or(0, |c| c.dead_letters.load(Ordering::Relaxed)),
                 late: plan
                     .counters
                     .get(&n.name)

@@ -164,6 +164,7 @@ where
                     rejected: rejected_in,
                 });
                 counters.add_dropped(dropped_in);
+                counters.add_dead_letters(counts.rejected);
                 out.session(&cap).give_iterator(produced.drain(..));
                 dead.session(&cap).give_iterator(rejected.drain(..));
                 stats.session(&cap).give(StageStat {

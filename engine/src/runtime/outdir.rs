@@ -87,6 +87,7 @@ pub fn record(out: &Path, run: &RunRecord) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::{RunRecord, may_write, record};
 
@@ -100,22 +101,22 @@ mod tests {
 
     #[test]
     fn a_finished_run_or_another_job_is_not_replaced_without_overwrite() {
-        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out");
         assert_eq!(may_write(&out, "a", false, false), Ok(()), "absent");
-        std::fs::create_dir_all(&out).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::create_dir_all(&out).unwrap();
         assert_eq!(may_write(&out, "a", false, false), Ok(()), "empty");
-        std::fs::write(out.join("notes.txt"), "x").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(out.join("notes.txt"), "x").unwrap();
         let e = may_write(&out, "a", false, false).unwrap_err();
         assert!(e.contains("holds no vitalflow run"), "{e}");
-        record(&out, &run("a", false)).unwrap_or_else(|e| panic!("{e}"));
+        record(&out, &run("a", false)).unwrap();
         assert_eq!(may_write(&out, "a", false, false), Ok(()), "interrupted");
         let e = may_write(&out, "b", true, false).unwrap_err();
         assert!(
             e.contains("of job `a`, not `b`") && e.contains("--overwrite"),
             "{e}"
         );
-        record(&out, &run("a", true)).unwrap_or_else(|e| panic!("{e}"));
+        record(&out, &run("a", true)).unwrap();
         let e = may_write(&out, "a", false, false).unwrap_err();
         assert!(e.contains("a finished run of `a` (run r1)"), "{e}");
         assert_eq!(may_write(&out, "a", true, false), Ok(()), "resumes");
