@@ -117,6 +117,7 @@ fn run_at(dir: &Path, rate: u64, seconds: u64) -> Run {
         &job,
         &RunOptions {
             workers: Some(2),
+            overwrite: true,
             ..RunOptions::default()
         },
     )

@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_engine::graph::{GraphFormat, render};
+use vitalflow_engine::job::MaxRejected;
 use vitalflow_engine::runtime::RunError;
 use vitalflow_engine::{Job, RunOptions, RunSummary, run};
 
@@ -39,13 +40,27 @@ enum Command {
         /// Worker threads [default: the job's `workers`, else 1].
         #[arg(short, long)]
         workers: Option<usize>,
-        /// Output folder [default: the job's `out`, else out/<job name>]. Each run replaces the
-        /// folders of the job's sinks in it.
+        /// Output folder [default: the job's `out`, else out/<job name>]. A run refuses a
+        /// folder holding another job's output or a finished run (a job reading Kafka resumes
+        /// from its checkpoint there) unless `--overwrite` is given.
         #[arg(short, long)]
         out: Option<PathBuf>,
-        /// Don't show the live progress line (it is only shown on a terminal anyway).
+        /// Replace what the output folder holds: the folders of the job's sinks are written
+        /// anew.
+        #[arg(long)]
+        overwrite: bool,
+        /// Fail the run (exit code 1, after the summary) when more records than this were
+        /// rejected: a count (`100`) or a percentage of the records read (`5%`) [default: the
+        /// job's `max-rejected`, else no limit].
+        #[arg(long, value_name = "COUNT|PERCENT%")]
+        max_rejected: Option<MaxRejected>,
+        /// Don't show progress (the live line on a terminal, the periodic lines elsewhere).
         #[arg(long)]
         no_progress: bool,
+        /// When standard error is not a terminal, print a progress line this often (`10s`,
+        /// `500ms`, `1m`; `0s` for none).
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+        progress_interval: std::time::Duration,
         /// Jobs with Kafka sources: ignore the checkpoint of an earlier run and start over.
         #[arg(long)]
         fresh: bool,
@@ -225,9 +240,11 @@ fn main() -> ExitCode {
     tune_allocator();
     let filter = tracing_subscriber::EnvFilter::try_from_env("VITALFLOW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Colour codes only on a terminal: in a log file or a pipe they are noise.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     match cli.command {
@@ -314,7 +331,10 @@ fn main() -> ExitCode {
             job,
             workers,
             out,
+            overwrite,
+            max_rejected,
             no_progress,
+            progress_interval,
             fresh,
             profile,
         } => {
@@ -333,17 +353,29 @@ fn main() -> ExitCode {
                 notify: Some(std::sync::Arc::new(|m: &str| eprintln!("{m}"))),
                 end_to_end: false,
                 profile,
+                overwrite,
+                progress_interval: (!no_progress).then_some(progress_interval),
             };
             match run(&job, &options) {
                 Ok(summary) => {
-                    print_summary(&summary);
+                    print_summary(&summary, &job);
                     if profile {
                         print!("{}", bench::operator_table(&summary.operators));
                     }
-                    ExitCode::SUCCESS
+                    match too_many_rejected(&summary, max_rejected.or_else(|| job.max_rejected())) {
+                        Some(message) => {
+                            eprintln!("error: {message}");
+                            ExitCode::from(1)
+                        }
+                        None => ExitCode::SUCCESS,
+                    }
                 }
                 Err(RunError::Invalid(d)) => {
                     eprintln!("{d}");
+                    ExitCode::from(2)
+                }
+                Err(RunError::Refused(message)) => {
+                    eprintln!("error: {message}");
                     ExitCode::from(2)
                 }
                 Err(e) => {
@@ -426,7 +458,20 @@ fn validate(jobs: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for path in jobs {
         match Job::load(path).with_context(|| format!("validating {}", path.display())) {
-            Ok(job) => println!("{}: ok ({} nodes)", path.display(), job.nodes.len()),
+            Ok(job) => {
+                let warnings = job.warnings();
+                for w in &warnings {
+                    eprintln!("{w}");
+                }
+                match warnings.len() {
+                    0 => println!("{}: ok ({} nodes)", path.display(), job.nodes.len()),
+                    n => println!(
+                        "{}: ok ({} nodes, {n} warning(s))",
+                        path.display(),
+                        job.nodes.len()
+                    ),
+                }
+            }
             Err(e) => {
                 ok = false;
                 if let Some(d) = e.downcast_ref::<vitalflow_engine::Diagnostics>() {
@@ -460,15 +505,42 @@ fn ms(v: f64) -> String {
     }
 }
 
-fn print_summary(s: &RunSummary) {
+/// Parses a `--progress-interval`.
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    vitalflow_engine::job::parse_duration(s)
+        .ok_or_else(|| format!("`{s}` is not a duration (expected e.g. `10s`, `500ms`, `1m`)"))
+}
+
+/// The records rejected over all nodes, and the share of the records read they are.
+fn rejected_share(s: &RunSummary) -> (u64, u64, f64) {
+    let rejected: u64 = s.nodes.iter().map(|n| n.rejected).sum();
+    let read = s.source_records();
+    let share = if read == 0 {
+        0.0
+    } else {
+        rejected as f64 * 100.0 / read as f64
+    };
+    (rejected, read, share)
+}
+
+/// Why the run failed its `max-rejected`, if it did.
+fn too_many_rejected(s: &RunSummary, max: Option<MaxRejected>) -> Option<String> {
+    let max = max?;
+    let (rejected, read, share) = rejected_share(s);
+    max.exceeded(rejected, read).then(|| {
+        format!("{rejected} record(s) rejected ({share:.1}% of {read} read), more than max-rejected {max}")
+    })
+}
+
+fn print_summary(s: &RunSummary, job: &Job) {
     let secs = s.elapsed.as_secs_f64();
     println!(
         "job {} · run {} · {} worker(s) · {:.2} s",
         s.job, s.run_id, s.workers, secs
     );
     println!(
-        "{:<16} {:<12} {:>12} {:>12} {:>10} {:>7}",
-        "node", "kind", "in", "out", "rejected", "files"
+        "{:<16} {:<12} {:>12} {:>12} {:>10} {:>10} {:>7}",
+        "node", "kind", "in", "out", "rejected", "dropped", "files"
     );
     for n in &s.nodes {
         let files = if n.files > 0 {
@@ -477,20 +549,54 @@ fn print_summary(s: &RunSummary) {
             "-".into()
         };
         println!(
-            "{:<16} {:<12} {:>12} {:>12} {:>10} {:>7}",
-            n.name, n.kind, n.records_in, n.records_out, n.rejected, files
+            "{:<16} {:<12} {:>12} {:>12} {:>10} {:>10} {:>7}",
+            n.name, n.kind, n.records_in, n.records_out, n.rejected, n.dropped, files
         );
+    }
+    println!(
+        "in = out + rejected + dropped, except where a note below says how a node's output is made"
+    );
+    for n in &s.nodes {
+        let accepted = n.accepted();
+        match n.kind.as_str() {
+            "ingest" if n.records_out != accepted => println!(
+                "ingest {}: in counts messages, out the clinical records made of them: {accepted} \
+                 message(s) accepted made {} record(s) (a message can hold several)",
+                n.name, n.records_out
+            ),
+            "window" => println!(
+                "window {}: {} late record(s) beyond the allowed lateness (to `{}.late`); \
+                 {accepted} row(s) went into windows, out counts the window rows emitted",
+                n.name, n.late, n.name
+            ),
+            "alert" => println!(
+                "alert {}: {accepted} reading(s) evaluated; out counts the alert events they \
+                 raised",
+                n.name
+            ),
+            _ => {}
+        }
+        if n.dead_letters != n.rejected {
+            println!(
+                "{} {}: {} record(s) rejected with {} dead letter(s) (a record with several bad \
+                 parts has one for each)",
+                n.kind, n.name, n.rejected, n.dead_letters
+            );
+        }
     }
     for n in s.nodes.iter().filter(|n| n.kind == "kafka" && n.late > 0) {
+        let lateness = job.node(&n.name).and_then(|node| match &node.kind {
+            vitalflow_engine::job::NodeKind::Kafka(k) => Some(k.out_of_orderness.get_ref().clone()),
+            _ => None,
+        });
         println!(
-            "source {}: {} late record(s), behind the watermark when read (stamped with it)",
-            n.name, n.late
-        );
-    }
-    for n in s.nodes.iter().filter(|n| n.kind == "window") {
-        println!(
-            "window {}: {} late record(s) beyond the allowed lateness (to `{}.late`)",
-            n.name, n.late, n.name
+            "source {}: {} late record(s): read when the watermark (the latest event time seen on \
+             the worker's partitions, minus `out-of-orderness` = {}) had passed their event \
+             time; they were stamped with the watermark and still processed. Records that \
+             arrive out of order by more than `out-of-orderness` are late",
+            n.name,
+            n.late,
+            lateness.as_deref().unwrap_or("?")
         );
     }
     for a in &s.alerts {
@@ -542,4 +648,41 @@ fn print_summary(s: &RunSummary) {
         );
     }
     println!("output: {}", s.out.display());
+    print_rejections(s, job);
+}
+
+/// A loud line on standard error when records were rejected: how many, by which nodes, and
+/// which of them were discarded for want of a dead-letter sink.
+fn print_rejections(s: &RunSummary, job: &Job) {
+    let (rejected, read, share) = rejected_share(s);
+    if rejected == 0 {
+        return;
+    }
+    let by: Vec<String> = s
+        .nodes
+        .iter()
+        .filter(|n| n.rejected > 0)
+        .map(|n| format!("{} {}", n.name, n.rejected))
+        .collect();
+    eprintln!(
+        "warning: {rejected} record(s) rejected ({share:.1}% of {read} read): {}",
+        by.join(", ")
+    );
+    let unread: Vec<&str> = job
+        .unread_dead_letters()
+        .into_iter()
+        .map(|n| n.name.as_str())
+        .collect();
+    let discarded: u64 = s
+        .nodes
+        .iter()
+        .filter(|n| unread.contains(&n.name.as_str()))
+        .map(|n| n.rejected)
+        .sum();
+    if discarded > 0 {
+        eprintln!(
+            "warning: {discarded} rejected record(s) were discarded: no dead-letter sink reads \
+             them (add `NODE.dead-letter` to a `dead-letter` sink's inputs)"
+        );
+    }
 }

@@ -12,4 +12,5 @@ mod deid;
 mod expressions;
 mod kafka;
 mod pipeline;
+mod runs;
 mod windows;

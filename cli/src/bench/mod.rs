@@ -426,6 +426,7 @@ fn run_job(
             end_to_end,
             profile,
             fresh: true,
+            overwrite: true,
             ..RunOptions::default()
         },
     )

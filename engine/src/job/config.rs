@@ -21,6 +21,10 @@ pub struct JobSection {
     pub batch_size: Option<u64>,
     /// Output folder when `--out` is not given. Default: `out/<job name>`.
     pub out: Option<String>,
+    /// The run fails (exit code 1, after its summary) when more records than this were
+    /// rejected: a count (`100`) or a percentage of the records read (`5%`); `--max-rejected`
+    /// overrides it. Default: no limit.
+    pub max_rejected: Option<Spanned<String>>,
 }
 
 /// `kind = "generator"`: synthetic patients and vital signs.

@@ -10,6 +10,7 @@
 
 pub mod config;
 mod graph_check;
+mod rejections;
 pub mod schema;
 mod text;
 
@@ -28,6 +29,7 @@ use config::{
     KafkaSinkConfig, KafkaSourceConfig, KeyByConfig, MapConfig, ParquetConfig, StageConfig,
     WindowConfig,
 };
+pub use rejections::MaxRejected;
 pub use text::JobText;
 
 /// One problem in a job file, at a line and column.
@@ -504,6 +506,11 @@ impl Job {
         }
         if let Some(0) = settings.batch_size {
             errors.push(text.diag(0, "job.batch-size must be at least 1"));
+        }
+        if let Some(m) = &settings.max_rejected
+            && let Err(e) = m.get_ref().parse::<MaxRejected>()
+        {
+            errors.push(text.diag(m.span().start, format!("`job.max-rejected`: {e}")));
         }
         let nodes = graph_check::check(&text, nodes, &mut errors);
         let schemas = schema::infer(&text, &nodes, &mut errors);

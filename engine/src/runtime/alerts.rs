@@ -34,7 +34,7 @@ use vitalflow_operators::expression::Compiled;
 
 use super::kafka_source::location_of;
 use super::metrics::NodeCounters;
-use super::ops::{StageLogic, VecStream, split_results, stage};
+use super::ops::{StageLogic, VecStream, prepare_stage, split_results};
 use super::rows::dead_row;
 
 /// Where an observation's id comes from.
@@ -457,12 +457,12 @@ pub fn alerts<'s>(
     plan: Arc<AlertPlan>,
     counters: Arc<NodeCounters>,
 ) -> (VecStream<'s, AlertEvent>, VecStream<'s, DeadLetter>) {
-    let (prepared, dead, _) = stage(
+    let (prepared, dead, _) = prepare_stage(
         input,
         Pipeline,
         &plan.name,
         Prepare(Arc::clone(&plan)),
-        counters,
+        Arc::clone(&counters),
     );
     let route = Exchange::new(|p: &Prepared| Value::str(&p.observed.patient).route_hash());
     let name = plan.name.clone();
@@ -547,6 +547,12 @@ pub fn alerts<'s>(
                         if !timed.is_empty() {
                             plan.latency.record(&timed);
                         }
+                        // The node's output is its alert events; a reading the monitor
+                        // refused is rejected here.
+                        let failed = out.iter().filter(|r| r.is_err()).count() as u64;
+                        counters.add_out(out.len() as u64 - failed);
+                        counters.add_rejected(failed);
+                        counters.add_dead_letters(failed);
                         output.session(&cap).give_iterator(out.into_iter());
                     }
                 }

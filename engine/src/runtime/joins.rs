@@ -39,7 +39,7 @@ use vitalflow_model::{DeadLetter, Time};
 use vitalflow_operators::expression::Compiled;
 
 use super::metrics::NodeCounters;
-use super::ops::{StageLogic, VecStream, split_results, stage};
+use super::ops::{StageLogic, VecStream, prepare_stage, split_results};
 use super::rows::{dead_row, event_time_and_key};
 use super::windows::{add_marks, event_time_marks};
 
@@ -191,7 +191,7 @@ pub fn join<'s>(
     plan: Arc<JoinPlan>,
     counters: Arc<NodeCounters>,
 ) -> (VecStream<'s, Row>, VecStream<'s, DeadLetter>) {
-    let (probes, dead, _) = stage(
+    let (probes, dead, _) = prepare_stage(
         stream,
         Pipeline,
         &plan.name,
@@ -253,6 +253,7 @@ pub fn join<'s>(
                                 let mut out = Vec::new();
                                 // Probes in table order: the cursor only moves forward.
                                 let mut probes = stash.remove(&t).unwrap_or_default();
+                                let probed = probes.len() as u64;
                                 probes.sort_by(|a, b| a.0.cmp(&b.0));
                                 cursor.rewind_keys(&storage);
                                 for (key, time, row) in probes {
@@ -284,6 +285,13 @@ pub fn join<'s>(
                                 // records of earlier times (the table, not the stream, made
                                 // these ready), so the capability stays where it is.
                                 let at = c.delayed(&t.max(*c.time()));
+                                // One row or dead letter per record, none if dropped.
+                                let failed = out.iter().filter(|r| r.is_err()).count() as u64;
+                                let made = out.len() as u64;
+                                counters.add_out(made - failed);
+                                counters.add_rejected(failed);
+                                counters.add_dead_letters(failed);
+                                counters.add_dropped(probed.saturating_sub(made));
                                 output.session(&at).give_iterator(out.into_iter());
                             }
                         }

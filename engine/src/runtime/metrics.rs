@@ -10,10 +10,18 @@ use vitalflow_model::envelope::Counts;
 pub struct NodeCounters {
     /// Records received.
     pub records_in: AtomicU64,
-    /// Records emitted (or, for sinks, written).
+    /// Records emitted (or, for sinks, written): for one-to-many and aggregating nodes (ingest,
+    /// window, alert) what the node made, which need not match what it received.
     pub records_out: AtomicU64,
-    /// Records rejected to dead-letter.
+    /// Records received and rejected to dead-letter (an ingested message rejected in part
+    /// counts once).
     pub rejected: AtomicU64,
+    /// Records received that ended at the node with neither an output nor a dead letter (a
+    /// filter's non-matches, a join's unmatched rows with `missing = "drop"`, a blackhole's
+    /// input).
+    pub dropped: AtomicU64,
+    /// Dead letters sent (a record rejected for several faults can have several).
+    pub dead_letters: AtomicU64,
     /// Files written (sinks).
     pub files: AtomicU64,
     /// Records later than their windows' allowed lateness (windows).
@@ -28,6 +36,26 @@ impl NodeCounters {
         self.records_in.fetch_add(c.records_in, Ordering::Relaxed);
         self.records_out.fetch_add(c.records_out, Ordering::Relaxed);
         self.rejected.fetch_add(c.rejected, Ordering::Relaxed);
+    }
+
+    /// Adds dropped records.
+    pub fn add_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds dead letters sent.
+    pub fn add_dead_letters(&self, n: u64) {
+        self.dead_letters.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds emitted records (nodes whose output is counted where it is made).
+    pub fn add_out(&self, n: u64) {
+        self.records_out.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds rejected records (nodes that also reject after their first stage).
+    pub fn add_rejected(&self, n: u64) {
+        self.rejected.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Adds late records.

@@ -13,6 +13,7 @@ pub mod kafka_source;
 pub mod latency;
 pub mod metrics;
 pub mod ops;
+pub mod outdir;
 pub mod plan;
 pub mod profile;
 pub mod rows;
@@ -56,6 +57,12 @@ pub struct RunOptions {
     pub end_to_end: bool,
     /// Time every operator's activations (see [`profile`]); the summary's `operators`.
     pub profile: bool,
+    /// Write into an output folder that holds another job's output or a finished run (see
+    /// [`outdir::may_write`]).
+    pub overwrite: bool,
+    /// Print a progress line on standard error at this interval when standard error is not a
+    /// terminal (a terminal gets the live line of `progress`).
+    pub progress_interval: Option<Duration>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -67,11 +74,17 @@ impl std::fmt::Debug for RunOptions {
             .field("fresh", &self.fresh)
             .field("end_to_end", &self.end_to_end)
             .field("profile", &self.profile)
+            .field("overwrite", &self.overwrite)
+            .field("progress_interval", &self.progress_interval)
             .finish_non_exhaustive()
     }
 }
 
-/// Counts of one node at the end of a run.
+/// Counts of one node at the end of a run. Every record received is rejected, dropped, late
+/// (windows) or accepted: `records_in = accepted + rejected + dropped + late`. For most nodes
+/// each accepted record is one record out; an `ingest` node makes one or more clinical records
+/// of each accepted message, a `window` node its window rows and an `alert` node its alert
+/// events, so their `records_out` counts what they made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeSummary {
     /// Node name.
@@ -82,8 +95,14 @@ pub struct NodeSummary {
     pub records_in: u64,
     /// Records emitted (sinks: written).
     pub records_out: u64,
-    /// Records sent to dead-letter.
+    /// Records received and sent to dead-letter.
     pub rejected: u64,
+    /// Records received that ended here with neither output nor dead letter (see
+    /// [`metrics::NodeCounters::dropped`]).
+    pub dropped: u64,
+    /// Dead letters sent: more than `rejected` when a record was rejected for several faults
+    /// (an ingested bundle or message with several bad parts).
+    pub dead_letters: u64,
     /// Files written (sinks).
     pub files: u64,
     /// Records later than the allowed lateness (windows), or behind the watermark when read
@@ -91,6 +110,19 @@ pub struct NodeSummary {
     pub late: u64,
     /// Bytes of the records read (sources).
     pub bytes_in: u64,
+}
+
+impl NodeSummary {
+    /// Records received and neither rejected, dropped nor late (for a Kafka source, `late`
+    /// records are still read and emitted, so they are not taken off).
+    #[must_use]
+    pub fn accepted(&self) -> u64 {
+        let late = if self.kind == "window" { self.late } else { 0 };
+        self.records_in
+            .saturating_sub(self.rejected)
+            .saturating_sub(self.dropped)
+            .saturating_sub(late)
+    }
 }
 
 /// What a run did.
@@ -172,6 +204,9 @@ pub enum RunError {
     /// The job cannot start as configured (exit code 2).
     #[error("{0}")]
     Invalid(#[from] Diagnostics),
+    /// The output folder holds what the run must not replace (exit code 2).
+    #[error("{0}")]
+    Refused(String),
     /// The job started and failed (exit code 1).
     #[error("the job failed: {0}")]
     Failed(String),
@@ -199,6 +234,14 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         job: job.name.clone(),
         run_id: run_id.clone(),
     };
+    // A job reading Kafka (not the embedded broker, whose records live only as long as a run)
+    // goes on from its checkpoint in its own output folder.
+    let resumes = !options.fresh
+        && job.nodes.iter().any(|n| match &n.kind {
+            crate::job::NodeKind::Kafka(k) => !is_embedded(k.brokers.get_ref()),
+            _ => false,
+        });
+    outdir::may_write(&out, &job.name, resumes, options.overwrite).map_err(RunError::Refused)?;
     let (broker, fresh, feeder) = embedded_broker(job, options)?;
     let bootstrap = broker
         .as_ref()
@@ -212,6 +255,17 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         feeder.as_ref().map(|(flag, _)| Arc::clone(flag)),
     )?;
     plan.end_to_end = options.end_to_end.then(Arc::default);
+    let mut record = outdir::RunRecord {
+        job: job.name.clone(),
+        run_id: run_id.clone(),
+        finished: false,
+    };
+    outdir::record(&out, &record).map_err(|e| {
+        RunError::Failed(format!(
+            "cannot write {}: {e}",
+            out.join(outdir::RUN_FILE).display()
+        ))
+    })?;
     let plan = Arc::new(plan);
     if let (Some(cp), Some(notify)) = (&plan.checkpoint, &options.notify)
         && cp.base.time > 0
@@ -228,14 +282,23 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
     let failure = Failure::default();
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
-    let progress = options.progress.then(|| {
+    let tty = std::io::stderr().is_terminal();
+    let show = if options.progress && tty {
+        Some(Progress::Live)
+    } else {
+        options
+            .progress_interval
+            .filter(|i| !tty && !i.is_zero())
+            .map(Progress::Lines)
+    };
+    let progress = show.map(|show| {
         let (plan, done) = (Arc::clone(&plan), Arc::clone(&done));
         let nodes: Vec<(String, bool)> = job
             .nodes
             .iter()
             .map(|n| (n.name.clone(), n.section == Section::Sources))
             .collect();
-        std::thread::spawn(move || show_progress(&plan, &nodes, &done, started))
+        std::thread::spawn(move || show_progress(&plan, &nodes, &done, started, show))
     });
 
     let worker_plan = Arc::clone(&plan);
@@ -308,6 +371,14 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
                 records_out,
                 rejected,
                 files,
+                dropped: plan
+                    .counters
+                    .get(&n.name)
+                    .map_or(0, |c| c.dropped.load(Ordering::Relaxed)),
+                dead_letters: plan
+                    .counters
+                    .get(&n.name)
+                    .map_or(0, |c| c.dead_letters.load(Ordering::Relaxed)),
                 late: plan
                     .counters
                     .get(&n.name)
@@ -333,6 +404,13 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         })
         .unwrap_or_default();
     drop(broker);
+    record.finished = true;
+    outdir::record(&out, &record).map_err(|e| {
+        RunError::Failed(format!(
+            "cannot write {}: {e}",
+            out.join(outdir::RUN_FILE).display()
+        ))
+    })?;
     let alerts = plan
         .alerts
         .iter()
@@ -378,6 +456,11 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
     })
 }
 
+/// Whether a Kafka node's `brokers` names the embedded broker.
+fn is_embedded(brokers: &str) -> bool {
+    brokers.trim().is_empty() || brokers.trim() == vitalflow_connectors::kafka::EMBEDDED
+}
+
 /// A live feed into the embedded broker: set while it produces; what it produced, and how long
 /// it took.
 type Feeder = (
@@ -401,8 +484,6 @@ fn embedded_broker(
 > {
     use crate::job::NodeKind;
     use vitalflow_connectors::kafka::embedded::{FeedTopics, feed_generator};
-    let is_embedded =
-        |b: &str| b.trim().is_empty() || b.trim() == vitalflow_connectors::kafka::EMBEDDED;
     let topics: Vec<(String, i32)> = job
         .nodes
         .iter()
@@ -569,40 +650,87 @@ fn human(n: f64) -> String {
     }
 }
 
-fn show_progress(plan: &plan::Plan, nodes: &[(String, bool)], done: &AtomicBool, started: Instant) {
-    let tty = std::io::stderr().is_terminal();
-    while !done.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(250));
-        if !tty {
-            continue;
-        }
-        let secs = started.elapsed().as_secs_f64().max(1e-3);
-        let mut line = format!("{secs:6.1}s");
-        let mut read = 0;
-        for (name, is_source) in nodes {
-            if let Some(c) = plan.counters.get(name) {
-                let (i, o, r, _) = c.snapshot();
-                if *is_source {
-                    read += o;
-                    line.push_str(&format!(" | {name} {}", human(o as f64)));
+/// How progress is shown on standard error.
+#[derive(Debug, Clone, Copy)]
+enum Progress {
+    /// A terminal: one line, redrawn four times a second.
+    Live,
+    /// Not a terminal (a log file, a pipe): a plain line at this interval.
+    Lines(Duration),
+}
+
+/// One progress report: per source the records read, per other node in → out and rejections,
+/// and the sources' rate so far. `plain` spells it without symbols, for logs.
+fn progress_line(
+    plan: &plan::Plan,
+    nodes: &[(String, bool)],
+    started: Instant,
+    plain: bool,
+) -> String {
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    let mut parts = Vec::new();
+    let mut read = 0;
+    for (name, is_source) in nodes {
+        if let Some(c) = plan.counters.get(name) {
+            let (i, o, r, _) = c.snapshot();
+            let mut part = if *is_source {
+                read += o;
+                format!("{name} {}", human(o as f64))
+            } else if plain {
+                format!("{name} {} -> {}", human(i as f64), human(o as f64))
+            } else {
+                format!("{name} {}→{}", human(i as f64), human(o as f64))
+            };
+            if r > 0 {
+                if plain {
+                    part.push_str(&format!(" ({} rejected)", human(r as f64)));
                 } else {
-                    line.push_str(&format!(
-                        " | {name} {}→{}",
-                        human(i as f64),
-                        human(o as f64)
-                    ));
-                    if r > 0 {
-                        line.push_str(&format!(" ✗{}", human(r as f64)));
-                    }
+                    part.push_str(&format!(" ✗{}", human(r as f64)));
+                }
+            }
+            parts.push(part);
+        }
+    }
+    let rate = human(read as f64 / secs);
+    if plain {
+        format!(
+            "progress {secs:.1}s: {} | {rate} records/s",
+            parts.join(" | ")
+        )
+    } else {
+        format!("{secs:6.1}s | {} | {rate}/s", parts.join(" | "))
+    }
+}
+
+fn show_progress(
+    plan: &plan::Plan,
+    nodes: &[(String, bool)],
+    done: &AtomicBool,
+    started: Instant,
+    show: Progress,
+) {
+    let step = Duration::from_millis(250);
+    let mut last = Instant::now();
+    while !done.load(Ordering::SeqCst) {
+        match show {
+            Progress::Live => {
+                std::thread::sleep(step);
+                let line = progress_line(plan, nodes, started, false);
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r\x1b[2K{line}");
+                let _ = err.flush();
+            }
+            Progress::Lines(interval) => {
+                let due = interval.saturating_sub(last.elapsed());
+                std::thread::sleep(due.min(step));
+                if last.elapsed() >= interval && !done.load(Ordering::SeqCst) {
+                    last = Instant::now();
+                    eprintln!("{}", progress_line(plan, nodes, started, true));
                 }
             }
         }
-        line.push_str(&format!(" | {}/s", human(read as f64 / secs)));
-        let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[2K{line}");
-        let _ = err.flush();
     }
-    if tty {
+    if matches!(show, Progress::Live) {
         let _ = write!(std::io::stderr(), "\r\x1b[2K");
     }
 }

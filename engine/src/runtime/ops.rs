@@ -61,18 +61,59 @@ pub trait StageLogic<I, O>: 'static {
     }
 }
 
+/// The outputs of a stage: records, dead letters, per-batch stats.
+type StageStreams<'s, O> = (
+    VecStream<'s, O>,
+    VecStream<'s, DeadLetter>,
+    VecStream<'s, StageStat>,
+);
+
 /// A stage operator: `logic` per record; outputs (records, dead letters, per-batch stats).
+/// `counters` get every record in, the records out, the records rejected (a record with at least
+/// one dead letter) and those dropped (neither output nor dead letter).
 pub fn stage<'s, I, O, P, L>(
+    input: VecStream<'s, I>,
+    pact: P,
+    name: &str,
+    logic: L,
+    counters: Arc<NodeCounters>,
+) -> StageStreams<'s, O>
+where
+    I: Clone + Send + 'static,
+    O: Clone + Send + 'static,
+    P: ParallelizationContract<Time, Vec<I>>,
+    L: StageLogic<I, O>,
+{
+    counted_stage(input, pact, name, logic, counters, true)
+}
+
+/// A stage that prepares the records of a node whose output is made later (window, join,
+/// alert): as [`stage`], except that its outputs are not counted as the node's output, which
+/// the node counts where it makes it.
+pub fn prepare_stage<'s, I, O, P, L>(
+    input: VecStream<'s, I>,
+    pact: P,
+    name: &str,
+    logic: L,
+    counters: Arc<NodeCounters>,
+) -> StageStreams<'s, O>
+where
+    I: Clone + Send + 'static,
+    O: Clone + Send + 'static,
+    P: ParallelizationContract<Time, Vec<I>>,
+    L: StageLogic<I, O>,
+{
+    counted_stage(input, pact, name, logic, counters, false)
+}
+
+fn counted_stage<'s, I, O, P, L>(
     input: VecStream<'s, I>,
     pact: P,
     name: &str,
     mut logic: L,
     counters: Arc<NodeCounters>,
-) -> (
-    VecStream<'s, O>,
-    VecStream<'s, DeadLetter>,
-    VecStream<'s, StageStat>,
-)
+    count_out: bool,
+) -> StageStreams<'s, O>
 where
     I: Clone + Send + 'static,
     O: Clone + Send + 'static,
@@ -99,10 +140,17 @@ where
                     return;
                 };
                 let mut records_in = 0u64;
+                let (mut rejected_in, mut dropped_in) = (0u64, 0u64);
                 for batch in data {
                     records_in += batch.len() as u64;
                     for record in batch.drain(..) {
+                        let before = (produced.len(), rejected.len());
                         logic.process(record, &mut produced, &mut rejected);
+                        if rejected.len() > before.1 {
+                            rejected_in += 1;
+                        } else if produced.len() == before.0 {
+                            dropped_in += 1;
+                        }
                     }
                 }
                 let counts = Counts {
@@ -110,7 +158,13 @@ where
                     records_out: produced.len() as u64,
                     rejected: rejected.len() as u64,
                 };
-                counters.add(&counts);
+                counters.add(&Counts {
+                    records_in,
+                    records_out: if count_out { counts.records_out } else { 0 },
+                    rejected: rejected_in,
+                });
+                counters.add_dropped(dropped_in);
+                counters.add_dead_letters(counts.rejected);
                 out.session(&cap).give_iterator(produced.drain(..));
                 dead.session(&cap).give_iterator(rejected.drain(..));
                 stats.session(&cap).give(StageStat {
@@ -410,6 +464,7 @@ pub fn blackhole<T: Clone + 'static>(input: &VecStream<'_, T>, counters: &Arc<No
                     records_out: 0,
                     rejected: 0,
                 });
+                counters.add_dropped(n);
             }
         });
 }

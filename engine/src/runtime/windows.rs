@@ -22,7 +22,7 @@ use vitalflow_operators::expression::Compiled;
 use vitalflow_operators::window::{WindowRecord, WindowSpec, Windows};
 
 use super::metrics::NodeCounters;
-use super::ops::{StageLogic, VecStream, fork, stage};
+use super::ops::{StageLogic, VecStream, fork, prepare_stage};
 use super::rows::{dead_row, event_time_and_key};
 
 /// A `window` node resolved for running.
@@ -99,7 +99,7 @@ pub fn window<'s>(
 ) {
     let scope = input.scope();
     let worker = scope.index() as u64;
-    let (prepared, dead, _) = stage(
+    let (prepared, dead, _) = prepare_stage(
         input,
         Pipeline,
         &plan.name,
@@ -107,6 +107,7 @@ pub fn window<'s>(
         Arc::clone(&counters),
     );
     let (prepared, marks) = event_time_marks(prepared, |(r, _)| r.time);
+    let emitted_counters = Arc::clone(&counters);
     let route = Exchange::new(|(r, _): &(WindowRecord, Row)| r.key.0.route_hash());
     let name = plan.name.clone();
     let tagged = prepared
@@ -257,9 +258,13 @@ pub fn window<'s>(
                 }
             },
         );
-    let rows = tagged
-        .clone()
-        .flat_map(|(late, row)| (!late).then_some(row));
+    // The node's output is its window rows (late rows are counted as late).
+    let rows = tagged.clone().flat_map(move |(late, row)| {
+        if !late {
+            emitted_counters.add_out(1);
+        }
+        (!late).then_some(row)
+    });
     let late = tagged.flat_map(|(late, row)| late.then_some(row));
     (rows, late, dead)
 }

@@ -1,0 +1,570 @@
+//! What a run tells its user and what it refuses: the summary's counts per node (and that they
+//! add up), rejected records (warnings, `max-rejected`), output folders of other runs, progress
+//! and logs when standard error is not a terminal.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use vitalflow_connectors::generator::{Generator, GeneratorConfig};
+
+use crate::support::{key_file, read_jsonl, run_job, show, vitalflow};
+
+const FLAT_FIELDS: &str = r#"fields = [
+  { name = "patient_id", type = "string" },
+  { name = "ts", type = "timestamp", format = "epoch-ms" },
+  { name = "ward", type = "string" },
+  { name = "hr", type = "integer" },
+  { name = "spo2", type = "integer" },
+  { name = "rr", type = "integer" },
+  { name = "temp", type = "float", nullable = true },
+  { name = "sbp", type = "integer" },
+  { name = "dbp", type = "integer" },
+]"#;
+
+/// `count` of the generator's flat readings, in order, with a line that is not JSON after every
+/// `bad_every` readings (0: none); returns the readings.
+fn write_readings(path: &Path, count: u64, bad_every: u64) -> Vec<serde_json::Value> {
+    let g = Generator::new(GeneratorConfig {
+        seed: 5,
+        patients: 40,
+        count,
+        deteriorating_percent: 30,
+        ..GeneratorConfig::default()
+    });
+    let mut text = String::new();
+    let mut readings = Vec::new();
+    for i in 0..count {
+        let line = g.flat_line(i);
+        readings.push(serde_json::from_str(&line).unwrap());
+        let _ = writeln!(text, "{line}");
+        if bad_every > 0 && i % bad_every == bad_every - 1 {
+            let _ = writeln!(text, "not a reading {i}");
+        }
+    }
+    std::fs::write(path, text).unwrap();
+    readings
+}
+
+/// The summary's table: node → column → value (`-` and missing columns read as 0).
+fn table(stdout: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut lines = stdout.lines().skip_while(|l| !l.starts_with("node "));
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let mut nodes = BTreeMap::new();
+    for line in lines {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        if cells.len() != header.len() {
+            break;
+        }
+        let row = header
+            .iter()
+            .zip(&cells)
+            .skip(2)
+            .map(|(h, c)| ((*h).to_owned(), c.parse().unwrap_or(0)))
+            .collect();
+        nodes.insert(cells[0].to_owned(), row);
+    }
+    nodes
+}
+
+fn get(t: &BTreeMap<String, BTreeMap<String, u64>>, node: &str, column: &str) -> u64 {
+    t.get(node)
+        .and_then(|r| r.get(column))
+        .copied()
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_summary_counts_add_up_and_windows_and_alerts_show_what_they_emitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("flat.jsonl");
+    let readings = write_readings(&input, 2_000, 250);
+    let bad = 8;
+    let key = key_file(dir.path());
+    let (out, o) = run_job(
+        dir.path(),
+        &format!(
+            r#"[job]
+workers = 2
+batch-size = 300
+
+[sources.m]
+kind = "file"
+path = "{input}"
+format = "json"
+event-time = "ts"
+key = "patient_id"
+{FLAT_FIELDS}
+
+[operators.fast]
+kind = "filter"
+inputs = ["m"]
+condition = "hr > 100"
+
+[operators.w]
+kind = "window"
+inputs = ["m"]
+window = "tumbling"
+key = "patient_id"
+size = "30m"
+aggregates = {{ n = "count()" }}
+
+[operators.a]
+kind = "alert"
+inputs = ["m"]
+key = "file:{key}"
+
+[operators.a.rules.tachycardia]
+when = "hr > 130"
+level = "medium"
+
+[sinks.fast-rows]
+kind = "jsonl"
+inputs = ["fast"]
+path = "fast"
+
+[sinks.windows]
+kind = "jsonl"
+inputs = ["w"]
+path = "windows"
+
+[sinks.alert-log]
+kind = "jsonl"
+inputs = ["a"]
+path = "alerts"
+
+[sinks.dead-letter]
+kind = "dead-letter"
+inputs = ["m.dead-letter", "fast.dead-letter", "w.dead-letter", "a.dead-letter"]
+"#,
+            input = input.display(),
+            key = key.display(),
+        ),
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let t = table(&stdout);
+    let n = readings.len() as u64;
+    let fast = readings
+        .iter()
+        .filter(|r| r["hr"].as_i64() > Some(100))
+        .count() as u64;
+    let windows = read_jsonl(&out.join("windows")).len() as u64;
+    let alerts = read_jsonl(&out.join("alerts")).len() as u64;
+    let dead = read_jsonl(&out.join("dead-letter")).len() as u64;
+    assert!(
+        fast > 0 && fast < n && windows > 0 && alerts > 0,
+        "{stdout}"
+    );
+
+    // The source: every line read, the bad ones rejected.
+    assert_eq!(get(&t, "m", "in"), n + bad, "{stdout}");
+    assert_eq!(get(&t, "m", "rejected"), bad, "{stdout}");
+    assert_eq!(get(&t, "m", "out"), n, "{stdout}");
+    // The filter: what did not match is dropped, and in = out + rejected + dropped.
+    assert_eq!(get(&t, "fast", "in"), n, "{stdout}");
+    assert_eq!(get(&t, "fast", "out"), fast, "{stdout}");
+    assert_eq!(get(&t, "fast", "dropped"), n - fast, "{stdout}");
+    // The window and the alert node: out is what they emitted, as their sinks read it back.
+    assert_eq!(get(&t, "w", "in"), n, "{stdout}");
+    assert_eq!(get(&t, "w", "out"), windows, "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "window w: 0 late record(s) beyond the allowed lateness (to `w.late`); {n} row(s) \
+             went into windows"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(get(&t, "a", "in"), n, "{stdout}");
+    assert_eq!(get(&t, "a", "out"), alerts, "{stdout}");
+    assert!(
+        stdout.contains(&format!("alert a: {n} reading(s) evaluated")),
+        "{stdout}"
+    );
+    // Sinks write what they receive.
+    for (sink, rows) in [
+        ("fast-rows", fast),
+        ("windows", windows),
+        ("alert-log", alerts),
+    ] {
+        assert_eq!(get(&t, sink, "in"), rows, "{sink}: {stdout}");
+        assert_eq!(get(&t, sink, "out"), rows, "{sink}: {stdout}");
+    }
+    assert_eq!(get(&t, "dead-letter", "out"), dead, "{stdout}");
+    // Every node: in = out + rejected + dropped, except those whose output is made (a note
+    // says so); and every rejected record reached the dead-letter sink.
+    for (node, row) in &t {
+        if ["w", "a"].contains(&node.as_str()) {
+            continue;
+        }
+        assert_eq!(
+            row["in"],
+            row["out"] + row["rejected"] + row.get("dropped").copied().unwrap_or(0),
+            "{node}: {stdout}"
+        );
+    }
+    let rejected: u64 = t.values().map(|r| r["rejected"]).sum();
+    assert_eq!(rejected, dead, "{stdout}");
+}
+
+/// A job reading `input` into a JSON-lines sink, without a dead-letter sink.
+fn no_dead_letter_job(input: &Path, extra: &str) -> String {
+    format!(
+        r#"[job]
+name = "lossy"
+{extra}
+
+[sources.m]
+kind = "file"
+path = "{}"
+format = "json"
+event-time = "ts"
+{FLAT_FIELDS}
+
+[sinks.rows]
+kind = "jsonl"
+inputs = ["m"]
+path = "rows"
+"#,
+        input.display()
+    )
+}
+
+#[test]
+fn rejected_records_are_reported_loudly_and_max_rejected_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("flat.jsonl");
+    // 6 readings and 4 lines that are not JSON: 40 % rejected.
+    write_readings(&input, 6, 2);
+    std::fs::write(&input, std::fs::read_to_string(&input).unwrap() + "nope\n").unwrap();
+    let job = dir.path().join("lossy.toml");
+    std::fs::write(&job, no_dead_letter_job(&input, "")).unwrap();
+    let job = job.to_str().unwrap();
+
+    // Validation passes, with a warning at the node whose rejections nothing reads.
+    let o = vitalflow(&["validate", job], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(
+            "lossy.toml:5:10: warning: `m` can reject records and no node reads `m.dead-letter`"
+        ),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("ok (2 nodes, 1 warning(s))"),
+        "{}",
+        show(&o)
+    );
+
+    // The run succeeds and says, loudly, what was rejected and that it was discarded.
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    let o = vitalflow(&["run", job, "--out", out], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("warning: 4 record(s) rejected (40.0% of 10 read): m 4"),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        stderr.contains("warning: 4 rejected record(s) were discarded"),
+        "{}",
+        show(&o)
+    );
+
+    // Over `--max-rejected`: exit 1 after the summary.
+    let o = vitalflow(
+        &[
+            "run",
+            job,
+            "--out",
+            out,
+            "--overwrite",
+            "--max-rejected",
+            "30%",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("error: 4 record(s) rejected (40.0% of 10 read), more than max-rejected 30%"),
+        "{}",
+        show(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("node "),
+        "{}",
+        show(&o)
+    );
+
+    // The job's own `max-rejected`, and the option over it.
+    let limited = dir.path().join("limited.toml");
+    std::fs::write(&limited, no_dead_letter_job(&input, "max-rejected = \"3\"")).unwrap();
+    let limited = limited.to_str().unwrap();
+    let o = vitalflow(&["run", limited, "--out", out, "--overwrite"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("more than max-rejected 3"),
+        "{}",
+        show(&o)
+    );
+    let o = vitalflow(
+        &[
+            "run",
+            limited,
+            "--out",
+            out,
+            "--overwrite",
+            "--max-rejected",
+            "50%",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+
+    // A limit that is neither a count nor a percentage is refused at its place.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, no_dead_letter_job(&input, "max-rejected = \"lots\"")).unwrap();
+    let o = vitalflow(&["validate", bad.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("bad.toml:3:16: `job.max-rejected`: `lots` is not a count or a percentage"),
+        "{}",
+        show(&o)
+    );
+}
+
+#[test]
+fn a_run_refuses_another_jobs_output_or_a_finished_run_without_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("flat.jsonl");
+    write_readings(&input, 20, 0);
+    let job_a = dir.path().join("a.toml");
+    std::fs::write(
+        &job_a,
+        no_dead_letter_job(&input, "").replace("name = \"lossy\"", "name = \"a\""),
+    )
+    .unwrap();
+    let job_b = dir.path().join("b.toml");
+    std::fs::write(
+        &job_b,
+        no_dead_letter_job(&input, "").replace("name = \"lossy\"", "name = \"b\""),
+    )
+    .unwrap();
+    let (a, b) = (job_a.to_str().unwrap(), job_b.to_str().unwrap());
+    let out = dir.path().join("out");
+    let out_s = out.to_str().unwrap();
+
+    let o = vitalflow(&["run", a, "--out", out_s], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let rows = read_jsonl(&out.join("rows"));
+    assert_eq!(rows.len(), 20);
+
+    // The same job again: the finished run is kept.
+    let o = vitalflow(&["run", a, "--out", out_s], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "error: the output folder {out_s} holds the output of a finished run of `a`"
+        )) && stderr.contains("pass --overwrite to replace it"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(read_jsonl(&out.join("rows")), rows);
+
+    // Another job: refused, naming the job whose output it is.
+    let o = vitalflow(&["run", b, "--out", out_s], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!(
+            "error: the output folder {out_s} holds the output of job `a`, not `b`"
+        )),
+        "{}",
+        show(&o)
+    );
+
+    // With --overwrite, the other job replaces it.
+    let o = vitalflow(&["run", b, "--out", out_s, "--overwrite"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(read_jsonl(&out.join("rows")).len(), 20);
+
+    // A folder that holds something else.
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let o = vitalflow(&["run", a, "--out", other.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("is not empty and holds no vitalflow run"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(other.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
+
+#[test]
+fn progress_lines_and_plain_logs_when_standard_error_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    // 400 events at 1,000 a second: the run lasts at least 0.4 s, eight progress intervals.
+    let job = dir.path().join("paced.toml");
+    std::fs::write(
+        &job,
+        r#"[job]
+name = "paced"
+
+[sources.g]
+kind = "generator"
+patients = 10
+count = 400
+rate = 1000
+
+[sinks.none]
+kind = "blackhole"
+inputs = ["g"]
+"#,
+    )
+    .unwrap();
+    let job = job.to_str().unwrap();
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    let o = vitalflow(
+        &["run", job, "--out", out, "--progress-interval", "50ms"],
+        &[("VITALFLOW_LOG", "info")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let progress: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("progress "))
+        .collect();
+    assert!(!progress.is_empty(), "no progress line: {}", show(&o));
+    for line in &progress {
+        // `progress 0.1s: g 120 | none 120 -> 0 | 1.2k records/s`
+        let (head, rest) = line.split_once(": ").unwrap();
+        let secs = head.trim_start_matches("progress ").trim_end_matches('s');
+        assert!(secs.parse::<f64>().is_ok(), "{line}");
+        let parts: Vec<&str> = rest.split(" | ").collect();
+        assert_eq!(parts.len(), 3, "{line}");
+        assert!(parts[0].starts_with("g "), "{line}");
+        assert!(
+            parts[1].starts_with("none ") && parts[1].contains(" -> "),
+            "{line}"
+        );
+        assert!(parts[2].ends_with(" records/s"), "{line}");
+    }
+    // Logs without colour codes, and the log lines are there.
+    assert!(stderr.contains("starting"), "{}", show(&o));
+    assert!(!stderr.contains('\x1b'), "colour codes in: {stderr:?}");
+
+    // --no-progress: none.
+    let o = vitalflow(
+        &[
+            "run",
+            job,
+            "--out",
+            out,
+            "--overwrite",
+            "--progress-interval",
+            "50ms",
+            "--no-progress",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("progress "),
+        "{}",
+        show(&o)
+    );
+}
+
+#[test]
+fn the_summary_says_how_many_records_ingest_made_of_its_messages() {
+    let Some(data) = crate::support::sample_data() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (out, o) = run_job(
+        dir.path(),
+        &format!(
+            r#"[sources.bundles]
+kind = "file"
+path = "{data}/fhir-r4"
+format = "fhir"
+
+[sources.hl7]
+kind = "file"
+path = "{data}/hl7v2"
+format = "hl7v2"
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["bundles", "hl7"]
+
+[operators.anonymize]
+kind = "anonymize"
+inputs = ["ingest"]
+key = "ephemeral"
+
+[operators.canonize]
+kind = "canonize"
+inputs = ["anonymize"]
+
+[sinks.resources]
+kind = "jsonl"
+inputs = ["canonize"]
+path = "resources"
+
+[sinks.dead-letter]
+kind = "dead-letter"
+inputs = ["ingest.dead-letter", "anonymize.dead-letter", "canonize.dead-letter"]
+"#,
+            data = data.display()
+        ),
+        &[],
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let t = table(&stdout);
+    let read = get(&t, "bundles", "out") + get(&t, "hl7", "out");
+    let (made, rejected) = (get(&t, "ingest", "out"), get(&t, "ingest", "rejected"));
+    assert_eq!(get(&t, "ingest", "in"), read, "{stdout}");
+    // A bundle holds many resources, an HL7 message several segments' worth.
+    assert!(made > read, "{stdout}");
+    let accepted = read - rejected - get(&t, "ingest", "dropped");
+    assert!(
+        stdout.contains(&format!(
+            "ingest ingest: in counts messages, out the clinical records made of them: \
+             {accepted} message(s) accepted made {made} record(s)"
+        )),
+        "{stdout}"
+    );
+    // Downstream of ingest, the counts add up again, and the sinks hold what they say.
+    assert_eq!(get(&t, "anonymize", "in"), made, "{stdout}");
+    let resources = read_jsonl(&out.join("resources")).len() as u64;
+    assert_eq!(get(&t, "canonize", "out"), resources, "{stdout}");
+    // Only ingest rejects here; a bundle or message can have several bad parts, each its own
+    // dead letter, and the summary says how many there were.
+    let dead = read_jsonl(&out.join("dead-letter")).len() as u64;
+    let rejected_all: u64 = t.values().map(|r| r["rejected"]).sum();
+    assert_eq!(rejected_all, rejected, "{stdout}");
+    assert!(rejected > 0 && dead >= rejected, "{stdout}");
+    if dead > rejected {
+        assert!(
+            stdout.contains(&format!(
+                "ingest ingest: {rejected} record(s) rejected with {dead} dead letter(s)"
+            )),
+            "{stdout}"
+        );
+    }
+    assert_eq!(get(&t, "dead-letter", "in"), dead, "{stdout}");
+}
