@@ -430,3 +430,55 @@ kind = "jsonl"
     );
     assert!(!stderr.contains("usize"), "{stderr}");
 }
+
+/// The commands in the comments of the job files over the sample data work as written: run from
+/// the repository's folder, with the sample data in `shared/data` beside it.
+#[test]
+fn the_sample_data_commands_in_job_comments_work_as_written() {
+    let Some(data) = crate::support::sample_data() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = dir.path().join("vitalflow");
+    std::fs::create_dir_all(checkout.join("dataflows")).unwrap();
+    std::fs::create_dir_all(dir.path().join("shared")).unwrap();
+    std::os::unix::fs::symlink(&data, dir.path().join("shared/data")).unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_vitalflow"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for (job, name) in [
+        ("sample-data.toml", "sample-data"),
+        ("icu-replay.toml", "icu-replay"),
+    ] {
+        let text =
+            std::fs::read_to_string(crate::support::root().join("dataflows").join(job)).unwrap();
+        std::fs::write(checkout.join("dataflows").join(job), &text).unwrap();
+        let command = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .map(str::trim)
+            .find(|l| l.contains("vitalflow run"))
+            .unwrap_or_else(|| panic!("{job}: no `vitalflow run` in its comment"));
+        let o = std::process::Command::new("sh")
+            .args(["-c", command])
+            .current_dir(&checkout)
+            .env("PATH", &path)
+            .env_remove("VITALFLOW_SAMPLE_DATA")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{job}: `{command}`: {}", show(&o));
+        let out = checkout.join("out").join(name);
+        let written = std::fs::read_dir(&out).map_or(0, Iterator::count);
+        assert!(
+            written > 0,
+            "{job}: nothing in {}: {}",
+            out.display(),
+            show(&o)
+        );
+    }
+}
