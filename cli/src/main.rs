@@ -641,9 +641,9 @@ fn print_summary(s: &RunSummary, job: &Job) {
             .map_or_else(|| ms.to_string(), |t| t.to_rfc3339());
         println!("watermark {name}: {at}");
     }
-    if let Some(t) = s.resumed_at {
+    if let Some(t) = &s.resumed_at {
         println!(
-            "resumed from the checkpoint at timestamp {t}; {} uncommitted file(s) removed",
+            "resumed from the checkpoint at {t}; {} uncommitted file(s) removed",
             s.removed_files
         );
     }

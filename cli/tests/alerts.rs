@@ -146,6 +146,7 @@ fn the_icu_record_replays_to_the_reviewed_alert_timeline() {
 
 const CRAFTED_FIELDS: &str = r#"fields = [
   { name = "patient_id", type = "string", phi = "hash" },
+  { name = "bed", type = "string" },
   { name = "minute", type = "integer" },
   { name = "ts", type = "timestamp", format = "epoch-ms", phi = "date" },
   { name = "rr", type = "integer" },
@@ -163,7 +164,7 @@ fn crafted_streams_raise_escalate_suppress_repeat_and_resolve() {
         let ts = 1_767_225_600_000 + minute * 60_000;
         let _ = writeln!(
             lines,
-            r#"{{"patient_id":"{p}","minute":{minute},"ts":{ts},"rr":{rr},"spo2":{spo2},"sbp":120,"hr":{hr},"temp":37.0}}"#
+            r#"{{"patient_id":"{p}","bed":"{p}","minute":{minute},"ts":{ts},"rr":{rr},"spo2":{spo2},"sbp":120,"hr":{hr},"temp":37.0}}"#
         );
     };
     // A: normal, NEWS2 5 (medium: raised), 7 (high: escalated), 7 again (suppressed), then
@@ -202,7 +203,7 @@ key = "patient_id"
 [operators.alerts]
 kind = "alert"
 inputs = ["readings"]
-observation-id = "concat(patient_id, '-', minute)"
+observation-id = "concat(bed, '-', minute)"
 freshness = "10m"
 resolve-after = "5m"
 suppress-for = "30m"
@@ -244,13 +245,14 @@ inputs = ["readings.dead-letter", "alerts.dead-letter"]
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr)
-            .contains("clash.toml:50:8: node name `alerts` is already used"),
+            .contains("clash.toml:51:8: node name `alerts` is already used"),
         "{}",
         show(&o)
     );
     let (out, o) = run_job(dir.path(), &job, &[]);
     let events = alerts(&out);
-    // Which patient an event is about, by its observations (ids are `patient-minute`).
+    // Which patient an event is about, by its observations (ids are `bed-minute`, and each
+    // patient has a bed of the same name; an id read from the PHI patient id is refused).
     let of = |e: &serde_json::Value| {
         let obs = e["payload"]["observations"][0].as_str().unwrap().to_owned();
         obs.split('-').next().unwrap().to_owned()

@@ -243,3 +243,242 @@ fn a_missing_key_refuses_to_start_and_names_the_field() {
         "{stderr}"
     );
 }
+
+/// The diagnostics `validate` printed for `job` (one per line, the count line left out).
+fn diagnostics<'a>(stderr: &'a str, job: &std::path::Path) -> Vec<&'a str> {
+    let prefix = job.to_str().unwrap();
+    stderr
+        .lines()
+        .filter(|l| l.starts_with(prefix) && !l.ends_with("problem(s)"))
+        .collect()
+}
+
+/// The 1-based line and column of the first `needle` after `after` in `text`.
+fn line_col(text: &str, after: &str, needle: &str) -> (usize, usize) {
+    let start = text.find(after).unwrap();
+    let at = start + text[start..].find(needle).unwrap();
+    let line = text[..at].matches('\n').count() + 1;
+    let col = at - text[..at].rfind('\n').map_or(0, |p| p + 1) + 1;
+    (line, col)
+}
+
+#[test]
+fn validate_reports_mistakes_of_four_kinds_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("four.toml");
+    // A structural mistake (a wrong type, in the sink the PHI reaches), an unknown node, an
+    // expression type error (in the node upstream of the sink) and PHI wired into a sink.
+    let text = r#"[sources.monitors]
+kind = "file"
+path = "flat.jsonl"
+format = "json"
+fields = [
+  { name = "patient_id", type = "string", phi = "hash" },
+  { name = "hr", type = "integer" },
+]
+
+[operators.score]
+kind = "map"
+inputs = ["monitors"]
+[operators.score.fields]
+label = "patient_id > 3"
+tachy = "hr > 120"
+
+[operators.fast]
+kind = "filter"
+inputs = ["scores"]
+condition = "tachy"
+
+[sinks.rows]
+kind = "parquet"
+inputs = ["score"]
+path = "rows"
+roll-rows = "lots"
+"#;
+    std::fs::write(&job, text).unwrap();
+    std::fs::write(dir.path().join("flat.jsonl"), "").unwrap();
+    let o = vitalflow(&["validate", job.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let errors = diagnostics(&stderr, &job);
+    let at = |(line, col): (usize, usize), needles: &[&str]| {
+        let prefix = format!("{}:{line}:{col}: ", job.display());
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&prefix) && needles.iter().all(|n| e.contains(n))),
+            "no {needles:?} at {line}:{col} in:\n{stderr}"
+        );
+    };
+    at(
+        line_col(text, "roll-rows = ", "\"lots\""),
+        &["`sinks.rows.roll-rows`", "expected a whole number"],
+    );
+    at(
+        line_col(text, "[operators.fast]", "\"scores\""),
+        &["no node named `scores`", "did you mean `score`?"],
+    );
+    at(
+        line_col(text, "label = ", "patient_id"),
+        &["`operators.score.fields.label`", "string", "integer"],
+    );
+    at(
+        line_col(text, "[sinks.rows]", "\"score\""),
+        &["PHI", "`patient_id`", "anonymize"],
+    );
+    assert_eq!(errors.len(), 4, "{stderr}");
+    assert!(!stderr.contains("usize"), "{stderr}");
+}
+
+#[test]
+fn validate_reports_a_reused_node_name_without_a_false_cycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("reused.toml");
+    let text = r#"[sources.feed]
+kind = "generator"
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["feed"]
+
+[operators.anon]
+kind = "anonymize"
+inputs = ["ingest"]
+key = "ephemeral"
+
+[operators.feed]
+kind = "canonize"
+inputs = ["anon"]
+
+[sinks.events]
+kind = "jsonl"
+inputs = ["ingest.events"]
+path = "events"
+"#;
+    std::fs::write(&job, text).unwrap();
+    let o = vitalflow(&["validate", job.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let errors = diagnostics(&stderr, &job);
+    let (line, col) = line_col(text, "[operators.feed]", "feed");
+    let prefix = format!("{}:{line}:{col}: ", job.display());
+    assert!(
+        errors.len() == 1
+            && errors[0].starts_with(&prefix)
+            && errors[0].contains("`feed` is already used by `sources.feed`"),
+        "one diagnostic, at the second `feed`:\n{stderr}"
+    );
+    assert!(!stderr.contains("cycle"), "{stderr}");
+}
+
+#[test]
+fn validate_suggests_the_closest_table_key_kind_and_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("typos.toml");
+    let text = r#"[job]
+workers = "two"
+
+[sources.gen]
+kind = "generator"
+cuont = 100
+
+[operators.ingest]
+kind = "injest"
+inputs = ["gen"]
+
+[operators.anon]
+kind = "anonymize"
+inputs = ["gen.outt"]
+key = "ephemeral"
+
+[sink.out]
+kind = "jsonl"
+"#;
+    std::fs::write(&job, text).unwrap();
+    let o = vitalflow(&["validate", job.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let errors = diagnostics(&stderr, &job);
+    let at = |(line, col): (usize, usize), needles: &[&str]| {
+        let prefix = format!("{}:{line}:{col}: ", job.display());
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&prefix) && needles.iter().all(|n| e.contains(n))),
+            "no {needles:?} at {line}:{col} in:\n{stderr}"
+        );
+    };
+    at(
+        line_col(text, "workers = ", "\"two\""),
+        &["`job.workers`", "expected a whole number"],
+    );
+    at(
+        line_col(text, "[sources.gen]", "cuont"),
+        &["unknown field `cuont`", "did you mean `count`?"],
+    );
+    at(
+        line_col(text, "[operators.ingest]", "\"injest\""),
+        &["unknown operator kind `injest`", "did you mean `ingest`?"],
+    );
+    at(
+        line_col(text, "[operators.anon]", "\"gen.outt\""),
+        &["no port `outt`", "did you mean `out`?"],
+    );
+    at(
+        line_col(text, "[sink.out]", "sink"),
+        &["unknown table `sink`", "did you mean `sinks`?"],
+    );
+    assert!(!stderr.contains("usize"), "{stderr}");
+}
+
+/// The commands in the comments of the job files over the sample data work as written: run from
+/// the repository's folder, with the sample data in `shared/data` beside it.
+#[test]
+fn the_sample_data_commands_in_job_comments_work_as_written() {
+    let Some(data) = crate::support::sample_data() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let checkout = dir.path().join("vitalflow");
+    std::fs::create_dir_all(checkout.join("dataflows")).unwrap();
+    std::fs::create_dir_all(dir.path().join("shared")).unwrap();
+    std::os::unix::fs::symlink(&data, dir.path().join("shared/data")).unwrap();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_vitalflow"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for (job, name) in [
+        ("sample-data.toml", "sample-data"),
+        ("icu-replay.toml", "icu-replay"),
+    ] {
+        let text =
+            std::fs::read_to_string(crate::support::root().join("dataflows").join(job)).unwrap();
+        std::fs::write(checkout.join("dataflows").join(job), &text).unwrap();
+        let command = text
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .map(str::trim)
+            .find(|l| l.contains("vitalflow run"))
+            .unwrap_or_else(|| panic!("{job}: no `vitalflow run` in its comment"));
+        let o = std::process::Command::new("sh")
+            .args(["-c", command])
+            .current_dir(&checkout)
+            .env("PATH", &path)
+            .env_remove("VITALFLOW_SAMPLE_DATA")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{job}: `{command}`: {}", show(&o));
+        let out = checkout.join("out").join(name);
+        let written = std::fs::read_dir(&out).map_or(0, Iterator::count);
+        assert!(
+            written > 0,
+            "{job}: nothing in {}: {}",
+            out.display(),
+            show(&o)
+        );
+    }
+}

@@ -295,3 +295,71 @@ path = "out"
         "the copied and the computed PHI field are both named: {diag}"
     );
 }
+
+#[test]
+fn validate_refuses_phi_in_alert_fields_and_kafka_rows_at_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("alert-leak.toml");
+    let text = r#"[sources.monitors]
+kind = "file"
+path = "flat.jsonl"
+format = "json"
+event-time = "ts"
+key = "patient_id"
+fields = [
+  { name = "patient_id", type = "string", phi = "hash" },
+  { name = "mrn", type = "string", phi = "hash" },
+  { name = "name", type = "string", phi = "redact" },
+  { name = "ts", type = "timestamp", format = "epoch-ms", phi = "date" },
+  { name = "unit", type = "string" },
+  { name = "hr", type = "integer" },
+]
+
+[operators.alerts]
+kind = "alert"
+inputs = ["monitors"]
+key = "ephemeral"
+ward = "concat(unit, '/', name)"
+observation-id = "mrn"
+[operators.alerts.news2]
+pulse = "hr"
+
+[sinks.topic]
+kind = "kafka"
+inputs = ["monitors"]
+topic = "readings"
+
+[sinks.console]
+kind = "console"
+inputs = ["alerts"]
+"#;
+    std::fs::write(&job, text).unwrap();
+    std::fs::write(dir.path().join("flat.jsonl"), "").unwrap();
+    let o = vitalflow(&["validate", job.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let at = |(line, col): (usize, usize), needles: &[&str]| {
+        let prefix = format!("{}:{line}:{col}: ", job.display());
+        let diag = stderr
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no diagnostic at {prefix}: {stderr}"));
+        for n in needles {
+            assert!(diag.contains(n), "no `{n}` in: {diag}");
+        }
+    };
+    // The expressions, at the fields they read.
+    at(
+        position(text, "ward = ", "concat"),
+        &["`operators.alerts.ward`", "`name`", "PHI"],
+    );
+    at(
+        position(text, "observation-id = ", "mrn"),
+        &["`operators.alerts.observation-id`", "`mrn`", "PHI"],
+    );
+    // Rows with PHI wired into a Kafka sink, at the input.
+    at(
+        position(text, "[sinks.topic]", "\"monitors\""),
+        &["`sinks.topic`", "`patient_id`", "anonymize"],
+    );
+}

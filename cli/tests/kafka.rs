@@ -880,3 +880,146 @@ inputs = ["context.dead-letter", "readings.dead-letter", "j.dead-letter", "hourl
         assert_eq!(total, 4, "[{}] {windows:?}", broker.name);
     }
 }
+
+/// A Kafka sink whose records cannot be delivered fails the job with a message naming the sink,
+/// the topic, the brokers and the reason.
+#[test]
+fn a_sink_that_gives_up_names_the_sink_topic_broker_and_reason() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("unreachable.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"[sources.monitors]
+kind = "generator"
+format = "flat"
+patients = 2
+count = 3
+
+[operators.anonymize]
+kind = "anonymize"
+inputs = ["monitors"]
+key = "ephemeral"
+
+[sinks.readings]
+kind = "kafka"
+inputs = ["anonymize"]
+brokers = "127.0.0.1:{port}"
+topic = "readings"
+properties = {{ "message.timeout.ms" = "50" }}
+"#
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = crate::support::vitalflow(
+        &["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error: {}", show(&o)));
+    assert!(line.contains("sink `readings`"), "{line}");
+    for needle in [
+        "topic `readings`",
+        &format!("127.0.0.1:{port}"),
+        "5 times",
+        "timed out",
+    ] {
+        assert!(line.contains(needle), "no `{needle}` in: {line}");
+    }
+    assert!(!line.contains("property"), "{line}");
+}
+
+/// A run that resumes from a checkpoint says when the checkpoint is, as an RFC 3339 time within
+/// the event times of the records it read.
+#[test]
+fn a_resumed_run_prints_the_checkpoint_time_in_rfc_3339() {
+    let broker = embedded();
+    let topic = unique("resume-readings");
+    create_topics(&broker, &[(&topic, 1)]);
+    // Readings a minute apart from 2026-03-01T08:00:00Z.
+    let first = 1_772_352_000_000_i64;
+    let mut w = TopicWriter::new(&ClientSettings::new(&broker.bootstrap)).unwrap();
+    for i in 0..30 {
+        let ts = first + i * 60_000;
+        w.send(OutMessage {
+            topic: topic.clone(),
+            key: Some(b"P1".to_vec()),
+            payload: format!(r#"{{"patient_id":"P1","ts":{ts},"hr":{}}}"#, 60 + i).into_bytes(),
+            headers: Vec::new(),
+        })
+        .unwrap();
+    }
+    w.flush(Duration::from_secs(30)).unwrap();
+    let last = first + 29 * 60_000;
+
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("resume.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"[sources.readings]
+kind = "kafka"
+brokers = "{b}"
+topic = "{topic}"
+format = "json"
+event-time = "ts"
+stop = "end"
+idle-timeout = "2s"
+fields = [
+  {{ name = "patient_id", type = "string" }},
+  {{ name = "ts", type = "timestamp" }},
+  {{ name = "hr", type = "integer" }},
+]
+
+[sinks.rows]
+kind = "jsonl"
+inputs = ["readings"]
+path = "rows"
+roll-interval = "1s"
+"#,
+            b = broker.bootstrap
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = || {
+        let o = crate::support::vitalflow(
+            &["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()],
+            &[],
+        );
+        assert!(o.status.success(), "{}", show(&o));
+        o
+    };
+    run();
+    let o = run();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let time_after = |text: &str, prefix: &str| {
+        let rest = text
+            .lines()
+            .find_map(|l| l.split_once(prefix).map(|(_, r)| r.to_owned()))
+            .unwrap_or_else(|| panic!("no `{prefix}`: {}", show(&o)));
+        let word = rest.split([' ', ';']).next().unwrap_or_default().to_owned();
+        let t = chrono::DateTime::parse_from_rfc3339(&word)
+            .unwrap_or_else(|e| panic!("`{word}` is not an RFC 3339 time ({e}): {}", show(&o)));
+        let ms = t.timestamp_millis();
+        assert!(
+            (first..=last + 1_000).contains(&ms),
+            "{word} is outside the records' event times: {}",
+            show(&o)
+        );
+    };
+    time_after(&stderr, "resuming from the checkpoint at ");
+    time_after(&stdout, "resumed from the checkpoint at ");
+}

@@ -46,6 +46,20 @@ pub enum KafkaError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// A record was not delivered after every attempt.
+    #[error(
+        "Kafka delivery to topic `{topic}` at {brokers} failed {attempts} times, the last: {reason}"
+    )]
+    Delivery {
+        /// The topic.
+        topic: String,
+        /// The bootstrap brokers.
+        brokers: String,
+        /// Sends of the record.
+        attempts: u32,
+        /// Why the last send failed.
+        reason: String,
+    },
     /// The embedded broker could not be started or set up.
     #[error("embedded Kafka broker: {0}")]
     Embedded(String),

@@ -53,6 +53,8 @@ pub struct TopicWriter {
     producer: BaseProducer<Reports>,
     pending: HashMap<usize, (OutMessage, u32)>,
     next: usize,
+    /// The bootstrap brokers, for messages.
+    brokers: String,
 }
 
 impl TopicWriter {
@@ -73,6 +75,7 @@ impl TopicWriter {
             producer,
             pending: HashMap::new(),
             next: 0,
+            brokers: settings.brokers.clone(),
         })
     }
 
@@ -148,12 +151,11 @@ impl TopicWriter {
                         continue;
                     };
                     if *attempts >= MAX_ATTEMPTS {
-                        return Err(KafkaError::Setting {
-                            name: "delivery".into(),
-                            reason: format!(
-                                "a record to `{}` failed {attempts} times, last: {reason}",
-                                message.topic
-                            ),
+                        return Err(KafkaError::Delivery {
+                            topic: message.topic.clone(),
+                            brokers: self.brokers.clone(),
+                            attempts: *attempts,
+                            reason,
                         });
                     }
                     *attempts += 1;

@@ -6,26 +6,43 @@ use vitalflow_operators::anonymize::Policy;
 
 use super::{Diagnostic, JobText, Node, NodeKind, PortKind, Section, parse_duration};
 
-/// Checks the graph and returns the nodes in dependency order.
-pub(super) fn check(text: &JobText, nodes: Vec<Node>, errors: &mut Vec<Diagnostic>) -> Vec<Node> {
-    let mut by_name: BTreeMap<&str, &Node> = BTreeMap::new();
-    for n in &nodes {
-        if let Some(prev) = by_name.insert(&n.name, n) {
+/// Checks the graph and returns the nodes in dependency order. `unparsed` are the names of nodes
+/// declared but not understood (already reported): inputs naming them are left unchecked.
+pub(super) fn check(
+    text: &JobText,
+    nodes: Vec<Node>,
+    unparsed: &BTreeMap<String, Section>,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<Node> {
+    // A name used twice is reported at its second node, which is left out of the graph: the
+    // edges naming it are checked against the first.
+    let mut first: BTreeMap<String, Section> = BTreeMap::new();
+    let mut nodes = nodes;
+    nodes.retain(|n| match first.get(&n.name) {
+        Some(section) => {
             errors.push(text.diag(
                 n.span.start,
                 format!(
                     "node name `{}` is already used by `{}.{}`: names must be unique across sections",
                     n.name,
-                    prev.section.as_str(),
-                    prev.name
+                    section.as_str(),
+                    n.name
                 ),
             ));
+            false
         }
-    }
-    if !nodes.iter().any(|n| n.section == Section::Sources) {
+        None => {
+            first.insert(n.name.clone(), n.section);
+            true
+        }
+    });
+    let declares = |section: Section| {
+        nodes.iter().any(|n| n.section == section) || unparsed.values().any(|s| *s == section)
+    };
+    if !declares(Section::Sources) {
         errors.push(text.diag(0, "the job has no source: add a [sources.NAME] table"));
     }
-    if !nodes.iter().any(|n| n.section == Section::Sinks) {
+    if !declares(Section::Sinks) {
         errors.push(text.diag(0, "the job has no sink: add a [sinks.NAME] table"));
     }
 
@@ -49,10 +66,20 @@ pub(super) fn check(text: &JobText, nodes: Vec<Node>, errors: &mut Vec<Diagnosti
         let mut kinds = BTreeSet::new();
         for input in &n.inputs {
             let Some(up) = by_name.get(input.node.as_str()) else {
-                errors.push(text.diag(
-                    input.span.start,
-                    format!("`{path}.inputs`: no node named `{}`", input.node),
-                ));
+                if !unparsed.contains_key(&input.node) {
+                    let names = by_name
+                        .keys()
+                        .copied()
+                        .chain(unparsed.keys().map(String::as_str));
+                    errors.push(text.diag(
+                        input.span.start,
+                        format!(
+                            "`{path}.inputs`: no node named `{}`{}",
+                            input.node,
+                            super::did_you_mean(&input.node, names)
+                        ),
+                    ));
+                }
                 continue;
             };
             let Some(mut kind) = up.port_kind(&input.port) else {
@@ -66,9 +93,10 @@ pub(super) fn check(text: &JobText, nodes: Vec<Node>, errors: &mut Vec<Diagnosti
                         )
                     } else {
                         format!(
-                            "`{path}.inputs`: `{}` has no port `{}` (its ports: {})",
+                            "`{path}.inputs`: `{}` has no port `{}`{} (its ports: {})",
                             input.node,
                             input.port,
+                            super::did_you_mean(&input.port, ports.iter().copied()),
                             ports.join(", ")
                         )
                     },
@@ -438,7 +466,6 @@ fn topo_order(text: &JobText, nodes: Vec<Node>, errors: &mut Vec<Diagnostic>) ->
         order.push(done.to_owned());
         for n in &nodes {
             let ups: BTreeSet<&str> = n.inputs.iter().map(|i| i.node.as_str()).collect();
-            // (Two nodes of one name share a count: the name is reported as used twice.)
             if ups.contains(done)
                 && let Some(d) = indegree.get_mut(n.name.as_str())
                 && *d > 0

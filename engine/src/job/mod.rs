@@ -458,6 +458,8 @@ impl Job {
         let mut settings = JobSection::default();
         let mut embedded = None;
         let mut nodes = Vec::new();
+        // Nodes declared but not understood (reported): other nodes may still name them.
+        let mut unparsed = BTreeMap::new();
         let mut keys: Vec<_> = root.get_ref().iter().collect();
         keys.sort_by_key(|(k, _)| k.span().start);
         for (key, value) in keys {
@@ -490,14 +492,39 @@ impl Job {
                         }
                     }
                 }
-                "sources" => collect_nodes(&text, Section::Sources, value, &mut nodes, &mut errors),
+                "sources" => collect_nodes(
+                    &text,
+                    Section::Sources,
+                    value,
+                    &mut nodes,
+                    &mut unparsed,
+                    &mut errors,
+                ),
                 "operators" => {
-                    collect_nodes(&text, Section::Operators, value, &mut nodes, &mut errors);
+                    collect_nodes(
+                        &text,
+                        Section::Operators,
+                        value,
+                        &mut nodes,
+                        &mut unparsed,
+                        &mut errors,
+                    );
                 }
-                "sinks" => collect_nodes(&text, Section::Sinks, value, &mut nodes, &mut errors),
+                "sinks" => collect_nodes(
+                    &text,
+                    Section::Sinks,
+                    value,
+                    &mut nodes,
+                    &mut unparsed,
+                    &mut errors,
+                ),
                 other => errors.push(text.diag_span(
                     Some(key.span()),
-                    format!("unknown table `{other}` (expected `job`, `embedded`, `sources`, `operators` or `sinks`)"),
+                    format!(
+                        "unknown table `{other}`{} (expected `job`, `embedded`, `sources`, \
+                         `operators` or `sinks`)",
+                        did_you_mean(other, ["job", "embedded", "sources", "operators", "sinks"])
+                    ),
                 )),
             }
         }
@@ -512,7 +539,7 @@ impl Job {
         {
             errors.push(text.diag(m.span().start, format!("`job.max-rejected`: {e}")));
         }
-        let nodes = graph_check::check(&text, nodes, &mut errors);
+        let nodes = graph_check::check(&text, nodes, &unparsed, &mut errors);
         let schemas = schema::infer(&text, &nodes, &mut errors);
         if !errors.is_empty() {
             errors.sort_by_key(|d| (d.line, d.col));
@@ -570,6 +597,7 @@ fn collect_nodes(
     section: Section,
     value: &Spanned<DeValue<'_>>,
     nodes: &mut Vec<Node>,
+    unparsed: &mut BTreeMap<String, Section>,
     errors: &mut Vec<Diagnostic>,
 ) {
     let DeValue::Table(table) = value.get_ref() else {
@@ -588,8 +616,11 @@ fn collect_nodes(
     for (key, node) in entries {
         let name = key.get_ref().to_string();
         let path = format!("{}.{name}", section.as_str());
-        if let Some(node) = parse_node(text, section, &name, &path, key.span(), node, errors) {
-            nodes.push(node);
+        match parse_node(text, section, &name, &path, key.span(), node, errors) {
+            Some(node) => nodes.push(node),
+            None => {
+                unparsed.insert(name, section);
+            }
         }
     }
 }
@@ -628,8 +659,9 @@ fn parse_node(
         errors.push(text.diag_span(
             Some(kind_value.span()),
             format!(
-                "unknown {} kind `{kind}` (expected one of: {})",
+                "unknown {} kind `{kind}`{} (expected one of: {})",
                 &section.as_str()[..section.as_str().len() - 1],
+                did_you_mean(kind, allowed.iter().copied()),
                 allowed.join(", ")
             ),
         ));
@@ -817,8 +849,9 @@ fn named_strings(
     Some(out)
 }
 
-/// Deserializes one table, reporting every unknown field (not just the first) and then the first
-/// other error, at their positions.
+/// Deserializes one table, reporting every unknown field and every value of the wrong type (not
+/// just the first), each at its position. A wrong value is dropped and decoding goes on, so a
+/// field with a default still gives a node whose connections and expressions are checked.
 fn decode<T: DeserializeOwned>(
     text: &JobText,
     value: &Spanned<DeValue<'_>>,
@@ -826,6 +859,7 @@ fn decode<T: DeserializeOwned>(
     errors: &mut Vec<Diagnostic>,
 ) -> Option<T> {
     let mut value = value.clone();
+    let mut dropped: Vec<String> = Vec::new();
     for _ in 0..64 {
         match T::deserialize(ValueDeserializer::from(value.clone())) {
             Ok(v) => return Some(v),
@@ -833,34 +867,146 @@ fn decode<T: DeserializeOwned>(
                 let message = clean_message(e.message());
                 let span = e.span();
                 if let (Some(field), Some(span)) = (unknown_field(&message), span.clone()) {
+                    let expected = expected_fields(&message);
                     errors.push(text.diag(
                         span.start,
                         format!(
-                            "`{path}`: unknown field `{field}`{}",
+                            "`{path}`: unknown field `{field}`{}{}",
+                            did_you_mean(field, expected.iter().copied()),
                             expected_suffix(&message)
                         ),
                     ));
                     if let DeValue::Table(t) = value.get_mut() {
-                        let before = t.len();
-                        let kept: Vec<_> = std::mem::take(t)
-                            .into_iter()
-                            .filter(|(k, _)| k.get_ref() != field)
-                            .collect();
-                        *t = kept.into_iter().collect();
-                        if t.len() < before {
+                        let key = t.keys().find(|k| k.get_ref() == field).cloned();
+                        if let Some(key) = key {
+                            t.remove(&key);
                             continue;
                         }
                     }
                     return None;
                 }
-                errors.push(
-                    text.diag_span(span.or(Some(value.span())), format!("`{path}`: {message}")),
-                );
-                return None;
+                if let Some(field) = missing_field(&message) {
+                    // A required field dropped for its wrong value was reported already.
+                    if !dropped.iter().any(|d| d == field) {
+                        errors.push(text.diag_span(
+                            span.or(Some(value.span())),
+                            format!("`{path}`: {message}"),
+                        ));
+                    }
+                    return None;
+                }
+                let at = span.as_ref().map_or(value.span().start, |s| s.start);
+                let Some(keys) = remove_entry_at(&mut value, at) else {
+                    errors.push(text.diag(at, format!("`{path}`: {}", plain_types(&message))));
+                    return None;
+                };
+                errors.push(text.diag(
+                    at,
+                    format!("`{path}.{}`: {}", keys.join("."), plain_types(&message)),
+                ));
+                if let Some(last) = keys.last() {
+                    dropped.push(last.clone());
+                }
             }
         }
     }
     None
+}
+
+/// Removes the innermost table entry whose key or value holds byte `at`; returns its keys from
+/// `value` down.
+fn remove_entry_at(value: &mut Spanned<DeValue<'_>>, at: usize) -> Option<Vec<String>> {
+    match value.get_mut() {
+        DeValue::Table(t) => {
+            let key = t
+                .iter()
+                .find(|(k, v)| k.span().contains(&at) || v.span().contains(&at))
+                .map(|(k, _)| k.clone())?;
+            let name = key.get_ref().to_string();
+            let inner = t
+                .get_mut(&key)
+                .filter(|v| v.span().contains(&at))
+                .and_then(|v| remove_entry_at(v, at));
+            match inner {
+                Some(mut keys) => {
+                    keys.insert(0, name);
+                    Some(keys)
+                }
+                None => {
+                    t.remove(&key);
+                    Some(vec![name])
+                }
+            }
+        }
+        DeValue::Array(items) => items
+            .iter_mut()
+            .find(|v| v.span().contains(&at))
+            .and_then(|v| remove_entry_at(v, at)),
+        _ => None,
+    }
+}
+
+/// A deserializer's message with the Rust type names said the way a job file's author says them.
+fn plain_types(message: &str) -> String {
+    let Some(i) = message.find("expected ") else {
+        return message.to_owned();
+    };
+    let (head, expected) = message.split_at(i + "expected ".len());
+    let plain = match expected {
+        "usize" | "u8" | "u16" | "u32" | "u64" => "a whole number (0 or more)",
+        "isize" | "i8" | "i16" | "i32" | "i64" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a sequence" => "an array",
+        "a map" => "a table",
+        "a borrowed string" => "a string",
+        other => other,
+    };
+    format!("{head}{plain}")
+}
+
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("missing field `")?;
+    Some(&rest[..rest.find('`')?])
+}
+
+/// The field names a deserializer's "unknown field" message lists as expected.
+fn expected_fields(message: &str) -> Vec<&str> {
+    let Some(i) = message.find(", expected") else {
+        return Vec::new();
+    };
+    message[i..].split('`').skip(1).step_by(2).collect()
+}
+
+/// ` (did you mean `x`?)` for the candidate closest to `name` (within about a third of its
+/// length in edits, at least one), or nothing.
+pub(crate) fn did_you_mean<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> String {
+    let limit = name.chars().count().div_ceil(3).max(1);
+    candidates
+        .into_iter()
+        .filter(|c| *c != name)
+        .map(|c| (edit_distance(&name.to_lowercase(), &c.to_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+/// Levenshtein distance, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 fn unknown_field(message: &str) -> Option<&str> {

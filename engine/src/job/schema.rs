@@ -29,106 +29,184 @@ pub fn port_key(node: &str, port: &str) -> String {
 /// Time formats of timestamp fields.
 pub const TIME_FORMATS: [&str; 4] = ["auto", "epoch-ms", "epoch-s", "iso8601"];
 
+/// What a port's rows lack because of a problem already reported upstream: a field whose
+/// declaration or expression failed, or the event-time or key role. Downstream problems that only
+/// follow from these are not reported again.
+#[derive(Debug, Clone, Default)]
+struct Gaps {
+    /// Fields missing from the schema.
+    fields: BTreeSet<String>,
+    /// The event-time field is unknown.
+    time: bool,
+    /// The key field is unknown.
+    key: bool,
+}
+
+impl Gaps {
+    fn is_empty(&self) -> bool {
+        self.fields.is_empty() && !self.time && !self.key
+    }
+
+    fn extend(&mut self, other: &Self) {
+        self.fields.extend(other.fields.iter().cloned());
+        self.time |= other.time;
+        self.key |= other.key;
+    }
+
+    /// Whether a diagnostic only follows from these gaps.
+    fn explains(&self, d: &Diagnostic) -> bool {
+        let m = &d.message;
+        self.fields.iter().any(|f| {
+            m.contains(&format!("unknown field `{f}`")) || m.contains(&format!("no field `{f}`"))
+        }) || (self.time && m.contains(NO_EVENT_TIME))
+            || (self.key && m.contains(NO_KEY))
+    }
+}
+
+/// How messages say the rows have no event-time field, and no key.
+const NO_EVENT_TIME: &str = "no event-time field";
+const NO_KEY: &str = "no declared key";
+
+/// Removes field `i` from a schema, keeping the event-time and key roles of the others; notes in
+/// `gaps` the field and any role it had.
+fn remove_field(schema: &mut Schema, i: usize, gaps: &mut Gaps) {
+    let f = schema.fields.remove(i);
+    gaps.fields.insert(f.name);
+    for (role, gap) in [
+        (&mut schema.time, &mut gaps.time),
+        (&mut schema.key, &mut gaps.key),
+    ] {
+        match *role {
+            Some(r) if r == i => {
+                *role = None;
+                *gap = true;
+            }
+            Some(r) if r > i => *role = Some(r - 1),
+            _ => {}
+        }
+    }
+}
+
 /// Infers the schema of every rows port, checking every expression. `nodes` is in dependency
-/// order.
+/// order. A node with a problem still gives what it can of its output (the fields that did not
+/// fail), so that every node downstream is checked too, in the same run.
 pub(super) fn infer(text: &JobText, nodes: &[Node], errors: &mut Vec<Diagnostic>) -> Schemas {
     let mut schemas = Schemas::new();
+    let mut gaps: BTreeMap<String, Gaps> = BTreeMap::new();
     for n in nodes {
         let path = format!("{}.{}", n.section.as_str(), n.name);
-        let source = match &n.kind {
-            NodeKind::File(f) => Some(f.clone()),
-            NodeKind::Kafka(k) => Some(k.as_file()),
-            NodeKind::Generator(g) => g.as_file(),
-            _ => None,
-        };
-        if let Some(f) = &source {
-            if let Some(schema) = declared(text, f, &path, errors) {
-                schemas.insert(n.name.clone(), schema);
+        let mut found = Vec::new();
+        let mut input_gaps = Gaps::default();
+        for i in &n.inputs {
+            if let Some(g) = gaps.get(&port_key(&i.node, &i.port)) {
+                input_gaps.extend(g);
             }
-            continue;
         }
-        if let NodeKind::Join(c) = &n.kind {
-            if let Some(parts) = join_node(text, n, &path, c, &schemas, errors) {
-                schemas.insert(n.name.clone(), parts.output);
+        let mut out_gaps = input_gaps.clone();
+        let outputs = node_schemas(text, n, &path, &schemas, &mut out_gaps, &mut found);
+        errors.extend(found.into_iter().filter(|d| !input_gaps.explains(d)));
+        for (port, schema) in outputs {
+            let key = port_key(&n.name, port);
+            if !out_gaps.is_empty() {
+                gaps.insert(key.clone(), out_gaps.clone());
             }
-            continue;
-        }
-        let Some(input) = input_schema(text, n, &path, &schemas, errors) else {
-            continue;
-        };
-        let out = match &n.kind {
-            NodeKind::Window(c, aggregates) => {
-                match window_parts(text, n, &path, c, aggregates, &input) {
-                    Ok(parts) => {
-                        schemas.insert(port_key(&n.name, "late"), input);
-                        Some(parts.output)
-                    }
-                    Err(d) => {
-                        errors.extend(d);
-                        None
-                    }
-                }
-            }
-            NodeKind::Alert(c) => {
-                if let Err(d) = alert_parts(text, n, &path, c, &input) {
-                    errors.extend(d);
-                }
-                None
-            }
-            NodeKind::Filter(c) => {
-                let e = expression(text, &c.condition, &input, &format!("{path}.condition"));
-                match e {
-                    Err(d) => {
-                        errors.extend(d);
-                        None
-                    }
-                    Ok(c2) if c2.ty() != Some(Type::Bool) => {
-                        errors.push(whole(
-                            text,
-                            &c.condition,
-                            format!(
-                                "`{path}.condition` must be a boolean expression, not {}",
-                                type_name(c2.ty())
-                            ),
-                        ));
-                        None
-                    }
-                    Ok(_) => Some(input),
-                }
-            }
-            NodeKind::Map { project, fields } => {
-                map_schema(text, &path, *project, fields, &input, errors)
-            }
-            NodeKind::KeyBy(c) => key_by_schema(text, &path, c, input, errors),
-            NodeKind::Anonymize(a) => anonymized(text, n, &path, a.dates.get_ref(), input, errors),
-            NodeKind::Parquet(_) | NodeKind::Jsonl(_) => {
-                if input.has_phi() {
-                    let phi: Vec<String> = input
-                        .fields
-                        .iter()
-                        .filter_map(|f| {
-                            f.phi
-                                .map(|p| format!("`{}` (phi = \"{}\")", f.name, p.as_str()))
-                        })
-                        .collect();
-                    errors.push(text.diag(
-                        n.inputs.first().map_or(n.span.start, |i| i.span.start),
-                        format!(
-                            "`{path}`: the rows hold PHI in {}: route them through an \
-                             `anonymize` operator before a sink",
-                            phi.join(", ")
-                        ),
-                    ));
-                }
-                None
-            }
-            _ => None,
-        };
-        if let Some(out) = out {
-            schemas.insert(n.name.clone(), out);
+            schemas.insert(key, schema);
         }
     }
     schemas
+}
+
+/// Checks one node and gives the schema of each of its rows ports; `gaps` starts as its
+/// input's and gets what its own problems leave out.
+fn node_schemas(
+    text: &JobText,
+    n: &Node,
+    path: &str,
+    schemas: &Schemas,
+    gaps: &mut Gaps,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<(&'static str, Schema)> {
+    let source = match &n.kind {
+        NodeKind::File(f) => Some(f.clone()),
+        NodeKind::Kafka(k) => Some(k.as_file()),
+        NodeKind::Generator(g) => g.as_file(),
+        _ => None,
+    };
+    if let Some(f) = &source {
+        *gaps = Gaps::default();
+        return declared(text, f, path, gaps, errors)
+            .map(|s| vec![("out", s)])
+            .unwrap_or_default();
+    }
+    if let NodeKind::Join(c) = &n.kind {
+        let (output, parts) = join_check(text, n, path, c, schemas);
+        if let Err(d) = parts {
+            errors.extend(d);
+        }
+        return output.map(|s| vec![("out", s)]).unwrap_or_default();
+    }
+    let Some(input) = input_schema(text, n, path, schemas, errors) else {
+        return Vec::new();
+    };
+    let out = match &n.kind {
+        NodeKind::Window(c, aggregates) => {
+            let (output, window_gaps, parts) = window_check(text, n, path, c, aggregates, &input);
+            if let Err(d) = parts {
+                errors.extend(d);
+            }
+            gaps.extend(&window_gaps);
+            return vec![("out", output), ("late", input)];
+        }
+        NodeKind::Alert(c) => {
+            if let Err(d) = alert_parts(text, n, path, c, &input) {
+                errors.extend(d);
+            }
+            None
+        }
+        NodeKind::Filter(c) => {
+            match expression(text, &c.condition, &input, &format!("{path}.condition")) {
+                Err(d) => errors.extend(d),
+                Ok(c2) if c2.ty() != Some(Type::Bool) => errors.push(whole(
+                    text,
+                    &c.condition,
+                    format!(
+                        "`{path}.condition` must be a boolean expression, not {}",
+                        type_name(c2.ty())
+                    ),
+                )),
+                Ok(_) => {}
+            }
+            Some(input)
+        }
+        NodeKind::Map { project, fields } => Some(map_schema(
+            text, path, *project, fields, &input, gaps, errors,
+        )),
+        NodeKind::KeyBy(c) => Some(key_by_schema(text, path, c, input, gaps, errors)),
+        NodeKind::Anonymize(a) => Some(anonymized(text, n, path, a.dates.get_ref(), input, errors)),
+        NodeKind::Parquet(_) | NodeKind::Jsonl(_) | NodeKind::KafkaSink(_) => {
+            if input.has_phi() {
+                let phi: Vec<String> = input
+                    .fields
+                    .iter()
+                    .filter_map(|f| {
+                        f.phi
+                            .map(|p| format!("`{}` (phi = \"{}\")", f.name, p.as_str()))
+                    })
+                    .collect();
+                errors.push(text.diag(
+                    n.inputs.first().map_or(n.span.start, |i| i.span.start),
+                    format!(
+                        "`{path}`: the rows hold PHI in {}: route them through an \
+                         `anonymize` operator before a sink",
+                        phi.join(", ")
+                    ),
+                ));
+            }
+            None
+        }
+        _ => None,
+    };
+    out.map(|s| vec![("out", s)]).unwrap_or_default()
 }
 
 /// The schema of a node's rows inputs (all the same), if it takes rows.
@@ -185,15 +263,16 @@ fn type_name(t: Option<Type>) -> String {
     t.map_or_else(|| "null".to_owned(), |t| t.as_str().to_owned())
 }
 
-/// The schema a file source declares.
+/// The schema a file source declares: the fields declared without a mistake (the others are
+/// noted in `gaps`).
 fn declared(
     text: &JobText,
     f: &FileConfig,
     path: &str,
+    gaps: &mut Gaps,
     errors: &mut Vec<Diagnostic>,
 ) -> Option<Schema> {
     let fields = f.fields.as_ref()?;
-    let before = errors.len();
     if fields.get_ref().is_empty() {
         errors.push(text.diag(
             fields.span().start,
@@ -204,14 +283,22 @@ fn declared(
     let mut schema = Schema::default();
     let mut seen = BTreeSet::new();
     for fc in fields.get_ref() {
-        if let Some(field) = declared_field(text, fc, path, format, errors) {
-            if !seen.insert(field.name.clone()) {
-                errors.push(text.diag(
-                    fc.name.span().start,
-                    format!("`{path}.fields`: field `{}` is declared twice", field.name),
-                ));
+        let field = declared_field(text, fc, path, format, errors);
+        if !seen.insert(fc.name.get_ref().clone()) {
+            errors.push(text.diag(
+                fc.name.span().start,
+                format!(
+                    "`{path}.fields`: field `{}` is declared twice",
+                    fc.name.get_ref()
+                ),
+            ));
+            continue;
+        }
+        match field {
+            Some(field) => schema.fields.push(field),
+            None => {
+                gaps.fields.insert(fc.name.get_ref().clone());
             }
-            schema.fields.push(field);
         }
     }
     if let Some(t) = &f.event_time {
@@ -224,16 +311,20 @@ fn declared(
                     field.name, field.ty
                 ),
             )),
+            None if gaps.fields.contains(t.get_ref()) => {}
             None => errors.push(unknown_field(text, t, path, "event-time", &schema)),
         }
+        gaps.time |= schema.time.is_none();
     }
     if let Some(k) = &f.key {
         match schema.index(k.get_ref()) {
             Some(i) => schema.key = Some(i),
+            None if gaps.fields.contains(k.get_ref()) => {}
             None => errors.push(unknown_field(text, k, path, "key", &schema)),
         }
+        gaps.key |= schema.key.is_none();
     }
-    (errors.len() == before).then_some(schema)
+    Some(schema)
 }
 
 fn unknown_field(
@@ -246,8 +337,9 @@ fn unknown_field(
     text.diag(
         at.span().start,
         format!(
-            "`{path}.{setting}`: no field `{}` (declared fields: {})",
+            "`{path}.{setting}`: no field `{}`{} (declared fields: {})",
             at.get_ref(),
+            super::did_you_mean(at.get_ref(), schema.fields.iter().map(|f| f.name.as_str())),
             schema.names()
         ),
     )
@@ -273,9 +365,13 @@ fn declared_field(
         errors.push(text.diag(
             fc.ty.span().start,
             format!(
-                "`{path}.fields.{name}`: unknown type `{}` (expected string, integer, float, \
+                "`{path}.fields.{name}`: unknown type `{}`{} (expected string, integer, float, \
                  boolean or timestamp)",
-                fc.ty.get_ref()
+                fc.ty.get_ref(),
+                super::did_you_mean(
+                    fc.ty.get_ref(),
+                    ["string", "integer", "float", "boolean", "timestamp"]
+                )
             ),
         ));
     }
@@ -446,20 +542,35 @@ fn taint(compiled: &Compiled, source: &str, input: &Schema, ty: Type) -> Option<
     }
 }
 
+/// The rows a `map` or `project` outputs; a field whose expression fails is left out (noted in
+/// `gaps`).
+/// The PHI fields an expression reads, for messages.
+fn phi_read(compiled: &Compiled, input: &Schema) -> Vec<String> {
+    compiled
+        .fields()
+        .iter()
+        .filter_map(|i| input.fields.get(*i))
+        .filter_map(|f| {
+            f.phi
+                .map(|p| format!("`{}` (phi = \"{}\")", f.name, p.as_str()))
+        })
+        .collect()
+}
+
 fn map_schema(
     text: &JobText,
     path: &str,
     project: bool,
     fields: &[(Spanned<String>, Spanned<String>)],
     input: &Schema,
+    gaps: &mut Gaps,
     errors: &mut Vec<Diagnostic>,
-) -> Option<Schema> {
+) -> Schema {
     let mut out = if project {
         Schema::default()
     } else {
         input.clone()
     };
-    let before = errors.len();
     let mut names = BTreeSet::new();
     for (name, source) in fields {
         let what = format!("{path}.fields.{}", name.get_ref());
@@ -470,27 +581,38 @@ fn map_schema(
             ));
             continue;
         }
-        let compiled = match expression(text, source, input, &what) {
-            Ok(c) => c,
+        let field = match expression(text, source, input, &what) {
+            Ok(compiled) => match compiled.ty() {
+                Some(ty) => Some(Field {
+                    name: name.get_ref().clone(),
+                    ty,
+                    nullable: compiled.nullable(),
+                    phi: taint(&compiled, source.get_ref(), input, ty),
+                }),
+                None => {
+                    errors.push(whole(
+                        text,
+                        source,
+                        format!("`{what}`: the type of `null` is unknown: write `cast(null as integer)` (or another type)"),
+                    ));
+                    None
+                }
+            },
             Err(d) => {
                 errors.extend(d);
-                continue;
+                None
             }
         };
-        let Some(ty) = compiled.ty() else {
-            errors.push(whole(
-                text,
-                source,
-                format!("`{what}`: the type of `null` is unknown: write `cast(null as integer)` (or another type)"),
-            ));
+        let Some(field) = field else {
+            match out.index(name.get_ref()) {
+                Some(i) => remove_field(&mut out, i, gaps),
+                None => {
+                    gaps.fields.insert(name.get_ref().clone());
+                }
+            }
             continue;
         };
-        let field = Field {
-            name: name.get_ref().clone(),
-            ty,
-            nullable: compiled.nullable(),
-            phi: taint(&compiled, source.get_ref(), input, ty),
-        };
+        gaps.fields.remove(&field.name);
         let copied = bare_field(source.get_ref(), input);
         match out.index(&field.name) {
             Some(i) => {
@@ -518,27 +640,40 @@ fn map_schema(
             }
         }
     }
-    (errors.len() == before).then_some(out)
+    out
 }
 
+/// The rows a `key-by` outputs; when its key fails they are keyed by nothing known (noted in
+/// `gaps`).
 fn key_by_schema(
     text: &JobText,
     path: &str,
     c: &super::config::KeyByConfig,
     mut input: Schema,
+    gaps: &mut Gaps,
     errors: &mut Vec<Diagnostic>,
-) -> Option<Schema> {
+) -> Schema {
     let what = format!("{path}.key");
+    let name = c.field.clone().unwrap_or_else(|| "key".to_owned());
+    let failed = |mut input: Schema, gaps: &mut Gaps| {
+        input.key = None;
+        gaps.key = true;
+        if bare_field(c.key.get_ref(), &input).is_none() && input.index(&name).is_none() {
+            gaps.fields.insert(name.clone());
+        }
+        input
+    };
     let compiled = match expression(text, &c.key, &input, &what) {
         Ok(compiled) => compiled,
         Err(d) => {
             errors.extend(d);
-            return None;
+            return failed(input, gaps);
         }
     };
     if let Some(i) = bare_field(c.key.get_ref(), &input) {
         input.key = Some(i);
-        return Some(input);
+        gaps.key = false;
+        return input;
     }
     let Some(ty) = compiled.ty() else {
         errors.push(whole(
@@ -546,34 +681,31 @@ fn key_by_schema(
             &c.key,
             format!("`{what}`: a key cannot be `null`"),
         ));
-        return None;
+        return failed(input, gaps);
     };
-    let name = c.field.clone().unwrap_or_else(|| "key".to_owned());
     let field = Field {
         name: name.clone(),
         ty,
         nullable: compiled.nullable(),
         phi: taint(&compiled, c.key.get_ref(), &input, ty),
     };
-    match input.index(&name) {
-        Some(i) => {
-            errors.push(whole(
-                text,
-                &c.key,
-                format!(
-                    "`{what}`: the computed key goes into field `{name}`, which exists (field {}); \
-                     name another with `as = \"...\"`",
-                    i + 1
-                ),
-            ));
-            None
-        }
-        None => {
-            input.key = Some(input.fields.len());
-            input.fields.push(field);
-            Some(input)
-        }
+    if let Some(i) = input.index(&name) {
+        errors.push(whole(
+            text,
+            &c.key,
+            format!(
+                "`{what}`: the computed key goes into field `{name}`, which exists (field {}); \
+                 name another with `as = \"...\"`",
+                i + 1
+            ),
+        ));
+        return failed(input, gaps);
     }
+    input.key = Some(input.fields.len());
+    input.fields.push(field);
+    gaps.key = false;
+    gaps.fields.remove(&name);
+    input
 }
 
 /// The rows an `anonymize` node outputs: every PHI field de-identified.
@@ -584,7 +716,7 @@ fn anonymized(
     dates: &str,
     mut schema: Schema,
     errors: &mut Vec<Diagnostic>,
-) -> Option<Schema> {
+) -> Schema {
     if dates == "shift"
         && schema.fields.iter().any(|f| f.phi == Some(Phi::Date))
         && patient_field(&schema).is_none()
@@ -596,7 +728,6 @@ fn anonymized(
                  field `phi = \"hash\"` (or use `dates = \"year\"`)"
             ),
         ));
-        return None;
     }
     for f in &mut schema.fields {
         match f.phi.take() {
@@ -609,7 +740,7 @@ fn anonymized(
             Some(Phi::Date | Phi::Age) | None => {}
         }
     }
-    Some(schema)
+    schema
 }
 
 /// The field whose value identifies the patient for date shifting: the key if it is hashed,
@@ -737,8 +868,22 @@ pub fn window_parts(
     aggregates: &[(Spanned<String>, Spanned<String>)],
     input: &Schema,
 ) -> Result<WindowParts, Vec<Diagnostic>> {
+    window_check(text, n, path, c, aggregates, input).2
+}
+
+/// Checks a `window` node: the schema of its output without what failed, what failed, and the
+/// compiled node or every problem.
+fn window_check(
+    text: &JobText,
+    n: &Node,
+    path: &str,
+    c: &super::config::WindowConfig,
+    aggregates: &[(Spanned<String>, Spanned<String>)],
+    input: &Schema,
+) -> (Schema, Gaps, Result<WindowParts, Vec<Diagnostic>>) {
     use vitalflow_operators::window::{AggFn, AggSpec, WindowKind};
     let mut errors = Vec::new();
+    let mut gaps = Gaps::default();
     let at_node = |message: String| text.diag(n.span.start, message);
     let time = event_time(text, n, path, input, &mut errors);
     let key = match &c.key {
@@ -891,6 +1036,7 @@ pub fn window_parts(
         }
         let Some((func, arg, compiled)) = aggregate_call(text, source, input, &what, &mut errors)
         else {
+            gaps.fields.insert(name.get_ref().clone());
             continue;
         };
         let arg_ty = compiled.as_ref().and_then(Compiled::ty);
@@ -902,6 +1048,7 @@ pub fn window_parts(
                     source,
                     format!("`{what}`: `{}` {message}", source.get_ref().trim()),
                 ));
+                gaps.fields.insert(name.get_ref().clone());
                 continue;
             }
         };
@@ -927,10 +1074,17 @@ pub fn window_parts(
             phi: None,
         });
     }
+    if key.is_none() {
+        output.time = Some(0);
+        output.key = None;
+        gaps.key = true;
+        gaps.fields.insert(key_name);
+    }
+    let shape = output.clone();
     let (Some(kind), Some(key), Some(time), true) = (kind, key, time, errors.is_empty()) else {
-        return Err(errors);
+        return (shape, gaps, Err(errors));
     };
-    Ok(WindowParts {
+    let parts = WindowParts {
         kind,
         lateness: ms(&c.allowed_lateness),
         delay: ms(&c.watermark_delay),
@@ -938,7 +1092,8 @@ pub fn window_parts(
         time,
         aggs,
         output,
-    })
+    };
+    (shape, gaps, Ok(parts))
 }
 
 /// A `join` node, checked and compiled.
@@ -965,23 +1120,6 @@ pub struct JoinParts {
     pub output: Schema,
 }
 
-fn join_node(
-    text: &JobText,
-    n: &Node,
-    path: &str,
-    c: &super::config::JoinConfig,
-    schemas: &Schemas,
-    errors: &mut Vec<Diagnostic>,
-) -> Option<JoinParts> {
-    match join_parts(text, n, path, c, schemas) {
-        Ok(p) => Some(p),
-        Err(d) => {
-            errors.extend(d);
-            None
-        }
-    }
-}
-
 /// Checks and compiles a `join` node (its last input is the table).
 ///
 /// # Errors
@@ -993,9 +1131,23 @@ pub fn join_parts(
     c: &super::config::JoinConfig,
     schemas: &Schemas,
 ) -> Result<JoinParts, Vec<Diagnostic>> {
+    join_check(text, n, path, c, schemas).1
+}
+
+/// Checks a `join` node: the schema of its output, when its inputs have schemas, and the compiled
+/// node or every problem.
+fn join_check(
+    text: &JobText,
+    n: &Node,
+    path: &str,
+    c: &super::config::JoinConfig,
+    schemas: &Schemas,
+) -> (Option<Schema>, Result<JoinParts, Vec<Diagnostic>>) {
     use crate::runtime::joins::Missing;
     let mut errors = Vec::new();
-    let (table_ref, stream_refs) = n.inputs.split_last().ok_or_else(Vec::new)?;
+    let Some((table_ref, stream_refs)) = n.inputs.split_last() else {
+        return (None, Err(errors));
+    };
     let stream_node = Node {
         inputs: stream_refs.to_vec(),
         ..n.clone()
@@ -1004,7 +1156,7 @@ pub fn join_parts(
     let table = schemas.get(&port_key(&table_ref.node, &table_ref.port));
     let (Some(stream), Some(table)) = (stream, table) else {
         // Port kinds were reported by the graph check.
-        return Err(errors);
+        return (None, Err(errors));
     };
     let at_node = |message: String| text.diag(n.span.start, message);
     if stream.time.is_none() {
@@ -1121,12 +1273,13 @@ pub fn join_parts(
             Missing::Drop
         }
     };
+    let shape = Some(output.clone());
     let (Some(key), Some(time), Some(table_key), true) =
         (key, stream.time, table_key, errors.is_empty())
     else {
-        return Err(errors);
+        return (shape, Err(errors));
     };
-    Ok(JoinParts {
+    let parts = JoinParts {
         key,
         time,
         table: (table_ref.node.clone(), table_ref.port.clone()),
@@ -1141,7 +1294,8 @@ pub fn join_parts(
         },
         stream,
         output,
-    })
+    };
+    (shape, Ok(parts))
 }
 
 /// An `alert` node, checked and compiled.
@@ -1269,6 +1423,31 @@ pub fn alert_parts(
                 "`{path}.news2` maps no parameter: give at least one of respiration-rate, spo2, \
                  oxygen, systolic, pulse, consciousness, temperature"
             )));
+        }
+    }
+    // Alert events leave the job as they are (only the patient is pseudonymized): the ward and
+    // the observation ids they show must not be read from PHI.
+    for (field, source, compiled) in [
+        ("ward", c.ward.as_ref(), ward.as_ref()),
+        (
+            "observation-id",
+            c.observation_id.as_ref(),
+            observation_id.as_ref(),
+        ),
+    ] {
+        if let (Some(source), Some(e)) = (source, compiled) {
+            let phi = phi_read(e, input);
+            if !phi.is_empty() {
+                errors.push(whole(
+                    text,
+                    source,
+                    format!(
+                        "`{path}.{field}` reads PHI ({}): alert events leave the job with it; \
+                         read fields that are not PHI, or `anonymize` the rows before the alert",
+                        phi.join(", ")
+                    ),
+                ));
+            }
         }
     }
     if c.patient.is_none() && input.key.is_none() {

@@ -144,8 +144,9 @@ pub struct RunSummary {
     pub watermarks: Vec<(String, i64)>,
     /// Files of an interrupted run removed before the run (they held uncheckpointed records).
     pub removed_files: u64,
-    /// The timestamp the run resumed from, if it resumed from a checkpoint.
-    pub resumed_at: Option<u64>,
+    /// The time of the checkpoint the run resumed from (see [`checkpoint_time`]), if it resumed
+    /// from one.
+    pub resumed_at: Option<String>,
     /// Per `alert` node and rule: alert events and latencies.
     pub alerts: Vec<AlertSummary>,
     /// Per `alert` node: readings scored without their air/oxygen or SpO2 scale (mapped, but
@@ -272,7 +273,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
     {
         notify(&format!(
             "resuming from the checkpoint at {} ({} files kept, {} uncommitted files removed)",
-            cp.base.time,
+            checkpoint_time(cp),
             cp.base.files.len(),
             cp.removed
         ));
@@ -451,14 +452,31 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         resumed_at: plan
             .checkpoint
             .as_ref()
-            .map(|c| c.base.time)
-            .filter(|t| *t > 0),
+            .filter(|c| c.base.time > 0)
+            .map(checkpoint_time),
     })
 }
 
 /// Whether a Kafka node's `brokers` names the embedded broker.
 fn is_embedded(brokers: &str) -> bool {
     brokers.trim().is_empty() || brokers.trim() == vitalflow_connectors::kafka::EMBEDDED
+}
+
+/// A checkpoint's timestamp for people: the event time it stands for, in RFC 3339, when every
+/// Kafka source stamps event times in steps of one length; the bare timestamp otherwise.
+#[must_use]
+pub fn checkpoint_time(cp: &plan::CheckpointPlan) -> String {
+    let steps: std::collections::BTreeSet<u64> = cp.watermarks.values().map(|(_, g)| *g).collect();
+    let time = match (steps.len(), steps.first()) {
+        (1, Some(step)) => i64::try_from(cp.base.time.saturating_mul(*step))
+            .ok()
+            .and_then(chrono::DateTime::from_timestamp_millis),
+        _ => None,
+    };
+    time.map_or_else(
+        || format!("timestamp {}", cp.base.time),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+    )
 }
 
 /// A live feed into the embedded broker: set while it produces; what it produced, and how long
