@@ -490,7 +490,7 @@ inputs = ["g"]
 
 #[test]
 fn the_summary_says_how_many_records_ingest_made_of_its_messages() {
-    let Some(data) = crate::support::sample_data() else {
+    let Some(data) = crate::support::sample_data(&["fhir-r4", "hl7v2"]) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
