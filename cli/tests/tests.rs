@@ -9,6 +9,7 @@ mod bench;
 mod cli;
 mod deid;
 mod expressions;
+mod inputs;
 mod kafka;
 mod pipeline;
 mod windows;

@@ -14,7 +14,7 @@ pub struct NodeCounters {
     pub records_out: AtomicU64,
     /// Records rejected to dead-letter.
     pub rejected: AtomicU64,
-    /// Files written (sinks).
+    /// Files written (sinks), or read (file sources).
     pub files: AtomicU64,
     /// Records later than their windows' allowed lateness (windows).
     pub late: AtomicU64,

@@ -84,7 +84,7 @@ pub struct NodeSummary {
     pub records_out: u64,
     /// Records sent to dead-letter.
     pub rejected: u64,
-    /// Files written (sinks).
+    /// Files written (sinks), or read (file sources, empty ones included).
     pub files: u64,
     /// Records later than the allowed lateness (windows), or behind the watermark when read
     /// (Kafka sources).
