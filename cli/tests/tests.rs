@@ -10,6 +10,7 @@ mod checkers;
 mod cli;
 mod deid;
 mod expressions;
+mod inputs;
 mod kafka;
 mod pipeline;
 mod runs;

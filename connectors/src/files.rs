@@ -4,6 +4,7 @@
 //! ingestion's job. So a line that is not valid UTF-8, or a CSV row with the wrong number of
 //! fields, is still emitted: only I/O errors are errors.
 
+use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -148,11 +149,25 @@ impl FileSource {
     /// skipped. Envelope and FHIR `.ndjson`/`.jsonl` files give a record a line; a FHIR or
     /// envelope `.json` file is one record, unless it is not one JSON document but lines of
     /// them. A CSV data row gives a record with the header's column names and the patient id as
-    /// context, its bytes the row re-serialized as one CSV line. An HL7 v2 file is one record.
+    /// context, its bytes the row re-serialized as one CSV line; a row whose quote never closes
+    /// is the line of the quote as it stands. An HL7 v2 message is one record.
     ///
     /// # Errors
     /// [`FileError`] on I/O errors only.
     pub fn read(&self, emit: impl FnMut(RawRecord)) -> Result<u64, FileError> {
+        self.read_counting(|_, _| {}, emit)
+    }
+
+    /// [`read`](Self::read), calling `file_read` with each file's path and number of records
+    /// once the file is read: every file is counted, empty ones (no record) too.
+    ///
+    /// # Errors
+    /// [`FileError`] on I/O errors only.
+    pub fn read_counting(
+        &self,
+        mut file_read: impl FnMut(&Path, u64),
+        emit: impl FnMut(RawRecord),
+    ) -> Result<u64, FileError> {
         let mut out = Emitter {
             source: &self.name,
             format: self.format.raw_format(),
@@ -160,6 +175,7 @@ impl FileSource {
             emit,
         };
         for path in self.files()? {
+            let before = out.sequence;
             let is_json = path
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("json"));
@@ -176,6 +192,7 @@ impl FileSource {
                 FileFormat::Csv { header } => read_csv(&path, *header, None, &mut out)?,
                 FileFormat::Hl7v2 => read_hl7(&path, &mut out)?,
             }
+            file_read(&path, out.sequence - before);
         }
         Ok(out.sequence)
     }
@@ -271,7 +288,11 @@ fn first_line(bytes: &[u8]) -> u64 {
 
 /// An HL7 v2 file: one record per message. Messages are MLLP frames (`0x0B` … `0x1C 0x0D`)
 /// when the file has any, else each starts at an `MSH` segment (batch files: the `FHS`, `BHS`,
-/// `BTS` and `FTS` segments are left out). Segments may end with `\r`, `\n` or `\r\n`.
+/// `BTS` and `FTS` segments are left out), at the start of a line or glued to the end of the
+/// segment before (files joined end to end, one without its final terminator). Segments may end
+/// with `\r`, `\n` or `\r\n`; a message keeps its last segment's terminator, and a frame
+/// without its end block keeps its start block and ends where the next frame starts: ingestion
+/// takes either absence as a sign of a message cut short.
 fn read_hl7<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Result<(), FileError> {
     let bytes = read_all(path)?;
     for (line, message) in hl7_messages(&bytes) {
@@ -300,59 +321,75 @@ pub fn hl7_messages(bytes: &[u8]) -> Vec<(u64, &[u8])> {
         let mut rest = 0;
         while let Some(start) = bytes[rest..].iter().position(|&b| b == 0x0B) {
             let from = rest + start + 1;
-            let len = bytes[from..]
+            let stop = bytes[from..]
                 .iter()
-                .position(|&b| b == 0x1C)
-                .unwrap_or(bytes.len() - from);
-            let frame = &bytes[from..from + len];
+                .position(|&b| b == 0x1C || b == 0x0B)
+                .map_or(bytes.len(), |p| from + p);
+            let frame = &bytes[from..stop];
             if !frame.trim_ascii().is_empty() {
-                out.push((line_of(from), frame));
+                if bytes.get(stop) == Some(&0x1C) {
+                    out.push((line_of(from), frame));
+                } else {
+                    // No end block: the frame was cut short. Its start block stays, for
+                    // ingestion to tell.
+                    out.push((line_of(from), &bytes[from - 1..stop]));
+                }
             }
-            rest = from + len;
+            rest = stop;
         }
         return out;
     }
-    // Segment starts: offset 0 and every offset after a line break.
-    let mut starts = vec![0];
-    starts.extend(
-        bytes
-            .iter()
-            .enumerate()
-            .filter(|&(_, &b)| b == b'\r' || b == b'\n')
-            .map(|(i, _)| i + 1),
-    );
     let segment_at = |at: usize| {
         let s = &bytes[at..];
-        let s = s.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(s);
-        s.get(..3).unwrap_or_default()
+        s.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(s)
     };
     let mut begin: Option<usize> = None;
     let mut end = 0;
-    for &at in &starts {
-        match segment_at(at) {
+    // The field separator of the open message (MSH-1).
+    let mut separator: Option<u8> = None;
+    // Segments start at offset 0, after every line break, and where a message is glued to the
+    // last segment of the one before (files joined end to end, one without its final segment
+    // terminator).
+    let mut at = 0;
+    while at <= bytes.len() {
+        let line_end = bytes[at..]
+            .iter()
+            .position(|&b| b == b'\r' || b == b'\n')
+            .map_or(bytes.len(), |p| at + p);
+        let segment = segment_at(at);
+        match segment.get(..3).unwrap_or_default() {
             b"MSH" => {
                 if let Some(b) = begin {
                     out.push((line_of(b), &bytes[b..end.max(b)]));
                 }
                 begin = Some(at);
                 end = at;
+                separator = segment.get(3).copied();
             }
             b"FHS" | b"BHS" | b"BTS" | b"FTS" => {
                 if let Some(b) = begin.take() {
                     out.push((line_of(b), &bytes[b..end.max(b)]));
                 }
+                separator = None;
             }
             _ => {}
         }
-        if begin.is_some() {
-            let line_end = bytes[at..]
-                .iter()
-                .position(|&b| b == b'\r' || b == b'\n')
-                .map_or(bytes.len(), |p| at + p);
-            if !bytes[at..line_end].trim_ascii().is_empty() {
-                end = line_end;
-            }
+        let segment_end = separator
+            .and_then(|sep| glued_msh(bytes.get(at + 1..line_end)?, sep))
+            .map_or(line_end, |p| at + 1 + p);
+        if begin.is_some() && !bytes[at..segment_end].trim_ascii().is_empty() {
+            // With its terminator: ingestion tells a message cut short by its absence.
+            end = match (segment_end < line_end, &bytes[segment_end..]) {
+                (true, _) | (false, []) => segment_end,
+                (false, [b'\r', b'\n', ..]) => segment_end + 2,
+                (false, _) => segment_end + 1,
+            };
         }
+        at = if segment_end < line_end {
+            segment_end
+        } else {
+            line_end + 1
+        };
     }
     if let Some(b) = begin {
         out.push((line_of(b), &bytes[b..end.max(b)]));
@@ -362,6 +399,21 @@ pub fn hl7_messages(bytes: &[u8]) -> Vec<(u64, &[u8])> {
         out.push((1, bytes));
     }
     out
+}
+
+/// The offset in `segment` of an MSH segment glued to it: `MSH`, the field separator `sep`, two
+/// to five encoding characters, and `sep` again. Inside a field, `sep` would have been escaped,
+/// so this is a message that follows a segment without its terminator.
+fn glued_msh(segment: &[u8], sep: u8) -> Option<usize> {
+    let encoding = |b: &u8| *b != sep && !b.is_ascii_alphanumeric() && !b.is_ascii_whitespace();
+    (0..segment.len()).find(|&i| {
+        let s = &segment[i..];
+        if !s.starts_with(b"MSH") || s.get(3) != Some(&sep) {
+            return false;
+        }
+        let n = s[4..].iter().take_while(|b| encoding(b)).count();
+        (2..=5).contains(&n) && s.get(4 + n) == Some(&sep)
+    })
 }
 
 /// A `.json` file: one JSON document (a Bundle, a resource, an envelope), or, if the file is not
@@ -392,8 +444,16 @@ fn read_json<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Resu
     Ok(())
 }
 
+/// A quoted CSV field may span at most this many lines...
+const QUOTED_LINES: usize = 100;
+/// ...and this many bytes. Past either, its opening quote is taken as never closed.
+const QUOTED_BYTES: usize = 1 << 20;
+
 /// One record per CSV data row; with `has_header`, the first non-blank row is the header. A
-/// quoted field may span lines; the record's location is the line where it starts.
+/// quoted field may span lines (at most [`QUOTED_LINES`] and [`QUOTED_BYTES`]); the record's
+/// location is the line where it starts. A quote that does not close within those bounds, or by
+/// the end of the file, gives a record of the line where it opened, as it stands (ingestion
+/// dead-letters it, naming the quote), and reading resumes at the next line.
 fn read_csv<F: FnMut(RawRecord)>(
     path: &Path,
     has_header: bool,
@@ -403,43 +463,76 @@ fn read_csv<F: FnMut(RawRecord)>(
     let mut reader = open(path)?;
     let mut header: Option<Vec<String>> = None;
     let mut header_read = !has_header;
+    // Lines read ahead inside a quote that did not close, to be read again.
+    let mut again: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
+    // The lines of the record being read (more than one while a quoted field is open).
+    let mut lines: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut record = Vec::new();
-    let (mut line_no, mut start) = (0u64, 0u64);
+    let mut line_no = 0u64;
     loop {
-        let before = record.len();
-        let n = reader
-            .read_until(b'\n', &mut record)
-            .map_err(io_err("read", path))?;
-        let eof = n == 0;
-        if !eof {
-            line_no += 1;
-            if before == 0 {
-                start = line_no;
-                if line_no == 1 && record.starts_with(BOM) {
-                    record.drain(..BOM.len());
-                }
+        let next = match again.pop_front() {
+            Some(line) => Some(line),
+            None => {
+                let mut line = Vec::new();
+                let n = reader
+                    .read_until(b'\n', &mut line)
+                    .map_err(io_err("read", path))?;
+                (n > 0).then(|| {
+                    line_no += 1;
+                    if line_no == 1 && line.starts_with(BOM) {
+                        line.drain(..BOM.len());
+                    }
+                    (line_no, line)
+                })
             }
+        };
+        let eof = next.is_none();
+        if let Some((no, line)) = next {
+            record.extend_from_slice(&line);
+            lines.push((no, line));
         }
-        if record.is_empty() {
+        let Some(&(start, _)) = lines.first() else {
             return Ok(());
-        }
+        };
         let (fields, open_quote) = split_csv(strip_line(&record, false));
-        if open_quote && !eof {
-            continue; // a quoted field goes on on the next line
+        if open_quote {
+            if !eof && lines.len() < QUOTED_LINES && record.len() < QUOTED_BYTES {
+                continue; // a quoted field goes on on the next line
+            }
+            // The quote does not close: its line alone is the record, the rest is read again.
+            let mut read_ahead: VecDeque<_> = lines.drain(1..).collect();
+            read_ahead.append(&mut again);
+            again = read_ahead;
+            let line = strip_line(&lines[0].1, false);
+            if header_read {
+                out.push(path, start, line.to_vec(), header.as_deref(), context);
+            } else {
+                header = Some(names(&split_csv(line).0));
+                header_read = true;
+            }
+            record.clear();
+            lines.clear();
+            continue;
         }
         if !strip_line(&record, false).trim_ascii().is_empty() {
             if header_read {
                 out.push(path, start, csv_line(&fields), header.as_deref(), context);
             } else {
-                let names = fields
-                    .iter()
-                    .map(|f| String::from_utf8_lossy(f).trim().to_owned());
-                header = Some(names.collect());
+                header = Some(names(&fields));
                 header_read = true;
             }
         }
         record.clear();
+        lines.clear();
     }
+}
+
+/// The column names of a header row.
+fn names(fields: &[Vec<u8>]) -> Vec<String> {
+    fields
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).trim().to_owned())
+        .collect()
 }
 
 /// Splits one CSV record into fields (RFC 4180, leniently: a quote opens a quoted field only

@@ -153,7 +153,8 @@ fn hl7_one_message_per_file_and_errors_name_the_path() {
         recs.iter().map(loc).collect::<Vec<_>>(),
         ["a.hl7:1", "b.hl7:1"]
     );
-    assert_eq!(recs[1].bytes, b"MSH|^~\\&|B\rPID|1");
+    // With its final terminator: ingestion tells a message cut short by its absence.
+    assert_eq!(recs[1].bytes, b"MSH|^~\\&|B\rPID|1\r");
 
     // A batch file: one record per message, the batch envelope left out, with its line.
     let batch =
@@ -162,8 +163,8 @@ fn hl7_one_message_per_file_and_errors_name_the_path() {
     assert_eq!(
         msgs,
         vec![
-            (3, &b"MSH|^~\\&|1\nPID|1"[..]),
-            (6, &b"MSH|^~\\&|2\r\nPID|2"[..])
+            (3, &b"MSH|^~\\&|1\nPID|1\n"[..]),
+            (6, &b"MSH|^~\\&|2\r\nPID|2\r\n"[..])
         ]
     );
     // MLLP frames.
@@ -185,6 +186,102 @@ fn hl7_one_message_per_file_and_errors_name_the_path() {
     let err = missing.read(|_| {}).unwrap_err();
     assert!(matches!(err, FileError::Io { .. }));
     assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[test]
+fn an_unterminated_csv_quote_is_one_record_and_reading_resumes_after_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let mut csv = b"id,note,hr\n1,\"two\nlines\",70\n2,\"never closed,71\n".to_vec();
+    for i in 3..200 {
+        csv.extend_from_slice(format!("{i},fine,{}\n", 60 + i % 40).as_bytes());
+    }
+    // Near the end of the file, an opening quote with too few lines left to close it.
+    csv.extend_from_slice(b"200,\"open at the end,72\n201,last,73\n");
+    write(d, "rows.csv", &csv);
+    let recs = read(d, FileFormat::Csv { header: true });
+    let got: Vec<(String, Vec<u8>)> = recs.iter().map(|r| (loc(r), r.bytes.clone())).collect();
+    assert_eq!(got.len(), 201, "{:?}", &got[..3]);
+    assert_eq!(
+        got[0],
+        ("rows.csv:2".into(), b"1,\"two\nlines\",70".to_vec())
+    );
+    // The line with the opening quote, as it stands, for ingestion to dead-letter.
+    assert_eq!(
+        got[1],
+        ("rows.csv:4".into(), b"2,\"never closed,71".to_vec())
+    );
+    for (i, (at, bytes)) in got[2..199].iter().enumerate() {
+        let n = i + 3;
+        assert_eq!(*at, format!("rows.csv:{}", n + 2));
+        assert_eq!(*bytes, format!("{n},fine,{}", 60 + n % 40).into_bytes());
+    }
+    assert_eq!(
+        got[199],
+        ("rows.csv:202".into(), b"200,\"open at the end,72".to_vec())
+    );
+    assert_eq!(got[200], ("rows.csv:203".into(), b"201,last,73".to_vec()));
+}
+
+#[test]
+fn every_file_is_counted_empty_ones_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    write(d, "a.hl7", b"MSH|^~\\&|A\rPID|1\r");
+    write(d, "b.hl7", b"");
+    write(d, "c.hl7", b"\r\n");
+    let src = FileSource {
+        name: "in".into(),
+        path: d.to_path_buf(),
+        format: FileFormat::Hl7v2,
+    };
+    let mut files = Vec::new();
+    let n = src
+        .read_counting(
+            |path, records| {
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                files.push((name, records));
+            },
+            |_| {},
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(
+        files,
+        [
+            ("a.hl7".into(), 1),
+            ("b.hl7".into(), 0),
+            ("c.hl7".into(), 0)
+        ]
+    );
+}
+
+#[test]
+fn hl7_messages_are_split_where_a_terminator_is_missing() {
+    // Files joined end to end, the first without its final segment terminator.
+    let joined = b"MSH|^~\\&|1\rPID|1MSH|^~\\&|2\rPID|2\r";
+    assert_eq!(
+        hl7_messages(joined),
+        vec![
+            (1, &b"MSH|^~\\&|1\rPID|1"[..]),
+            (2, &b"MSH|^~\\&|2\rPID|2\r"[..])
+        ]
+    );
+    // Another field separator glued to a segment is data, not a message.
+    let text = b"MSH|^~\\&|1\rNTE|1||see MSH#^~\\&#\r";
+    assert_eq!(hl7_messages(text).len(), 1);
+    // An MLLP frame without its end block ends at the next frame's start, and keeps its start
+    // block so that ingestion can tell it was cut short.
+    let framed = b"\x0bMSH|^~\\&|1\rPID|1\r\x0bMSH|^~\\&|2\rPID|2\r\x1c\r\x0bMSH|^~\\&|3\rPI";
+    let msgs: Vec<&[u8]> = hl7_messages(framed).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(
+        msgs,
+        vec![
+            &b"\x0bMSH|^~\\&|1\rPID|1\r"[..],
+            &b"MSH|^~\\&|2\rPID|2\r"[..],
+            &b"\x0bMSH|^~\\&|3\rPI"[..],
+        ]
+    );
 }
 
 /// The sample data, when every one of `parts` is in it; otherwise `None` after a loud message, or

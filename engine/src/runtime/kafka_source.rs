@@ -112,7 +112,25 @@ struct EnvelopeTime {
 }
 #[derive(serde::Deserialize)]
 struct MetadataTime {
-    timestamp: chrono::DateTime<chrono::Utc>,
+    timestamp: Stamp,
+}
+
+/// `metadata.timestamp` as ingestion takes it: an RFC 3339 string or epoch milliseconds.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Stamp {
+    Text(chrono::DateTime<chrono::Utc>),
+    Millis(i64),
+}
+
+impl Stamp {
+    /// Milliseconds since the Unix epoch, if within the range of a date-time.
+    fn ms(&self) -> Option<i64> {
+        match self {
+            Self::Text(t) => Some(t.timestamp_millis()),
+            Self::Millis(ms) => chrono::DateTime::from_timestamp_millis(*ms).map(|_| *ms),
+        }
+    }
 }
 
 /// An envelope's `metadata.timestamp` in milliseconds. Envelopes put their metadata first, so
@@ -141,8 +159,8 @@ fn envelope_ms(payload: &[u8]) -> Option<i64> {
                 if key != *want {
                     map.next_value::<IgnoredAny>()?;
                 } else if rest.is_empty() {
-                    let t: chrono::DateTime<chrono::Utc> = map.next_value()?;
-                    *self.found = Some(t.timestamp_millis());
+                    let t: Stamp = map.next_value()?;
+                    *self.found = t.ms();
                     return Ok(());
                 } else {
                     return map.next_value_seed(Find {
@@ -171,7 +189,7 @@ fn envelope_ms(payload: &[u8]) -> Option<i64> {
     found.or_else(|| {
         serde_json::from_slice::<EnvelopeTime>(payload)
             .ok()
-            .map(|e| e.metadata.timestamp.timestamp_millis())
+            .and_then(|e| e.metadata.timestamp.ms())
     })
 }
 
@@ -709,9 +727,16 @@ mod tests {
             envelope_ms(br#"{"metadata":{"timestamp":"2026-01-01T09:00:00.123Z"},"payload":"#),
             Some(ms)
         );
+        // Epoch milliseconds, as ingestion takes them.
+        assert_eq!(
+            envelope_ms(br#"{"metadata":{"timestamp":1767258000123},"payload":{}}"#),
+            Some(ms)
+        );
         for bad in [
             &b"not json"[..],
             br#"{"metadata":{"timestamp":"yesterday"}}"#,
+            br#"{"metadata":{"timestamp":1.5}}"#,
+            br#"{"metadata":{"timestamp":9223372036854775807}}"#,
             br#"{"payload":{}}"#,
             b"",
         ] {

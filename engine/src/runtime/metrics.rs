@@ -22,7 +22,7 @@ pub struct NodeCounters {
     pub dropped: AtomicU64,
     /// Dead letters sent (a record rejected for several faults can have several).
     pub dead_letters: AtomicU64,
-    /// Files written (sinks).
+    /// Files written (sinks), or read (file sources).
     pub files: AtomicU64,
     /// Records later than their windows' allowed lateness (windows).
     pub late: AtomicU64,

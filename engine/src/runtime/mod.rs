@@ -103,7 +103,7 @@ pub struct NodeSummary {
     /// Dead letters sent: more than `rejected` when a record was rejected for several faults
     /// (an ingested bundle or message with several bad parts).
     pub dead_letters: u64,
-    /// Files written (sinks).
+    /// Files written (sinks), or read (file sources, empty ones included).
     pub files: u64,
     /// Records later than the allowed lateness (windows), or behind the watermark when read
     /// (Kafka sources).

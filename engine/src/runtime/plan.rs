@@ -727,6 +727,16 @@ pub fn prepare(
             _ => None,
         })
         .collect();
+    // Dead letters hold raw PHI: their folder is owner-only from the start, whether or not the
+    // run rejects anything.
+    let private: Vec<PathBuf> = nodes
+        .iter()
+        .filter_map(|(_, _, _, prepared)| match prepared {
+            Prepared::DeadLetter(dir) => Some(dir.clone()),
+            _ => None,
+        })
+        .collect();
+    let create_dir = |dir: &Path| create_sink_dir(dir, private.contains(&dir.to_path_buf()));
     let mut checkpoint = None;
     if kafka_job {
         // Files no checkpoint covers are from an interrupted run: they go, and their records
@@ -741,7 +751,7 @@ pub fn prepare(
             }
         };
         for (name, dir) in &sink_dirs {
-            if let Err(e) = std::fs::create_dir_all(dir) {
+            if let Err(e) = create_dir(dir) {
                 let span = job.node(name).map_or(0..0, |n| n.span.clone());
                 errors.push(job.diag(
                     span,
@@ -765,7 +775,7 @@ pub fn prepare(
             } else {
                 Ok(())
             };
-            if let Err(e) = result.and_then(|()| std::fs::create_dir_all(dir)) {
+            if let Err(e) = result.and_then(|()| create_dir(dir)) {
                 let span = job.node(name).map_or(0..0, |n| n.span.clone());
                 errors.push(job.diag(
                     span,
@@ -1500,6 +1510,20 @@ impl<'s> Builder<'s, '_> {
         }
         self.built.insert(name.to_owned());
     }
+}
+
+/// Creates a sink's folder (and its missing parents); a `private` one (dead letters) is made, or
+/// made again, `0700`.
+fn create_sink_dir(dir: &Path, private: bool) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    Ok(())
 }
 
 /// A Kafka rendering: the record as JSON, keyed by a string of it (its saga's correlation id).

@@ -195,13 +195,18 @@ pub fn files<'s>(
         let (tx, rx) = std::sync::mpsc::sync_channel::<RawRecord>(FILE_BUFFER);
         if reader {
             let (source, failed) = (Arc::clone(&files), failure.clone());
+            let read_files = Arc::clone(&counters);
             let thread = std::thread::Builder::new()
                 .name(format!("read-{}", files.name))
                 .spawn(move || {
-                    let result = source.read(|record| {
-                        // The dataflow is gone (it failed): nothing to hand the rest to.
-                        let _ = tx.send(record);
-                    });
+                    // Every file read is counted, one without records too.
+                    let result = source.read_counting(
+                        |_, _| read_files.add_files(1),
+                        |record| {
+                            // The dataflow is gone (it failed): nothing to hand the rest to.
+                            let _ = tx.send(record);
+                        },
+                    );
                     if let Err(e) = result {
                         failed.fail(format!("source `{}`: {e}", source.name));
                     }

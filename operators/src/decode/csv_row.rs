@@ -14,7 +14,7 @@ pub(super) fn decode(
     header: Option<&[String]>,
     bytes: &[u8],
 ) -> Result<Vec<Value>, DecodeError> {
-    with_cells(bytes, |cells| values(decoder, header, cells))
+    with_cells(bytes, header, |cells| values(decoder, header, cells))
 }
 
 /// The values of the declared fields from the row's cells.
@@ -70,9 +70,63 @@ fn values(
     Ok(values)
 }
 
+/// Where the quoted field still open at the end of `row` opened, if one is: its column (0-based)
+/// and the row's line (1-based). RFC 4180, leniently: a quote opens a quoted field only at the
+/// start of a field, as sources split rows.
+pub(crate) fn open_quote(row: &[u8]) -> Option<(usize, usize)> {
+    let (mut column, mut line, mut quoted, mut at_start) = (0, 1, false, true);
+    let mut opened_on = 1;
+    let mut bytes = row.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        if b == b'\n' {
+            line += 1;
+        }
+        if quoted {
+            if b == b'"' && bytes.next_if_eq(&b'"').is_none() {
+                quoted = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' if at_start => (quoted, opened_on) = (true, line),
+            b',' => {
+                column += 1;
+                at_start = true;
+                continue;
+            }
+            _ => {}
+        }
+        at_start = false;
+    }
+    quoted.then_some((column, opened_on))
+}
+
+/// The reason for a row whose quoted field never closes, naming its column (and the column's
+/// header name, which is not patient data) and the line where it opened.
+pub(crate) fn open_quote_reason(
+    (column, line): (usize, usize),
+    header: Option<&[String]>,
+) -> String {
+    let name = header
+        .and_then(|h| h.get(column))
+        .map(|n| format!(" (`{}`)", n.trim()))
+        .unwrap_or_default();
+    let line = if line == 1 {
+        "the record's first line".to_owned()
+    } else {
+        format!("line {line} of the record")
+    };
+    format!(
+        "unterminated quote: the quoted field of column {}{name}, opened on {line}, is never \
+         closed",
+        column + 1
+    )
+}
+
 /// Splits one CSV row into cells and hands them to `f`.
 fn with_cells<R>(
     bytes: &[u8],
+    header: Option<&[String]>,
     f: impl FnOnce(&[&[u8]]) -> Result<R, DecodeError>,
 ) -> Result<R, DecodeError> {
     let line = bytes.strip_suffix(b"\n").unwrap_or(bytes);
@@ -83,6 +137,9 @@ fn with_cells<R>(
     if !line.iter().any(|&b| matches!(b, b'"' | b'\n' | b'\r')) {
         let cells: Vec<&[u8]> = line.split(|&b| b == b',').collect();
         return f(&cells);
+    }
+    if let Some(open) = open_quote(line) {
+        return Err(DecodeError::record(open_quote_reason(open, header)));
     }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)

@@ -41,6 +41,7 @@ use std::fmt;
 
 use vitalflow_model::row::{Row, Type, Value};
 
+pub(crate) use csv_row::{open_quote, open_quote_reason};
 pub use scalar::parse_iso8601;
 
 /// How a `timestamp` field is written in the input.

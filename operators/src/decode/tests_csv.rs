@@ -308,3 +308,43 @@ fn decodes_the_sample_vitals_csv() {
     assert_eq!(rows, 1936);
     assert!(nulls > 0, "the NBP columns have empty cells");
 }
+
+#[test]
+fn an_unterminated_quote_is_named_with_its_column() {
+    let d = Decoder::new(vec![
+        FieldSpec::new("id", Type::String, false),
+        FieldSpec::new("note", Type::String, true),
+        FieldSpec::new("hr", Type::Int, false),
+    ]);
+    let header: Vec<String> = ["id", "note", "hr"].map(str::to_owned).to_vec();
+    let e = d
+        .decode_csv(Some(&header), b"P1,\"never closed,72", 0)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unterminated quote: the quoted field of column 2 (`note`), opened on the record's first \
+         line, is never closed"
+    );
+    let e = d.decode_csv(None, b"P1,\"a \"\"b\"\",72", 0).unwrap_err();
+    assert!(e.to_string().contains("column 2,"), "{e}");
+    // Quotes that close, and a quote inside an unquoted field, are fine.
+    assert!(d.decode_csv(None, b"P1,\"a,\"\"b\"\"\",72", 0).is_ok());
+    assert!(d.decode_csv(None, b"P1,5\" tall,72", 0).is_ok());
+}
+
+#[test]
+fn an_unterminated_quote_names_the_line_it_opened_on() {
+    let d = Decoder::new(vec![
+        FieldSpec::new("id", Type::String, false),
+        FieldSpec::new("note", Type::String, true),
+        FieldSpec::new("hr", Type::Int, false),
+    ]);
+    let e = d
+        .decode_csv(None, b"P1,\"two\nlines\",72,\"x\nP2,y,1", 0)
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unterminated quote: the quoted field of column 4, opened on line 2 of the record, is \
+         never closed"
+    );
+}

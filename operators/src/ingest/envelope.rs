@@ -2,8 +2,14 @@
 //!
 //! One JSON object `{"metadata": {...}, "payload": {...}}`. `metadata` follows
 //! [`vitalflow_model::envelope::EventMetadata`]: `eventId`, `eventType`, `eventSource`,
-//! `correlationId`, `timestamp` (RFC 3339) and `version` are required strings, `causationId` and
-//! `traceId` optional strings.
+//! `correlationId` and `version` are required strings, `causationId` and `traceId` optional
+//! strings, and `timestamp` is required: an RFC 3339 string (`2026-01-01T08:30:00.250+01:00`) or
+//! an integer of milliseconds since the Unix epoch (`1767252600250`).
+//!
+//! A record with problems is dead-lettered once, its reason naming every problem found, in the
+//! order of the fields above and below, joined by `; ` (`metadata.eventId: missing;
+//! payload.value: expected a number`). Fields whose meaning depends on another field (a vital's
+//! value on its `type`, the payload on `eventType`) are checked only when that one is usable.
 //!
 //! # `patient.record.created` / `patient.record.updated`
 //!
@@ -51,6 +57,8 @@
 //!
 //! Values are normalized to the kind's canonical UCUM unit.
 
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 use vitalflow_model::clinical::{
     Address, ClinicalRecord, Gender, IdClass, Identifier, PatientRecord, VitalRecord,
 };
@@ -86,140 +94,229 @@ fn parse_record(bytes: &[u8]) -> Result<ClinicalRecord, Reason> {
     let root: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| super::json::syntax_reason(&e))?;
     let root = as_obj(&root, "envelope")?;
-    let metadata =
-        opt_obj(root, "envelope", "metadata")?.ok_or_else(|| "metadata: missing".to_owned())?;
-    for key in ["eventId", "eventSource", "correlationId", "version"] {
-        req_str(metadata, "metadata", key)?;
-    }
-    for key in ["causationId", "traceId"] {
-        opt_str(metadata, "metadata", key)?;
-    }
-    let event_type = req_str(metadata, "metadata", "eventType")?;
-    let timestamp = time::rfc3339(req_str(metadata, "metadata", "timestamp")?)
-        .ok_or_else(|| "metadata.timestamp: not an RFC 3339 date-time".to_owned())?;
-    let payload = match get(root, "payload") {
-        None => return Err("payload: missing".to_owned()),
-        Some(v) => as_obj(v, "payload")?,
-    };
-    match event_type {
-        PATIENT_CREATED | PATIENT_UPDATED => {
-            patient(payload, timestamp).map(|p| ClinicalRecord::Patient(Box::new(p)))
+    let mut problems = Problems::default();
+    let metadata = problems.take(
+        opt_obj(root, "envelope", "metadata")
+            .and_then(|m| m.ok_or_else(|| "metadata: missing".to_owned())),
+    );
+    let (mut event_type, mut timestamp) = (None, None);
+    if let Some(metadata) = metadata {
+        for key in ["eventId", "eventSource", "correlationId", "version"] {
+            problems.take(req_str(metadata, "metadata", key));
         }
-        VITALS_RECORDED => vital(payload).map(ClinicalRecord::Vital),
-        other => Err(format!(
-            "metadata.eventType: unknown event type {} (supported: {PATIENT_CREATED}, \
-             {PATIENT_UPDATED}, {VITALS_RECORDED})",
-            super::safe_code(other)
-        )),
+        for key in ["causationId", "traceId"] {
+            problems.take(opt_str(metadata, "metadata", key));
+        }
+        event_type = problems.take(req_str(metadata, "metadata", "eventType"));
+        timestamp = problems.take(metadata_timestamp(metadata));
+    }
+    let payload = problems.take(match get(root, "payload") {
+        None => Err("payload: missing".to_owned()),
+        Some(v) => as_obj(v, "payload"),
+    });
+    let record = match event_type {
+        None => None,
+        Some(PATIENT_CREATED | PATIENT_UPDATED) => payload
+            .and_then(|p| patient(p, &mut problems))
+            .zip(timestamp)
+            .map(|(mut p, recorded_at)| {
+                p.recorded_at = recorded_at;
+                ClinicalRecord::Patient(Box::new(p))
+            }),
+        Some(VITALS_RECORDED) => payload
+            .and_then(|p| vital(p, &mut problems))
+            .map(ClinicalRecord::Vital),
+        Some(other) => {
+            problems.0.push(format!(
+                "metadata.eventType: unknown event type {} (supported: {PATIENT_CREATED}, \
+                 {PATIENT_UPDATED}, {VITALS_RECORDED})",
+                super::safe_code(other)
+            ));
+            None
+        }
+    };
+    match record {
+        Some(record) if problems.0.is_empty() => Ok(record),
+        _ => Err(problems.0.join("; ")),
     }
 }
 
-fn patient(p: &Obj, recorded_at: chrono::DateTime<chrono::Utc>) -> Result<PatientRecord, Reason> {
+/// The problems found in one envelope, gathered so that its dead letter names them all.
+#[derive(Default)]
+struct Problems(Vec<Reason>);
+
+impl Problems {
+    /// The value of `r`, or `None` with its reason noted.
+    fn take<T>(&mut self, r: Result<T, Reason>) -> Option<T> {
+        r.map_err(|reason| self.0.push(reason)).ok()
+    }
+
+    /// An optional, non-blank string field, owned (`None` also when it is of another type).
+    fn text(&mut self, obj: &Obj, path: &str, key: &str) -> Option<String> {
+        self.take(opt_text(obj, path, key))
+            .flatten()
+            .map(str::to_owned)
+    }
+}
+
+/// `metadata.timestamp`: an RFC 3339 string, or an integer of milliseconds since the Unix epoch
+/// (as many producers write it).
+fn metadata_timestamp(metadata: &Obj) -> Result<DateTime<Utc>, Reason> {
+    const EXPECTED: &str =
+        "metadata.timestamp: expected an RFC 3339 string or epoch milliseconds (an integer)";
+    match get(metadata, "timestamp") {
+        None => Err("metadata.timestamp: missing".to_owned()),
+        Some(Value::String(s)) if s.trim().is_empty() => {
+            Err("metadata.timestamp: empty".to_owned())
+        }
+        Some(Value::String(s)) => time::rfc3339(s)
+            .ok_or_else(|| "metadata.timestamp: not an RFC 3339 date-time".to_owned()),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(ms) => DateTime::from_timestamp_millis(ms)
+                .ok_or_else(|| "metadata.timestamp: epoch milliseconds out of range".to_owned()),
+            None => Err(EXPECTED.to_owned()),
+        },
+        Some(_) => Err(EXPECTED.to_owned()),
+    }
+}
+
+/// The patient of a demographics payload; its `recorded_at` is left for the caller to set.
+fn patient(p: &Obj, problems: &mut Problems) -> Option<PatientRecord> {
     const P: &str = "payload";
-    let patient_id = req_str(p, P, "patientId")?.trim().to_owned();
-    let birth_date = opt_text(p, P, "dateOfBirth")?
-        .map(|s| {
-            time::date(s).ok_or_else(|| "payload.dateOfBirth: not a YYYY-MM-DD date".to_owned())
-        })
-        .transpose()?;
-    let gender = opt_text(p, P, "gender")?
-        .map(|s| Gender::parse(s).ok_or_else(|| "payload.gender: not a gender code".to_owned()))
-        .transpose()?;
+    let patient_id = problems
+        .take(req_str(p, P, "patientId"))
+        .map(|s| s.trim().to_owned());
+    let birth_date = problems
+        .take(opt_text(p, P, "dateOfBirth"))
+        .flatten()
+        .and_then(|s| {
+            problems.take(
+                time::date(s)
+                    .ok_or_else(|| "payload.dateOfBirth: not a YYYY-MM-DD date".to_owned()),
+            )
+        });
+    let gender = problems
+        .take(opt_text(p, P, "gender"))
+        .flatten()
+        .and_then(|s| {
+            problems.take(
+                Gender::parse(s).ok_or_else(|| "payload.gender: not a gender code".to_owned()),
+            )
+        });
     let mut addresses = Vec::new();
-    if let Some(a) = opt_obj(p, P, "address")? {
+    if let Some(a) = problems.take(opt_obj(p, P, "address")).flatten() {
         const A: &str = "payload.address";
         addresses.push(Address {
-            lines: opt_text(a, A, "street")?
-                .map(str::to_owned)
-                .into_iter()
-                .collect(),
-            city: opt_text(a, A, "city")?.map(str::to_owned),
-            state: opt_text(a, A, "state")?.map(str::to_owned),
-            postal_code: opt_text(a, A, "postalCode")?.map(str::to_owned),
-            country: opt_text(a, A, "country")?.map(str::to_owned),
-            district: opt_text(a, A, "county")?.map(str::to_owned),
+            lines: problems.text(a, A, "street").into_iter().collect(),
+            city: problems.text(a, A, "city"),
+            state: problems.text(a, A, "state"),
+            postal_code: problems.text(a, A, "postalCode"),
+            country: problems.text(a, A, "country"),
+            district: problems.text(a, A, "county"),
         });
     }
     let mut identifiers = Vec::new();
-    for (path, id) in obj_items(p, P, "identifiers")? {
-        let class = req_str(id, &path, "type")?;
-        let class = IdClass::parse(class.trim()).ok_or_else(|| {
-            format!(
-                "{path}.type: unknown identifier class {} (expected mrn, ssn, health-plan, \
-                 account, licence, vehicle, device, biometric or other)",
-                super::safe_code(class)
-            )
-        })?;
-        identifiers.push(Identifier::new(class, req_str(id, &path, "value")?));
+    for (path, id) in problems
+        .take(obj_items(p, P, "identifiers"))
+        .unwrap_or_default()
+    {
+        let class = problems.take(req_str(id, &path, "type")).and_then(|class| {
+            problems.take(IdClass::parse(class.trim()).ok_or_else(|| {
+                format!(
+                    "{path}.type: unknown identifier class {} (expected mrn, ssn, health-plan, \
+                     account, licence, vehicle, device, biometric or other)",
+                    super::safe_code(class)
+                )
+            }))
+        });
+        let value = problems.take(req_str(id, &path, "value"));
+        if let (Some(class), Some(value)) = (class, value) {
+            identifiers.push(Identifier::new(class, value));
+        }
     }
-    let owned = |key: &str| -> Result<Option<String>, Reason> {
-        Ok(opt_text(p, P, key)?.map(str::to_owned))
-    };
-    Ok(PatientRecord {
-        patient_id,
-        mrn: owned("mrn")?,
-        ssn: owned("ssn")?,
+    let record = PatientRecord {
+        patient_id: patient_id.unwrap_or_default(),
+        mrn: problems.text(p, P, "mrn"),
+        ssn: problems.text(p, P, "ssn"),
         identifiers,
-        given: owned("firstName")?.into_iter().collect(),
-        family: owned("lastName")?,
+        given: problems.text(p, P, "firstName").into_iter().collect(),
+        family: problems.text(p, P, "lastName"),
         birth_date,
         deceased: None,
         gender,
         addresses,
-        phones: owned("phoneNumber")?.into_iter().collect(),
-        emails: owned("email")?.into_iter().collect(),
-        faxes: owned("fax")?.into_iter().collect(),
-        urls: owned("url")?.into_iter().collect(),
-        ip_addresses: owned("ipAddress")?.into_iter().collect(),
-        photos: u32::from(owned("photo")?.is_some()),
+        phones: problems.text(p, P, "phoneNumber").into_iter().collect(),
+        emails: problems.text(p, P, "email").into_iter().collect(),
+        faxes: problems.text(p, P, "fax").into_iter().collect(),
+        urls: problems.text(p, P, "url").into_iter().collect(),
+        ip_addresses: problems.text(p, P, "ipAddress").into_iter().collect(),
+        photos: u32::from(problems.text(p, P, "photo").is_some()),
         contacts: Vec::new(),
-        notes: owned("notes")?.into_iter().collect(),
-        recorded_at,
-    })
+        notes: problems.text(p, P, "notes").into_iter().collect(),
+        recorded_at: DateTime::UNIX_EPOCH,
+    };
+    problems.0.is_empty().then_some(record)
 }
 
-fn vital(p: &Obj) -> Result<VitalRecord, Reason> {
+/// The measurement of a vital-sign payload.
+fn vital(p: &Obj, problems: &mut Problems) -> Option<VitalRecord> {
     const P: &str = "payload";
-    let patient_id = req_str(p, P, "patientId")?.trim().to_owned();
-    let source_id = opt_text(p, P, "measurementId")?.map(str::to_owned);
-    let name = req_str(p, P, "type")?;
-    let kind = VitalKind::from_name(name.trim()).ok_or_else(|| {
-        format!(
-            "payload.type: unknown vital-sign type {}",
-            super::safe_code(name)
+    let patient_id = problems
+        .take(req_str(p, P, "patientId"))
+        .map(|s| s.trim().to_owned());
+    let source_id = problems.text(p, P, "measurementId");
+    let kind = problems.take(req_str(p, P, "type")).and_then(|name| {
+        problems.take(VitalKind::from_name(name.trim()).ok_or_else(|| {
+            format!(
+                "payload.type: unknown vital-sign type {}",
+                super::safe_code(name)
+            )
+        }))
+    });
+    let effective = problems.take(req_str(p, P, "effectiveAt")).and_then(|s| {
+        problems.take(
+            time::rfc3339(s)
+                .ok_or_else(|| "payload.effectiveAt: not an RFC 3339 date-time".to_owned()),
         )
-    })?;
-    let effective = time::rfc3339(req_str(p, P, "effectiveAt")?)
-        .ok_or_else(|| "payload.effectiveAt: not an RFC 3339 date-time".to_owned())?;
-    let unit = opt_text(p, P, "unit")?;
-    let norm = |field: &str, v: f64, unit: &str| -> Result<f64, Reason> {
-        kind.normalize(v, unit)
-            .map_err(|e| super::unit_reason(&format!("payload.{field}"), &e))
-    };
-    let value = if kind == VitalKind::BloodPressure {
-        let unit = unit.unwrap_or(kind.code().ucum);
-        VitalValue::BloodPressure {
-            systolic: norm("unit", req_f64(p, P, "systolic")?, unit)?,
-            diastolic: norm("unit", req_f64(p, P, "diastolic")?, unit)?,
+    });
+    let unit = problems.take(opt_text(p, P, "unit")).flatten();
+    // The value's fields depend on the kind: without one they cannot be checked.
+    let value = kind.and_then(|kind| {
+        let norm = |v: f64, unit: &str| -> Result<f64, Reason> {
+            kind.normalize(v, unit)
+                .map_err(|e| super::unit_reason("payload.unit", &e))
+        };
+        if kind == VitalKind::BloodPressure {
+            let unit = unit.unwrap_or(kind.code().ucum);
+            let systolic = problems.take(req_f64(p, P, "systolic"));
+            let diastolic = problems.take(req_f64(p, P, "diastolic"));
+            let (systolic, diastolic) = systolic.zip(diastolic)?;
+            let systolic = problems.take(norm(systolic, unit));
+            let diastolic = problems.take(norm(diastolic, unit));
+            Some(VitalValue::BloodPressure {
+                systolic: systolic?,
+                diastolic: diastolic?,
+            })
+        } else {
+            let v = problems.take(req_f64(p, P, "value"));
+            let unit = problems.take(unit.ok_or_else(|| "payload.unit: missing".to_owned()));
+            let value = problems.take(norm(v?, unit?))?;
+            Some(VitalValue::Quantity { value })
         }
-    } else {
-        let v = req_f64(p, P, "value")?;
-        let unit = unit.ok_or_else(|| "payload.unit: missing".to_owned())?;
-        VitalValue::Quantity {
-            value: norm("unit", v, unit)?,
-        }
-    };
-    Ok(VitalRecord {
+    });
+    let device = problems.text(p, P, "deviceId");
+    let notes = problems.text(p, P, "note").into_iter().collect();
+    if !problems.0.is_empty() {
+        return None;
+    }
+    Some(VitalRecord {
         source_id,
-        patient_id,
-        kind,
-        value,
-        effective,
-        device: opt_text(p, P, "deviceId")?.map(str::to_owned),
-        notes: opt_text(p, P, "note")?
-            .map(str::to_owned)
-            .into_iter()
-            .collect(),
+        patient_id: patient_id?,
+        kind: kind?,
+        value: value?,
+        effective: effective?,
+        device,
+        notes,
         mentioned: Vec::new(),
     })
 }

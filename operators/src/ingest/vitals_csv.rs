@@ -61,6 +61,12 @@ pub(crate) fn parse(sink: &mut Sink<'_>) {
         Some(p) if !p.is_empty() => p.to_owned(),
         _ => return sink.reject_raw("context: missing (the patient id of the CSV file)"),
     };
+    if let Some(open) = crate::decode::open_quote(&raw.bytes) {
+        return sink.reject_raw(format!(
+            "CSV row: {}",
+            crate::decode::open_quote_reason(open, Some(&header))
+        ));
+    }
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)

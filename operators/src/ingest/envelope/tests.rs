@@ -200,3 +200,67 @@ fn broken_envelopes_are_dead_lettered() {
     ));
     assert!(!dead[0].reason.contains("Lovelace"), "{}", dead[0].reason);
 }
+
+#[test]
+fn metadata_timestamp_may_be_epoch_milliseconds() {
+    let mut m = metadata("patient.record.created");
+    m["timestamp"] = json!(1_767_225_605_250_i64);
+    let bytes = serde_json::to_vec(&json!({"metadata": m, "payload": patient_payload()})).unwrap();
+    let ClinicalRecord::Patient(p) = one(bytes).unwrap() else {
+        panic!("not a patient");
+    };
+    assert_eq!(p.recorded_at.to_rfc3339(), "2026-01-01T00:00:05.250+00:00");
+    // A string, RFC 3339, gives the same instant.
+    m["timestamp"] = json!("2026-01-01T01:00:05.250+01:00");
+    let bytes = serde_json::to_vec(&json!({"metadata": m, "payload": patient_payload()})).unwrap();
+    let ClinicalRecord::Patient(q) = one(bytes).unwrap() else {
+        panic!("not a patient");
+    };
+    assert_eq!(q.recorded_at, p.recorded_at);
+    for (value, want) in [
+        (
+            json!(1.5e12),
+            "metadata.timestamp: expected an RFC 3339 string or epoch milliseconds (an integer)",
+        ),
+        (
+            json!(true),
+            "metadata.timestamp: expected an RFC 3339 string or epoch milliseconds (an integer)",
+        ),
+        (
+            json!(i64::MAX),
+            "metadata.timestamp: epoch milliseconds out of range",
+        ),
+    ] {
+        m["timestamp"] = value;
+        let bytes =
+            serde_json::to_vec(&json!({"metadata": m, "payload": patient_payload()})).unwrap();
+        assert_eq!(one(bytes).unwrap_err(), want);
+    }
+}
+
+#[test]
+fn every_problem_of_a_record_is_reported() {
+    let mut m = metadata("vitals.measurement.recorded");
+    m["eventId"] = json!(null);
+    m["timestamp"] = json!("yesterday");
+    let payload = json!({
+        "type": "heart-rate", "value": "72", "unit": "/min", "effectiveAt": "soon"
+    });
+    let bytes = serde_json::to_vec(&json!({"metadata": m, "payload": payload})).unwrap();
+    assert_eq!(
+        one(bytes).unwrap_err(),
+        "metadata.eventId: missing; metadata.timestamp: not an RFC 3339 date-time; \
+         payload.patientId: missing; payload.effectiveAt: not an RFC 3339 date-time; \
+         payload.value: expected a number"
+    );
+    let mut p = patient_payload();
+    p["dateOfBirth"] = json!("10/12/1815");
+    p["gender"] = json!("x");
+    p["email"] = json!(5);
+    let r = one(envelope("patient.record.created", p)).unwrap_err();
+    assert_eq!(
+        r,
+        "payload.dateOfBirth: not a YYYY-MM-DD date; payload.gender: not a gender code; \
+         payload.email: expected a string"
+    );
+}

@@ -20,6 +20,16 @@
 //!   dead-lettered with a reason naming the message type, segment and field.
 //!
 //! Times without a UTC offset are read as UTC.
+//!
+//! # Messages cut short
+//!
+//! A truncated message is dead-lettered whole, never converted in part. It is told by an MLLP
+//! start block (`0x0B`) without an end block (`0x1C`); for the ADT events, a missing PV1 (which
+//! each of their structures requires, and which a message cut inside PID lacks); for `ORU^R01`,
+//! no OBX; and a last segment that has no terminator and ends before the last field HL7
+//! requires of it (EVN-2, PID-5, PV1-2, OBR-4, OBX-11). A message cut after those fields of its
+//! last segment looks like a complete one whose producer left out the final terminator (many
+//! do) and is read as it is.
 
 pub mod message;
 
@@ -116,9 +126,39 @@ fn supported_version(v: &str) -> bool {
         && parts.all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
+/// The last field HL7 requires of a segment the mapping reads, for the truncation check.
+fn last_required_field(segment: &str) -> Option<usize> {
+    match segment {
+        "EVN" | "PV1" => Some(2),
+        "OBR" => Some(4),
+        "PID" => Some(5),
+        "OBX" => Some(11),
+        _ => None,
+    }
+}
+
+/// Whether the message's last segment ends with a terminator (`\r` or `\n`), before an MLLP
+/// end block and trailing blanks.
+fn terminated(bytes: &[u8]) -> bool {
+    let b = bytes
+        .iter()
+        .rposition(|&x| x == 0x1C)
+        .map_or(bytes, |end| &bytes[..end]);
+    let blank = b
+        .iter()
+        .rev()
+        .take_while(|&&x| x == b' ' || x == b'\t')
+        .count();
+    matches!(b[..b.len() - blank].last(), Some(b'\r' | b'\n'))
+}
+
 /// Parses the raw record as one HL7 v2 message.
 pub(crate) fn parse(sink: &mut Sink<'_>, opts: &IngestOptions) {
     let raw = sink.raw;
+    if raw.bytes.trim_ascii_start().first() == Some(&0x0B) && !raw.bytes.contains(&0x1C) {
+        return sink
+            .reject_raw("MLLP: the frame has no end block (0x1C): the message was cut short");
+    }
     let text = message::text(&raw.bytes);
     let msg = match Message::parse(&text) {
         Ok(m) => m,
@@ -157,6 +197,17 @@ pub(crate) fn parse(sink: &mut Sink<'_>, opts: &IngestOptions) {
             ));
         }
     };
+    if !terminated(&raw.bytes)
+        && let Some(last) = msg.segments.last()
+        && let Some(n) = last_required_field(last.id)
+        && last.len() < n
+    {
+        return sink.reject_raw(format!(
+            "{kind} {id}: the message ends inside this segment, before {id}-{n} (required), \
+             with no segment terminator: it was cut short",
+            id = last.id
+        ));
+    }
     let mut m = Mapper {
         msg: &msg,
         kind: &kind,
@@ -193,6 +244,14 @@ impl<'a> Mapper<'_, 'a> {
         let Some(pid) = msg.segment("PID") else {
             return sink.reject_raw(format!("{} PID: segment missing", self.kind));
         };
+        // Every converted ADT structure requires PV1: a message without one is incomplete
+        // (often cut short inside PID), and none of it is taken.
+        let Some(pv1) = msg.segment("PV1") else {
+            return sink.reject_raw(format!(
+                "{} PV1: segment missing (required; the message may have been cut short)",
+                self.kind
+            ));
+        };
         let evn = msg.segment("EVN");
         let recorded = match evn.map(|e| self.time(e, 2)).transpose() {
             Ok(t) => t.flatten().or(self.message_time),
@@ -208,10 +267,7 @@ impl<'a> Mapper<'_, 'a> {
             Ok(p) => p,
             Err(reason) => return sink.reject_raw(reason),
         };
-        let encounter = match msg.segment("PV1") {
-            Some(pv1) => self.encounter(pv1, evn, &patient.patient_id, event, recorded_at),
-            None => Err(format!("{} PV1: segment missing", self.kind)),
-        };
+        let encounter = self.encounter(pv1, evn, &patient.patient_id, event, recorded_at);
         sink.accept(0, ClinicalRecord::Patient(Box::new(patient)));
         match encounter {
             Ok(e) => sink.accept(1, ClinicalRecord::Encounter(e)),

@@ -235,12 +235,69 @@ fn other_messages_and_versions_dead_letter_with_reasons() {
         let (ok, _) = run(&hl7(&ADT_A01.replace("|2.5.1\r", &format!("|{version}\r"))));
         assert_eq!(ok.len(), 2, "{version}");
     }
-    // Without PV1 the patient still converts; the encounter is dead-lettered.
+    // Without PV1, which the structure requires, none of the message is taken.
     let (ok, dead) = run(&hl7(&ADT_A01.replace("PV1|", "ZV1|")));
     assert_eq!(
         (ok.len(), reasons(&dead)),
-        (1, vec!["ADT^A01 PV1: segment missing"])
+        (
+            0,
+            vec!["ADT^A01 PV1: segment missing (required; the message may have been cut short)"]
+        )
     );
+}
+
+#[test]
+fn messages_cut_short_are_dead_lettered_whole() {
+    // Cut inside PID, at every byte: never a patient, always one dead letter.
+    let pid = ADT_A01.find("PID|").unwrap();
+    let pv1 = ADT_A01.find("PV1|").unwrap();
+    for cut in pid + 4..pv1 {
+        let (ok, dead) = run(&hl7(&ADT_A01[..cut]));
+        assert!(ok.is_empty(), "cut at {cut}: {ok:?}");
+        assert_eq!(dead.len(), 1, "cut at {cut}");
+        assert!(
+            dead[0].reason.starts_with("ADT^A01 PV1: segment missing")
+                || dead[0]
+                    .reason
+                    .starts_with("ADT^A01 PID: the message ends inside"),
+            "cut at {cut}: {}",
+            dead[0].reason
+        );
+    }
+    // Cut inside the last OBX, before its result status: the whole message goes, as a value
+    // may have lost digits (`72` read as `7`).
+    let full = "MSH|^~\\&|MON|ICU|VF|HUB|20260301120000||ORU^R01|C3|P|2.5.1\r\
+                PID|1||P0000001^^^HOSP^PI||Doe^Jane\r\
+                OBX|1|NM|8867-4^Heart rate^LN||72|/min|||||F\r\
+                OBX|2|NM|8867-4^Heart rate^LN||72|/min|||||F";
+    let (ok, dead) = run(&hl7(full));
+    assert_eq!((ok.len(), dead.len()), (2, 0), "{dead:?}");
+    let cut = full.rfind("||72").unwrap() + 3;
+    let (ok, dead) = run(&hl7(&full[..cut]));
+    assert!(ok.is_empty(), "{ok:?}");
+    assert_eq!(
+        reasons(&dead),
+        [
+            "ORU^R01 OBX: the message ends inside this segment, before OBX-11 (required), with no \
+          segment terminator: it was cut short"
+        ]
+    );
+    // A short last segment with its terminator is a message as its producer wrote it; without
+    // one, it was cut.
+    let short = &full[..full.rfind("/min").unwrap() + 4];
+    let (ok, dead) = run(&hl7(&format!("{short}\r")));
+    assert_eq!((ok.len(), dead.len()), (2, 0), "{dead:?}");
+    let (ok, dead) = run(&hl7(short));
+    assert_eq!((ok.len(), dead.len()), (0, 1), "{ok:?}");
+    // An MLLP frame without its end block.
+    let (ok, dead) = run(&hl7(&format!("\u{b}{ADT_A01}")));
+    assert!(ok.is_empty(), "{ok:?}");
+    assert_eq!(
+        reasons(&dead),
+        ["MLLP: the frame has no end block (0x1C): the message was cut short"]
+    );
+    let (ok, _) = run(&hl7(&format!("\u{b}{ADT_A01}\u{1c}\r")));
+    assert_eq!(ok.len(), 2);
 }
 
 const ORU: &str = "MSH|^~\\&|MON|ICU|VF|HUB|20260301120000||ORU^R01^ORU_R01|CTL0002|P|2.5.1\r\

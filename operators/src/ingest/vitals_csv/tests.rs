@@ -235,3 +235,16 @@ fn the_numerics_sample() {
         );
     }
 }
+
+#[test]
+fn an_unterminated_quote_is_dead_lettered_naming_its_column() {
+    let (ok, dead) = run(&row("time,HR,SpO2", "2026-01-01T00:36:25Z,\"80,97"));
+    assert!(ok.is_empty(), "{ok:?}");
+    assert_eq!(
+        reasons(&dead),
+        [
+            "CSV row: unterminated quote: the quoted field of column 2 (`HR`), opened on the \
+          record's first line, is never closed"
+        ]
+    );
+}
