@@ -343,7 +343,7 @@ fn feed_late_and_bad(broker: &Broker, g: &Generator, topics: &Topics) -> Fed {
                 .map(|j| String::from_utf8(g.event(j)).unwrap())
                 .find(|e| e.contains("\"value\":"))
                 .unwrap();
-            let bad = if fed.bad % 2 == 0 {
+            let bad = if fed.bad.is_multiple_of(2) {
                 good.replacen("\"value\":", "\"value\":\"high\",\"was\":", 1)
             } else {
                 good.replacen("\"patientId\"", "\"nobody\"", 1)
