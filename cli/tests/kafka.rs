@@ -451,10 +451,12 @@ fn sigkill_exactly_once(brokers: Vec<Broker>) {
         );
         assert!(late > 0, "[{}] no record came late: {stdout}", broker.name);
 
-        // Kill moments drawn from a fixed seed: the outcome must not depend on them. Each run is
-        // killed a random moment after it wrote a new checkpoint (so that the next one resumes
-        // from what a resumed run wrote), or, if none came by then, at a quarter of the
-        // uninterrupted run's time. Every kill must find the job running.
+        // Kill moments drawn from a fixed seed: the outcome must not depend on them. The first
+        // run is killed a random moment after its checkpoint keeps audit records (so that the
+        // chain goes on across a resume), or at half the uninterrupted run's time; each resumed
+        // run a random moment after it wrote a new checkpoint (so that the next one resumes from
+        // what a resumed run wrote), or, if none came by then, at a quarter of the uninterrupted
+        // run's time. Every kill must find the job running.
         let uninterrupted = test_started.elapsed();
         let out = dir.path().join("out");
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
@@ -474,8 +476,16 @@ fn sigkill_exactly_once(brokers: Vec<Broker>) {
                 .unwrap();
             let started = Instant::now();
             let mut finished = false;
-            while started.elapsed() < uninterrupted / 4 && std::fs::read(&checkpoint).ok() == before
-            {
+            let (cap, wanted) = if round == 0 {
+                (uninterrupted / 2, "\"audit/")
+            } else {
+                (uninterrupted / 4, "")
+            };
+            let waiting = || {
+                std::fs::read(&checkpoint).ok() == before
+                    || !std::fs::read_to_string(&checkpoint).is_ok_and(|c| c.contains(wanted))
+            };
+            while started.elapsed() < cap && waiting() {
                 if child.try_wait().unwrap().is_some() {
                     finished = true;
                     break;
