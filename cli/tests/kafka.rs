@@ -453,7 +453,7 @@ fn sigkill_exactly_once(brokers: Vec<Broker>) {
 
         // Kill moments drawn from a fixed seed: the outcome must not depend on them. The first
         // run is killed a random moment after its checkpoint keeps audit records (so that the
-        // chain goes on across a resume), or at half the uninterrupted run's time; each resumed
+        // chain goes on across a resume); each resumed
         // run a random moment after it wrote a new checkpoint (so that the next one resumes from
         // what a resumed run wrote), or, if none came by then, at a quarter of the uninterrupted
         // run's time. Every kill must find the job running.
@@ -477,7 +477,7 @@ fn sigkill_exactly_once(brokers: Vec<Broker>) {
             let started = Instant::now();
             let mut finished = false;
             let (cap, wanted) = if round == 0 {
-                (uninterrupted / 2, "\"audit/")
+                (Duration::from_secs(120), "\"audit/")
             } else {
                 (uninterrupted / 4, "")
             };
