@@ -2,8 +2,63 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use vitalflow_model::envelope::AuditRecord;
 
 use crate::support::{job_variant, output_files, show, vitalflow};
+
+/// Reads the audit log under `out/audit` and checks its hash chain (see [`audit_chain`]);
+/// panics with what is wrong. Returns the records in sequence order.
+pub fn checked_chain(out: &Path) -> Vec<serde_json::Value> {
+    audit_chain(out).unwrap_or_else(|e| panic!("{}: {e}", out.display()))
+}
+
+/// Reads the audit log under `out/audit` and checks its hash chain: sequences run 0, 1, ...
+/// without gaps or repeats, each record's `prevHash` is the previous record's `hash` (64 zeros
+/// for the first), and each `hash` is recomputed here from the record's content as documented:
+/// SHA-256 over `prevHash`, the sequence (8 bytes, little-endian), the JSON of `recordedAt` and
+/// the JSON of `event`. The records are read into the model's type and written back, and must
+/// come back as read, so that the hash covers everything the line holds. Returns the records
+/// in sequence order, or the first problem.
+fn audit_chain(out: &Path) -> Result<Vec<serde_json::Value>, String> {
+    let mut records: Vec<(AuditRecord, serde_json::Value)> = Vec::new();
+    for f in output_files(&out.join("audit")) {
+        for (i, line) in std::fs::read_to_string(&f).unwrap().lines().enumerate() {
+            let at = format!("{}:{}", f.display(), i + 1);
+            let value: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| format!("{at}: {e}"))?;
+            let record: AuditRecord =
+                serde_json::from_value(value.clone()).map_err(|e| format!("{at}: {e}"))?;
+            if serde_json::to_value(&record).unwrap() != value {
+                return Err(format!("{at}: the record does not survive a round trip"));
+            }
+            records.push((record, value));
+        }
+    }
+    records.sort_by_key(|(r, _)| r.sequence);
+    let mut prev = "0".repeat(64);
+    for (i, (r, _)) in records.iter().enumerate() {
+        if r.sequence != i as u64 {
+            return Err(format!("sequence {i} missing or repeated"));
+        }
+        if r.prev_hash != prev {
+            return Err(format!("record {i}: prevHash is not the hash before"));
+        }
+        let mut h = Sha256::new();
+        h.update(r.prev_hash.as_bytes());
+        h.update(r.sequence.to_le_bytes());
+        h.update(serde_json::to_string(&r.recorded_at).unwrap().as_bytes());
+        h.update(serde_json::to_string(&r.event).unwrap().as_bytes());
+        let hash: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        if r.hash != hash {
+            return Err(format!("record {i}: hash does not match its content"));
+        }
+        prev.clone_from(&r.hash);
+    }
+    Ok(records.into_iter().map(|(_, v)| v).collect())
+}
 
 #[test]
 fn audit_records_all_eight_domain_events_linked_by_correlation_and_causation() {
@@ -31,23 +86,36 @@ fn audit_records_all_eight_domain_events_linked_by_correlation_and_causation() {
     );
     assert!(o.status.success(), "{}", show(&o));
 
-    let mut records: Vec<serde_json::Value> = Vec::new();
-    for f in output_files(&out.join("audit")) {
-        for line in std::fs::read_to_string(&f).unwrap().lines() {
-            records.push(serde_json::from_str(line).unwrap());
-        }
-    }
-    records.sort_by_key(|r| r["sequence"].as_u64().unwrap());
+    // The hash chain is unbroken, starts at zero, and every hash matches its record.
+    let records = checked_chain(&out);
     // 3 batches × 8 events.
     assert_eq!(records.len(), 24, "{records:#?}");
-
-    // The hash chain is unbroken and starts at zero.
-    let mut prev = "0".repeat(64);
-    for (i, r) in records.iter().enumerate() {
-        assert_eq!(r["sequence"].as_u64(), Some(i as u64));
-        assert_eq!(r["prevHash"].as_str(), Some(prev.as_str()));
-        prev = r["hash"].as_str().unwrap().to_owned();
+    // The check sees a record changed after it was written: one count more.
+    let tampered = dir.path().join("tampered");
+    std::fs::create_dir_all(tampered.join("audit")).unwrap();
+    for (n, f) in output_files(&out.join("audit")).iter().enumerate() {
+        let lines: Vec<String> = std::fs::read_to_string(f)
+            .unwrap()
+            .lines()
+            .map(|line| {
+                let mut r: serde_json::Value = serde_json::from_str(line).unwrap();
+                if r["sequence"] == 10 {
+                    let counts = &mut r["event"]["payload"]["counts"];
+                    counts["recordsIn"] = (counts["recordsIn"].as_u64().unwrap() + 1).into();
+                }
+                r.to_string()
+            })
+            .collect();
+        std::fs::write(
+            tampered.join(format!("audit/part-{n}.jsonl")),
+            lines.join("\n"),
+        )
+        .unwrap();
     }
+    assert_eq!(
+        audit_chain(&tampered).err().as_deref(),
+        Some("record 10: hash does not match its content")
+    );
 
     let ids: BTreeMap<&str, &serde_json::Value> = records
         .iter()

@@ -274,18 +274,121 @@ fn generator(patients: u64, readings: u64) -> Generator {
     })
 }
 
-/// Acceptance: 100,000 readings over 8 partitions, the job killed with SIGKILL at three moments
-/// and restarted each time; the Parquet holds every Observation exactly once.
+/// Readings held back to arrive late: 1 in 50.
+const LATE_EVERY: u64 = 50;
+/// Malformed records among the readings: one every this many.
+const BAD_EVERY: u64 = 10_000;
+
+/// What [`feed_late_and_bad`] produced.
+struct Fed {
+    readings: u64,
+    late: u64,
+    bad: u64,
+}
+
+/// Produces the generator's events (patients first, keyed by patient) with 1 in [`LATE_EVERY`]
+/// readings sent 5,000 to 11,000 events after their place, 10 to 22 minutes of event time with
+/// 500 patients: behind the partition's watermark (out-of-orderness 5 minutes) when read; and one
+/// malformed reading every [`BAD_EVERY`] events (a value that is not a number, or no patient),
+/// for the dead letters.
+fn feed_late_and_bad(broker: &Broker, g: &Generator, topics: &Topics) -> Fed {
+    let mut settings = ClientSettings::new(&broker.bootstrap);
+    // The embedded broker keeps the newest 5 MiB of record batches per partition: compress.
+    for (k, v) in [("compression.type", "lz4"), ("linger.ms", "20")] {
+        settings.properties.insert(
+            k.to_owned(),
+            vitalflow_connectors::kafka::PropertyValue::Literal(v.to_owned()),
+        );
+    }
+    let mut w = TopicWriter::new(&settings).unwrap();
+    let mut fed = Fed {
+        readings: 0,
+        late: 0,
+        bad: 0,
+    };
+    // Held back readings, by the event index after which they are sent.
+    let mut held: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let send = |w: &mut TopicWriter, i: u64| {
+        let topic = if g.is_patient_event(i) {
+            &topics.patients
+        } else {
+            &topics.vitals
+        };
+        w.send(OutMessage {
+            topic: topic.clone(),
+            key: Some(g.patient_id(g.patient_of(i)).into_bytes()),
+            payload: g.event(i),
+            headers: Vec::new(),
+        })
+        .unwrap();
+    };
+    for i in 0..g.count() {
+        if !g.is_patient_event(i) && i % LATE_EVERY == 7 {
+            held.entry(i + 5_000 + (i / LATE_EVERY % 7) * 1_000)
+                .or_default()
+                .push(i);
+            fed.late += 1;
+        } else {
+            send(&mut w, i);
+        }
+        if !g.is_patient_event(i) {
+            fed.readings += 1;
+        }
+        for late in held.remove(&i).unwrap_or_default() {
+            send(&mut w, late);
+        }
+        if !g.is_patient_event(i) && i % BAD_EVERY == 5_000 {
+            // A reading with a single value (not a blood-pressure panel) near `i`.
+            let good = (i..)
+                .map(|j| String::from_utf8(g.event(j)).unwrap())
+                .find(|e| e.contains("\"value\":"))
+                .unwrap();
+            let bad = if fed.bad.is_multiple_of(2) {
+                good.replacen("\"value\":", "\"value\":\"high\",\"was\":", 1)
+            } else {
+                good.replacen("\"patientId\"", "\"nobody\"", 1)
+            };
+            assert_ne!(bad, good);
+            w.send(OutMessage {
+                topic: topics.vitals.clone(),
+                key: Some(g.patient_id(g.patient_of(i)).into_bytes()),
+                payload: bad.into_bytes(),
+                headers: Vec::new(),
+            })
+            .unwrap();
+            fed.bad += 1;
+        }
+        if i % 10_000 == 9_999 {
+            w.poll().unwrap();
+        }
+    }
+    for late in held.into_values().flatten() {
+        send(&mut w, late);
+    }
+    w.flush(Duration::from_secs(300)).unwrap();
+    assert_eq!(
+        w.in_flight(),
+        0,
+        "[{}] records not acknowledged",
+        broker.name
+    );
+    fed
+}
+
+/// Acceptance: 100,000 readings over 8 partitions, 2% of them late and a few malformed; the job
+/// killed with SIGKILL six times, each time while it runs, and restarted each time. Every output
+/// (Parquet tables row by row, dead-letter files, the audit log's events) holds what an
+/// uninterrupted run of the same input writes, and the audit chain goes on across the resumes.
 #[test]
-fn sigkill_three_times_and_every_observation_is_written_exactly_once() {
+fn sigkill_six_times_and_every_output_is_written_exactly_once() {
     sigkill_exactly_once(vec![embedded()]);
 }
 
 /// The same against the standalone broker (tansu answers a fetch from the middle of a record
 /// batch with the next batch, and repeats batches: the source re-seeks further back and processes
-/// each offset once). `VITALFLOW_TEST_KEEP=1` keeps the output folder and the killed runs' logs.
+/// each offset once). `VITALFLOW_TEST_KEEP=1` keeps the output folders and the killed runs' logs.
 #[test]
-fn sigkill_three_times_against_the_standalone_broker() {
+fn sigkill_six_times_against_the_standalone_broker() {
     let standalone: Vec<Broker> = brokers()
         .into_iter()
         .filter(|b| b.child.is_none())
@@ -293,31 +396,29 @@ fn sigkill_three_times_against_the_standalone_broker() {
     sigkill_exactly_once(standalone);
 }
 
+/// The count of late records a run's summary reports for `source`.
+fn late_records(stdout: &str, source: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("source {source}: ")))
+        .and_then(|l| l.split(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
 fn sigkill_exactly_once(brokers: Vec<Broker>) {
     let Some(python) = python() else { return };
     for broker in brokers {
         let topics = Topics::new(&broker, 8);
         let g = generator(500, 100_000);
-        let feed = FeedTopics {
-            patients: topics.patients.clone(),
-            vitals: topics.vitals.clone(),
-        };
-        let n = feed_generator(
-            &broker.bootstrap,
-            &g,
-            &feed,
-            Duration::from_secs(300),
-            |_| {},
-        )
-        .unwrap();
-        assert_eq!(n, 100_500);
-        // The broker holds each reading once.
+        let fed = feed_late_and_bad(&broker, &g, &topics);
+        assert_eq!((fed.readings, fed.late, fed.bad), (100_000, 2_000, 10));
+        // The broker holds each reading once, and the malformed ones (copies of readings).
         let held = python_check(
             &python,
             "kafka_check.py",
             &["topic", &broker.bootstrap, &topics.vitals],
         );
-        assert_eq!(held["records"], 100_000, "[{}] {held}", broker.name);
+        assert_eq!(held["records"], 100_010, "[{}] {held}", broker.name);
         assert_eq!(held["distinct"], 100_000, "[{}] {held}", broker.name);
 
         let dir = tempfile::tempdir().unwrap();
@@ -328,16 +429,40 @@ fn sigkill_exactly_once(brokers: Vec<Broker>) {
                 dir.path().display()
             );
         }
-        let job = write_job(dir.path(), "end", "5s", 2);
-        let out = dir.path().join("out");
+        // An idle timeout of 1 s: a resumed run holds its watermark at the checkpoint until the
+        // patients topic, read to its end long before, counts as idle, and writes no checkpoint
+        // before then; with 5 s a resumed run could get to its end before its first checkpoint.
+        let job = write_job(dir.path(), "end", "1s", 2);
         let key = key_file(dir.path());
+        let test_started = Instant::now();
+
+        // The reference: one run, not interrupted.
+        let reference = dir.path().join("reference");
+        let o = job_command(&job, &reference, &broker, &topics, &key)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let late = late_records(&stdout, "vitals");
+        eprintln!(
+            "[{}] uninterrupted run: {:?}, {late} late records",
+            broker.name,
+            test_started.elapsed()
+        );
+        assert!(late > 0, "[{}] no record came late: {stdout}", broker.name);
+
         // Kill moments drawn from a fixed seed: the outcome must not depend on them. The first
-        // kill may come before any checkpoint; the others come at a random moment after the
-        // job wrote a new checkpoint (so that they interrupt a resumed run).
+        // run is killed a random moment after its checkpoint keeps audit records (so that the
+        // chain goes on across a resume), or at half the uninterrupted run's time; each resumed
+        // run a random moment after it wrote a new checkpoint (so that the next one resumes from
+        // what a resumed run wrote), or, if none came by then, at a quarter of the uninterrupted
+        // run's time. Every kill must find the job running.
+        let uninterrupted = test_started.elapsed();
+        let out = dir.path().join("out");
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut kills = Vec::new();
         let checkpoint = out.join("_vitalflow/checkpoint.json");
-        for round in 0..3 {
+        for round in 0..6 {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
@@ -351,40 +476,44 @@ fn sigkill_exactly_once(brokers: Vec<Broker>) {
                 .unwrap();
             let started = Instant::now();
             let mut finished = false;
-            if round > 0 {
-                while started.elapsed() < Duration::from_secs(120)
-                    && std::fs::read(&checkpoint).ok() == before
-                {
-                    if child.try_wait().unwrap().is_some() {
-                        finished = true;
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-            let extra = Duration::from_millis(if round == 0 {
-                500 + seed % 2000
+            let (cap, wanted) = if round == 0 {
+                (uninterrupted / 2, "\"audit/")
             } else {
-                seed % 1000
-            });
-            let until = Instant::now() + extra;
+                (uninterrupted / 4, "")
+            };
+            let waiting = || {
+                std::fs::read(&checkpoint).ok() == before
+                    || !std::fs::read_to_string(&checkpoint).is_ok_and(|c| c.contains(wanted))
+            };
+            while started.elapsed() < cap && waiting() {
+                if child.try_wait().unwrap().is_some() {
+                    finished = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let checkpointed = std::fs::read(&checkpoint).ok() != before;
+            let until = Instant::now() + Duration::from_millis(seed % 300);
             while !finished && Instant::now() < until {
                 if child.try_wait().unwrap().is_some() {
                     finished = true;
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                std::thread::sleep(Duration::from_millis(10));
             }
-            child.kill().unwrap();
+            // A job that ended by itself has exited: `kill` then fails or finds it gone.
+            finished = finished || child.try_wait().unwrap().is_some();
+            let _ = child.kill();
             child.wait().unwrap();
-            kills.push((round, started.elapsed(), finished));
+            kills.push((round, started.elapsed(), checkpointed, finished));
         }
         eprintln!(
-            "[{}] kills (round, after, had finished): {kills:?}",
+            "[{}] kills (round, after, had written a checkpoint, had finished): {kills:?}",
             broker.name
         );
         assert!(
-            kills.iter().any(|(_, _, finished)| !finished),
-            "no kill landed while the job ran: {kills:?}"
+            kills.iter().all(|(_, _, _, finished)| !finished),
+            "[{}] a kill came after the job had finished: {kills:?}",
+            broker.name
         );
         let o = job_command(&job, &out, &broker, &topics, &key)
             .output()
@@ -398,11 +527,11 @@ fn sigkill_exactly_once(brokers: Vec<Broker>) {
             broker.name,
             show(&o)
         );
-        let counts = python_check(&python, "kafka_check.py", &["count", out.to_str().unwrap()]);
-        eprintln!("[{}] {counts}", broker.name);
         if std::env::var("VITALFLOW_TEST_KEEP").is_ok() {
             let _ = dir.keep();
         }
+        let counts = python_check(&python, "kafka_check.py", &["count", out.to_str().unwrap()]);
+        eprintln!("[{}] {counts}", broker.name);
         assert_eq!(
             counts["observations"], 100_000,
             "[{}] {counts}",
@@ -418,6 +547,75 @@ fn sigkill_exactly_once(brokers: Vec<Broker>) {
             counts["distinct_patients"], 500,
             "[{}] {counts}",
             broker.name
+        );
+        // Every output as the uninterrupted run wrote it.
+        let same = python_check(
+            &python,
+            "kafka_check.py",
+            &[
+                "compare",
+                out.to_str().unwrap(),
+                reference.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(
+            same["dead-letter"]["rows"],
+            serde_json::json!([10, 10]),
+            "[{}] {same:#}",
+            broker.name
+        );
+        assert_eq!(same["same"], true, "[{}] {same:#}", broker.name);
+        // Each batch's audit events come from one run.
+        assert_eq!(
+            same["audit"]["totals"][0]["split"],
+            serde_json::json!([0]),
+            "[{}] {same:#}",
+            broker.name
+        );
+        // The audit chain holds across the resumes: every hash recomputed, each resumed run
+        // going on from the last record kept. Whether the first run's checkpoint kept audit
+        // records when it was killed depends on timing, so a last run over a few more readings
+        // resumes from the final checkpoint, whose audit records it must chain on to.
+        crate::audit::checked_chain(&out);
+        let mut w = TopicWriter::new(&ClientSettings::new(&broker.bootstrap)).unwrap();
+        for i in g.count()..g.count() + 100 {
+            w.send(OutMessage {
+                topic: topics.vitals.clone(),
+                key: Some(g.patient_id(g.patient_of(i)).into_bytes()),
+                payload: g.event(i),
+                headers: Vec::new(),
+            })
+            .unwrap();
+        }
+        w.flush(Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            w.in_flight(),
+            0,
+            "[{}] records not acknowledged",
+            broker.name
+        );
+        let o = job_command(&job, &out, &broker, &topics, &key)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
+        let chain = crate::audit::checked_chain(&out);
+        let runs: std::collections::BTreeSet<&str> = chain
+            .iter()
+            .filter_map(|r| r["event"]["metadata"]["traceId"].as_str())
+            .collect();
+        assert!(
+            runs.len() > 1,
+            "[{}] the audit log holds the records of {} run(s)",
+            broker.name,
+            runs.len()
+        );
+        crate::audit::checked_chain(&reference);
+        eprintln!(
+            "[{}] {} audit records from {} runs; the test took {:?}",
+            broker.name,
+            chain.len(),
+            runs.len(),
+            test_started.elapsed()
         );
     }
 }

@@ -8,6 +8,10 @@
   kafka_check.py produce BOOTSTRAP TOPIC FILE [TOPIC FILE ...]
       Produces every line of each FILE to its TOPIC with confluent-kafka (librdkafka's own Python
       client), keyed by the envelope's payload patientId.
+  kafka_check.py compare OUT_A OUT_B
+      Whether two output folders of one job over the same input hold the same data: every
+      Parquet table under canonical/ row by row (a digest over all columns, by id), the
+      dead-letter files line by line, and the audit log's events (see `audit_digests`).
   kafka_check.py consume BOOTSTRAP EVENTS_TOPIC INPUT_TOPIC GROUP
       Reads the domain events topic to its end; reports the event types seen, and for GROUP the
       committed offsets and the lag on INPUT_TOPIC.
@@ -50,6 +54,130 @@ def count(out: str) -> dict:
         "patients": pat[0],
         "distinct_patients": pat[1],
     }
+
+
+def row_digest(row: dict) -> str:
+    import hashlib
+
+    text = json.dumps(row, sort_keys=True, default=repr, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def table_digests(folder: str) -> dict[str, list[str]]:
+    """Digests of every row of the hive-partitioned Parquet table in `folder`, by id (a list:
+    an id written twice shows as two digests)."""
+    import pyarrow.dataset as ds
+
+    by_id: dict[str, list[str]] = {}
+    table = ds.dataset(folder, format="parquet", partitioning="hive").to_table()
+    for row in table.to_pylist():
+        by_id.setdefault(str(row["id"]), []).append(row_digest(row))
+    return by_id
+
+
+def jsonl_lines(folder: str) -> list[str]:
+    import pathlib
+
+    lines = []
+    for f in sorted(pathlib.Path(folder).rglob("*.jsonl")):
+        lines.extend(line for line in f.read_text(encoding="utf-8").splitlines() if line)
+    return lines
+
+
+def audit_digests(folder: str) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
+    """The audit log as far as two runs over the same input must agree.
+
+    Per (batch, stage, event type), a digest of the event without what belongs to the run that
+    recorded it: `recordedAt`, `sequence`, `prevHash`, `hash` (the chain, checked on its own),
+    the event's id, correlation id (made from the run id and the batch) and causation id (an
+    event id), its timestamp and trace id (the run id), and `outputs` (file names, which depend
+    on when a file rolled); nor its counts and the de-identification report: late records are
+    stamped with the watermark when read, which depends on timing, so which batch counts them
+    differs between any two runs. The counts are compared as totals per stage and event type
+    instead. What the correlation id does show: every event of a batch comes from one run (the
+    batches whose events carry more than one are counted under `split`)."""
+    events: dict[str, list[str]] = {}
+    totals: dict[str, list[int]] = {}
+    correlation: dict[int, set[str]] = {}
+    for line in jsonl_lines(folder):
+        event = json.loads(line)["event"]
+        meta, payload = event["metadata"], event["payload"]
+        key = f"{payload['batch']}/{payload['stage']}/{meta['eventType']}"
+        kept = {
+            "eventType": meta["eventType"],
+            "eventSource": meta.get("eventSource"),
+            "version": meta.get("version"),
+            "stage": payload["stage"],
+            "batch": payload["batch"],
+        }
+        events.setdefault(key, []).append(row_digest(kept))
+        correlation.setdefault(payload["batch"], set()).add(meta.get("correlationId"))
+        counts = payload.get("counts") or {}
+        total = totals.setdefault(
+            f"{payload['stage']}/{meta['eventType']}", [0, 0, 0]
+        )
+        for i, k in enumerate(["recordsIn", "recordsOut", "rejected"]):
+            total[i] += int(counts.get(k, 0))
+    totals["split"] = [sum(len(c) > 1 for c in correlation.values())]
+    return events, totals
+
+
+def differences(a: dict, b: dict) -> dict:
+    """Keys only in `a`, only in `b`, and with different values (five of each), and counts."""
+    only_a = [k for k in a if k not in b]
+    only_b = [k for k in b if k not in a]
+    differ = [k for k in a if k in b and sorted(a[k]) != sorted(b[k])]
+    return {
+        "only_in_a": len(only_a),
+        "only_in_b": len(only_b),
+        "differ": len(differ),
+        "examples": {
+            "only_in_a": sorted(only_a)[:5],
+            "only_in_b": sorted(only_b)[:5],
+            "differ": [(k, a[k], b[k]) for k in sorted(differ)[:5]],
+        },
+    }
+
+
+def compare(out_a: str, out_b: str) -> dict:
+    import pathlib
+
+    result: dict = {}
+    tables = sorted(
+        {p.name for p in pathlib.Path(out_a, "canonical").iterdir() if p.is_dir()}
+        | {p.name for p in pathlib.Path(out_b, "canonical").iterdir() if p.is_dir()}
+    )
+    for name in tables:
+        a = table_digests(f"{out_a}/canonical/{name}")
+        b = table_digests(f"{out_b}/canonical/{name}")
+        diff = differences(a, b)
+        diff["rows"] = [sum(map(len, a.values())), sum(map(len, b.values()))]
+        diff["ids_written_twice"] = [
+            sum(len(v) > 1 for v in a.values()),
+            sum(len(v) > 1 for v in b.values()),
+        ]
+        result[name] = diff
+    letters = [
+        {line: [] for line in jsonl_lines(f"{out}/dead-letter")} for out in (out_a, out_b)
+    ]
+    for out, by_line in zip((out_a, out_b), letters):
+        for line in jsonl_lines(f"{out}/dead-letter"):
+            by_line[line].append(line)
+    result["dead-letter"] = differences(letters[0], letters[1])
+    result["dead-letter"]["rows"] = [sum(map(len, d.values())) for d in letters]
+    (events_a, totals_a), (events_b, totals_b) = (
+        audit_digests(f"{out_a}/audit"),
+        audit_digests(f"{out_b}/audit"),
+    )
+    result["audit"] = differences(events_a, events_b)
+    result["audit"]["rows"] = [sum(map(len, e.values())) for e in (events_a, events_b)]
+    result["audit"]["totals"] = [totals_a, totals_b]
+    result["same"] = all(
+        r["only_in_a"] == 0 and r["only_in_b"] == 0 and r["differ"] == 0
+        for k, r in result.items()
+        if isinstance(r, dict)
+    ) and totals_a == totals_b
+    return result
 
 
 def produce(bootstrap: str, pairs: list[str]) -> dict:
@@ -142,6 +270,8 @@ def main() -> int:
         records = read_all(args[0], args[1], "vitalflow-test-topic-reader")
         ids = [json.loads(v)["metadata"]["eventId"] for _, _, v in records]
         result = {"records": len(ids), "distinct": len(set(ids))}
+    elif cmd == "compare":
+        result = compare(args[0], args[1])
     elif cmd == "produce":
         result = produce(args[0], args[1:])
     elif cmd == "consume":

@@ -11,7 +11,9 @@
 //! * per source partition, where to resume: `from` (the first offset that may hold a record
 //!   stamped at or after `T`) and `replay-below` (records before it were emitted before the
 //!   watermark reached `T`: they are emitted again only if their own event time is at or after
-//!   `T`; the others are in the files already).
+//!   `T`; the others are in the files already), and `kept`, the ranges earlier checkpoints found
+//!   in the kept files that reach past `replay-below` (a resumed run skips those records without
+//!   emitting them, so it cannot place them by its watermark; they stay skipped).
 //!
 //! Then it commits `from` to the Kafka consumer group (monitoring and lag). On restart, files not
 //! in the checkpoint are deleted (they hold timestamps at or after `T`), the audit chain goes on
@@ -37,13 +39,40 @@ use super::ops::{SinkCommit, VecStream};
 pub const CHECKPOINT: &str = "_vitalflow/checkpoint.json";
 
 /// Where one partition resumes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct PartitionResume {
     /// The offset to read from.
     pub from: i64,
     /// Records before this offset are emitted only if stamped at or after the checkpoint.
     pub replay_below: i64,
+    /// What earlier checkpoints found in the kept files beyond `replay_below`: a resumed run
+    /// skipped those records, so where its watermark was when it read them says nothing about
+    /// them, and they stay skipped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<Kept>,
+}
+
+/// Records of a partition in the kept files, as an earlier checkpoint said: those before
+/// offset `below` stamped before `time`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Kept {
+    /// The offset the records are before.
+    pub below: i64,
+    /// The time they are stamped before.
+    pub time: Time,
+}
+
+impl PartitionResume {
+    /// Whether the record at `offset` with event time `event` (`None`: it has none, and was
+    /// stamped with the watermark) is in the files kept by a checkpoint at `time` that resumes
+    /// here: a resumed source skips it.
+    #[must_use]
+    pub fn durable(&self, time: Time, offset: i64, event: Option<Time>) -> bool {
+        let kept = |below: i64, before: Time| offset < below && event.is_none_or(|e| e < before);
+        kept(self.replay_below, time) || self.kept.iter().any(|k| kept(k.below, k.time))
+    }
 }
 
 /// Where one source resumes.
@@ -165,6 +194,8 @@ pub struct PositionLog {
     runs: BTreeMap<i32, Vec<Run>>,
     next: BTreeMap<i32, i64>,
     replay_below: BTreeMap<i32, i64>,
+    /// Per partition, what the checkpoint this run resumed from says is in the kept files.
+    kept: BTreeMap<i32, Vec<Kept>>,
 }
 
 impl PositionLog {
@@ -176,6 +207,12 @@ impl PositionLog {
             for (p, at) in &r.partitions {
                 log.next.insert(*p, at.from);
                 log.replay_below.insert(*p, at.replay_below);
+                let mut kept = at.kept.clone();
+                kept.push(Kept {
+                    below: at.replay_below,
+                    time: r.time,
+                });
+                log.kept.insert(*p, kept);
             }
         }
         log
@@ -213,7 +250,10 @@ impl PositionLog {
     }
 
     /// Where each partition resumes for a checkpoint at `t` (the watermark of every worker has
-    /// reached `t`).
+    /// reached `t`). Records this run skipped as kept by the checkpoint it resumed from may lie
+    /// past the first record it emitted with its watermark at `t` (`replay_below`): what that
+    /// checkpoint kept beyond it is carried on, so that `replay_below` moving back never makes
+    /// a later run write a kept record again.
     #[must_use]
     pub fn resume_at(&self, t: Time) -> BTreeMap<i32, PartitionResume> {
         self.next
@@ -230,7 +270,22 @@ impl PositionLog {
                     .map(|r| r.first)
                     .min()
                     .map_or(replay_below, |f| f.min(replay_below));
-                (*p, PartitionResume { from, replay_below })
+                // Ranges not read again (before `from`), or within the new one (which is at a
+                // later time), say nothing more.
+                let kept = self.kept.get(p).map_or_else(Vec::new, |kept| {
+                    kept.iter()
+                        .filter(|k| k.below > from && !(k.below <= replay_below && k.time <= t))
+                        .copied()
+                        .collect()
+                });
+                (
+                    *p,
+                    PartitionResume {
+                        from,
+                        replay_below,
+                        kept,
+                    },
+                )
             })
             .collect()
     }
@@ -454,31 +509,142 @@ mod tests {
             log.record(0, o, t, 6);
         }
         // At 6: offset 2 (stamped 7) is the first not durable; from offset 3 on, all are.
-        let r = log.resume_at(6)[&0];
+        let r = log.resume_at(6)[&0].clone();
         assert_eq!(
             r,
             PartitionResume {
                 from: 2,
-                replay_below: 3
+                replay_below: 3,
+                kept: Vec::new(),
             }
         );
         // At 2: offset 0 (stamped 5) is not durable.
-        let r = log.resume_at(2)[&0];
+        let r = log.resume_at(2)[&0].clone();
         assert_eq!(
             r,
             PartitionResume {
                 from: 0,
-                replay_below: 3
+                replay_below: 3,
+                kept: Vec::new(),
             }
         );
         // At 9: everything read is durable.
-        let r = log.resume_at(9)[&0];
+        let r = log.resume_at(9)[&0].clone();
         assert_eq!(
             r,
             PartitionResume {
                 from: 5,
-                replay_below: 5
+                replay_below: 5,
+                kept: Vec::new(),
             }
+        );
+    }
+
+    /// The source's rule for a record read again after a resume: whether it is in the kept
+    /// files already (then it is skipped).
+    fn durable(resume: &SourceResume, partition: i32, offset: i64, event: Time) -> bool {
+        resume
+            .partitions
+            .get(&partition)
+            .is_some_and(|r| r.durable(resume.time, offset, Some(event)))
+    }
+
+    /// One run of a source over partition 0 of `events` (event time by offset), as the source
+    /// does it: from the resume point, records the resume says are durable skipped, the others
+    /// stamped with `max(event, watermark)`, `watermark(offset)` being the worker's watermark
+    /// when it read the record. The run reads up to `read_to`, writes a checkpoint at `t` and
+    /// is killed: the records it wrote that stay are those stamped before `t`, pushed onto
+    /// `written` (`t` = `Time::MAX`: the run read to the end and finished). Returns the
+    /// checkpoint's resume.
+    fn run(
+        events: &[Time],
+        resume: Option<&SourceResume>,
+        read_to: i64,
+        watermark: impl Fn(i64) -> Time,
+        t: Time,
+        written: &mut Vec<i64>,
+    ) -> SourceResume {
+        let start = resume.map_or(0, |r| r.time);
+        let mut log = PositionLog::resuming(resume);
+        let from = resume.map_or(0, |r| r.partitions[&0].from);
+        let mut last_watermark = start;
+        for offset in from..read_to {
+            let event = events[offset as usize];
+            log.seen(0, offset);
+            if resume.is_some_and(|r| durable(r, 0, offset, event)) {
+                continue;
+            }
+            let w = watermark(offset).max(start);
+            assert!(w >= last_watermark, "a watermark never goes back");
+            last_watermark = w;
+            let time = event.max(w);
+            log.record(0, offset, time, w);
+            if time < t {
+                written.push(offset);
+            }
+        }
+        assert!(
+            last_watermark >= t || t == Time::MAX,
+            "a checkpoint at {t} waits for the watermark"
+        );
+        assert!(log.replayed());
+        SourceResume {
+            time: t,
+            topic: "t".to_owned(),
+            partitions: log.resume_at(t),
+        }
+    }
+
+    /// Two resumes in a row with late records: the second run skips a record of the first
+    /// run's kept files that lies behind a record it emitted after its watermark passed the
+    /// next checkpoint; the third run must skip it too (and replay the late record the second
+    /// run emitted but did not keep).
+    #[test]
+    fn a_record_kept_before_two_resumes_is_not_written_again() {
+        // Offsets 0..60 of one partition: mostly at 90; a few ahead (10, 20, 40) or late
+        // (42, behind the second run's watermark); 50.. after them.
+        let mut events: Vec<Time> = vec![90; 60];
+        for (o, t) in [(10, 110), (20, 110), (40, 130), (42, 105)] {
+            events[o] = t;
+        }
+        for (o, e) in events.iter_mut().enumerate().skip(50) {
+            *e = 130 + o as Time - 50;
+        }
+        let mut written = Vec::new();
+        // Run 1: watermark 50 up to offset 50, then 100; checkpoint at 100, killed.
+        let r1 = run(
+            &events,
+            None,
+            60,
+            |o| if o < 50 { 50 } else { 100 },
+            100,
+            &mut written,
+        );
+        assert_eq!(r1.partitions[&0].from, 10);
+        assert_eq!(r1.partitions[&0].replay_below, 50);
+        // Run 2: its watermark reaches 125 at offset 38 (another partition's records moved it
+        // on earlier than in run 1); checkpoint at 120, killed.
+        let r2 = run(
+            &events,
+            Some(&r1),
+            60,
+            |o| if o < 38 { 100 } else { 125 },
+            120,
+            &mut written,
+        );
+        // Run 3 reads to the end.
+        run(&events, Some(&r2), 60, |_| 200, Time::MAX, &mut written);
+        let mut times: BTreeMap<i64, usize> = BTreeMap::new();
+        for o in &written {
+            *times.entry(*o).or_default() += 1;
+        }
+        let wrong: Vec<_> = (0..60)
+            .map(|o| (o, times.get(&o).copied().unwrap_or(0)))
+            .filter(|(_, n)| *n != 1)
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "(offset, times written) not once: {wrong:?}; resume after run 2: {r2:?}"
         );
     }
 }

@@ -32,7 +32,7 @@ use vitalflow_model::envelope::Counts;
 use vitalflow_model::{RawFormat, RawRecord, Time};
 use vitalflow_operators::decode::Decoder;
 
-use super::checkpoint::{PositionLog, SourceResume};
+use super::checkpoint::{PartitionResume, PositionLog, SourceResume};
 use super::metrics::{Failure, NodeCounters};
 use super::ops::VecStream;
 
@@ -239,9 +239,9 @@ struct Partition {
     next: i64,
     /// Stop-at-end: the offset to stop at.
     end: Option<i64>,
-    /// Replay after a restart: records below this offset were emitted before the checkpoint and
-    /// are emitted again only if their time is at or after it.
-    replay_below: i64,
+    /// Replay after a restart: which records read again are in the kept files already (they are
+    /// skipped; see [`PartitionResume::durable`]).
+    replay: Option<PartitionResume>,
     /// After a restart: the offset reading must start at, until a record at or before it came.
     resume_from: Option<i64>,
     /// How far back the last re-seek went (some brokers answer a fetch from the middle of a
@@ -422,7 +422,11 @@ pub fn kafka<'s>(
                         plan.event_ms(&m.payload, m.timestamp_ms)
                     }
                     .map(|ms| plan.stamp(ms));
-                    if m.offset < part.replay_below && event.is_none_or(|t| t < start) {
+                    if part
+                        .replay
+                        .as_ref()
+                        .is_some_and(|r| r.durable(start, m.offset, event))
+                    {
                         // Durable before the checkpoint: already in the output.
                         continue;
                     }
@@ -697,7 +701,7 @@ fn adopt_partitions(
                 last_record: Instant::now(),
                 next: start_next,
                 end,
-                replay_below: resume.map_or(0, |r| r.replay_below),
+                replay: resume.cloned(),
                 resume_from: from.filter(|f| *f > 0),
                 rewound: 0,
                 asked_end: None,
