@@ -338,6 +338,17 @@ fn the_readme_shows_only_figures_a_script_wrote() {
     // command and date.
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
     let readme = std::fs::read_to_string(&path).unwrap();
+    // The quickstart's output is written by `scripts/quickstart`, with its command, too.
+    let (head, rest) = readme.split_once("<!-- quickstart:begin -->").unwrap();
+    let (quickstart, rest) = rest.split_once("<!-- quickstart:end -->").unwrap();
+    assert!(
+        quickstart.trim().is_empty()
+            || quickstart
+                .trim_start()
+                .starts_with("Command: `scripts/quickstart`"),
+        "{quickstart}"
+    );
+    let readme = format!("{head}{rest}");
     let (before, rest) = readme.split_once("<!-- bench:begin -->").unwrap();
     let (table, after) = rest.split_once("<!-- bench:end -->").unwrap();
     assert!(table.contains("Command: `vitalflow bench"), "{table}");

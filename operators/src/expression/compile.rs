@@ -414,7 +414,10 @@ fn closest<'s>(name: &str, schema: &'s Schema) -> Option<&'s str> {
         .map(|(_, n)| n)
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance, in characters: how far a misspelt name is from a known one, for the
+/// "did you mean" of error messages.
+#[must_use]
+pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -38,6 +38,7 @@ use std::ops::Range;
 use thiserror::Error;
 use vitalflow_model::row::{Schema, Type, Value};
 
+pub use compile::edit_distance;
 pub use parser::{Ast, AstKind, BinOp, parse};
 
 /// A problem in an expression, at a byte range of its text.
