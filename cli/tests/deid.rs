@@ -122,6 +122,29 @@ fn deid_report(out: &Path) -> BTreeMap<String, u64> {
     report
 }
 
+/// The report counts `phi_corpus.py` worked out for the inputs of `sources` (`hl7`, `fhir`,
+/// `events`), with the job's date action.
+fn expected_report(corpus: &Path, sources: &[&str], date_action: &str) -> BTreeMap<String, u64> {
+    let text = std::fs::read_to_string(corpus.join("expected_report.json")).unwrap();
+    let per_input: BTreeMap<String, BTreeMap<String, u64>> = serde_json::from_str(&text).unwrap();
+    let mut report = BTreeMap::new();
+    for (input, counts) in per_input {
+        let source = match input.split('/').next() {
+            Some("hl7v2") => "hl7",
+            Some("fhir") => "fhir",
+            _ => "events",
+        };
+        if !sources.contains(&source) {
+            continue;
+        }
+        for (key, n) in counts {
+            let key = key.replace("date:*", &format!("date:{date_action}"));
+            *report.entry(key).or_default() += n;
+        }
+    }
+    report
+}
+
 /// Scans every output file but `dead-letter/` for every value of `phi.txt`: every decoded Parquet
 /// value (other files' bytes) here, again with FHIR R4 validation in `check_output.py`.
 fn assert_no_phi(corpus: &Path, out: &Path) -> Option<serde_json::Value> {
@@ -228,6 +251,15 @@ fn every_identifier_class_through_hl7_fhir_and_envelopes_leaves_no_trace() {
     }
     assert!(report.keys().all(|k| !k.ends_with(":keep")), "{report:?}");
     assert!(report["zip:restrict-000"] > 0, "{report:?}");
+    // Every count is the one recomputed from the inputs, key by key.
+    let expected = expected_report(&corpus, &["hl7", "fhir", "events"], "generalize");
+    for key in expected.keys().chain(report.keys()) {
+        assert_eq!(
+            report.get(key),
+            expected.get(key),
+            "de-identification report `{key}`: the run's, then the inputs'"
+        );
+    }
     assert!(report["age-over-89:generalize"] > 0, "{report:?}");
 
     let Some(summary) = assert_no_phi(&corpus, &out) else {

@@ -21,7 +21,9 @@ Writes (deterministically for a given N and S; standard library only):
   characters long and distinctive: no value a de-identified output may legitimately hold (years,
   state, country and gender codes, ZIP3s, LOINC codes, units, vital values, point-of-care codes)
   is listed;
-* OUT_DIR/manifest.json: counts of files and of values per Safe Harbor class (also printed).
+* OUT_DIR/manifest.json: counts of files and of values per Safe Harbor class (also printed);
+* OUT_DIR/expected_report.json: for each input file, the de-identification report counts it calls
+  for under the default actions (`expected_report` below).
 
 Everything is synthetic: names, streets and cities are drawn from small in-script lists, SSNs use
 the never-issued 9xx area, phones the fictional 555-01xx range, e-mail and web addresses the
@@ -53,6 +55,7 @@ import json
 import random
 import sys
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -999,6 +1002,142 @@ def envelopes(p: Patient, rng: random.Random) -> list[dict[str, Any]]:
     return lines
 
 
+# ---- the de-identification report the inputs call for ----------------------------------------
+#
+# What the anonymize node must count for each input file under the default actions (identifiers
+# redacted; patient, measurement and visit ids pseudonymized), worked out here from the values
+# written above and the ingest mapping (HL7 v2 PID, NK1, IN1, PV1, OBX; FHIR Patient and
+# Observation; envelope patients and readings). Date counts are keyed `date:*`: their action is the
+# job's `dates` policy. Kept apart from the engine's code so that the test compares two accounts.
+
+
+def _zip_action(zip_code: str) -> str:
+    digits = zip_code.replace("-", "")
+    if not digits.isdigit() or len(digits) not in (5, 9):
+        return "zip:redact"
+    return "zip:restrict-000" if digits[:3] in {z[0] for z in RESTRICTED} else "zip:generalize"
+
+
+def _birth(p: Patient, death: bool, c: Counter) -> None:
+    # Ages are drawn far from the 89/90 boundary (born 1925-1934 or 1940-2005).
+    over_89 = p.birth.year <= 1934
+    if over_89:
+        c["age-over-89:generalize"] += 1
+        c["birth-date:redact"] += 1
+    else:
+        c["birth-date:generalize"] += 1
+    if death and p.death is not None:
+        c["death-date:redact" if over_89 else "death-date:generalize"] += 1
+
+
+def _parts(*values: str) -> int:
+    return sum(1 for v in values if v)
+
+
+def _patient_common(p: Patient, c: Counter) -> None:
+    c["patient-id:crypto-hash"] += 1
+    c["date:*"] += 1  # recorded_at
+    c[_zip_action(p.address.zip)] += 1
+
+
+def _adt_counts(p: Patient, event: str) -> Counter:
+    c: Counter = Counter()
+    # The patient record: PID, NK1, IN1 (A01 and A08), PV1-19 as another identifier.
+    _patient_common(p, c)
+    _birth(p, death=event == "A03", c=c)
+    a, r = p.address, p.relative_address
+    c["name:redact"] += _parts(p.name.family, p.name.given, p.name.middle)  # PID-5
+    c["name:redact"] += _parts(p.maiden)  # PID-6
+    c["name:redact"] += _parts(p.relative.family, p.relative.given)  # NK1-2
+    c["address:redact"] += _parts(a.line1, a.line2, a.city, a.county)  # PID-11
+    c["address:redact"] += _parts(r.line1, r.line2, r.city, r.county)  # NK1-4
+    c["zip:redact"] += 1  # NK1-4's ZIP
+    c["phone:redact"] += 2  # PID-13 and NK1-5
+    for cls in ("email", "url", "fax", "mrn", "vehicle", "biometric"):
+        c[f"{cls}:redact"] += 1
+    for cls in ("ssn", "account", "licence"):  # PID-3 and PID-19 / PID-18 / PID-20
+        c[f"{cls}:redact"] += 2
+    c["health-plan:redact"] += 1  # PID-3 MB
+    c["other-id:redact"] += 2  # PID-3 PPN, PV1-19
+    if event != "A03":
+        c["name:redact"] += _parts(p.insured.family, p.insured.given, p.insured.middle)  # IN1-16
+        c["health-plan:redact"] += 1  # IN1-36
+    # The encounter record: PV1-19, PV1-44, PV1-45 (A03).
+    c["patient-id:crypto-hash"] += 1
+    c["visit-number:crypto-hash"] += 1
+    c["date:*"] += 3 if event == "A03" else 2
+    return c
+
+
+def _reading(c: Counter, *, measurement_id: bool, device: bool, notes: int) -> None:
+    c["patient-id:crypto-hash"] += 1
+    c["date:*"] += 1
+    if measurement_id:
+        c["measurement-id:crypto-hash"] += 1
+    if device:
+        c["device:redact"] += 1
+    c["free-text:drop"] += notes
+
+
+def _oru_counts(p: Patient) -> Counter:
+    # Seven readings: OBX 1-8 with systolic and diastolic as one blood pressure; the image of
+    # OBX 9 is not a vital sign and makes no record. The NTE after OBX 1 is its note.
+    c: Counter = Counter()
+    for k in range(7):
+        _reading(c, measurement_id=True, device=True, notes=1 if k == 0 else 0)
+    return c
+
+
+def _bundle_counts(p: Patient) -> Counter:
+    c: Counter = Counter()
+    _patient_common(p, c)
+    _birth(p, death=True, c=c)
+    a, r = p.address, p.relative_address
+    c["name:redact"] += _parts(p.name.family, p.name.given, p.name.middle)
+    c["name:redact"] += _parts(p.relative.family, p.relative.given)  # contact
+    c["address:redact"] += _parts(a.line1, a.line2, a.city, a.county)
+    c["address:redact"] += _parts(r.line1, r.line2, r.city, r.county)
+    c["zip:redact"] += 1  # the contact's
+    c["phone:redact"] += 2
+    for cls in ("fax", "email", "url", "mrn", "ssn", "licence", "health-plan", "account", "other-id",
+                "photo"):
+        c[f"{cls}:redact"] += 1
+    # Six Observations without ids; the heart rate's carries the note and the device.
+    for k in range(6):
+        _reading(c, measurement_id=False, device=k == 0, notes=1 if k == 0 else 0)
+    return c
+
+
+def _envelope_counts(p: Patient) -> Counter:
+    c: Counter = Counter()
+    _patient_common(p, c)
+    _birth(p, death=False, c=c)
+    c["name:redact"] += _parts(p.name.given, p.name.family)
+    c["address:redact"] += _parts(p.address.line1, p.address.city)
+    for cls in ("phone", "fax", "email", "url", "ip", "photo", "ssn", "mrn", "account",
+                "health-plan", "licence", "vehicle", "device", "biometric", "other-id"):
+        c[f"{cls}:redact"] += 1
+    c["free-text:drop"] += 1
+    for _ in p.envelope_times[:3]:
+        _reading(c, measurement_id=True, device=True, notes=1)
+    return c
+
+
+def expected_report(patients: Sequence[Patient]) -> dict[str, dict[str, int]]:
+    """The report counts each input (`hl7v2/FILE`, `fhir/FILE`, `envelope.ndjson`) calls for."""
+    out: dict[str, dict[str, int]] = {}
+    envelope: Counter = Counter()
+    for p in patients:
+        out[f"hl7v2/{p.pid}-1-adt-a01.hl7"] = dict(_adt_counts(p, "A01"))
+        out[f"hl7v2/{p.pid}-2-adt-a08.hl7"] = dict(_adt_counts(p, "A08"))
+        out[f"hl7v2/{p.pid}-3-oru-r01.hl7"] = dict(_oru_counts(p))
+        out[f"hl7v2/{p.pid}-4-adt-a03.hl7"] = dict(_adt_counts(p, "A03"))
+        out[f"fhir/{p.pid}.json"] = dict(_bundle_counts(p))
+        envelope += _envelope_counts(p)
+    out["envelope.ndjson"] = dict(envelope)
+    return out
+
+
 # ---- writing and checking ---------------------------------------------------------------------
 
 
@@ -1041,6 +1180,8 @@ def write_corpus(out: Path, n: int, seed: int) -> tuple[dict[str, Any], list[str
         "classes": classes,
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    report = json.dumps(expected_report(patients), indent=1, sort_keys=True)
+    (out / "expected_report.json").write_text(report + "\n", encoding="utf-8")
     return manifest, values
 
 
