@@ -115,12 +115,33 @@ struct MetadataTime {
     timestamp: Stamp,
 }
 
-/// `metadata.timestamp` as ingestion takes it: an RFC 3339 string or epoch milliseconds.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
+/// `metadata.timestamp` as ingestion takes it: an RFC 3339 string or epoch milliseconds. Read
+/// by a visitor of its own: an untagged enum would buffer every value before trying each form.
 enum Stamp {
     Text(chrono::DateTime<chrono::Utc>),
     Millis(i64),
+}
+
+impl<'de> serde::Deserialize<'de> for Stamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct StampVisitor;
+        impl serde::de::Visitor<'_> for StampVisitor {
+            type Value = Stamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an RFC 3339 date-time or epoch milliseconds")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Stamp, E> {
+                v.parse().map(Stamp::Text).map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Stamp, E> {
+                Ok(Stamp::Millis(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Stamp, E> {
+                i64::try_from(v).map(Stamp::Millis).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(StampVisitor)
+    }
 }
 
 impl Stamp {
