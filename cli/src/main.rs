@@ -586,7 +586,7 @@ fn print_summary(s: &RunSummary, job: &Job) {
     }
     for n in s.nodes.iter().filter(|n| n.kind == "kafka" && n.late > 0) {
         let lateness = job.node(&n.name).and_then(|node| match &node.kind {
-            vitalflow_engine::job::NodeKind::Kafka(k) => Some(k.out_of_orderness.get_ref().clone()),
+            vitalflow_engine::job::NodeKind::Kafka(k) => Some(k.out_of_orderness.to_string()),
             _ => None,
         });
         println!(

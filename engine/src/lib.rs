@@ -7,8 +7,11 @@
 //! * [`runtime`]: builds the timely dataflow for a job and runs it on N workers.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "baseline")]
+pub mod baseline;
 pub mod graph;
 pub mod job;
+pub mod nodes;
 pub mod runtime;
 
 pub use job::{Diagnostic, Diagnostics, Job};

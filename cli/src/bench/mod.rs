@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
+use vitalflow_engine::baseline::straight_line;
 use vitalflow_engine::runtime::plan::{Plan, prepare};
 use vitalflow_engine::runtime::saga::RunIdentity;
-use vitalflow_engine::runtime::straight::straight_line;
 use vitalflow_engine::{Job, RunOptions, RunSummary, run};
 
 use report::{Latency, PipelineRun, Ratio, per_second};

@@ -18,8 +18,9 @@ use anyhow::{Context as _, bail};
 use parquet::file::reader::SerializedFileReader;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+use vitalflow_engine::baseline::{Prepared, prepared};
 use vitalflow_engine::job::Section;
-use vitalflow_engine::runtime::plan::{Plan, Prepared};
+use vitalflow_engine::runtime::plan::Plan;
 use vitalflow_model::ids::hex;
 
 /// Per-run fields of an audit record: when it was recorded and its event published (wall
@@ -59,23 +60,24 @@ enum Kind {
 
 /// Every sink of `plan`, its folder relative to the output folder and how to read it.
 fn sinks(plan: &Plan) -> anyhow::Result<Vec<(String, PathBuf, Kind)>> {
-    let kind_of = |node: &str| plan.nodes.iter().find(|(n, ..)| n == node).map(|(.., p)| p);
+    let kind_of = |node: &str| plan.node(node).map(prepared);
     let mut out = Vec::new();
-    for (name, section, inputs, prepared) in &plan.nodes {
-        if *section != Section::Sinks {
+    for node in &plan.nodes {
+        let (name, inputs) = (&node.name, &node.inputs);
+        if node.section != Section::Sinks {
             continue;
         }
-        let (dir, kind) = match prepared {
-            Prepared::Parquet(dir, ..) => (dir, Kind::Parquet),
-            Prepared::Jsonl(dir, ..) => {
+        let (dir, kind) = match prepared(node) {
+            Prepared::Parquet(p) => (&p.dir, Kind::Parquet),
+            Prepared::Jsonl(j) => {
                 let fields = match inputs.first().and_then(|(n, _)| kind_of(n)) {
                     Some(Prepared::Audit) => AUDIT_PER_RUN,
                     Some(Prepared::Alert(_)) => ALERT_PER_RUN,
                     _ => &[],
                 };
-                (dir, Kind::Lines(fields))
+                (&j.dir, Kind::Lines(fields))
             }
-            Prepared::DeadLetter(dir) => (dir, Kind::Lines(&[])),
+            Prepared::DeadLetter(d) => (&d.dir, Kind::Lines(&[])),
             _ => bail!("the same-work check cannot compare what the sink `{name}` did"),
         };
         let relative = dir.strip_prefix(&plan.out).unwrap_or(dir).to_owned();
@@ -260,7 +262,7 @@ mod tests {
     use crate::bench::{
         Settings, engine_work, job_text, loop_plan, parse_job, run_job, working_folder,
     };
-    use vitalflow_engine::runtime::straight::straight_line;
+    use vitalflow_engine::baseline::straight_line;
 
     /// The harness job at 4,000 events in batches of 500 run by the engine (two workers), then
     /// by the straight-line loop from the job text as `edit` leaves it: what each side's sinks

@@ -22,13 +22,10 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-pub use config::parse_duration;
-use config::{
-    AlertConfig, AnonymizeConfig, BlackholeConfig, ConsoleConfig, DeadLetterConfig, EmbeddedConfig,
-    FileConfig, FilterConfig, GeneratorConfig, IngestConfig, JobSection, JoinConfig, JsonlConfig,
-    KafkaSinkConfig, KafkaSourceConfig, KeyByConfig, MapConfig, ParquetConfig, StageConfig,
-    WindowConfig,
-};
+pub use crate::nodes::NodeKind;
+pub use crate::nodes::settings::parse_duration;
+use crate::nodes::{Decode, find, kind_names};
+use config::{EmbeddedConfig, JobSection};
 pub use rejections::MaxRejected;
 pub use text::JobText;
 
@@ -158,210 +155,6 @@ impl PortKind {
             Self::Rows => "records of a declared schema",
             Self::Alert => "alert events",
         }
-    }
-}
-
-/// A node's kind and settings.
-#[derive(Debug, Clone)]
-pub enum NodeKind {
-    /// Synthetic clinical events.
-    Generator(GeneratorConfig),
-    /// Files.
-    File(FileConfig),
-    /// A Kafka topic.
-    Kafka(Box<KafkaSourceConfig>),
-    /// Records to a Kafka topic.
-    KafkaSink(Box<KafkaSinkConfig>),
-    /// Parse and validate.
-    Ingest(IngestConfig),
-    /// De-identify.
-    Anonymize(AnonymizeConfig),
-    /// To FHIR R4.
-    Canonize,
-    /// Record every domain event in a hash chain.
-    Audit,
-    /// Parquet files.
-    Parquet(ParquetConfig),
-    /// JSON lines files.
-    Jsonl(JsonlConfig),
-    /// Dead letters.
-    DeadLetter(DeadLetterConfig),
-    /// Keep records for which a condition holds.
-    Filter(FilterConfig),
-    /// Computed fields: `map` (input fields plus these) or `project` (only these).
-    Map {
-        /// `project`: only the listed fields.
-        project: bool,
-        /// Output field name and expression, in declared order.
-        fields: Vec<(Spanned<String>, Spanned<String>)>,
-    },
-    /// Route records by a key.
-    KeyBy(KeyByConfig),
-    /// Event-time windows with aggregates; output field name and aggregate, in declared order.
-    Window(Box<WindowConfig>, Vec<(Spanned<String>, Spanned<String>)>),
-    /// A stream joined to a table, as of each record's event time. The table is the node's
-    /// last input.
-    Join(Box<JoinConfig>),
-    /// NEWS2 and rules over vital-sign rows: alert events.
-    Alert(Box<AlertConfig>),
-    /// A line per alert on standard output.
-    Console(ConsoleConfig),
-    /// Counts records and keeps none (for measuring what is upstream of it).
-    Blackhole(BlackholeConfig),
-}
-
-/// The node kinds of each section, for messages.
-const SOURCE_KINDS: &[&str] = &["generator", "file", "kafka"];
-const OPERATOR_KINDS: &[&str] = &[
-    "ingest",
-    "anonymize",
-    "canonize",
-    "audit",
-    "filter",
-    "map",
-    "project",
-    "key-by",
-    "window",
-    "join",
-    "alert",
-];
-const SINK_KINDS: &[&str] = &[
-    "parquet",
-    "jsonl",
-    "dead-letter",
-    "kafka",
-    "console",
-    "blackhole",
-];
-
-impl NodeKind {
-    /// The `kind` string.
-    #[must_use]
-    pub const fn name(&self) -> &'static str {
-        match self {
-            Self::Generator(_) => "generator",
-            Self::File(_) => "file",
-            Self::Kafka(_) | Self::KafkaSink(_) => "kafka",
-            Self::Ingest(_) => "ingest",
-            Self::Anonymize(_) => "anonymize",
-            Self::Canonize => "canonize",
-            Self::Audit => "audit",
-            Self::Parquet(_) => "parquet",
-            Self::Jsonl(_) => "jsonl",
-            Self::DeadLetter(_) => "dead-letter",
-            Self::Filter(_) => "filter",
-            Self::Map { project: false, .. } => "map",
-            Self::Map { project: true, .. } => "project",
-            Self::KeyBy(_) => "key-by",
-            Self::Window(..) => "window",
-            Self::Join(_) => "join",
-            Self::Alert(_) => "alert",
-            Self::Console(_) => "console",
-            Self::Blackhole(_) => "blackhole",
-        }
-    }
-
-    /// Whether this is a source whose records have a declared schema.
-    #[must_use]
-    pub fn has_schema(&self) -> bool {
-        match self {
-            Self::File(f) => f.fields.is_some(),
-            Self::Kafka(k) => k.fields.is_some(),
-            Self::Generator(g) => g.is_flat(),
-            _ => false,
-        }
-    }
-
-    /// Output ports and what they carry. (An `anonymize` node over rows outputs rows: see
-    /// [`Job::port_kind`].)
-    #[must_use]
-    pub fn outputs(&self) -> &'static [(&'static str, PortKind)] {
-        use PortKind as P;
-        match self {
-            _ if self.has_schema() => &[
-                ("out", P::Rows),
-                ("events", P::DomainEvent),
-                ("dead-letter", P::DeadLetter),
-            ],
-            Self::Filter(_) | Self::Map { .. } | Self::KeyBy(_) | Self::Join(_) => {
-                &[("out", P::Rows), ("dead-letter", P::DeadLetter)]
-            }
-            Self::Window(..) => &[
-                ("out", P::Rows),
-                ("late", P::Rows),
-                ("dead-letter", P::DeadLetter),
-            ],
-            Self::Generator(_) | Self::File(_) | Self::Kafka(_) => &[("out", P::Raw)],
-            Self::Ingest(_) => &[
-                ("out", P::Clinical),
-                ("events", P::DomainEvent),
-                ("dead-letter", P::DeadLetter),
-            ],
-            Self::Anonymize(_) => &[
-                ("out", P::Deidentified),
-                ("events", P::DomainEvent),
-                ("dead-letter", P::DeadLetter),
-            ],
-            Self::Canonize => &[
-                ("out", P::Fhir),
-                ("events", P::DomainEvent),
-                ("dead-letter", P::DeadLetter),
-            ],
-            Self::Audit => &[("out", P::AuditRecord)],
-            Self::Alert(_) => &[("out", P::Alert), ("dead-letter", P::DeadLetter)],
-            Self::Parquet(_)
-            | Self::Jsonl(_)
-            | Self::DeadLetter(_)
-            | Self::KafkaSink(_)
-            | Self::Console(_)
-            | Self::Blackhole(_) => &[],
-        }
-    }
-
-    /// The port kinds this node accepts on its inputs.
-    #[must_use]
-    pub const fn accepts(&self) -> &'static [PortKind] {
-        use PortKind as P;
-        match self {
-            Self::Generator(_) | Self::File(_) | Self::Kafka(_) => &[],
-            Self::Ingest(_) => &[P::Raw],
-            Self::Anonymize(_) => &[P::Clinical, P::Rows],
-            Self::Canonize => &[P::Deidentified],
-            Self::Audit => &[P::DomainEvent],
-            Self::Parquet(_) => &[P::Fhir, P::Rows],
-            Self::Jsonl(_) => &[P::AuditRecord, P::DomainEvent, P::Fhir, P::Rows, P::Alert],
-            Self::Console(_) => &[P::Alert],
-            Self::Blackhole(_) => &[
-                P::Raw,
-                P::Deidentified,
-                P::Fhir,
-                P::DomainEvent,
-                P::AuditRecord,
-                P::Rows,
-                P::Alert,
-            ],
-            Self::DeadLetter(_) => &[P::DeadLetter],
-            Self::KafkaSink(_) => &[
-                P::AuditRecord,
-                P::DomainEvent,
-                P::Fhir,
-                P::Rows,
-                P::DeadLetter,
-                P::Alert,
-            ],
-            Self::Filter(_)
-            | Self::Map { .. }
-            | Self::KeyBy(_)
-            | Self::Window(..)
-            | Self::Join(_)
-            | Self::Alert(_) => &[P::Rows],
-        }
-    }
-
-    /// Whether this node is a stage that publishes domain events.
-    #[must_use]
-    pub fn is_stage(&self) -> bool {
-        matches!(self, Self::Ingest(_) | Self::Anonymize(_) | Self::Canonize) || self.has_schema()
     }
 }
 
@@ -539,8 +332,8 @@ impl Job {
         {
             errors.push(text.diag(m.span().start, format!("`job.max-rejected`: {e}")));
         }
-        let nodes = graph_check::check(&text, nodes, &unparsed, &mut errors);
-        let schemas = schema::infer(&text, &nodes, &mut errors);
+        let mut nodes = graph_check::check(&text, nodes, &unparsed, &mut errors);
+        let schemas = schema::infer(&text, &mut nodes, &mut errors);
         if !errors.is_empty() {
             errors.sort_by_key(|d| (d.line, d.col));
             errors.dedup();
@@ -638,11 +431,10 @@ fn parse_node(
         errors.push(text.diag_span(Some(value.span()), format!("`{path}` must be a table")));
         return None;
     };
-    let Some((kind_key, kind_value)) = table.iter().find(|(k, _)| k.get_ref() == "kind") else {
+    let Some((_, kind_value)) = table.iter().find(|(k, _)| k.get_ref() == "kind") else {
         errors.push(text.diag_span(Some(span), format!("`{path}` has no `kind`")));
         return None;
     };
-    let _ = kind_key;
     let DeValue::String(kind) = kind_value.get_ref() else {
         errors.push(text.diag_span(
             Some(kind_value.span()),
@@ -650,12 +442,8 @@ fn parse_node(
         ));
         return None;
     };
-    let allowed = match section {
-        Section::Sources => SOURCE_KINDS,
-        Section::Operators => OPERATOR_KINDS,
-        Section::Sinks => SINK_KINDS,
-    };
-    if !allowed.contains(&kind.as_ref()) {
+    let Some(entry) = find(section, kind) else {
+        let allowed = kind_names(section);
         errors.push(text.diag_span(
             Some(kind_value.span()),
             format!(
@@ -666,122 +454,17 @@ fn parse_node(
             ),
         ));
         return None;
-    }
-    let (kind, inputs) = match kind.as_ref() {
-        "generator" => (
-            NodeKind::Generator(decode(text, value, path, errors)?),
-            vec![],
-        ),
-        "file" => (NodeKind::File(decode(text, value, path, errors)?), vec![]),
-        "kafka" if section == Section::Sources => (
-            NodeKind::Kafka(Box::new(decode(text, value, path, errors)?)),
-            vec![],
-        ),
-        "kafka" => {
-            let c: KafkaSinkConfig = decode(text, value, path, errors)?;
-            let inputs = c.inputs.clone();
-            (NodeKind::KafkaSink(Box::new(c)), inputs)
-        }
-        "ingest" => {
-            let c: IngestConfig = decode(text, value, path, errors)?;
-            let inputs = c.inputs.clone();
-            (NodeKind::Ingest(c), inputs)
-        }
-        "canonize" | "audit" => {
-            let c: StageConfig = decode(text, value, path, errors)?;
-            let kind = if c.kind == "canonize" {
-                NodeKind::Canonize
-            } else {
-                NodeKind::Audit
-            };
-            (kind, c.inputs)
-        }
-        "anonymize" => {
-            let c: AnonymizeConfig = decode(text, value, path, errors)?;
-            let inputs = c.inputs.clone();
-            (NodeKind::Anonymize(c), inputs)
-        }
-        "parquet" => {
-            let c: ParquetConfig = decode(text, value, path, errors)?;
-            let inputs = c.inputs.clone();
-            (NodeKind::Parquet(c), inputs)
-        }
-        "jsonl" => {
-            let c: JsonlConfig = decode(text, value, path, errors)?;
-            let inputs = c.inputs.clone();
-            (NodeKind::Jsonl(c), inputs)
-        }
-        "filter" => {
-            let c: FilterConfig = decode(text, value, path, errors)?;
-            let inputs = c.inputs.clone();
-            (NodeKind::Filter(c), inputs)
-        }
-        "map" | "project" => {
-            let c: MapConfig = decode(text, value, path, errors)?;
-            let fields = named_strings(text, table, path, "fields", "an expression", errors)?;
-            let project = c.kind == "project";
-            (NodeKind::Map { project, fields }, c.inputs)
-        }
-        "key-by" => {
-            let c: KeyByConfig = decode(text, value, path, errors)?;
-            let inputs = c.inputs.clone();
-            (NodeKind::KeyBy(c), inputs)
-        }
-        "window" => {
-            let c: WindowConfig = decode(text, value, path, errors)?;
-            let aggregates = if c.aggregates.is_some() {
-                named_strings(text, table, path, "aggregates", "an aggregate", errors)?
-            } else {
-                errors.push(text.diag_span(
-                    Some(span.clone()),
-                    format!(
-                        "`{path}`: a window needs `aggregates`, e.g. \
-                         `[{path}.aggregates]` with `n = \"count()\"`"
-                    ),
-                ));
-                return None;
-            };
-            let inputs = c.inputs.clone();
-            (NodeKind::Window(Box::new(c), aggregates), inputs)
-        }
-        "join" => {
-            let c: JoinConfig = decode(text, value, path, errors)?;
-            let mut inputs = c.inputs.clone();
-            match &c.table {
-                Some(t) => inputs.push(t.clone()),
-                None => {
-                    errors.push(text.diag_span(
-                        Some(span.clone()),
-                        format!(
-                            "`{path}`: a join needs a `table` (the node whose rows form the table)"
-                        ),
-                    ));
-                    return None;
-                }
-            }
-            (NodeKind::Join(Box::new(c)), inputs)
-        }
-        "alert" => {
-            let c: AlertConfig = decode(text, value, path, errors)?;
-            let inputs = c.inputs.clone();
-            (NodeKind::Alert(Box::new(c)), inputs)
-        }
-        "console" => {
-            let c: ConsoleConfig = decode(text, value, path, errors)?;
-            let inputs = c.inputs.clone();
-            (NodeKind::Console(c), inputs)
-        }
-        "blackhole" => {
-            let c: BlackholeConfig = decode(text, value, path, errors)?;
-            let inputs = c.inputs.clone();
-            (NodeKind::Blackhole(c), inputs)
-        }
-        _ => {
-            let c: DeadLetterConfig = decode(text, value, path, errors)?;
-            let inputs = c.inputs.clone();
-            (NodeKind::DeadLetter(c), inputs)
-        }
     };
+    let mut d = Decode {
+        text,
+        value,
+        table,
+        path,
+        span: span.clone(),
+        errors,
+    };
+    let kind = (entry.parse)(&mut d)?;
+    let inputs = kind.spec().inputs();
     let inputs = inputs
         .into_iter()
         .map(|s| {
@@ -805,7 +488,7 @@ fn parse_node(
 
 /// A table of `name = "text"` (a `map`'s `fields`, a `window`'s `aggregates`), in declared
 /// order, with positions.
-fn named_strings(
+pub(crate) fn named_strings(
     text: &JobText,
     table: &DeTable<'_>,
     path: &str,
@@ -852,7 +535,7 @@ fn named_strings(
 /// Deserializes one table, reporting every unknown field and every value of the wrong type (not
 /// just the first), each at its position. A wrong value is dropped and decoding goes on, so a
 /// field with a default still gives a node whose connections and expressions are checked.
-fn decode<T: DeserializeOwned>(
+pub(crate) fn decode<T: DeserializeOwned>(
     text: &JobText,
     value: &Spanned<DeValue<'_>>,
     path: &str,

@@ -1,11 +1,12 @@
 //! Running a job on timely dataflow.
 //!
 //! [`run`] resolves the job ([`plan::prepare`]), starts N timely workers that each build the same
-//! dataflow ([`plan::build`]), shows progress while they run, and returns a [`RunSummary`].
+//! dataflow ([`builder::build`]), shows progress while they run, and returns a [`RunSummary`].
 //! Records are exchanged by patient key after ingestion, so a patient's records stay in order on
 //! one worker; the output does not depend on the number of workers.
 
 pub mod alerts;
+pub mod builder;
 pub mod checkpoint;
 pub mod joins;
 pub mod kafka_sink;
@@ -20,7 +21,7 @@ pub mod rows;
 pub mod saga;
 pub mod sources;
 pub mod stages;
-pub mod straight;
+
 pub mod windows;
 
 use std::io::{IsTerminal, Write};
@@ -315,7 +316,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
             profile::install(worker, p);
         }
         worker.dataflow::<vitalflow_model::Time, _, _>(|scope| {
-            plan::build(scope, &worker_plan, failure.clone())
+            builder::build(scope, &worker_plan, failure.clone())
         });
         while worker.step_or_park(Some(Duration::from_millis(1))) {
             if failure.failed() {

@@ -1,0 +1,527 @@
+//! `kind = "alert"`: NEWS2 and critical-value rules over vital-sign rows; outputs alert events
+//! with no PHI (the patient pseudonymized and event times date-shifted here).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use toml::Spanned;
+use vitalflow_model::row::{Field, Schema, Type};
+use vitalflow_operators::alert::lifecycle::LifecycleConfig;
+use vitalflow_operators::alert::monitor::{MonitorSpec, RULE_AGGREGATES, RuleAggregate, RuleSpec};
+use vitalflow_operators::alert::news2::{Level as News2Level, Parameter};
+use vitalflow_operators::anonymize::{AnonymizeConfig as Anonymization, Anonymizer, Policy};
+use vitalflow_operators::expression::{self, Compiled};
+use vitalflow_operators::window::AggFn;
+
+use super::anonymize::{self, check_dates};
+use super::settings::{Dates, Duration, KeySource, Level};
+use super::{Check, NodeKind, NodeSpec, Operator, Output, Prepare, Resolve, Resolved};
+use crate::job::schema::{aggregate_call, event_time, expression, phi_read, type_name, whole};
+use crate::job::{Diagnostic, Job, JobText, Node, PortKind};
+use crate::runtime::alerts::{self, AlertLatency, AlertPlan, ObservationId};
+use crate::runtime::builder::{Builder, PlannedNode, Port, as_rows};
+
+/// `kind = "alert"`: NEWS2 and critical-value rules over vital-sign rows; outputs alert events
+/// (no PHI: the patient is pseudonymized and event times date-shifted here, with the same key
+/// and policy as `anonymize`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AlertConfig {
+    /// Always `"alert"`.
+    pub kind: String,
+    /// Upstream ports (rows of one schema, with an event-time field).
+    pub inputs: Vec<Spanned<String>>,
+    /// The patient: an expression. Default: the rows' declared key.
+    pub patient: Option<Spanned<String>>,
+    /// The patient's ward (a text expression). Default: none.
+    pub ward: Option<Spanned<String>>,
+    /// The observation's id (an expression), named as the alert's cause. Default: the reading's
+    /// place in its source (`topic/partition@offset` for Kafka, `source#record` for files).
+    pub observation_id: Option<Spanned<String>>,
+    /// NEWS2: a reading counts for this long. Default: `1h`.
+    #[serde(default = "freshness")]
+    pub freshness: Duration,
+    /// An alert resolves once its condition has been normal this long. Default: `15m`.
+    #[serde(default = "resolve_after")]
+    pub resolve_after: Duration,
+    /// Repeats at the same level are suppressed for this long. Default: `30m`.
+    #[serde(default = "suppress_for")]
+    pub suppress_for: Duration,
+    /// Where the pseudonymization key comes from, as for `anonymize`: `env:NAME`, `file:PATH`
+    /// or `ephemeral`. Required.
+    pub key: Spanned<KeySource>,
+    /// `shift` or `year`, as for `anonymize`. Default: `shift`.
+    #[serde(default = "anonymize::dates")]
+    pub dates: Spanned<Dates>,
+    /// Largest date shift, in days, either way. Default: 365.
+    #[serde(default = "anonymize::max_shift_days")]
+    pub max_shift_days: u32,
+    /// The NEWS2 parameters, each an expression over the rows.
+    pub news2: Option<News2Config>,
+    /// Critical-value and trend rules, by name.
+    #[serde(default)]
+    pub rules: BTreeMap<String, RuleConfig>,
+    /// The compiled rules and parameters, once resolved.
+    #[serde(skip)]
+    pub(crate) parts: Resolved<AlertParts>,
+}
+
+/// `[operators.NAME.news2]`: where each NEWS2 parameter comes from. A parameter left out is
+/// always missing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct News2Config {
+    /// Breaths per minute.
+    pub respiration_rate: Option<Spanned<String>>,
+    /// Saturation, %.
+    pub spo2: Option<Spanned<String>>,
+    /// On supplemental oxygen (boolean).
+    pub oxygen: Option<Spanned<String>>,
+    /// SpO2 scale 2 applies (boolean: a prescribed 88–92 % target). Default: scale 1.
+    pub scale2: Option<Spanned<String>>,
+    /// Systolic blood pressure, mmHg.
+    pub systolic: Option<Spanned<String>>,
+    /// Beats per minute.
+    pub pulse: Option<Spanned<String>>,
+    /// ACVPU as text (`A`, `C`, `V`, `P`, `U` or the words).
+    pub consciousness: Option<Spanned<String>>,
+    /// °C.
+    pub temperature: Option<Spanned<String>>,
+    /// The level from which an alert is raised: `low`, `low-medium`, `medium` or `high`.
+    /// Default: `low-medium`.
+    #[serde(default = "raise_at")]
+    pub raise_at: Level,
+}
+
+/// `[operators.NAME.rules.RULE]`: a critical-value or trend rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RuleConfig {
+    /// The condition: a boolean expression over the row and the rule's aggregates. Required.
+    pub when: Spanned<String>,
+    /// How long the condition must hold at every reading before the alert is raised. Default:
+    /// at once.
+    #[serde(rename = "for")]
+    pub sustain: Option<Spanned<Duration>>,
+    /// The alert's level: `low`, `low-medium`, `medium` or `high`. Default: `high`.
+    #[serde(default = "rule_level")]
+    pub level: Spanned<Level>,
+    /// The window of the aggregates, back from each reading. Required with `aggregates`.
+    pub window: Option<Spanned<Duration>>,
+    /// Name → aggregate over the patient's readings in the window (`max(sbp)`; `count`, `sum`,
+    /// `min`, `max`, `mean`, `first`, `last`).
+    #[serde(default)]
+    pub aggregates: BTreeMap<String, Spanned<String>>,
+}
+
+const fn freshness() -> Duration {
+    Duration::from_millis(3_600_000)
+}
+const fn resolve_after() -> Duration {
+    Duration::from_millis(900_000)
+}
+const fn suppress_for() -> Duration {
+    Duration::from_millis(1_800_000)
+}
+const fn raise_at() -> Level {
+    Level(News2Level::LowMedium)
+}
+fn rule_level() -> Spanned<Level> {
+    Spanned::new(0..0, Level(News2Level::High))
+}
+
+impl NodeSpec for AlertConfig {
+    fn kind(&self) -> &'static str {
+        "alert"
+    }
+
+    fn inputs(&self) -> Vec<Spanned<String>> {
+        self.inputs.clone()
+    }
+
+    fn outputs(&self) -> &'static [(&'static str, PortKind)] {
+        &[
+            ("out", PortKind::Alert),
+            ("dead-letter", PortKind::DeadLetter),
+        ]
+    }
+
+    fn accepts(&self) -> &'static [PortKind] {
+        &[PortKind::Rows]
+    }
+
+    fn check(&self, c: &mut Check<'_>) {
+        check_dates(c, &self.dates, self.max_shift_days);
+        let path = c.path.to_owned();
+        if self.news2.is_none() && self.rules.is_empty() {
+            c.at_node(format!(
+                "`{path}`: an alert needs `[{path}.news2]` (where the NEWS2 parameters \
+                 come from), rules (`[{path}.rules.NAME]` with `when = \"...\"`), or both"
+            ));
+        }
+        for (name, r) in &self.rules {
+            if r.window.is_none() && !r.aggregates.is_empty() {
+                c.at(
+                    r.when.span().start,
+                    format!(
+                        "`{path}.rules.{name}` has `aggregates` but no `window` (how far back \
+                         they look, e.g. `window = \"15m\"`)"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn resolve(&mut self, r: &mut Resolve<'_>) -> Vec<(&'static str, Schema)> {
+        let Some(input) = r.input() else {
+            return Vec::new();
+        };
+        match alert_parts(r.text, r.span.start, r.path, self, &input) {
+            Ok(p) => self.parts.set(p),
+            Err(d) => r.errors.extend(d),
+        }
+        Vec::new()
+    }
+
+    fn prepare(&self, p: &mut Prepare<'_>) -> Option<Box<dyn Operator>> {
+        let key = match self.key.get_ref().load(&p.base, p.ephemeral) {
+            Ok(k) => k,
+            Err(message) => {
+                let path = p.path.clone();
+                p.at(self.key.span(), format!("{path}.key: {message}"));
+                return None;
+            }
+        };
+        let parts = self.parts.get()?;
+        let input = p.input_schema()?.clone();
+        let name = p.node.name.clone();
+        let id = match (&parts.observation_id, origin_source(p.job, p.node)) {
+            (Some(e), _) => ObservationId::Expr(Arc::clone(e)),
+            (None, Some((_, Some(topic)))) => ObservationId::Kafka(topic),
+            (None, Some((source, None))) => ObservationId::Position(source),
+            (None, None) => ObservationId::Position(name.clone()),
+        };
+        let latency = Arc::new(AlertLatency::default());
+        p.alerts.insert(name.clone(), Arc::clone(&latency));
+        // Kafka and paced generator readings are taken as they arrive.
+        let paced = p
+            .job
+            .nodes
+            .iter()
+            .any(|n| matches!(&n.kind, NodeKind::Generator(g) if g.rate > 0.0));
+        let plan = AlertPlan {
+            name,
+            job: p.job.name.clone(),
+            spec: Arc::new(parts.spec.clone()),
+            patient: Arc::clone(&parts.patient),
+            time: parts.time,
+            ward: parts.ward.clone(),
+            id,
+            params: parts.params.clone(),
+            scale2: parts.scale2.clone(),
+            anonymizer: Arc::new(Anonymizer::new(Anonymization {
+                key,
+                dates: self.dates.get_ref().policy(self.max_shift_days),
+                restricted_zip3: Vec::new(),
+                policy: Policy::default(),
+            })),
+            ordered: !p.kafka.job && !paced,
+            schema: Arc::new(input),
+            latency,
+        };
+        Some(Box::new(AlertOp {
+            plan: Arc::new(plan),
+        }))
+    }
+}
+
+/// The source a node's records come from (following first inputs), with its Kafka topic.
+fn origin_source(job: &Job, node: &Node) -> Option<(String, Option<String>)> {
+    let mut n = node;
+    for _ in 0..job.nodes.len() {
+        match &n.kind {
+            NodeKind::Kafka(k) => return Some((n.name.clone(), Some(k.topic.get_ref().clone()))),
+            NodeKind::File(_) | NodeKind::Generator(_) => return Some((n.name.clone(), None)),
+            _ => {}
+        }
+        let up = n.inputs.first()?;
+        n = job.nodes.iter().find(|m| m.name == up.node)?;
+    }
+    None
+}
+
+/// An `alert` node, checked and compiled.
+pub struct AlertParts {
+    /// What the monitor watches.
+    pub spec: MonitorSpec,
+    /// The patient expression.
+    pub patient: Arc<Compiled>,
+    /// The input's event-time field.
+    pub time: usize,
+    /// The ward expression.
+    pub ward: Option<Arc<Compiled>>,
+    /// The observation-id expression.
+    pub observation_id: Option<Arc<Compiled>>,
+    /// Each NEWS2 parameter mapped, with its expression.
+    pub params: Vec<(Parameter, Arc<Compiled>)>,
+    /// Whether SpO2 scale 2 applies.
+    pub scale2: Option<Arc<Compiled>>,
+}
+
+/// Checks and compiles an `alert` node over rows of `input`: every problem, at its place.
+fn alert_parts(
+    text: &JobText,
+    at: usize,
+    path: &str,
+    c: &AlertConfig,
+    input: &Schema,
+) -> Result<AlertParts, Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    let at_node = |message: String| text.diag(at, message);
+    let time = event_time(text, at, path, input, &mut errors);
+    // An expression of one of `types` (`None`: any type).
+    let mut typed = |source: &Spanned<String>, field: &str, types: Option<&[Type]>, what: &str| {
+        let field_path = format!("{path}.{field}");
+        match expression(text, source, input, &field_path) {
+            Ok(e) => match (e.ty(), types) {
+                (None, _) => {
+                    errors.push(whole(
+                        text,
+                        source,
+                        format!("`{field_path}` is always null"),
+                    ));
+                    None
+                }
+                (Some(t), Some(types)) if !types.contains(&t) => {
+                    errors.push(whole(
+                        text,
+                        source,
+                        format!("`{field_path}` must be {what}, not {}", type_name(Some(t))),
+                    ));
+                    None
+                }
+                _ => Some(e),
+            },
+            Err(d) => {
+                errors.extend(d);
+                None
+            }
+        }
+    };
+    let patient = match (&c.patient, input.key) {
+        (Some(p), _) => typed(p, "patient", None, "a value"),
+        (None, Some(k)) => expression::compile(&format!("`{}`", input.fields[k].name), input).ok(),
+        (None, None) => None,
+    };
+    let ward = c
+        .ward
+        .as_ref()
+        .and_then(|w| typed(w, "ward", None, "a value"));
+    let observation_id = c
+        .observation_id
+        .as_ref()
+        .and_then(|o| typed(o, "observation-id", None, "a value"));
+    let numbers: &[Type] = &[Type::Int, Type::Float];
+    let mut params = Vec::new();
+    let mut scale2 = None;
+    let mut raise_at = News2Level::LowMedium;
+    if let Some(n2) = &c.news2 {
+        for (p, field, source) in [
+            (
+                Parameter::RespirationRate,
+                "respiration-rate",
+                &n2.respiration_rate,
+            ),
+            (Parameter::Spo2, "spo2", &n2.spo2),
+            (Parameter::AirOrOxygen, "oxygen", &n2.oxygen),
+            (Parameter::SystolicBp, "systolic", &n2.systolic),
+            (Parameter::Pulse, "pulse", &n2.pulse),
+            (Parameter::Consciousness, "consciousness", &n2.consciousness),
+            (Parameter::Temperature, "temperature", &n2.temperature),
+        ] {
+            let Some(source) = source else { continue };
+            let field = format!("news2.{field}");
+            let compiled = match p {
+                Parameter::AirOrOxygen => typed(source, &field, Some(&[Type::Bool]), "a boolean"),
+                Parameter::Consciousness => typed(
+                    source,
+                    &field,
+                    Some(&[Type::String]),
+                    "text (A, C, V, P or U)",
+                ),
+                _ => typed(source, &field, Some(numbers), "a number"),
+            };
+            if let Some(e) = compiled {
+                params.push((p, e));
+            }
+        }
+        scale2 = n2
+            .scale2
+            .as_ref()
+            .and_then(|s| typed(s, "news2.scale2", Some(&[Type::Bool]), "a boolean"));
+        raise_at = n2.raise_at.0;
+        if params.is_empty() && errors.is_empty() {
+            errors.push(at_node(format!(
+                "`{path}.news2` maps no parameter: give at least one of respiration-rate, spo2, \
+                 oxygen, systolic, pulse, consciousness, temperature"
+            )));
+        }
+    }
+    // Alert events leave the job as they are (only the patient is pseudonymized): the ward and
+    // the observation ids they show must not be read from PHI.
+    for (field, source, compiled) in [
+        ("ward", c.ward.as_ref(), ward.as_ref()),
+        (
+            "observation-id",
+            c.observation_id.as_ref(),
+            observation_id.as_ref(),
+        ),
+    ] {
+        if let (Some(source), Some(e)) = (source, compiled) {
+            let phi = phi_read(e, input);
+            if !phi.is_empty() {
+                errors.push(whole(
+                    text,
+                    source,
+                    format!(
+                        "`{path}.{field}` reads PHI ({}): alert events leave the job with it; \
+                         read fields that are not PHI, or `anonymize` the rows before the alert",
+                        phi.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if c.patient.is_none() && input.key.is_none() {
+        errors.push(at_node(format!(
+            "`{path}`: the rows have no declared key: say which field is the patient with \
+             `patient = \"...\"`"
+        )));
+    }
+
+    let mut rules = Vec::new();
+    for (name, r) in &c.rules {
+        let rule_path = format!("{path}.rules.{name}");
+        let mut extended = input.clone();
+        let mut aggregates = Vec::new();
+        for (agg_name, source) in &r.aggregates {
+            let what = format!("{rule_path}.aggregates.{agg_name}");
+            if input.index(agg_name).is_some() {
+                errors.push(whole(
+                    text,
+                    source,
+                    format!("`{what}`: the rows already have a field `{agg_name}`"),
+                ));
+                continue;
+            }
+            let Some((func, _, compiled)) = aggregate_call(text, source, input, &what, &mut errors)
+            else {
+                continue;
+            };
+            if !RULE_AGGREGATES.contains(&func) {
+                errors.push(whole(
+                    text,
+                    source,
+                    format!("`{what}`: rules take count, sum, min, max, mean, first or last"),
+                ));
+                continue;
+            }
+            let arg_ty = compiled.as_ref().and_then(Compiled::ty);
+            let ty = match (func, arg_ty) {
+                (AggFn::Count, _) => Type::Int,
+                (AggFn::Sum | AggFn::Mean, Some(Type::Int | Type::Float)) => Type::Float,
+                (AggFn::Min | AggFn::Max | AggFn::First | AggFn::Last, Some(t)) => t,
+                _ => {
+                    errors.push(whole(
+                        text,
+                        source,
+                        format!("`{what}`: `{}` needs a number", source.get_ref().trim()),
+                    ));
+                    continue;
+                }
+            };
+            extended.fields.push(Field {
+                name: agg_name.clone(),
+                ty,
+                nullable: true,
+                phi: None,
+            });
+            aggregates.push(RuleAggregate {
+                func,
+                arg: compiled.map(std::sync::Arc::new),
+            });
+        }
+        let when = match expression(text, &r.when, &extended, &format!("{rule_path}.when")) {
+            Ok(e) if e.ty() == Some(Type::Bool) => Some(e),
+            Ok(e) => {
+                errors.push(whole(
+                    text,
+                    &r.when,
+                    format!(
+                        "`{rule_path}.when` must be a boolean expression, not {}",
+                        type_name(e.ty())
+                    ),
+                ));
+                None
+            }
+            Err(d) => {
+                errors.extend(d);
+                None
+            }
+        };
+        if let Some(when) = when {
+            rules.push(RuleSpec {
+                name: name.clone(),
+                condition: r.when.get_ref().clone(),
+                when: std::sync::Arc::new(when),
+                level: r.level.get_ref().0,
+                sustain: r.sustain.as_ref().map_or(0, |d| d.get_ref().millis_i64()),
+                window: r.window.as_ref().map_or(0, |d| d.get_ref().millis_i64()),
+                aggregates,
+            });
+        }
+    }
+    let (Some(patient), Some(time), true) = (patient, time, errors.is_empty()) else {
+        return Err(errors);
+    };
+    Ok(AlertParts {
+        spec: MonitorSpec {
+            news2: !params.is_empty(),
+            freshness: c.freshness.millis_i64(),
+            raise_at,
+            lifecycle: LifecycleConfig {
+                resolve_after: c.resolve_after.millis_i64(),
+                suppress_for: c.suppress_for.millis_i64(),
+            },
+            rules,
+        },
+        patient: Arc::new(patient),
+        time,
+        ward: ward.map(Arc::new),
+        observation_id: observation_id.map(Arc::new),
+        params: params.into_iter().map(|(p, e)| (p, Arc::new(e))).collect(),
+        scale2: scale2.map(Arc::new),
+    })
+}
+
+/// A planned alert node.
+pub struct AlertOp {
+    /// The compiled rules, key and schema.
+    pub plan: Arc<AlertPlan>,
+}
+
+impl Operator for AlertOp {
+    fn build<'s>(&self, b: &mut Builder<'s, '_>, node: &PlannedNode) {
+        let name = node.name.as_str();
+        let counters = b.counters(name);
+        let input = b.inputs(&node.inputs, as_rows);
+        let (o, d) = alerts::alerts(input, Arc::clone(&self.plan), counters);
+        b.output(name, "out", Port::Alerts(o));
+        b.output(name, "dead-letter", Port::Dead(d));
+    }
+
+    fn output(&self) -> Output {
+        Output::Ports
+    }
+}

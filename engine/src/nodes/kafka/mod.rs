@@ -1,0 +1,63 @@
+//! `kind = "kafka"`: a topic read as a source ([`source`]) or written as a sink ([`sink`]).
+
+pub mod sink;
+pub mod source;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use toml::Spanned;
+use vitalflow_connectors::kafka::{ClientSettings, EMBEDDED, PropertyValue};
+
+use super::Check;
+
+/// Client settings of a Kafka node; `embedded` (or no brokers) means the embedded broker.
+pub(crate) fn client_settings(
+    brokers: &Spanned<String>,
+    properties: &BTreeMap<String, PropertyValue>,
+    base: &Path,
+    embedded: Option<&str>,
+) -> ClientSettings {
+    let b = brokers.get_ref().trim();
+    let brokers = if b.is_empty() || b == EMBEDDED {
+        embedded.unwrap_or_default().to_owned()
+    } else {
+        b.to_owned()
+    };
+    ClientSettings {
+        brokers,
+        properties: properties.clone(),
+        base_dir: base.to_owned(),
+    }
+}
+
+/// The topic name and partition count every Kafka node has.
+pub(crate) fn check_topic(c: &mut Check<'_>, topic: &Spanned<String>, partitions: i32) {
+    let path = c.path.to_owned();
+    let name = topic.get_ref();
+    let legal = |ch: char| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-');
+    if name.is_empty() || name.len() > 249 || !name.chars().all(legal) {
+        c.at(
+            topic.span().start,
+            format!(
+                "`{path}.topic`: `{name}` is not a Kafka topic name \
+                 (1 to 249 of a-z, A-Z, 0-9, `.`, `_`, `-`)"
+            ),
+        );
+    }
+    if partitions < 1 {
+        c.at_node(format!("`{path}.partitions` must be at least 1"));
+    }
+}
+
+/// Defaults of the settings Kafka sources and sinks share.
+pub(crate) mod defaults {
+    use toml::Spanned;
+
+    pub fn brokers() -> Spanned<String> {
+        Spanned::new(0..0, "embedded".into())
+    }
+    pub const fn partitions() -> i32 {
+        4
+    }
+}
