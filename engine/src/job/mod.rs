@@ -214,7 +214,47 @@ pub struct Job {
 }
 
 impl Job {
-    /// Reads, substitutes, parses and validates a job file.
+    /// Reads, substitutes, parses and validates a job file. `${VAR}` substitutions come from
+    /// the environment; the job's name is the file's stem unless `[job] name` sets it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use vitalflow_engine::Job;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("tiny.toml");
+    /// std::fs::write(
+    ///     &path,
+    ///     r#"
+    /// [sources.generator]
+    /// kind = "generator"
+    /// count = 100
+    ///
+    /// [operators.ingest]
+    /// kind = "ingest"
+    /// inputs = ["generator"]
+    ///
+    /// [operators.anonymize]
+    /// kind = "anonymize"
+    /// inputs = ["ingest"]
+    /// key = "ephemeral"
+    ///
+    /// [operators.canonize]
+    /// kind = "canonize"
+    /// inputs = ["anonymize"]
+    ///
+    /// [sinks.fhir]
+    /// kind = "parquet"
+    /// inputs = ["canonize"]
+    /// "#,
+    /// )?;
+    ///
+    /// let job = Job::load(&path)?;
+    /// assert_eq!(job.name, "tiny");
+    /// assert_eq!(job.nodes.len(), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// Every problem found, each at its line and column.
@@ -231,7 +271,52 @@ impl Job {
         Self::parse(path, source, &|name| std::env::var(name).ok())
     }
 
-    /// Parses and validates a job file's text; `env` looks up `${VAR}` substitutions.
+    /// Parses and validates a job file's text; `env` looks up `${VAR}` substitutions. `path`
+    /// names the text in diagnostics, and relative paths in the job are resolved against its
+    /// folder.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::path::Path;
+    ///
+    /// use vitalflow_engine::Job;
+    ///
+    /// let text = r#"
+    /// [sources.generator]
+    /// kind = "generator"
+    /// count = ${COUNT:-100}
+    ///
+    /// [operators.ingest]
+    /// kind = "ingest"
+    /// inputs = ["generator"]
+    ///
+    /// [operators.anonymize]
+    /// kind = "anonymize"
+    /// inputs = ["ingest"]
+    /// key = "ephemeral"
+    ///
+    /// [operators.canonize]
+    /// kind = "canonize"
+    /// inputs = ["anonymize"]
+    ///
+    /// [sinks.fhir]
+    /// kind = "parquet"
+    /// inputs = ["canonize"]
+    /// "#;
+    /// let env = |name: &str| (name == "COUNT").then(|| "500".to_owned());
+    /// let job = Job::parse(Path::new("tiny.toml"), text.to_owned(), &env)?;
+    /// assert_eq!(job.nodes.len(), 5);
+    ///
+    /// // Every problem is reported at its line and column.
+    /// let misspelt = text.replace(r#"inputs = ["anonymize"]"#, r#"inputs = ["anonymise"]"#);
+    /// let Err(problems) = Job::parse(Path::new("tiny.toml"), misspelt, &env) else {
+    ///     panic!("a misspelt input was accepted");
+    /// };
+    /// assert_eq!(problems.0.len(), 1);
+    /// assert!(problems.to_string().starts_with("tiny.toml:17:11: "));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     ///
     /// # Errors
     /// Every problem found, each at its line and column.

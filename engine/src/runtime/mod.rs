@@ -216,6 +216,54 @@ pub enum RunError {
 
 /// Runs a validated job to completion.
 ///
+/// # Examples
+///
+/// ```
+/// use std::path::Path;
+///
+/// use vitalflow_engine::{Job, RunOptions, run};
+///
+/// let text = r#"
+/// [job]
+/// batch-size = 50
+///
+/// [sources.generator]
+/// kind = "generator"
+/// patients = 10
+/// count = 100
+///
+/// [operators.ingest]
+/// kind = "ingest"
+/// inputs = ["generator"]
+///
+/// [operators.anonymize]
+/// kind = "anonymize"
+/// inputs = ["ingest"]
+/// key = "ephemeral"
+///
+/// [operators.canonize]
+/// kind = "canonize"
+/// inputs = ["anonymize"]
+///
+/// [sinks.fhir]
+/// kind = "parquet"
+/// inputs = ["canonize"]
+/// "#;
+/// let job = Job::parse(Path::new("tiny.toml"), text.to_owned(), &|_| None)?;
+/// let out = tempfile::tempdir()?;
+/// let options = RunOptions {
+///     out: Some(out.path().to_owned()),
+///     ..RunOptions::default()
+/// };
+///
+/// let summary = run(&job, &options)?;
+/// assert_eq!(summary.source_records(), 100);
+/// let fhir = summary.nodes.iter().find(|n| n.name == "fhir").ok_or("no sink")?;
+/// assert_eq!((fhir.records_in, fhir.records_out), (100, 100));
+/// assert!(out.path().join("canonical/Observation").is_dir());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Errors
 /// [`RunError::Invalid`] if keys, inputs or output folders cannot be resolved;
 /// [`RunError::Failed`] if a worker failed.
