@@ -300,13 +300,54 @@ pub struct KafkaPlan {
 }
 
 /// One entry of the registry.
-pub(crate) struct Kind {
+pub struct Kind {
     /// Its section.
-    pub(crate) section: Section,
+    pub section: Section,
     /// Its `kind` strings.
-    pub(crate) names: &'static [&'static str],
+    pub names: &'static [&'static str],
+    /// The names of its settings, as a job file writes them.
+    pub settings: fn() -> &'static [&'static str],
     /// Reads a node of it.
     pub(crate) parse: fn(&mut Decode<'_, '_>) -> Option<NodeKind>,
+}
+
+/// Every node kind of the registry.
+#[must_use]
+pub fn kinds() -> &'static [Kind] {
+    KINDS
+}
+
+/// The names of a settings struct's fields as a job file writes them (`roll-interval`), read from
+/// its deserializer: what the reference documentation must describe.
+#[must_use]
+pub fn setting_names<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor, value::Error};
+
+    /// A deserializer that only notes the field names a struct asks for.
+    struct Names<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Names<'_> {
+        type Error = Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            *self.0 = fields;
+            Err(Error::custom("names noted"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let mut names: &'static [&'static str] = &[];
+    let _ = T::deserialize(Names(&mut names));
+    names
 }
 
 /// Declares the node kinds: the [`NodeKind`] enum and the registry [`KINDS`]. A kind is one line:
@@ -344,6 +385,7 @@ macro_rules! registry {
             $( Kind {
                 section: Section::$section,
                 names: &[$($name),+],
+                settings: setting_names::<$ty>,
                 parse: |d| <$ty as NodeSpec>::parse(d).map(|n| NodeKind::$variant(Box::new(n))),
             }, )+
         ];
