@@ -16,6 +16,7 @@ pub mod blackhole;
 pub mod canonize;
 pub mod console;
 pub mod dead_letter;
+pub mod dedupe;
 pub mod file;
 pub mod filter;
 pub mod generator;
@@ -403,6 +404,7 @@ registry! {
     Filter(filter::FilterConfig) in Operators as ["filter"],
     Map(map::MapConfig) in Operators as ["map", "project"],
     KeyBy(key_by::KeyByConfig) in Operators as ["key-by"],
+    Dedupe(dedupe::DedupeConfig) in Operators as ["dedupe"],
     Window(window::WindowConfig) in Operators as ["window"],
     Join(join::JoinConfig) in Operators as ["join"],
     Alert(alert::AlertConfig) in Operators as ["alert"],
