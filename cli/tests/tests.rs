@@ -14,4 +14,5 @@ mod inputs;
 mod kafka;
 mod pipeline;
 mod runs;
+mod shipped;
 mod windows;
