@@ -15,4 +15,5 @@ mod inputs;
 mod kafka;
 mod pipeline;
 mod runs;
+mod shipped;
 mod windows;
