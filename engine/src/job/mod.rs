@@ -629,56 +629,59 @@ pub(crate) fn decode<T: DeserializeOwned>(
     let mut value = value.clone();
     let mut dropped: Vec<String> = Vec::new();
     for _ in 0..64 {
-        match T::deserialize(ValueDeserializer::from(value.clone())) {
+        let e = match T::deserialize(ValueDeserializer::from(value.clone())) {
             Ok(v) => return Some(v),
-            Err(e) => {
-                let message = clean_message(e.message());
-                let span = e.span();
-                if let (Some(field), Some(span)) = (unknown_field(&message), span.clone()) {
-                    let expected = expected_fields(&message);
-                    errors.push(text.diag(
-                        span.start,
-                        format!(
-                            "`{path}`: unknown field `{field}`{}{}",
-                            did_you_mean(field, expected.iter().copied()),
-                            expected_suffix(&message)
-                        ),
-                    ));
-                    if let DeValue::Table(t) = value.get_mut() {
-                        let key = t.keys().find(|k| k.get_ref() == field).cloned();
-                        if let Some(key) = key {
-                            t.remove(&key);
-                            continue;
-                        }
-                    }
-                    return None;
-                }
-                if let Some(field) = missing_field(&message) {
-                    // A required field dropped for its wrong value was reported already.
-                    if !dropped.iter().any(|d| d == field) {
-                        errors.push(text.diag_span(
-                            span.or(Some(value.span())),
-                            format!("`{path}`: {message}"),
-                        ));
-                    }
-                    return None;
-                }
-                let at = span.as_ref().map_or(value.span().start, |s| s.start);
-                let Some(keys) = remove_entry_at(&mut value, at) else {
-                    errors.push(text.diag(at, format!("`{path}`: {}", plain_types(&message))));
-                    return None;
-                };
-                errors.push(text.diag(
-                    at,
-                    format!("`{path}.{}`: {}", keys.join("."), plain_types(&message)),
-                ));
-                if let Some(last) = keys.last() {
-                    dropped.push(last.clone());
-                }
+            Err(e) => e,
+        };
+        let message = clean_message(e.message());
+        let span = e.span();
+        if let (Some(field), Some(span)) = (unknown_field(&message), span.clone()) {
+            let expected = expected_fields(&message);
+            errors.push(text.diag(
+                span.start,
+                format!(
+                    "`{path}`: unknown field `{field}`{}{}",
+                    did_you_mean(field, expected.iter().copied()),
+                    expected_suffix(&message)
+                ),
+            ));
+            if remove_key(&mut value, field) {
+                continue;
             }
+            return None;
+        }
+        if let Some(field) = missing_field(&message) {
+            // A required field dropped for its wrong value was reported already.
+            if !dropped.iter().any(|d| d == field) {
+                errors.push(
+                    text.diag_span(span.or(Some(value.span())), format!("`{path}`: {message}")),
+                );
+            }
+            return None;
+        }
+        let at = span.as_ref().map_or(value.span().start, |s| s.start);
+        let Some(keys) = remove_entry_at(&mut value, at) else {
+            errors.push(text.diag(at, format!("`{path}`: {}", plain_types(&message))));
+            return None;
+        };
+        errors.push(text.diag(
+            at,
+            format!("`{path}.{}`: {}", keys.join("."), plain_types(&message)),
+        ));
+        if let Some(last) = keys.last() {
+            dropped.push(last.clone());
         }
     }
     None
+}
+
+/// Removes key `field` from a table; whether it was there.
+fn remove_key(value: &mut Spanned<DeValue<'_>>, field: &str) -> bool {
+    let DeValue::Table(t) = value.get_mut() else {
+        return false;
+    };
+    let key = t.keys().find(|k| k.get_ref() == field).cloned();
+    key.is_some_and(|key| t.remove(&key).is_some())
 }
 
 /// Removes the innermost table entry whose key or value holds byte `at`; returns its keys from

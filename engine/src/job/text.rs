@@ -65,39 +65,20 @@ impl JobText {
                 && c == b'$'
                 && original[i..].starts_with("${")
                 && let Some(end) = original[i..].find('}')
+                && !original[i + 2..i + end].contains('\n')
             {
-                {
-                    let inner = &original[i + 2..i + end];
-                    if !inner.contains('\n') {
-                        let (name, default) = match inner.split_once(":-") {
-                            Some((n, d)) => (n, Some(d)),
-                            None => (inner, None),
-                        };
-                        let value = match env(name) {
-                            Some(v) if !v.is_empty() || default.is_none() => Some(v),
-                            _ => default.map(str::to_owned),
-                        };
-                        let valid_name = !name.is_empty()
-                            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-                        if !valid_name {
-                            errors.push(self_diag(path, &original, i, format!(
-                                "`${{{inner}}}` is not a valid substitution (use ${{NAME}} or ${{NAME:-default}})"
-                            )));
-                        } else if let Some(value) = value {
-                            subs.push(Substitution {
-                                at: text.len(),
-                                new_len: value.len(),
-                                old_len: end + 1,
-                            });
-                            text.push_str(&value);
-                            i += end + 1;
-                            continue;
-                        } else {
-                            errors.push(self_diag(path, &original, i, format!(
-                                "environment variable `{name}` is not set (give a default with ${{{name}:-value}})"
-                            )));
-                        }
+                match substitution(&original[i + 2..i + end], env) {
+                    Ok(value) => {
+                        subs.push(Substitution {
+                            at: text.len(),
+                            new_len: value.len(),
+                            old_len: end + 1,
+                        });
+                        text.push_str(&value);
+                        i += end + 1;
+                        continue;
                     }
+                    Err(message) => errors.push(self_diag(path, &original, i, message)),
                 }
             }
             // Copy one UTF-8 character.
@@ -199,6 +180,29 @@ impl JobText {
         message: impl Into<String>,
     ) -> Diagnostic {
         self.diag(span.map_or(0, |s| s.start), message)
+    }
+}
+
+/// The value of `${inner}` (`NAME` or `NAME:-default`), or what is wrong with it.
+fn substitution(inner: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let (name, default) = match inner.split_once(":-") {
+        Some((n, d)) => (n, Some(d)),
+        None => (inner, None),
+    };
+    let valid_name =
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid_name {
+        return Err(format!(
+            "`${{{inner}}}` is not a valid substitution (use ${{NAME}} or ${{NAME:-default}})"
+        ));
+    }
+    match env(name) {
+        Some(v) if !v.is_empty() || default.is_none() => Ok(v),
+        _ => default.map(str::to_owned).ok_or_else(|| {
+            format!(
+                "environment variable `{name}` is not set (give a default with ${{{name}:-value}})"
+            )
+        }),
     }
 }
 

@@ -277,213 +277,54 @@ fn alert_parts(
     c: &AlertConfig,
     input: &Schema,
 ) -> Result<AlertParts, Vec<Diagnostic>> {
-    let mut errors = Vec::new();
-    let at_node = |message: String| text.diag(at, message);
-    let time = event_time(text, at, path, input, &mut errors);
-    // An expression of one of `types` (`None`: any type).
-    let mut typed = |source: &Spanned<String>, field: &str, types: Option<&[Type]>, what: &str| {
-        let field_path = format!("{path}.{field}");
-        match expression(text, source, input, &field_path) {
-            Ok(e) => match (e.ty(), types) {
-                (None, _) => {
-                    errors.push(whole(
-                        text,
-                        source,
-                        format!("`{field_path}` is always null"),
-                    ));
-                    None
-                }
-                (Some(t), Some(types)) if !types.contains(&t) => {
-                    errors.push(whole(
-                        text,
-                        source,
-                        format!("`{field_path}` must be {what}, not {}", type_name(Some(t))),
-                    ));
-                    None
-                }
-                _ => Some(e),
-            },
-            Err(d) => {
-                errors.extend(d);
-                None
-            }
-        }
+    let mut k = AlertCheck {
+        text,
+        at,
+        path,
+        input,
+        errors: Vec::new(),
     };
+    let time = event_time(text, at, path, input, &mut k.errors);
     let patient = match (&c.patient, input.key) {
-        (Some(p), _) => typed(p, "patient", None, "a value"),
-        (None, Some(k)) => expression::compile(&format!("`{}`", input.fields[k].name), input).ok(),
+        (Some(p), _) => k.typed(p, "patient", None, "a value"),
+        (None, Some(key)) => {
+            expression::compile(&format!("`{}`", input.fields[key].name), input).ok()
+        }
         (None, None) => None,
     };
     let ward = c
         .ward
         .as_ref()
-        .and_then(|w| typed(w, "ward", None, "a value"));
+        .and_then(|w| k.typed(w, "ward", None, "a value"));
     let observation_id = c
         .observation_id
         .as_ref()
-        .and_then(|o| typed(o, "observation-id", None, "a value"));
-    let numbers: &[Type] = &[Type::Int, Type::Float];
-    let mut params = Vec::new();
-    let mut scale2 = None;
-    let mut raise_at = News2Level::LowMedium;
-    if let Some(n2) = &c.news2 {
-        for (p, field, source) in [
-            (
-                Parameter::RespirationRate,
-                "respiration-rate",
-                &n2.respiration_rate,
-            ),
-            (Parameter::Spo2, "spo2", &n2.spo2),
-            (Parameter::AirOrOxygen, "oxygen", &n2.oxygen),
-            (Parameter::SystolicBp, "systolic", &n2.systolic),
-            (Parameter::Pulse, "pulse", &n2.pulse),
-            (Parameter::Consciousness, "consciousness", &n2.consciousness),
-            (Parameter::Temperature, "temperature", &n2.temperature),
-        ] {
-            let Some(source) = source else { continue };
-            let field = format!("news2.{field}");
-            let compiled = match p {
-                Parameter::AirOrOxygen => typed(source, &field, Some(&[Type::Bool]), "a boolean"),
-                Parameter::Consciousness => typed(
-                    source,
-                    &field,
-                    Some(&[Type::String]),
-                    "text (A, C, V, P or U)",
-                ),
-                _ => typed(source, &field, Some(numbers), "a number"),
-            };
-            if let Some(e) = compiled {
-                params.push((p, e));
-            }
-        }
-        scale2 = n2
-            .scale2
-            .as_ref()
-            .and_then(|s| typed(s, "news2.scale2", Some(&[Type::Bool]), "a boolean"));
-        raise_at = n2.raise_at.0;
-        if params.is_empty() && errors.is_empty() {
-            errors.push(at_node(format!(
-                "`{path}.news2` maps no parameter: give at least one of respiration-rate, spo2, \
-                 oxygen, systolic, pulse, consciousness, temperature"
-            )));
-        }
-    }
+        .and_then(|o| k.typed(o, "observation-id", None, "a value"));
+    let (params, scale2, raise_at) = match &c.news2 {
+        Some(n2) => k.news2(n2),
+        None => (Vec::new(), None, News2Level::LowMedium),
+    };
     // Alert events leave the job as they are (only the patient is pseudonymized): the ward and
     // the observation ids they show must not be read from PHI.
-    for (field, source, compiled) in [
-        ("ward", c.ward.as_ref(), ward.as_ref()),
-        (
-            "observation-id",
-            c.observation_id.as_ref(),
-            observation_id.as_ref(),
-        ),
-    ] {
-        if let (Some(source), Some(e)) = (source, compiled) {
-            let phi = phi_read(e, input);
-            if !phi.is_empty() {
-                errors.push(whole(
-                    text,
-                    source,
-                    format!(
-                        "`{path}.{field}` reads PHI ({}): alert events leave the job with it; \
-                         read fields that are not PHI, or `anonymize` the rows before the alert",
-                        phi.join(", ")
-                    ),
-                ));
-            }
-        }
-    }
+    k.no_phi("ward", c.ward.as_ref(), ward.as_ref());
+    k.no_phi(
+        "observation-id",
+        c.observation_id.as_ref(),
+        observation_id.as_ref(),
+    );
     if c.patient.is_none() && input.key.is_none() {
-        errors.push(at_node(format!(
+        k.at_node(format!(
             "`{path}`: the rows have no declared key: say which field is the patient with \
              `patient = \"...\"`"
-        )));
+        ));
     }
-
-    let mut rules = Vec::new();
-    for (name, r) in &c.rules {
-        let rule_path = format!("{path}.rules.{name}");
-        let mut extended = input.clone();
-        let mut aggregates = Vec::new();
-        for (agg_name, source) in &r.aggregates {
-            let what = format!("{rule_path}.aggregates.{agg_name}");
-            if input.index(agg_name).is_some() {
-                errors.push(whole(
-                    text,
-                    source,
-                    format!("`{what}`: the rows already have a field `{agg_name}`"),
-                ));
-                continue;
-            }
-            let Some((func, _, compiled)) = aggregate_call(text, source, input, &what, &mut errors)
-            else {
-                continue;
-            };
-            if !RULE_AGGREGATES.contains(&func) {
-                errors.push(whole(
-                    text,
-                    source,
-                    format!("`{what}`: rules take count, sum, min, max, mean, first or last"),
-                ));
-                continue;
-            }
-            let arg_ty = compiled.as_ref().and_then(Compiled::ty);
-            let ty = match (func, arg_ty) {
-                (AggFn::Count, _) => Type::Int,
-                (AggFn::Sum | AggFn::Mean, Some(Type::Int | Type::Float)) => Type::Float,
-                (AggFn::Min | AggFn::Max | AggFn::First | AggFn::Last, Some(t)) => t,
-                _ => {
-                    errors.push(whole(
-                        text,
-                        source,
-                        format!("`{what}`: `{}` needs a number", source.get_ref().trim()),
-                    ));
-                    continue;
-                }
-            };
-            extended.fields.push(Field {
-                name: agg_name.clone(),
-                ty,
-                nullable: true,
-                phi: None,
-            });
-            aggregates.push(RuleAggregate {
-                func,
-                arg: compiled.map(std::sync::Arc::new),
-            });
-        }
-        let when = match expression(text, &r.when, &extended, &format!("{rule_path}.when")) {
-            Ok(e) if e.ty() == Some(Type::Bool) => Some(e),
-            Ok(e) => {
-                errors.push(whole(
-                    text,
-                    &r.when,
-                    format!(
-                        "`{rule_path}.when` must be a boolean expression, not {}",
-                        type_name(e.ty())
-                    ),
-                ));
-                None
-            }
-            Err(d) => {
-                errors.extend(d);
-                None
-            }
-        };
-        if let Some(when) = when {
-            rules.push(RuleSpec {
-                name: name.clone(),
-                condition: r.when.get_ref().clone(),
-                when: std::sync::Arc::new(when),
-                level: r.level.get_ref().0,
-                sustain: r.sustain.as_ref().map_or(0, |d| d.get_ref().millis_i64()),
-                window: r.window.as_ref().map_or(0, |d| d.get_ref().millis_i64()),
-                aggregates,
-            });
-        }
-    }
-    let (Some(patient), Some(time), true) = (patient, time, errors.is_empty()) else {
-        return Err(errors);
+    let rules = c
+        .rules
+        .iter()
+        .filter_map(|(name, r)| k.rule(name, r))
+        .collect();
+    let (Some(patient), Some(time), true) = (patient, time, k.errors.is_empty()) else {
+        return Err(k.errors);
     };
     Ok(AlertParts {
         spec: MonitorSpec {
@@ -503,6 +344,218 @@ fn alert_parts(
         params: params.into_iter().map(|(p, e)| (p, Arc::new(e))).collect(),
         scale2: scale2.map(Arc::new),
     })
+}
+
+/// An `alert` node's expressions being checked against its rows, with the problems found.
+struct AlertCheck<'a> {
+    text: &'a JobText,
+    at: usize,
+    path: &'a str,
+    input: &'a Schema,
+    errors: Vec<Diagnostic>,
+}
+
+/// The NEWS2 parameters compiled, the SpO2 scale 2 expression and the level alerts rise from.
+type News2Parts = (Vec<(Parameter, Compiled)>, Option<Compiled>, News2Level);
+
+impl AlertCheck<'_> {
+    fn at_node(&mut self, message: String) {
+        self.errors.push(self.text.diag(self.at, message));
+    }
+
+    fn whole(&mut self, source: &Spanned<String>, message: String) {
+        self.errors.push(whole(self.text, source, message));
+    }
+
+    /// An expression of one of `types` (`None`: any type).
+    fn typed(
+        &mut self,
+        source: &Spanned<String>,
+        field: &str,
+        types: Option<&[Type]>,
+        what: &str,
+    ) -> Option<Compiled> {
+        let field_path = format!("{}.{field}", self.path);
+        match expression(self.text, source, self.input, &field_path) {
+            Ok(e) => match (e.ty(), types) {
+                (None, _) => {
+                    self.whole(source, format!("`{field_path}` is always null"));
+                    None
+                }
+                (Some(t), Some(types)) if !types.contains(&t) => {
+                    self.whole(
+                        source,
+                        format!("`{field_path}` must be {what}, not {}", type_name(Some(t))),
+                    );
+                    None
+                }
+                _ => Some(e),
+            },
+            Err(d) => {
+                self.errors.extend(d);
+                None
+            }
+        }
+    }
+
+    /// `[….news2]`: each parameter's expression, of the type the score takes.
+    fn news2(&mut self, n2: &News2Config) -> News2Parts {
+        let numbers: &[Type] = &[Type::Int, Type::Float];
+        let mut params = Vec::new();
+        for (p, field, source) in [
+            (
+                Parameter::RespirationRate,
+                "respiration-rate",
+                &n2.respiration_rate,
+            ),
+            (Parameter::Spo2, "spo2", &n2.spo2),
+            (Parameter::AirOrOxygen, "oxygen", &n2.oxygen),
+            (Parameter::SystolicBp, "systolic", &n2.systolic),
+            (Parameter::Pulse, "pulse", &n2.pulse),
+            (Parameter::Consciousness, "consciousness", &n2.consciousness),
+            (Parameter::Temperature, "temperature", &n2.temperature),
+        ] {
+            let Some(source) = source else { continue };
+            let field = format!("news2.{field}");
+            let compiled = match p {
+                Parameter::AirOrOxygen => {
+                    self.typed(source, &field, Some(&[Type::Bool]), "a boolean")
+                }
+                Parameter::Consciousness => self.typed(
+                    source,
+                    &field,
+                    Some(&[Type::String]),
+                    "text (A, C, V, P or U)",
+                ),
+                _ => self.typed(source, &field, Some(numbers), "a number"),
+            };
+            if let Some(e) = compiled {
+                params.push((p, e));
+            }
+        }
+        let scale2 = n2
+            .scale2
+            .as_ref()
+            .and_then(|s| self.typed(s, "news2.scale2", Some(&[Type::Bool]), "a boolean"));
+        if params.is_empty() && self.errors.is_empty() {
+            let path = self.path;
+            self.at_node(format!(
+                "`{path}.news2` maps no parameter: give at least one of respiration-rate, spo2, \
+                 oxygen, systolic, pulse, consciousness, temperature"
+            ));
+        }
+        (params, scale2, n2.raise_at.0)
+    }
+
+    /// A value the alert events show must not be read from PHI.
+    fn no_phi(&mut self, field: &str, source: Option<&Spanned<String>>, e: Option<&Compiled>) {
+        let (Some(source), Some(e)) = (source, e) else {
+            return;
+        };
+        let phi = phi_read(e, self.input);
+        if !phi.is_empty() {
+            let path = self.path;
+            self.whole(
+                source,
+                format!(
+                    "`{path}.{field}` reads PHI ({}): alert events leave the job with it; \
+                     read fields that are not PHI, or `anonymize` the rows before the alert",
+                    phi.join(", ")
+                ),
+            );
+        }
+    }
+
+    /// `[….rules.NAME]`: its aggregates and condition.
+    fn rule(&mut self, name: &str, r: &RuleConfig) -> Option<RuleSpec> {
+        let rule_path = format!("{}.rules.{name}", self.path);
+        let mut extended = self.input.clone();
+        let mut aggregates = Vec::new();
+        for (agg_name, source) in &r.aggregates {
+            let what = format!("{rule_path}.aggregates.{agg_name}");
+            if let Some((field, aggregate)) = self.rule_aggregate(agg_name, source, &what) {
+                extended.fields.push(field);
+                aggregates.push(aggregate);
+            }
+        }
+        let when = match expression(self.text, &r.when, &extended, &format!("{rule_path}.when")) {
+            Ok(e) if e.ty() == Some(Type::Bool) => e,
+            Ok(e) => {
+                self.whole(
+                    &r.when,
+                    format!(
+                        "`{rule_path}.when` must be a boolean expression, not {}",
+                        type_name(e.ty())
+                    ),
+                );
+                return None;
+            }
+            Err(d) => {
+                self.errors.extend(d);
+                return None;
+            }
+        };
+        Some(RuleSpec {
+            name: name.to_owned(),
+            condition: r.when.get_ref().clone(),
+            when: Arc::new(when),
+            level: r.level.get_ref().0,
+            sustain: r.sustain.as_ref().map_or(0, |d| d.get_ref().millis_i64()),
+            window: r.window.as_ref().map_or(0, |d| d.get_ref().millis_i64()),
+            aggregates,
+        })
+    }
+
+    /// A rule's aggregate: the field its condition reads, and how it is computed.
+    fn rule_aggregate(
+        &mut self,
+        agg_name: &str,
+        source: &Spanned<String>,
+        what: &str,
+    ) -> Option<(Field, RuleAggregate)> {
+        if self.input.index(agg_name).is_some() {
+            self.whole(
+                source,
+                format!("`{what}`: the rows already have a field `{agg_name}`"),
+            );
+            return None;
+        }
+        let (func, _, compiled) =
+            aggregate_call(self.text, source, self.input, what, &mut self.errors)?;
+        if !RULE_AGGREGATES.contains(&func) {
+            self.whole(
+                source,
+                format!("`{what}`: rules take count, sum, min, max, mean, first or last"),
+            );
+            return None;
+        }
+        let arg_ty = compiled.as_ref().and_then(Compiled::ty);
+        let ty = match (func, arg_ty) {
+            (AggFn::Count, _) => Type::Int,
+            (AggFn::Sum | AggFn::Mean, Some(Type::Int | Type::Float)) => Type::Float,
+            (AggFn::Min | AggFn::Max | AggFn::First | AggFn::Last, Some(t)) => t,
+            _ => {
+                self.whole(
+                    source,
+                    format!("`{what}`: `{}` needs a number", source.get_ref().trim()),
+                );
+                return None;
+            }
+        };
+        let field = Field {
+            name: agg_name.to_owned(),
+            ty,
+            nullable: true,
+            phi: None,
+        };
+        Some((
+            field,
+            RuleAggregate {
+                func,
+                arg: compiled.map(Arc::new),
+            },
+        ))
+    }
 }
 
 /// A planned alert node.

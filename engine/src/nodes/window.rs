@@ -169,94 +169,11 @@ fn window_check(
     c: &WindowConfig,
     input: &Schema,
 ) -> (Schema, Gaps, Result<WindowParts, Vec<Diagnostic>>) {
-    let aggregates = &c.aggregates;
     let mut errors = Vec::new();
     let mut gaps = Gaps::default();
-    let at_node = |message: String| text.diag(at, message);
     let time = event_time(text, at, path, input, &mut errors);
-    let key = match &c.key {
-        None => {
-            errors.push(at_node(format!(
-                "`{path}`: a window needs a `key` (an expression: windows are per value of it)"
-            )));
-            None
-        }
-        Some(k) => match expression(text, k, input, &format!("{path}.key")) {
-            Ok(e) if e.ty().is_none() => {
-                errors.push(whole(
-                    text,
-                    k,
-                    format!("`{path}.key`: a key cannot be `null`"),
-                ));
-                None
-            }
-            Ok(e) => Some(e),
-            Err(d) => {
-                errors.extend(d);
-                None
-            }
-        },
-    };
-    let positive =
-        |v: &Option<Spanned<Duration>>, field: &str, errors: &mut Vec<Diagnostic>| match v {
-            None => {
-                errors.push(at_node(format!("`{path}`: this window needs `{field}`")));
-                None
-            }
-            Some(d) if d.get_ref().millis_i64() <= 0 => {
-                errors.push(text.diag(
-                    d.span().start,
-                    format!("`{path}.{field}` must be longer than 0"),
-                ));
-                None
-            }
-            Some(d) => Some(d.get_ref().millis_i64()),
-        };
-    let unused =
-        |v: &Option<Spanned<Duration>>, field: &str, shape: &str, errors: &mut Vec<Diagnostic>| {
-            if let Some(d) = v {
-                errors.push(text.diag(
-                    d.span().start,
-                    format!("`{path}.{field}` does not apply to {shape} windows"),
-                ));
-            }
-        };
-    let kind = match c.window.as_ref().map(|w| *w.get_ref()) {
-        None => {
-            errors.push(at_node(format!(
-                "`{path}`: a window needs `window = \"tumbling\"`, `\"sliding\"` or `\"session\"`"
-            )));
-            None
-        }
-        Some(Shape::Tumbling) => {
-            unused(&c.slide, "slide", "tumbling", &mut errors);
-            unused(&c.gap, "gap", "tumbling", &mut errors);
-            positive(&c.size, "size", &mut errors).map(|size| WindowKind::Tumbling { size })
-        }
-        Some(Shape::Sliding) => {
-            unused(&c.gap, "gap", "sliding", &mut errors);
-            let size = positive(&c.size, "size", &mut errors);
-            let slide = positive(&c.slide, "slide", &mut errors);
-            match (size, slide) {
-                (Some(size), Some(slide)) if slide > size => {
-                    if let Some(s) = &c.slide {
-                        errors.push(text.diag(
-                            s.span().start,
-                            format!("`{path}.slide` must be at most `size` (a record would fall in no window)"),
-                        ));
-                    }
-                    None
-                }
-                (Some(size), Some(slide)) => Some(WindowKind::Sliding { size, slide }),
-                _ => None,
-            }
-        }
-        Some(Shape::Session) => {
-            unused(&c.size, "size", "session", &mut errors);
-            unused(&c.slide, "slide", "session", &mut errors);
-            positive(&c.gap, "gap", &mut errors).map(|gap| WindowKind::Session { gap })
-        }
-    };
+    let key = window_key(text, at, path, c, input, &mut errors);
+    let kind = window_kind(text, at, path, c, &mut errors);
     let key_name = match (&c.key, &key) {
         (Some(k), Some(_)) => bare_field(k.get_ref(), input)
             .map(|i| input.fields[i].name.clone())
@@ -292,11 +209,169 @@ fn window_check(
     };
     output.fields.push(stamp("window_start"));
     output.fields.push(stamp("window_end"));
+    let aggs = window_aggregates(
+        text,
+        path,
+        c,
+        input,
+        &key_name,
+        &mut output,
+        &mut gaps,
+        &mut errors,
+    );
+    for name in ["revision", "diff"] {
+        output.fields.push(Field {
+            name: name.to_owned(),
+            ty: Type::Int,
+            nullable: false,
+            phi: None,
+        });
+    }
+    if key.is_none() {
+        output.time = Some(0);
+        output.key = None;
+        gaps.key = true;
+        gaps.fields.insert(key_name);
+    }
+    let shape = output.clone();
+    let (Some(kind), Some(key), Some(time), true) = (kind, key, time, errors.is_empty()) else {
+        return (shape, gaps, Err(errors));
+    };
+    let parts = WindowParts {
+        kind,
+        lateness: c.allowed_lateness.millis_i64(),
+        delay: c.watermark_delay.millis_i64(),
+        key: Arc::new(key),
+        time,
+        aggs,
+        output,
+    };
+    (shape, gaps, Ok(parts))
+}
+
+/// A window's key expression, compiled.
+fn window_key(
+    text: &JobText,
+    at: usize,
+    path: &str,
+    c: &WindowConfig,
+    input: &Schema,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Compiled> {
+    let at_node = |message: String| text.diag(at, message);
+    match &c.key {
+        None => {
+            errors.push(at_node(format!(
+                "`{path}`: a window needs a `key` (an expression: windows are per value of it)"
+            )));
+            None
+        }
+        Some(k) => match expression(text, k, input, &format!("{path}.key")) {
+            Ok(e) if e.ty().is_none() => {
+                errors.push(whole(
+                    text,
+                    k,
+                    format!("`{path}.key`: a key cannot be `null`"),
+                ));
+                None
+            }
+            Ok(e) => Some(e),
+            Err(d) => {
+                errors.extend(d);
+                None
+            }
+        },
+    }
+}
+
+/// A window's shape and lengths (ms).
+fn window_kind(
+    text: &JobText,
+    at: usize,
+    path: &str,
+    c: &WindowConfig,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<WindowKind> {
+    let at_node = |message: String| text.diag(at, message);
+    let positive =
+        |v: &Option<Spanned<Duration>>, field: &str, errors: &mut Vec<Diagnostic>| match v {
+            None => {
+                errors.push(at_node(format!("`{path}`: this window needs `{field}`")));
+                None
+            }
+            Some(d) if d.get_ref().millis_i64() <= 0 => {
+                errors.push(text.diag(
+                    d.span().start,
+                    format!("`{path}.{field}` must be longer than 0"),
+                ));
+                None
+            }
+            Some(d) => Some(d.get_ref().millis_i64()),
+        };
+    let unused =
+        |v: &Option<Spanned<Duration>>, field: &str, shape: &str, errors: &mut Vec<Diagnostic>| {
+            if let Some(d) = v {
+                errors.push(text.diag(
+                    d.span().start,
+                    format!("`{path}.{field}` does not apply to {shape} windows"),
+                ));
+            }
+        };
+    match c.window.as_ref().map(|w| *w.get_ref()) {
+        None => {
+            errors.push(at_node(format!(
+                "`{path}`: a window needs `window = \"tumbling\"`, `\"sliding\"` or `\"session\"`"
+            )));
+            None
+        }
+        Some(Shape::Tumbling) => {
+            unused(&c.slide, "slide", "tumbling", errors);
+            unused(&c.gap, "gap", "tumbling", errors);
+            positive(&c.size, "size", errors).map(|size| WindowKind::Tumbling { size })
+        }
+        Some(Shape::Sliding) => {
+            unused(&c.gap, "gap", "sliding", errors);
+            let size = positive(&c.size, "size", errors);
+            let slide = positive(&c.slide, "slide", errors);
+            match (size, slide) {
+                (Some(size), Some(slide)) if slide > size => {
+                    if let Some(s) = &c.slide {
+                        errors.push(text.diag(
+                            s.span().start,
+                            format!("`{path}.slide` must be at most `size` (a record would fall in no window)"),
+                        ));
+                    }
+                    None
+                }
+                (Some(size), Some(slide)) => Some(WindowKind::Sliding { size, slide }),
+                _ => None,
+            }
+        }
+        Some(Shape::Session) => {
+            unused(&c.size, "size", "session", errors);
+            unused(&c.slide, "slide", "session", errors);
+            positive(&c.gap, "gap", errors).map(|gap| WindowKind::Session { gap })
+        }
+    }
+}
+
+/// A window's aggregates, each added to `output` (those that fail are noted in `gaps`).
+#[allow(clippy::too_many_arguments)]
+fn window_aggregates(
+    text: &JobText,
+    path: &str,
+    c: &WindowConfig,
+    input: &Schema,
+    key_name: &str,
+    output: &mut Schema,
+    gaps: &mut Gaps,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<(AggSpec, Option<Arc<Compiled>>)> {
     let mut aggs = Vec::new();
     let mut names = BTreeSet::new();
-    for (name, source) in aggregates {
+    for (name, source) in &c.aggregates {
         let what = format!("{path}.aggregates.{}", name.get_ref());
-        if WINDOW_FIELDS.contains(&name.get_ref().as_str()) || *name.get_ref() == key_name {
+        if WINDOW_FIELDS.contains(&name.get_ref().as_str()) || *name.get_ref() == *key_name {
             errors.push(text.diag(
                 name.span().start,
                 format!(
@@ -313,8 +388,7 @@ fn window_check(
             ));
             continue;
         }
-        let Some((func, arg, compiled)) = aggregate_call(text, source, input, &what, &mut errors)
-        else {
+        let Some((func, arg, compiled)) = aggregate_call(text, source, input, &what, errors) else {
             gaps.fields.insert(name.get_ref().clone());
             continue;
         };
@@ -345,34 +419,7 @@ fn window_check(
         });
         aggs.push((AggSpec { func, arg: arg_ty }, compiled.map(Arc::new)));
     }
-    for name in ["revision", "diff"] {
-        output.fields.push(Field {
-            name: name.to_owned(),
-            ty: Type::Int,
-            nullable: false,
-            phi: None,
-        });
-    }
-    if key.is_none() {
-        output.time = Some(0);
-        output.key = None;
-        gaps.key = true;
-        gaps.fields.insert(key_name);
-    }
-    let shape = output.clone();
-    let (Some(kind), Some(key), Some(time), true) = (kind, key, time, errors.is_empty()) else {
-        return (shape, gaps, Err(errors));
-    };
-    let parts = WindowParts {
-        kind,
-        lateness: c.allowed_lateness.millis_i64(),
-        delay: c.watermark_delay.millis_i64(),
-        key: Arc::new(key),
-        time,
-        aggs,
-        output,
-    };
-    (shape, gaps, Ok(parts))
+    aggs
 }
 
 /// A planned window.
