@@ -16,4 +16,5 @@ mod kafka;
 mod pipeline;
 mod runs;
 mod shipped;
+mod sinks;
 mod windows;

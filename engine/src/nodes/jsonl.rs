@@ -34,6 +34,9 @@ pub struct JsonlConfig {
     /// Write files at least this often while lines are buffered. Default: `5s`.
     #[serde(default = "roll_interval")]
     pub roll_interval: Duration,
+    /// Write files once this many completed lines are buffered. Default: no limit (only
+    /// `roll-interval` and the end of the input write).
+    pub roll_rows: Option<usize>,
 }
 
 impl NodeSpec for JsonlConfig {
@@ -63,7 +66,7 @@ impl NodeSpec for JsonlConfig {
         Some(Box::new(JsonlOp {
             dir: p.out.join(&self.path),
             policy: RollPolicy {
-                rows: usize::MAX,
+                rows: self.roll_rows.map_or(usize::MAX, |n| n.max(1)),
                 interval: self.roll_interval.0,
             },
             rows: p.input_schema().map(|s| Arc::new(s.clone())),
