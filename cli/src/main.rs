@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod bench;
+mod progress;
 
 /// mimalloc: the workers allocate and free many small records and buffers from several threads,
 /// where it is faster than the system allocator and returns less memory to the system only to
@@ -17,8 +18,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_engine::graph::{GraphFormat, render};
 use vitalflow_engine::job::MaxRejected;
-use vitalflow_engine::runtime::RunError;
-use vitalflow_engine::{Job, RunOptions, RunSummary, run};
+use vitalflow_engine::{Fault, Job, RunError, RunOptions, RunSummary, run};
 
 /// vitalflow runs declarative clinical event pipelines (ingestion → anonymization → FHIR R4
 /// canonization → auditing) on timely dataflow.
@@ -34,41 +34,7 @@ enum Command {
     /// Run a job to completion and print a summary.
     ///
     /// Exit codes: 0 success, 1 the job failed, 2 invalid job or usage.
-    Run {
-        /// The job file (TOML).
-        job: PathBuf,
-        /// Worker threads [default: the job's `workers`, else 1].
-        #[arg(short, long)]
-        workers: Option<usize>,
-        /// Output folder [default: the job's `out`, else out/<job name>]. A run refuses a
-        /// folder holding another job's output or a finished run (a job reading Kafka resumes
-        /// from its checkpoint there) unless `--overwrite` is given.
-        #[arg(short, long)]
-        out: Option<PathBuf>,
-        /// Replace what the output folder holds: the folders of the job's sinks are written
-        /// anew.
-        #[arg(long)]
-        overwrite: bool,
-        /// Fail the run (exit code 1, after the summary) when more records than this were
-        /// rejected: a count (`100`) or a percentage of the records read (`5%`) [default: the
-        /// job's `max-rejected`, else no limit].
-        #[arg(long, value_name = "COUNT|PERCENT%")]
-        max_rejected: Option<MaxRejected>,
-        /// Don't show progress (the live line on a terminal, the periodic lines elsewhere).
-        #[arg(long)]
-        no_progress: bool,
-        /// When standard error is not a terminal, print a progress line this often (`10s`,
-        /// `500ms`, `1m`; `0s` for none).
-        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
-        progress_interval: std::time::Duration,
-        /// Jobs with Kafka sources: ignore the checkpoint of an earlier run and start over.
-        #[arg(long)]
-        fresh: bool,
-        /// Time every operator's activations and print, per operator, its busy time, its
-        /// longest activation and how many held a worker 10 ms or more.
-        #[arg(long)]
-        profile: bool,
-    },
+    Run(RunArgs),
     /// Run the embedded Kafka-protocol broker on its own until stopped: prints its address,
     /// creates the topics given (and those named by `create NAME PARTITIONS` lines on standard
     /// input). Records live in memory; each partition keeps its newest 5 MiB.
@@ -161,6 +127,44 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Format::Mermaid)]
         format: Format,
     },
+}
+
+// `vitalflow run`'s arguments (its help is the `Run` command's).
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The job file (TOML).
+    job: PathBuf,
+    /// Worker threads [default: the job's `workers`, else 1].
+    #[arg(short, long)]
+    workers: Option<usize>,
+    /// Output folder [default: the job's `out`, else out/<job name>]. A run refuses a
+    /// folder holding another job's output or a finished run (a job reading Kafka resumes
+    /// from its checkpoint there) unless `--overwrite` is given.
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    /// Replace what the output folder holds: the folders of the job's sinks are written
+    /// anew.
+    #[arg(long)]
+    overwrite: bool,
+    /// Fail the run (exit code 1, after the summary) when more records than this were
+    /// rejected: a count (`100`) or a percentage of the records read (`5%`) [default: the
+    /// job's `max-rejected`, else no limit].
+    #[arg(long, value_name = "COUNT|PERCENT%")]
+    max_rejected: Option<MaxRejected>,
+    /// Don't show progress (the live line on a terminal, the periodic lines elsewhere).
+    #[arg(long)]
+    no_progress: bool,
+    /// When standard error is not a terminal, print a progress line this often (`10s`,
+    /// `500ms`, `1m`; `0s` for none).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    progress_interval: std::time::Duration,
+    /// Jobs with Kafka sources: ignore the checkpoint of an earlier run and start over.
+    #[arg(long)]
+    fresh: bool,
+    /// Time every operator's activations and print, per operator, its busy time, its
+    /// longest activation and how many held a worker 10 ms or more.
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -327,63 +331,71 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run {
-            job,
-            workers,
-            out,
-            overwrite,
-            max_rejected,
-            no_progress,
-            progress_interval,
-            fresh,
-            profile,
-        } => {
-            let job = match Job::load(&job) {
-                Ok(job) => job,
-                Err(d) => {
-                    eprintln!("{d}");
-                    return ExitCode::from(2);
-                }
-            };
-            let options = RunOptions {
-                workers,
-                out,
-                progress: !no_progress && std::io::stderr().is_terminal(),
-                fresh,
-                notify: Some(std::sync::Arc::new(|m: &str| eprintln!("{m}"))),
-                end_to_end: false,
-                profile,
-                overwrite,
-                progress_interval: (!no_progress).then_some(progress_interval),
-            };
-            match run(&job, &options) {
-                Ok(summary) => {
-                    print_summary(&summary, &job);
-                    if profile {
-                        print!("{}", bench::operator_table(&summary.operators));
-                    }
-                    match too_many_rejected(&summary, max_rejected.or_else(|| job.max_rejected())) {
-                        Some(message) => {
-                            eprintln!("error: {message}");
-                            ExitCode::from(1)
-                        }
-                        None => ExitCode::SUCCESS,
-                    }
-                }
-                Err(RunError::Invalid(d)) => {
-                    eprintln!("{d}");
-                    ExitCode::from(2)
-                }
-                Err(RunError::Refused(message)) => {
-                    eprintln!("error: {message}");
-                    ExitCode::from(2)
-                }
-                Err(e) => {
-                    let e = anyhow::Error::new(e).context(format!("running job `{}`", job.name));
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(1)
-                }
-            }
+        Command::Run(args) => run_job(&args),
+    }
+}
+
+/// `vitalflow run`: runs the job, prints its summary on standard output; progress, messages
+/// and errors on standard error. An error says whose fault it was: `error (FAULT): MESSAGE`
+/// (see [`Fault`]'s wording).
+fn run_job(args: &RunArgs) -> ExitCode {
+    let job = match Job::load(&args.job) {
+        Ok(job) => job,
+        Err(d) => {
+            eprintln!("{d}");
+            return ExitCode::from(2);
+        }
+    };
+    let display = progress::Display::choose(
+        args.no_progress,
+        std::io::stderr().is_terminal(),
+        args.progress_interval,
+    );
+    let options = RunOptions {
+        workers: args.workers,
+        out: args.out.clone(),
+        fresh: args.fresh,
+        observer: Some(std::sync::Arc::new(progress::Stderr::new(display))),
+        end_to_end: false,
+        profile: args.profile,
+        overwrite: args.overwrite,
+        progress_interval: display.interval(),
+    };
+    let summary = match run(&job, &options) {
+        Ok(summary) => summary,
+        Err(e) => return run_failed(&job, e),
+    };
+    print_summary(&summary, &job);
+    if args.profile {
+        print!("{}", bench::operator_table(&summary.operators));
+    }
+    match too_many_rejected(&summary, args.max_rejected.or_else(|| job.max_rejected())) {
+        Some(message) => {
+            eprintln!("error ({}): {message}", Fault::Input);
+            ExitCode::from(1)
+        }
+        None => ExitCode::SUCCESS,
+    }
+}
+
+/// Reports a run that did not complete: problems in the job file as `path:line:col: message`
+/// (exit code 2), anything else as `error (FAULT): MESSAGE`, with exit code 2 when the run did
+/// not start (the output folder) and 1 when the job failed.
+fn run_failed(job: &Job, e: RunError) -> ExitCode {
+    let fault = e.fault();
+    match e {
+        RunError::Invalid(d) => {
+            eprintln!("{d}");
+            ExitCode::from(2)
+        }
+        RunError::Refused(f) => {
+            eprintln!("error ({fault}): {f}");
+            ExitCode::from(2)
+        }
+        e @ RunError::Failed(_) => {
+            let e = anyhow::Error::new(e).context(format!("running job `{}`", job.name));
+            eprintln!("error ({fault}): {e:#}");
+            ExitCode::from(1)
         }
     }
 }

@@ -1078,7 +1078,7 @@ inputs = ["context.dead-letter", "readings.dead-letter", "j.dead-letter", "hourl
 }
 
 /// A Kafka sink whose records cannot be delivered fails the job with a message naming the sink,
-/// the topic, the brokers and the reason.
+/// the topic, the brokers and the reason, as the Kafka broker's fault.
 #[test]
 fn a_sink_that_gives_up_names_the_sink_topic_broker_and_reason() {
     // A port nothing listens on.
@@ -1122,8 +1122,12 @@ properties = {{ "message.timeout.ms" = "50" }}
     let stderr = String::from_utf8_lossy(&o.stderr);
     let line = stderr
         .lines()
-        .find(|l| l.starts_with("error: "))
+        .find(|l| l.starts_with("error ("))
         .unwrap_or_else(|| panic!("no error: {}", show(&o)));
+    assert!(
+        line.starts_with("error (external system: Kafka broker): running job "),
+        "{line}"
+    );
     assert!(line.contains("sink `readings`"), "{line}");
     for needle in [
         "topic `readings`",

@@ -1,6 +1,6 @@
 //! What a run tells its user and what it refuses: the summary's counts per node (and that they
-//! add up), rejected records (warnings, `max-rejected`), output folders of other runs, progress
-//! and logs when standard error is not a terminal.
+//! add up), rejected records (warnings, `max-rejected`), output folders of other runs, whose
+//! fault a failed run was, progress and logs when standard error is not a terminal.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -292,7 +292,7 @@ fn rejected_records_are_reported_loudly_and_max_rejected_fails_the_run() {
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr)
-            .contains("error: 4 record(s) rejected (40.0% of 10 read), more than max-rejected 30%"),
+            .contains("error (configuration or input): 4 record(s) rejected (40.0% of 10 read), more than max-rejected 30%"),
         "{}",
         show(&o)
     );
@@ -372,7 +372,7 @@ fn a_run_refuses_another_jobs_output_or_a_finished_run_without_overwrite() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
         stderr.contains(&format!(
-            "error: the output folder {out_s} holds the output of a finished run of `a`"
+            "error (configuration or input): the output folder {out_s} holds the output of a finished run of `a`"
         )) && stderr.contains("pass --overwrite to replace it"),
         "{}",
         show(&o)
@@ -384,7 +384,7 @@ fn a_run_refuses_another_jobs_output_or_a_finished_run_without_overwrite() {
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains(&format!(
-            "error: the output folder {out_s} holds the output of job `a`, not `b`"
+            "error (configuration or input): the output folder {out_s} holds the output of job `a`, not `b`"
         )),
         "{}",
         show(&o)
@@ -410,6 +410,108 @@ fn a_run_refuses_another_jobs_output_or_a_finished_run_without_overwrite() {
         std::fs::read_to_string(other.join("notes.txt")).unwrap(),
         "mine"
     );
+}
+
+/// The `error (FAULT): MESSAGE` line of a failed run, with its exit code.
+fn error_line(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .find(|l| l.starts_with("error ("))
+        .unwrap_or_else(|| panic!("no error line: {}", show(o)))
+        .to_owned()
+}
+
+/// A failed run says whose fault it was and which node failed: a Kafka source whose broker
+/// cannot be reached is the broker's (exit code 1), an output folder that cannot be written the
+/// file system's (exit code 1), an `--out` that is a file the user's (exit code 2).
+#[test]
+fn a_failed_run_says_whose_fault_it_was_and_which_node_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = dir.path().join("unreachable.toml");
+    std::fs::write(
+        &unreachable,
+        format!(
+            r#"[job]
+name = "unreachable"
+
+[sources.vitals]
+kind = "kafka"
+brokers = "127.0.0.1:{port}"
+topic = "vitals"
+format = "envelope"
+stop = "end"
+
+[sinks.none]
+kind = "blackhole"
+inputs = ["vitals"]
+"#
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = vitalflow(
+        &[
+            "run",
+            unreachable.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let line = error_line(&o);
+    assert!(
+        line.starts_with(
+            "error (external system: Kafka broker): running job `unreachable`: the job failed: \
+             source `vitals`: "
+        ) && line.contains("topic `vitals`"),
+        "{line}"
+    );
+
+    let job = dir.path().join("quick.toml");
+    std::fs::write(
+        &job,
+        "[sources.g]\nkind = \"generator\"\ncount = 50\n\n\
+         [sinks.none]\nkind = \"blackhole\"\ninputs = [\"g\"]\n",
+    )
+    .unwrap();
+    let job = job.to_str().unwrap();
+
+    // A folder that cannot be made: the run file is the first thing written there.
+    if cfg!(target_os = "linux") {
+        let o = vitalflow(&["run", job, "--out", "/proc/vitalflow-out"], &[]);
+        assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+        let line = error_line(&o);
+        assert!(
+            line.starts_with(
+                "error (external system: file system): running job `quick`: the job failed: \
+                 cannot write /proc/vitalflow-out/_vitalflow/run.json: "
+            ),
+            "{line}"
+        );
+    }
+
+    // `--out` names a file.
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "mine").unwrap();
+    let o = vitalflow(&["run", job, "--out", file.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let line = error_line(&o);
+    assert!(
+        line.starts_with(&format!(
+            "error (configuration or input): cannot read the output folder {}: ",
+            file.display()
+        )),
+        "{line}"
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
 }
 
 #[test]

@@ -15,4 +15,4 @@ pub mod nodes;
 pub mod runtime;
 
 pub use job::{Diagnostic, Diagnostics, Job};
-pub use runtime::{RunOptions, RunSummary, run};
+pub use runtime::{Fault, Progress, RunError, RunObserver, RunOptions, RunSummary, run};

@@ -1,9 +1,11 @@
-//! Counters shared by the workers and the progress display, and the job's failure flag.
+//! Counters shared by the workers and the progress snapshots, and the job's failure flag.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use vitalflow_model::envelope::Counts;
+
+use super::error::RunFailure;
 
 /// Counters of one node, summed over workers.
 #[derive(Debug, Default)]
@@ -85,21 +87,65 @@ impl NodeCounters {
     }
 }
 
+/// What a part of a run reports when it fails: a classified [`RunFailure`], or a message that
+/// names its node (`source `NAME`: …`, `sink `NAME`: …`), which the run classifies when it ends
+/// (see [`super::error::classify`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reported {
+    /// A failure that says whose fault it is.
+    Failure(RunFailure),
+    /// A message, classified by the node it names.
+    Message(String),
+}
+
+impl From<RunFailure> for Reported {
+    fn from(f: RunFailure) -> Self {
+        Self::Failure(f)
+    }
+}
+
+impl From<String> for Reported {
+    fn from(message: String) -> Self {
+        Self::Message(message)
+    }
+}
+
+impl From<&str> for Reported {
+    fn from(message: &str) -> Self {
+        Self::Message(message.to_owned())
+    }
+}
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failure(failure) => failure.fmt(f),
+            Self::Message(message) => f.write_str(message),
+        }
+    }
+}
+
 /// The first error of a running job; every worker stops when it is set.
 #[derive(Debug, Clone, Default)]
 pub struct Failure {
     flag: Arc<AtomicBool>,
-    message: Arc<Mutex<Option<String>>>,
+    first: Arc<Mutex<Option<Reported>>>,
 }
 
 impl Failure {
     /// Records a failure (the first one wins) and tells every worker to stop.
-    pub fn fail(&self, message: String) {
-        tracing::error!(%message, "job failed");
-        if let Ok(mut m) = self.message.lock()
+    pub fn fail(&self, reported: impl Into<Reported>) {
+        let reported = reported.into();
+        match &reported {
+            Reported::Failure(f) => {
+                tracing::error!(message = %f, fault = %f.fault(), node = f.node(), "job failed");
+            }
+            Reported::Message(message) => tracing::error!(%message, "job failed"),
+        }
+        if let Ok(mut m) = self.first.lock()
             && m.is_none()
         {
-            *m = Some(message);
+            *m = Some(reported);
         }
         self.flag.store(true, Ordering::SeqCst);
     }
@@ -110,9 +156,15 @@ impl Failure {
         self.flag.load(Ordering::Relaxed)
     }
 
-    /// The failure, if any.
+    /// The failure, if any, as reported.
+    #[must_use]
+    pub fn reported(&self) -> Option<Reported> {
+        self.first.lock().ok().and_then(|m| m.clone())
+    }
+
+    /// The failure's text, if any.
     #[must_use]
     pub fn message(&self) -> Option<String> {
-        self.message.lock().ok().and_then(|m| m.clone())
+        self.reported().map(|r| r.to_string())
     }
 }

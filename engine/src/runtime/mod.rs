@@ -1,13 +1,17 @@
 //! Running a job on timely dataflow.
 //!
 //! [`run`] resolves the job ([`plan::prepare`]), starts N timely workers that each build the same
-//! dataflow ([`builder::build`]), shows progress while they run, and returns a [`RunSummary`].
+//! dataflow ([`builder::build`]), hands the caller's [`RunObserver`] snapshots of the counts while
+//! they run, and returns a [`RunSummary`], or a [`RunError`] that says whose fault a failure was.
+//! The engine prints nothing: showing progress and messages is the caller's.
 //! Records are exchanged by patient key after ingestion, so a patient's records stay in order on
 //! one worker; the output does not depend on the number of workers.
 
 pub mod alerts;
 pub mod builder;
 pub mod checkpoint;
+mod embedded;
+pub mod error;
 pub mod joins;
 pub mod kafka_sink;
 pub mod kafka_source;
@@ -17,28 +21,29 @@ pub mod ops;
 pub mod outdir;
 pub mod plan;
 pub mod profile;
+pub mod progress;
 pub mod rows;
 pub mod saga;
 pub mod sources;
 pub mod stages;
-
 pub mod windows;
 
-use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use chrono::Utc;
 use vitalflow_model::ids::uuid_from;
 
-use crate::job::{Diagnostics, Job, Section};
+use crate::job::{Job, NodeKind};
+use embedded::Embedded;
 use metrics::Failure;
+use progress::{Reporter, Snapshots};
 use saga::RunIdentity;
 
-/// Receives messages for the user (the CLI prints them).
-pub type Notify = Arc<dyn Fn(&str) + Send + Sync>;
+pub use error::{Fault, RunError, RunFailure, System};
+pub use progress::{Progress, RunObserver};
 
 /// How to run a job.
 #[derive(Clone, Default)]
@@ -47,12 +52,12 @@ pub struct RunOptions {
     pub workers: Option<usize>,
     /// Output folder (default: the job's `out`, else `out/<job name>`).
     pub out: Option<PathBuf>,
-    /// Show a live progress line on standard error.
-    pub progress: bool,
     /// Ignore the checkpoint of an earlier run (jobs with Kafka sources): start over.
     pub fresh: bool,
-    /// Told what a user should know as the run starts (the embedded broker's address).
-    pub notify: Option<Notify>,
+    /// Told what a user should know as the run starts (the embedded broker's address), handed
+    /// snapshots of the counts while the workers run (every `progress_interval`) and their
+    /// final counts when they stop.
+    pub observer: Option<Arc<dyn RunObserver>>,
     /// Measure end-to-end latency (arrival at a source → durable in every sink); see
     /// [`latency`]. For measured runs: arrivals are kept until their sinks commit them.
     pub end_to_end: bool,
@@ -61,8 +66,7 @@ pub struct RunOptions {
     /// Write into an output folder that holds another job's output or a finished run (see
     /// [`outdir::may_write`]).
     pub overwrite: bool,
-    /// Print a progress line on standard error at this interval when standard error is not a
-    /// terminal (a terminal gets the live line of `progress`).
+    /// How often the observer gets a snapshot while the workers run (`None` or zero: never).
     pub progress_interval: Option<Duration>,
 }
 
@@ -71,13 +75,13 @@ impl std::fmt::Debug for RunOptions {
         f.debug_struct("RunOptions")
             .field("workers", &self.workers)
             .field("out", &self.out)
-            .field("progress", &self.progress)
             .field("fresh", &self.fresh)
             .field("end_to_end", &self.end_to_end)
             .field("profile", &self.profile)
             .field("overwrite", &self.overwrite)
             .field("progress_interval", &self.progress_interval)
-            .finish_non_exhaustive()
+            .field("observer", &self.observer.is_some())
+            .finish()
     }
 }
 
@@ -92,6 +96,8 @@ pub struct NodeSummary {
     pub name: String,
     /// Node kind.
     pub kind: String,
+    /// Whether it is a source (of the job's `[sources]`).
+    pub source: bool,
     /// Records received (sources: read).
     pub records_in: u64,
     /// Records emitted (sinks: written).
@@ -200,20 +206,6 @@ impl RunSummary {
     }
 }
 
-/// Why a run did not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The job cannot start as configured (exit code 2).
-    #[error("{0}")]
-    Invalid(#[from] Diagnostics),
-    /// The output folder holds what the run must not replace (exit code 2).
-    #[error("{0}")]
-    Refused(String),
-    /// The job started and failed (exit code 1).
-    #[error("the job failed: {0}")]
-    Failed(String),
-}
-
 /// Runs a validated job to completion.
 ///
 /// # Examples
@@ -266,105 +258,179 @@ pub enum RunError {
 ///
 /// # Errors
 /// [`RunError::Invalid`] if keys, inputs or output folders cannot be resolved;
-/// [`RunError::Failed`] if a worker failed.
+/// [`RunError::Refused`] if the output folder holds what the run must not replace;
+/// [`RunError::Failed`] if the job failed, saying whose fault it was.
 pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
-    let workers = options.workers.or(job.settings.workers).unwrap_or(1).max(1);
-    let out = options
-        .out
-        .clone()
-        .or_else(|| job.settings.out.as_ref().map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("out").join(&job.name));
-    let started_at = Utc::now();
-    let run_id = uuid_from(&[
-        job.name.as_bytes(),
-        started_at.to_rfc3339().as_bytes(),
-        &std::process::id().to_le_bytes(),
-    ]);
-    let run = RunIdentity {
-        job: job.name.clone(),
-        run_id: run_id.clone(),
+    let start = Start::new(job, options);
+    start.check_out_folder(job, options.overwrite)?;
+    let say = |message: &str| {
+        if let Some(observer) = &options.observer {
+            observer.message(message);
+        }
     };
-    // A job reading Kafka (not the embedded broker, whose records live only as long as a run)
-    // goes on from its checkpoint in its own output folder.
-    let resumes = !options.fresh
-        && job.nodes.iter().any(|n| match &n.kind {
-            crate::job::NodeKind::Kafka(k) => !is_embedded(k.brokers.get_ref()),
-            _ => false,
-        });
-    outdir::may_write(&out, &job.name, resumes, options.overwrite).map_err(RunError::Refused)?;
-    let (broker, fresh, feeder) = embedded_broker(job, options)?;
-    let bootstrap = broker
-        .as_ref()
-        .map(vitalflow_connectors::kafka::EmbeddedBroker::bootstrap);
-    let mut plan = plan::prepare(
-        job,
-        &out,
-        run,
-        bootstrap.as_deref(),
-        options.fresh || fresh,
-        feeder.as_ref().map(|(flag, _)| Arc::clone(flag)),
-    )?;
-    plan.end_to_end = options.end_to_end.then(Arc::default);
+    let mut embedded = Embedded::start(job, &say).map_err(RunError::Failed)?;
+    let plan = Arc::new(start.prepare(job, options, embedded.as_ref())?);
     let mut record = outdir::RunRecord {
         job: job.name.clone(),
-        run_id: run_id.clone(),
+        run_id: start.run.run_id.clone(),
         finished: false,
     };
-    outdir::record(&out, &record).map_err(|e| {
-        RunError::Failed(format!(
-            "cannot write {}: {e}",
-            out.join(outdir::RUN_FILE).display()
-        ))
-    })?;
-    let plan = Arc::new(plan);
-    if let (Some(cp), Some(notify)) = (&plan.checkpoint, &options.notify)
-        && cp.base.time > 0
-    {
-        notify(&format!(
+    write_record(&start.out, &record)?;
+    if let Some(cp) = plan.checkpoint.as_ref().filter(|cp| cp.base.time > 0) {
+        say(&format!(
             "resuming from the checkpoint at {} ({} files kept, {} uncommitted files removed)",
             checkpoint_time(cp),
             cp.base.files.len(),
             cp.removed
         ));
     }
-    tracing::info!(job = %job.name, %run_id, workers, out = %out.display(), "starting");
+    tracing::info!(job = %job.name, run_id = %start.run.run_id, workers = start.workers, out = %start.out.display(), "starting");
 
+    let snapshots = Snapshots::new(job, Arc::clone(&plan));
     let failure = Failure::default();
-    let started = Instant::now();
-    let done = Arc::new(AtomicBool::new(false));
-    let tty = std::io::stderr().is_terminal();
-    let show = if options.progress && tty {
-        Some(Progress::Live)
-    } else {
-        options
-            .progress_interval
-            .filter(|i| !tty && !i.is_zero())
-            .map(Progress::Lines)
-    };
-    let progress = show.map(|show| {
-        let (plan, done) = (Arc::clone(&plan), Arc::clone(&done));
-        let nodes: Vec<(String, bool)> = job
-            .nodes
-            .iter()
-            .map(|n| (n.name.clone(), n.section == Section::Sources))
-            .collect();
-        std::thread::spawn(move || show_progress(&plan, &nodes, &done, started, show))
-    });
+    let profiled = execute(&plan, start.workers, options, &snapshots, &failure);
+    let last = snapshots.take();
+    if let Some(observer) = &options.observer {
+        observer.finished(&last);
+    }
+    let live_feed = embedded
+        .as_mut()
+        .map_or(Ok(None), Embedded::finish_feed)
+        .unwrap_or_else(|f| {
+            failure.fail(f);
+            None
+        });
+    if let Some(reported) = failure.reported() {
+        return Err(RunError::Failed(error::classify(job, reported)));
+    }
+    drop(embedded);
+    record.finished = true;
+    write_record(&start.out, &record)?;
+    Ok(RunSummary {
+        live_feed,
+        end_to_end: plan.end_to_end.as_ref().map(|e| Box::new(e.histogram())),
+        operators: profiled.map(|p| p.operators()).unwrap_or_default(),
+        elapsed: snapshots.started().elapsed(),
+        ..summary(&plan, start, last.nodes)
+    })
+}
 
-    let worker_plan = Arc::clone(&plan);
-    let worker_failure = failure.clone();
-    let config = timely::Config::process(workers);
+/// What a run is before it starts: its workers, output folder and identity, and whether it
+/// resumes from a checkpoint.
+struct Start {
+    workers: usize,
+    out: PathBuf,
+    run: RunIdentity,
+    /// A job reading Kafka (not the embedded broker, whose records live only as long as a run)
+    /// goes on from its checkpoint in its own output folder, unless started afresh.
+    resumes: bool,
+}
+
+impl Start {
+    fn new(job: &Job, options: &RunOptions) -> Self {
+        let started_at = Utc::now();
+        let run_id = uuid_from(&[
+            job.name.as_bytes(),
+            started_at.to_rfc3339().as_bytes(),
+            &std::process::id().to_le_bytes(),
+        ]);
+        Self {
+            workers: options.workers.or(job.settings.workers).unwrap_or(1).max(1),
+            out: options
+                .out
+                .clone()
+                .or_else(|| job.settings.out.as_ref().map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("out").join(&job.name)),
+            run: RunIdentity {
+                job: job.name.clone(),
+                run_id,
+            },
+            resumes: !options.fresh
+                && job.nodes.iter().any(|n| match &n.kind {
+                    NodeKind::Kafka(k) => !embedded::is_embedded(k.brokers.get_ref()),
+                    _ => false,
+                }),
+        }
+    }
+
+    /// Whether the run may write into its output folder (see [`outdir::may_write`]). What the
+    /// folder holds, or a path that is not a folder, is the user's to settle; a folder that
+    /// cannot be read is the file system's fault.
+    fn check_out_folder(&self, job: &Job, overwrite: bool) -> Result<(), RunError> {
+        outdir::may_write(&self.out, &job.name, self.resumes, overwrite).map_err(|message| {
+            let fault = match std::fs::read_dir(&self.out) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Fault::Input,
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Fault::External(System::FileSystem)
+                }
+                _ => Fault::Input,
+            };
+            RunError::Refused(RunFailure::new(fault, message))
+        })
+    }
+
+    /// Resolves the job for running (see [`plan::prepare`]).
+    fn prepare(
+        &self,
+        job: &Job,
+        options: &RunOptions,
+        embedded: Option<&Embedded>,
+    ) -> Result<plan::Plan, RunError> {
+        let bootstrap = embedded.map(Embedded::bootstrap);
+        let mut plan = plan::prepare(
+            job,
+            &self.out,
+            self.run.clone(),
+            bootstrap.as_deref(),
+            options.fresh || embedded.is_some(),
+            embedded.and_then(Embedded::feeding),
+        )?;
+        plan.end_to_end = options.end_to_end.then(Arc::default);
+        Ok(plan)
+    }
+}
+
+/// Writes the output folder's run file (see [`outdir::record`]).
+fn write_record(out: &Path, record: &outdir::RunRecord) -> Result<(), RunError> {
+    outdir::record(out, record).map_err(|e| {
+        RunError::Failed(RunFailure::new(
+            Fault::External(System::FileSystem),
+            format!("cannot write {}: {e}", out.join(outdir::RUN_FILE).display()),
+        ))
+    })
+}
+
+/// Runs the plan's dataflow on `workers` timely workers until it completes or fails, handing
+/// the observer a snapshot every `progress_interval` meanwhile; the operators' times when the
+/// run is profiled.
+fn execute(
+    plan: &Arc<plan::Plan>,
+    workers: usize,
+    options: &RunOptions,
+    snapshots: &Snapshots,
+    failure: &Failure,
+) -> Option<Arc<profile::Profile>> {
+    let interval = options.progress_interval.filter(|i| !i.is_zero());
+    let reporter = match (&options.observer, interval) {
+        (Some(observer), Some(interval)) => {
+            Reporter::start(snapshots.clone(), Arc::clone(observer), interval)
+                .inspect_err(|e| tracing::warn!(error = %e, "no progress: cannot start its thread"))
+                .ok()
+        }
+        _ => None,
+    };
     let profiled = options
         .profile
         .then(|| Arc::new(profile::Profile::default()));
-    let worker_profile = profiled.clone();
-    let result = timely::execute(config, move |worker| {
+    let (worker_plan, worker_failure, worker_profile) =
+        (Arc::clone(plan), failure.clone(), profiled.clone());
+    let result = timely::execute(timely::Config::process(workers), move |worker| {
         let failure = worker_failure.clone();
         if let Some(p) = &worker_profile {
             profile::install(worker, p);
         }
         worker.dataflow::<vitalflow_model::Time, _, _>(|scope| {
-            builder::build(scope, &worker_plan, failure.clone())
+            builder::build(scope, &worker_plan, failure.clone());
         });
         while worker.step_or_park(Some(Duration::from_millis(1))) {
             if failure.failed() {
@@ -379,67 +445,21 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         Ok(guards) => guards.join(),
         Err(e) => vec![Err(e)],
     };
-    done.store(true, Ordering::SeqCst);
-    if let Some(handle) = progress {
-        let _ = handle.join();
+    if let Some(reporter) = reporter {
+        reporter.stop();
     }
-    for r in joined {
-        if let Err(e) = r {
-            failure.fail(format!("a worker stopped: {e}"));
-        }
+    for e in joined.into_iter().filter_map(Result::err) {
+        failure.fail(RunFailure::new(
+            Fault::Internal,
+            format!("a worker stopped: {e}"),
+        ));
     }
-    let live_feed = match feeder {
-        Some((_, handle)) => match handle.join() {
-            Ok(Ok(fed)) => Some(fed),
-            Ok(Err(e)) => {
-                failure.fail(format!("the embedded broker's live feed: {e}"));
-                None
-            }
-            Err(_) => {
-                failure.fail("the embedded broker's live feed stopped".to_owned());
-                None
-            }
-        },
-        None => None,
-    };
-    if let Some(message) = failure.message() {
-        return Err(RunError::Failed(message));
-    }
-    let nodes = job
-        .nodes
-        .iter()
-        .map(|n| {
-            let (records_in, records_out, rejected, files) = plan
-                .counters
-                .get(&n.name)
-                .map(|c| c.snapshot())
-                .unwrap_or_default();
-            NodeSummary {
-                name: n.name.clone(),
-                kind: n.kind.name().to_owned(),
-                records_in,
-                records_out,
-                rejected,
-                files,
-                dropped: plan
-                    .counters
-                    .get(&n.name)
-                    .map_or(0, |c| c.dropped.load(Ordering::Relaxed)),
-                dead_letters: plan
-                    .counters
-                    .get(&n.name)
-                    .map_or(0, |c| c.dead_letters.load(Ordering::Relaxed)),
-                late: plan
-                    .counters
-                    .get(&n.name)
-                    .map_or(0, |c| c.late.load(Ordering::Relaxed)),
-                bytes_in: plan
-                    .counters
-                    .get(&n.name)
-                    .map_or(0, |c| c.bytes.load(Ordering::Relaxed)),
-            }
-        })
-        .collect();
+    profiled
+}
+
+/// The summary of a completed run: its nodes' final counts, the Kafka sources' watermarks,
+/// the alerts; what only the run knows (time, live feed, latencies, profile) is left empty.
+fn summary(plan: &plan::Plan, start: Start, nodes: Vec<NodeSummary>) -> RunSummary {
     let watermarks = plan
         .checkpoint
         .as_ref()
@@ -453,14 +473,6 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
                 .collect()
         })
         .unwrap_or_default();
-    drop(broker);
-    record.finished = true;
-    outdir::record(&out, &record).map_err(|e| {
-        RunError::Failed(format!(
-            "cannot write {}: {e}",
-            out.join(outdir::RUN_FILE).display()
-        ))
-    })?;
     let alerts = plan
         .alerts
         .iter()
@@ -484,17 +496,12 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         .map(|(node, a)| (node.clone(), a.missing_context()))
         .filter(|(_, m)| !m.is_empty())
         .collect();
-    Ok(RunSummary {
-        alerts,
-        missing_context,
-        live_feed,
-        end_to_end: plan.end_to_end.as_ref().map(|e| Box::new(e.histogram())),
-        operators: profiled.map(|p| p.operators()).unwrap_or_default(),
-        job: job.name.clone(),
-        run_id,
-        workers,
-        out,
-        elapsed: started.elapsed(),
+    RunSummary {
+        job: start.run.job,
+        run_id: start.run.run_id,
+        workers: start.workers,
+        out: start.out,
+        elapsed: Duration::ZERO,
         nodes,
         watermarks,
         removed_files: plan.checkpoint.as_ref().map_or(0, |c| c.removed),
@@ -503,12 +510,12 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
             .as_ref()
             .filter(|c| c.base.time > 0)
             .map(checkpoint_time),
-    })
-}
-
-/// Whether a Kafka node's `brokers` names the embedded broker.
-fn is_embedded(brokers: &str) -> bool {
-    brokers.trim().is_empty() || brokers.trim() == vitalflow_connectors::kafka::EMBEDDED
+        alerts,
+        missing_context,
+        live_feed: None,
+        end_to_end: None,
+        operators: Vec::new(),
+    }
 }
 
 /// A checkpoint's timestamp for people: the event time it stands for, in RFC 3339, when every
@@ -526,278 +533,4 @@ pub fn checkpoint_time(cp: &plan::CheckpointPlan) -> String {
         || format!("timestamp {}", cp.base.time),
         |t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
     )
-}
-
-/// A live feed into the embedded broker: set while it produces; what it produced, and how long
-/// it took.
-type Feeder = (
-    Arc<AtomicBool>,
-    std::thread::JoinHandle<Result<(u64, Duration), vitalflow_connectors::kafka::KafkaError>>,
-);
-
-/// Starts the embedded broker if a Kafka node uses it: creates the job's topics and fills them
-/// from the `[embedded]` generator. Its records live only as long as the run, so a job on it
-/// never resumes from an earlier checkpoint (the second value).
-fn embedded_broker(
-    job: &Job,
-    options: &RunOptions,
-) -> Result<
-    (
-        Option<vitalflow_connectors::kafka::EmbeddedBroker>,
-        bool,
-        Option<Feeder>,
-    ),
-    RunError,
-> {
-    use crate::job::NodeKind;
-    use vitalflow_connectors::kafka::embedded::{FeedTopics, feed_generator};
-    let topics: Vec<(String, i32)> = job
-        .nodes
-        .iter()
-        .filter_map(|n| match &n.kind {
-            NodeKind::Kafka(k) if is_embedded(k.brokers.get_ref()) => {
-                Some((k.topic.get_ref().clone(), k.partitions))
-            }
-            NodeKind::KafkaSink(k) if is_embedded(k.brokers.get_ref()) => {
-                Some((k.topic.get_ref().clone(), k.partitions))
-            }
-            _ => None,
-        })
-        .collect();
-    if topics.is_empty() {
-        return Ok((None, false, None));
-    }
-    let failed = |e: vitalflow_connectors::kafka::KafkaError| RunError::Failed(e.to_string());
-    let broker = vitalflow_connectors::kafka::EmbeddedBroker::start().map_err(failed)?;
-    let mut created = std::collections::BTreeSet::new();
-    for (topic, partitions) in &topics {
-        if created.insert(topic.clone()) {
-            broker.create_topic(topic, *partitions).map_err(failed)?;
-        }
-    }
-    let notify = |m: &str| {
-        if let Some(n) = &options.notify {
-            n(m);
-        }
-    };
-    notify(&format!(
-        "embedded Kafka broker at {} (topics: {})",
-        broker.bootstrap(),
-        created.iter().cloned().collect::<Vec<_>>().join(", ")
-    ));
-    let mut feeder = None;
-    if let Some(e) = job.embedded.as_ref().filter(|e| e.feed.get_ref() == "flat") {
-        use vitalflow_connectors::kafka::embedded::{FlatTopics, feed_context, feed_flat};
-        let live = e.rate > 0;
-        let span_ms = i64::try_from(
-            e.count
-                .div_ceil(e.patients.max(1))
-                .saturating_mul(u64::from(e.interval_secs))
-                .saturating_mul(1000),
-        )
-        .unwrap_or(0);
-        let generator = vitalflow_connectors::generator::Generator::new(
-            vitalflow_connectors::generator::GeneratorConfig {
-                seed: e.seed,
-                patients: e.patients,
-                count: e.count,
-                interval_secs: e.interval_secs,
-                // A live feed: the context's history ends now.
-                start: if live {
-                    Utc::now() - chrono::Duration::milliseconds(span_ms)
-                } else {
-                    vitalflow_connectors::generator::GeneratorConfig::default().start
-                },
-                ..Default::default()
-            },
-        );
-        let topics = FlatTopics {
-            vitals: e.vitals_topic.clone(),
-            context: e.context_topic.clone(),
-        };
-        for topic in [&topics.vitals, &topics.context] {
-            if created.insert(topic.clone()) {
-                broker.create_topic(topic, 4).map_err(failed)?;
-            }
-        }
-        let n = feed_context(
-            &broker.bootstrap(),
-            &generator,
-            &topics,
-            Duration::from_secs(60),
-        )
-        .map_err(failed)?;
-        notify(&format!(
-            "embedded broker: {n} patient-context records in `{}`",
-            topics.context
-        ));
-        if live {
-            let flag = Arc::new(AtomicBool::new(true));
-            let (bootstrap, rate) = (broker.bootstrap(), e.rate);
-            let delay = crate::job::parse_duration(e.start_after.get_ref()).unwrap_or_default();
-            let running = Arc::clone(&flag);
-            let handle = std::thread::spawn(move || {
-                std::thread::sleep(delay);
-                let started = Instant::now();
-                let r = feed_flat(
-                    &bootstrap,
-                    &generator,
-                    &topics,
-                    rate,
-                    Duration::from_secs(60),
-                );
-                running.store(false, Ordering::SeqCst);
-                r.map(|n| (n, started.elapsed()))
-            });
-            notify(&format!(
-                "embedded broker: a live feed of {} readings at {} a second into `{}` starts in {:?}",
-                e.count, e.rate, e.vitals_topic, delay
-            ));
-            feeder = Some((flag, handle));
-        } else {
-            let started = Instant::now();
-            let n = feed_flat(
-                &broker.bootstrap(),
-                &generator,
-                &topics,
-                0,
-                Duration::from_secs(300),
-            )
-            .map_err(failed)?;
-            notify(&format!(
-                "embedded broker filled with {n} readings in {:.2} s",
-                started.elapsed().as_secs_f64()
-            ));
-        }
-        return Ok((Some(broker), true, feeder));
-    }
-    if let Some(e) = &job.embedded {
-        let generator = vitalflow_connectors::generator::Generator::new(
-            vitalflow_connectors::generator::GeneratorConfig {
-                seed: e.seed,
-                patients: e.patients,
-                count: e.count,
-                interval_secs: e.interval_secs,
-                ..Default::default()
-            },
-        );
-        for topic in [&e.patients_topic, &e.vitals_topic] {
-            if created.insert(topic.clone()) {
-                broker.create_topic(topic, 4).map_err(failed)?;
-            }
-        }
-        let feed = FeedTopics {
-            patients: e.patients_topic.clone(),
-            vitals: e.vitals_topic.clone(),
-        };
-        let started = Instant::now();
-        let n = feed_generator(
-            &broker.bootstrap(),
-            &generator,
-            &feed,
-            Duration::from_secs(300),
-            |_| {},
-        )
-        .map_err(failed)?;
-        notify(&format!(
-            "embedded broker filled with {n} generated events in {:.2} s",
-            started.elapsed().as_secs_f64()
-        ));
-    }
-    Ok((Some(broker), true, None))
-}
-
-fn human(n: f64) -> String {
-    if n >= 1e6 {
-        format!("{:.2}M", n / 1e6)
-    } else if n >= 1e3 {
-        format!("{:.1}k", n / 1e3)
-    } else {
-        format!("{n:.0}")
-    }
-}
-
-/// How progress is shown on standard error.
-#[derive(Debug, Clone, Copy)]
-enum Progress {
-    /// A terminal: one line, redrawn four times a second.
-    Live,
-    /// Not a terminal (a log file, a pipe): a plain line at this interval.
-    Lines(Duration),
-}
-
-/// One progress report: per source the records read, per other node in → out and rejections,
-/// and the sources' rate so far. `plain` spells it without symbols, for logs.
-fn progress_line(
-    plan: &plan::Plan,
-    nodes: &[(String, bool)],
-    started: Instant,
-    plain: bool,
-) -> String {
-    let secs = started.elapsed().as_secs_f64().max(1e-3);
-    let mut parts = Vec::new();
-    let mut read = 0;
-    for (name, is_source) in nodes {
-        if let Some(c) = plan.counters.get(name) {
-            let (i, o, r, _) = c.snapshot();
-            let mut part = if *is_source {
-                read += o;
-                format!("{name} {}", human(o as f64))
-            } else if plain {
-                format!("{name} {} -> {}", human(i as f64), human(o as f64))
-            } else {
-                format!("{name} {}→{}", human(i as f64), human(o as f64))
-            };
-            if r > 0 {
-                if plain {
-                    part.push_str(&format!(" ({} rejected)", human(r as f64)));
-                } else {
-                    part.push_str(&format!(" ✗{}", human(r as f64)));
-                }
-            }
-            parts.push(part);
-        }
-    }
-    let rate = human(read as f64 / secs);
-    if plain {
-        format!(
-            "progress {secs:.1}s: {} | {rate} records/s",
-            parts.join(" | ")
-        )
-    } else {
-        format!("{secs:6.1}s | {} | {rate}/s", parts.join(" | "))
-    }
-}
-
-fn show_progress(
-    plan: &plan::Plan,
-    nodes: &[(String, bool)],
-    done: &AtomicBool,
-    started: Instant,
-    show: Progress,
-) {
-    let step = Duration::from_millis(250);
-    let mut last = Instant::now();
-    while !done.load(Ordering::SeqCst) {
-        match show {
-            Progress::Live => {
-                std::thread::sleep(step);
-                let line = progress_line(plan, nodes, started, false);
-                let mut err = std::io::stderr().lock();
-                let _ = write!(err, "\r\x1b[2K{line}");
-                let _ = err.flush();
-            }
-            Progress::Lines(interval) => {
-                let due = interval.saturating_sub(last.elapsed());
-                std::thread::sleep(due.min(step));
-                if last.elapsed() >= interval && !done.load(Ordering::SeqCst) {
-                    last = Instant::now();
-                    eprintln!("{}", progress_line(plan, nodes, started, true));
-                }
-            }
-        }
-    }
-    if matches!(show, Progress::Live) {
-        let _ = write!(std::io::stderr(), "\r\x1b[2K");
-    }
 }

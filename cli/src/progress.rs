@@ -1,0 +1,196 @@
+//! How `vitalflow run` shows a run on standard error: the engine's messages as lines, and its
+//! progress as a live line on a terminal or a plain line every `--progress-interval` elsewhere
+//! (a log file, a pipe, CI).
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use vitalflow_engine::{Progress, RunObserver};
+
+/// How often the live line is redrawn.
+const LIVE_REDRAW: Duration = Duration::from_millis(250);
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Display {
+    /// A terminal: one line, redrawn four times a second, cleared at the end.
+    Live,
+    /// Not a terminal: a plain line at this interval.
+    Lines(Duration),
+    /// None.
+    Off,
+}
+
+impl Display {
+    /// The live line on a terminal; elsewhere a line every `interval` (none for zero);
+    /// nothing with `--no-progress`.
+    pub fn choose(no_progress: bool, terminal: bool, interval: Duration) -> Self {
+        if no_progress {
+            Self::Off
+        } else if terminal {
+            Self::Live
+        } else if interval.is_zero() {
+            Self::Off
+        } else {
+            Self::Lines(interval)
+        }
+    }
+
+    /// How often the engine should hand over a snapshot.
+    pub const fn interval(self) -> Option<Duration> {
+        match self {
+            Self::Live => Some(LIVE_REDRAW),
+            Self::Lines(interval) => Some(interval),
+            Self::Off => None,
+        }
+    }
+}
+
+/// The run's observer: writes to standard error.
+pub struct Stderr {
+    display: Display,
+}
+
+impl Stderr {
+    pub const fn new(display: Display) -> Self {
+        Self { display }
+    }
+}
+
+impl RunObserver for Stderr {
+    fn progress(&self, snapshot: &Progress) {
+        match self.display {
+            Display::Live => {
+                let mut err = std::io::stderr().lock();
+                let _ = write!(err, "\r\x1b[2K{}", line(snapshot, false));
+                let _ = err.flush();
+            }
+            Display::Lines(_) => eprintln!("{}", line(snapshot, true)),
+            Display::Off => {}
+        }
+    }
+
+    fn finished(&self, _snapshot: &Progress) {
+        if self.display == Display::Live {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K");
+            let _ = err.flush();
+        }
+    }
+
+    fn message(&self, message: &str) {
+        eprintln!("{message}");
+    }
+}
+
+/// A count for people: `1.23M`, `4.5k`, `678`.
+fn human(n: f64) -> String {
+    if n >= 1e6 {
+        format!("{:.2}M", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1}k", n / 1e3)
+    } else {
+        format!("{n:.0}")
+    }
+}
+
+/// One progress report: per source the records it emitted, per other node in → out and
+/// rejections, and the sources' rate so far. `plain` spells it without symbols, for logs:
+/// `progress 10.0s: g 120 | none 120 -> 120 | 12 records/s`.
+pub fn line(snapshot: &Progress, plain: bool) -> String {
+    let secs = snapshot.elapsed.as_secs_f64().max(1e-3);
+    let parts: Vec<String> = snapshot
+        .nodes
+        .iter()
+        .map(|n| {
+            let (i, o, r) = (n.records_in as f64, n.records_out as f64, n.rejected);
+            let mut part = if n.source {
+                format!("{} {}", n.name, human(o))
+            } else if plain {
+                format!("{} {} -> {}", n.name, human(i), human(o))
+            } else {
+                format!("{} {}→{}", n.name, human(i), human(o))
+            };
+            if r > 0 && plain {
+                part.push_str(&format!(" ({} rejected)", human(r as f64)));
+            } else if r > 0 {
+                part.push_str(&format!(" ✗{}", human(r as f64)));
+            }
+            part
+        })
+        .collect();
+    let rate = human(snapshot.rate);
+    if plain {
+        format!(
+            "progress {secs:.1}s: {} | {rate} records/s",
+            parts.join(" | ")
+        )
+    } else {
+        format!("{secs:6.1}s | {} | {rate}/s", parts.join(" | "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use vitalflow_engine::Progress;
+    use vitalflow_engine::runtime::NodeSummary;
+
+    use super::{Display, line};
+
+    fn node(name: &str, source: bool, counts: (u64, u64, u64)) -> NodeSummary {
+        NodeSummary {
+            name: name.to_owned(),
+            kind: if source { "generator" } else { "filter" }.to_owned(),
+            source,
+            records_in: counts.0,
+            records_out: counts.1,
+            rejected: counts.2,
+            dropped: 0,
+            dead_letters: counts.2,
+            files: 0,
+            late: 0,
+            bytes_in: 0,
+        }
+    }
+
+    #[test]
+    fn the_live_line_and_the_plain_line_read_as_before() {
+        let snapshot = Progress {
+            elapsed: Duration::from_millis(2_500),
+            nodes: vec![
+                node("g", true, (1_500, 1_500, 0)),
+                node("high", false, (1_500, 900, 12)),
+                node("rows", false, (900, 900, 0)),
+            ],
+            rate: 600.0,
+        };
+        assert_eq!(
+            line(&snapshot, true),
+            "progress 2.5s: g 1.5k | high 1.5k -> 900 (12 rejected) | rows 900 -> 900 | 600 records/s"
+        );
+        assert_eq!(
+            line(&snapshot, false),
+            "   2.5s | g 1.5k | high 1.5k→900 ✗12 | rows 900→900 | 600/s"
+        );
+        let big = Progress {
+            elapsed: Duration::ZERO,
+            nodes: vec![node("g", true, (2_345_678, 2_345_678, 0))],
+            rate: 2_345_678.0,
+        };
+        assert_eq!(line(&big, true), "progress 0.0s: g 2.35M | 2.35M records/s");
+    }
+
+    #[test]
+    fn a_terminal_gets_the_live_line_a_log_its_lines_and_no_progress_none() {
+        let ten = Duration::from_secs(10);
+        assert_eq!(Display::choose(false, true, ten), Display::Live);
+        assert_eq!(Display::choose(false, false, ten), Display::Lines(ten));
+        assert_eq!(Display::choose(false, false, Duration::ZERO), Display::Off);
+        assert_eq!(Display::choose(true, true, ten), Display::Off);
+        assert_eq!(Display::choose(true, false, ten), Display::Off);
+        assert_eq!(Display::Off.interval(), None);
+        assert_eq!(Display::Lines(ten).interval(), Some(ten));
+    }
+}

@@ -1,0 +1,279 @@
+//! The embedded Kafka broker of a run: started when a Kafka node uses it, with the job's topics,
+//! filled from the job's `[embedded]` generator (at once, or as a live feed while the job runs).
+//! Its records live only as long as the run, so a job on it never resumes from a checkpoint.
+//!
+//! The broker is part of vitalflow, so its failures are internal ([`Fault::Internal`]).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use vitalflow_connectors::generator::{Generator, GeneratorConfig};
+use vitalflow_connectors::kafka::embedded::{
+    FeedTopics, FlatTopics, feed_context, feed_flat, feed_generator,
+};
+use vitalflow_connectors::kafka::{EMBEDDED, EmbeddedBroker, KafkaError};
+
+use crate::job::config::EmbeddedConfig;
+use crate::job::{Job, NodeKind};
+
+use super::error::{Fault, RunFailure};
+
+/// Whether a Kafka node's `brokers` names the embedded broker.
+pub(super) fn is_embedded(brokers: &str) -> bool {
+    brokers.trim().is_empty() || brokers.trim() == EMBEDDED
+}
+
+/// What went wrong with the embedded broker.
+fn failed(e: &KafkaError) -> RunFailure {
+    RunFailure::new(Fault::Internal, e.to_string())
+}
+
+/// A live feed into the embedded broker: set while it produces; what it produced, and how long
+/// it took.
+struct Feeder {
+    running: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Result<(u64, Duration), KafkaError>>,
+}
+
+/// The embedded broker of a run, with its topics.
+pub(super) struct Embedded {
+    broker: EmbeddedBroker,
+    created: BTreeSet<String>,
+    feeder: Option<Feeder>,
+}
+
+impl Embedded {
+    /// Starts the embedded broker if a Kafka node of `job` uses it, creates the job's topics and
+    /// fills them from the `[embedded]` generator, telling `say` what it did; `None` if no
+    /// node uses it.
+    ///
+    /// # Errors
+    /// The broker cannot start, or its topics cannot be created or filled.
+    pub(super) fn start(job: &Job, say: &dyn Fn(&str)) -> Result<Option<Self>, RunFailure> {
+        let topics = topics(job);
+        if topics.is_empty() {
+            return Ok(None);
+        }
+        let mut embedded = Self {
+            broker: EmbeddedBroker::start().map_err(|e| failed(&e))?,
+            created: BTreeSet::new(),
+            feeder: None,
+        };
+        for (topic, partitions) in &topics {
+            embedded.create(topic, *partitions)?;
+        }
+        say(&format!(
+            "embedded Kafka broker at {} (topics: {})",
+            embedded.bootstrap(),
+            embedded
+                .created
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        match &job.embedded {
+            Some(e) if e.feed.get_ref() == "flat" => embedded.fill_flat(e, say)?,
+            Some(e) => embedded.fill_generated(e, say)?,
+            None => {}
+        }
+        Ok(Some(embedded))
+    }
+
+    /// The broker's address.
+    pub(super) fn bootstrap(&self) -> String {
+        self.broker.bootstrap()
+    }
+
+    /// The live feed's flag (set while it produces), if there is one.
+    pub(super) fn feeding(&self) -> Option<Arc<AtomicBool>> {
+        self.feeder.as_ref().map(|f| Arc::clone(&f.running))
+    }
+
+    /// Waits for the live feed to end: what it produced and in how long, if there was one.
+    ///
+    /// # Errors
+    /// The feed failed or stopped.
+    pub(super) fn finish_feed(&mut self) -> Result<Option<(u64, Duration)>, RunFailure> {
+        let Some(feeder) = self.feeder.take() else {
+            return Ok(None);
+        };
+        match feeder.thread.join() {
+            Ok(Ok(fed)) => Ok(Some(fed)),
+            Ok(Err(e)) => Err(RunFailure::new(
+                Fault::Internal,
+                format!("the embedded broker's live feed: {e}"),
+            )),
+            Err(_) => Err(RunFailure::new(
+                Fault::Internal,
+                "the embedded broker's live feed stopped",
+            )),
+        }
+    }
+
+    /// Creates a topic, once.
+    fn create(&mut self, topic: &str, partitions: i32) -> Result<(), RunFailure> {
+        if self.created.insert(topic.to_owned()) {
+            self.broker
+                .create_topic(topic, partitions)
+                .map_err(|e| failed(&e))?;
+        }
+        Ok(())
+    }
+
+    /// `feed = "flat"`: the patients' context, then flat readings, at once or (with a `rate`)
+    /// as a live feed that starts after `start-after`.
+    fn fill_flat(&mut self, e: &EmbeddedConfig, say: &dyn Fn(&str)) -> Result<(), RunFailure> {
+        let live = e.rate > 0;
+        let generator = flat_generator(e, live);
+        let topics = FlatTopics {
+            vitals: e.vitals_topic.clone(),
+            context: e.context_topic.clone(),
+        };
+        for topic in [&topics.vitals, &topics.context] {
+            self.create(topic, 4)?;
+        }
+        let n = feed_context(
+            &self.bootstrap(),
+            &generator,
+            &topics,
+            Duration::from_secs(60),
+        )
+        .map_err(|e| failed(&e))?;
+        say(&format!(
+            "embedded broker: {n} patient-context records in `{}`",
+            topics.context
+        ));
+        if live {
+            let delay = crate::job::parse_duration(e.start_after.get_ref()).unwrap_or_default();
+            self.feeder = Some(self.live_feed(generator, topics, e.rate, delay)?);
+            say(&format!(
+                "embedded broker: a live feed of {} readings at {} a second into `{}` starts in {:?}",
+                e.count, e.rate, e.vitals_topic, delay
+            ));
+        } else {
+            let started = Instant::now();
+            let n = feed_flat(
+                &self.bootstrap(),
+                &generator,
+                &topics,
+                0,
+                Duration::from_secs(300),
+            )
+            .map_err(|e| failed(&e))?;
+            say(&format!(
+                "embedded broker filled with {n} readings in {:.2} s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts producing `rate` readings a second after `delay`, on a thread of its own.
+    fn live_feed(
+        &self,
+        generator: Generator,
+        topics: FlatTopics,
+        rate: u64,
+        delay: Duration,
+    ) -> Result<Feeder, RunFailure> {
+        let running = Arc::new(AtomicBool::new(true));
+        let (bootstrap, flag) = (self.bootstrap(), Arc::clone(&running));
+        let thread = std::thread::Builder::new()
+            .name("embedded-feed".to_owned())
+            .spawn(move || {
+                std::thread::sleep(delay);
+                let started = Instant::now();
+                let r = feed_flat(
+                    &bootstrap,
+                    &generator,
+                    &topics,
+                    rate,
+                    Duration::from_secs(60),
+                );
+                flag.store(false, Ordering::SeqCst);
+                r.map(|n| (n, started.elapsed()))
+            })
+            .map_err(|e| {
+                RunFailure::new(
+                    Fault::Internal,
+                    format!("the embedded broker's live feed cannot start: {e}"),
+                )
+            })?;
+        Ok(Feeder { running, thread })
+    }
+
+    /// The default feed: generated patient and vital-sign events, at once.
+    fn fill_generated(&mut self, e: &EmbeddedConfig, say: &dyn Fn(&str)) -> Result<(), RunFailure> {
+        let generator = Generator::new(GeneratorConfig {
+            seed: e.seed,
+            patients: e.patients,
+            count: e.count,
+            interval_secs: e.interval_secs,
+            ..Default::default()
+        });
+        for topic in [&e.patients_topic, &e.vitals_topic] {
+            self.create(topic, 4)?;
+        }
+        let feed = FeedTopics {
+            patients: e.patients_topic.clone(),
+            vitals: e.vitals_topic.clone(),
+        };
+        let started = Instant::now();
+        let n = feed_generator(
+            &self.bootstrap(),
+            &generator,
+            &feed,
+            Duration::from_secs(300),
+            |_| {},
+        )
+        .map_err(|e| failed(&e))?;
+        say(&format!(
+            "embedded broker filled with {n} generated events in {:.2} s",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(())
+    }
+}
+
+/// The topics of the job's Kafka nodes on the embedded broker, with their partitions.
+fn topics(job: &Job) -> Vec<(String, i32)> {
+    job.nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::Kafka(k) if is_embedded(k.brokers.get_ref()) => {
+                Some((k.topic.get_ref().clone(), k.partitions))
+            }
+            NodeKind::KafkaSink(k) if is_embedded(k.brokers.get_ref()) => {
+                Some((k.topic.get_ref().clone(), k.partitions))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The generator of a flat feed; a live feed's context history ends now.
+fn flat_generator(e: &EmbeddedConfig, live: bool) -> Generator {
+    let span_ms = i64::try_from(
+        e.count
+            .div_ceil(e.patients.max(1))
+            .saturating_mul(u64::from(e.interval_secs))
+            .saturating_mul(1000),
+    )
+    .unwrap_or(0);
+    Generator::new(GeneratorConfig {
+        seed: e.seed,
+        patients: e.patients,
+        count: e.count,
+        interval_secs: e.interval_secs,
+        start: if live {
+            Utc::now() - chrono::Duration::milliseconds(span_ms)
+        } else {
+            GeneratorConfig::default().start
+        },
+        ..Default::default()
+    })
+}

@@ -1,0 +1,281 @@
+//! What a run tells its caller while it goes on: snapshots of every node's counts, and messages
+//! for the user. The engine prints nothing itself; the caller's [`RunObserver`] shows them (the
+//! CLI draws a live line on a terminal, plain lines in a log).
+
+use std::sync::Arc;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use crate::job::{Job, Section};
+
+use super::NodeSummary;
+use super::plan::Plan;
+
+/// A run's counts at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress {
+    /// Time since the workers started.
+    pub elapsed: Duration,
+    /// Per node, in job order: its counts so far.
+    pub nodes: Vec<NodeSummary>,
+    /// Records the sources have emitted so far, per second since the workers started.
+    pub rate: f64,
+}
+
+impl Progress {
+    /// Records the sources have emitted so far.
+    #[must_use]
+    pub fn source_records(&self) -> u64 {
+        self.nodes
+            .iter()
+            .filter(|n| n.source)
+            .map(|n| n.records_out)
+            .sum()
+    }
+}
+
+/// Receives what a run reports while it goes on. Every method has a default that ignores it.
+/// Calls come from the thread that called [`super::run`] (messages before the workers start)
+/// and from a thread of the run's own (snapshots).
+pub trait RunObserver: Send + Sync {
+    /// A snapshot, every [`super::RunOptions::progress_interval`] while the workers run.
+    fn progress(&self, snapshot: &Progress) {
+        let _ = snapshot;
+    }
+
+    /// The workers have stopped (finished or failed): their final counts. No snapshot follows.
+    fn finished(&self, snapshot: &Progress) {
+        let _ = snapshot;
+    }
+
+    /// Something the user should know as the run starts: the embedded broker's address and
+    /// what it was filled with, the checkpoint the run resumes from.
+    fn message(&self, message: &str) {
+        let _ = message;
+    }
+}
+
+/// Takes snapshots of a plan's counters.
+#[derive(Clone)]
+pub(super) struct Snapshots {
+    plan: Arc<Plan>,
+    /// Per node of the job, in job order: name, kind, whether it is a source.
+    nodes: Arc<[(String, &'static str, bool)]>,
+    started: Instant,
+}
+
+impl Snapshots {
+    /// Snapshots of `plan`'s counters for `job`'s nodes, timed from now.
+    pub(super) fn new(job: &Job, plan: Arc<Plan>) -> Self {
+        let nodes = job
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.kind.name(), n.section == Section::Sources))
+            .collect();
+        Self {
+            plan,
+            nodes,
+            started: Instant::now(),
+        }
+    }
+
+    /// The counts now.
+    pub(super) fn take(&self) -> Progress {
+        let elapsed = self.started.elapsed();
+        let nodes: Vec<NodeSummary> = self
+            .nodes
+            .iter()
+            .map(|(name, kind, source)| self.node(name, kind, *source))
+            .collect();
+        let read: u64 = nodes
+            .iter()
+            .filter(|n| n.source)
+            .map(|n| n.records_out)
+            .sum();
+        Progress {
+            elapsed,
+            nodes,
+            rate: read as f64 / elapsed.as_secs_f64().max(1e-3),
+        }
+    }
+
+    fn node(&self, name: &str, kind: &str, source: bool) -> NodeSummary {
+        let c = self.plan.counters.get(name).cloned().unwrap_or_default();
+        let (records_in, records_out, rejected, files) = c.snapshot();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        NodeSummary {
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            source,
+            records_in,
+            records_out,
+            rejected,
+            files,
+            dropped: load(&c.dropped),
+            dead_letters: load(&c.dead_letters),
+            late: load(&c.late),
+            bytes_in: load(&c.bytes),
+        }
+    }
+
+    /// When the workers started.
+    pub(super) const fn started(&self) -> Instant {
+        self.started
+    }
+}
+
+/// A thread that hands the observer a snapshot at every interval until stopped.
+pub(super) struct Reporter {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Reporter {
+    /// Starts reporting, the first snapshot one `interval` from now.
+    pub(super) fn start(
+        snapshots: Snapshots,
+        observer: Arc<dyn RunObserver>,
+        interval: Duration,
+    ) -> std::io::Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("progress".to_owned())
+            .spawn(move || {
+                let mut next = Instant::now() + interval;
+                loop {
+                    match stopped.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                        Err(RecvTimeoutError::Timeout) => {
+                            next = Instant::now() + interval;
+                            observer.progress(&snapshots.take());
+                        }
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            })?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops reporting: no snapshot is handed over after this returns.
+    pub(super) fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::{Progress, RunObserver};
+    use crate::job::Job;
+    use crate::runtime::{RunOptions, run};
+
+    #[derive(Default)]
+    struct Seen {
+        progress: Mutex<Vec<Progress>>,
+        finished: Mutex<Vec<Progress>>,
+    }
+
+    impl RunObserver for Seen {
+        fn progress(&self, snapshot: &Progress) {
+            self.progress.lock().unwrap().push(snapshot.clone());
+        }
+        fn finished(&self, snapshot: &Progress) {
+            self.finished.lock().unwrap().push(snapshot.clone());
+        }
+    }
+
+    /// A paced generator through a filter and de-identification into a JSON lines sink: snapshots while it runs, and
+    /// final counts equal to the summary's.
+    #[test]
+    fn the_observer_sees_the_counts_the_summary_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"[job]
+name = "observed"
+
+[sources.g]
+kind = "generator"
+format = "flat"
+patients = 5
+count = 300
+rate = 1000
+
+[operators.high]
+kind = "filter"
+inputs = ["g"]
+condition = "hr > 80"
+
+[operators.anon]
+kind = "anonymize"
+inputs = ["high"]
+key = "ephemeral"
+
+[sinks.rows]
+kind = "jsonl"
+inputs = ["anon"]
+path = "rows"
+"#;
+        let job = Job::parse(Path::new("observed.toml"), text.to_owned(), &|_| None)
+            .unwrap_or_else(|d| panic!("{d}"));
+        let seen = Arc::new(Seen::default());
+        let options = RunOptions {
+            out: Some(dir.path().join("out")),
+            workers: Some(2),
+            observer: Some(Arc::clone(&seen) as Arc<dyn RunObserver>),
+            progress_interval: Some(Duration::from_millis(20)),
+            ..RunOptions::default()
+        };
+        let summary = run(&job, &options).unwrap();
+
+        let finished = seen.finished.lock().unwrap().clone();
+        assert_eq!(finished.len(), 1, "one final snapshot");
+        let last = &finished[0];
+        assert_eq!(last.nodes, summary.nodes);
+        assert_eq!(last.source_records(), 300);
+        assert!(
+            summary.nodes.iter().all(|n| n.records_in > 0),
+            "{summary:?}"
+        );
+        assert!(last.elapsed <= summary.elapsed);
+
+        let progress = seen.progress.lock().unwrap().clone();
+        assert!(!progress.is_empty(), "no snapshot while the run went on");
+        for (a, b) in progress.iter().zip(progress.iter().skip(1)) {
+            assert!(a.elapsed <= b.elapsed);
+        }
+        for snapshot in &progress {
+            assert!(snapshot.elapsed <= last.elapsed);
+            assert!(snapshot.rate >= 0.0);
+            let names: Vec<&str> = snapshot.nodes.iter().map(|n| n.name.as_str()).collect();
+            assert_eq!(names, ["g", "high", "anon", "rows"]);
+            for (n, end) in snapshot.nodes.iter().zip(&last.nodes) {
+                assert!(n.records_in <= end.records_in && n.records_out <= end.records_out);
+            }
+        }
+    }
+
+    /// Without an interval the observer gets no snapshot while the run goes on, only the final
+    /// one.
+    #[test]
+    fn without_an_interval_only_the_final_counts_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[sources.g]\nkind = \"generator\"\ncount = 50\n\n\
+                    [sinks.none]\nkind = \"blackhole\"\ninputs = [\"g\"]\n";
+        let job = Job::parse(Path::new("quiet.toml"), text.to_owned(), &|_| None)
+            .unwrap_or_else(|d| panic!("{d}"));
+        let seen = Arc::new(Seen::default());
+        let options = RunOptions {
+            out: Some(dir.path().join("out")),
+            observer: Some(Arc::clone(&seen) as Arc<dyn RunObserver>),
+            ..RunOptions::default()
+        };
+        let summary = run(&job, &options).unwrap();
+        assert!(seen.progress.lock().unwrap().is_empty());
+        let finished = seen.finished.lock().unwrap();
+        assert_eq!(finished.len(), 1);
+        assert_eq!(finished[0].nodes, summary.nodes);
+    }
+}
