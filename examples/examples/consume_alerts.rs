@@ -134,7 +134,7 @@ fn main() -> anyhow::Result<()> {
         out: Some(vitalflow_examples::temp_out(&job.name)),
         // The folder holds this example's previous run: replace it.
         overwrite: true,
-        notify: Some(Arc::new(|message: &str| eprintln!("{message}"))),
+        observer: Some(Arc::new(vitalflow_examples::Messages)),
         ..RunOptions::default()
     };
     let job_thread = std::thread::spawn(move || run(&job, &options));

@@ -35,7 +35,7 @@ fn main() -> anyhow::Result<()> {
         overwrite,
         // What a user should know as the run starts (for example, the embedded broker's
         // address), on standard error.
-        notify: Some(Arc::new(|message: &str| eprintln!("{message}"))),
+        observer: Some(Arc::new(vitalflow_examples::Messages)),
         ..RunOptions::default()
     };
     let summary = run(&job, &options).with_context(|| format!("running job {}", job.name))?;

@@ -11,13 +11,23 @@
 
 use std::path::PathBuf;
 
-use vitalflow_engine::RunSummary;
+use vitalflow_engine::{RunObserver, RunSummary};
 
 /// The output folder of an example's run of `job`: `vitalflow-examples/<job>` under the
 /// system's temporary folder. Each run replaces the previous one's output there.
 #[must_use]
 pub fn temp_out(job: &str) -> PathBuf {
     std::env::temp_dir().join("vitalflow-examples").join(job)
+}
+
+/// A run observer that shows what the engine has for the user (the embedded broker's address,
+/// the checkpoint a run resumes from) on standard error, and ignores the progress snapshots.
+pub struct Messages;
+
+impl RunObserver for Messages {
+    fn message(&self, message: &str) {
+        eprintln!("{message}");
+    }
 }
 
 /// Prints a run's summary on standard output: the run, one row per node (records in, out,
