@@ -5,6 +5,9 @@
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::nodes::generator::Feed;
+use crate::nodes::settings::Duration;
+
 /// The `[job]` table.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -54,7 +57,7 @@ pub struct EmbeddedConfig {
     /// JSON readings to `vitals-topic`, the patients' context table to `context-topic`).
     /// Default: `envelope`.
     #[serde(default = "defaults::feed")]
-    pub feed: Spanned<String>,
+    pub feed: Spanned<Feed>,
     /// `flat`: the topic of the patients' context. Default: `patient-context`.
     #[serde(default = "defaults::context_topic")]
     pub context_topic: String,
@@ -65,7 +68,7 @@ pub struct EmbeddedConfig {
     /// A live feed starts this long after the job (its tables are read meanwhile). Default:
     /// `2s`.
     #[serde(default = "defaults::start_after")]
-    pub start_after: Spanned<String>,
+    pub start_after: Duration,
 }
 
 mod defaults {
@@ -89,13 +92,13 @@ mod defaults {
     pub fn vitals_topic() -> String {
         "vitals".into()
     }
-    pub fn feed() -> Spanned<String> {
-        Spanned::new(0..0, "envelope".into())
+    pub fn feed() -> Spanned<super::Feed> {
+        Spanned::new(0..0, super::Feed::Envelope)
     }
     pub fn context_topic() -> String {
         "patient-context".into()
     }
-    pub fn start_after() -> Spanned<String> {
-        Spanned::new(0..0, "2s".into())
+    pub const fn start_after() -> super::Duration {
+        super::Duration::from_millis(2_000)
     }
 }

@@ -349,26 +349,6 @@ impl Job {
                 }
                 "embedded" => {
                     embedded = decode::<EmbeddedConfig>(&text, value, "embedded", &mut errors);
-                    if let Some(e) = &embedded {
-                        if !["envelope", "flat"].contains(&e.feed.get_ref().as_str()) {
-                            errors.push(text.diag(
-                                e.feed.span().start,
-                                format!(
-                                    "`embedded.feed` must be `envelope` or `flat`, not `{}`",
-                                    e.feed.get_ref()
-                                ),
-                            ));
-                        }
-                        if parse_duration(e.start_after.get_ref()).is_none() {
-                            errors.push(text.diag(
-                                e.start_after.span().start,
-                                format!(
-                                    "`embedded.start-after`: `{}` is not a duration",
-                                    e.start_after.get_ref()
-                                ),
-                            ));
-                        }
-                    }
                 }
                 "sources" => collect_nodes(
                     &text,

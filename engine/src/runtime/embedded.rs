@@ -18,6 +18,7 @@ use vitalflow_connectors::kafka::{EMBEDDED, EmbeddedBroker, KafkaError};
 
 use crate::job::config::EmbeddedConfig;
 use crate::job::{Job, NodeKind};
+use crate::nodes::generator::Feed;
 
 use super::error::{Fault, RunFailure};
 
@@ -76,7 +77,7 @@ impl Embedded {
                 .join(", ")
         ));
         match &job.embedded {
-            Some(e) if e.feed.get_ref() == "flat" => embedded.fill_flat(e, say)?,
+            Some(e) if *e.feed.get_ref() == Feed::Flat => embedded.fill_flat(e, say)?,
             Some(e) => embedded.fill_generated(e, say)?,
             None => {}
         }
@@ -148,7 +149,7 @@ impl Embedded {
             topics.context
         ));
         if live {
-            let delay = crate::job::parse_duration(e.start_after.get_ref()).unwrap_or_default();
+            let delay = e.start_after.0;
             self.feeder = Some(self.live_feed(generator, topics, e.rate, delay)?);
             say(&format!(
                 "embedded broker: a live feed of {} readings at {} a second into `{}` starts in {:?}",

@@ -12,6 +12,7 @@ use vitalflow_model::RawFormat;
 use vitalflow_model::row::Schema;
 use vitalflow_operators::decode::Decoder;
 
+use super::super::generator::Feed;
 use super::super::records::{self, Declared, FieldConfig, Records};
 use super::super::settings::{Duration, DurationOr, OrOff, words};
 use super::super::{Check, NodeKind, NodeSpec, Operator, Output, Prepare, Resolve, Resolved};
@@ -247,7 +248,7 @@ impl NodeSpec for KafkaSourceConfig {
         // Only the topic a live feed writes to is still growing.
         let feeding = p.kafka.feeding.clone().filter(|_| {
             p.job.embedded.as_ref().is_some_and(|e| {
-                e.feed.get_ref() == "flat" && e.vitals_topic == *self.topic.get_ref()
+                *e.feed.get_ref() == Feed::Flat && e.vitals_topic == *self.topic.get_ref()
             })
         });
         let ticks = |d: Duration| d.millis() / granularity_ms;
