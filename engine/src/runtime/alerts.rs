@@ -17,8 +17,10 @@ use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::{Capability, Concat};
+use timely::progress::frontier::MutableAntichain;
 use vitalflow_model::alert::{AlertEvent, AlertPayload};
 use vitalflow_model::envelope::{ENVELOPE_VERSION, EventMetadata};
 use vitalflow_model::ids::uuid_from;
@@ -471,95 +473,152 @@ pub fn alerts<'s>(
             route,
             &name,
             move |_cap, _info| {
-                let mut monitor = Monitor::new(Arc::clone(&plan.spec));
-                // The batches of each incomplete time as they came: appending them into one
-                // vector, and then sorting that, moved every reading twice.
-                let mut stash: BTreeMap<
-                    Time,
-                    (
-                        timely::dataflow::operators::Capability<Time>,
-                        Vec<Vec<Prepared>>,
-                    ),
-                > = BTreeMap::new();
+                let mut op = AlertOperator {
+                    monitor: Monitor::new(Arc::clone(&plan.spec)),
+                    plan,
+                    counters,
+                    stash: BTreeMap::new(),
+                };
                 move |(input, frontier), output| {
-                    let mut now: Vec<(
-                        timely::dataflow::operators::Capability<Time>,
-                        Vec<Vec<Prepared>>,
-                    )> = Vec::new();
+                    let mut now = Vec::new();
                     input.for_each_stamp(|cap, data| {
-                        let Some(cap) = cap.retain_least(output.output_index()) else {
-                            return;
-                        };
-                        let batches = data.map(std::mem::take).filter(|b| !b.is_empty());
-                        if plan.ordered {
-                            stash
-                                .entry(*cap.time())
-                                .or_insert_with(|| (cap, Vec::new()))
-                                .1
-                                .extend(batches);
-                        } else {
-                            now.push((cap, batches.collect()));
-                        }
+                        let cap = cap.retain_least(output.output_index());
+                        op.arrive(cap, data, &mut now);
                     });
-                    if plan.ordered {
-                        let done: Vec<Time> = stash
-                            .keys()
-                            .copied()
-                            .filter(|t| !frontier.less_equal(t))
-                            .collect();
-                        for t in done {
-                            if let Some(entry) = stash.remove(&t) {
-                                now.push(entry);
-                            }
-                        }
-                    }
-                    let mut render = Render {
-                        plan: &plan,
-                        last: None,
-                    };
-                    for (cap, batches) in now {
-                        let mut out = Vec::new();
-                        let mut timed = Vec::new();
-                        for p in reading_order(&batches, plan.ordered) {
-                            match monitor.observe(&p.observed, &p.row.values) {
-                                Ok(fired) => {
-                                    for f in fired {
-                                        let e = render.event(p, f);
-                                        let emitted_ms = e.payload.emitted_at.timestamp_millis();
-                                        timed.push((
-                                            e.payload.rule.clone(),
-                                            e.metadata.event_type.clone(),
-                                            e.payload.latency_ms.map(|ms| (ms * 1000.0) as u64),
-                                            u64::try_from(emitted_ms - p.observed.time)
-                                                .unwrap_or(0),
-                                        ));
-                                        out.push(Ok(e));
-                                    }
-                                }
-                                Err(e) => out.push(Err(dead_row(
-                                    &plan.name,
-                                    &plan.schema,
-                                    &p.row,
-                                    e.to_string(),
-                                ))),
-                            }
-                        }
-                        if !timed.is_empty() {
-                            plan.latency.record(&timed);
-                        }
-                        // The node's output is its alert events; a reading the monitor
-                        // refused is rejected here.
-                        let failed = out.iter().filter(|r| r.is_err()).count() as u64;
-                        counters.add_out(out.len() as u64 - failed);
-                        counters.add_rejected(failed);
-                        counters.add_dead_letters(failed);
-                        output.session(&cap).give_iterator(out.into_iter());
-                    }
+                    op.complete(frontier, &mut now);
+                    op.observe(now, output);
                 }
             },
         );
     let (events, rejected) = split_results(results);
     (events, dead.concat(rejected))
+}
+
+/// The batches of readings that came at a time, with the time's capability.
+type Readings = (Capability<Time>, Vec<Vec<Prepared>>);
+
+/// The `alert` operator's output handle in an activation.
+type AlertOutput<'a> =
+    OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<Result<AlertEvent, DeadLetter>>>>;
+
+/// The `alert` operator's state on one worker: its monitor, and (`ordered`) the readings of
+/// the times not yet complete.
+struct AlertOperator {
+    /// The node.
+    plan: Arc<AlertPlan>,
+    /// The node's counters.
+    counters: Arc<NodeCounters>,
+    /// The patients' state.
+    monitor: Monitor,
+    /// The batches of each incomplete time as they came: appending them into one vector, and
+    /// then sorting that, moved every reading twice.
+    stash: BTreeMap<Time, Readings>,
+}
+
+impl AlertOperator {
+    /// Readings that arrived (with their capability, `None` if the time is not held): for
+    /// the monitor `now`, or (`ordered`) kept until their time is complete.
+    fn arrive<'a>(
+        &mut self,
+        cap: Option<Capability<Time>>,
+        data: impl Iterator<Item = &'a mut Vec<Prepared>>,
+        now: &mut Vec<Readings>,
+    ) {
+        let Some(cap) = cap else { return };
+        let batches = data.map(std::mem::take).filter(|b| !b.is_empty());
+        if self.plan.ordered {
+            self.stash
+                .entry(*cap.time())
+                .or_insert_with(|| (cap, Vec::new()))
+                .1
+                .extend(batches);
+        } else {
+            now.push((cap, batches.collect()));
+        }
+    }
+
+    /// `ordered`: the readings of the times the input `frontier` has passed, for the monitor
+    /// `now`.
+    fn complete(&mut self, frontier: &MutableAntichain<Time>, now: &mut Vec<Readings>) {
+        if !self.plan.ordered {
+            return;
+        }
+        let done: Vec<Time> = self
+            .stash
+            .keys()
+            .copied()
+            .filter(|t| !frontier.less_equal(t))
+            .collect();
+        for t in done {
+            if let Some(entry) = self.stash.remove(&t) {
+                now.push(entry);
+            }
+        }
+    }
+
+    /// The monitor takes the readings `now`, each time's in order; their alert events (and a
+    /// dead letter for each reading it refused) go out at the readings' time, and are counted.
+    fn observe(&mut self, now: Vec<Readings>, output: &mut AlertOutput<'_>) {
+        let mut render = Render {
+            plan: &self.plan,
+            last: None,
+        };
+        for (cap, batches) in now {
+            let out = observe_readings(&mut self.monitor, &mut render, &batches);
+            // The node's output is its alert events; a reading the monitor refused is
+            // rejected here.
+            let failed = out.iter().filter(|r| r.is_err()).count() as u64;
+            self.counters.add_out(out.len() as u64 - failed);
+            self.counters.add_rejected(failed);
+            self.counters.add_dead_letters(failed);
+            output.session(&cap).give_iterator(out.into_iter());
+        }
+    }
+}
+
+/// The monitor's alert events for one time's readings (in [`reading_order`]), or a dead letter
+/// for a reading it refused; the events' counts and latencies go into the node's figures.
+fn observe_readings(
+    monitor: &mut Monitor,
+    render: &mut Render<'_>,
+    batches: &[Vec<Prepared>],
+) -> Vec<Result<AlertEvent, DeadLetter>> {
+    let plan = render.plan;
+    let mut out = Vec::new();
+    let mut timed = Vec::new();
+    for p in reading_order(batches, plan.ordered) {
+        match monitor.observe(&p.observed, &p.row.values) {
+            Ok(fired) => {
+                for f in fired {
+                    let e = render.event(p, f);
+                    timed.push(timing(&e, p));
+                    out.push(Ok(e));
+                }
+            }
+            Err(e) => out.push(Err(dead_row(
+                &plan.name,
+                &plan.schema,
+                &p.row,
+                e.to_string(),
+            ))),
+        }
+    }
+    if !timed.is_empty() {
+        plan.latency.record(&timed);
+    }
+    out
+}
+
+/// An alert event's figures for [`AlertLatency::record`]: its rule, its type, emission minus
+/// the reading's arrival (µs, when known), and emission minus its event time (ms).
+fn timing(e: &AlertEvent, p: &Prepared) -> (String, String, Option<u64>, u64) {
+    let emitted_ms = e.payload.emitted_at.timestamp_millis();
+    (
+        e.payload.rule.clone(),
+        e.metadata.event_type.clone(),
+        e.payload.latency_ms.map(|ms| (ms * 1000.0) as u64),
+        u64::try_from(emitted_ms - p.observed.time).unwrap_or(0),
+    )
 }
 
 /// The readings of one time's batches in the order the monitor takes them: as they came, or

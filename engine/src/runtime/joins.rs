@@ -19,20 +19,23 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::operators::arrange::arrangement::arrange_core;
-use differential_dataflow::trace::cursor::cursor_list;
+use differential_dataflow::trace::cursor::{BatchCursor, CursorList, cursor_list};
 use differential_dataflow::trace::implementations::{ValBatcher, ValSpine};
 use differential_dataflow::trace::{Cursor, TraceReader};
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::Concat;
-use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
+use timely::dataflow::operators::{Capability, Concat};
 use timely::progress::Antichain;
+use timely::progress::frontier::MutableAntichain;
 use timely::progress::timestamp::Timestamp;
 use vitalflow_model::row::{KeyValue, Row, Schema, Value};
 use vitalflow_model::{DeadLetter, Time};
@@ -177,12 +180,22 @@ fn joined(
 }
 
 /// The smallest element of the frontiers, `None` when all are empty.
-fn lower(frontiers: &[&timely::progress::frontier::MutableAntichain<Time>]) -> Option<Time> {
+fn lower(frontiers: &[&MutableAntichain<Time>]) -> Option<Time> {
     frontiers
         .iter()
         .filter_map(|f| f.frontier().iter().min().copied())
         .min()
 }
+
+/// The table's versions as the arrangement keeps them.
+type Trace = TraceAgent<ValSpine<TableKey, Version, Time, isize>>;
+/// A cursor over the table's batches up to the trace's upper frontier.
+type TableCursor = CursorList<BatchCursor<Trace>>;
+/// The batches a [`TableCursor`] reads.
+type TableStorage = <TableCursor as Cursor>::Storage;
+/// The join operator's output handle in an activation.
+type JoinOutput<'a> =
+    OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<Result<Row, DeadLetter>>>>;
 
 /// Builds a `join` node: (joined rows, dead letters).
 pub fn join<'s>(
@@ -212,7 +225,7 @@ pub fn join<'s>(
         &format!("{}-table", plan.name),
         ValBatcher::new,
     );
-    let mut trace = arranged.trace.clone();
+    let trace = arranged.trace.clone();
     let route = Exchange::new(|p: &Probe| p.0.0);
     let name = plan.name.clone();
     let joined = probes
@@ -223,101 +236,20 @@ pub fn join<'s>(
             &name,
             move |cap, _info| {
                 let mut cap = Some(cap);
-                let mut stash: BTreeMap<Time, Vec<Probe>> = BTreeMap::new();
-                let mut upper = Antichain::from_elem(Time::minimum());
+                let mut lookup = Lookup {
+                    plan,
+                    counters,
+                    stash: BTreeMap::new(),
+                    trace,
+                    upper: Antichain::from_elem(Time::minimum()),
+                };
                 move |(input, f1), (batches, f2), output| {
-                    input.for_each_stamp(|c, data| {
-                        let Some(t) = c.least().copied() else { return };
-                        let entry = stash.entry(t).or_default();
-                        for batch in data {
-                            entry.append(batch);
-                        }
-                    });
+                    input.for_each_stamp(|c, data| lookup.stash(c.least().copied(), data));
                     // The arrangement's batches are read through the trace.
                     batches.for_each_stamp(|_, data| data.for_each(Vec::clear));
                     let Some(c) = cap.as_mut() else { return };
-                    let table_lower = lower(&[f2]);
-                    let ready: Vec<Time> = stash
-                        .keys()
-                        .copied()
-                        .filter(|t| match table_lower {
-                            None => true,
-                            Some(l) => !plan.bounded_table && *t < l,
-                        })
-                        .collect();
-                    if !ready.is_empty() {
-                        trace.read_upper(&mut upper);
-                        if let Some(storage) = trace.batches_through(upper.borrow()) {
-                            let (mut cursor, storage) = cursor_list(storage);
-                            for t in ready {
-                                let mut out = Vec::new();
-                                // Probes in table order: the cursor only moves forward.
-                                let mut probes = stash.remove(&t).unwrap_or_default();
-                                let probed = probes.len() as u64;
-                                probes.sort_by(|a, b| a.0.cmp(&b.0));
-                                cursor.rewind_keys(&storage);
-                                for (key, time, row) in probes {
-                                    // The latest version valid at `time` among those present at `t`.
-                                    let mut found: Option<&Version> = None;
-                                    cursor.seek_key(&storage, &key);
-                                    if cursor.get_key(&storage) == Some(&key) {
-                                        cursor.rewind_vals(&storage);
-                                        while let Some(v) = cursor.get_val(&storage) {
-                                            if v.valid_from > time {
-                                                break;
-                                            }
-                                            let mut count = 0isize;
-                                            cursor.map_times(&storage, |at, diff| {
-                                                if plan.bounded_table || *at <= t {
-                                                    count += *diff;
-                                                }
-                                            });
-                                            if count > 0 {
-                                                found = Some(v);
-                                            }
-                                            cursor.step_val(&storage);
-                                        }
-                                    }
-                                    let found = found.and_then(|v| v.fields.clone());
-                                    out.extend(joined(&plan, row, found));
-                                }
-                                // At the records' own time: the stream may still send
-                                // records of earlier times (the table, not the stream, made
-                                // these ready), so the capability stays where it is.
-                                let at = c.delayed(&t.max(*c.time()));
-                                // One row or dead letter per record, none if dropped.
-                                let failed = out.iter().filter(|r| r.is_err()).count() as u64;
-                                let made = out.len() as u64;
-                                counters.add_out(made - failed);
-                                counters.add_rejected(failed);
-                                counters.add_dead_letters(failed);
-                                counters.add_dropped(probed.saturating_sub(made));
-                                output.session(&at).give_iterator(out.into_iter());
-                            }
-                        }
-                    }
-                    let next = stash
-                        .keys()
-                        .next()
-                        .copied()
-                        .into_iter()
-                        .chain(lower(&[f1]))
-                        .min();
-                    match next {
-                        Some(n) => {
-                            if *c.time() < n {
-                                c.downgrade(&n);
-                            }
-                            let frontier = Antichain::from_elem(n);
-                            trace.set_logical_compaction(frontier.borrow());
-                            trace.read_upper(&mut upper);
-                            trace.set_physical_compaction(upper.borrow());
-                        }
-                        None => {
-                            cap = None;
-                            trace.set_logical_compaction(Antichain::new().borrow());
-                            trace.set_physical_compaction(Antichain::new().borrow());
-                        }
+                    if lookup.activate(c, f1, f2, output).is_break() {
+                        cap = None;
                     }
                 }
             },
@@ -325,6 +257,173 @@ pub fn join<'s>(
     let (rows, rejected) = split_results(joined);
     (rows, dead.concat(rejected))
 }
+
+/// The stream side of a `join` on one worker: records wait until the table has every update at
+/// or before their dataflow timestamp, then read the versions of their key in the trace.
+struct Lookup {
+    /// The node.
+    plan: Arc<JoinPlan>,
+    /// The node's counters.
+    counters: Arc<NodeCounters>,
+    /// The records waiting for the table, by dataflow timestamp.
+    stash: BTreeMap<Time, Vec<Probe>>,
+    /// The table's versions.
+    trace: Trace,
+    /// The trace's upper frontier, as last read.
+    upper: Antichain<Time>,
+}
+
+impl Lookup {
+    /// Keeps the records that arrived at `time` until the table is ready for them.
+    fn stash<'a>(&mut self, time: Option<Time>, data: impl Iterator<Item = &'a mut Vec<Probe>>) {
+        let Some(t) = time else { return };
+        let entry = self.stash.entry(t).or_default();
+        for batch in data {
+            entry.append(batch);
+        }
+    }
+
+    /// Joins the records the table is ready for (`table` is its frontier), then moves the
+    /// capability and the trace's compaction on to the oldest time a record may still come at
+    /// (`stream` is the records' frontier). `Break` when none may: the operator is done.
+    fn activate(
+        &mut self,
+        cap: &mut Capability<Time>,
+        stream: &MutableAntichain<Time>,
+        table: &MutableAntichain<Time>,
+        output: &mut JoinOutput<'_>,
+    ) -> ControlFlow<()> {
+        let table_lower = lower(&[table]);
+        let bounded = self.plan.bounded_table;
+        let ready: Vec<Time> = self
+            .stash
+            .keys()
+            .copied()
+            .filter(|t| match table_lower {
+                None => true,
+                Some(l) => !bounded && *t < l,
+            })
+            .collect();
+        if !ready.is_empty() {
+            self.join_ready(ready, cap, output);
+        }
+        let next = self
+            .stash
+            .keys()
+            .next()
+            .copied()
+            .into_iter()
+            .chain(lower(&[stream]))
+            .min();
+        self.compact(next, cap)
+    }
+
+    /// Joins the records of the `ready` times, each time's at the records' own time: the
+    /// stream may still send records of earlier times (the table, not the stream, made these
+    /// ready), so the capability stays where it is.
+    fn join_ready(
+        &mut self,
+        ready: Vec<Time>,
+        cap: &Capability<Time>,
+        output: &mut JoinOutput<'_>,
+    ) {
+        self.trace.read_upper(&mut self.upper);
+        let Some(storage) = self.trace.batches_through(self.upper.borrow()) else {
+            return;
+        };
+        let (mut cursor, storage) = cursor_list(storage);
+        for t in ready {
+            let probes = self.stash.remove(&t).unwrap_or_default();
+            let probed = probes.len() as u64;
+            let out = join_at(&self.plan, t, probes, &mut cursor, &storage);
+            let at = cap.delayed(&t.max(*cap.time()));
+            // One row or dead letter per record, none if dropped.
+            let failed = out.iter().filter(|r| r.is_err()).count() as u64;
+            let made = out.len() as u64;
+            self.counters.add_out(made - failed);
+            self.counters.add_rejected(failed);
+            self.counters.add_dead_letters(failed);
+            self.counters.add_dropped(probed.saturating_sub(made));
+            output.session(&at).give_iterator(out.into_iter());
+        }
+    }
+
+    /// Moves the capability to `next`, the oldest time a record may still come at, and lets
+    /// the trace compact up to it; with no such time, releases the trace. `Break` then.
+    fn compact(&mut self, next: Option<Time>, cap: &mut Capability<Time>) -> ControlFlow<()> {
+        let Some(n) = next else {
+            self.trace.set_logical_compaction(Antichain::new().borrow());
+            self.trace
+                .set_physical_compaction(Antichain::new().borrow());
+            return ControlFlow::Break(());
+        };
+        if *cap.time() < n {
+            cap.downgrade(&n);
+        }
+        let frontier = Antichain::from_elem(n);
+        self.trace.set_logical_compaction(frontier.borrow());
+        self.trace.read_upper(&mut self.upper);
+        self.trace.set_physical_compaction(self.upper.borrow());
+        ControlFlow::Continue(())
+    }
+}
+
+/// The records `probes` of dataflow timestamp `t` joined to the table's versions present at
+/// `t`: one row or dead letter per record, none for a record dropped.
+fn join_at(
+    plan: &JoinPlan,
+    t: Time,
+    mut probes: Vec<Probe>,
+    cursor: &mut TableCursor,
+    storage: &TableStorage,
+) -> Vec<Result<Row, DeadLetter>> {
+    let mut out = Vec::new();
+    // Probes in table order: the cursor only moves forward.
+    probes.sort_by(|a, b| a.0.cmp(&b.0));
+    cursor.rewind_keys(storage);
+    for (key, time, row) in probes {
+        let found = latest_version(plan, t, &key, time, cursor, storage);
+        out.extend(joined(plan, row, found.and_then(|v| v.fields.clone())));
+    }
+    out
+}
+
+/// The latest version of `key` valid at event time `time` among those present at dataflow
+/// timestamp `t` (of a bounded table: among all its versions).
+fn latest_version<'a>(
+    plan: &JoinPlan,
+    t: Time,
+    key: &TableKey,
+    time: i64,
+    cursor: &mut TableCursor,
+    storage: &'a TableStorage,
+) -> Option<&'a Version> {
+    let mut found = None;
+    cursor.seek_key(storage, key);
+    if cursor.get_key(storage) != Some(key) {
+        return None;
+    }
+    cursor.rewind_vals(storage);
+    while let Some(v) = cursor.get_val(storage) {
+        if v.valid_from > time {
+            break;
+        }
+        let mut count = 0isize;
+        cursor.map_times(storage, |at, diff| {
+            if plan.bounded_table || *at <= t {
+                count += *diff;
+            }
+        });
+        if count > 0 {
+            found = Some(v);
+        }
+        cursor.step_val(storage);
+    }
+    found
+}
+
+/// The versioner's output handle in an activation.
+type VersionsOutput<'a> = OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<Update>>>;
 
 /// Table rows to versions (differential updates), retracting versions no record can choose.
 fn versioner<'s>(
@@ -351,76 +450,123 @@ fn versioner<'s>(
     let mut marks = builder.new_input_connection(marks, Pipeline, connection);
     builder.build(move |mut caps| {
         let mut cap = caps.pop();
-        let mut keys: BTreeMap<TableKey, Vec<Version>> = BTreeMap::new();
-        let mut schedule: BinaryHeap<Reverse<(i64, TableKey)>> = BinaryHeap::new();
-        let mut maxima: BTreeMap<Time, i64> = BTreeMap::new();
-        let mut watermark = i64::MIN;
+        let mut versions = Versions {
+            plan,
+            releases,
+            keys: BTreeMap::new(),
+            schedule: BinaryHeap::new(),
+            maxima: BTreeMap::new(),
+            watermark: i64::MIN,
+        };
         move |frontiers| {
             let (f1, f2) = (&frontiers[0], &frontiers[1]);
             let mut output = output.activate();
             rows.for_each_stamp(|c, data| {
                 let Some(t) = c.least().copied() else { return };
                 let mut session = output.session(&c);
-                for batch in data {
-                    for row in batch.drain(..) {
-                        let (key, version) = version_of(&plan, &row);
-                        let valid_from = version.valid_from;
-                        let list = keys.entry(key.clone()).or_default();
-                        let at = list.partition_point(|v| v < &version);
-                        list.insert(at, version.clone());
-                        if releases {
-                            schedule.push(Reverse((
-                                valid_from.saturating_add(plan.history),
-                                key.clone(),
-                            )));
-                        }
-                        session.give(((key, version), t, 1));
-                    }
+                for row in data.flat_map(|batch| batch.drain(..)) {
+                    session.give((versions.add(&row), t, 1));
                 }
             });
             marks.for_each_stamp(|c, data| {
                 if let Some(t) = c.least() {
-                    add_marks(&mut maxima, *t, data);
+                    add_marks(&mut versions.maxima, *t, data);
                 }
             });
             let Some(c) = cap.as_mut() else { return };
-            let marks_lower = lower(&[f2]);
-            let done: Vec<Time> = maxima
-                .keys()
-                .copied()
-                .filter(|t| marks_lower.is_none_or(|l| *t < l))
-                .collect();
-            // In time order: the watermark after batch `t`, and the versions it releases,
-            // retracted at `t + 1` (so the result does not depend on scheduling).
-            for t in done {
-                if let Some(m) = maxima.remove(&t) {
-                    watermark = watermark.max(m);
-                }
-                let at_time = (t + 1).max(*c.time());
-                let retract = prune(&mut keys, &mut schedule, watermark, plan.history, at_time);
-                if !retract.is_empty() {
-                    let at = c.delayed(&at_time);
-                    output.session(&at).give_iterator(retract.into_iter());
-                }
-            }
-            // Without releases, a complete table (its input closed: a file, a topic read to its
-            // end) has nothing more to do.
-            let now = if releases {
-                lower(&[f1, f2])
-            } else {
-                lower(&[f1]).and(lower(&[f1, f2]))
-            };
-            if let Some(n) = now
-                && *c.time() < n
-            {
-                c.downgrade(&n);
-            }
-            if now.is_none() {
+            if versions.release(c, f1, f2, &mut output).is_break() {
                 cap = None;
             }
         }
     });
     stream
+}
+
+/// The versioner's state on one worker: the versions of its keys, and when each can be
+/// released.
+struct Versions {
+    /// The node.
+    plan: Arc<JoinPlan>,
+    /// Whether superseded versions are released (`history` is not "forever").
+    releases: bool,
+    /// Every key's versions, in order.
+    keys: BTreeMap<TableKey, Vec<Version>>,
+    /// When (the stream's watermark, ms) a key's versions are looked at for release, soonest
+    /// first.
+    schedule: BinaryHeap<Reverse<(i64, TableKey)>>,
+    /// The stream's largest event time per dataflow timestamp, until the timestamp completes.
+    maxima: BTreeMap<Time, i64>,
+    /// The stream's watermark: its largest event time over the completed timestamps.
+    watermark: i64,
+}
+
+impl Versions {
+    /// A table row as a version of its key, kept (and scheduled for release).
+    fn add(&mut self, row: &Row) -> (TableKey, Version) {
+        let (key, version) = version_of(&self.plan, row);
+        let valid_from = version.valid_from;
+        let list = self.keys.entry(key.clone()).or_default();
+        let at = list.partition_point(|v| v < &version);
+        list.insert(at, version.clone());
+        if self.releases {
+            self.schedule.push(Reverse((
+                valid_from.saturating_add(self.plan.history),
+                key.clone(),
+            )));
+        }
+        (key, version)
+    }
+
+    /// In time order, the watermark after each completed timestamp `t` of the stream (`marks`
+    /// is its frontier), and the versions it releases, retracted at `t + 1` (so the result does
+    /// not depend on scheduling); then moves the capability on. `Break` once the versioner is
+    /// done (`table` is the table's frontier).
+    fn release(
+        &mut self,
+        cap: &mut Capability<Time>,
+        table: &MutableAntichain<Time>,
+        marks: &MutableAntichain<Time>,
+        output: &mut VersionsOutput<'_>,
+    ) -> ControlFlow<()> {
+        let marks_lower = lower(&[marks]);
+        let done: Vec<Time> = self
+            .maxima
+            .keys()
+            .copied()
+            .filter(|t| marks_lower.is_none_or(|l| *t < l))
+            .collect();
+        for t in done {
+            if let Some(m) = self.maxima.remove(&t) {
+                self.watermark = self.watermark.max(m);
+            }
+            let at_time = (t + 1).max(*cap.time());
+            let history = self.plan.history;
+            let retract = prune(
+                &mut self.keys,
+                &mut self.schedule,
+                self.watermark,
+                history,
+                at_time,
+            );
+            if !retract.is_empty() {
+                let at = cap.delayed(&at_time);
+                output.session(&at).give_iterator(retract.into_iter());
+            }
+        }
+        // Without releases, a complete table (its input closed: a file, a topic read to its
+        // end) has nothing more to do.
+        let now = if self.releases {
+            lower(&[table, marks])
+        } else {
+            lower(&[table]).and(lower(&[table, marks]))
+        };
+        match now {
+            Some(n) if *cap.time() < n => cap.downgrade(&n),
+            Some(_) => {}
+            None => return ControlFlow::Break(()),
+        }
+        ControlFlow::Continue(())
+    }
 }
 
 /// Releases the versions superseded `history` behind the watermark (and keys whose only version

@@ -10,7 +10,10 @@ use std::time::Duration;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::progress::frontier::MutableAntichain;
+use timely::scheduling::Activator;
 use vitalflow_connectors::kafka::{ClientSettings, OutMessage, TopicWriter};
 use vitalflow_model::envelope::Counts;
 use vitalflow_model::{Time, batch_of};
@@ -42,89 +45,158 @@ where
         name,
         move |_cap, info| {
             let activator = scope.activator_for(info.address);
-            let mut writer = match TopicWriter::new(&settings) {
+            let writer = match TopicWriter::new(&settings) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     failure.fail(format!("sink `{sink}`: {e}"));
                     None
                 }
             };
-            // Per timestamp: its capability, records sent, records not yet acknowledged.
-            let mut open: BTreeMap<Time, (Capability<Time>, u64, u64)> = BTreeMap::new();
-            let mut tokens: HashMap<usize, Time> = HashMap::new();
+            let mut state = writer.map(|writer| SinkState {
+                sink,
+                topic,
+                render,
+                counters,
+                failure,
+                activator,
+                writer,
+                open: BTreeMap::new(),
+                tokens: HashMap::new(),
+            });
             move |(input, frontier), output| {
-                let Some(w) = writer.as_mut() else {
+                let Some(state) = state.as_mut() else {
                     input.for_each(|_, _| {});
                     return;
                 };
                 let mut error = None;
                 input.for_each_stamp(|cap, data| {
-                    let Some(cap) = cap.retain_least(output.output_index()) else {
-                        return;
-                    };
-                    let time = *cap.time();
-                    let entry = open.entry(time).or_insert_with(|| (cap, 0, 0));
-                    for batch in data {
-                        for record in batch.drain(..) {
-                            let (key, payload, headers) = render(&record);
-                            match w.send(OutMessage {
-                                topic: topic.clone(),
-                                key,
-                                payload,
-                                headers,
-                            }) {
-                                Ok(token) => {
-                                    tokens.insert(token, time);
-                                    entry.1 += 1;
-                                    entry.2 += 1;
-                                }
-                                Err(e) => error = Some(e.to_string()),
-                            }
-                        }
-                    }
+                    let cap = cap.retain_least(output.output_index());
+                    state.send(cap, data, &mut error);
                 });
-                match w.poll() {
-                    Ok(acked) => {
-                        for token in acked {
-                            if let Some(t) = tokens.remove(&token)
-                                && let Some(entry) = open.get_mut(&t)
-                            {
-                                entry.2 -= 1;
-                            }
-                        }
-                    }
-                    Err(e) => error = Some(e.to_string()),
-                }
-                if let Some(e) = error {
-                    failure.fail(format!("sink `{sink}`: {e}"));
-                    return;
-                }
-                let durable: Vec<Time> = open
-                    .iter()
-                    .filter(|(t, (_, _, pending))| *pending == 0 && !frontier.less_equal(t))
-                    .map(|(t, _)| *t)
-                    .collect();
-                for t in durable {
-                    if let Some((cap, sent, _)) = open.remove(&t) {
-                        counters.add(&Counts {
-                            records_in: sent,
-                            records_out: sent,
-                            rejected: 0,
-                        });
-                        output.session(&cap).give(SinkCommit {
-                            sink: sink.clone(),
-                            batches: vec![batch_of(t)],
-                            files: Vec::new(),
-                            rows: sent,
-                            first: t,
-                            last: t,
-                        });
-                    }
-                }
-                if !open.is_empty() {
-                    activator.activate_after(Duration::from_millis(5));
-                }
+                state.activate(error, frontier, output);
             }
         },
     )
+}
+
+/// The Kafka sink's output handle in an activation.
+type SinkOutput<'a> = OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<SinkCommit>>>;
+
+/// The Kafka sink's state on one worker: its producer, and the timestamps whose records are
+/// not all acknowledged or that are not complete yet.
+struct SinkState<T> {
+    /// The sink node.
+    sink: String,
+    /// The topic.
+    topic: String,
+    /// How a record becomes a Kafka record.
+    render: Render<T>,
+    /// The node's counters.
+    counters: Arc<NodeCounters>,
+    /// Where the job's failure is reported.
+    failure: Failure,
+    /// Schedules the sink again while acknowledgements are awaited.
+    activator: Activator,
+    /// The producer.
+    writer: TopicWriter,
+    /// Per timestamp: its capability, records sent, records not yet acknowledged.
+    open: BTreeMap<Time, (Capability<Time>, u64, u64)>,
+    /// The timestamp of each record sent and not yet acknowledged, by its token.
+    tokens: HashMap<usize, Time>,
+}
+
+impl<T> SinkState<T> {
+    /// Sends the records that arrived (with their time's capability; `None` if it is not
+    /// held), counted under their time as sent and not yet acknowledged. A record that cannot
+    /// be sent leaves its error in `error`.
+    fn send<'a>(
+        &mut self,
+        cap: Option<Capability<Time>>,
+        data: impl Iterator<Item = &'a mut Vec<T>>,
+        error: &mut Option<String>,
+    ) where
+        T: 'a,
+    {
+        let Some(cap) = cap else { return };
+        let time = *cap.time();
+        let entry = self.open.entry(time).or_insert_with(|| (cap, 0, 0));
+        for record in data.flat_map(|batch| batch.drain(..)) {
+            let (key, payload, headers) = (self.render)(&record);
+            let message = OutMessage {
+                topic: self.topic.clone(),
+                key,
+                payload,
+                headers,
+            };
+            match self.writer.send(message) {
+                Ok(token) => {
+                    self.tokens.insert(token, time);
+                    entry.1 += 1;
+                    entry.2 += 1;
+                }
+                Err(e) => *error = Some(e.to_string()),
+            }
+        }
+    }
+
+    /// After the records of an activation are sent (`error`: the last that could not be):
+    /// takes the acknowledgements, and reports every complete timestamp (`frontier` is the
+    /// input's) whose records are all acknowledged durable. An error fails the job.
+    fn activate(
+        &mut self,
+        mut error: Option<String>,
+        frontier: &MutableAntichain<Time>,
+        output: &mut SinkOutput<'_>,
+    ) {
+        match self.writer.poll() {
+            Ok(acked) => self.acknowledged(acked),
+            Err(e) => error = Some(e.to_string()),
+        }
+        if let Some(e) = error {
+            self.failure.fail(format!("sink `{}`: {e}", self.sink));
+            return;
+        }
+        let durable: Vec<Time> = self
+            .open
+            .iter()
+            .filter(|(t, (_, _, pending))| *pending == 0 && !frontier.less_equal(t))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in durable {
+            if let Some((cap, sent, _)) = self.open.remove(&t) {
+                self.commit(t, &cap, sent, output);
+            }
+        }
+        if !self.open.is_empty() {
+            self.activator.activate_after(Duration::from_millis(5));
+        }
+    }
+
+    /// Counts the acknowledged records (by their tokens) off their timestamps.
+    fn acknowledged(&mut self, acked: Vec<usize>) {
+        for token in acked {
+            if let Some(t) = self.tokens.remove(&token)
+                && let Some(entry) = self.open.get_mut(&t)
+            {
+                entry.2 -= 1;
+            }
+        }
+    }
+
+    /// Counts the `sent` records of timestamp `t` and reports it durable, at `cap`.
+    fn commit(&self, t: Time, cap: &Capability<Time>, sent: u64, output: &mut SinkOutput<'_>) {
+        self.counters.add(&Counts {
+            records_in: sent,
+            records_out: sent,
+            rejected: 0,
+        });
+        output.session(cap).give(SinkCommit {
+            sink: self.sink.clone(),
+            batches: vec![batch_of(t)],
+            files: Vec::new(),
+            rows: sent,
+            first: t,
+            last: t,
+        });
+    }
 }

@@ -18,15 +18,18 @@
 //! (docs/job-files.md has the figures, and what the limit costs where nothing waits).
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Scope;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::generic::operator::source;
-use timely::dataflow::operators::{Probe as _, probe::Handle as ProbeHandle};
-use vitalflow_connectors::kafka::reader::Poll;
+use timely::dataflow::operators::{Capability, Probe as _, probe::Handle as ProbeHandle};
+use timely::scheduling::{Activator, SyncActivator};
+use vitalflow_connectors::kafka::reader::{Poll, Polled};
 use vitalflow_connectors::kafka::{ClientSettings, PartitionReader};
 use vitalflow_model::envelope::Counts;
 use vitalflow_model::{RawFormat, RawRecord, Time};
@@ -244,6 +247,11 @@ impl KafkaSource {
     fn stamp(&self, ms: i64) -> Time {
         u64::try_from(ms.max(0)).unwrap_or(0) / self.granularity_ms
     }
+
+    /// The time reading resumes at: the last checkpoint's, 0 without one.
+    fn resume_time(&self) -> Time {
+        self.resume.as_ref().map_or(0, |r| r.time)
+    }
 }
 
 /// One owned partition's state on a worker.
@@ -270,6 +278,67 @@ struct Partition {
     rewound: i64,
 }
 
+/// What a polled record is to its partition (see [`Partition::admit`]).
+enum Admit {
+    /// Next to read: it is emitted (unless durable already).
+    Read,
+    /// Before the resume point: durable already (a re-seek went back).
+    Before,
+    /// After the resume point: the broker skipped records after the seek, and reading goes
+    /// back to `back`.
+    Rewind {
+        /// The resume point.
+        from: i64,
+        /// Where reading goes on from.
+        back: i64,
+    },
+    /// A record delivered again (some brokers repeat record batches): each offset is
+    /// processed once.
+    Again,
+}
+
+impl Partition {
+    /// Whether the partition still has records to read before its end (`stop = "end"`).
+    fn before_end(&self) -> bool {
+        self.end.is_none_or(|e| self.next < e)
+    }
+
+    /// `stop = "end"`: whether the partition reached its end and stayed quiet since.
+    fn read_to_end(&self) -> bool {
+        self.end.is_some_and(|e| self.next >= e) && self.last_record.elapsed() >= END_QUIET
+    }
+
+    /// What the record at `offset` is to the partition; a rewind is remembered.
+    fn admit(&mut self, offset: i64) -> Admit {
+        if let Some(from) = self.resume_from {
+            if offset < from {
+                return Admit::Before;
+            }
+            if offset > from && self.rewound < from {
+                self.rewound = (self.rewound * 4).max(1_000).min(from);
+                let back = from - self.rewound;
+                return Admit::Rewind { from, back };
+            }
+            // At the resume point (or the records before it are gone for good).
+            self.resume_from = None;
+        } else if offset < self.next {
+            return Admit::Again;
+        }
+        Admit::Read
+    }
+
+    /// Takes a record's event time into the latest seen; whether it raised it.
+    fn see(&mut self, event: Option<Time>) -> bool {
+        let Some(t) = event else { return false };
+        let raised = self.max_seen.is_none_or(|s| t > s);
+        self.max_seen = Some(self.max_seen.map_or(t, |s| s.max(t)));
+        raised
+    }
+}
+
+/// The source's output handle in an activation.
+type Output<'a> = OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<RawRecord>>>;
+
 /// The Kafka source on this worker.
 pub fn kafka<'s>(
     scope: Scope<'s, Time>,
@@ -278,7 +347,6 @@ pub fn kafka<'s>(
     count_records: bool,
     failure: Failure,
 ) -> VecStream<'s, RawRecord> {
-    let (index, peers) = (scope.index(), scope.peers());
     let name = source_plan.name.clone();
     // The source's progress over all workers: the oldest time a worker may still emit records
     // at, or that a worker's records wait at before the next operator takes them.
@@ -288,26 +356,165 @@ pub fn kafka<'s>(
         let wake = scope.worker().sync_activator_for(info.address.to_vec());
         let activator = scope.activator_for(info.address);
         let plan = source_plan;
-        let start = plan.resume.as_ref().map_or(0, |r| r.time);
+        let start = plan.resume_time();
         let mut cap = Some(cap);
         if let Some(c) = cap.as_mut()
             && start > 0
         {
             c.downgrade(&start);
         }
-        let reader = match PartitionReader::new(&plan.settings, &plan.topic, &plan.group_id) {
-            Ok(mut r) => {
-                // Records arriving into an empty queue schedule the source at once.
-                r.on_ready(move || {
-                    let _ = wake.activate();
-                });
-                Some(r)
+        let reader = open_reader(&plan, wake, &failure);
+        let mut state = SourceState::new(
+            plan,
+            scope,
+            activator,
+            slowest,
+            counters,
+            count_records,
+            failure,
+        );
+        move |output| {
+            let (Some(reader), Some(c)) = (reader.as_ref(), cap.as_mut()) else {
+                cap = None;
+                return;
+            };
+            if state.activate(reader, c, output).is_break() {
+                cap = None;
             }
-            Err(e) => {
-                failure.fail(format!("source `{}`: {e}", plan.name));
-                None
-            }
-        };
+        }
+    })
+    .probe_with(&progress)
+}
+
+/// Opens the worker's reader of the topic. Records arriving into its empty queue schedule the
+/// source at once (`wake`). `None`, with the job failed, when the client cannot be made.
+fn open_reader(
+    plan: &KafkaSource,
+    wake: SyncActivator,
+    failure: &Failure,
+) -> Option<PartitionReader> {
+    match PartitionReader::new(&plan.settings, &plan.topic, &plan.group_id) {
+        Ok(mut r) => {
+            r.on_ready(move || {
+                let _ = wake.activate();
+            });
+            Some(r)
+        }
+        Err(e) => {
+            failure.fail(format!("source `{}`: {e}", plan.name));
+            None
+        }
+    }
+}
+
+/// The Kafka source's state on one worker, kept between activations. The operator holds the
+/// reader and the capability, and hands them to [`SourceState::activate`].
+struct SourceState {
+    /// The source.
+    plan: Arc<KafkaSource>,
+    /// This worker.
+    index: usize,
+    /// The number of workers.
+    peers: usize,
+    /// Schedules the source again.
+    activator: Activator,
+    /// The source's progress over all workers (see `max_drift`).
+    slowest: ProbeHandle<Time>,
+    /// The node's counters.
+    counters: Arc<NodeCounters>,
+    /// Whether the source counts its records (it does not when it decodes them into rows).
+    count_records: bool,
+    /// Where the job's failure is reported.
+    failure: Failure,
+    /// The time reading resumes at (0 without a checkpoint).
+    start: Time,
+    /// Asks the broker whether silent partitions have records waiting (see [`ask_broker`]);
+    /// `None` when its thread could not be started.
+    ask: Option<std::sync::mpsc::Sender<(i32, i64, Instant)>>,
+    /// The broker's answers: (partition, when asked, nothing waiting).
+    answers: std::sync::mpsc::Receiver<(i32, Instant, bool)>,
+    /// The partitions this worker reads.
+    owned: BTreeMap<i32, Partition>,
+    /// How many partitions the topic had at the last look.
+    known_partitions: i32,
+    /// When the topic's partitions were last looked up.
+    last_metadata: Option<Instant>,
+    /// When the source started on this worker.
+    started: Instant,
+    /// Records polled since the start (for the end-of-reading message).
+    polled_total: u64,
+    /// Records delivered again and skipped.
+    redelivered: u64,
+    /// Whether redelivery has been warned about.
+    warned_redelivery: bool,
+    /// Records emitted since the start.
+    emitted_total: u64,
+    /// Since when the worker has been too far ahead to read (see `max_drift`).
+    held_since: Option<Instant>,
+}
+
+/// What one activation read: its records by dataflow timestamp, and what it counted.
+struct Batch {
+    /// The capability's time while reading.
+    current: Time,
+    /// How far this worker's watermark may go (see `max_drift`); `None`: no limit.
+    limit: Option<Time>,
+    /// When the records were polled: one clock reading per activation, records polled now
+    /// arrived by now.
+    polled_at: Instant,
+    /// `polled_at` as the records' arrival time (µs since the epoch).
+    arrival_us: u64,
+    /// Whether reading stopped because the watermark passed the limit.
+    held: bool,
+    /// Records polled (emitted or not).
+    polled: usize,
+    /// The records to emit, by dataflow timestamp.
+    records: BTreeMap<Time, Vec<RawRecord>>,
+    /// Records emitted.
+    emitted: u64,
+    /// Their bytes.
+    bytes: u64,
+    /// Those behind the watermark already emitted (late).
+    late: u64,
+}
+
+impl Batch {
+    /// An activation's reading, with the capability at `current`; `held` when the worker is
+    /// too far ahead to read at all.
+    fn new(current: Time, limit: Option<Time>, held: bool) -> Self {
+        Self {
+            current,
+            limit,
+            polled_at: Instant::now(),
+            arrival_us: vitalflow_model::now_us(),
+            held,
+            polled: 0,
+            records: BTreeMap::new(),
+            emitted: 0,
+            bytes: 0,
+            late: 0,
+        }
+    }
+
+    /// Whether `watermark` is past the limit.
+    fn ahead(&self, watermark: Time) -> bool {
+        self.limit.is_some_and(|l| watermark > l)
+    }
+}
+
+impl SourceState {
+    /// The state of a worker's source before its first activation; starts the thread that
+    /// asks the broker about silent partitions.
+    fn new(
+        plan: Arc<KafkaSource>,
+        scope: Scope<'_, Time>,
+        activator: Activator,
+        slowest: ProbeHandle<Time>,
+        counters: Arc<NodeCounters>,
+        count_records: bool,
+        failure: Failure,
+    ) -> Self {
+        let index = scope.index();
         // Whether silent partitions have records waiting: asked of the broker on a thread, as
         // (partition, next offset to read, when asked); answered (partition, when asked, nothing
         // waiting).
@@ -319,269 +526,352 @@ pub fn kafka<'s>(
                 None
             }
         };
-        let mut owned: BTreeMap<i32, Partition> = BTreeMap::new();
-        let mut known_partitions = 0i32;
-        let mut last_metadata: Option<Instant> = None;
-        let started = Instant::now();
-        let mut polled_total = 0u64;
-        let mut redelivered = 0u64;
-        let mut warned_redelivery = false;
-        let mut emitted_total = 0u64;
-        // Since when the worker has been too far ahead to read (see `max_drift`).
-        let mut held_since: Option<Instant> = None;
-        move |output| {
-            let (Some(reader), Some(c)) = (reader.as_ref(), cap.as_mut()) else {
-                cap = None;
-                return;
-            };
-            // Pick up the worker's partitions, and any new ones.
-            if last_metadata.is_none_or(|t| t.elapsed() >= METADATA_INTERVAL) {
-                last_metadata = Some(Instant::now());
-                match reader.partition_count(Duration::from_secs(10)) {
-                    Ok(n) if n > known_partitions => {
-                        let new: Vec<i32> = (known_partitions..n)
-                            .filter(|p| usize::try_from(*p).is_ok_and(|p| p % peers == index))
-                            .collect();
-                        // Stop-at-end reads the partitions there were at the start only.
-                        let adopt = !(plan.stop_at_end && known_partitions > 0);
-                        known_partitions = n;
-                        if adopt && !new.is_empty() {
-                            if let Err(e) = adopt_partitions(&plan, reader, &new, &mut owned) {
-                                failure.fail(format!("source `{}`: {e}", plan.name));
-                                cap = None;
-                                return;
-                            }
-                            tracing::info!(source = %plan.name, worker = index, partitions = ?new, "reading partitions");
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) if known_partitions == 0 => {
-                        failure.fail(format!("source `{}`: {e}", plan.name));
-                        cap = None;
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(source = %plan.name, error = %e, "metadata refresh failed")
-                    }
-                }
-            }
+        Self {
+            start: plan.resume_time(),
+            plan,
+            index,
+            peers: scope.peers(),
+            activator,
+            slowest,
+            counters,
+            count_records,
+            failure,
+            ask,
+            answers,
+            owned: BTreeMap::new(),
+            known_partitions: 0,
+            last_metadata: None,
+            started: Instant::now(),
+            polled_total: 0,
+            redelivered: 0,
+            warned_redelivery: false,
+            emitted_total: 0,
+            held_since: None,
+        }
+    }
 
-            // Watermark alignment: the furthest this worker's watermark may go.
-            let limit = plan.max_drift.and_then(|drift| {
-                slowest.with_frontier(|f| f.iter().min().map(|t| t.saturating_add(drift)))
-            });
-            let ahead = |watermark: Time| limit.is_some_and(|l| watermark > l);
-            // Too far ahead already: no reading, and the watermark stays (the partitions are
-            // not idle, only unread).
-            let waiting = ahead(*c.time());
-            if waiting {
-                held_since.get_or_insert_with(Instant::now);
-            } else if let Some(since) = held_since.take() {
-                // The time spent waiting does not count towards a partition's idleness.
-                let (waited, now) = (since.elapsed(), Instant::now());
-                for part in owned.values_mut() {
-                    part.last_record = (part.last_record + waited).min(now);
-                }
-            }
-            // Whether reading stopped because the watermark passed the limit.
-            let mut held = waiting;
-            let mut records: BTreeMap<Time, Vec<RawRecord>> = BTreeMap::new();
-            let mut n = 0;
-            let (mut emitted, mut bytes, mut late) = (0u64, 0u64, 0u64);
-            {
-                let mut log = plan
-                    .log
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                // One clock reading per activation: records polled now arrived by now.
-                let (polled_at, arrival_us) = (Instant::now(), vitalflow_model::now_us());
-                while n < CHUNK && !held {
-                    let m = match reader.poll(plan.tombstones) {
-                        Poll::Idle => break,
-                        Poll::End(_) => continue,
-                        Poll::Warning(w) => {
-                            tracing::warn!(source = %plan.name, warning = %w, "Kafka client");
-                            break;
-                        }
-                        Poll::Record(m) => m,
-                    };
-                    n += 1;
-                    polled_total += 1;
-                    let Some(part) = owned.get_mut(&m.partition) else {
-                        continue;
-                    };
-                    if let Some(from) = part.resume_from {
-                        if m.offset < from {
-                            // Before the resume point: durable already (a re-seek went back).
-                            continue;
-                        }
-                        if m.offset > from && part.rewound < from {
-                            // The broker skipped records after the seek: read from further back.
-                            part.rewound = (part.rewound * 4).max(1_000).min(from);
-                            let back = from - part.rewound;
-                            tracing::warn!(source = %plan.name, partition = m.partition, from, got = m.offset, back, "the broker skipped records after a seek; reading from further back");
-                            if let Err(e) = reader.seek(m.partition, back) {
-                                failure.fail(format!("source `{}`: {e}", plan.name));
-                            }
-                            continue;
-                        }
-                        // At the resume point (or the records before it are gone for good).
-                        part.resume_from = None;
-                    } else if m.offset < part.next {
-                        // A record delivered again (some brokers repeat record batches): each
-                        // offset is processed once.
-                        redelivered += 1;
-                        continue;
-                    }
-                    part.next = m.offset + 1;
-                    part.last_record = polled_at;
-                    log.seen(m.partition, m.offset);
-                    let tombstone = plan.tombstones && m.payload.is_empty() && m.key.is_some();
-                    let event = if tombstone {
-                        m.timestamp_ms
-                    } else {
-                        plan.event_ms(&m.payload, m.timestamp_ms)
-                    }
-                    .map(|ms| plan.stamp(ms));
-                    if part
-                        .replay
-                        .as_ref()
-                        .is_some_and(|r| r.durable(start, m.offset, event))
-                    {
-                        // Durable before the checkpoint: already in the output.
-                        continue;
-                    }
-                    if let Some(t) = event {
-                        let raised = part.max_seen.is_none_or(|s| t > s);
-                        part.max_seen = Some(part.max_seen.map_or(t, |s| s.max(t)));
-                        // A record this far ahead may move the watermark past the limit: the
-                        // worker reads on only while it does not.
-                        if raised
-                            && limit.is_some_and(|l| t > l.saturating_add(plan.out_of_orderness))
-                        {
-                            let w = watermark(&owned, &plan, *c.time(), started, polled_at);
-                            held = ahead(w);
-                        }
-                    }
-                    // Behind the watermark already emitted: late, stamped with the watermark.
-                    late += u64::from(event.is_some_and(|t| t < *c.time()));
-                    let time = event.map_or(*c.time(), |t| t.max(*c.time()));
-                    log.record(m.partition, m.offset, time, *c.time());
-                    emitted += 1;
-                    emitted_total += 1;
-                    bytes += m.payload.len() as u64;
-                    records.entry(time).or_default().push(RawRecord {
-                        source: plan.name.clone(),
-                        location: location(&plan.topic, m.partition, m.offset),
-                        sequence: sequence(m.partition, m.offset),
-                        format: plan.format,
-                        header: plan.header.clone(),
-                        context: tombstone.then(|| {
-                            RawRecord::tombstone_context(m.timestamp_ms.unwrap_or_default())
-                        }),
-                        bytes: if tombstone {
-                            m.key.unwrap_or_default()
-                        } else {
-                            m.payload
-                        },
-                        arrival_us,
-                    });
-                }
-            }
-            if redelivered > 0 && !warned_redelivery {
-                warned_redelivery = true;
-                tracing::warn!(source = %plan.name, worker = index, redelivered, "the broker delivered records again; each offset is processed once");
-            }
-            for (time, batch) in records {
-                let at = c.delayed(&time);
-                output.session(&at).give_iterator(batch.into_iter());
-            }
-            counters.add_bytes(bytes);
-            if late > 0 {
-                counters.add_late(late);
-            }
-            if emitted > 0 && count_records {
-                counters.add(&Counts {
-                    records_in: emitted,
-                    records_out: emitted,
-                    rejected: 0,
-                });
-            }
+    /// Fails the job with `e`: the source stops.
+    fn fail(&self, e: impl std::fmt::Display) -> ControlFlow<()> {
+        self.failure
+            .fail(format!("source `{}`: {e}", self.plan.name));
+        ControlFlow::Break(())
+    }
 
-            // A live feed just finished: the end is where it stopped.
-            if plan.stop_at_end && !plan.is_feeding() {
-                for (p, part) in owned.iter_mut().filter(|(_, part)| part.end.is_none()) {
-                    match reader.high_watermark(*p, Duration::from_secs(10)) {
-                        Ok(end) => part.end = Some(end),
-                        Err(e) => {
-                            failure.fail(format!("source `{}`: {e}", plan.name));
-                            cap = None;
-                            return;
-                        }
-                    }
-                }
-            }
-            // Stop-at-end: done once every owned partition reached its end and stayed quiet.
-            if plan.stop_at_end
-                && known_partitions > 0
-                && owned.values().all(|p| {
-                    p.end.is_some_and(|e| p.next >= e) && p.last_record.elapsed() >= END_QUIET
-                })
-            {
-                tracing::debug!(source = %plan.name, worker = index, partitions = ?owned.iter().map(|(p, s)| (*p, s.next)).collect::<Vec<_>>(), polled_total, emitted_total, redelivered, "read to the end");
-                cap = None;
-                return;
-            }
+    /// One activation: reads what the worker may, emits it, and moves the capability to the
+    /// watermark. `Break` when the source is done (read to its end, or failed): the operator
+    /// drops its capability.
+    fn activate(
+        &mut self,
+        reader: &PartitionReader,
+        cap: &mut Capability<Time>,
+        output: &mut Output<'_>,
+    ) -> ControlFlow<()> {
+        self.refresh_partitions(reader)?;
+        // Watermark alignment: the furthest this worker's watermark may go.
+        let limit = self.plan.max_drift.and_then(|drift| {
+            self.slowest
+                .with_frontier(|f| f.iter().min().map(|t| t.saturating_add(drift)))
+        });
+        // Too far ahead already: no reading, and the watermark stays (the partitions are not
+        // idle, only unread).
+        let waiting = limit.is_some_and(|l| *cap.time() > l);
+        self.wait(waiting);
+        let batch = self.poll(reader, *cap.time(), limit, waiting);
+        let (held, polled) = (batch.held, batch.polled);
+        self.emit(batch, cap, output);
+        self.stop_at_end(reader)?;
+        if !waiting {
+            self.ask_idle();
+        }
+        self.advance(cap, waiting);
+        if held {
+            self.activator.activate_after(BEHIND_TICK);
+        } else if polled >= CHUNK {
+            self.activator.activate();
+        } else {
+            // Arrivals wake the source; this is for idle partitions and metadata.
+            self.activator.activate_after(TICK);
+        }
+        ControlFlow::Continue(())
+    }
 
-            // A partition silent for `idle_timeout` is idle only if the broker has nothing after
-            // it (see `idle`). During a catch-up a partition can go seconds without a record
-            // while the client fetches the others: counted idle, it let the watermark past its
-            // backlog, whose records were then late. The broker is asked on a thread of the
-            // source's own (an answer can take half a second), each partition at most once per
-            // timeout; a partition without an answer yet is not idle yet.
-            if !waiting {
-                let now = Instant::now();
-                for (p, asked_at, empty) in answers.try_iter() {
-                    if let Some(part) = owned.get_mut(&p)
-                        && empty
-                    {
-                        part.empty_at = Some(asked_at);
-                    }
-                }
-                for (p, part) in owned.iter_mut().filter(|(_, part)| {
-                    silent(part, &plan, now)
-                        && part.end.is_none_or(|e| part.next < e)
-                        && part
-                            .asked_end
-                            .is_none_or(|a| now.duration_since(a) >= plan.idle_timeout)
-                }) {
-                    part.asked_end = Some(now);
-                    if let Some(ask) = ask.as_ref() {
-                        let _ = ask.send((*p, part.next, now));
-                    }
-                }
-            }
-            let watermark = if waiting {
-                *c.time()
-            } else {
-                watermark(&owned, &plan, *c.time(), started, Instant::now())
-            };
-            if watermark > *c.time() {
-                c.downgrade(&watermark);
-                plan.watermark.fetch_max(watermark, Ordering::Relaxed);
-                plan.job_watermark.fetch_max(watermark, Ordering::Relaxed);
-            }
-            if held {
-                activator.activate_after(BEHIND_TICK);
-            } else if n >= CHUNK {
-                activator.activate();
-            } else {
-                // Arrivals wake the source; this is for idle partitions and metadata.
-                activator.activate_after(TICK);
+    /// Picks up the worker's partitions, and any new ones, every `METADATA_INTERVAL`. `Break`
+    /// when the topic cannot be looked up at the start, or a partition cannot be adopted.
+    fn refresh_partitions(&mut self, reader: &PartitionReader) -> ControlFlow<()> {
+        if self
+            .last_metadata
+            .is_some_and(|t| t.elapsed() < METADATA_INTERVAL)
+        {
+            return ControlFlow::Continue(());
+        }
+        self.last_metadata = Some(Instant::now());
+        match reader.partition_count(Duration::from_secs(10)) {
+            Ok(n) if n > self.known_partitions => self.adopt(reader, n),
+            Ok(_) => ControlFlow::Continue(()),
+            Err(e) if self.known_partitions == 0 => self.fail(e),
+            Err(e) => {
+                tracing::warn!(source = %self.plan.name, error = %e, "metadata refresh failed");
+                ControlFlow::Continue(())
             }
         }
-    })
-    .probe_with(&progress)
+    }
+
+    /// The topic has `n` partitions, more than before: this worker's new ones are read.
+    fn adopt(&mut self, reader: &PartitionReader, n: i32) -> ControlFlow<()> {
+        let (index, peers) = (self.index, self.peers);
+        let new: Vec<i32> = (self.known_partitions..n)
+            .filter(|p| usize::try_from(*p).is_ok_and(|p| p % peers == index))
+            .collect();
+        // Stop-at-end reads the partitions there were at the start only.
+        let adopt = !(self.plan.stop_at_end && self.known_partitions > 0);
+        self.known_partitions = n;
+        if adopt && !new.is_empty() {
+            if let Err(e) = adopt_partitions(&self.plan, reader, &new, &mut self.owned) {
+                return self.fail(e);
+            }
+            tracing::info!(source = %self.plan.name, worker = index, partitions = ?new, "reading partitions");
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Notes whether the worker is too far ahead to read (`waiting`). The time spent waiting
+    /// does not count towards a partition's idleness.
+    fn wait(&mut self, waiting: bool) {
+        if waiting {
+            self.held_since.get_or_insert_with(Instant::now);
+        } else if let Some(since) = self.held_since.take() {
+            let (waited, now) = (since.elapsed(), Instant::now());
+            for part in self.owned.values_mut() {
+                part.last_record = (part.last_record + waited).min(now);
+            }
+        }
+    }
+
+    /// Polls up to `CHUNK` records, unless `held` (too far ahead already), and logs every one
+    /// it keeps in the position log.
+    fn poll(
+        &mut self,
+        reader: &PartitionReader,
+        current: Time,
+        limit: Option<Time>,
+        held: bool,
+    ) -> Batch {
+        let plan = Arc::clone(&self.plan);
+        let mut log = plan
+            .log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut batch = Batch::new(current, limit, held);
+        while batch.polled < CHUNK && !batch.held {
+            let m = match reader.poll(plan.tombstones) {
+                Poll::Idle => break,
+                Poll::End(_) => continue,
+                Poll::Warning(w) => {
+                    tracing::warn!(source = %plan.name, warning = %w, "Kafka client");
+                    break;
+                }
+                Poll::Record(m) => m,
+            };
+            batch.polled += 1;
+            self.polled_total += 1;
+            self.take(reader, m, &mut log, &mut batch);
+        }
+        batch
+    }
+
+    /// One polled record: into the batch, stamped with its event time, unless its partition
+    /// is not this worker's, it is not the next to read, or it is durable already.
+    fn take(
+        &mut self,
+        reader: &PartitionReader,
+        m: Polled,
+        log: &mut PositionLog,
+        batch: &mut Batch,
+    ) {
+        let plan = &*self.plan;
+        let Some(part) = self.owned.get_mut(&m.partition) else {
+            return;
+        };
+        match part.admit(m.offset) {
+            Admit::Read => {}
+            Admit::Before => return,
+            Admit::Rewind { from, back } => {
+                tracing::warn!(source = %plan.name, partition = m.partition, from, got = m.offset, back, "the broker skipped records after a seek; reading from further back");
+                if let Err(e) = reader.seek(m.partition, back) {
+                    self.failure.fail(format!("source `{}`: {e}", plan.name));
+                }
+                return;
+            }
+            Admit::Again => {
+                self.redelivered += 1;
+                return;
+            }
+        }
+        part.next = m.offset + 1;
+        part.last_record = batch.polled_at;
+        log.seen(m.partition, m.offset);
+        let tombstone = plan.tombstones && m.payload.is_empty() && m.key.is_some();
+        let event = if tombstone {
+            m.timestamp_ms
+        } else {
+            plan.event_ms(&m.payload, m.timestamp_ms)
+        }
+        .map(|ms| plan.stamp(ms));
+        if part
+            .replay
+            .as_ref()
+            .is_some_and(|r| r.durable(self.start, m.offset, event))
+        {
+            // Durable before the checkpoint: already in the output.
+            return;
+        }
+        // A record this far ahead may move the watermark past the limit: the worker reads on
+        // only while it does not.
+        if part.see(event)
+            && let (Some(t), Some(l)) = (event, batch.limit)
+            && t > l.saturating_add(plan.out_of_orderness)
+        {
+            let w = watermark(
+                &self.owned,
+                plan,
+                batch.current,
+                self.started,
+                batch.polled_at,
+            );
+            batch.held = batch.ahead(w);
+        }
+        // Behind the watermark already emitted: late, stamped with the watermark.
+        batch.late += u64::from(event.is_some_and(|t| t < batch.current));
+        let time = event.map_or(batch.current, |t| t.max(batch.current));
+        log.record(m.partition, m.offset, time, batch.current);
+        batch.emitted += 1;
+        self.emitted_total += 1;
+        batch.bytes += m.payload.len() as u64;
+        let record = raw_record(plan, m, tombstone, batch.arrival_us);
+        batch.records.entry(time).or_default().push(record);
+    }
+
+    /// Emits a batch's records at their times, and counts them.
+    fn emit(&mut self, batch: Batch, cap: &Capability<Time>, output: &mut Output<'_>) {
+        if self.redelivered > 0 && !self.warned_redelivery {
+            self.warned_redelivery = true;
+            tracing::warn!(source = %self.plan.name, worker = self.index, redelivered = self.redelivered, "the broker delivered records again; each offset is processed once");
+        }
+        for (time, records) in batch.records {
+            let at = cap.delayed(&time);
+            output.session(&at).give_iterator(records.into_iter());
+        }
+        self.counters.add_bytes(batch.bytes);
+        if batch.late > 0 {
+            self.counters.add_late(batch.late);
+        }
+        if batch.emitted > 0 && self.count_records {
+            self.counters.add(&Counts {
+                records_in: batch.emitted,
+                records_out: batch.emitted,
+                rejected: 0,
+            });
+        }
+    }
+
+    /// `stop = "end"`: learns the partitions' ends once a live feed is done (the end is where
+    /// it stopped). `Break` once every owned partition reached its end and stayed quiet, or
+    /// when an end cannot be learnt.
+    fn stop_at_end(&mut self, reader: &PartitionReader) -> ControlFlow<()> {
+        if !self.plan.stop_at_end {
+            return ControlFlow::Continue(());
+        }
+        if !self.plan.is_feeding() {
+            for (p, part) in self.owned.iter_mut().filter(|(_, part)| part.end.is_none()) {
+                match reader.high_watermark(*p, Duration::from_secs(10)) {
+                    Ok(end) => part.end = Some(end),
+                    Err(e) => {
+                        self.failure
+                            .fail(format!("source `{}`: {e}", self.plan.name));
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+        }
+        if self.known_partitions > 0 && self.owned.values().all(Partition::read_to_end) {
+            tracing::debug!(source = %self.plan.name, worker = self.index, partitions = ?self.owned.iter().map(|(p, s)| (*p, s.next)).collect::<Vec<_>>(), polled_total = self.polled_total, emitted_total = self.emitted_total, redelivered = self.redelivered, "read to the end");
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// A partition silent for `idle_timeout` is idle only if the broker has nothing after it
+    /// (see [`idle`]). During a catch-up a partition can go seconds without a record while the
+    /// client fetches the others: counted idle, it let the watermark past its backlog, whose
+    /// records were then late. The broker is asked on a thread of the source's own (an answer
+    /// can take half a second), each partition at most once per timeout; a partition without
+    /// an answer yet is not idle yet. This takes the answers that came, and asks again.
+    fn ask_idle(&mut self) {
+        let now = Instant::now();
+        for (p, asked_at, empty) in self.answers.try_iter() {
+            if let Some(part) = self.owned.get_mut(&p)
+                && empty
+            {
+                part.empty_at = Some(asked_at);
+            }
+        }
+        let plan = &*self.plan;
+        for (p, part) in self.owned.iter_mut().filter(|(_, part)| {
+            silent(part, plan, now)
+                && part.before_end()
+                && part
+                    .asked_end
+                    .is_none_or(|a| now.duration_since(a) >= plan.idle_timeout)
+        }) {
+            part.asked_end = Some(now);
+            if let Some(ask) = self.ask.as_ref() {
+                let _ = ask.send((*p, part.next, now));
+            }
+        }
+    }
+
+    /// Moves the capability to the watermark (held where it is while `waiting`), and shares it
+    /// with the run summary and the job's other sources.
+    fn advance(&self, cap: &mut Capability<Time>, waiting: bool) {
+        let watermark = if waiting {
+            *cap.time()
+        } else {
+            watermark(
+                &self.owned,
+                &self.plan,
+                *cap.time(),
+                self.started,
+                Instant::now(),
+            )
+        };
+        if watermark > *cap.time() {
+            cap.downgrade(&watermark);
+            self.plan.watermark.fetch_max(watermark, Ordering::Relaxed);
+            self.plan
+                .job_watermark
+                .fetch_max(watermark, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A polled record as the source emits it. A tombstone (`tombstone`) is passed on as its key
+/// and the record's timestamp.
+fn raw_record(plan: &KafkaSource, m: Polled, tombstone: bool, arrival_us: u64) -> RawRecord {
+    RawRecord {
+        source: plan.name.clone(),
+        location: location(&plan.topic, m.partition, m.offset),
+        sequence: sequence(m.partition, m.offset),
+        format: plan.format,
+        header: plan.header.clone(),
+        context: tombstone
+            .then(|| RawRecord::tombstone_context(m.timestamp_ms.unwrap_or_default())),
+        bytes: if tombstone {
+            m.key.unwrap_or_default()
+        } else {
+            m.payload
+        },
+        arrival_us,
+    }
 }
 
 /// A thread that asks the broker whether partitions have records after an offset: it takes
@@ -669,7 +959,7 @@ fn watermark(
     let (mut any, mut unknown, mut oldest) = (false, false, None::<Time>);
     for p in owned
         .values()
-        .filter(|p| p.end.is_none_or(|e| p.next < e))
+        .filter(|p| p.before_end())
         .filter(|p| !idle(p, plan, now))
     {
         any = true;

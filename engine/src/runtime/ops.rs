@@ -1,8 +1,9 @@
 //! Generic timely operators the planner assembles: a stage with its three outputs, a rolling
 //! sink that reports what it made durable, and small helpers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -11,9 +12,11 @@ use timely::dataflow::Stream;
 use timely::dataflow::channels::pact::ParallelizationContract;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
+use timely::progress::frontier::MutableAntichain;
+use timely::scheduling::Activator;
 use vitalflow_connectors::Pace;
 use vitalflow_model::envelope::Counts;
 use vitalflow_model::{DeadLetter, Time, batch_of};
@@ -110,7 +113,7 @@ fn counted_stage<'s, I, O, P, L>(
     input: VecStream<'s, I>,
     pact: P,
     name: &str,
-    mut logic: L,
+    logic: L,
     counters: Arc<NodeCounters>,
     count_out: bool,
 ) -> StageStreams<'s, O>
@@ -129,8 +132,13 @@ where
     let mut dead = OutputBuilder::<_, CapacityContainerBuilder<Vec<DeadLetter>>>::from(dead);
     let mut stats = OutputBuilder::<_, CapacityContainerBuilder<Vec<StageStat>>>::from(stats);
     builder.build(move |_caps| {
-        let mut produced = Vec::new();
-        let mut rejected = Vec::new();
+        let mut stage = StageState {
+            logic,
+            produced: Vec::new(),
+            rejected: Vec::new(),
+            counters,
+            count_out,
+        };
         move |_frontiers| {
             let mut out = out.activate();
             let mut dead = dead.activate();
@@ -139,43 +147,77 @@ where
                 let Some(time) = cap.least().copied() else {
                     return;
                 };
-                let mut records_in = 0u64;
-                let (mut rejected_in, mut dropped_in) = (0u64, 0u64);
-                for batch in data {
-                    records_in += batch.len() as u64;
-                    for record in batch.drain(..) {
-                        let before = (produced.len(), rejected.len());
-                        logic.process(record, &mut produced, &mut rejected);
-                        if rejected.len() > before.1 {
-                            rejected_in += 1;
-                        } else if produced.len() == before.0 {
-                            dropped_in += 1;
-                        }
-                    }
-                }
-                let counts = Counts {
-                    records_in,
-                    records_out: produced.len() as u64,
-                    rejected: rejected.len() as u64,
-                };
-                counters.add(&Counts {
-                    records_in,
-                    records_out: if count_out { counts.records_out } else { 0 },
-                    rejected: rejected_in,
-                });
-                counters.add_dropped(dropped_in);
-                counters.add_dead_letters(counts.rejected);
-                out.session(&cap).give_iterator(produced.drain(..));
-                dead.session(&cap).give_iterator(rejected.drain(..));
+                let counts = stage.process(data);
+                out.session(&cap).give_iterator(stage.produced.drain(..));
+                dead.session(&cap).give_iterator(stage.rejected.drain(..));
                 stats.session(&cap).give(StageStat {
                     batch: batch_of(time),
                     counts,
-                    detail: logic.take_detail(),
+                    detail: stage.logic.take_detail(),
                 });
             });
         }
     });
     (out_stream, dead_stream, stats_stream)
+}
+
+/// A stage operator's state on one worker: its logic, and what it made of the records of the
+/// time it is processing.
+struct StageState<L, O> {
+    /// The per-record logic.
+    logic: L,
+    /// The records out.
+    produced: Vec<O>,
+    /// The dead letters.
+    rejected: Vec<DeadLetter>,
+    /// The node's counters.
+    counters: Arc<NodeCounters>,
+    /// Whether the records out count as the node's output.
+    count_out: bool,
+}
+
+impl<L, O> StageState<L, O> {
+    /// Runs the logic over the batches of one time, into `produced` and `rejected`, and counts
+    /// them: every record in, the records out (when they are the node's), those rejected (at
+    /// least one dead letter) and those dropped (neither output nor dead letter). The batch's
+    /// counts: records in, records out, dead letters.
+    fn process<'a, I: 'a>(&mut self, data: impl Iterator<Item = &'a mut Vec<I>>) -> Counts
+    where
+        L: StageLogic<I, O>,
+    {
+        let mut records_in = 0u64;
+        let (mut rejected_in, mut dropped_in) = (0u64, 0u64);
+        for batch in data {
+            records_in += batch.len() as u64;
+            for record in batch.drain(..) {
+                let before = (self.produced.len(), self.rejected.len());
+                self.logic
+                    .process(record, &mut self.produced, &mut self.rejected);
+                if self.rejected.len() > before.1 {
+                    rejected_in += 1;
+                } else if self.produced.len() == before.0 {
+                    dropped_in += 1;
+                }
+            }
+        }
+        let counts = Counts {
+            records_in,
+            records_out: self.produced.len() as u64,
+            rejected: self.rejected.len() as u64,
+        };
+        self.counters.add(&Counts {
+            records_in,
+            records_out: if self.count_out {
+                counts.records_out
+            } else {
+                0
+            },
+            rejected: rejected_in,
+        });
+        self.counters.add_dropped(dropped_in);
+        self.counters.add_dead_letters(counts.rejected);
+        counts
+    }
 }
 
 /// Splits a stream of results into its values and its errors, moving each record to the one
@@ -279,7 +321,7 @@ pub fn rolling_sink<'s, T, W>(
     name: &str,
     worker: usize,
     policy: RollPolicy,
-    mut writer: W,
+    writer: W,
     counters: Arc<NodeCounters>,
     failure: Failure,
 ) -> VecStream<'s, SinkCommit>
@@ -289,147 +331,28 @@ where
 {
     let sink = name.to_owned();
     let scope = input.scope();
-    // Files are written on a thread of the sink's own, so a write (encoding, fsync) does not
-    // hold the worker: the operator keeps the written times' capabilities until their write is
-    // back. Only a write falling due while the previous one is still out waits for it. A write
-    // is spread over a share of the time its rows took to gather, unless `hurry` is raised (a
-    // worker waits for it).
-    let (jobs, todo) = std::sync::mpsc::channel::<(String, Vec<Vec<T>>, Duration)>();
-    let (done_tx, done) = std::sync::mpsc::channel::<Result<Vec<String>, String>>();
-    let hurry = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hurry_writer = Arc::clone(&hurry);
-    let spawned = std::thread::Builder::new()
-        .name(format!("sink-{sink}-w{worker}"))
-        .spawn(move || {
-            for (tag, parts, span) in todo {
-                let rows = parts.iter().map(Vec::len).sum();
-                let mut pace = Pace::over(span, rows, Arc::clone(&hurry_writer));
-                if done_tx.send(writer.write(&tag, &parts, &mut pace)).is_err() {
-                    break;
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        failure.fail(format!("sink `{sink}`: cannot start its writer: {e}"));
-    }
+    let writer = WriterThread::start(&sink, worker, writer, &failure);
     input.unary_frontier::<CapacityContainerBuilder<Vec<SinkCommit>>, _, _, _>(
         Pipeline,
         name,
         move |_cap, info| {
-            let activator = scope.activator_for(info.address);
-            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<T>)> = BTreeMap::new();
-            let mut in_flight: std::collections::VecDeque<InFlight> =
-                std::collections::VecDeque::new();
-            let mut last_write = Instant::now();
+            let mut state = RollingSink {
+                sink,
+                worker,
+                policy,
+                counters,
+                failure,
+                activator: scope.activator_for(info.address),
+                writer,
+                pending: BTreeMap::new(),
+                in_flight: VecDeque::new(),
+                last_write: Instant::now(),
+            };
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
-                    if let Some(cap) = cap.retain_least(output.output_index()) {
-                        let entry = pending
-                            .entry(*cap.time())
-                            .or_insert_with(|| (cap, Vec::new()));
-                        for batch in data {
-                            entry.1.append(batch);
-                        }
-                    }
+                    state.buffer(cap.retain_least(output.output_index()), data);
                 });
-                // The completed times, and whether their rows are due to be written.
-                let complete: Vec<Time> = pending
-                    .keys()
-                    .copied()
-                    .filter(|t| !frontier.less_equal(t))
-                    .collect();
-                let rows: usize = complete
-                    .iter()
-                    .map(|t| pending.get(t).map_or(0, |p| p.1.len()))
-                    .sum();
-                let due = !complete.is_empty()
-                    && (rows >= policy.rows
-                        || last_write.elapsed() >= policy.interval
-                        || frontier.is_empty());
-                // Writes that are back, in order: commit them and release their times. When a
-                // write is due while `MAX_IN_FLIGHT` are queued, the worker waits for the oldest:
-                // a writer that cannot keep up (a slow disk) slows the dataflow down rather than
-                // letting rows pile up in memory.
-                if (due && in_flight.len() >= MAX_IN_FLIGHT) || frontier.is_empty() {
-                    hurry.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                while let Some(front) = in_flight.front() {
-                    let result = if due && in_flight.len() >= MAX_IN_FLIGHT {
-                        done.recv()
-                            .unwrap_or_else(|_| Err("its writer stopped".to_owned()))
-                    } else {
-                        match done.try_recv() {
-                            Ok(r) => r,
-                            Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                                Err("its writer stopped".to_owned())
-                            }
-                        }
-                    };
-                    match result {
-                        Ok(files) => {
-                            counters.add(&Counts {
-                                records_in: front.rows,
-                                records_out: front.rows,
-                                rejected: 0,
-                            });
-                            counters.add_files(files.len() as u64);
-                            if let Some(cap) = front.caps.first() {
-                                output.session(cap).give(SinkCommit {
-                                    sink: sink.clone(),
-                                    batches: front.batches.clone(),
-                                    files,
-                                    rows: front.rows,
-                                    first: front.first,
-                                    last: front.last,
-                                });
-                            }
-                        }
-                        Err(message) => failure.fail(format!("sink `{sink}`: {message}")),
-                    }
-                    in_flight.pop_front();
-                }
-                if !in_flight.is_empty() {
-                    activator.activate_after(Duration::from_millis(1));
-                }
-                if complete.is_empty() {
-                    return;
-                }
-                if !due {
-                    activator.activate_after(policy.interval.saturating_sub(last_write.elapsed()));
-                    return;
-                }
-                let mut caps = Vec::with_capacity(complete.len());
-                let mut parts = Vec::with_capacity(complete.len());
-                for t in &complete {
-                    if let Some((cap, data)) = pending.remove(t) {
-                        parts.push(data);
-                        caps.push(cap);
-                    }
-                }
-                let (first, last) = (complete[0], complete[complete.len() - 1]);
-                let tag = format!("{first:010}-{last:010}-w{worker}");
-                let mut batches: Vec<u64> = complete.iter().map(|t| batch_of(*t)).collect();
-                batches.dedup();
-                in_flight.push_back(InFlight {
-                    caps,
-                    batches,
-                    rows: rows as u64,
-                    first,
-                    last,
-                });
-                // The input's end is written at once.
-                let span = if frontier.is_empty() {
-                    Duration::ZERO
-                } else {
-                    last_write.elapsed() / PACE_SHARE
-                };
-                hurry.store(false, std::sync::atomic::Ordering::Relaxed);
-                if jobs.send((tag, parts, span)).is_err() {
-                    failure.fail(format!("sink `{sink}`: its writer stopped"));
-                }
-                activator.activate_after(Duration::from_millis(1));
-                last_write = Instant::now();
+                state.activate(frontier, output);
             }
         },
     )
@@ -445,6 +368,235 @@ struct InFlight {
     rows: u64,
     first: Time,
     last: Time,
+}
+
+/// A rolling sink's writer thread. Files are written on a thread of the sink's own, so a write
+/// (encoding, fsync) does not hold the worker: the operator keeps the written times'
+/// capabilities until their write is back. Only a write falling due while the previous one is
+/// still out waits for it. A write is spread over a share of the time its rows took to gather,
+/// unless `hurry` is raised (a worker waits for it).
+struct WriterThread<T> {
+    /// Writes to do: the files' tag, the rows, the time to spread the write over.
+    jobs: std::sync::mpsc::Sender<(String, Vec<Vec<T>>, Duration)>,
+    /// The writes' results, in order: the files made durable, or what went wrong.
+    done: std::sync::mpsc::Receiver<Result<Vec<String>, String>>,
+    /// Raised when a worker waits for the writes: the writer stops spreading them.
+    hurry: Arc<AtomicBool>,
+}
+
+impl<T: Send + 'static> WriterThread<T> {
+    /// Starts the writer thread of `sink` on `worker`; a thread that cannot be started fails
+    /// the job.
+    fn start<W: SinkWriter<T> + Send>(
+        sink: &str,
+        worker: usize,
+        mut writer: W,
+        failure: &Failure,
+    ) -> Self {
+        let (jobs, todo) = std::sync::mpsc::channel::<(String, Vec<Vec<T>>, Duration)>();
+        let (done_tx, done) = std::sync::mpsc::channel::<Result<Vec<String>, String>>();
+        let hurry = Arc::new(AtomicBool::new(false));
+        let hurry_writer = Arc::clone(&hurry);
+        let spawned = std::thread::Builder::new()
+            .name(format!("sink-{sink}-w{worker}"))
+            .spawn(move || {
+                for (tag, parts, span) in todo {
+                    let rows = parts.iter().map(Vec::len).sum();
+                    let mut pace = Pace::over(span, rows, Arc::clone(&hurry_writer));
+                    if done_tx.send(writer.write(&tag, &parts, &mut pace)).is_err() {
+                        break;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            failure.fail(format!("sink `{sink}`: cannot start its writer: {e}"));
+        }
+        Self { jobs, done, hurry }
+    }
+}
+
+/// A rolling sink's output handle in an activation.
+type SinkOutput<'a> = OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<SinkCommit>>>;
+
+/// A rolling sink's state on one worker: the rows of each time not yet written, and the
+/// writes out.
+struct RollingSink<T> {
+    /// The sink node.
+    sink: String,
+    /// This worker (the files' tags).
+    worker: usize,
+    /// When to write.
+    policy: RollPolicy,
+    /// The node's counters.
+    counters: Arc<NodeCounters>,
+    /// Where the job's failure is reported.
+    failure: Failure,
+    /// Schedules the sink again (a write due later, or one out).
+    activator: Activator,
+    /// The writer thread.
+    writer: WriterThread<T>,
+    /// The rows of each time not yet written, with the time's capability.
+    pending: BTreeMap<Time, (Capability<Time>, Vec<T>)>,
+    /// The writes handed to the writer, oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// When the last write was handed over (or the sink started).
+    last_write: Instant,
+}
+
+impl<T> RollingSink<T> {
+    /// Buffers rows that arrived (with their time's capability; `None` if it is not held).
+    fn buffer<'a>(
+        &mut self,
+        cap: Option<Capability<Time>>,
+        data: impl Iterator<Item = &'a mut Vec<T>>,
+    ) where
+        T: 'a,
+    {
+        let Some(cap) = cap else { return };
+        let entry = self
+            .pending
+            .entry(*cap.time())
+            .or_insert_with(|| (cap, Vec::new()));
+        for batch in data {
+            entry.1.append(batch);
+        }
+    }
+
+    /// One activation: commits the writes that are back, and hands the completed times' rows
+    /// to the writer when they are due (`frontier` is the input's).
+    fn activate(&mut self, frontier: &MutableAntichain<Time>, output: &mut SinkOutput<'_>) {
+        // The completed times, and whether their rows are due to be written.
+        let complete: Vec<Time> = self
+            .pending
+            .keys()
+            .copied()
+            .filter(|t| !frontier.less_equal(t))
+            .collect();
+        let rows: usize = complete
+            .iter()
+            .map(|t| self.pending.get(t).map_or(0, |p| p.1.len()))
+            .sum();
+        let due = !complete.is_empty()
+            && (rows >= self.policy.rows
+                || self.last_write.elapsed() >= self.policy.interval
+                || frontier.is_empty());
+        if (due && self.in_flight.len() >= MAX_IN_FLIGHT) || frontier.is_empty() {
+            self.writer.hurry.store(true, Ordering::Relaxed);
+        }
+        self.commit_returned(due, output);
+        if !self.in_flight.is_empty() {
+            self.activator.activate_after(Duration::from_millis(1));
+        }
+        if complete.is_empty() {
+            return;
+        }
+        if !due {
+            self.activator.activate_after(
+                self.policy
+                    .interval
+                    .saturating_sub(self.last_write.elapsed()),
+            );
+            return;
+        }
+        self.write(&complete, rows, frontier.is_empty());
+    }
+
+    /// Writes that are back, in order: commit them and release their times. When a write is
+    /// due while `MAX_IN_FLIGHT` are queued, the worker waits for the oldest: a writer that
+    /// cannot keep up (a slow disk) slows the dataflow down rather than letting rows pile up
+    /// in memory.
+    fn commit_returned(&mut self, due: bool, output: &mut SinkOutput<'_>) {
+        while let Some(front) = self.in_flight.front() {
+            let Some(result) = self.returned(due) else {
+                break;
+            };
+            match result {
+                Ok(files) => self.commit(front, files, output),
+                Err(message) => self
+                    .failure
+                    .fail(format!("sink `{}`: {message}", self.sink)),
+            }
+            self.in_flight.pop_front();
+        }
+    }
+
+    /// The result of the oldest write out: waited for when a write is `due` while
+    /// `MAX_IN_FLIGHT` are queued, otherwise `None` while it is not back.
+    fn returned(&self, due: bool) -> Option<Result<Vec<String>, String>> {
+        if due && self.in_flight.len() >= MAX_IN_FLIGHT {
+            return Some(
+                self.writer
+                    .done
+                    .recv()
+                    .unwrap_or_else(|_| Err("its writer stopped".to_owned())),
+            );
+        }
+        match self.writer.done.try_recv() {
+            Ok(r) => Some(r),
+            Err(std::sync::mpsc::TryRecvError::Empty) => None,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                Some(Err("its writer stopped".to_owned()))
+            }
+        }
+    }
+
+    /// Counts a write that is back and reports it durable (`files`).
+    fn commit(&self, write: &InFlight, files: Vec<String>, output: &mut SinkOutput<'_>) {
+        self.counters.add(&Counts {
+            records_in: write.rows,
+            records_out: write.rows,
+            rejected: 0,
+        });
+        self.counters.add_files(files.len() as u64);
+        if let Some(cap) = write.caps.first() {
+            output.session(cap).give(SinkCommit {
+                sink: self.sink.clone(),
+                batches: write.batches.clone(),
+                files,
+                rows: write.rows,
+                first: write.first,
+                last: write.last,
+            });
+        }
+    }
+
+    /// Hands the rows of the `complete` times (`rows` of them) to the writer, spread over a
+    /// share of the time they took to gather; the input's end (`end`) is written at once.
+    fn write(&mut self, complete: &[Time], rows: usize, end: bool) {
+        let (Some(&first), Some(&last)) = (complete.first(), complete.last()) else {
+            return;
+        };
+        let mut caps = Vec::with_capacity(complete.len());
+        let mut parts = Vec::with_capacity(complete.len());
+        for t in complete {
+            if let Some((cap, data)) = self.pending.remove(t) {
+                parts.push(data);
+                caps.push(cap);
+            }
+        }
+        let tag = format!("{first:010}-{last:010}-w{}", self.worker);
+        let mut batches: Vec<u64> = complete.iter().map(|t| batch_of(*t)).collect();
+        batches.dedup();
+        self.in_flight.push_back(InFlight {
+            caps,
+            batches,
+            rows: rows as u64,
+            first,
+            last,
+        });
+        let span = if end {
+            Duration::ZERO
+        } else {
+            self.last_write.elapsed() / PACE_SHARE
+        };
+        self.writer.hurry.store(false, Ordering::Relaxed);
+        if self.writer.jobs.send((tag, parts, span)).is_err() {
+            self.failure
+                .fail(format!("sink `{}`: its writer stopped", self.sink));
+        }
+        self.activator.activate_after(Duration::from_millis(1));
+        self.last_write = Instant::now();
+    }
 }
 
 /// A sink that counts its records and drops them.

@@ -11,8 +11,10 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::{Capability, InputCapability};
+use timely::progress::frontier::MutableAntichain;
 use vitalflow_model::envelope::{
     AuditRecord, Counts, DomainEvent, DomainEventType, ENVELOPE_VERSION, EventMetadata, StageReport,
 };
@@ -123,103 +125,158 @@ pub fn reporter<'s>(
         Exchange::new(|_: &SinkCommit| 0),
         &format!("Saga({stage})"),
         move |_cap, _info| {
-            let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
-            let mut outputs: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+            let mut saga = Saga {
+                stage,
+                role,
+                upstream,
+                run,
+                merge_detail,
+                pending: BTreeMap::new(),
+                outputs: BTreeMap::new(),
+            };
             move |(stats, stats_frontier), (commits, commits_frontier), output| {
-                let (opening, closing) = role.events();
                 stats.for_each_stamp(|cap, data| {
-                    let Some(time) = cap.least().copied() else {
+                    if cap.least().is_none() {
                         return;
-                    };
-                    for batch in data {
-                        for stat in batch.drain(..) {
-                            let b = stat.batch;
-                            #[allow(clippy::map_entry)]
-                            if !pending.contains_key(&b) {
-                                let Some(owned) = cap.retain_least(output.output_index()) else {
-                                    continue;
-                                };
-                                let mut session = output.session(&owned);
-                                let mut cause = role
-                                    .trigger()
-                                    .zip(upstream.as_ref())
-                                    .map(|((_, kind), up)| run.event_id(up, b, kind));
-                                for kind in opening {
-                                    let event = make_event(
-                                        &run,
-                                        &stage,
-                                        b,
-                                        *kind,
-                                        cause.take(),
-                                        Counts::default(),
-                                        vec![],
-                                        None,
-                                    );
-                                    cause = Some(event.metadata.event_id.clone());
-                                    session.give(event);
-                                }
-                                drop(session);
-                                pending.insert(
-                                    b,
-                                    Pending {
-                                        cap: owned,
-                                        counts: Counts::default(),
-                                        detail: None,
-                                        outputs: vec![],
-                                    },
-                                );
-                            }
-                            if let Some(p) = pending.get_mut(&b) {
-                                p.counts.add(&stat.counts);
-                                merge_detail(&mut p.detail, stat.detail);
-                            }
-                            let _ = time;
-                        }
+                    }
+                    for stat in data.flat_map(|batch| batch.drain(..)) {
+                        saga.stat(&cap, stat, output);
                     }
                 });
                 commits.for_each_stamp(|_cap, data| {
-                    for batch in data {
-                        for commit in batch.drain(..) {
-                            for b in &commit.batches {
-                                outputs
-                                    .entry(*b)
-                                    .or_default()
-                                    .extend(commit.files.iter().cloned());
-                            }
-                        }
+                    for commit in data.flat_map(|batch| batch.drain(..)) {
+                        saga.commit(&commit);
                     }
                 });
-                let done: Vec<u64> = pending
-                    .iter()
-                    .filter(|(_, p)| {
-                        !stats_frontier.less_equal(p.cap.time())
-                            && !commits_frontier.less_equal(p.cap.time())
-                    })
-                    .map(|(b, _)| *b)
-                    .collect();
-                for b in done {
-                    let Some(mut p) = pending.remove(&b) else {
-                        continue;
-                    };
-                    p.outputs = outputs.remove(&b).unwrap_or_default();
-                    p.outputs.sort();
-                    p.outputs.dedup();
-                    let cause = run.event_id(&stage, b, *opening.last().unwrap_or(&closing));
-                    let event = make_event(
-                        &run,
-                        &stage,
-                        b,
-                        closing,
-                        Some(cause),
-                        p.counts,
-                        p.outputs,
-                        p.detail,
-                    );
-                    output.session(&p.cap).give(event);
-                }
+                saga.close(stats_frontier, commits_frontier, output);
             }
         },
     )
+}
+
+/// The saga reporter's output handle in an activation.
+type SagaOutput<'a> = OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<DomainEvent>>>;
+
+/// A stage's saga reporter: the batches it has opened and not yet closed, and the files the
+/// sinks fed by the stage made durable for each batch.
+struct Saga {
+    /// The stage.
+    stage: String,
+    /// Which events it publishes.
+    role: SagaRole,
+    /// The stage whose event starts this one's chain for a batch.
+    upstream: Option<String>,
+    /// The run.
+    run: RunIdentity,
+    /// Merges a stat's stage-specific detail into a batch's.
+    merge_detail: fn(&mut Option<serde_json::Value>, Option<serde_json::Value>),
+    /// The batches opened and not yet closed.
+    pending: BTreeMap<u64, Pending>,
+    /// Per batch, the files made durable.
+    outputs: BTreeMap<u64, Vec<String>>,
+}
+
+impl Saga {
+    /// A stage's stat for a batch (`cap` is its time's): the batch's opening events when it is
+    /// the first (the batch then holds that time), and its counts and detail added up.
+    fn stat(&mut self, cap: &InputCapability<Time>, stat: StageStat, output: &mut SagaOutput<'_>) {
+        let b = stat.batch;
+        #[allow(clippy::map_entry)]
+        if !self.pending.contains_key(&b) {
+            let Some(owned) = cap.retain_least(output.output_index()) else {
+                return;
+            };
+            self.open(b, &owned, output);
+            self.pending.insert(
+                b,
+                Pending {
+                    cap: owned,
+                    counts: Counts::default(),
+                    detail: None,
+                    outputs: vec![],
+                },
+            );
+        }
+        if let Some(p) = self.pending.get_mut(&b) {
+            p.counts.add(&stat.counts);
+            (self.merge_detail)(&mut p.detail, stat.detail);
+        }
+    }
+
+    /// Publishes the events that open batch `b`, at `cap`, each caused by the one before (the
+    /// first by the upstream stage's event that started the batch).
+    fn open(&self, b: u64, cap: &Capability<Time>, output: &mut SagaOutput<'_>) {
+        let (opening, _) = self.role.events();
+        let mut session = output.session(cap);
+        let mut cause = self
+            .role
+            .trigger()
+            .zip(self.upstream.as_ref())
+            .map(|((_, kind), up)| self.run.event_id(up, b, kind));
+        for kind in opening {
+            let event = make_event(
+                &self.run,
+                &self.stage,
+                b,
+                *kind,
+                cause.take(),
+                Counts::default(),
+                vec![],
+                None,
+            );
+            cause = Some(event.metadata.event_id.clone());
+            session.give(event);
+        }
+    }
+
+    /// A sink's commit: its files are outputs of the batches it covers.
+    fn commit(&mut self, commit: &SinkCommit) {
+        for b in &commit.batches {
+            self.outputs
+                .entry(*b)
+                .or_default()
+                .extend(commit.files.iter().cloned());
+        }
+    }
+
+    /// Publishes the closing event of every batch whose time both inputs have passed: the
+    /// stage's stats (`stats` is their frontier) and the sinks' commits (`commits`).
+    fn close(
+        &mut self,
+        stats: &MutableAntichain<Time>,
+        commits: &MutableAntichain<Time>,
+        output: &mut SagaOutput<'_>,
+    ) {
+        let (opening, closing) = self.role.events();
+        let done: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !stats.less_equal(p.cap.time()) && !commits.less_equal(p.cap.time()))
+            .map(|(b, _)| *b)
+            .collect();
+        for b in done {
+            let Some(mut p) = self.pending.remove(&b) else {
+                continue;
+            };
+            p.outputs = self.outputs.remove(&b).unwrap_or_default();
+            p.outputs.sort();
+            p.outputs.dedup();
+            let cause = self
+                .run
+                .event_id(&self.stage, b, *opening.last().unwrap_or(&closing));
+            let event = make_event(
+                &self.run,
+                &self.stage,
+                b,
+                closing,
+                Some(cause),
+                p.counts,
+                p.outputs,
+                p.detail,
+            );
+            output.session(&p.cap).give(event);
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

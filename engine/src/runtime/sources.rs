@@ -1,12 +1,15 @@
 //! Source operators: the generator and files.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::Scope;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::generic::operator::source;
-use timely::dataflow::operators::{Probe as _, probe::Handle as ProbeHandle};
+use timely::dataflow::operators::{Capability, Probe as _, probe::Handle as ProbeHandle};
+use timely::scheduling::Activator;
 use vitalflow_connectors::files::FileSource;
 use vitalflow_connectors::generator::Generator;
 use vitalflow_model::envelope::Counts;
@@ -67,97 +70,183 @@ pub fn generator<'s>(
     let progress = ProbeHandle::new();
     let seen = progress.clone();
     source::<_, CapacityContainerBuilder<Vec<RawRecord>>, _, _>(scope, name, move |cap, info| {
-        let activator = scope.activator_for(info.address);
         let mut cap = Some(cap);
-        let mut next = index;
-        let count = generator.count();
-        let started = Instant::now();
-        let started_us = vitalflow_model::now_us();
-        let per_worker_rate = rate / peers as f64;
-        let mut emitted = 0u64;
+        let mut state = GeneratorState {
+            node,
+            count: generator.count(),
+            generator,
+            rate,
+            batch_size,
+            flat,
+            counters,
+            count_records,
+            activator: scope.activator_for(info.address),
+            seen,
+            peers,
+            next: index,
+            started: Instant::now(),
+            started_us: vitalflow_model::now_us(),
+            per_worker_rate: rate / peers as f64,
+            emitted: 0,
+        };
         move |output| {
             let Some(c) = cap.as_mut() else { return };
-            let mut budget = CHUNK;
-            let mut caught_up = false;
-            if per_worker_rate > 0.0 {
-                let allowed = (started.elapsed().as_secs_f64() * per_worker_rate) as u64 + 1;
-                let due = allowed.saturating_sub(emitted);
-                budget = PACED_CHUNK.min(due);
-                caught_up = due <= PACED_CHUNK;
-                if budget == 0 {
-                    activator.activate_after(PACED_TICK);
-                    return;
-                }
-            }
-            let (mut n, mut bytes) = (0, 0);
-            // Whether another worker is too far behind for the next time (see `MAX_AHEAD`).
-            let mut held = false;
-            // One clock reading per activation: an unpaced record made now arrived by now.
-            let now_us = vitalflow_model::now_us();
-            while next < count && n < budget {
-                let time = next / batch_size;
-                if seen.less_than(&time.saturating_sub(MAX_AHEAD)) {
-                    held = true;
-                    break;
-                }
-                if *c.time() < time {
-                    c.downgrade(&time);
-                }
-                // One session for the records of this time.
-                let mut session = output.session(&*c);
-                while next < count && n < budget && next / batch_size == time {
-                    let mut raw = if flat {
-                        let line = if rate > 0.0 {
-                            generator.flat_line_at(next, chrono::Utc::now().timestamp_millis())
-                        } else {
-                            generator.flat_line(next)
-                        };
-                        RawRecord {
-                            source: node.clone(),
-                            location: format!("generator#{next}"),
-                            sequence: next,
-                            format: vitalflow_model::RawFormat::Json,
-                            header: None,
-                            context: None,
-                            bytes: line.into_bytes(),
-                            arrival_us: 0,
-                        }
-                    } else {
-                        generator.raw(&node, next)
-                    };
-                    // A paced record arrives when it is due, so the wait for the next tick
-                    // counts in its latency.
-                    raw.arrival_us = if per_worker_rate > 0.0 {
-                        started_us + ((emitted + n) as f64 * 1e6 / per_worker_rate) as u64
-                    } else {
-                        now_us
-                    };
-                    bytes += raw.bytes.len() as u64;
-                    session.give(raw);
-                    next += peers;
-                    n += 1;
-                }
-            }
-            emitted += n;
-            read(&counters, count_records, n, bytes);
-            if next >= count {
+            if state.activate(c, output).is_break() {
                 cap = None;
-            } else {
-                let time = next / batch_size;
-                if *c.time() < time {
-                    c.downgrade(&time);
-                }
-                if held {
-                    activator.activate_after(BEHIND_TICK);
-                } else if caught_up {
-                    activator.activate_after(PACED_TICK);
-                } else {
-                    activator.activate();
-                }
             }
         }
     })
     .probe_with(&progress)
+}
+
+/// A source's output handle in an activation.
+type SourceOutput<'a> = OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<RawRecord>>>;
+
+/// The generator's state on one worker.
+struct GeneratorState {
+    /// The source node.
+    node: String,
+    /// The events.
+    generator: Arc<Generator>,
+    /// Events per second over all workers (0: no limit).
+    rate: f64,
+    /// Events per dataflow timestamp.
+    batch_size: u64,
+    /// Bedside-monitor readings as JSON objects instead of envelope events.
+    flat: bool,
+    /// The node's counters.
+    counters: Arc<NodeCounters>,
+    /// Whether the source counts its records (it does not when it decodes them into rows).
+    count_records: bool,
+    /// Schedules the source again.
+    activator: Activator,
+    /// The source's progress over all workers (see [`MAX_AHEAD`]).
+    seen: ProbeHandle<Time>,
+    /// The number of workers: the step from one of this worker's events to its next.
+    peers: u64,
+    /// The next event this worker emits.
+    next: u64,
+    /// The number of events.
+    count: u64,
+    /// When the source started on this worker.
+    started: Instant,
+    /// `started` in µs since the epoch (paced records' arrival times count from it).
+    started_us: u64,
+    /// Events per second on this worker (0: no limit).
+    per_worker_rate: f64,
+    /// Events this worker emitted.
+    emitted: u64,
+}
+
+impl GeneratorState {
+    /// One activation: emits the records due, and moves the capability to the next one's
+    /// time. `Break` once every event is emitted.
+    fn activate(
+        &mut self,
+        cap: &mut Capability<Time>,
+        output: &mut SourceOutput<'_>,
+    ) -> ControlFlow<()> {
+        let (budget, caught_up) = self.budget();
+        if budget == 0 {
+            self.activator.activate_after(PACED_TICK);
+            return ControlFlow::Continue(());
+        }
+        let (n, bytes, held) = self.emit(budget, cap, output);
+        self.emitted += n;
+        read(&self.counters, self.count_records, n, bytes);
+        if self.next >= self.count {
+            return ControlFlow::Break(());
+        }
+        let time = self.next / self.batch_size;
+        if *cap.time() < time {
+            cap.downgrade(&time);
+        }
+        if held {
+            self.activator.activate_after(BEHIND_TICK);
+        } else if caught_up {
+            self.activator.activate_after(PACED_TICK);
+        } else {
+            self.activator.activate();
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// How many records this activation may emit, and whether that is every record due (a
+    /// paced generator then waits for the next tick). Unpaced: `CHUNK`.
+    fn budget(&self) -> (u64, bool) {
+        if self.per_worker_rate > 0.0 {
+            let allowed = (self.started.elapsed().as_secs_f64() * self.per_worker_rate) as u64 + 1;
+            let due = allowed.saturating_sub(self.emitted);
+            (PACED_CHUNK.min(due), due <= PACED_CHUNK)
+        } else {
+            (CHUNK, false)
+        }
+    }
+
+    /// Emits up to `budget` records, in one session per time: how many, their bytes, and
+    /// whether another worker is too far behind for the next time (see [`MAX_AHEAD`]).
+    fn emit(
+        &mut self,
+        budget: u64,
+        cap: &mut Capability<Time>,
+        output: &mut SourceOutput<'_>,
+    ) -> (u64, u64, bool) {
+        let (mut n, mut bytes) = (0, 0);
+        // One clock reading per activation: an unpaced record made now arrived by now.
+        let now_us = vitalflow_model::now_us();
+        while self.next < self.count && n < budget {
+            let time = self.next / self.batch_size;
+            if self.seen.less_than(&time.saturating_sub(MAX_AHEAD)) {
+                return (n, bytes, true);
+            }
+            if *cap.time() < time {
+                cap.downgrade(&time);
+            }
+            let mut session = output.session(&*cap);
+            while self.next < self.count && n < budget && self.next / self.batch_size == time {
+                let raw = self.record(n, now_us);
+                bytes += raw.bytes.len() as u64;
+                session.give(raw);
+                self.next += self.peers;
+                n += 1;
+            }
+        }
+        (n, bytes, false)
+    }
+
+    /// The next event, the `n`th of this activation, as a record; an unpaced one arrived at
+    /// `now_us`.
+    fn record(&self, n: u64, now_us: u64) -> RawRecord {
+        let next = self.next;
+        let mut raw = if self.flat {
+            let line = if self.rate > 0.0 {
+                self.generator
+                    .flat_line_at(next, chrono::Utc::now().timestamp_millis())
+            } else {
+                self.generator.flat_line(next)
+            };
+            RawRecord {
+                source: self.node.clone(),
+                location: format!("generator#{next}"),
+                sequence: next,
+                format: vitalflow_model::RawFormat::Json,
+                header: None,
+                context: None,
+                bytes: line.into_bytes(),
+                arrival_us: 0,
+            }
+        } else {
+            self.generator.raw(&self.node, next)
+        };
+        // A paced record arrives when it is due, so the wait for the next tick counts in its
+        // latency.
+        raw.arrival_us = if self.per_worker_rate > 0.0 {
+            self.started_us + ((self.emitted + n) as f64 * 1e6 / self.per_worker_rate) as u64
+        } else {
+            now_us
+        };
+        raw
+    }
 }
 
 /// Counts what a source read: its bytes, and its records unless it decodes them into rows (its
@@ -190,67 +279,108 @@ pub fn files<'s>(
 ) -> VecStream<'s, RawRecord> {
     let reader = scope.index() == 0;
     source::<_, CapacityContainerBuilder<Vec<RawRecord>>, _, _>(scope, name, move |cap, info| {
-        let activator = scope.activator_for(info.address);
         let mut cap = reader.then_some(cap);
         let (tx, rx) = std::sync::mpsc::sync_channel::<RawRecord>(FILE_BUFFER);
         if reader {
-            let (source, failed) = (Arc::clone(&files), failure.clone());
-            let read_files = Arc::clone(&counters);
-            let thread = std::thread::Builder::new()
-                .name(format!("read-{}", files.name))
-                .spawn(move || {
-                    // Every file read is counted, one without records too.
-                    let result = source.read_counting(
-                        |_, _| read_files.add_files(1),
-                        |record| {
-                            // The dataflow is gone (it failed): nothing to hand the rest to.
-                            let _ = tx.send(record);
-                        },
-                    );
-                    if let Err(e) = result {
-                        failed.fail(format!("source `{}`: {e}", source.name));
-                    }
-                });
-            if let Err(e) = thread {
-                failure.fail(format!(
-                    "source `{}`: cannot start its reader: {e}",
-                    files.name
-                ));
-            }
+            start_reading(&files, &counters, &failure, tx);
         }
+        let state = FileRecords {
+            rx,
+            batch_size,
+            activator: scope.activator_for(info.address),
+            counters,
+            count_records,
+        };
         move |output| {
             let Some(c) = cap.as_mut() else { return };
-            let (mut n, mut bytes) = (0u64, 0u64);
-            // One clock reading per activation: records taken now arrived by now.
-            let now_us = vitalflow_model::now_us();
-            loop {
-                match rx.try_recv() {
-                    Ok(record) => {
-                        let time = record.sequence / batch_size;
-                        if *c.time() < time {
-                            c.downgrade(&time);
-                        }
-                        let mut record = record;
-                        record.arrival_us = now_us;
-                        bytes += record.bytes.len() as u64;
-                        output.session(&*c).give(record);
-                        n += 1;
-                        if n == CHUNK {
-                            activator.activate();
-                            break;
-                        }
-                    }
-                    Err(std::sync::mpsc::TryRecvError::Empty) => {
-                        activator.activate_after(Duration::from_millis(1));
-                        break;
-                    }
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        cap = None;
-                        break;
-                    }
-                }
+            if state.activate(c, output).is_break() {
+                cap = None;
             }
-            read(&counters, count_records, n, bytes);
         }
     })
+}
+
+/// Starts the thread that reads a file source's files into `tx` (every file read is counted,
+/// one without records too); a thread that cannot be started fails the job.
+fn start_reading(
+    files: &Arc<FileSource>,
+    counters: &Arc<NodeCounters>,
+    failure: &Failure,
+    tx: std::sync::mpsc::SyncSender<RawRecord>,
+) {
+    let (source, failed) = (Arc::clone(files), failure.clone());
+    let read_files = Arc::clone(counters);
+    let thread = std::thread::Builder::new()
+        .name(format!("read-{}", files.name))
+        .spawn(move || {
+            let result = source.read_counting(
+                |_, _| read_files.add_files(1),
+                |record| {
+                    // The dataflow is gone (it failed): nothing to hand the rest to.
+                    let _ = tx.send(record);
+                },
+            );
+            if let Err(e) = result {
+                failed.fail(format!("source `{}`: {e}", source.name));
+            }
+        });
+    if let Err(e) = thread {
+        failure.fail(format!(
+            "source `{}`: cannot start its reader: {e}",
+            files.name
+        ));
+    }
+}
+
+/// A file source's state on the worker that reads it: the records its thread hands over.
+struct FileRecords {
+    /// The records, in order.
+    rx: std::sync::mpsc::Receiver<RawRecord>,
+    /// Records per dataflow timestamp.
+    batch_size: u64,
+    /// Schedules the source again.
+    activator: Activator,
+    /// The node's counters.
+    counters: Arc<NodeCounters>,
+    /// Whether the source counts its records (it does not when it decodes them into rows).
+    count_records: bool,
+}
+
+impl FileRecords {
+    /// One activation: emits up to `CHUNK` records handed over, each at its time. `Break`
+    /// once the thread is done and every record is emitted.
+    fn activate(
+        &self,
+        cap: &mut Capability<Time>,
+        output: &mut SourceOutput<'_>,
+    ) -> ControlFlow<()> {
+        let (mut n, mut bytes) = (0u64, 0u64);
+        // One clock reading per activation: records taken now arrived by now.
+        let now_us = vitalflow_model::now_us();
+        let flow = loop {
+            match self.rx.try_recv() {
+                Ok(mut record) => {
+                    let time = record.sequence / self.batch_size;
+                    if *cap.time() < time {
+                        cap.downgrade(&time);
+                    }
+                    record.arrival_us = now_us;
+                    bytes += record.bytes.len() as u64;
+                    output.session(&*cap).give(record);
+                    n += 1;
+                    if n == CHUNK {
+                        self.activator.activate();
+                        break ControlFlow::Continue(());
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => {
+                    self.activator.activate_after(Duration::from_millis(1));
+                    break ControlFlow::Continue(());
+                }
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break ControlFlow::Break(()),
+            }
+        };
+        read(&self.counters, self.count_records, n, bytes);
+        flow
+    }
 }

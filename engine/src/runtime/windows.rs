@@ -10,12 +10,16 @@
 //! not depend on how many workers run the job.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::scheduling::Activator;
 use vitalflow_model::row::{Row, Schema, Value};
 use vitalflow_model::{DeadLetter, Time};
 use vitalflow_operators::expression::Compiled;
@@ -119,141 +123,24 @@ pub fn window<'s>(
             move |cap, info| {
                 let activator = scope.activator_for(info.address);
                 let mut cap = Some(cap);
-                // The watermark of a time whose closed windows are not all emitted yet.
-                let mut backlog: Option<i64> = None;
-                let mut state = Windows::new(Arc::clone(&plan.spec));
-                let mut stash: BTreeMap<Time, Arrived<(WindowRecord, Row)>> = BTreeMap::new();
-                let mut maxima: BTreeMap<Time, i64> = BTreeMap::new();
-                let mut seen = i64::MIN;
-                let mut emitted = 0u64;
+                let mut op = WindowOperator::new(plan, counters, activator, worker);
                 move |(records, f1), (marks, f2), output| {
                     let mut arrived = 0usize;
-                    records.for_each_stamp(|c, data| {
-                        let Some(t) = c.least().copied() else { return };
-                        let entry = stash.entry(t).or_default();
-                        for batch in data {
-                            arrived += batch.len();
-                            entry.push(std::mem::take(batch));
-                        }
-                    });
+                    records.for_each_stamp(|c, data| arrived += op.stash(c.least().copied(), data));
                     marks.for_each_stamp(|c, data| {
                         if let Some(t) = c.least() {
-                            add_marks(&mut maxima, *t, data);
+                            add_marks(&mut op.maxima, *t, data);
                         }
                     });
                     let Some(c) = cap.as_mut() else { return };
-                    let mut out = Vec::new();
-                    // A completed time's records go into the windows, and the windows its
-                    // watermark closed go out, a slice per activation (at most
-                    // `WORK_PER_ACTIVATION` of both), so that neither holds the worker; the
-                    // slices keep the times' order, so the results are those of one pass.
-                    // As much work as arrived, and a slice of what waits: the stash never grows
-                    // for want of activations, however fast records come.
-                    let mut budget = WORK_PER_ACTIVATION.saturating_add(arrived);
-                    if let Some(mark) = backlog {
-                        let (changes, more) = state.advance_at_most(mark, budget);
-                        budget = budget.saturating_sub(changes.len());
-                        push_changes(&mut out, changes, worker, &mut emitted);
-                        output.session(&*c).give_iterator(out.drain(..));
-                        if more {
-                            activator.activate();
-                            return;
-                        }
-                        backlog = None;
-                    }
                     let lower = f1
                         .frontier()
                         .iter()
                         .chain(f2.frontier().iter())
                         .min()
                         .copied();
-                    let done: Vec<Time> = stash
-                        .keys()
-                        .chain(maxima.keys())
-                        .copied()
-                        .filter(|t| lower.is_none_or(|l| *t < l))
-                        .collect::<std::collections::BTreeSet<_>>()
-                        .into_iter()
-                        .collect();
-                    for t in done {
-                        if budget == 0 {
-                            output.session(&*c).give_iterator(out.drain(..));
-                            activator.activate();
-                            return;
-                        }
-                        if let Some(records) = stash.get_mut(&t) {
-                            let take = records.len().min(budget);
-                            budget -= take;
-                            let mut late = 0u64;
-                            for (record, row) in std::iter::from_fn(|| records.pop()).take(take) {
-                                if !state.add(&record) {
-                                    late += 1;
-                                    out.push((true, row));
-                                }
-                            }
-                            counters.add_late(late);
-                            if !records.is_empty() {
-                                // The rest of this time's records next time.
-                                if *c.time() < t {
-                                    c.downgrade(&t);
-                                }
-                                output.session(&*c).give_iterator(out.drain(..));
-                                activator.activate();
-                                return;
-                            }
-                            stash.remove(&t);
-                        }
-                        if let Some(m) = maxima.remove(&t) {
-                            seen = seen.max(m);
-                        }
-                        let mut mark = seen.saturating_sub(plan.delay);
-                        if let (Some(g), Some(l)) = (plan.granularity_ms, lower) {
-                            let ms = i64::try_from(l.saturating_mul(g)).unwrap_or(i64::MAX);
-                            mark = mark.max(ms.saturating_sub(plan.delay));
-                        }
-                        let (changes, more) = state.advance_at_most(mark, budget.max(1));
-                        budget = budget.saturating_sub(changes.len());
-                        push_changes(&mut out, changes, worker, &mut emitted);
-                        if *c.time() < t {
-                            c.downgrade(&t);
-                        }
-                        output.session(&*c).give_iterator(out.drain(..));
-                        if more {
-                            // The rest next time, before any later time's records.
-                            backlog = Some(mark);
-                            activator.activate();
-                            return;
-                        }
-                    }
-                    match lower {
-                        Some(l) => {
-                            if *c.time() < l {
-                                c.downgrade(&l);
-                            }
-                            // Event-time stamps: the frontier alone moves the watermark, so windows
-                            // close while the input is quiet.
-                            if let Some(g) = plan.granularity_ms {
-                                let ms = i64::try_from(l.saturating_mul(g)).unwrap_or(i64::MAX);
-                                let mark = ms.saturating_sub(plan.delay);
-                                if mark > state.watermark() {
-                                    let (changes, more) =
-                                        state.advance_at_most(mark, budget.max(1));
-                                    push_changes(&mut out, changes, worker, &mut emitted);
-                                    output.session(&*c).give_iterator(out.drain(..));
-                                    if more {
-                                        backlog = Some(mark);
-                                        activator.activate();
-                                    }
-                                }
-                            }
-                        }
-                        None => {
-                            // Both inputs are closed: every window is final.
-                            let changes = state.advance(i64::MAX);
-                            push_changes(&mut out, changes, worker, &mut emitted);
-                            output.session(&*c).give_iterator(out.drain(..));
-                            cap = None;
-                        }
+                    if op.activate(c, lower, arrived, output).is_break() {
+                        cap = None;
                     }
                 }
             },
@@ -267,6 +154,238 @@ pub fn window<'s>(
     });
     let late = tagged.flat_map(|(late, row)| late.then_some(row));
     (rows, late, dead)
+}
+
+/// The `window` operator's output handle in an activation: rows tagged late (`true`) or
+/// window changes (`false`).
+type WindowOutput<'a> = OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<(bool, Row)>>>;
+
+/// The `window` operator's state on one worker: the windows, and the records and event-time
+/// marks of the times not yet complete.
+struct WindowOperator {
+    /// The node.
+    plan: Arc<WindowPlan>,
+    /// The node's counters.
+    counters: Arc<NodeCounters>,
+    /// Schedules the operator again (for work left over from an activation).
+    activator: Activator,
+    /// This worker (window changes' sequence numbers).
+    worker: u64,
+    /// The watermark of a time whose closed windows are not all emitted yet.
+    backlog: Option<i64>,
+    /// The windows.
+    state: Windows,
+    /// The records of each time not yet taken into the windows.
+    stash: BTreeMap<Time, Arrived<(WindowRecord, Row)>>,
+    /// The largest event time of each time not yet complete, over all workers.
+    maxima: BTreeMap<Time, i64>,
+    /// The largest event time of the completed times.
+    seen: i64,
+    /// Window changes emitted (their sequence numbers).
+    emitted: u64,
+    /// Rows to give in this activation.
+    out: Vec<(bool, Row)>,
+}
+
+impl WindowOperator {
+    /// A worker's `window` operator before its first activation.
+    fn new(
+        plan: Arc<WindowPlan>,
+        counters: Arc<NodeCounters>,
+        activator: Activator,
+        worker: u64,
+    ) -> Self {
+        Self {
+            state: Windows::new(Arc::clone(&plan.spec)),
+            plan,
+            counters,
+            activator,
+            worker,
+            backlog: None,
+            stash: BTreeMap::new(),
+            maxima: BTreeMap::new(),
+            seen: i64::MIN,
+            emitted: 0,
+            out: Vec::new(),
+        }
+    }
+
+    /// Keeps the records that arrived at `time` until it is complete; how many they were.
+    fn stash<'a>(
+        &mut self,
+        time: Option<Time>,
+        data: impl Iterator<Item = &'a mut Vec<(WindowRecord, Row)>>,
+    ) -> usize {
+        let Some(t) = time else { return 0 };
+        let entry = self.stash.entry(t).or_default();
+        let mut arrived = 0;
+        for batch in data {
+            arrived += batch.len();
+            entry.push(std::mem::take(batch));
+        }
+        arrived
+    }
+
+    /// One activation, with `arrived` records new and `lower` the inputs' frontier. A
+    /// completed time's records go into the windows, and the windows its watermark closed go
+    /// out, a slice per activation (at most `WORK_PER_ACTIVATION` of both), so that neither
+    /// holds the worker; the slices keep the times' order, so the results are those of one
+    /// pass. As much work as arrived, and a slice of what waits: the stash never grows for
+    /// want of activations, however fast records come. `Break` once both inputs are closed
+    /// and every window is final.
+    fn activate(
+        &mut self,
+        cap: &mut Capability<Time>,
+        lower: Option<Time>,
+        arrived: usize,
+        output: &mut WindowOutput<'_>,
+    ) -> ControlFlow<()> {
+        let mut budget = WORK_PER_ACTIVATION.saturating_add(arrived);
+        if let Some(mark) = self.backlog {
+            let (changes, more) = self.state.advance_at_most(mark, budget);
+            budget = budget.saturating_sub(changes.len());
+            self.push(changes);
+            output.session(&*cap).give_iterator(self.out.drain(..));
+            if more {
+                self.activator.activate();
+                return ControlFlow::Continue(());
+            }
+            self.backlog = None;
+        }
+        let done: Vec<Time> = self
+            .stash
+            .keys()
+            .chain(self.maxima.keys())
+            .copied()
+            .filter(|t| lower.is_none_or(|l| *t < l))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for t in done {
+            if budget == 0 {
+                output.session(&*cap).give_iterator(self.out.drain(..));
+                self.activator.activate();
+                return ControlFlow::Continue(());
+            }
+            let Some(left) = self.complete(t, lower, budget, cap, output) else {
+                return ControlFlow::Continue(());
+            };
+            budget = left;
+        }
+        self.follow(lower, budget, cap, output)
+    }
+
+    /// Completed time `t`: its records into the windows, then the windows its watermark
+    /// closes out, within `budget`. The budget left, or `None` when the rest waits for the
+    /// next activation (scheduled), before any later time's records.
+    fn complete(
+        &mut self,
+        t: Time,
+        lower: Option<Time>,
+        budget: usize,
+        cap: &mut Capability<Time>,
+        output: &mut WindowOutput<'_>,
+    ) -> Option<usize> {
+        let (budget, rest) = self.add(t, budget);
+        if rest {
+            // The rest of this time's records next time.
+            if *cap.time() < t {
+                cap.downgrade(&t);
+            }
+            output.session(&*cap).give_iterator(self.out.drain(..));
+            self.activator.activate();
+            return None;
+        }
+        if let Some(m) = self.maxima.remove(&t) {
+            self.seen = self.seen.max(m);
+        }
+        let mut mark = self.seen.saturating_sub(self.plan.delay);
+        if let Some(frontier) = self.frontier_mark(lower) {
+            mark = mark.max(frontier);
+        }
+        let (changes, more) = self.state.advance_at_most(mark, budget.max(1));
+        let budget = budget.saturating_sub(changes.len());
+        self.push(changes);
+        if *cap.time() < t {
+            cap.downgrade(&t);
+        }
+        output.session(&*cap).give_iterator(self.out.drain(..));
+        if more {
+            self.backlog = Some(mark);
+            self.activator.activate();
+            return None;
+        }
+        Some(budget)
+    }
+
+    /// Adds up to `budget` of time `t`'s records to the windows (late ones go out tagged): the
+    /// budget left, and whether records of `t` are left.
+    fn add(&mut self, t: Time, mut budget: usize) -> (usize, bool) {
+        let Some(records) = self.stash.get_mut(&t) else {
+            return (budget, false);
+        };
+        let take = records.len().min(budget);
+        budget -= take;
+        let mut late = 0u64;
+        for (record, row) in std::iter::from_fn(|| records.pop()).take(take) {
+            if !self.state.add(&record) {
+                late += 1;
+                self.out.push((true, row));
+            }
+        }
+        self.counters.add_late(late);
+        if !records.is_empty() {
+            return (budget, true);
+        }
+        self.stash.remove(&t);
+        (budget, false)
+    }
+
+    /// After the completed times, the capability follows the inputs' frontier `lower`. For
+    /// event-time stamps the frontier alone moves the watermark, so windows close while the
+    /// input is quiet. Both inputs closed (no frontier): every window is final, and `Break`.
+    fn follow(
+        &mut self,
+        lower: Option<Time>,
+        budget: usize,
+        cap: &mut Capability<Time>,
+        output: &mut WindowOutput<'_>,
+    ) -> ControlFlow<()> {
+        let Some(l) = lower else {
+            let changes = self.state.advance(i64::MAX);
+            self.push(changes);
+            output.session(&*cap).give_iterator(self.out.drain(..));
+            return ControlFlow::Break(());
+        };
+        if *cap.time() < l {
+            cap.downgrade(&l);
+        }
+        if let Some(mark) = self.frontier_mark(lower)
+            && mark > self.state.watermark()
+        {
+            let (changes, more) = self.state.advance_at_most(mark, budget.max(1));
+            self.push(changes);
+            output.session(&*cap).give_iterator(self.out.drain(..));
+            if more {
+                self.backlog = Some(mark);
+                self.activator.activate();
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// For event-time stamps, the watermark the inputs' frontier `lower` makes: timestamp `t`
+    /// complete means every record before `t × granularity` arrived, unless late.
+    fn frontier_mark(&self, lower: Option<Time>) -> Option<i64> {
+        let (g, l) = (self.plan.granularity_ms?, lower?);
+        let ms = i64::try_from(l.saturating_mul(g)).unwrap_or(i64::MAX);
+        Some(ms.saturating_sub(self.plan.delay))
+    }
+
+    /// Window changes into the rows to give.
+    fn push(&mut self, changes: Vec<Vec<Value>>) {
+        push_changes(&mut self.out, changes, self.worker, &mut self.emitted);
+    }
 }
 
 /// The records of one time, in the batches they came in: appended into one queue, every record
