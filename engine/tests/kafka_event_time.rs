@@ -74,6 +74,7 @@ fn source(
     feeding: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Arc<KafkaSource> {
     Arc::new(KafkaSource {
+        fault: vitalflow_engine::runtime::error::Fault::Internal,
         name: "vitals".into(),
         settings: ClientSettings::new(bootstrap),
         topic: topic.into(),

@@ -32,6 +32,7 @@ use timely::dataflow::operators::generic::operator::Operator;
 use vitalflow_connectors::kafka::PartitionReader;
 use vitalflow_model::Time;
 
+use super::error::{Fault, RunFailure, System};
 use super::metrics::Failure;
 use super::ops::{SinkCommit, VecStream};
 
@@ -428,7 +429,10 @@ pub fn coordinator<'s>(
                     }
                     drop(logs);
                     if let Err(e) = next.store(&out) {
-                        failure.fail(format!("checkpoint: {e}"));
+                        failure.fail(RunFailure::new(
+                            Fault::External(System::FileSystem),
+                            format!("checkpoint: {e}"),
+                        ));
                         return;
                     }
                     for s in &sources {

@@ -23,7 +23,7 @@ use crate::nodes::generator::Feed;
 use super::error::{Fault, RunFailure};
 
 /// Whether a Kafka node's `brokers` names the embedded broker.
-pub(super) fn is_embedded(brokers: &str) -> bool {
+pub(crate) fn is_embedded(brokers: &str) -> bool {
     brokers.trim().is_empty() || brokers.trim() == EMBEDDED
 }
 

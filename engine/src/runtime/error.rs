@@ -5,13 +5,11 @@
 //! broker, the file system), or vitalflow itself (a bug). [`RunError`] adds when it happened:
 //! before the job could start (exit code 2 in the CLI) or while it ran (exit code 1).
 //!
-//! Operators report failures through [`super::metrics::Failure`], either as a [`RunFailure`] or
-//! as a message naming their node (`source `NAME`: …`, `sink `NAME`: …`); a message is
-//! classified when the run ends by the kind of the node it names (see [`node_fault`]).
+//! Operators report failures through [`super::metrics::Failure`] as a [`RunFailure`], made where
+//! the failure happens: a file source's read error is the file system's, a Kafka node's the
+//! broker's (vitalflow's own for the embedded broker), a sink writer that stopped a bug.
 
-use crate::job::{Diagnostics, Job, NodeKind};
-
-use super::metrics::Reported;
+use crate::job::Diagnostics;
 
 /// A system outside vitalflow that a run depends on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,26 +93,6 @@ impl RunFailure {
         }
     }
 
-    /// A failure reported as a message: the node it names (`source `NAME`: …` or
-    /// `sink `NAME`: …`), at fault as `fault_of` says for that node; a checkpoint that cannot
-    /// be stored (`checkpoint: …`) is the file system's; anything else is internal.
-    #[must_use]
-    pub fn from_message(message: String, fault_of: impl Fn(&str) -> Fault) -> Self {
-        if let Some(node) = named_node(&message) {
-            return Self {
-                fault: fault_of(node),
-                node: Some(node.to_owned()),
-                message,
-            };
-        }
-        let fault = if message.starts_with("checkpoint: ") {
-            Fault::External(System::FileSystem)
-        } else {
-            Fault::Internal
-        };
-        Self::new(fault, message)
-    }
-
     /// Whose fault it is.
     #[must_use]
     pub const fn fault(&self) -> Fault {
@@ -131,48 +109,6 @@ impl RunFailure {
     #[must_use]
     pub fn message(&self) -> &str {
         &self.message
-    }
-}
-
-/// The node a message of the form `source `NAME`: …` or `sink `NAME`: …` names.
-fn named_node(message: &str) -> Option<&str> {
-    let rest = message
-        .strip_prefix("source `")
-        .or_else(|| message.strip_prefix("sink `"))?;
-    rest.split_once("`: ").map(|(name, _)| name)
-}
-
-/// Whose fault a failure of the node `name` of `job` is: a Kafka source or sink's broker's
-/// (unless it is the embedded broker, which is part of vitalflow), the file system's for file
-/// sources and file sinks; any other node's failure is internal.
-#[must_use]
-pub fn node_fault(job: &Job, name: &str) -> Fault {
-    let kafka = |brokers: &str| {
-        if super::embedded::is_embedded(brokers) {
-            Fault::Internal
-        } else {
-            Fault::External(System::KafkaBroker)
-        }
-    };
-    match job.node(name).map(|n| &n.kind) {
-        Some(NodeKind::Kafka(k)) => kafka(k.brokers.get_ref()),
-        Some(NodeKind::KafkaSink(k)) => kafka(k.brokers.get_ref()),
-        Some(NodeKind::File(_) | NodeKind::Parquet(_) | NodeKind::Jsonl(_)) => {
-            Fault::External(System::FileSystem)
-        }
-        Some(NodeKind::DeadLetter(_)) => Fault::External(System::FileSystem),
-        _ => Fault::Internal,
-    }
-}
-
-/// What a run's [`Reported`] failure is, for `job`.
-#[must_use]
-pub fn classify(job: &Job, reported: Reported) -> RunFailure {
-    match reported {
-        Reported::Failure(f) => f,
-        Reported::Message(message) => {
-            RunFailure::from_message(message, |node| node_fault(job, node))
-        }
     }
 }
 
@@ -214,30 +150,6 @@ impl RunError {
 #[cfg(test)]
 mod tests {
     use super::{Fault, RunFailure, System};
-
-    #[test]
-    fn a_message_is_classified_by_the_node_it_names() {
-        let kafka = |_: &str| Fault::External(System::KafkaBroker);
-        let f = RunFailure::from_message("source `vitals`: broker down".to_owned(), kafka);
-        assert_eq!(f.node(), Some("vitals"));
-        assert_eq!(f.fault(), Fault::External(System::KafkaBroker));
-        assert_eq!(f.to_string(), "source `vitals`: broker down");
-
-        let f = RunFailure::from_message("sink `a`: b`: c".to_owned(), |n| {
-            assert_eq!(n, "a");
-            Fault::External(System::FileSystem)
-        });
-        assert_eq!(f.node(), Some("a"));
-
-        let f = RunFailure::from_message("checkpoint: disk full".to_owned(), kafka);
-        assert_eq!(
-            (f.fault(), f.node()),
-            (Fault::External(System::FileSystem), None)
-        );
-
-        let f = RunFailure::from_message("a worker stopped".to_owned(), kafka);
-        assert_eq!((f.fault(), f.node()), (Fault::Internal, None));
-    }
 
     #[test]
     fn faults_read_as_whose_they_are() {

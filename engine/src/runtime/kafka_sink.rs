@@ -18,6 +18,7 @@ use vitalflow_connectors::kafka::{ClientSettings, OutMessage, TopicWriter};
 use vitalflow_model::envelope::Counts;
 use vitalflow_model::{Time, batch_of};
 
+use super::error::{Fault, RunFailure};
 use super::metrics::{Failure, NodeCounters};
 use super::ops::{SinkCommit, VecStream};
 
@@ -25,12 +26,22 @@ use super::ops::{SinkCommit, VecStream};
 pub type Render<T> =
     Arc<dyn Fn(&T) -> (Option<Vec<u8>>, Vec<u8>, Vec<(String, Vec<u8>)>) + Send + Sync>;
 
+/// Where a Kafka sink writes, and whose fault a failure to write is.
+#[derive(Clone)]
+pub struct Target {
+    /// The brokers.
+    pub settings: ClientSettings,
+    /// The topic.
+    pub topic: String,
+    /// Its broker's, or vitalflow's for the embedded broker.
+    pub fault: Fault,
+}
+
 /// Writes `input` to `topic`.
 pub fn kafka_sink<'s, T>(
     input: VecStream<'s, T>,
     name: &str,
-    settings: ClientSettings,
-    topic: String,
+    target: Target,
     render: Render<T>,
     counters: Arc<NodeCounters>,
     failure: Failure,
@@ -39,6 +50,11 @@ where
     T: Clone + Send + 'static,
 {
     let sink = name.to_owned();
+    let Target {
+        settings,
+        topic,
+        fault,
+    } = target;
     let scope = input.scope();
     input.unary_frontier::<CapacityContainerBuilder<Vec<SinkCommit>>, _, _, _>(
         Pipeline,
@@ -48,7 +64,7 @@ where
             let writer = match TopicWriter::new(&settings) {
                 Ok(w) => Some(w),
                 Err(e) => {
-                    failure.fail(format!("sink `{sink}`: {e}"));
+                    failure.fail(RunFailure::at_sink(&sink, fault, e));
                     None
                 }
             };
@@ -58,6 +74,7 @@ where
                 render,
                 counters,
                 failure,
+                fault,
                 activator,
                 writer,
                 open: BTreeMap::new(),
@@ -95,6 +112,8 @@ struct SinkState<T> {
     counters: Arc<NodeCounters>,
     /// Where the job's failure is reported.
     failure: Failure,
+    /// Whose fault the sink's failures are: its broker's, or vitalflow's for the embedded one.
+    fault: Fault,
     /// Schedules the sink again while acknowledgements are awaited.
     activator: Activator,
     /// The producer.
@@ -153,7 +172,8 @@ impl<T> SinkState<T> {
             Err(e) => error = Some(e.to_string()),
         }
         if let Some(e) = error {
-            self.failure.fail(format!("sink `{}`: {e}", self.sink));
+            self.failure
+                .fail(RunFailure::at_sink(&self.sink, self.fault, e));
             return;
         }
         let durable: Vec<Time> = self

@@ -36,6 +36,7 @@ use vitalflow_model::{RawFormat, RawRecord, Time};
 use vitalflow_operators::decode::Decoder;
 
 use super::checkpoint::{PartitionResume, PositionLog, SourceResume};
+use super::error::{Fault, RunFailure};
 use super::metrics::{Failure, NodeCounters};
 use super::ops::VecStream;
 
@@ -68,6 +69,8 @@ pub enum EventTime {
 pub struct KafkaSource {
     /// The source node.
     pub name: String,
+    /// Whose fault the source's failures are: its broker's, or vitalflow's for the embedded one.
+    pub fault: Fault,
     /// Client settings (brokers resolved: never `embedded`).
     pub settings: ClientSettings,
     /// The topic.
@@ -401,7 +404,7 @@ fn open_reader(
             Some(r)
         }
         Err(e) => {
-            failure.fail(format!("source `{}`: {e}", plan.name));
+            failure.fail(RunFailure::at_source(&plan.name, plan.fault, e));
             None
         }
     }
@@ -522,7 +525,7 @@ impl SourceState {
         let ask = match ask_broker(&plan, index, answer) {
             Ok(ask) => Some(ask),
             Err(e) => {
-                failure.fail(format!("source `{}`: {e}", plan.name));
+                failure.fail(RunFailure::at_source(&plan.name, plan.fault, e));
                 None
             }
         };
@@ -553,7 +556,7 @@ impl SourceState {
     /// Fails the job with `e`: the source stops.
     fn fail(&self, e: impl std::fmt::Display) -> ControlFlow<()> {
         self.failure
-            .fail(format!("source `{}`: {e}", self.plan.name));
+            .fail(RunFailure::at_source(&self.plan.name, self.plan.fault, e));
         ControlFlow::Break(())
     }
 
@@ -698,7 +701,8 @@ impl SourceState {
             Admit::Rewind { from, back } => {
                 tracing::warn!(source = %plan.name, partition = m.partition, from, got = m.offset, back, "the broker skipped records after a seek; reading from further back");
                 if let Err(e) = reader.seek(m.partition, back) {
-                    self.failure.fail(format!("source `{}`: {e}", plan.name));
+                    self.failure
+                        .fail(RunFailure::at_source(&plan.name, plan.fault, e));
                 }
                 return;
             }
@@ -786,8 +790,11 @@ impl SourceState {
                 match reader.high_watermark(*p, Duration::from_secs(10)) {
                     Ok(end) => part.end = Some(end),
                     Err(e) => {
-                        self.failure
-                            .fail(format!("source `{}`: {e}", self.plan.name));
+                        self.failure.fail(RunFailure::at_source(
+                            &self.plan.name,
+                            self.plan.fault,
+                            e,
+                        ));
                         return ControlFlow::Break(());
                     }
                 }

@@ -87,65 +87,21 @@ impl NodeCounters {
     }
 }
 
-/// What a part of a run reports when it fails: a classified [`RunFailure`], or a message that
-/// names its node (`source `NAME`: …`, `sink `NAME`: …`), which the run classifies when it ends
-/// (see [`super::error::classify`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reported {
-    /// A failure that says whose fault it is.
-    Failure(RunFailure),
-    /// A message, classified by the node it names.
-    Message(String),
-}
-
-impl From<RunFailure> for Reported {
-    fn from(f: RunFailure) -> Self {
-        Self::Failure(f)
-    }
-}
-
-impl From<String> for Reported {
-    fn from(message: String) -> Self {
-        Self::Message(message)
-    }
-}
-
-impl From<&str> for Reported {
-    fn from(message: &str) -> Self {
-        Self::Message(message.to_owned())
-    }
-}
-
-impl std::fmt::Display for Reported {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Failure(failure) => failure.fmt(f),
-            Self::Message(message) => f.write_str(message),
-        }
-    }
-}
-
 /// The first error of a running job; every worker stops when it is set.
 #[derive(Debug, Clone, Default)]
 pub struct Failure {
     flag: Arc<AtomicBool>,
-    first: Arc<Mutex<Option<Reported>>>,
+    first: Arc<Mutex<Option<RunFailure>>>,
 }
 
 impl Failure {
     /// Records a failure (the first one wins) and tells every worker to stop.
-    pub fn fail(&self, reported: impl Into<Reported>) {
-        let reported = reported.into();
-        match &reported {
-            Reported::Failure(f) => {
-                tracing::error!(message = %f, fault = %f.fault(), node = f.node(), "job failed");
-            }
-            Reported::Message(message) => tracing::error!(%message, "job failed"),
-        }
+    pub fn fail(&self, failure: RunFailure) {
+        tracing::error!(message = %failure, fault = %failure.fault(), node = failure.node(), "job failed");
         if let Ok(mut m) = self.first.lock()
             && m.is_none()
         {
-            *m = Some(reported);
+            *m = Some(failure);
         }
         self.flag.store(true, Ordering::SeqCst);
     }
@@ -156,9 +112,9 @@ impl Failure {
         self.flag.load(Ordering::Relaxed)
     }
 
-    /// The failure, if any, as reported.
+    /// The failure, if any.
     #[must_use]
-    pub fn reported(&self) -> Option<Reported> {
+    pub fn reported(&self) -> Option<RunFailure> {
         self.first.lock().ok().and_then(|m| m.clone())
     }
 

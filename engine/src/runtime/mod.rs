@@ -10,7 +10,7 @@
 pub mod alerts;
 pub mod builder;
 pub mod checkpoint;
-mod embedded;
+pub(crate) mod embedded;
 pub mod error;
 pub mod joins;
 pub mod kafka_sink;
@@ -301,7 +301,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
             None
         });
     if let Some(reported) = failure.reported() {
-        return Err(RunError::Failed(error::classify(job, reported)));
+        return Err(RunError::Failed(reported));
     }
     drop(embedded);
     record.finished = true;

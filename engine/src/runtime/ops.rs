@@ -21,6 +21,7 @@ use vitalflow_connectors::Pace;
 use vitalflow_model::envelope::Counts;
 use vitalflow_model::{DeadLetter, Time, batch_of};
 
+use super::error::{Fault, RunFailure, System};
 use super::metrics::{Failure, NodeCounters};
 
 /// A stream of vectors of `D` at `Time`.
@@ -409,7 +410,11 @@ impl<T: Send + 'static> WriterThread<T> {
                 }
             });
         if let Err(e) = spawned {
-            failure.fail(format!("sink `{sink}`: cannot start its writer: {e}"));
+            failure.fail(RunFailure::at_sink(
+                sink,
+                Fault::Internal,
+                format!("cannot start its writer: {e}"),
+            ));
         }
         Self { jobs, done, hurry }
     }
@@ -512,9 +517,11 @@ impl<T> RollingSink<T> {
             };
             match result {
                 Ok(files) => self.commit(front, files, output),
-                Err(message) => self
-                    .failure
-                    .fail(format!("sink `{}`: {message}", self.sink)),
+                Err(message) => self.failure.fail(RunFailure::at_sink(
+                    &self.sink,
+                    Fault::External(System::FileSystem),
+                    message,
+                )),
             }
             self.in_flight.pop_front();
         }
@@ -591,8 +598,11 @@ impl<T> RollingSink<T> {
         };
         self.writer.hurry.store(false, Ordering::Relaxed);
         if self.writer.jobs.send((tag, parts, span)).is_err() {
-            self.failure
-                .fail(format!("sink `{}`: its writer stopped", self.sink));
+            self.failure.fail(RunFailure::at_sink(
+                &self.sink,
+                Fault::Internal,
+                "its writer stopped",
+            ));
         }
         self.activator.activate_after(Duration::from_millis(1));
         self.last_write = Instant::now();

@@ -15,6 +15,7 @@ use vitalflow_connectors::generator::Generator;
 use vitalflow_model::envelope::Counts;
 use vitalflow_model::{RawRecord, Time};
 
+use super::error::{Fault, RunFailure, System};
 use super::metrics::{Failure, NodeCounters};
 use super::ops::VecStream;
 
@@ -321,13 +322,18 @@ fn start_reading(
                 },
             );
             if let Err(e) = result {
-                failed.fail(format!("source `{}`: {e}", source.name));
+                failed.fail(RunFailure::at_source(
+                    &source.name,
+                    Fault::External(System::FileSystem),
+                    e,
+                ));
             }
         });
     if let Err(e) = thread {
-        failure.fail(format!(
-            "source `{}`: cannot start its reader: {e}",
-            files.name
+        failure.fail(RunFailure::at_source(
+            &files.name,
+            Fault::Internal,
+            format!("cannot start its reader: {e}"),
         ));
     }
 }

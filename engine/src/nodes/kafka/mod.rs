@@ -10,6 +10,7 @@ use toml::Spanned;
 use vitalflow_connectors::kafka::{ClientSettings, EMBEDDED, PropertyValue};
 
 use super::Check;
+use crate::runtime::error::{Fault, System};
 
 /// Client settings of a Kafka node; `embedded` (or no brokers) means the embedded broker.
 pub(crate) fn client_settings(
@@ -28,6 +29,16 @@ pub(crate) fn client_settings(
         brokers,
         properties: properties.clone(),
         base_dir: base.to_owned(),
+    }
+}
+
+/// Whose fault a Kafka node's failures are: its broker's, or vitalflow's when it is the embedded
+/// broker (part of vitalflow).
+pub(crate) fn fault(brokers: &Spanned<String>) -> Fault {
+    if crate::runtime::embedded::is_embedded(brokers.get_ref()) {
+        Fault::Internal
+    } else {
+        Fault::External(System::KafkaBroker)
     }
 }
 
@@ -59,5 +70,21 @@ pub(crate) mod defaults {
     }
     pub const fn partitions() -> i32 {
         4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kafka_node_fails_as_its_broker_unless_the_broker_is_vitalflow_own() {
+        let at = |b: &str| fault(&Spanned::new(0..0, b.to_owned()));
+        assert_eq!(at("embedded"), Fault::Internal);
+        assert_eq!(at(""), Fault::Internal);
+        assert_eq!(
+            at("kafka-1:9092,kafka-2:9092"),
+            Fault::External(System::KafkaBroker)
+        );
     }
 }

@@ -19,7 +19,8 @@ use crate::job::{PortKind, schema};
 use crate::runtime::builder::{
     Builder, PlannedNode, Port, as_alerts, as_audit, as_dead, as_events, as_fhir, as_rows,
 };
-use crate::runtime::kafka_sink::{Render, kafka_sink};
+use crate::runtime::error::Fault;
+use crate::runtime::kafka_sink::{Render, Target, kafka_sink};
 
 /// `kind = "kafka"` (a sink): domain events, audit records, FHIR resources, de-identified rows
 /// or dead letters, one JSON document per record (dead letters: the original bytes, with the
@@ -82,6 +83,7 @@ impl NodeSpec for KafkaSinkConfig {
         Some(Box::new(KafkaSinkOp {
             settings: client_settings(&self.brokers, &self.properties, &p.base, p.embedded),
             topic: self.topic.get_ref().clone(),
+            fault: super::fault(&self.brokers),
         }))
     }
 }
@@ -92,6 +94,18 @@ pub struct KafkaSinkOp {
     pub settings: ClientSettings,
     /// The topic.
     pub topic: String,
+    /// Whose fault its failures are.
+    pub fault: Fault,
+}
+
+impl KafkaSinkOp {
+    fn target(&self) -> Target {
+        Target {
+            settings: self.settings.clone(),
+            topic: self.topic.clone(),
+            fault: self.fault,
+        }
+    }
 }
 
 impl Operator for KafkaSinkOp {
@@ -99,31 +113,31 @@ impl Operator for KafkaSinkOp {
         let (name, inputs) = (node.name.as_str(), &node.inputs);
         let counters = b.counters(name);
         let kind = inputs.first().and_then(|(n, port)| b.port(n, port));
-        let (s, t, f) = (self.settings.clone(), self.topic.clone(), b.failure.clone());
+        let (t, f) = (self.target(), b.failure.clone());
         let c = match kind {
             Some(Port::Audit(_)) => {
                 let input = b.inputs(inputs, as_audit);
                 let render = keyed_json(|r: &AuditRecord| &r.event.metadata.correlation_id);
-                kafka_sink(input, name, s, t, render, counters, f)
+                kafka_sink(input, name, t, render, counters, f)
             }
             Some(Port::Events(_)) => {
                 let input = b.inputs(inputs, as_events);
                 let render = keyed_json(|e: &DomainEvent| &e.metadata.correlation_id);
-                kafka_sink(input, name, s, t, render, counters, f)
+                kafka_sink(input, name, t, render, counters, f)
             }
             Some(Port::Dead(_)) => {
                 let input = b.inputs(inputs, as_dead);
-                kafka_sink(input, name, s, t, dead_letter_render(), counters, f)
+                kafka_sink(input, name, t, dead_letter_render(), counters, f)
             }
             Some(Port::Alerts(_)) => {
                 let input = b.inputs(inputs, as_alerts);
                 let render = keyed_json(|e: &AlertEvent| &e.payload.patient);
-                kafka_sink(input, name, s, t, render, counters, f)
+                kafka_sink(input, name, t, render, counters, f)
             }
             Some(Port::Rows(_)) => {
                 let input = b.inputs(inputs, as_rows);
                 let render = rows_render(b.row_schema(inputs));
-                kafka_sink(input, name, s, t, render, counters, f)
+                kafka_sink(input, name, t, render, counters, f)
             }
             _ => {
                 let input = b.inputs(inputs, as_fhir);
@@ -134,7 +148,7 @@ impl Operator for KafkaSinkOp {
                         Vec::new(),
                     )
                 });
-                kafka_sink(input, name, s, t, render, counters, f)
+                kafka_sink(input, name, t, render, counters, f)
             }
         };
         b.commit(name, c);

@@ -253,6 +253,7 @@ impl NodeSpec for KafkaSourceConfig {
         });
         let ticks = |d: Duration| d.millis() / granularity_ms;
         let source = KafkaSource {
+            fault: super::fault(&self.brokers),
             tombstones,
             name,
             settings,
