@@ -74,18 +74,9 @@ pub struct EmbeddedConfig {
 mod defaults {
     use toml::Spanned;
 
-    pub const fn seed() -> u64 {
-        42
-    }
-    pub const fn patients() -> u64 {
-        1000
-    }
-    pub const fn count() -> u64 {
-        100_000
-    }
-    pub const fn interval() -> u32 {
-        60
-    }
+    // The generator's own.
+    pub use crate::nodes::generator::defaults::{count, interval, patients, seed};
+
     pub fn patients_topic() -> String {
         "patients".into()
     }

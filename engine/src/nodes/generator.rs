@@ -138,11 +138,7 @@ impl NodeSpec for GeneratorConfig {
     }
 
     fn outputs(&self) -> &'static [(&'static str, PortKind)] {
-        if self.is_flat() {
-            records::OUTPUTS
-        } else {
-            &[("out", PortKind::Raw)]
-        }
+        records::outputs(self.is_flat())
     }
 
     fn accepts(&self) -> &'static [PortKind] {

@@ -333,12 +333,19 @@ const fn phi_types(phi: Phi) -> &'static str {
     }
 }
 
-/// The ports of a source of declared records.
-pub(crate) const OUTPUTS: &[(&str, PortKind)] = &[
-    ("out", PortKind::Rows),
-    ("events", PortKind::DomainEvent),
-    ("dead-letter", PortKind::DeadLetter),
-];
+/// The ports of a source: with declared records, rows, its domain events (it is the
+/// ingestion stage of their saga) and dead letters; otherwise raw records.
+pub(crate) const fn outputs(declared: bool) -> &'static [(&'static str, PortKind)] {
+    if declared {
+        &[
+            ("out", PortKind::Rows),
+            ("events", PortKind::DomainEvent),
+            ("dead-letter", PortKind::DeadLetter),
+        ]
+    } else {
+        &[("out", PortKind::Raw)]
+    }
+}
 
 /// A source's output schema, and its records to keep for the planner. A source starts afresh:
 /// nothing upstream is missing from its rows.

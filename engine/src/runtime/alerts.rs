@@ -690,6 +690,7 @@ pub fn console(input: VecStream<'_, AlertEvent>, limit: u32, counters: Arc<NodeC
 
 /// An `alert` node's per-reading work in one thread, with no dataflow around it: the throughput
 /// harness's straight-line baseline.
+#[cfg(feature = "baseline")]
 pub(crate) struct AlertLoop {
     plan: Arc<AlertPlan>,
     prepare: Prepare,
@@ -697,6 +698,7 @@ pub(crate) struct AlertLoop {
     last: Option<(String, String, Option<i64>)>,
 }
 
+#[cfg(feature = "baseline")]
 impl AlertLoop {
     pub(crate) fn new(plan: &Arc<AlertPlan>) -> Self {
         Self {

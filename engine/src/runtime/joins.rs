@@ -608,12 +608,14 @@ fn prune(
 
 /// A `join` node's table and per-record lookup in one thread, with no dataflow around it: the
 /// throughput harness's straight-line baseline. The table is bounded (read whole first).
+#[cfg(feature = "baseline")]
 pub(crate) struct JoinLoop {
     plan: Arc<JoinPlan>,
     prepare: Prepare,
     table: BTreeMap<TableKey, Vec<Version>>,
 }
 
+#[cfg(feature = "baseline")]
 impl JoinLoop {
     pub(crate) fn new(plan: &Arc<JoinPlan>) -> Self {
         Self {

@@ -484,6 +484,7 @@ fn push_changes(out: &mut Vec<(bool, Row)>, changes: Vec<Vec<Value>>, worker: u6
 
 /// A `window` node's per-record work in one thread, with no dataflow around it: the throughput
 /// harness's straight-line baseline.
+#[cfg(feature = "baseline")]
 pub(crate) struct WindowLoop {
     plan: Arc<WindowPlan>,
     prepare: Prepare,
@@ -492,6 +493,7 @@ pub(crate) struct WindowLoop {
     emitted: u64,
 }
 
+#[cfg(feature = "baseline")]
 impl WindowLoop {
     pub(crate) fn new(plan: &Arc<WindowPlan>) -> Self {
         Self {

@@ -159,11 +159,7 @@ impl NodeSpec for KafkaSourceConfig {
     }
 
     fn outputs(&self) -> &'static [(&'static str, PortKind)] {
-        if self.fields.is_some() {
-            records::OUTPUTS
-        } else {
-            &[("out", PortKind::Raw)]
-        }
+        records::outputs(self.fields.is_some())
     }
 
     fn accepts(&self) -> &'static [PortKind] {
