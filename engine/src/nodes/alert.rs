@@ -193,8 +193,8 @@ impl NodeSpec for AlertConfig {
                 return None;
             }
         };
-        let parts = self.parts.get()?;
-        let input = p.input_schema()?.clone();
+        let parts = p.resolved(&self.parts)?;
+        let input = p.rows()?;
         let name = p.node.name.clone();
         let id = match (&parts.observation_id, origin_source(p.job, p.node)) {
             (Some(e), _) => ObservationId::Expr(Arc::clone(e)),

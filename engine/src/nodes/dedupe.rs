@@ -104,12 +104,12 @@ impl NodeSpec for DedupeConfig {
     }
 
     fn prepare(&self, p: &mut Prepare<'_>) -> Option<Box<dyn Operator>> {
-        let (key, time) = &**self.resolved.get()?;
+        let (key, time) = &**p.resolved(&self.resolved)?;
         Some(Box::new(DedupeOp {
             key: Arc::clone(key),
             time: *time,
             within: self.within.get_ref().millis_i64(),
-            schema: Arc::new(p.input_schema()?.clone()),
+            schema: Arc::new(p.rows()?),
         }))
     }
 }

@@ -75,8 +75,8 @@ impl NodeSpec for FilterConfig {
 
     fn prepare(&self, p: &mut Prepare<'_>) -> Option<Box<dyn Operator>> {
         Some(Box::new(FilterOp {
-            condition: Arc::clone(self.compiled.get()?),
-            schema: Arc::new(p.input_schema()?.clone()),
+            condition: Arc::clone(p.resolved(&self.compiled)?),
+            schema: Arc::new(p.rows()?),
         }))
     }
 }

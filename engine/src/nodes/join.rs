@@ -123,7 +123,7 @@ impl NodeSpec for JoinConfig {
     }
 
     fn prepare(&self, p: &mut Prepare<'_>) -> Option<Box<dyn Operator>> {
-        let parts = self.parts.get()?;
+        let parts = p.resolved(&self.parts)?;
         let plan = JoinPlan {
             name: p.node.name.clone(),
             table: parts.table.0.clone(),

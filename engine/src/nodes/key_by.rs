@@ -70,11 +70,11 @@ impl NodeSpec for KeyByConfig {
     }
 
     fn prepare(&self, p: &mut Prepare<'_>) -> Option<Box<dyn Operator>> {
-        let (key, expr) = &**self.resolved.get()?;
+        let (key, expr) = &**p.resolved(&self.resolved)?;
         Some(Box::new(KeyByOp {
             key: *key,
             expr: expr.clone(),
-            schema: Arc::new(p.input_schema()?.clone()),
+            schema: Arc::new(p.rows()?),
         }))
     }
 }

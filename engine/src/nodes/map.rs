@@ -108,8 +108,8 @@ impl NodeSpec for MapConfig {
 
     fn prepare(&self, p: &mut Prepare<'_>) -> Option<Box<dyn Operator>> {
         Some(Box::new(MapOp {
-            slots: Arc::clone(self.slots.get()?),
-            schema: Arc::new(p.input_schema()?.clone()),
+            slots: Arc::clone(p.resolved(&self.slots)?),
+            schema: Arc::new(p.rows()?),
         }))
     }
 }

@@ -274,6 +274,33 @@ impl Prepare<'_> {
             .find_map(|i| self.job.schemas.get(&schema::port_key(&i.node, &i.port)))
     }
 
+    /// The schema of the rows the node reads; reported when missing (a job that validated has
+    /// it: its absence is a bug, never a node left out in silence).
+    pub(crate) fn rows(&mut self) -> Option<Schema> {
+        let rows = self.input_schema().cloned();
+        if rows.is_none() {
+            self.missing("the schema of its input rows");
+        }
+        rows
+    }
+
+    /// What validation compiled for the node; reported when missing, as for [`Self::rows`].
+    pub(crate) fn resolved<'r, T>(&mut self, r: &'r Resolved<T>) -> Option<&'r Arc<T>> {
+        let got = r.get();
+        if got.is_none() {
+            self.missing("what validation compiled for it");
+        }
+        got
+    }
+
+    fn missing(&mut self, what: &str) {
+        let message = format!(
+            "`{}`: {what} is missing after validation (a bug in vitalflow)",
+            self.path
+        );
+        self.at(self.node.span.clone(), message);
+    }
+
     /// Reports a problem at a byte span of the job file.
     pub(crate) fn at(&mut self, span: Range<usize>, message: String) {
         let d = self.job.diag(span, message);

@@ -117,8 +117,8 @@ impl NodeSpec for WindowConfig {
     }
 
     fn prepare(&self, p: &mut Prepare<'_>) -> Option<Box<dyn Operator>> {
-        let parts = self.parts.get()?;
-        let input = p.input_schema()?;
+        let parts = p.resolved(&self.parts)?;
+        let input = p.rows()?;
         let plan = WindowPlan {
             name: p.node.name.clone(),
             spec: Arc::new(WindowSpec {
@@ -131,7 +131,7 @@ impl NodeSpec for WindowConfig {
             args: parts.aggs.iter().map(|(_, a)| a.clone()).collect(),
             delay: parts.delay,
             granularity_ms: p.kafka.granularity_ms,
-            schema: Arc::new(input.clone()),
+            schema: Arc::new(input),
         };
         Some(Box::new(WindowOp {
             plan: Arc::new(plan),
