@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod progress;
+mod stop;
 
 /// mimalloc: the workers allocate and free many small records and buffers from several threads,
 /// where it is faster than the system allocator and returns less memory to the system only to
@@ -165,6 +166,11 @@ struct RunArgs {
     /// longest activation and how many held a worker 10 ms or more.
     #[arg(long)]
     profile: bool,
+    /// After SIGINT or SIGTERM (a graceful stop: the sources read no more, what they read is
+    /// written, the summary printed, exit code 0), exit at once with 130 or 143 if the stop
+    /// takes longer than this; a second signal exits at once too.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    stop_timeout: std::time::Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -351,7 +357,11 @@ fn run_job(args: &RunArgs) -> ExitCode {
         std::io::stderr().is_terminal(),
         args.progress_interval,
     );
+    let stop = stop::on_signals(args.stop_timeout)
+        .inspect_err(|e| eprintln!("warning: {e:#}: a signal ends the run at once"))
+        .ok();
     let options = RunOptions {
+        stop,
         workers: args.workers,
         out: args.out.clone(),
         fresh: args.fresh,
@@ -657,6 +667,12 @@ fn print_summary(s: &RunSummary, job: &Job) {
         println!(
             "resumed from the checkpoint at {t}; {} uncommitted file(s) removed",
             s.removed_files
+        );
+    }
+    if s.stopped {
+        println!(
+            "stopped on request: the sources read no more after the signal; all they had read \
+             was written (a Kafka job resumes after it)"
         );
     }
     println!("output: {}", s.out.display());

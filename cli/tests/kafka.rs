@@ -1223,3 +1223,260 @@ roll-interval = "1s"
     time_after(&stderr, "resuming from the checkpoint at ");
     time_after(&stdout, "resumed from the checkpoint at ");
 }
+
+/// Produces the generator's events `range` (patients to their topic, readings to theirs).
+fn feed(broker: &Broker, g: &Generator, topics: &Topics, range: std::ops::Range<u64>) {
+    let mut w = TopicWriter::new(&ClientSettings::new(&broker.bootstrap)).unwrap();
+    for i in range {
+        let topic = if g.is_patient_event(i) {
+            &topics.patients
+        } else {
+            &topics.vitals
+        };
+        w.send(OutMessage {
+            topic: topic.clone(),
+            key: Some(g.patient_id(g.patient_of(i)).into_bytes()),
+            payload: g.event(i),
+            headers: Vec::new(),
+        })
+        .unwrap();
+        if i % 10_000 == 9_999 {
+            w.poll().unwrap();
+        }
+    }
+    w.flush(Duration::from_secs(120)).unwrap();
+    assert_eq!(
+        w.in_flight(),
+        0,
+        "[{}] records not acknowledged",
+        broker.name
+    );
+}
+
+/// The records of every source the job's checkpoint says are read and written (the sum of the
+/// partitions' resume offsets).
+fn checkpointed(out: &Path) -> u64 {
+    let Ok(text) = std::fs::read_to_string(out.join("_vitalflow/checkpoint.json")) else {
+        return 0;
+    };
+    let cp: serde_json::Value = serde_json::from_str(&text).unwrap();
+    cp["sources"]
+        .as_object()
+        .into_iter()
+        .flat_map(|s| s.values())
+        .flat_map(|s| {
+            s["partitions"]
+                .as_object()
+                .into_iter()
+                .flat_map(|p| p.values())
+        })
+        .map(|p| p["from"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// The offsets the job's consumer group committed on `topics`, summed.
+fn committed(broker: &Broker, topics: &[&str]) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", "vitalflow-kafka-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut total = 0;
+    for topic in topics {
+        let meta = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in meta.topics()[0].partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+        let got = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap();
+        for e in got.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                total += o;
+            }
+        }
+    }
+    total
+}
+
+/// Sends `signal` to a child process.
+fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal}");
+}
+
+/// The run id a file of the output folder names: the run's record's (`run.json`, written as a
+/// run starts) or the checkpoint's (the run that wrote it).
+fn run_id(out: &Path, file: &str) -> Option<String> {
+    let text = std::fs::read_to_string(out.join("_vitalflow").join(file)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["run_id"]
+        .as_str()
+        .or_else(|| v["run-id"].as_str())
+        .map(str::to_owned)
+}
+
+/// Runs the never-ending job until it has written a checkpoint of its own and `ready` says so
+/// (given what the checkpoint covers and for how long that has not changed), then sends it
+/// `signals`, one right after the other; its exit status and standard output.
+fn run_then_signal(
+    cmd: &mut Command,
+    out: &Path,
+    ready: impl Fn(u64, Duration) -> bool,
+    signals: &[&str],
+) -> (std::process::ExitStatus, String) {
+    let mut child = cmd
+        .env("VITALFLOW_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let earlier = run_id(out, "run.json");
+    let (mut last, mut since) = (checkpointed(out), Instant::now());
+    loop {
+        let now = checkpointed(out);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+        let this = run_id(out, "run.json").filter(|id| Some(id) != earlier.as_ref());
+        let own = this.is_some() && run_id(out, "checkpoint.json") == this;
+        if own && ready(now, since.elapsed()) {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the never-ending job ended by itself ({status})");
+        }
+        if started.elapsed() > Duration::from_secs(240) {
+            let _ = child.kill();
+            panic!("not ready after 240 s: the checkpoint covers {now} records");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for s in signals {
+        signal(&child, s);
+    }
+    let o = child.wait_with_output().unwrap();
+    (o.status, String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// Ready once the job has read all `records` it was given: a running job's checkpoint stays
+/// behind its input by what its watermark holds back (`out-of-orderness` plus a step of
+/// `granularity`: some 1,200 of these events), so the checkpoint within 2,500 of them and still
+/// for 3 s.
+fn read_all(records: u64) -> impl Fn(u64, Duration) -> bool {
+    move |covered, still| covered + 2_500 >= records && still >= Duration::from_secs(3)
+}
+
+/// Files a reader of the output must never see: a sink's file still being written.
+fn partial_files(out: &Path) -> Vec<String> {
+    crate::support::output_files(out)
+        .into_iter()
+        .map(|f| f.display().to_string())
+        .filter(|f| f.contains(".inprogress") || f.ends_with(".tmp"))
+        .collect()
+}
+
+/// Acceptance: a never-ending Kafka job stopped with SIGTERM exits 0 with its summary, leaves no
+/// partial file, has written its final checkpoint and committed its offsets; restarted with more
+/// input it reads only the new records. Stopped with two signals, it exits at once (143) and the
+/// next run recovers as after a crash. Every reading is in the output exactly once.
+#[test]
+fn sigterm_stops_a_never_ending_job_gracefully_and_the_next_run_goes_on() {
+    let Some(python) = python() else { return };
+    for broker in brokers() {
+        let topics = Topics::new(&broker, 4);
+        let g = generator(200, 43_000);
+        let dir = tempfile::tempdir().unwrap();
+        let job = write_job(dir.path(), "never", "1s", 2);
+        let key = key_file(dir.path());
+        let out = dir.path().join("out");
+        let cmd = || job_command(&job, &out, &broker, &topics, &key);
+        let inputs = [topics.patients.as_str(), topics.vitals.as_str()];
+        let check = |stage: &str, fed: u64| {
+            let counts = python_check(&python, "kafka_check.py", &["count", out.to_str().unwrap()]);
+            let readings = fed - 200;
+            assert_eq!(
+                counts["observations"], readings,
+                "[{}] {stage}: {counts}",
+                broker.name
+            );
+            assert_eq!(
+                counts["distinct_ids"], readings,
+                "[{}] {stage}: {counts}",
+                broker.name
+            );
+            assert_eq!(
+                counts["distinct_patients"], 200,
+                "[{}] {stage}: {counts}",
+                broker.name
+            );
+        };
+
+        // One SIGTERM: a graceful stop.
+        feed(&broker, &g, &topics, 0..20_000);
+        let (status, stdout) = run_then_signal(&mut cmd(), &out, read_all(20_000), &["TERM"]);
+        assert!(status.success(), "[{}] {status}: {stdout}", broker.name);
+        assert!(
+            stdout.contains("stopped on request"),
+            "[{}] {stdout}",
+            broker.name
+        );
+        assert_eq!(
+            partial_files(&out),
+            Vec::<String>::new(),
+            "[{}]",
+            broker.name
+        );
+        assert_eq!(checkpointed(&out), 20_000, "[{}]", broker.name);
+        assert_eq!(committed(&broker, &inputs), 20_000, "[{}]", broker.name);
+        check("after the first stop", 20_000);
+
+        // More input: the next run reads only it.
+        feed(&broker, &g, &topics, 20_000..30_000);
+        let (status, stdout) = run_then_signal(&mut cmd(), &out, read_all(30_000), &["TERM"]);
+        assert!(status.success(), "[{}] {status}: {stdout}", broker.name);
+        let source_records: u64 = stdout
+            .lines()
+            .find_map(|l| l.split_once(" source records in "))
+            .map(|(n, _)| n.trim().parse().unwrap())
+            .unwrap();
+        assert_eq!(source_records, 10_000, "[{}] {stdout}", broker.name);
+        assert_eq!(committed(&broker, &inputs), 30_000, "[{}]", broker.name);
+        check("after the second stop", 30_000);
+
+        // A second signal: out at once, as after a crash; the next run recovers.
+        feed(&broker, &g, &topics, 30_000..40_200);
+        // Once it has checkpointed some of the new records: it is running, its handlers in place.
+        let running = |covered, _| covered > 30_000;
+        // Two signals of two kinds (two of one kind sent together may arrive as one): the stop
+        // cannot have finished in between, and the second exits at once with its code.
+        let (status, _) = run_then_signal(&mut cmd(), &out, running, &["TERM", "INT"]);
+        assert!(
+            matches!(status.code(), Some(130 | 143)),
+            "[{}] {status}",
+            broker.name
+        );
+        // A resumed run checkpoints once its watermark passes the last checkpoint's: with more
+        // records than the watermark holds back.
+        feed(&broker, &g, &topics, 40_200..43_200);
+        let (status, stdout) = run_then_signal(&mut cmd(), &out, read_all(43_200), &["INT"]);
+        assert!(status.success(), "[{}] {status}: {stdout}", broker.name);
+        assert_eq!(
+            partial_files(&out),
+            Vec::<String>::new(),
+            "[{}]",
+            broker.name
+        );
+        assert_eq!(checkpointed(&out), 43_200, "[{}]", broker.name);
+        check("after the recovery", 43_200);
+        eprintln!("[{}] graceful stops: ok", broker.name);
+    }
+}

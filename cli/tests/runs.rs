@@ -670,3 +670,90 @@ inputs = ["ingest.dead-letter", "anonymize.dead-letter", "canonize.dead-letter"]
     }
     assert_eq!(get(&t, "dead-letter", "in"), dead, "{stdout}");
 }
+
+/// A graceful stop of a job reading a generator: SIGTERM mid-run, and the run ends as if its
+/// input had ended there: exit code 0, the summary, every record read written to the sink, no
+/// partial file.
+#[test]
+fn sigterm_stops_the_sources_and_writes_what_they_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("endless.toml");
+    std::fs::write(
+        &job,
+        r#"[job]
+name = "endless"
+workers = 2
+batch-size = 2000
+
+[sources.gen]
+kind = "generator"
+count = 100000000
+patients = 500
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["gen"]
+
+[operators.anonymize]
+kind = "anonymize"
+inputs = ["ingest"]
+key = "ephemeral"
+
+[operators.canonize]
+kind = "canonize"
+inputs = ["anonymize"]
+
+[sinks.fhir]
+kind = "parquet"
+inputs = ["canonize"]
+roll-interval = "1s"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vitalflow"))
+        .args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the sink has written files the job is well under way.
+    let started = std::time::Instant::now();
+    let canonical = out.join("canonical");
+    while !canonical.exists() || crate::support::output_files(&canonical).is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "no file written in 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("stopped on request"), "{stdout}");
+    let t = table(&stdout);
+    let read = get(&t, "gen", "out");
+    assert!(read > 0 && read < 100_000_000, "{stdout}");
+    // Everything read went through to the sink, and the sink's files hold it all.
+    assert_eq!(
+        get(&t, "canonize", "out"),
+        get(&t, "fhir", "in"),
+        "{stdout}"
+    );
+    let rows = crate::support::parquet_rows(&out.join("canonical"));
+    assert_eq!(
+        u64::try_from(rows).unwrap(),
+        get(&t, "fhir", "in"),
+        "{stdout}"
+    );
+    let partial: Vec<_> = crate::support::output_files(&out)
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains(".inprogress"))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+}

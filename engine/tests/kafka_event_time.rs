@@ -75,6 +75,7 @@ fn source(
 ) -> Arc<KafkaSource> {
     Arc::new(KafkaSource {
         fault: vitalflow_engine::runtime::error::Fault::Internal,
+        stop: Arc::default(),
         name: "vitals".into(),
         settings: ClientSettings::new(bootstrap),
         topic: topic.into(),

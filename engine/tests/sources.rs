@@ -36,6 +36,7 @@ fn lead_of_worker_0(count: u64, batch: u64) -> Vec<(u64, u64)> {
                 false,
                 Arc::new(NodeCounters::default()),
                 true,
+                Arc::default(),
             )
             .inspect_core(move |event| {
                 if let Ok((stamp, _)) = event

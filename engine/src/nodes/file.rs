@@ -168,6 +168,7 @@ impl Operator for FileOp {
             Arc::clone(&counters),
             self.decoder.is_none(),
             b.failure.clone(),
+            Arc::clone(&b.plan.stop),
         );
         let raw = b.arrivals(raw);
         let Some(decoder) = &self.decoder else {

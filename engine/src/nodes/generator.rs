@@ -211,6 +211,7 @@ impl Operator for GeneratorOp {
             self.decoder.is_some(),
             Arc::clone(&counters),
             self.decoder.is_none(),
+            Arc::clone(&b.plan.stop),
         );
         let raw = b.arrivals(raw);
         let Some(decoder) = &self.decoder else {

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,8 @@ pub struct KafkaSource {
     pub name: String,
     /// Whose fault the source's failures are: its broker's, or vitalflow's for the embedded one.
     pub fault: Fault,
+    /// Set to stop reading (a graceful stop): the source finishes at its next activation.
+    pub stop: Arc<AtomicBool>,
     /// Client settings (brokers resolved: never `embedded`).
     pub settings: ClientSettings,
     /// The topic.
@@ -569,6 +571,10 @@ impl SourceState {
         cap: &mut Capability<Time>,
         output: &mut Output<'_>,
     ) -> ControlFlow<()> {
+        if self.plan.stop.load(Ordering::SeqCst) {
+            tracing::info!(source = %self.plan.name, worker = self.index, "stopping: reading no more");
+            return ControlFlow::Break(());
+        }
         self.refresh_partitions(reader)?;
         // Watermark alignment: the furthest this worker's watermark may go.
         let limit = self.plan.max_drift.and_then(|drift| {

@@ -30,7 +30,7 @@ pub mod windows;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -68,6 +68,11 @@ pub struct RunOptions {
     pub overwrite: bool,
     /// How often the observer gets a snapshot while the workers run (`None` or zero: never).
     pub progress_interval: Option<Duration>,
+    /// A graceful stop: once set, the sources read nothing more; what they read flows through
+    /// every operator into the sinks, which write it, a Kafka job writes its final checkpoint
+    /// and commits its offsets, and the run ends as if its input had ended
+    /// ([`RunSummary::stopped`]).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -81,6 +86,7 @@ impl std::fmt::Debug for RunOptions {
             .field("overwrite", &self.overwrite)
             .field("progress_interval", &self.progress_interval)
             .field("observer", &self.observer.is_some())
+            .field("stop", &self.stop.is_some())
             .finish()
     }
 }
@@ -165,6 +171,8 @@ pub struct RunSummary {
     pub end_to_end: Option<Box<hdrhistogram::Histogram<u64>>>,
     /// Per operator, the busiest first, when the run was profiled.
     pub operators: Vec<profile::OperatorTime>,
+    /// Whether the run was stopped ([`RunOptions::stop`]) before its input ended.
+    pub stopped: bool,
 }
 
 /// One rule of one `alert` node over a run.
@@ -384,6 +392,7 @@ impl Start {
             bootstrap.as_deref(),
             options.fresh || embedded.is_some(),
             embedded.and_then(Embedded::feeding),
+            options.stop.clone().unwrap_or_default(),
         )?;
         plan.end_to_end = options.end_to_end.then(Arc::default);
         Ok(plan)
@@ -515,6 +524,7 @@ fn summary(plan: &plan::Plan, start: Start, nodes: Vec<NodeSummary>) -> RunSumma
         live_feed: None,
         end_to_end: None,
         operators: Vec::new(),
+        stopped: plan.stop.load(Ordering::SeqCst),
     }
 }
 

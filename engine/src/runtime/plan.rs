@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use vitalflow_connectors::kafka::ClientSettings;
@@ -40,6 +40,8 @@ pub struct Plan {
     pub alerts: BTreeMap<String, Arc<AlertLatency>>,
     /// End-to-end latency, when the run measures it.
     pub end_to_end: Option<Arc<EndToEnd>>,
+    /// Set to stop the sources (a graceful stop): see [`super::RunOptions::stop`].
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Plan {
@@ -84,10 +86,12 @@ pub fn prepare(
     run: RunIdentity,
     embedded: Option<&str>,
     fresh: bool,
-    feeding: Option<Arc<std::sync::atomic::AtomicBool>>,
+    feeding: Option<Arc<AtomicBool>>,
+    stop: Arc<AtomicBool>,
 ) -> Result<Plan, Diagnostics> {
     let mut errors: Vec<Diagnostic> = Vec::new();
     let mut kafka = kafka_plan(job, out, fresh, feeding)?;
+    kafka.stop = Arc::clone(&stop);
     let mut alerts = BTreeMap::new();
     let ephemeral = PseudonymKey::ephemeral();
     let mut nodes = Vec::new();
@@ -155,6 +159,7 @@ pub fn prepare(
         checkpoint,
         alerts,
         end_to_end: None,
+        stop,
     })
 }
 
@@ -164,7 +169,7 @@ fn kafka_plan(
     job: &Job,
     out: &Path,
     fresh: bool,
-    feeding: Option<Arc<std::sync::atomic::AtomicBool>>,
+    feeding: Option<Arc<AtomicBool>>,
 ) -> Result<KafkaPlan, Diagnostics> {
     let sources: Vec<_> = job
         .nodes
@@ -198,6 +203,7 @@ fn kafka_plan(
         feeding,
         sources: Vec::new(),
         watermarks: BTreeMap::new(),
+        stop: Arc::default(),
     })
 }
 

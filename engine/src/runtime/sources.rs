@@ -2,6 +2,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use timely::container::CapacityContainerBuilder;
@@ -63,6 +64,7 @@ pub fn generator<'s>(
     flat: bool,
     counters: Arc<NodeCounters>,
     count_records: bool,
+    stop: Arc<AtomicBool>,
 ) -> VecStream<'s, RawRecord> {
     let (index, peers) = (scope.index() as u64, scope.peers() as u64);
     let node = name.to_owned();
@@ -89,6 +91,7 @@ pub fn generator<'s>(
             started_us: vitalflow_model::now_us(),
             per_worker_rate: rate / peers as f64,
             emitted: 0,
+            stop,
         };
         move |output| {
             let Some(c) = cap.as_mut() else { return };
@@ -137,6 +140,8 @@ struct GeneratorState {
     per_worker_rate: f64,
     /// Events this worker emitted.
     emitted: u64,
+    /// Set to stop making events (a graceful stop).
+    stop: Arc<AtomicBool>,
 }
 
 impl GeneratorState {
@@ -147,6 +152,9 @@ impl GeneratorState {
         cap: &mut Capability<Time>,
         output: &mut SourceOutput<'_>,
     ) -> ControlFlow<()> {
+        if self.stop.load(Ordering::SeqCst) {
+            return ControlFlow::Break(());
+        }
         let (budget, caught_up) = self.budget();
         if budget == 0 {
             self.activator.activate_after(PACED_TICK);
@@ -269,6 +277,7 @@ const FILE_BUFFER: usize = 2 * CHUNK as usize;
 /// A file source, read by worker 0 on a thread of its own; record `i` at time `i / batch_size`.
 /// The thread hands records over through a bounded channel, so a file is streamed, never held
 /// in memory whole, and reading stops waiting when the dataflow falls behind.
+#[allow(clippy::too_many_arguments)]
 pub fn files<'s>(
     scope: Scope<'s, Time>,
     name: &str,
@@ -277,6 +286,7 @@ pub fn files<'s>(
     counters: Arc<NodeCounters>,
     count_records: bool,
     failure: Failure,
+    stop: Arc<AtomicBool>,
 ) -> VecStream<'s, RawRecord> {
     let reader = scope.index() == 0;
     source::<_, CapacityContainerBuilder<Vec<RawRecord>>, _, _>(scope, name, move |cap, info| {
@@ -291,6 +301,7 @@ pub fn files<'s>(
             activator: scope.activator_for(info.address),
             counters,
             count_records,
+            stop,
         };
         move |output| {
             let Some(c) = cap.as_mut() else { return };
@@ -350,6 +361,8 @@ struct FileRecords {
     counters: Arc<NodeCounters>,
     /// Whether the source counts its records (it does not when it decodes them into rows).
     count_records: bool,
+    /// Set to stop reading (a graceful stop).
+    stop: Arc<AtomicBool>,
 }
 
 impl FileRecords {
@@ -360,6 +373,9 @@ impl FileRecords {
         cap: &mut Capability<Time>,
         output: &mut SourceOutput<'_>,
     ) -> ControlFlow<()> {
+        if self.stop.load(Ordering::SeqCst) {
+            return ControlFlow::Break(());
+        }
         let (mut n, mut bytes) = (0u64, 0u64);
         // One clock reading per activation: records taken now arrived by now.
         let now_us = vitalflow_model::now_us();

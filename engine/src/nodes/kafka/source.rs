@@ -250,6 +250,7 @@ impl NodeSpec for KafkaSourceConfig {
         let ticks = |d: Duration| d.millis() / granularity_ms;
         let source = KafkaSource {
             fault: super::fault(&self.brokers),
+            stop: Arc::clone(&p.kafka.stop),
             tombstones,
             name,
             settings,
