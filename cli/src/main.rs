@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod progress;
+mod serve;
 mod stop;
 
 /// mimalloc: the workers allocate and free many small records and buffers from several threads,
@@ -171,6 +172,19 @@ struct RunArgs {
     /// takes longer than this; a second signal exits at once too.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
     stop_timeout: std::time::Duration,
+    /// Serve metrics, health checks and a status page over HTTP at this address
+    /// (`127.0.0.1:9898`) while the job runs (see docs/operations.md). Only a loopback address
+    /// unless `--listen-any` is given.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Allow `--listen` on an address other than loopback. The endpoint has no authentication:
+    /// put it on a network only its scrapers and probes reach.
+    #[arg(long, requires = "listen")]
+    listen_any: bool,
+    /// With `--listen`: keep serving this long after the run ends (`30s`), so that the final
+    /// counts can be scraped.
+    #[arg(long, value_name = "DURATION", requires = "listen", value_parser = duration)]
+    linger: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -360,25 +374,63 @@ fn run_job(args: &RunArgs) -> ExitCode {
     let stop = stop::on_signals(args.stop_timeout)
         .inspect_err(|e| eprintln!("warning: {e:#}: a signal ends the run at once"))
         .ok();
+    let stderr = progress::Stderr::new(display);
+    let (observer, progress_interval): (std::sync::Arc<dyn vitalflow_engine::RunObserver>, _) =
+        match &args.listen {
+            None => (std::sync::Arc::new(stderr), display.interval()),
+            Some(addr) => match listen(&job, addr, args.listen_any) {
+                Ok(status) => (
+                    std::sync::Arc::new(serve::Observer::new(stderr, display.interval(), status)),
+                    Some(serve::SNAPSHOT_INTERVAL),
+                ),
+                Err(e) => {
+                    eprintln!("error ({}): {e:#}", Fault::Input);
+                    return ExitCode::from(2);
+                }
+            },
+        };
     let options = RunOptions {
         stop,
         workers: args.workers,
         out: args.out.clone(),
         fresh: args.fresh,
-        observer: Some(std::sync::Arc::new(progress::Stderr::new(display))),
+        observer: Some(observer),
         end_to_end: false,
         profile: args.profile,
         overwrite: args.overwrite,
-        progress_interval: display.interval(),
+        progress_interval,
     };
-    let summary = match run(&job, &options) {
+    let code = run_and_report(&job, args, &options);
+    if let Some(linger) = args.linger {
+        std::thread::sleep(linger);
+    }
+    code
+}
+
+/// Opens the HTTP endpoint of `--listen` for a run of `job`.
+fn listen(job: &Job, addr: &str, any: bool) -> anyhow::Result<std::sync::Arc<serve::Status>> {
+    let listener = serve::bind(addr, any)?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("--listen {addr}"))?;
+    let status = std::sync::Arc::new(serve::Status::new(job));
+    serve::start(listener, std::sync::Arc::clone(&status))?;
+    eprintln!("listening on http://{local} (metrics at /metrics, status page at /)");
+    Ok(status)
+}
+
+/// Runs the job with `options` and reports it: the summary, or what went wrong.
+fn run_and_report(job: &Job, args: &RunArgs, options: &RunOptions) -> ExitCode {
+    let summary = match run(job, options) {
         Ok(summary) => summary,
-        Err(e) => return run_failed(&job, e),
+        Err(e) => return run_failed(job, e),
     };
-    print_summary(&summary, &job);
+    print_summary(&summary, job);
     if args.profile {
         print!("{}", bench::operator_table(&summary.operators));
     }
+    // The summary is out before a `--linger` wait, for whoever reads it through a pipe.
+    let _ = std::io::stdout().flush();
     match too_many_rejected(&summary, args.max_rejected.or_else(|| job.max_rejected())) {
         Some(message) => {
             eprintln!("error ({}): {message}", Fault::Input);

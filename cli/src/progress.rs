@@ -165,6 +165,9 @@ mod tests {
                 node("rows", false, (900, 900, 0)),
             ],
             rate: 600.0,
+            watermarks: Vec::new(),
+            checkpoints: None,
+            alerts: Vec::new(),
         };
         assert_eq!(
             line(&snapshot, true),
@@ -178,6 +181,9 @@ mod tests {
             elapsed: Duration::ZERO,
             nodes: vec![node("g", true, (2_345_678, 2_345_678, 0))],
             rate: 2_345_678.0,
+            watermarks: Vec::new(),
+            checkpoints: None,
+            alerts: Vec::new(),
         };
         assert_eq!(line(&big, true), "progress 0.0s: g 2.35M | 2.35M records/s");
     }

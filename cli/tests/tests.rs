@@ -15,6 +15,7 @@ mod inputs;
 mod kafka;
 mod pipeline;
 mod runs;
+mod serve;
 mod shipped;
 mod sinks;
 mod windows;

@@ -190,6 +190,21 @@ impl AlertLatency {
         .collect()
     }
 
+    /// The alert events so far, per rule and event type.
+    #[must_use]
+    pub fn events(&self) -> Vec<(String, String, u64)> {
+        self.rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .flat_map(|(rule, r)| {
+                r.events
+                    .iter()
+                    .map(move |(event, n)| (rule.clone(), event.clone(), *n))
+            })
+            .collect()
+    }
+
     /// A copy of every rule's figures.
     #[must_use]
     pub fn snapshot(&self) -> BTreeMap<String, RuleLatency> {

@@ -358,6 +358,7 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Plan, failure: Failure) {
             sources,
             std::time::Duration::from_secs(1),
             b.failure.clone(),
+            Arc::clone(&cp.stats),
         );
     }
 }

@@ -347,6 +347,7 @@ pub fn coordinator<'s>(
     sources: Vec<CheckpointSource>,
     interval: Duration,
     failure: Failure,
+    stats: Arc<super::progress::CheckpointStats>,
 ) {
     let worker = commits.scope().index();
     let scope = commits.scope();
@@ -428,6 +429,7 @@ pub fn coordinator<'s>(
                         );
                     }
                     drop(logs);
+                    let writing = Instant::now();
                     if let Err(e) = next.store(&out) {
                         failure.fail(RunFailure::new(
                             Fault::External(System::FileSystem),
@@ -441,6 +443,7 @@ pub fn coordinator<'s>(
                         }
                     }
                     commit_offsets(&sources, &next, done);
+                    stats.written(writing.elapsed());
                     settled = done;
                     tracing::debug!(time = t, files = next.files.len(), "checkpoint");
                     last = next;

@@ -73,6 +73,8 @@ pub struct CheckpointPlan {
     pub watermarks: BTreeMap<String, (Arc<AtomicU64>, u64)>,
     /// Files of the interrupted run removed at the start.
     pub removed: u64,
+    /// Checkpoints written by this run, for progress snapshots.
+    pub stats: Arc<super::progress::CheckpointStats>,
 }
 
 /// Resolves keys, files and folders. Problems are reported at their place in the job file.
@@ -268,6 +270,7 @@ fn prepare_folders(
         audit_head,
         watermarks: kafka.watermarks,
         removed,
+        stats: Arc::default(),
     })
 }
 

@@ -3,8 +3,9 @@
 //! CLI draws a live line on a terminal, plain lines in a log).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::job::{Job, Section};
 
@@ -20,6 +21,75 @@ pub struct Progress {
     pub nodes: Vec<NodeSummary>,
     /// Records the sources have emitted so far, per second since the workers started.
     pub rate: f64,
+    /// Per Kafka source, in job order: the watermark reached, as an event time (milliseconds
+    /// since the epoch); `None` until its first record.
+    pub watermarks: Vec<(String, Option<i64>)>,
+    /// Jobs with Kafka sources: the checkpoints written so far; `None` for a job that does not
+    /// checkpoint.
+    pub checkpoints: Option<CheckpointProgress>,
+    /// Per `alert` node, rule and event type: the alert events raised so far.
+    pub alerts: Vec<AlertCount>,
+}
+
+/// The checkpoints a run has written so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CheckpointProgress {
+    /// Checkpoints written.
+    pub written: u64,
+    /// How long the last one took to write (file, folder sync, offset commits).
+    pub last_duration: Option<Duration>,
+    /// When the last one was written.
+    pub last_written: Option<SystemTime>,
+}
+
+/// Alert events of one rule of one `alert` node, of one event type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertCount {
+    /// The `alert` node.
+    pub node: String,
+    /// `news2` or the rule's name.
+    pub rule: String,
+    /// The event type.
+    pub event: String,
+    /// Events raised.
+    pub count: u64,
+}
+
+/// What the checkpoint coordinator has written, read by progress snapshots.
+#[derive(Debug, Default)]
+pub struct CheckpointStats {
+    written: AtomicU64,
+    last_duration_us: AtomicU64,
+    /// Milliseconds since the epoch; 0 before the first.
+    last_written_ms: AtomicU64,
+}
+
+impl CheckpointStats {
+    /// A checkpoint was written, in `took`.
+    pub fn written(&self, took: Duration) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        self.last_duration_us.store(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.last_written_ms.store(now.max(1), Ordering::Relaxed);
+        self.written.fetch_add(1, Ordering::Release);
+    }
+
+    /// The checkpoints written so far.
+    #[must_use]
+    pub fn progress(&self) -> CheckpointProgress {
+        let written = self.written.load(Ordering::Acquire);
+        let ms = self.last_written_ms.load(Ordering::Relaxed);
+        CheckpointProgress {
+            written,
+            last_duration: (written > 0)
+                .then(|| Duration::from_micros(self.last_duration_us.load(Ordering::Relaxed))),
+            last_written: (written > 0 && ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(ms)),
+        }
+    }
 }
 
 impl Progress {
@@ -92,17 +162,51 @@ impl Snapshots {
             .filter(|n| n.source)
             .map(|n| n.records_out)
             .sum();
+        let checkpoint = self.plan.checkpoint.as_ref();
+        let watermarks = checkpoint
+            .map(|cp| {
+                cp.watermarks
+                    .iter()
+                    .map(|(name, (w, granularity))| {
+                        let t = w.load(Ordering::Relaxed);
+                        let ms = (t > 0).then(|| {
+                            i64::try_from(t.saturating_mul(*granularity)).unwrap_or(i64::MAX)
+                        });
+                        (name.clone(), ms)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let alerts = self
+            .plan
+            .alerts
+            .iter()
+            .flat_map(|(node, latency)| {
+                latency
+                    .events()
+                    .into_iter()
+                    .map(|(rule, event, count)| AlertCount {
+                        node: node.clone(),
+                        rule,
+                        event,
+                        count,
+                    })
+            })
+            .collect();
         Progress {
             elapsed,
             nodes,
             rate: read as f64 / elapsed.as_secs_f64().max(1e-3),
+            watermarks,
+            checkpoints: checkpoint.map(|cp| cp.stats.progress()),
+            alerts,
         }
     }
 
     fn node(&self, name: &str, kind: &str, source: bool) -> NodeSummary {
         let c = self.plan.counters.get(name).cloned().unwrap_or_default();
         let (records_in, records_out, rejected, files) = c.snapshot();
-        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         NodeSummary {
             name: name.to_owned(),
             kind: kind.to_owned(),

@@ -1,0 +1,314 @@
+//! `vitalflow run --listen`: the HTTP endpoint beside a running job. Metrics scraped while the
+//! job runs and after it ended (`--linger`), read by the Python `prometheus_client` parsers;
+//! health checks; the job's graph as JSON; a refused non-loopback address.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{python, python_check, root, show, vitalflow};
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `GET path`: the status code and the body, or `None` if nothing answers.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
+/// The metric families docs/operations.md lists in its metrics table, as served (counters
+/// with their `_total`).
+fn documented_metrics() -> BTreeSet<String> {
+    let doc = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
+    let table = doc.split("## Metrics").nth(1).unwrap();
+    table
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| l.split('`').nth(1).map(str::to_owned))
+        .collect()
+}
+
+/// Sample values by name and labels, of one scrape.
+type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+
+fn samples(parsed: &Value) -> Samples {
+    parsed["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let labels = s["labels"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                .collect();
+            (
+                (s["name"].as_str().unwrap().to_owned(), labels),
+                s["value"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let key = (
+        name.to_owned(),
+        labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    );
+    *samples
+        .get(&key)
+        .unwrap_or_else(|| panic!("no {name} {labels:?} in {samples:?}"))
+}
+
+/// The live-alerting job on the embedded broker's paced feed (a few seconds): scraped while it
+/// runs and after; every documented metric present, counters growing, the final counts the
+/// summary's; readiness 503 until the first checkpoint, then 200.
+#[test]
+fn a_running_job_serves_metrics_health_and_its_graph() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("out");
+    let stderr = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vitalflow"))
+        .args(["run", "dataflows/icu-alerting.toml", "--out"])
+        .arg(&out)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--linger", "5s"])
+        .env("VITALFLOW_FEED_COUNT", "30000")
+        .env("VITALFLOW_FEED_RATE", "6000")
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = lines_tx.send(line.unwrap());
+        }
+    });
+    let stderr_text = || std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+
+    // Readiness: 503 with a reason until the first checkpoint, then 200.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut not_ready = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "never ready: {}", stderr_text());
+        match get(port, "/health/ready") {
+            Some((200, body)) => {
+                assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["ready"], true);
+                break;
+            }
+            Some((503, body)) => not_ready.push(serde_json::from_str::<Value>(&body).unwrap()),
+            Some(other) => panic!("/health/ready answered {other:?}"),
+            None => {}
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!not_ready.is_empty(), "ready at the first answer");
+    for r in &not_ready {
+        assert_eq!(r["ready"], false);
+        assert!(r["reason"].as_str().is_some_and(|s| !s.is_empty()), "{r}");
+    }
+    assert_eq!(get(port, "/health/live").unwrap().0, 200);
+
+    // Two scrapes a second apart while the feed goes on.
+    let mut scrapes = Vec::new();
+    for _ in 0..2 {
+        let (code, text) = get(port, "/metrics").unwrap();
+        assert_eq!(code, 200);
+        scrapes.push(text);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let (code, running_job) = get(port, "/api/job").unwrap();
+    assert_eq!(code, 200);
+    let running_job: Value = serde_json::from_str(&running_job).unwrap();
+    assert_eq!(running_job["phase"], "running", "{running_job}");
+
+    // The summary is printed; the endpoint lingers with the final counts.
+    let mut summary = Vec::new();
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("no summary: {}", stderr_text()));
+        let done = line.starts_with("output: ");
+        summary.push(line);
+        if done {
+            break;
+        }
+    }
+    let (code, text) = get(port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    scrapes.push(text);
+    let (code, body) = get(port, "/api/job").unwrap();
+    assert_eq!(code, 200);
+    let job: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(get(port, "/health/live").unwrap().0, 503);
+    assert_eq!(get(port, "/health/ready").unwrap().0, 503);
+    assert_eq!(get(port, "/nowhere").unwrap().0, 404);
+    let (code, page) = get(port, "/").unwrap();
+    assert_eq!(code, 200);
+    // Self-contained: no address but the SVG namespace, no script or style fetched.
+    let page = page.replace("http://www.w3.org/2000/svg", "");
+    assert!(page.contains("/api/job"));
+    for fetched in ["http://", "https://", "<script src", "<link", "@import"] {
+        assert!(!page.contains(fetched), "the page fetches {fetched}");
+    }
+
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    assert!(status.success(), "{status:?}: {}", stderr_text());
+
+    let mut files = Vec::new();
+    for (i, text) in scrapes.iter().enumerate() {
+        let path = dir.path().join(format!("metrics-{i}.txt"));
+        std::fs::write(&path, text).unwrap();
+        files.push(path.to_str().unwrap().to_owned());
+    }
+    let args: Vec<&str> = files.iter().map(String::as_str).collect();
+    let parsed = python_check(&py, "metrics_parse.py", &args);
+    let parsed = parsed.as_array().unwrap();
+    let [first, second, last] = [0, 1, 2].map(|i| samples(&parsed[i]));
+
+    // Every documented metric is served, and every one served is documented.
+    let documented = documented_metrics();
+    let served: BTreeSet<String> = last.keys().map(|(name, _)| name.clone()).collect();
+    assert_eq!(
+        served, documented,
+        "served (left) vs docs/operations.md (right)"
+    );
+
+    // Counters grow while the job runs.
+    let processed = |s: &Samples| value(s, "events_processed_total", &[]);
+    assert!(processed(&first) > 0.0);
+    assert!(
+        processed(&second) > processed(&first),
+        "{} then {}",
+        processed(&first),
+        processed(&second)
+    );
+    assert!(processed(&last) >= processed(&second));
+    for ((name, labels), v) in &first {
+        if name.ends_with("_total") {
+            assert!(
+                last[&(name.clone(), labels.clone())] >= *v,
+                "{name} {labels:?} fell"
+            );
+        }
+    }
+
+    // The final counts are the summary's.
+    let summary = summary.join("\n");
+    let read: f64 = summary
+        .lines()
+        .find_map(|l| {
+            l.split_once(" source records in ")
+                .map(|(n, _)| n.parse().unwrap())
+        })
+        .unwrap();
+    assert_eq!(processed(&last), read);
+    for line in summary
+        .lines()
+        .skip_while(|l| !l.starts_with("node "))
+        .skip(1)
+    {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        if cells.len() != 7 {
+            break;
+        }
+        let labels = [("node", cells[0]), ("kind", cells[1])];
+        assert_eq!(
+            value(&last, "vitalflow_node_records_in_total", &labels).to_string(),
+            cells[2]
+        );
+        assert_eq!(
+            value(&last, "vitalflow_node_records_out_total", &labels).to_string(),
+            cells[3]
+        );
+        assert_eq!(
+            value(&last, "vitalflow_node_records_rejected_total", &labels).to_string(),
+            cells[4]
+        );
+    }
+    assert_eq!(value(&last, "vitalflow_run_running", &[]), 0.0);
+    assert!(value(&last, "vitalflow_checkpoints_total", &[]) >= 1.0);
+    assert!(
+        value(
+            &last,
+            "vitalflow_source_watermark_seconds",
+            &[("source", "vitals")]
+        ) > 1.0e9
+    );
+
+    // The graph: every node with its kind and inputs, and its final counts.
+    assert_eq!(job["job"], "icu-alerting");
+    assert_eq!(job["phase"], "finished");
+    let nodes = job["nodes"].as_array().unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert!(
+        names.contains(&"vitals") && names.contains(&"icu-alerts"),
+        "{names:?}"
+    );
+    let alerts = nodes.iter().find(|n| n["name"] == "icu-alerts").unwrap();
+    assert_eq!(alerts["kind"], "alert");
+    assert_eq!(alerts["inputs"], serde_json::json!(["context-at-reading"]));
+    assert_eq!(
+        alerts["records_in"].as_f64().unwrap(),
+        value(
+            &last,
+            "vitalflow_node_records_in_total",
+            &[("node", "icu-alerts"), ("kind", "alert")]
+        )
+    );
+    assert_eq!(job["watermarks"].as_array().unwrap().len(), 2, "{job}");
+    assert!(
+        job["checkpoints"]["written"].as_u64().unwrap() >= 1,
+        "{job}"
+    );
+    assert!(!job["alerts"].as_array().unwrap().is_empty(), "{job}");
+}
+
+/// A non-loopback `--listen` is refused without `--listen-any`.
+#[test]
+fn listening_beyond_loopback_needs_listen_any() {
+    let o = vitalflow(
+        &["run", "dataflows/quickstart.toml", "--listen", "0.0.0.0:0"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not a loopback address") && err.contains("--listen-any"),
+        "{err}"
+    );
+}
