@@ -312,3 +312,185 @@ fn listening_beyond_loopback_needs_listen_any() {
         "{err}"
     );
 }
+
+/// Chromium for the status page test: `chromium` on the path (scripts/test installs it), else a
+/// loud skip, an error when `VITALFLOW_REQUIRE_BROWSER` is set.
+fn chromium() -> Option<String> {
+    let found = std::env::var("PATH").ok().and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("chromium"))
+            .find(|p| p.is_file())
+            .map(|p| p.display().to_string())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("VITALFLOW_REQUIRE_BROWSER").is_err(),
+            "VITALFLOW_REQUIRE_BROWSER is set but there is no chromium on the path"
+        );
+        eprintln!(
+            "!!! SKIPPED the status page in a browser: no chromium (scripts/test installs it)"
+        );
+    }
+    found
+}
+
+/// Runs headless Chromium on `url` for a few seconds of the page's time: the page as its script
+/// left it (`--dump-dom`), or a screenshot into `png`.
+fn browse(chromium: &str, url: &str, png: Option<&std::path::Path>) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(chromium);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--window-size=1400,900",
+        "--virtual-time-budget=4000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()));
+    match png {
+        Some(p) => cmd.arg(format!("--screenshot={}", p.display())),
+        None => cmd.arg("--dump-dom"),
+    };
+    let o = cmd.arg(url).output().unwrap();
+    assert!(o.status.success(), "chromium: {}", show(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A count as the page shows it (`987`, `12.3k`, `1.23M`), and how far off the shown figure may be.
+fn shown(text: &str) -> (f64, f64) {
+    let t = text.trim();
+    if let Some(k) = t.strip_suffix('k') {
+        (k.parse::<f64>().unwrap() * 1e3, 50.0)
+    } else if let Some(m) = t.strip_suffix('M') {
+        (m.parse::<f64>().unwrap() * 1e6, 5_000.0)
+    } else {
+        (t.parse().unwrap(), 0.0)
+    }
+}
+
+/// The `in` count the page shows for each node card (`<div class="node" data-node="NAME">`).
+fn page_counts(dom: &str) -> BTreeMap<String, f64> {
+    let mut counts = BTreeMap::new();
+    for card in dom.split("data-node=\"").skip(1) {
+        let name = card.split('"').next().unwrap().to_owned();
+        let count = card
+            .split("class=\"n in\">")
+            .nth(1)
+            .and_then(|rest| rest.split('<').next())
+            .map_or(-1.0, |t| shown(t).0);
+        counts.insert(name, count);
+    }
+    counts
+}
+
+/// The status page in a real browser: it shows every node of the graph, and a node's count
+/// grows from one look to the next and lies between what `/api/job` said just before and just
+/// after. A screenshot is saved in the test output.
+#[test]
+fn the_status_page_shows_the_graph_and_live_counts_in_a_browser() {
+    let Some(chromium) = chromium() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("paced.toml");
+    std::fs::write(
+        &job,
+        r#"[job]
+name = "paced"
+workers = 2
+
+[sources.monitors]
+kind = "generator"
+count = 100000000
+patients = 200
+rate = 3000
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["monitors"]
+
+[operators.anonymize]
+kind = "anonymize"
+inputs = ["ingest"]
+key = "ephemeral"
+
+[operators.canonize]
+kind = "canonize"
+inputs = ["anonymize"]
+
+[sinks.fhir]
+kind = "parquet"
+inputs = ["canonize"]
+"#,
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vitalflow"))
+        .args(["run", job.to_str().unwrap(), "--no-progress", "--out"])
+        .arg(dir.path().join("out"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(port, "/health/ready").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let api = || -> Value { serde_json::from_str(&get(port, "/api/job").unwrap().1).unwrap() };
+    let read = |job: &Value| {
+        job["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == "monitors")
+            .map(|n| n["records_in"].as_f64().unwrap())
+            .unwrap()
+    };
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut looks = Vec::new();
+    for _ in 0..2 {
+        let before = read(&api());
+        let dom = browse(&chromium, &url, None);
+        let after = read(&api());
+        looks.push((before, page_counts(&dom), after));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    browse(&chromium, &url, Some(&png));
+    signal_term(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+
+    let nodes: BTreeSet<String> = ["monitors", "ingest", "anonymize", "canonize", "fhir"]
+        .map(str::to_owned)
+        .into();
+    for (before, counts, after) in &looks {
+        assert_eq!(
+            counts.keys().cloned().collect::<BTreeSet<_>>(),
+            nodes,
+            "{counts:?}"
+        );
+        let shown = counts["monitors"];
+        assert!(
+            shown >= before - 50.0 && shown <= after + 50.0,
+            "the page shows {shown} read; /api/job said {before} before and {after} after"
+        );
+    }
+    assert!(
+        looks[1].1["monitors"] > looks[0].1["monitors"],
+        "the count did not grow: {looks:?}"
+    );
+    let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 10_000, "screenshot of {size} bytes");
+    eprintln!("status page screenshot: {}", png.display());
+}
+
+/// Stops a run gracefully.
+fn signal_term(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
