@@ -19,7 +19,9 @@ use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_connectors::kafka::embedded::{FeedTopics, feed_generator};
 use vitalflow_connectors::kafka::{ClientSettings, OutMessage, TopicWriter};
 
-use crate::support::{key_file, parquet_rows, python, python_check, read_jsonl, root, show};
+use crate::support::{
+    key_file, parquet_rows, python, python_check, read_jsonl, root, send_signal, show,
+};
 
 /// A broker for one test: the embedded one in a child process, or the standalone one.
 struct Broker {
@@ -308,20 +310,7 @@ fn feed_late_and_bad(broker: &Broker, g: &Generator, topics: &Topics) -> Fed {
     };
     // Held back readings, by the event index after which they are sent.
     let mut held: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    let send = |w: &mut TopicWriter, i: u64| {
-        let topic = if g.is_patient_event(i) {
-            &topics.patients
-        } else {
-            &topics.vitals
-        };
-        w.send(OutMessage {
-            topic: topic.clone(),
-            key: Some(g.patient_id(g.patient_of(i)).into_bytes()),
-            payload: g.event(i),
-            headers: Vec::new(),
-        })
-        .unwrap();
-    };
+    let send = |w: &mut TopicWriter, i: u64| send_event(w, g, topics, i);
     for i in 0..g.count() {
         if !g.is_patient_event(i) && i % LATE_EVERY == 7 {
             held.entry(i + 5_000 + (i / LATE_EVERY % 7) * 1_000)
@@ -1224,22 +1213,28 @@ roll-interval = "1s"
     time_after(&stdout, "resumed from the checkpoint at ");
 }
 
+/// Sends the generator's event `i`, keyed by its patient: a patient to the patients topic, a
+/// reading to the vitals topic.
+fn send_event(w: &mut TopicWriter, g: &Generator, topics: &Topics, i: u64) {
+    let topic = if g.is_patient_event(i) {
+        &topics.patients
+    } else {
+        &topics.vitals
+    };
+    w.send(OutMessage {
+        topic: topic.clone(),
+        key: Some(g.patient_id(g.patient_of(i)).into_bytes()),
+        payload: g.event(i),
+        headers: Vec::new(),
+    })
+    .unwrap();
+}
+
 /// Produces the generator's events `range` (patients to their topic, readings to theirs).
 fn feed(broker: &Broker, g: &Generator, topics: &Topics, range: std::ops::Range<u64>) {
     let mut w = TopicWriter::new(&ClientSettings::new(&broker.bootstrap)).unwrap();
     for i in range {
-        let topic = if g.is_patient_event(i) {
-            &topics.patients
-        } else {
-            &topics.vitals
-        };
-        w.send(OutMessage {
-            topic: topic.clone(),
-            key: Some(g.patient_id(g.patient_of(i)).into_bytes()),
-            payload: g.event(i),
-            headers: Vec::new(),
-        })
-        .unwrap();
+        send_event(&mut w, g, topics, i);
         if i % 10_000 == 9_999 {
             w.poll().unwrap();
         }
@@ -1303,15 +1298,6 @@ fn committed(broker: &Broker, topics: &[&str]) -> i64 {
     total
 }
 
-/// Sends `signal` to a child process.
-fn signal(child: &Child, signal: &str) {
-    let status = Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{signal}");
-}
-
 /// The run id a file of the output folder names: the run's record's (`run.json`, written as a
 /// run starts) or the checkpoint's (the run that wrote it).
 fn run_id(out: &Path, file: &str) -> Option<String> {
@@ -1361,7 +1347,7 @@ fn run_then_signal(
         std::thread::sleep(Duration::from_millis(100));
     }
     for s in signals {
-        signal(&child, s);
+        send_signal(&child, s);
     }
     let o = child.wait_with_output().unwrap();
     (o.status, String::from_utf8_lossy(&o.stdout).into_owned())

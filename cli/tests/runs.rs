@@ -727,11 +727,7 @@ roll-interval = "1s"
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    crate::support::send_signal(&child, "TERM");
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", show(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{python, python_check, root, show, vitalflow};
+use crate::support::{python, python_check, root, send_signal, show, vitalflow};
 
 /// A free loopback port.
 fn free_port() -> u16 {
@@ -458,7 +458,7 @@ inputs = ["canonize"]
     }
     let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     browse(&chromium, &url, Some(&png));
-    signal_term(&child);
+    send_signal(&child, "TERM");
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 
@@ -484,13 +484,4 @@ inputs = ["canonize"]
     let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
     assert!(size > 10_000, "screenshot of {size} bytes");
     eprintln!("status page screenshot: {}", png.display());
-}
-
-/// Stops a run gracefully.
-fn signal_term(child: &std::process::Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }

@@ -341,3 +341,12 @@ impl PhiScan {
         found.into_iter().collect()
     }
 }
+
+/// Sends `signal` (`TERM`, `INT`) to a child process.
+pub fn send_signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal}");
+}
