@@ -52,13 +52,15 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
     }
     assert!(pipeline[0]["alert_events"].as_u64().unwrap() > 0, "{v:#}");
 
-    // Three baselines, each measured: the harness refuses a loop that did other work.
+    // Three baselines and the endpoint's cost, each measured: the harness refuses a loop that
+    // did other work.
     let ratios = v["ratios"].as_array().unwrap();
     let names: Vec<&str> = ratios.iter().map(|r| r["what"].as_str().unwrap()).collect();
-    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names.len(), 4, "{names:?}");
     assert!(names[0].contains("straight-line"), "{names:?}");
     assert!(names[1].contains("Kafka"), "{names:?}");
     assert!(names[2].contains("ArrowWriter"), "{names:?}");
+    assert!(names[3].contains("with --listen"), "{names:?}");
     for r in ratios {
         assert!(r["vitalflow"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["baseline"].as_f64().unwrap() > 0.0, "{r}");
@@ -101,11 +103,24 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
         .iter()
         .map(|r| r["rounds"].as_u64().unwrap())
         .collect();
-    assert_eq!(rounds, [2, 2, 2], "{ratios:?}");
+    assert_eq!(rounds, [2, 2, 2, 2], "{ratios:?}");
     let printed = String::from_utf8_lossy(&o.stdout);
-    for line in ["engine round 2:", "Kafka round 2:", "Parquet round 2:"] {
+    for line in [
+        "engine round 2:",
+        "Kafka round 2:",
+        "Parquet round 2:",
+        "endpoint round 2:",
+    ] {
         assert!(printed.contains(line), "{printed}");
     }
+    // The runs with the endpoint were scraped while they ran, every scrape answered.
+    let scrapes: u64 = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("endpoint: "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no endpoint line: {printed}"));
+    assert!(scrapes >= 4, "{printed}");
     // Where the Parquet sink writer's best round went: building Arrow batches from the rows,
     // then encoding and writing them, both measured and within its time.
     let parquet = &v["parquet"];

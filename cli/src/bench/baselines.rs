@@ -433,7 +433,7 @@ inputs = ["ehr"]
         let path = out.join("bench-kafka-source.toml");
         let job = super::parse_job(&path, text)?;
         super::settle();
-        let summary = super::run_job(&job, s.workers, false, false)?;
+        let summary = super::run_job(&job, s, super::Watch::plain())?;
         let engine_records = summary.source_records();
         if engine_records != produced {
             bail!("the Kafka source read {engine_records} of {produced} records");

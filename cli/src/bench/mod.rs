@@ -14,10 +14,12 @@
 //! a raw arrow-rs `ArrowWriter` against the Parquet sink's writer. It reports how cost grows with the event count, and latency at a sustained rate.
 
 mod baselines;
+mod endpoint;
 mod report;
 mod work;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -25,7 +27,7 @@ use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_engine::baseline::straight_line;
 use vitalflow_engine::runtime::plan::{Plan, prepare};
 use vitalflow_engine::runtime::saga::RunIdentity;
-use vitalflow_engine::{Job, RunOptions, RunSummary, run};
+use vitalflow_engine::{Job, RunObserver, RunOptions, RunSummary, run};
 
 use report::{Latency, PipelineRun, Ratio, per_second};
 pub use report::{Report, operator_table};
@@ -252,13 +254,13 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
     // A warm-up run at 1×, not reported: the first run of a process pays for growing the
     // allocator's memory and for cold caches, which no later run (nor the loop) does.
     let warm_up = parse_job(&job_path, job_text(s, &out, s.events / 2, 0, "1m"))?;
-    run_job(&warm_up, s.workers, false, false)?;
+    run_job(&warm_up, s, Watch::plain())?;
     println!("(warm-up run at 1× done)");
     for &scale in &s.scales {
         let each = s.events * scale / 2;
         let job = parse_job(&job_path, job_text(s, &out, each, 0, "1m"))?;
         baselines::reset_peak_rss();
-        let summary = run_job(&job, s.workers, false, false)?;
+        let summary = run_job(&job, s, Watch::plain())?;
         let run = PipelineRun::of(scale, &summary, baselines::peak_rss());
         println!("{}", run.line());
         if scale == 1 && engine_1x.is_none() {
@@ -287,7 +289,7 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
             None => {
                 baselines::settle_disk(&out)?;
                 let again = parse_job(&job_path, job_text(s, &out, each, 0, "1m"))?;
-                let summary = run_job(&again, s.workers, false, false)?;
+                let summary = run_job(&again, s, Watch::plain())?;
                 if engine_1x.is_none() {
                     engine_1x = Some(engine_work(&again, &out, &summary)?);
                 }
@@ -334,6 +336,9 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
         .best_of(s.rounds),
     );
 
+    // What serving the HTTP endpoint costs, at 1×.
+    report.endpoint = Some(endpoint::endpoint(s, &job, &out)?);
+
     // The Parquet sink's writer against a raw ArrowWriter, on the rows the loop wrote.
     if let Some((rows, _)) = line.written.get("fhir") {
         report.parquet = Some(baselines::parquet(s, *rows, &out)?);
@@ -347,7 +352,7 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
             job_text(s, &out, each, (s.rate / 2).max(1), "5s"),
         )?;
         baselines::reset_peak_rss();
-        let summary = run_job(&job, s.workers, true, s.profile)?;
+        let summary = run_job(&job, s, Watch::paced(s.profile))?;
         report.latency = Some(Latency::of(s.rate, &summary));
         if s.profile {
             print!("{}", operator_table(&summary.operators));
@@ -414,18 +419,55 @@ fn write_key(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn run_job(
-    job: &Job,
-    workers: usize,
+/// How a harness run is watched.
+pub(crate) struct Watch {
+    /// Measure end-to-end latency (the paced run).
     end_to_end: bool,
+    /// Time the operators.
     profile: bool,
-) -> anyhow::Result<RunSummary> {
+    /// Who gets the run's snapshots, and how often.
+    observer: Option<(Arc<dyn RunObserver>, Duration)>,
+}
+
+impl Watch {
+    /// Not watched: the throughput runs.
+    pub(crate) const fn plain() -> Self {
+        Self {
+            end_to_end: false,
+            profile: false,
+            observer: None,
+        }
+    }
+
+    /// End-to-end latency measured, operators timed if `profile`.
+    pub(crate) const fn paced(profile: bool) -> Self {
+        Self {
+            end_to_end: true,
+            profile,
+            observer: None,
+        }
+    }
+
+    /// Snapshots handed to `observer` every `every`.
+    pub(crate) fn observed(observer: Arc<dyn RunObserver>, every: Duration) -> Self {
+        Self {
+            observer: Some((observer, every)),
+            ..Self::plain()
+        }
+    }
+}
+
+/// Runs `job` afresh with the harness's workers, watched as `watch` says.
+pub(crate) fn run_job(job: &Job, s: &Settings, watch: Watch) -> anyhow::Result<RunSummary> {
+    let (observer, progress_interval) = watch.observer.unzip();
     run(
         job,
         &RunOptions {
-            workers: Some(workers),
-            end_to_end,
-            profile,
+            workers: Some(s.workers),
+            end_to_end: watch.end_to_end,
+            profile: watch.profile,
+            observer,
+            progress_interval,
             fresh: true,
             overwrite: true,
             ..RunOptions::default()

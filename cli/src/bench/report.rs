@@ -244,6 +244,8 @@ pub struct Report {
     pub parquet: Option<ParquetFigures>,
     pub kafka: Option<KafkaFigures>,
     pub latency: Option<Latency>,
+    /// Throughput with the HTTP endpoint served and scraped against without it.
+    pub endpoint: Option<Ratio>,
     /// What every sink held, the same after the engine's 1× run and the straight-line loop.
     pub same_work: Vec<SinkWork>,
 }
@@ -284,6 +286,7 @@ impl Report {
             parquet: None,
             kafka: None,
             latency: None,
+            endpoint: None,
             same_work: Vec::new(),
         }
     }
@@ -312,6 +315,7 @@ impl Report {
             self.engine.as_ref(),
             self.kafka.as_ref().map(|k| &k.ratio),
             self.parquet.as_ref().map(|p| &p.ratio),
+            self.endpoint.as_ref(),
         ]
         .into_iter()
         .flatten()

@@ -260,7 +260,7 @@ mod tests {
 
     use super::*;
     use crate::bench::{
-        Settings, engine_work, job_text, loop_plan, parse_job, run_job, working_folder,
+        Settings, Watch, engine_work, job_text, loop_plan, parse_job, run_job, working_folder,
     };
     use vitalflow_engine::baseline::straight_line;
 
@@ -288,7 +288,7 @@ mod tests {
         let text =
             || job_text(&s, &out, 2000, 0, "1m").replace("batch-size = 10000", "batch-size = 500");
         let job = parse_job(&path, text()).unwrap();
-        let summary = run_job(&job, 2, false, false).unwrap();
+        let summary = run_job(&job, &s, Watch::plain()).unwrap();
         let (run_id, engine) = engine_work(&job, &out, &summary).unwrap();
         let job = parse_job(&path, edit(text())).unwrap();
         let straight = out.join("straight");
