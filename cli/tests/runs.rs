@@ -753,3 +753,110 @@ roll-interval = "1s"
         .collect();
     assert!(partial.is_empty(), "{partial:?}");
 }
+
+/// A graceful stop of a job on the embedded broker's live feed (one that would go on for hours):
+/// SIGTERM once the source has read some readings, and the feed stops with the sources: exit
+/// code 0 well within `--stop-timeout`, the summary, every reading read in the sink's files.
+#[test]
+fn sigterm_stops_an_embedded_live_feed() {
+    use std::io::BufRead as _;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("live.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"[job]
+name = "live"
+workers = 2
+
+# 10,000,000 readings at 500 a second: hours of feed.
+[embedded]
+feed = "flat"
+patients = 50
+count = 10000000
+rate = 500
+start-after = "0s"
+
+[sources.vitals]
+kind = "kafka"
+brokers = "embedded"
+topic = "vitals"
+format = "json"
+event-time = "ts"
+key = "patient_id"
+partitions = 4
+granularity = "1ms"
+out-of-orderness = "1s"
+stop = "end"
+{FLAT_FIELDS}
+
+[sinks.rows]
+kind = "jsonl"
+inputs = ["vitals"]
+path = "rows"
+"#
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vitalflow"))
+        .args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--progress-interval", "200ms"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let _ = lines_tx.send(line.unwrap());
+        }
+    });
+    // A progress line with readings read: `progress 1.2s: vitals 300 | rows 300 -> 300 | …`.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no reading read in 120 s: {seen:?}"));
+        let reading = line
+            .strip_prefix("progress ")
+            .and_then(|l| l.split(": vitals ").nth(1))
+            .is_some_and(|l| !l.starts_with("0 "));
+        seen.push(line);
+        if reading {
+            break;
+        }
+    }
+    crate::support::send_signal(&child, "TERM");
+    // The feed would go on for hours, and the stop must not wait for it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running 60 s after SIGTERM: {seen:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    seen.extend(lines.try_iter());
+    assert!(o.status.success(), "{}\n{}", show(&o), seen.join("\n"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("stopped on request"), "{stdout}");
+    let t = table(&stdout);
+    let read = get(&t, "vitals", "out");
+    assert!(read > 0 && read < 10_000_000, "{stdout}");
+    assert_eq!(get(&t, "rows", "in"), read, "{stdout}");
+    assert_eq!(get(&t, "rows", "out"), read, "{stdout}");
+    let rows = read_jsonl(&out.join("rows"));
+    assert_eq!(u64::try_from(rows.len()).unwrap(), read, "{stdout}");
+    let partial: Vec<_> = crate::support::output_files(&out)
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains(".inprogress"))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+}
