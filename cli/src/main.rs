@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod bench;
+mod log;
 mod progress;
 mod serve;
 mod stop;
@@ -20,7 +21,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_engine::graph::{GraphFormat, render};
 use vitalflow_engine::job::MaxRejected;
-use vitalflow_engine::{Fault, Job, RunError, RunOptions, RunSummary, run};
+use vitalflow_engine::{Diagnostics, Fault, Job, RunError, RunOptions, RunSummary, run};
+
+use crate::log::{Entry, Log, LogFormat};
 
 /// vitalflow runs declarative clinical event pipelines (ingestion → anonymization → FHIR R4
 /// canonization → auditing) on timely dataflow.
@@ -156,8 +159,13 @@ struct RunArgs {
     /// Don't show progress (the live line on a terminal, the periodic lines elsewhere).
     #[arg(long)]
     no_progress: bool,
-    /// When standard error is not a terminal, print a progress line this often (`10s`,
-    /// `500ms`, `1m`; `0s` for none).
+    /// How standard error is written: `text` for people, or `json` for log shippers: one JSON
+    /// object a line (`ts`, `level`, `msg` and the figures as fields; the exit code on the last
+    /// line), no live line (see docs/operations.md). Standard output is the same either way.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// When standard error is not a terminal (or with `--log-format json`), print a progress
+    /// line this often (`10s`, `500ms`, `1m`; `0s` for none).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
     progress_interval: std::time::Duration,
     /// Jobs with Kafka sources: ignore the checkpoint of an earlier run and start over.
@@ -262,15 +270,18 @@ const fn tune_allocator() {}
 
 fn main() -> ExitCode {
     tune_allocator();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VITALFLOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Colour codes only on a terminal: in a log file or a pipe they are noise.
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let format = match &cli.command {
+        Command::Run(args) => args.log_format,
+        _ => LogFormat::Text,
+    };
+    log::start_tracing(format, std::io::stderr().is_terminal());
+    if format == LogFormat::Json {
+        log::json_panics();
+    }
     match cli.command {
         Command::Validate { jobs } => validate(&jobs),
         Command::Broker { topics } => match broker(&topics) {
@@ -351,41 +362,74 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Run(args) => run_job(&args),
+        Command::Run(args) => {
+            let log = Log::new(args.log_format);
+            let code = run_job(&args, log);
+            log.exit(code);
+            ExitCode::from(code)
+        }
     }
 }
 
+/// The command line, or the exit code of a usage error (or of `--help`), which clap has
+/// printed; with `--log-format json`, a usage error is a JSON line and the exit code another.
+fn parse() -> Result<Cli, ExitCode> {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let e = match Cli::try_parse() {
+        Ok(cli) => return Ok(cli),
+        Err(e) => e,
+    };
+    let code = u8::try_from(e.exit_code()).unwrap_or(2);
+    if e.use_stderr() && log::asked_for_json(&args) {
+        let rendered = e.to_string();
+        let message = rendered.lines().next().unwrap_or_default();
+        Entry::error(message.trim_start_matches("error: "))
+            .field("fault", Fault::Input.to_string())
+            .emit();
+        log::exit_entry(code).emit();
+    } else {
+        let _ = e.print();
+    }
+    Err(ExitCode::from(code))
+}
+
 /// `vitalflow run`: runs the job, prints its summary on standard output; progress, messages
-/// and errors on standard error. An error says whose fault it was: `error (FAULT): MESSAGE`
-/// (see [`Fault`]'s wording).
-fn run_job(args: &RunArgs) -> ExitCode {
+/// and errors on standard error, as `log` writes them; returns the exit code. An error says
+/// whose fault it was: `error (FAULT): MESSAGE` (see [`Fault`]'s wording).
+fn run_job(args: &RunArgs, log: Log) -> u8 {
     let job = match Job::load(&args.job) {
         Ok(job) => job,
         Err(d) => {
-            eprintln!("{d}");
-            return ExitCode::from(2);
+            report_diagnostics(&d, log);
+            return 2;
         }
     };
     let display = progress::Display::choose(
         args.no_progress,
-        std::io::stderr().is_terminal(),
+        std::io::stderr().is_terminal() && !log.json(),
         args.progress_interval,
     );
-    let stop = stop::on_signals(args.stop_timeout)
-        .inspect_err(|e| eprintln!("warning: {e:#}: a signal ends the run at once"))
+    let stop = stop::on_signals(args.stop_timeout, log)
+        .inspect_err(|e| {
+            let text = format!("{e:#}: a signal ends the run at once");
+            log.say(format_args!("warning: {text}"), || Entry::warn(&text));
+        })
         .ok();
-    let stderr = progress::Stderr::new(display);
+    let stderr = progress::Stderr::new(display, log);
     let (observer, progress_interval): (std::sync::Arc<dyn vitalflow_engine::RunObserver>, _) =
         match &args.listen {
             None => (std::sync::Arc::new(stderr), display.interval()),
-            Some(addr) => match listen(&job, addr, args.listen_any) {
+            Some(addr) => match listen(&job, addr, args.listen_any, log) {
                 Ok(status) => (
                     std::sync::Arc::new(serve::Observer::new(stderr, display.interval(), status)),
                     Some(serve::SNAPSHOT_INTERVAL),
                 ),
                 Err(e) => {
-                    eprintln!("error ({}): {e:#}", Fault::Input);
-                    return ExitCode::from(2);
+                    report_error(Fault::Input, None, &format!("{e:#}"), log);
+                    return 2;
                 }
             },
         };
@@ -400,7 +444,7 @@ fn run_job(args: &RunArgs) -> ExitCode {
         overwrite: args.overwrite,
         progress_interval,
     };
-    let code = run_and_report(&job, args, &options);
+    let code = run_and_report(&job, args, &options, log);
     if let Some(linger) = args.linger {
         std::thread::sleep(linger);
     }
@@ -408,22 +452,31 @@ fn run_job(args: &RunArgs) -> ExitCode {
 }
 
 /// Opens the HTTP endpoint of `--listen` for a run of `job`.
-fn listen(job: &Job, addr: &str, any: bool) -> anyhow::Result<std::sync::Arc<serve::Status>> {
+fn listen(
+    job: &Job,
+    addr: &str,
+    any: bool,
+    log: Log,
+) -> anyhow::Result<std::sync::Arc<serve::Status>> {
     let listener = serve::bind(addr, any)?;
     let local = listener
         .local_addr()
         .with_context(|| format!("--listen {addr}"))?;
     let status = std::sync::Arc::new(serve::Status::new(job));
     serve::start(listener, std::sync::Arc::clone(&status))?;
-    eprintln!("listening on http://{local} (metrics at /metrics, status page at /)");
+    let text = format!("listening on http://{local} (metrics at /metrics, status page at /)");
+    log.say(&text, || {
+        Entry::info(&text).field("address", local.to_string())
+    });
     Ok(status)
 }
 
-/// Runs the job with `options` and reports it: the summary, or what went wrong.
-fn run_and_report(job: &Job, args: &RunArgs, options: &RunOptions) -> ExitCode {
+/// Runs the job with `options` and reports it: the summary (on standard output, and with JSON
+/// logs as a line of its figures), or what went wrong.
+fn run_and_report(job: &Job, args: &RunArgs, options: &RunOptions, log: Log) -> u8 {
     let summary = match run(job, options) {
         Ok(summary) => summary,
-        Err(e) => return run_failed(job, e),
+        Err(e) => return run_failed(job, e, log),
     };
     print_summary(&summary, job);
     if args.profile {
@@ -431,35 +484,129 @@ fn run_and_report(job: &Job, args: &RunArgs, options: &RunOptions) -> ExitCode {
     }
     // The summary is out before a `--linger` wait, for whoever reads it through a pipe.
     let _ = std::io::stdout().flush();
+    if log.json() {
+        summary_entry(&summary).emit();
+    }
+    print_rejections(&summary, job, log);
     match too_many_rejected(&summary, args.max_rejected.or_else(|| job.max_rejected())) {
         Some(message) => {
-            eprintln!("error ({}): {message}", Fault::Input);
-            ExitCode::from(1)
+            report_error(Fault::Input, None, &message, log);
+            1
         }
-        None => ExitCode::SUCCESS,
+        None => 0,
     }
 }
 
 /// Reports a run that did not complete: problems in the job file as `path:line:col: message`
 /// (exit code 2), anything else as `error (FAULT): MESSAGE`, with exit code 2 when the run did
-/// not start (the output folder) and 1 when the job failed.
-fn run_failed(job: &Job, e: RunError) -> ExitCode {
-    let fault = e.fault();
+/// not start (the output folder) and 1 when the job failed; with JSON logs, as JSON lines.
+fn run_failed(job: &Job, e: RunError, log: Log) -> u8 {
+    let (fault, node) = (e.fault(), e.node().map(str::to_owned));
     match e {
         RunError::Invalid(d) => {
-            eprintln!("{d}");
-            ExitCode::from(2)
+            report_diagnostics(&d, log);
+            2
         }
         RunError::Refused(f) => {
-            eprintln!("error ({fault}): {f}");
-            ExitCode::from(2)
+            report_error(fault, node.as_deref(), &f.to_string(), log);
+            2
         }
         e @ RunError::Failed(_) => {
             let e = anyhow::Error::new(e).context(format!("running job `{}`", job.name));
-            eprintln!("error ({fault}): {e:#}");
-            ExitCode::from(1)
+            report_error(fault, node.as_deref(), &format!("{e:#}"), log);
+            1
         }
     }
+}
+
+/// An error of the run: `error (FAULT): MESSAGE`, or a JSON line with its `fault` and the
+/// `node` that failed.
+fn report_error(fault: Fault, node: Option<&str>, message: &str, log: Log) {
+    log.say(format_args!("error ({fault}): {message}"), || {
+        Entry::error(message)
+            .field("fault", fault.to_string())
+            .field_opt("node", node)
+    });
+}
+
+/// Problems in the job file: `path:line:col: message`, or a JSON line each with its `file`,
+/// `line`, `column` and, when the message names one, the job file's key (`field`).
+fn report_diagnostics(d: &Diagnostics, log: Log) {
+    if !log.json() {
+        eprintln!("{d}");
+        return;
+    }
+    for p in &d.0 {
+        Entry::error(&p.message)
+            .field("fault", Fault::Input.to_string())
+            .field("file", p.path.display().to_string())
+            .field("line", p.line)
+            .field("column", p.col)
+            .field_opt("field", p.key())
+            .emit();
+    }
+}
+
+/// The summary's figures as a JSON line: the job, run id and workers, the elapsed seconds, the
+/// records the sources read and their rate, per node (in job order) the table's columns, and
+/// whether the run was stopped; the watermarks, alert events and checkpoint resumed from when
+/// there are any.
+fn summary_entry(s: &RunSummary) -> Entry {
+    let records = s.source_records();
+    let secs = s.elapsed.as_secs_f64();
+    let nodes: Vec<serde_json::Value> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "name": n.name,
+                "kind": n.kind,
+                "in": n.records_in,
+                "out": n.records_out,
+                "rejected": n.rejected,
+                "dropped": n.dropped,
+                "files": n.files,
+            })
+        })
+        .collect();
+    let watermarks: serde_json::Map<String, serde_json::Value> = s
+        .watermarks
+        .iter()
+        .map(|(name, ms)| {
+            let at = chrono::DateTime::from_timestamp_millis(*ms)
+                .map_or_else(|| ms.to_string(), |t| t.to_rfc3339());
+            (name.clone(), at.into())
+        })
+        .collect();
+    let alerts: Vec<serde_json::Value> = s
+        .alerts
+        .iter()
+        .map(|a| serde_json::json!({"node": a.node, "rule": a.rule, "events": a.events}))
+        .collect();
+    let stopped = if s.stopped {
+        " (stopped on request)"
+    } else {
+        ""
+    };
+    Entry::info(format!(
+        "job {} finished{stopped}: {records} source records in {secs:.2} s",
+        s.job
+    ))
+    .field("job", s.job.as_str())
+    .field("run_id", s.run_id.as_str())
+    .field("workers", s.workers)
+    .field("elapsed_s", progress::seconds(s.elapsed))
+    .field("records_read", records)
+    .field(
+        "rate",
+        progress::per_second(records as f64 / secs.max(1e-9)),
+    )
+    .field("nodes", nodes)
+    .field("stopped", s.stopped)
+    .field("out", s.out.display().to_string())
+    .field_opt("watermarks", (!watermarks.is_empty()).then_some(watermarks))
+    .field_opt("alerts", (!alerts.is_empty()).then_some(alerts))
+    .field_opt("resumed_at", s.resumed_at.as_deref())
 }
 
 /// Writes the generator's flat readings as JSON lines to `out` (or standard output).
@@ -728,12 +875,11 @@ fn print_summary(s: &RunSummary, job: &Job) {
         );
     }
     println!("output: {}", s.out.display());
-    print_rejections(s, job);
 }
 
 /// A loud line on standard error when records were rejected: how many, by which nodes, and
 /// which of them were discarded for want of a dead-letter sink.
-fn print_rejections(s: &RunSummary, job: &Job) {
+fn print_rejections(s: &RunSummary, job: &Job, log: Log) {
     let (rejected, read, share) = rejected_share(s);
     if rejected == 0 {
         return;
@@ -744,10 +890,23 @@ fn print_rejections(s: &RunSummary, job: &Job) {
         .filter(|n| n.rejected > 0)
         .map(|n| format!("{} {}", n.name, n.rejected))
         .collect();
-    eprintln!(
-        "warning: {rejected} record(s) rejected ({share:.1}% of {read} read): {}",
+    let text = format!(
+        "{rejected} record(s) rejected ({share:.1}% of {read} read): {}",
         by.join(", ")
     );
+    log.say(format_args!("warning: {text}"), || {
+        let by: serde_json::Map<String, serde_json::Value> = s
+            .nodes
+            .iter()
+            .filter(|n| n.rejected > 0)
+            .map(|n| (n.name.clone(), n.rejected.into()))
+            .collect();
+        Entry::warn(&text)
+            .field("rejected", rejected)
+            .field("records_read", read)
+            .field("percent", (share * 10.0).round() / 10.0)
+            .field("by_node", by)
+    });
     let unread: Vec<&str> = job
         .unread_dead_letters()
         .into_iter()
@@ -760,9 +919,20 @@ fn print_rejections(s: &RunSummary, job: &Job) {
         .map(|n| n.rejected)
         .sum();
     if discarded > 0 {
-        eprintln!(
-            "warning: {discarded} rejected record(s) were discarded: no dead-letter sink reads \
-             them (add `NODE.dead-letter` to a `dead-letter` sink's inputs)"
+        let text = format!(
+            "{discarded} rejected record(s) were discarded: no dead-letter sink reads them (add \
+             `NODE.dead-letter` to a `dead-letter` sink's inputs)"
         );
+        log.say(format_args!("warning: {text}"), || {
+            let by: serde_json::Map<String, serde_json::Value> = s
+                .nodes
+                .iter()
+                .filter(|n| n.rejected > 0 && unread.contains(&n.name.as_str()))
+                .map(|n| (n.name.clone(), n.rejected.into()))
+                .collect();
+            Entry::warn(&text)
+                .field("discarded", discarded)
+                .field("by_node", by)
+        });
     }
 }

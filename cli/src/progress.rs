@@ -1,11 +1,14 @@
 //! How `vitalflow run` shows a run on standard error: the engine's messages as lines, and its
 //! progress as a live line on a terminal or a plain line every `--progress-interval` elsewhere
-//! (a log file, a pipe, CI).
+//! (a log file, a pipe, CI, and always with `--log-format json`, where every line is JSON).
 
 use std::io::Write as _;
 use std::time::Duration;
 
+use serde_json::{Value, json};
 use vitalflow_engine::{Progress, RunObserver};
+
+use crate::log::{Entry, Log};
 
 /// How often the live line is redrawn.
 const LIVE_REDRAW: Duration = Duration::from_millis(250);
@@ -22,12 +25,12 @@ pub enum Display {
 }
 
 impl Display {
-    /// The live line on a terminal; elsewhere a line every `interval` (none for zero);
-    /// nothing with `--no-progress`.
-    pub fn choose(no_progress: bool, terminal: bool, interval: Duration) -> Self {
+    /// The live line on a terminal (`live`: standard error is one, and lines are not JSON);
+    /// elsewhere a line every `interval` (none for zero); nothing with `--no-progress`.
+    pub fn choose(no_progress: bool, live: bool, interval: Duration) -> Self {
         if no_progress {
             Self::Off
-        } else if terminal {
+        } else if live {
             Self::Live
         } else if interval.is_zero() {
             Self::Off
@@ -46,14 +49,15 @@ impl Display {
     }
 }
 
-/// The run's observer: writes to standard error.
+/// The run's observer: writes to standard error, as text or JSON lines.
 pub struct Stderr {
     display: Display,
+    log: Log,
 }
 
 impl Stderr {
-    pub const fn new(display: Display) -> Self {
-        Self { display }
+    pub const fn new(display: Display, log: Log) -> Self {
+        Self { display, log }
     }
 }
 
@@ -65,7 +69,7 @@ impl RunObserver for Stderr {
                 let _ = write!(err, "\r\x1b[2K{}", line(snapshot, false));
                 let _ = err.flush();
             }
-            Display::Lines(_) => eprintln!("{}", line(snapshot, true)),
+            Display::Lines(_) => self.log.say(line(snapshot, true), || entry(snapshot)),
             Display::Off => {}
         }
     }
@@ -79,7 +83,7 @@ impl RunObserver for Stderr {
     }
 
     fn message(&self, message: &str) {
-        eprintln!("{message}");
+        self.log.say(message, || Entry::info(message));
     }
 }
 
@@ -130,6 +134,41 @@ pub fn line(snapshot: &Progress, plain: bool) -> String {
     }
 }
 
+/// Seconds with millisecond precision, for JSON.
+pub fn seconds(d: Duration) -> f64 {
+    d.as_millis() as f64 / 1000.0
+}
+
+/// A rate rounded to a tenth, for JSON.
+pub fn per_second(rate: f64) -> f64 {
+    (rate * 10.0).round() / 10.0
+}
+
+/// One progress report as a JSON line: the plain line as its message; the elapsed seconds,
+/// the records the sources read, their rate (records/s) and per node (in job order) its name,
+/// kind, whether it is a source, and its counts in, out and rejected.
+pub fn entry(snapshot: &Progress) -> Entry {
+    let nodes: Vec<Value> = snapshot
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "name": n.name,
+                "kind": n.kind,
+                "source": n.source,
+                "in": n.records_in,
+                "out": n.records_out,
+                "rejected": n.rejected,
+            })
+        })
+        .collect();
+    Entry::info(line(snapshot, true))
+        .field("elapsed_s", seconds(snapshot.elapsed))
+        .field("records_read", snapshot.source_records())
+        .field("rate", per_second(snapshot.rate))
+        .field("nodes", nodes)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -137,7 +176,7 @@ mod tests {
     use vitalflow_engine::Progress;
     use vitalflow_engine::runtime::NodeSummary;
 
-    use super::{Display, line};
+    use super::{Display, entry, line};
 
     fn node(name: &str, source: bool, counts: (u64, u64, u64)) -> NodeSummary {
         NodeSummary {
@@ -186,6 +225,38 @@ mod tests {
             alerts: Vec::new(),
         };
         assert_eq!(line(&big, true), "progress 0.0s: g 2.35M | 2.35M records/s");
+    }
+
+    #[test]
+    fn a_json_progress_line_carries_the_figures_of_the_plain_line() {
+        let snapshot = Progress {
+            elapsed: Duration::from_millis(2_500),
+            nodes: vec![
+                node("g", true, (1_500, 1_500, 0)),
+                node("high", false, (1_500, 900, 12)),
+            ],
+            rate: 600.04,
+            watermarks: Vec::new(),
+            checkpoints: None,
+            alerts: Vec::new(),
+        };
+        let line = entry(&snapshot).line_at(chrono::DateTime::UNIX_EPOCH);
+        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "ts": "1970-01-01T00:00:00.000Z",
+                "level": "info",
+                "msg": "progress 2.5s: g 1.5k | high 1.5k -> 900 (12 rejected) | 600 records/s",
+                "elapsed_s": 2.5,
+                "records_read": 1500,
+                "rate": 600.0,
+                "nodes": [
+                    {"name": "g", "kind": "generator", "source": true, "in": 1500, "out": 1500, "rejected": 0},
+                    {"name": "high", "kind": "filter", "source": false, "in": 1500, "out": 900, "rejected": 12},
+                ],
+            })
+        );
     }
 
     #[test]

@@ -13,11 +13,15 @@ use anyhow::Context as _;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-/// Handles SIGINT and SIGTERM from now on: returns the flag the first one sets.
+use crate::log::{Entry, Log};
+
+/// Handles SIGINT and SIGTERM from now on: returns the flag the first one sets. What it does is
+/// told on standard error as `log` writes it (in JSON with the signal, and the exit code when
+/// it exits at once).
 ///
 /// # Errors
 /// The handlers or their thread cannot be set up.
-pub fn on_signals(timeout: Duration) -> anyhow::Result<Arc<AtomicBool>> {
+pub fn on_signals(timeout: Duration, log: Log) -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("handling SIGINT and SIGTERM")?;
     let flag = Arc::clone(&stop);
@@ -32,23 +36,34 @@ pub fn on_signals(timeout: Duration) -> anyhow::Result<Arc<AtomicBool>> {
                 };
                 let code = 128 + signal;
                 if flag.swap(true, Ordering::SeqCst) {
-                    eprintln!("{name} again: exiting at once (exit code {code})");
+                    let text = format!("{name} again: exiting at once (exit code {code})");
+                    log.say(&text, || {
+                        Entry::error(&text)
+                            .field("signal", name)
+                            .field("exit_code", code)
+                    });
                     std::process::exit(code);
                 }
-                eprintln!(
+                let text = format!(
                     "{name}: stopping: the sources read no more; what they read is written \
                      (a second signal, or {} passing, exits at once)",
                     humantime::format_duration(timeout)
                 );
+                log.say(&text, || Entry::warn(&text).field("signal", name));
                 let _ = std::thread::Builder::new()
                     .name("stop-timeout".to_owned())
                     .spawn(move || {
                         std::thread::sleep(timeout);
-                        eprintln!(
+                        let text = format!(
                             "the stop took longer than --stop-timeout ({}): exiting at once \
                              (exit code {code})",
                             humantime::format_duration(timeout)
                         );
+                        log.say(&text, || {
+                            Entry::error(&text)
+                                .field("signal", name)
+                                .field("exit_code", code)
+                        });
                         std::process::exit(code);
                     });
             }

@@ -347,7 +347,15 @@ fn the_live_icu_job_alerts_through_kafka_without_phi() {
     };
     let timeout = std::time::Duration::from_secs(60);
     feed_context(&broker.bootstrap, &generator, &topics, timeout).unwrap();
-    let fed = feed_flat(&broker.bootstrap, &generator, &topics, 6000, timeout).unwrap();
+    let fed = feed_flat(
+        &broker.bootstrap,
+        &generator,
+        &topics,
+        6000,
+        timeout,
+        || false,
+    )
+    .unwrap();
     assert_eq!(fed, count);
     let o = vitalflow(
         &[

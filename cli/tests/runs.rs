@@ -753,3 +753,394 @@ roll-interval = "1s"
         .collect();
     assert!(partial.is_empty(), "{partial:?}");
 }
+
+/// A graceful stop of a job on the embedded broker's live feed (one that would go on for hours):
+/// SIGTERM once the source has read some readings, and the feed stops with the sources: exit
+/// code 0 well within `--stop-timeout`, the summary, every reading read in the sink's files.
+#[test]
+fn sigterm_stops_an_embedded_live_feed() {
+    use std::io::BufRead as _;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("live.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"[job]
+name = "live"
+workers = 2
+
+# 10,000,000 readings at 500 a second: hours of feed.
+[embedded]
+feed = "flat"
+patients = 50
+count = 10000000
+rate = 500
+start-after = "0s"
+
+[sources.vitals]
+kind = "kafka"
+brokers = "embedded"
+topic = "vitals"
+format = "json"
+event-time = "ts"
+key = "patient_id"
+partitions = 4
+granularity = "1ms"
+out-of-orderness = "1s"
+stop = "end"
+{FLAT_FIELDS}
+
+[sinks.rows]
+kind = "jsonl"
+inputs = ["vitals"]
+path = "rows"
+"#
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vitalflow"))
+        .args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--progress-interval", "200ms"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let _ = lines_tx.send(line.unwrap());
+        }
+    });
+    // A progress line with readings read: `progress 1.2s: vitals 300 | rows 300 -> 300 | …`.
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("no reading read in 120 s: {seen:?}"));
+        let reading = line
+            .strip_prefix("progress ")
+            .and_then(|l| l.split(": vitals ").nth(1))
+            .is_some_and(|l| !l.starts_with("0 "));
+        seen.push(line);
+        if reading {
+            break;
+        }
+    }
+    crate::support::send_signal(&child, "TERM");
+    // The feed would go on for hours, and the stop must not wait for it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running 60 s after SIGTERM: {seen:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    seen.extend(lines.try_iter());
+    assert!(o.status.success(), "{}\n{}", show(&o), seen.join("\n"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("stopped on request"), "{stdout}");
+    let t = table(&stdout);
+    let read = get(&t, "vitals", "out");
+    assert!(read > 0 && read < 10_000_000, "{stdout}");
+    assert_eq!(get(&t, "rows", "in"), read, "{stdout}");
+    assert_eq!(get(&t, "rows", "out"), read, "{stdout}");
+    let rows = read_jsonl(&out.join("rows"));
+    assert_eq!(u64::try_from(rows.len()).unwrap(), read, "{stdout}");
+    let partial: Vec<_> = crate::support::output_files(&out)
+        .into_iter()
+        .filter(|f| f.to_string_lossy().contains(".inprogress"))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
+}
+
+/// Every line of standard error parsed as JSON, with `ts` (RFC 3339, UTC), `level` and `msg`
+/// checked; the exit code only on the last line, which must hold `code`.
+fn json_lines(o: &std::process::Output, code: i64) -> Vec<serde_json::Value> {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{}", show(o)))
+        })
+        .collect();
+    assert!(!lines.is_empty(), "{}", show(o));
+    for (i, l) in lines.iter().enumerate() {
+        let ts = l["ts"].as_str().unwrap_or_else(|| panic!("no ts: {l}"));
+        assert!(
+            ts.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(ts).is_ok(),
+            "{l}"
+        );
+        assert!(
+            ["info", "warn", "error"].contains(&l["level"].as_str().unwrap_or_default()),
+            "{l}"
+        );
+        assert!(l["msg"].is_string(), "{l}");
+        let last = i + 1 == lines.len();
+        assert_eq!(l.get("exit_code").is_some(), last, "{l}");
+    }
+    let end = &lines[lines.len() - 1];
+    assert_eq!(end["exit_code"], code, "{}", show(o));
+    assert_eq!(
+        end["level"],
+        if code == 0 { "info" } else { "error" },
+        "{end}"
+    );
+    lines
+}
+
+/// `--log-format json`: standard error is JSON lines (the engine's logs too), progress lines
+/// carry their figures, which grow, and the summary's line carries the counts of the summary
+/// on standard output (which is unchanged); rejections are warnings with their counts, and
+/// failures errors with their fault and the exit code.
+#[test]
+fn json_logs_carry_progress_the_summary_and_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    // 800 events at 1,000 a second: the run lasts at least 0.8 s, eight progress intervals.
+    let job = dir.path().join("paced.toml");
+    std::fs::write(
+        &job,
+        r#"[job]
+name = "paced"
+workers = 2
+
+[sources.g]
+kind = "generator"
+patients = 10
+count = 800
+rate = 1000
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["g"]
+
+[operators.anon]
+kind = "anonymize"
+inputs = ["ingest"]
+key = "ephemeral"
+
+[sinks.none]
+kind = "blackhole"
+inputs = ["anon"]
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = vitalflow(
+        &[
+            "run",
+            job.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "--progress-interval",
+            "100ms",
+        ],
+        &[("VITALFLOW_LOG", "info")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let lines = json_lines(&o, 0);
+    // Standard output is the summary, as ever.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.starts_with("job paced · run "), "{stdout}");
+    assert!(!stdout.contains('{'), "{stdout}");
+    let t = table(&stdout);
+    assert_eq!(get(&t, "g", "out"), 800, "{stdout}");
+
+    // The engine's own log line.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["msg"] == "starting" && l["job"] == "paced" && l["workers"] == 2),
+        "{}",
+        show(&o)
+    );
+
+    let names = ["g", "ingest", "anon", "none"];
+    let progress: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| {
+            l["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("progress "))
+        })
+        .collect();
+    assert!(progress.len() >= 2, "{}", show(&o));
+    let summary = lines
+        .iter()
+        .find(|l| {
+            l["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("job paced finished"))
+        })
+        .unwrap_or_else(|| panic!("no summary line: {}", show(&o)));
+    // Per node: name, in, out, rejected.
+    type Counts = Vec<(String, u64, u64, u64)>;
+    let counts = |l: &serde_json::Value| -> Counts {
+        l["nodes"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no nodes: {l}"))
+            .iter()
+            .map(|n| {
+                let count = |k: &str| n[k].as_u64().unwrap_or_else(|| panic!("no {k}: {n}"));
+                (
+                    n["name"].as_str().unwrap().to_owned(),
+                    count("in"),
+                    count("out"),
+                    count("rejected"),
+                )
+            })
+            .collect()
+    };
+    let last = counts(summary);
+    for (name, node) in names.iter().zip(&last) {
+        assert_eq!(node.0, *name, "{summary}");
+        assert_eq!(node.1, get(&t, name, "in"), "{name}: {summary}\n{stdout}");
+        assert_eq!(node.2, get(&t, name, "out"), "{name}: {summary}\n{stdout}");
+        assert_eq!(
+            node.3,
+            get(&t, name, "rejected"),
+            "{name}: {summary}\n{stdout}"
+        );
+    }
+    assert_eq!(last.len(), names.len(), "{summary}");
+    assert_eq!(summary["records_read"], 800, "{summary}");
+    assert_eq!(summary["stopped"], false, "{summary}");
+    assert_eq!(summary["job"], "paced", "{summary}");
+    assert_eq!(summary["workers"], 2, "{summary}");
+    let mut before: Option<(f64, u64, Counts)> = None;
+    for p in &progress {
+        let elapsed = p["elapsed_s"].as_f64().unwrap_or_else(|| panic!("{p}"));
+        let read = p["records_read"].as_u64().unwrap_or_else(|| panic!("{p}"));
+        assert!(p["rate"].as_f64().is_some_and(|r| r >= 0.0), "{p}");
+        let now = counts(p);
+        let seen: Vec<&str> = now.iter().map(|n| n.0.as_str()).collect();
+        assert_eq!(seen, names, "{p}");
+        assert_eq!(
+            read, now[0].2,
+            "the source's count is the records read: {p}"
+        );
+        for (n, end) in now.iter().zip(&last) {
+            assert!(
+                n.1 <= end.1 && n.2 <= end.2,
+                "{p} passes the summary {summary}"
+            );
+        }
+        if let Some((e, r, c)) = &before {
+            assert!(elapsed >= *e && read >= *r, "{p}");
+            for (n, b) in now.iter().zip(c) {
+                assert!(n.1 >= b.1 && n.2 >= b.2, "{p} went back");
+            }
+        }
+        before = Some((elapsed, read, now));
+    }
+    let first = progress[0]["records_read"].as_u64().unwrap();
+    let latest = progress[progress.len() - 1]["records_read"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        first < latest,
+        "the progress lines did not grow: {}",
+        show(&o)
+    );
+
+    // Rejections: warnings with their counts; over `--max-rejected`, an error and exit 1.
+    let input = dir.path().join("flat.jsonl");
+    write_readings(&input, 6, 2);
+    std::fs::write(&input, std::fs::read_to_string(&input).unwrap() + "nope\n").unwrap();
+    let lossy = dir.path().join("lossy.toml");
+    std::fs::write(&lossy, no_dead_letter_job(&input, "")).unwrap();
+    let o = vitalflow(
+        &[
+            "run",
+            lossy.to_str().unwrap(),
+            "--out",
+            dir.path().join("lossy").to_str().unwrap(),
+            "--log-format=json",
+            "--max-rejected",
+            "30%",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let lines = json_lines(&o, 1);
+    let warning = lines
+        .iter()
+        .find(|l| l["level"] == "warn" && l.get("by_node").is_some() && l.get("rejected").is_some())
+        .unwrap_or_else(|| panic!("no rejection warning: {}", show(&o)));
+    assert_eq!(warning["rejected"], 4, "{warning}");
+    assert_eq!(warning["records_read"], 10, "{warning}");
+    assert_eq!(warning["by_node"]["m"], 4, "{warning}");
+    let error = lines
+        .iter()
+        .find(|l| l["level"] == "error" && l.get("exit_code").is_none())
+        .unwrap_or_else(|| panic!("no error line: {}", show(&o)));
+    assert_eq!(error["fault"], "configuration or input", "{error}");
+    assert!(
+        error["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("more than max-rejected 30%")),
+        "{error}"
+    );
+}
+
+/// `--log-format json` on a job file with a bad value, and with an unknown option: an error line
+/// naming the file, line, column and key, then the exit code 2.
+#[test]
+fn json_logs_name_the_file_line_and_field_of_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("bad.toml");
+    std::fs::write(
+        &job,
+        "[sources.g]\nkind = \"generator\"\ncount = \"many\"\n\n\
+         [sinks.none]\nkind = \"blackhole\"\ninputs = [\"g\"]\n",
+    )
+    .unwrap();
+    let o = vitalflow(&["run", job.to_str().unwrap(), "--log-format", "json"], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(o.stdout.is_empty(), "{}", show(&o));
+    let lines = json_lines(&o, 2);
+    assert_eq!(lines.len(), 2, "{}", show(&o));
+    let problem = &lines[0];
+    assert_eq!(problem["level"], "error", "{problem}");
+    assert_eq!(problem["file"], job.to_str().unwrap(), "{problem}");
+    assert_eq!(problem["line"], 3, "{problem}");
+    assert_eq!(problem["column"], 9, "{problem}");
+    assert_eq!(problem["field"], "sources.g.count", "{problem}");
+    assert_eq!(problem["fault"], "configuration or input", "{problem}");
+    assert!(
+        problem["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("expected a whole number")),
+        "{problem}"
+    );
+
+    let o = vitalflow(
+        &[
+            "run",
+            job.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "--bogus",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let lines = json_lines(&o, 2);
+    assert_eq!(lines.len(), 2, "{}", show(&o));
+    assert!(
+        lines[0]["msg"]
+            .as_str()
+            .is_some_and(|m| m.contains("--bogus")),
+        "{}",
+        show(&o)
+    );
+}

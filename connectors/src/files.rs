@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde::de::IgnoredAny;
@@ -154,24 +155,33 @@ impl FileSource {
     ///
     /// # Errors
     /// [`FileError`] on I/O errors only.
-    pub fn read(&self, emit: impl FnMut(RawRecord)) -> Result<u64, FileError> {
-        self.read_counting(|_, _| {}, emit)
+    pub fn read(&self, mut emit: impl FnMut(RawRecord)) -> Result<u64, FileError> {
+        self.read_counting(
+            |_, _| {},
+            |record| {
+                emit(record);
+                ControlFlow::Continue(())
+            },
+        )
     }
 
     /// [`read`](Self::read), calling `file_read` with each file's path and number of records
-    /// once the file is read: every file is counted, empty ones (no record) too.
+    /// once the file is read: every file is counted, empty ones (no record) too. `emit` answers
+    /// `Break` to stop reading: that record is not taken and nothing more is read (the file
+    /// being read is counted with the records taken from it); the records taken are returned.
     ///
     /// # Errors
     /// [`FileError`] on I/O errors only.
     pub fn read_counting(
         &self,
         mut file_read: impl FnMut(&Path, u64),
-        emit: impl FnMut(RawRecord),
+        emit: impl FnMut(RawRecord) -> ControlFlow<()>,
     ) -> Result<u64, FileError> {
         let mut out = Emitter {
             source: &self.name,
             format: self.format.raw_format(),
             sequence: 0,
+            stopped: false,
             emit,
         };
         for path in self.files()? {
@@ -193,6 +203,9 @@ impl FileSource {
                 FileFormat::Hl7v2 => read_hl7(&path, &mut out)?,
             }
             file_read(&path, out.sequence - before);
+            if out.stopped {
+                break;
+            }
         }
         Ok(out.sequence)
     }
@@ -203,10 +216,13 @@ struct Emitter<'a, F> {
     source: &'a str,
     format: RawFormat,
     sequence: u64,
+    /// `emit` answered `Break`: nothing more is read.
+    stopped: bool,
     emit: F,
 }
 
-impl<F: FnMut(RawRecord)> Emitter<'_, F> {
+impl<F: FnMut(RawRecord) -> ControlFlow<()>> Emitter<'_, F> {
+    /// Emits a record; `Break` (and nothing is taken) once `emit` wants no more.
     fn push(
         &mut self,
         path: &Path,
@@ -214,8 +230,11 @@ impl<F: FnMut(RawRecord)> Emitter<'_, F> {
         bytes: Vec<u8>,
         header: Option<&[String]>,
         context: Option<&str>,
-    ) {
-        (self.emit)(RawRecord {
+    ) -> ControlFlow<()> {
+        if self.stopped {
+            return ControlFlow::Break(());
+        }
+        let flow = (self.emit)(RawRecord {
             source: self.source.to_owned(),
             location: format!("{}:{line}", path.display()),
             sequence: self.sequence,
@@ -225,7 +244,12 @@ impl<F: FnMut(RawRecord)> Emitter<'_, F> {
             bytes,
             arrival_us: 0,
         });
-        self.sequence += 1;
+        if flow.is_break() {
+            self.stopped = true;
+        } else {
+            self.sequence += 1;
+        }
+        flow
     }
 }
 
@@ -245,7 +269,10 @@ fn strip_line(mut line: &[u8], first: bool) -> &[u8] {
 }
 
 /// One record per non-blank line.
-fn read_lines<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Result<(), FileError> {
+fn read_lines<F: FnMut(RawRecord) -> ControlFlow<()>>(
+    path: &Path,
+    out: &mut Emitter<'_, F>,
+) -> Result<(), FileError> {
     let mut reader = open(path)?;
     let mut buf = Vec::new();
     let mut line_no = 0u64;
@@ -260,8 +287,12 @@ fn read_lines<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Res
         }
         line_no += 1;
         let line = strip_line(&buf, line_no == 1);
-        if !line.trim_ascii().is_empty() {
-            out.push(path, line_no, line.to_vec(), None, None);
+        if !line.trim_ascii().is_empty()
+            && out
+                .push(path, line_no, line.to_vec(), None, None)
+                .is_break()
+        {
+            return Ok(());
         }
     }
 }
@@ -293,10 +324,18 @@ fn first_line(bytes: &[u8]) -> u64 {
 /// with `\r`, `\n` or `\r\n`; a message keeps its last segment's terminator, and a frame
 /// without its end block keeps its start block and ends where the next frame starts: ingestion
 /// takes either absence as a sign of a message cut short.
-fn read_hl7<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Result<(), FileError> {
+fn read_hl7<F: FnMut(RawRecord) -> ControlFlow<()>>(
+    path: &Path,
+    out: &mut Emitter<'_, F>,
+) -> Result<(), FileError> {
     let bytes = read_all(path)?;
     for (line, message) in hl7_messages(&bytes) {
-        out.push(path, line, message.to_vec(), None, None);
+        if out
+            .push(path, line, message.to_vec(), None, None)
+            .is_break()
+        {
+            break;
+        }
     }
     Ok(())
 }
@@ -418,7 +457,10 @@ fn glued_msh(segment: &[u8], sep: u8) -> Option<usize> {
 
 /// A `.json` file: one JSON document (a Bundle, a resource, an envelope), or, if the file is not
 /// one document but every non-blank line is, one record a line.
-fn read_json<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Result<(), FileError> {
+fn read_json<F: FnMut(RawRecord) -> ControlFlow<()>>(
+    path: &Path,
+    out: &mut Emitter<'_, F>,
+) -> Result<(), FileError> {
     let bytes = read_all(path)?;
     if bytes.trim_ascii().is_empty() {
         return Ok(());
@@ -436,10 +478,12 @@ fn read_json<F: FnMut(RawRecord)>(path: &Path, out: &mut Emitter<'_, F>) -> Resu
             .all(|(_, l)| serde_json::from_slice::<IgnoredAny>(l).is_ok());
     if json_lines {
         for (n, l) in lines {
-            out.push(path, n, l.to_vec(), None, None);
+            if out.push(path, n, l.to_vec(), None, None).is_break() {
+                break;
+            }
         }
     } else {
-        out.push(path, first_line(&bytes), bytes, None, None);
+        let _ = out.push(path, first_line(&bytes), bytes, None, None);
     }
     Ok(())
 }
@@ -454,7 +498,7 @@ const QUOTED_BYTES: usize = 1 << 20;
 /// location is the line where it starts. A quote that does not close within those bounds, or by
 /// the end of the file, gives a record of the line where it opened, as it stands (ingestion
 /// dead-letters it, naming the quote), and reading resumes at the next line.
-fn read_csv<F: FnMut(RawRecord)>(
+fn read_csv<F: FnMut(RawRecord) -> ControlFlow<()>>(
     path: &Path,
     has_header: bool,
     context: Option<&str>,
@@ -505,7 +549,12 @@ fn read_csv<F: FnMut(RawRecord)>(
             again = read_ahead;
             let line = strip_line(&lines[0].1, false);
             if header_read {
-                out.push(path, start, line.to_vec(), header.as_deref(), context);
+                if out
+                    .push(path, start, line.to_vec(), header.as_deref(), context)
+                    .is_break()
+                {
+                    return Ok(());
+                }
             } else {
                 header = Some(names(&split_csv(line).0));
                 header_read = true;
@@ -516,7 +565,12 @@ fn read_csv<F: FnMut(RawRecord)>(
         }
         if !strip_line(&record, false).trim_ascii().is_empty() {
             if header_read {
-                out.push(path, start, csv_line(&fields), header.as_deref(), context);
+                if out
+                    .push(path, start, csv_line(&fields), header.as_deref(), context)
+                    .is_break()
+                {
+                    return Ok(());
+                }
             } else {
                 header = Some(names(&fields));
                 header_read = true;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::fs;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use vitalflow_connectors::files::hl7_messages;
@@ -242,7 +243,7 @@ fn every_file_is_counted_empty_ones_too() {
                 let name = path.file_name().unwrap().to_string_lossy().into_owned();
                 files.push((name, records));
             },
-            |_| {},
+            |_| ControlFlow::Continue(()),
         )
         .unwrap();
     assert_eq!(n, 1);
@@ -254,6 +255,61 @@ fn every_file_is_counted_empty_ones_too() {
             ("c.hl7".into(), 0)
         ]
     );
+}
+
+/// `emit` answering `Break` stops the reading in every format: the record it was given and
+/// everything after are not taken, the file being read is counted with what was taken from it,
+/// and the files after it are not read.
+#[test]
+fn reading_stops_when_emit_says_so() {
+    type Record = fn(u32) -> String;
+    let cases: [(FileFormat, &str, Record); 4] = [
+        (FileFormat::Json, "jsonl", |i| format!("{{\"n\":{i}}}\n")),
+        (FileFormat::Json, "json", |i| format!("{{\"n\":{i}}}\n")),
+        (FileFormat::Csv { header: false }, "csv", |i| {
+            format!("{i},x\n")
+        }),
+        (FileFormat::Hl7v2, "hl7", |i| {
+            format!("MSH|^~\\&|A|{i}\rPID|1\r")
+        }),
+    ];
+    for (format, ext, record) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        for (f, name) in ["a", "b", "c"].iter().enumerate() {
+            let text: String = (0..4).map(|i| record(f as u32 * 4 + i)).collect();
+            write(tmp.path(), &format!("{name}.{ext}"), text.as_bytes());
+        }
+        let src = FileSource {
+            name: "in".into(),
+            path: tmp.path().to_path_buf(),
+            format,
+        };
+        let (mut files, mut taken, mut offered) = (Vec::new(), Vec::new(), 0);
+        let n = src
+            .read_counting(
+                |path, records| {
+                    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                    files.push((name, records));
+                },
+                |r| {
+                    offered += 1;
+                    if offered > 5 {
+                        return ControlFlow::Break(());
+                    }
+                    taken.push(r.sequence);
+                    ControlFlow::Continue(())
+                },
+            )
+            .unwrap();
+        assert_eq!(n, 5, "{ext}");
+        assert_eq!(offered, 6, "{ext}: read on after a Break");
+        assert_eq!(taken, [0, 1, 2, 3, 4], "{ext}");
+        assert_eq!(
+            files,
+            [(format!("a.{ext}"), 4), (format!("b.{ext}"), 1)],
+            "{ext}"
+        );
+    }
 }
 
 #[test]

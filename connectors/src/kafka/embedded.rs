@@ -148,6 +148,24 @@ fn feed_settings(bootstrap: &str, linger_ms: &str) -> ClientSettings {
     settings
 }
 
+/// How long a paced feed sleeps at most before it asks `stop` again.
+const STOP_CHECK: Duration = Duration::from_millis(20);
+
+/// Sleeps until `due`, asking `stop` every [`STOP_CHECK`]: whether it answered `true` (the
+/// sleep is then cut short).
+pub fn sleep_until(due: Instant, stop: &impl Fn() -> bool) -> bool {
+    loop {
+        if stop() {
+            return true;
+        }
+        let left = due.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        std::thread::sleep(left.min(STOP_CHECK));
+    }
+}
+
 fn patient_key(line: &str) -> Option<Vec<u8>> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     Some(v["patient_id"].as_str()?.as_bytes().to_vec())
@@ -184,7 +202,9 @@ pub fn feed_context(
 
 /// Produces the generator's flat readings `0..count` into `topics.vitals`, keyed by patient id.
 /// `rate` > 0: a live feed, at `rate` readings a second, each stamped with the wall clock as it
-/// is produced; 0: as fast as possible, with the simulated reading times. Returns the readings
+/// is produced; 0: as fast as possible, with the simulated reading times. `stop` is asked before
+/// each reading and while the feed waits for the next ones to be due: once it answers `true`,
+/// no more readings are produced (those produced are still waited for). Returns the readings
 /// acknowledged.
 ///
 /// # Errors
@@ -195,17 +215,21 @@ pub fn feed_flat(
     topics: &FlatTopics,
     rate: u64,
     timeout: Duration,
+    stop: impl Fn() -> bool,
 ) -> Result<u64, KafkaError> {
     let linger = if rate > 0 { "1" } else { "20" };
     let mut writer = TopicWriter::new(&feed_settings(bootstrap, linger))?;
     let started = Instant::now();
     let mut acked = 0u64;
     for i in 0..generator.count() {
+        if stop() {
+            break;
+        }
         if rate > 0 && i % 100 == 0 {
             // Pace: reading i is due at i / rate seconds.
-            let due = Duration::from_secs_f64(i as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(wait);
+            let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
+            if sleep_until(due, &stop) {
+                break;
             }
         }
         let line = if rate > 0 {

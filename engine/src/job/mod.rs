@@ -53,6 +53,31 @@ pub struct Underline {
     pub len: usize,
 }
 
+impl Diagnostic {
+    /// The job file's key the problem is at, when the message starts with one in backquotes, as
+    /// the messages about a table or a value do: `sources.g.count` for
+    /// `` `sources.g.count`: invalid type… ``, and `sources.g.colour` for an unknown key
+    /// (`` `sources.g`: unknown field `colour` ``).
+    #[must_use]
+    pub fn key(&self) -> Option<String> {
+        fn is_key(s: &str) -> bool {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        }
+        let (key, rest) = self.message.strip_prefix('`')?.split_once('`')?;
+        if !is_key(key) {
+            return None;
+        }
+        let unknown = rest
+            .strip_prefix(": unknown field `")
+            .and_then(|r| r.split_once('`'))
+            .map(|(field, _)| field)
+            .filter(|field| is_key(field));
+        Some(unknown.map_or_else(|| key.to_owned(), |field| format!("{key}.{field}")))
+    }
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -267,6 +267,18 @@ mod tests {
     }
 
     #[test]
+    fn diagnostics_name_the_key_they_are_at() {
+        let text = "[sources.g]\nkind = \"generator\"\ncount = \"many\"\ncolour = 1\n\n\
+                    [sinks.none]\nkind = \"blackhole\"\ninputs = [\"g\"]\n";
+        let d = crate::job::Job::parse(Path::new("j.toml"), text.into(), &env).unwrap_err();
+        let keys: Vec<(usize, Option<String>)> = d.0.iter().map(|d| (d.line, d.key())).collect();
+        assert!(keys.contains(&(3, Some("sources.g.count".into()))), "{d}");
+        assert!(keys.contains(&(4, Some("sources.g.colour".into()))), "{d}");
+        let (_, errors) = JobText::new(Path::new("j.toml"), "y = ${NOPE}\n".into(), &env);
+        assert_eq!(errors[0].key(), None, "{}", errors[0]);
+    }
+
+    #[test]
     fn empty_value_uses_default() {
         let (t, _) = JobText::new(Path::new("j"), "x = \"${EMPTY:-d}\"".into(), &env);
         assert_eq!(t.text, "x = \"d\"");

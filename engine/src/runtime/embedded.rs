@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_connectors::kafka::embedded::{
-    FeedTopics, FlatTopics, feed_context, feed_flat, feed_generator,
+    FeedTopics, FlatTopics, feed_context, feed_flat, feed_generator, sleep_until,
 };
 use vitalflow_connectors::kafka::{EMBEDDED, EmbeddedBroker, KafkaError};
 
@@ -32,10 +32,11 @@ fn failed(e: &KafkaError) -> RunFailure {
     RunFailure::new(Fault::Internal, e.to_string())
 }
 
-/// A live feed into the embedded broker: set while it produces; what it produced, and how long
-/// it took.
+/// A live feed into the embedded broker: set while it produces; set to end it early; what it
+/// produced, and how long it took.
 struct Feeder {
     running: Arc<AtomicBool>,
+    halt: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Result<(u64, Duration), KafkaError>>,
 }
 
@@ -44,16 +45,22 @@ pub(super) struct Embedded {
     broker: EmbeddedBroker,
     created: BTreeSet<String>,
     feeder: Option<Feeder>,
+    /// The run's graceful stop: a live feed produces no more once it is set.
+    stop: Arc<AtomicBool>,
 }
 
 impl Embedded {
     /// Starts the embedded broker if a Kafka node of `job` uses it, creates the job's topics and
     /// fills them from the `[embedded]` generator, telling `say` what it did; `None` if no
-    /// node uses it.
+    /// node uses it. A live feed ends early when `stop` (the run's graceful stop) is set.
     ///
     /// # Errors
     /// The broker cannot start, or its topics cannot be created or filled.
-    pub(super) fn start(job: &Job, say: &dyn Fn(&str)) -> Result<Option<Self>, RunFailure> {
+    pub(super) fn start(
+        job: &Job,
+        say: &dyn Fn(&str),
+        stop: Arc<AtomicBool>,
+    ) -> Result<Option<Self>, RunFailure> {
         let topics = topics(job);
         if topics.is_empty() {
             return Ok(None);
@@ -62,6 +69,7 @@ impl Embedded {
             broker: EmbeddedBroker::start().map_err(|e| failed(&e))?,
             created: BTreeSet::new(),
             feeder: None,
+            stop,
         };
         for (topic, partitions) in &topics {
             embedded.create(topic, *partitions)?;
@@ -94,7 +102,10 @@ impl Embedded {
         self.feeder.as_ref().map(|f| Arc::clone(&f.running))
     }
 
-    /// Waits for the live feed to end: what it produced and in how long, if there was one.
+    /// Ends the live feed and waits for it: what it produced and in how long, if there was one.
+    /// Called once the workers have stopped, when nothing reads the feed any more: a feed that
+    /// a source waited for has ended by then, one that goes on (the run was stopped or failed,
+    /// or no source waits for it) produces no more.
     ///
     /// # Errors
     /// The feed failed or stopped.
@@ -102,6 +113,7 @@ impl Embedded {
         let Some(feeder) = self.feeder.take() else {
             return Ok(None);
         };
+        feeder.halt.store(true, Ordering::SeqCst);
         match feeder.thread.join() {
             Ok(Ok(fed)) => Ok(Some(fed)),
             Ok(Err(e)) => Err(RunFailure::new(
@@ -163,6 +175,7 @@ impl Embedded {
                 &topics,
                 0,
                 Duration::from_secs(300),
+                || false,
             )
             .map_err(|e| failed(&e))?;
             say(&format!(
@@ -173,7 +186,8 @@ impl Embedded {
         Ok(())
     }
 
-    /// Starts producing `rate` readings a second after `delay`, on a thread of its own.
+    /// Starts producing `rate` readings a second after `delay`, on a thread of its own, until
+    /// every reading is produced, the run's graceful stop is set, or the feed is halted.
     fn live_feed(
         &self,
         generator: Generator,
@@ -182,11 +196,17 @@ impl Embedded {
         delay: Duration,
     ) -> Result<Feeder, RunFailure> {
         let running = Arc::new(AtomicBool::new(true));
+        let halt = Arc::new(AtomicBool::new(false));
         let (bootstrap, flag) = (self.bootstrap(), Arc::clone(&running));
+        let (stop, halted) = (Arc::clone(&self.stop), Arc::clone(&halt));
         let thread = std::thread::Builder::new()
             .name("embedded-feed".to_owned())
             .spawn(move || {
-                std::thread::sleep(delay);
+                let ended = || stop.load(Ordering::SeqCst) || halted.load(Ordering::SeqCst);
+                if sleep_until(Instant::now() + delay, &ended) {
+                    flag.store(false, Ordering::SeqCst);
+                    return Ok((0, Duration::ZERO));
+                }
                 let started = Instant::now();
                 let r = feed_flat(
                     &bootstrap,
@@ -194,6 +214,7 @@ impl Embedded {
                     &topics,
                     rate,
                     Duration::from_secs(60),
+                    ended,
                 );
                 flag.store(false, Ordering::SeqCst);
                 r.map(|n| (n, started.elapsed()))
@@ -204,7 +225,11 @@ impl Embedded {
                     format!("the embedded broker's live feed cannot start: {e}"),
                 )
             })?;
-        Ok(Feeder { running, thread })
+        Ok(Feeder {
+            running,
+            halt,
+            thread,
+        })
     }
 
     /// The default feed: generated patient and vital-sign events, at once.

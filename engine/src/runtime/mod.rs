@@ -68,10 +68,10 @@ pub struct RunOptions {
     pub overwrite: bool,
     /// How often the observer gets a snapshot while the workers run (`None` or zero: never).
     pub progress_interval: Option<Duration>,
-    /// A graceful stop: once set, the sources read nothing more; what they read flows through
-    /// every operator into the sinks, which write it, a Kafka job writes its final checkpoint
-    /// and commits its offsets, and the run ends as if its input had ended
-    /// ([`RunSummary::stopped`]).
+    /// A graceful stop: once set, the sources read nothing more (nor does the embedded broker's
+    /// live feed produce more); what they read flows through every operator into the sinks,
+    /// which write it, a Kafka job writes its final checkpoint and commits its offsets, and the
+    /// run ends as if its input had ended ([`RunSummary::stopped`]).
     pub stop: Option<Arc<AtomicBool>>,
 }
 
@@ -276,8 +276,9 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
             observer.message(message);
         }
     };
-    let mut embedded = Embedded::start(job, &say).map_err(RunError::Failed)?;
-    let plan = Arc::new(start.prepare(job, options, embedded.as_ref())?);
+    let stop = options.stop.clone().unwrap_or_default();
+    let mut embedded = Embedded::start(job, &say, Arc::clone(&stop)).map_err(RunError::Failed)?;
+    let plan = Arc::new(start.prepare(job, options, embedded.as_ref(), stop)?);
     let mut record = outdir::RunRecord {
         job: job.name.clone(),
         run_id: start.run.run_id.clone(),
@@ -377,12 +378,13 @@ impl Start {
         })
     }
 
-    /// Resolves the job for running (see [`plan::prepare`]).
+    /// Resolves the job for running (see [`plan::prepare`]), its sources stopping on `stop`.
     fn prepare(
         &self,
         job: &Job,
         options: &RunOptions,
         embedded: Option<&Embedded>,
+        stop: Arc<AtomicBool>,
     ) -> Result<plan::Plan, RunError> {
         let bootstrap = embedded.map(Embedded::bootstrap);
         let mut plan = plan::prepare(
@@ -392,7 +394,7 @@ impl Start {
             bootstrap.as_deref(),
             options.fresh || embedded.is_some(),
             embedded.and_then(Embedded::feeding),
-            options.stop.clone().unwrap_or_default(),
+            stop,
         )?;
         plan.end_to_end = options.end_to_end.then(Arc::default);
         Ok(plan)

@@ -276,7 +276,8 @@ const FILE_BUFFER: usize = 2 * CHUNK as usize;
 
 /// A file source, read by worker 0 on a thread of its own; record `i` at time `i / batch_size`.
 /// The thread hands records over through a bounded channel, so a file is streamed, never held
-/// in memory whole, and reading stops waiting when the dataflow falls behind.
+/// in memory whole, and reading stops waiting when the dataflow falls behind. On a graceful
+/// stop the thread reads no more, and the source ends once it has.
 #[allow(clippy::too_many_arguments)]
 pub fn files<'s>(
     scope: Scope<'s, Time>,
@@ -292,11 +293,14 @@ pub fn files<'s>(
     source::<_, CapacityContainerBuilder<Vec<RawRecord>>, _, _>(scope, name, move |cap, info| {
         let mut cap = reader.then_some(cap);
         let (tx, rx) = std::sync::mpsc::sync_channel::<RawRecord>(FILE_BUFFER);
-        if reader {
-            start_reading(&files, &counters, &failure, tx);
-        }
-        let state = FileRecords {
-            rx,
+        let thread = if reader {
+            start_reading(&files, &counters, &failure, tx, &stop)
+        } else {
+            None
+        };
+        let mut state = FileRecords {
+            rx: Some(rx),
+            reader: thread,
             batch_size,
             activator: scope.activator_for(info.address),
             counters,
@@ -313,23 +317,31 @@ pub fn files<'s>(
 }
 
 /// Starts the thread that reads a file source's files into `tx` (every file read is counted,
-/// one without records too); a thread that cannot be started fails the job.
+/// one without records too) until they end, `stop` is set or the records are no longer taken;
+/// a thread that cannot be started fails the job.
 fn start_reading(
     files: &Arc<FileSource>,
     counters: &Arc<NodeCounters>,
     failure: &Failure,
     tx: std::sync::mpsc::SyncSender<RawRecord>,
-) {
+    stop: &Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
     let (source, failed) = (Arc::clone(files), failure.clone());
     let read_files = Arc::clone(counters);
+    let stop = Arc::clone(stop);
     let thread = std::thread::Builder::new()
         .name(format!("read-{}", files.name))
         .spawn(move || {
             let result = source.read_counting(
                 |_, _| read_files.add_files(1),
                 |record| {
-                    // The dataflow is gone (it failed): nothing to hand the rest to.
-                    let _ = tx.send(record);
+                    // Stopped, or the source has ended (a graceful stop) or the dataflow is
+                    // gone (it failed): nothing to hand the rest to.
+                    if stop.load(Ordering::SeqCst) || tx.send(record).is_err() {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
                 },
             );
             if let Err(e) = result {
@@ -340,19 +352,23 @@ fn start_reading(
                 ));
             }
         });
-    if let Err(e) = thread {
-        failure.fail(RunFailure::at_source(
-            &files.name,
-            Fault::Internal,
-            format!("cannot start its reader: {e}"),
-        ));
-    }
+    thread
+        .inspect_err(|e| {
+            failure.fail(RunFailure::at_source(
+                &files.name,
+                Fault::Internal,
+                format!("cannot start its reader: {e}"),
+            ));
+        })
+        .ok()
 }
 
 /// A file source's state on the worker that reads it: the records its thread hands over.
 struct FileRecords {
-    /// The records, in order.
-    rx: std::sync::mpsc::Receiver<RawRecord>,
+    /// The records, in order; dropped when the source ends.
+    rx: Option<std::sync::mpsc::Receiver<RawRecord>>,
+    /// The thread that reads the files (worker 0 only), until it is waited for.
+    reader: Option<std::thread::JoinHandle<()>>,
     /// Records per dataflow timestamp.
     batch_size: u64,
     /// Schedules the source again.
@@ -367,20 +383,26 @@ struct FileRecords {
 
 impl FileRecords {
     /// One activation: emits up to `CHUNK` records handed over, each at its time. `Break`
-    /// once the thread is done and every record is emitted.
+    /// once the thread is done and every record is emitted, or on a graceful stop (once the
+    /// thread has ended).
     fn activate(
-        &self,
+        &mut self,
         cap: &mut Capability<Time>,
         output: &mut SourceOutput<'_>,
     ) -> ControlFlow<()> {
-        if self.stop.load(Ordering::SeqCst) {
+        let Some(rx) = self
+            .rx
+            .as_ref()
+            .filter(|_| !self.stop.load(Ordering::SeqCst))
+        else {
+            self.end();
             return ControlFlow::Break(());
-        }
+        };
         let (mut n, mut bytes) = (0u64, 0u64);
         // One clock reading per activation: records taken now arrived by now.
         let now_us = vitalflow_model::now_us();
         let flow = loop {
-            match self.rx.try_recv() {
+            match rx.try_recv() {
                 Ok(mut record) => {
                     let time = record.sequence / self.batch_size;
                     if *cap.time() < time {
@@ -403,6 +425,18 @@ impl FileRecords {
             }
         };
         read(&self.counters, self.count_records, n, bytes);
+        if flow.is_break() {
+            self.end();
+        }
         flow
+    }
+
+    /// Ends the source: drops the channel, so that a reading thread waiting to hand a record
+    /// over reads no more, and waits for the thread, so that the files it counted are final.
+    fn end(&mut self) {
+        self.rx = None;
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
     }
 }
