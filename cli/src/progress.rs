@@ -207,6 +207,7 @@ mod tests {
             watermarks: Vec::new(),
             checkpoints: None,
             alerts: Vec::new(),
+            partitions: Vec::new(),
         };
         assert_eq!(
             line(&snapshot, true),
@@ -223,6 +224,7 @@ mod tests {
             watermarks: Vec::new(),
             checkpoints: None,
             alerts: Vec::new(),
+            partitions: Vec::new(),
         };
         assert_eq!(line(&big, true), "progress 0.0s: g 2.35M | 2.35M records/s");
     }

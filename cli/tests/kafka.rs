@@ -24,9 +24,9 @@ use crate::support::{
 };
 
 /// A broker for one test: the embedded one in a child process, or the standalone one.
-struct Broker {
-    name: &'static str,
-    bootstrap: String,
+pub(crate) struct Broker {
+    pub(crate) name: &'static str,
+    pub(crate) bootstrap: String,
     child: Option<Child>,
     /// The embedded broker's control channel: its standard input and output.
     control: Option<
@@ -68,7 +68,7 @@ fn embedded() -> Broker {
 
 /// The brokers a test runs against: always the embedded one; the standalone one when scripts/test
 /// started it (`VITALFLOW_TEST_KAFKA`), else a loud skip (an error under `VITALFLOW_REQUIRE_KAFKA`).
-fn brokers() -> Vec<Broker> {
+pub(crate) fn brokers() -> Vec<Broker> {
     let mut all = vec![embedded()];
     match std::env::var("VITALFLOW_TEST_KAFKA") {
         Ok(b) if !b.is_empty() => all.push(Broker {
@@ -226,15 +226,15 @@ topic = "${{T_DEAD}}"
     path
 }
 
-struct Topics {
-    patients: String,
-    vitals: String,
+pub(crate) struct Topics {
+    pub(crate) patients: String,
+    pub(crate) vitals: String,
     events: String,
     dead: String,
 }
 
 impl Topics {
-    fn new(broker: &Broker, vitals_partitions: i32) -> Self {
+    pub(crate) fn new(broker: &Broker, vitals_partitions: i32) -> Self {
         let t = Self {
             patients: unique("patients"),
             vitals: unique("vitals"),
@@ -267,7 +267,7 @@ fn job_command(job: &Path, out: &Path, broker: &Broker, topics: &Topics, key: &P
     cmd
 }
 
-fn generator(patients: u64, readings: u64) -> Generator {
+pub(crate) fn generator(patients: u64, readings: u64) -> Generator {
     Generator::new(GeneratorConfig {
         seed: 7,
         patients,
@@ -1231,7 +1231,7 @@ fn send_event(w: &mut TopicWriter, g: &Generator, topics: &Topics, i: u64) {
 }
 
 /// Produces the generator's events `range` (patients to their topic, readings to theirs).
-fn feed(broker: &Broker, g: &Generator, topics: &Topics, range: std::ops::Range<u64>) {
+pub(crate) fn feed(broker: &Broker, g: &Generator, topics: &Topics, range: std::ops::Range<u64>) {
     let mut w = TopicWriter::new(&ClientSettings::new(&broker.bootstrap)).unwrap();
     for i in range {
         send_event(&mut w, g, topics, i);

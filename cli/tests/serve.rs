@@ -1,6 +1,7 @@
 //! `vitalflow run --listen`: the HTTP endpoint beside a running job. Metrics scraped while the
 //! job runs and after it ended (`--linger`), read by the Python `prometheus_client` parsers;
-//! health checks; the job's graph as JSON; a refused non-loopback address.
+//! Kafka partitions' offsets and lag; health checks; the job's graph as JSON; a refused
+//! non-loopback address.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -91,7 +92,8 @@ fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 /// The live-alerting job on the embedded broker's paced feed (a few seconds): scraped while it
 /// runs and after; every documented metric present, counters growing, the final counts the
-/// summary's; readiness 503 until the first checkpoint, then 200.
+/// summary's, every partition's lag 0 at the end of the input; readiness 503 until the first
+/// checkpoint, then 200.
 #[test]
 fn a_running_job_serves_metrics_health_and_its_graph() {
     let Some(py) = python() else { return };
@@ -269,6 +271,35 @@ fn a_running_job_serves_metrics_health_and_its_graph() {
             &[("source", "vitals")]
         ) > 1.0e9
     );
+
+    // Every Kafka partition read to its end: lag 0, and the offsets of a source's partitions
+    // add up to the records it read.
+    for source in ["vitals", "patient-context"] {
+        let of = |name: &str| -> Vec<f64> {
+            last.iter()
+                .filter(|((n, l), _)| {
+                    n == name && l.get("source").map(String::as_str) == Some(source)
+                })
+                .map(|(_, v)| *v)
+                .collect()
+        };
+        let (offsets, lags) = (
+            of("vitalflow_kafka_partition_offset"),
+            of("kafka_consumergroup_lag"),
+        );
+        let partitions = if source == "vitals" { 8 } else { 4 };
+        assert_eq!(offsets.len(), partitions, "{source}");
+        assert_eq!(lags, vec![0.0; partitions], "{source}");
+        assert_eq!(
+            offsets.iter().sum::<f64>(),
+            value(
+                &last,
+                "vitalflow_node_records_in_total",
+                &[("node", source), ("kind", "kafka")]
+            ),
+            "{source}"
+        );
+    }
 
     // The graph: every node with its kind and inputs, and its final counts.
     assert_eq!(job["job"], "icu-alerting");
@@ -484,4 +515,294 @@ inputs = ["canonize"]
     let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
     assert!(size > 10_000, "screenshot of {size} bytes");
     eprintln!("status page screenshot: {}", png.display());
+}
+
+/// A Kafka partition: its topic and number.
+type TopicPartition = (String, i32);
+
+/// A partition's figures in one scrape: offset, end offset and lag, where served.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Served {
+    offset: Option<f64>,
+    end: Option<f64>,
+    lag: Option<f64>,
+}
+
+/// The Kafka partition samples of a scrape, by (topic, partition). Every sample must carry the
+/// source that reads its topic (`sources`: topic → source) and the lag the job's group.
+fn partitions_served(
+    s: &Samples,
+    sources: &BTreeMap<String, String>,
+    group: &str,
+) -> BTreeMap<TopicPartition, Served> {
+    let mut served: BTreeMap<TopicPartition, Served> = BTreeMap::new();
+    for ((name, labels), v) in s {
+        let field: fn(&mut Served) -> &mut Option<f64> = match name.as_str() {
+            "vitalflow_kafka_partition_offset" => |p| &mut p.offset,
+            "vitalflow_kafka_partition_end_offset" => |p| &mut p.end,
+            "kafka_consumergroup_lag" => {
+                assert_eq!(labels["consumergroup"], group, "{labels:?}");
+                |p| &mut p.lag
+            }
+            _ => continue,
+        };
+        let topic = labels["topic"].clone();
+        assert_eq!(
+            sources.get(&topic),
+            Some(&labels["source"]),
+            "{name} {labels:?}"
+        );
+        let partition = labels["partition"].parse().unwrap();
+        *field(served.entry((topic, partition)).or_default()) = Some(*v);
+    }
+    served
+}
+
+/// Where each partition of `topics` ends, read back by an independent client: every record
+/// from the first offset, until it has the number given per topic (each offset counted once),
+/// the offsets of each partition running from 0 without a gap. (The standalone broker answers
+/// a query of the end offsets with figures of its own, so they are read, not asked for.)
+fn produced_ends(bootstrap: &str, topics: &[(&str, usize)]) -> BTreeMap<TopicPartition, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "vitalflow-lag-test")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(30);
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    let mut offsets: BTreeMap<TopicPartition, BTreeSet<i64>> = BTreeMap::new();
+    for (topic, _) in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+        for p in metadata.topics()[0].partitions() {
+            assignment
+                .add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                .unwrap();
+            offsets.insert(((*topic).to_owned(), p.id()), BTreeSet::new());
+        }
+    }
+    consumer.assign(&assignment).unwrap();
+    let count = |offsets: &BTreeMap<TopicPartition, BTreeSet<i64>>, topic: &str| -> usize {
+        offsets
+            .iter()
+            .filter(|((t, _), _)| t == topic)
+            .map(|(_, o)| o.len())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while topics.iter().any(|(t, n)| count(&offsets, t) < *n) {
+        assert!(Instant::now() < deadline, "read back only {offsets:?}");
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            offsets
+                .entry((m.topic().to_owned(), m.partition()))
+                .or_default()
+                .insert(m.offset());
+        }
+    }
+    for (t, n) in topics {
+        assert_eq!(count(&offsets, t), *n, "{t}: more records than produced");
+    }
+    offsets
+        .into_iter()
+        .map(|(k, o)| {
+            let end = i64::try_from(o.len()).unwrap();
+            assert!(o.last().is_none_or(|l| l + 1 == end), "{k:?}: {o:?}");
+            (k, end)
+        })
+        .collect()
+}
+
+/// Scrapes `/metrics` and parses it with the Python parsers (the text kept in `dir` as
+/// `metrics-N.txt`).
+fn scrape(py: &str, port: u16, dir: &std::path::Path, n: usize) -> Samples {
+    let (code, text) = get(port, "/metrics").unwrap();
+    assert_eq!(code, 200, "{text}");
+    let path = dir.join(format!("metrics-{n}.txt"));
+    std::fs::write(&path, text).unwrap();
+    let parsed = python_check(py, "metrics_parse.py", &[path.to_str().unwrap()]);
+    samples(&parsed[0])
+}
+
+/// A job run by a test: killed if the test fails before it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Acceptance: a never-ending job reads two topics (2 and 3 partitions) fed in two rounds, on the
+/// embedded broker and on the standalone one when given. `/metrics`, scraped while it runs and
+/// parsed by the Python parsers, serves every partition's offset, end offset and lag; once a
+/// round is read, every end offset is what the broker holds (the partitions of a topic add up
+/// to what was produced), every offset equals it and every lag is 0; from one round to the next
+/// each offset grew by what its partition was given. `/api/job` and the status page agree.
+#[test]
+fn kafka_offsets_and_lag_are_served_and_the_lag_reaches_zero() {
+    let Some(py) = python() else { return };
+    for broker in crate::kafka::brokers() {
+        kafka_offsets_and_lag(&py, &broker);
+    }
+}
+
+fn kafka_offsets_and_lag(py: &str, broker: &crate::kafka::Broker) {
+    let name = broker.name;
+    let dir = tempfile::tempdir().unwrap();
+    let topics = crate::kafka::Topics::new(broker, 3);
+    let job = dir.path().join("lag.toml");
+    let source = |name: &str, topic: &str| {
+        format!(
+            "[sources.{name}]\nkind = \"kafka\"\nbrokers = \"{}\"\ntopic = \"{topic}\"\n\
+             format = \"envelope\"\ngranularity = \"1m\"\nidle-timeout = \"1s\"\n\n",
+            broker.bootstrap
+        )
+    };
+    let text = format!(
+        "[job]\nname = \"lag\"\nworkers = 2\n\n{}{}[sinks.none]\nkind = \"blackhole\"\n\
+         inputs = [\"patients\", \"vitals\"]\n",
+        source("patients", &topics.patients),
+        source("vitals", &topics.vitals),
+    );
+    std::fs::write(&job, text).unwrap();
+    let sources: BTreeMap<String, String> = [
+        (topics.patients.clone(), "patients".to_owned()),
+        (topics.vitals.clone(), "vitals".to_owned()),
+    ]
+    .into();
+
+    let mut child = Running(
+        Command::new(env!("CARGO_BIN_EXE_vitalflow"))
+            .args(["run", job.to_str().unwrap(), "--no-progress", "--out"])
+            .arg(dir.path().join("out"))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("VITALFLOW_LOG", "warn")
+            .current_dir(root())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let _ = lines_tx.send(line.unwrap());
+        }
+    });
+    let mut said = Vec::new();
+    let port: u16 = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("[{name}] no address: {said:?}"));
+        if let Some(rest) = line.strip_prefix("listening on http://127.0.0.1:") {
+            break rest.split(' ').next().unwrap().parse().unwrap();
+        }
+        said.push(line);
+    };
+
+    // Two rounds: the patients and the first half of the readings, then the rest.
+    let g = crate::kafka::generator(200, 6_000);
+    let rounds = [0..3_100, 3_100..g.count()];
+    let mut scrapes = 0;
+    let mut read: Vec<(
+        BTreeMap<TopicPartition, i64>,
+        BTreeMap<TopicPartition, Served>,
+    )> = Vec::new();
+    for round in rounds {
+        crate::kafka::feed(broker, &g, &topics, round.clone());
+        let patients = (0..round.end).filter(|i| g.is_patient_event(*i)).count();
+        let readings = usize::try_from(round.end).unwrap() - patients;
+        let ends = produced_ends(
+            &broker.bootstrap,
+            &[(&topics.patients, patients), (&topics.vitals, readings)],
+        );
+        assert_eq!(ends.len(), 5, "[{name}] {ends:?}");
+        // Read to the end: every partition at the broker's end, with lag 0.
+        let caught_up: BTreeMap<TopicPartition, Served> = ends
+            .iter()
+            .map(|(k, e)| {
+                let e = *e as f64;
+                let at = Served {
+                    offset: Some(e),
+                    end: Some(e),
+                    lag: Some(0.0),
+                };
+                (k.clone(), at)
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let served = loop {
+            let s = scrape(py, port, dir.path(), scrapes);
+            scrapes += 1;
+            let served = partitions_served(&s, &sources, "vitalflow-lag");
+            if served == caught_up {
+                break served;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[{name}] the served partitions never reached the broker's ends with lag 0 \
+                 (round {round:?}):\nserved {served:?}\nwanted {caught_up:?}"
+            );
+            if let Some(status) = child.0.try_wait().unwrap() {
+                panic!("[{name}] the job ended by itself ({status})");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        read.push((ends, served));
+    }
+
+    // From one round to the next every offset grew by what its partition was given, and the
+    // readings' partitions were all given some.
+    let [(ends_1, served_1), (ends_2, served_2)] = [&read[0], &read[1]];
+    for (k, s) in served_2 {
+        let grew = s.offset.unwrap() - served_1[k].offset.unwrap();
+        assert_eq!(grew, (ends_2[k] - ends_1[k]) as f64, "[{name}] {k:?}");
+        if k.0 == topics.vitals {
+            assert!(grew > 0.0, "[{name}] {k:?} did not grow");
+        }
+    }
+
+    // `/api/job` says the same.
+    let job: Value = serde_json::from_str(&get(port, "/api/job").unwrap().1).unwrap();
+    let partitions = job["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 5, "[{name}] {job}");
+    for p in partitions {
+        let k = (
+            p["topic"].as_str().unwrap().to_owned(),
+            i32::try_from(p["partition"].as_i64().unwrap()).unwrap(),
+        );
+        assert_eq!(p["source"].as_str(), sources.get(&k.0).map(String::as_str));
+        assert_eq!(p["group"], "vitalflow-lag");
+        assert_eq!(p["offset"].as_i64(), Some(ends_2[&k]), "[{name}] {p}");
+        assert_eq!(p["end_offset"].as_i64(), Some(ends_2[&k]), "[{name}] {p}");
+        assert_eq!(p["lag"].as_i64(), Some(0), "[{name}] {p}");
+    }
+
+    // The status page lists each source's lag.
+    if let Some(chromium) = chromium() {
+        let dom = browse(&chromium, &format!("http://127.0.0.1:{port}/"), None);
+        for source in ["patients", "vitals"] {
+            let row = dom
+                .split(&format!("data-lag-source=\"{source}\""))
+                .nth(1)
+                .unwrap_or_else(|| panic!("[{name}] no lag row for {source}: {dom}"));
+            let lag = row
+                .split("class=\"lag\">")
+                .nth(1)
+                .and_then(|r| r.split('<').next());
+            assert_eq!(lag, Some("0"), "[{name}] {source}");
+        }
+    }
+
+    send_signal(&child.0, "TERM");
+    let status = child.0.wait().unwrap();
+    reader.join().unwrap();
+    let said: Vec<String> = said.into_iter().chain(lines.try_iter()).collect();
+    assert!(status.success(), "[{name}] {status}: {said:?}");
 }

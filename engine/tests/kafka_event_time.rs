@@ -1,8 +1,9 @@
 //! Event time in the Kafka source, on the embedded broker (librdkafka's mock cluster, the real
 //! Kafka protocol): watermark alignment (on two workers, the worker whose downstream is slow holds
 //! the other back, so no worker reads more than `max-drift` of event time ahead of it), late
-//! records (behind the emitted watermark: counted, and stamped with it), and idleness (a silent
-//! partition with records waiting in the broker still holds the watermark).
+//! records (behind the emitted watermark: counted, and stamped with it), idleness (a silent
+//! partition with records waiting in the broker still holds the watermark), and the partitions'
+//! offsets shared with progress snapshots.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use vitalflow_connectors::kafka::{ClientSettings, EmbeddedBroker};
 use vitalflow_engine::runtime::checkpoint::PositionLog;
 use vitalflow_engine::runtime::kafka_source::{EventTime, KafkaSource, kafka};
 use vitalflow_engine::runtime::metrics::{Failure, NodeCounters};
+use vitalflow_engine::runtime::progress::{PartitionProgress, SourceOffsets};
 use vitalflow_model::RawFormat;
 
 /// Records per partition: partition `p`'s record `i` is an envelope at event time `i` seconds.
@@ -72,8 +74,8 @@ fn source(
     max_drift: Option<u64>,
     idle_timeout: Duration,
     feeding: Option<Arc<std::sync::atomic::AtomicBool>>,
-) -> Arc<KafkaSource> {
-    Arc::new(KafkaSource {
+) -> KafkaSource {
+    KafkaSource {
         fault: vitalflow_engine::runtime::error::Fault::Internal,
         stop: Arc::default(),
         name: "vitals".into(),
@@ -93,15 +95,26 @@ fn source(
         watermark: Arc::new(AtomicU64::new(0)),
         job_watermark: Arc::new(AtomicU64::new(0)),
         log: Arc::new(Mutex::new(PositionLog::resuming(None))),
+        offsets: Arc::new(SourceOffsets::new(
+            "vitals",
+            topic,
+            &format!("{topic}-test"),
+        )),
         feeding,
-    })
+    }
 }
 
 /// Reads the topic to its end on two workers, worker 1's downstream sleeping on every batch;
 /// returns, for each record worker 0 emitted, its time and the latest time worker 1 had seen
 /// by then (plus one; 0: none yet).
 fn leads(bootstrap: &str, topic: &str, max_drift: Option<u64>) -> Vec<(u64, u64)> {
-    let plan = source(bootstrap, topic, max_drift, Duration::from_secs(10), None);
+    let plan = Arc::new(source(
+        bootstrap,
+        topic,
+        max_drift,
+        Duration::from_secs(10),
+        None,
+    ));
     let failure = Failure::default();
     let leads = Arc::new(Leads::default());
     let (l, f) = (Arc::clone(&leads), failure.clone());
@@ -209,13 +222,13 @@ fn a_record_behind_the_emitted_watermark_is_counted_late_and_stamped_with_it() {
     let bootstrap = broker.bootstrap();
     let feeding = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let counters = Arc::new(NodeCounters::default());
-    let plan = source(
+    let plan = Arc::new(source(
         &bootstrap,
         "late",
         Some(DRIFT),
         Duration::from_secs(60),
         Some(Arc::clone(&feeding)),
-    );
+    ));
     let stamps = Arc::new(Mutex::new(Vec::new()));
     let (s, c, seen) = (
         Arc::clone(&stamps),
@@ -274,13 +287,13 @@ fn a_partition_with_records_waiting_is_not_idle_however_long_it_is_silent() {
     let broker = EmbeddedBroker::start().unwrap();
     fill_with(&broker, "busy", per_partition);
     let counters = Arc::new(NodeCounters::default());
-    let plan = source(
+    let plan = Arc::new(source(
         &broker.bootstrap(),
         "busy",
         None,
         Duration::from_millis(20),
         None,
-    );
+    ));
     let (c, read) = (Arc::clone(&counters), Arc::new(AtomicU64::new(0)));
     let r = Arc::clone(&read);
     // Per partition: records seen, when its last record came, and its longest silence while it
@@ -319,4 +332,82 @@ fn a_partition_with_records_waiting_is_not_idle_however_long_it_is_silent() {
         "no partition was silent for over 20 ms, the run tells nothing: {silences:?}"
     );
     assert_eq!(counters.late.load(Ordering::Relaxed), 0);
+}
+
+/// A source that never stops at the end shares where it is in each partition and where the
+/// partition ends, both as they change: while its downstream holds it back (20 µs a record),
+/// its client's statistics (every 50 ms here) say where the partitions end, beyond what it has
+/// read; once it has read everything, each partition's position is its end and its lag 0.
+#[test]
+fn a_sources_positions_and_ends_are_shared_while_it_reads() {
+    let per_partition = 20_000;
+    let broker = EmbeddedBroker::start().unwrap();
+    fill_with(&broker, "offsets", per_partition);
+    let mut plan = source(
+        &broker.bootstrap(),
+        "offsets",
+        None,
+        Duration::from_secs(10),
+        None,
+    );
+    plan.stop_at_end = false;
+    plan.settings.properties.insert(
+        "statistics.interval.ms".into(),
+        vitalflow_connectors::kafka::PropertyValue::Literal("50".into()),
+    );
+    let (offsets, stop) = (Arc::clone(&plan.offsets), Arc::clone(&plan.stop));
+    let plan = Arc::new(plan);
+    let seen = Arc::new(Mutex::new(Vec::<Vec<PartitionProgress>>::new()));
+    let (o, s) = (Arc::clone(&offsets), Arc::clone(&seen));
+    let read = Arc::new(AtomicU64::new(0));
+    let r = Arc::clone(&read);
+    timely::execute_directly(move |worker| {
+        worker.dataflow::<u64, _, _>(|scope| {
+            let counters = Arc::new(NodeCounters::default());
+            kafka(scope, plan, counters, true, Failure::default()).inspect_core(move |event| {
+                if let Ok((_, records)) = event {
+                    s.lock().unwrap().push(o.progress());
+                    let total = r.fetch_add(records.len() as u64, Ordering::SeqCst);
+                    if total + records.len() as u64 == 2 * per_partition {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    std::thread::sleep(Duration::from_micros(20 * records.len() as u64));
+                }
+            });
+        });
+    });
+    assert_eq!(read.load(Ordering::SeqCst), 2 * per_partition);
+    let end = i64::try_from(per_partition).unwrap();
+    let seen = seen.lock().unwrap();
+    // Positions only move on, and never past the end.
+    for (a, b) in seen.iter().zip(seen.iter().skip(1)) {
+        for (pa, pb) in a.iter().zip(b) {
+            assert!(pa.position <= pb.position, "{pa:?} then {pb:?}");
+        }
+    }
+    assert!(
+        seen.iter()
+            .flatten()
+            .all(|p| p.position.is_none_or(|x| x <= end)),
+        "{seen:?}"
+    );
+    // The ends came from the client's statistics while the source was behind.
+    let behind = seen
+        .iter()
+        .flatten()
+        .filter(|p| p.end == Some(end) && p.position.is_some_and(|x| x < end))
+        .count();
+    assert!(
+        behind > 0,
+        "never seen behind a known end: {:?}",
+        seen.last()
+    );
+    for p in offsets.progress() {
+        assert_eq!(
+            (p.position, p.end, p.lag()),
+            (Some(end), Some(end), Some(0)),
+            "{p:?}"
+        );
+    }
+    assert_eq!(offsets.progress().len(), 2);
 }

@@ -1,6 +1,6 @@
 //! `GET /metrics`: the run's latest snapshot as Prometheus metrics (OpenMetrics text), made
-//! anew on every scrape. Every metric is listed in docs/operations.md; labels carry node, rule
-//! and source names only.
+//! anew on every scrape. Every metric is listed in docs/operations.md; labels carry node, rule,
+//! source, topic and consumer group names and partition numbers only.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
@@ -21,6 +21,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 type Labels = Vec<(String, String)>;
 type Counters = Family<Labels, Counter>;
 type Gauges = Family<Labels, Gauge<f64, AtomicU64>>;
+/// Kafka offsets: whole numbers, exact whatever their size.
+type Offsets = Family<Labels, Gauge>;
 
 /// Seconds from the event time `ms` (milliseconds since the epoch) to `now`; negative when the
 /// event time is ahead of the clock.
@@ -51,6 +53,12 @@ fn gauge(registry: &mut Registry, name: &str, help: &str, unit: Option<Unit>) ->
         Some(unit) => registry.register_with_unit(name, help, unit, family.clone()),
         None => registry.register(name, help, family.clone()),
     }
+    family
+}
+
+fn offsets(registry: &mut Registry, name: &str, help: &str) -> Offsets {
+    let family = Offsets::default();
+    registry.register(name, help, family.clone());
     family
 }
 
@@ -194,6 +202,21 @@ pub fn encode(status: &Status) -> Result<String, std::fmt::Error> {
         "Alert events raised, by alert node, rule and level",
         None,
     );
+    let partition_offset = offsets(
+        &mut r,
+        "vitalflow_kafka_partition_offset",
+        "The next offset a Kafka source reads in a partition",
+    );
+    let partition_end = offsets(
+        &mut r,
+        "vitalflow_kafka_partition_end_offset",
+        "The offset after a partition's last record, as its broker last said",
+    );
+    let lag = offsets(
+        &mut r,
+        "kafka_consumergroup_lag",
+        "Records of a partition a Kafka source has not read yet (end offset minus offset)",
+    );
     let processed = counter(
         &mut r,
         "events_processed",
@@ -268,6 +291,29 @@ pub fn encode(status: &Status) -> Result<String, std::fmt::Error> {
             if let Some(t) = c.last_written {
                 age.get_or_create(&Vec::new())
                     .set(now.duration_since(t).unwrap_or_default().as_secs_f64());
+            }
+        }
+        for p in &s.partitions {
+            let number = p.partition.to_string();
+            let at = labels(&[
+                ("source", &p.source),
+                ("topic", &p.topic),
+                ("partition", &number),
+            ]);
+            if let Some(o) = p.position {
+                partition_offset.get_or_create(&at).set(o);
+            }
+            if let Some(e) = p.end {
+                partition_end.get_or_create(&at).set(e);
+            }
+            if let Some(l) = p.lag() {
+                let group = labels(&[
+                    ("consumergroup", &p.group),
+                    ("topic", &p.topic),
+                    ("partition", &number),
+                    ("source", &p.source),
+                ]);
+                lag.get_or_create(&group).set(l);
             }
         }
         for a in &s.alerts {

@@ -5,11 +5,12 @@
 //! - `GET /health/live`: 200 while the run goes on;
 //! - `GET /health/ready`: 200 once the sources have started and, for a job that checkpoints,
 //!   the first checkpoint is written; 503 with a JSON reason otherwise;
-//! - `GET /api/job`: the job's graph with every node's counts, the watermarks and the
-//!   checkpoints, as JSON;
+//! - `GET /api/job`: the job's graph with every node's counts, the watermarks, the Kafka
+//!   partitions' offsets and lag, and the checkpoints, as JSON;
 //! - `GET /`: a status page that polls `/api/job`.
 //!
-//! Everything served is node names, kinds and counts: no record, and so no PHI, ever reaches it.
+//! Everything served is node, topic and group names, kinds, counts and offsets: no record, and so
+//! no PHI, ever reaches it.
 
 pub mod metrics;
 
@@ -192,6 +193,25 @@ impl Status {
                     .collect()
             })
             .unwrap_or_default();
+        let partitions: Vec<Value> = latest
+            .as_ref()
+            .map(|s| {
+                s.partitions
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "source": p.source,
+                            "topic": p.topic,
+                            "group": p.group,
+                            "partition": p.partition,
+                            "offset": p.position,
+                            "end_offset": p.end,
+                            "lag": p.lag(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         let checkpoints = latest.as_ref().and_then(|s| s.checkpoints).map(|c| {
             json!({
                 "written": c.written,
@@ -223,6 +243,7 @@ impl Status {
             "source_rate": latest.as_ref().map_or(0.0, |s| s.rate),
             "nodes": nodes,
             "watermarks": watermarks,
+            "partitions": partitions,
             "checkpoints": checkpoints,
             "alerts": alerts,
         })

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 pub use embedded::EmbeddedBroker;
-pub use reader::{PartitionReader, Polled};
+pub use reader::{BrokerOffsets, PartitionReader, Polled};
 pub use writer::{OutMessage, TopicWriter};
 
 /// The `brokers` value that asks for the embedded broker.

@@ -1,12 +1,16 @@
 //! Reading explicitly assigned partitions of one topic.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use serde::Deserialize;
 
 use super::{ClientSettings, KafkaError};
 
@@ -38,12 +42,101 @@ pub enum Poll {
     Warning(String),
 }
 
+/// Where a partition's records begin and end on its broker, as the client last heard (from its
+/// fetch answers, through its statistics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BrokerOffsets {
+    /// The partition.
+    pub partition: i32,
+    /// Its first offset still kept (its log start); `None` until the client has fetched from it.
+    pub start: Option<i64>,
+    /// The offset after its last record a reader can read: the last stable offset when
+    /// uncommitted transactions are skipped (`isolation.level = read_committed`, librdkafka's
+    /// default), else the high watermark. `None` until the client has fetched from it.
+    pub end: Option<i64>,
+}
+
+/// What the reader takes of the client's statistics (a JSON document of which it reads only
+/// the topics' partitions).
+#[derive(Deserialize)]
+struct Statistics {
+    #[serde(default)]
+    topics: HashMap<String, TopicStatistics>,
+}
+
+#[derive(Deserialize)]
+struct TopicStatistics {
+    #[serde(default)]
+    partitions: HashMap<String, PartitionStatistics>,
+}
+
+#[derive(Deserialize)]
+struct PartitionStatistics {
+    partition: i32,
+    lo_offset: i64,
+    hi_offset: i64,
+    ls_offset: i64,
+}
+
+/// An offset the statistics report, if it is one (they report -1001 for one not known yet).
+fn known(offset: i64) -> Option<i64> {
+    (offset >= 0).then_some(offset)
+}
+
+/// The reader's client context: keeps what the client's statistics say of the topic's
+/// partitions until the reader takes it. Statistics are handed over during a poll, on the
+/// polling thread.
+struct ReaderContext {
+    topic: String,
+    /// Whether reading skips uncommitted transactions (the end is then the last stable offset).
+    read_committed: bool,
+    /// The partitions of the latest statistics, until taken.
+    latest: Mutex<Option<Vec<BrokerOffsets>>>,
+    /// Statistics handed over so far: a poll that handled them returned no record, although
+    /// records may be waiting behind them.
+    handled: AtomicU64,
+}
+
+impl ClientContext for ReaderContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        let parsed: Statistics = match serde_json::from_slice(statistics) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(topic = %self.topic, error = %e, "unreadable Kafka client statistics");
+                return;
+            }
+        };
+        let Some(topic) = parsed.topics.get(&self.topic) else {
+            return;
+        };
+        let mut offsets: Vec<BrokerOffsets> = topic
+            .partitions
+            .values()
+            .filter(|p| p.partition >= 0)
+            .map(|p| BrokerOffsets {
+                partition: p.partition,
+                start: known(p.lo_offset),
+                end: known(if self.read_committed {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                }),
+            })
+            .collect();
+        offsets.sort_by_key(|o| o.partition);
+        *self.latest.lock().unwrap_or_else(PoisonError::into_inner) = Some(offsets);
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
+
 /// A consumer of explicitly assigned partitions of one topic. It never subscribes, so group
 /// rebalancing never moves partitions; the group id is used only to commit offsets, which makes
 /// progress and lag visible to Kafka tools.
 pub struct PartitionReader {
     /// Shared only once the reader is dropped, with the thread that closes it.
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<ReaderContext>>,
     topic: String,
 }
 
@@ -72,11 +165,38 @@ impl Drop for PartitionReader {
 }
 
 impl PartitionReader {
-    /// A reader of `topic`, committing (when asked) under `group_id`.
+    /// A reader of `topic`, committing (when asked) under `group_id`. It reports no
+    /// [`BrokerOffsets`]: a reader that is not polled could not take its client's statistics,
+    /// which would pile up (`statistics.interval.ms` is 0 whatever the settings say).
     ///
     /// # Errors
     /// If the client cannot be configured.
     pub fn new(settings: &ClientSettings, topic: &str, group_id: &str) -> Result<Self, KafkaError> {
+        Self::open(settings, topic, group_id, None)
+    }
+
+    /// A reader of `topic`, committing (when asked) under `group_id`, that learns its
+    /// partitions' [`BrokerOffsets`] from the client's statistics every `interval` (unless the
+    /// settings set `statistics.interval.ms`), taken with [`Self::broker_offsets`]. The client
+    /// hands statistics over while it is polled, so the reader must be polled regularly.
+    ///
+    /// # Errors
+    /// If the client cannot be configured.
+    pub fn with_broker_offsets(
+        settings: &ClientSettings,
+        topic: &str,
+        group_id: &str,
+        interval: Duration,
+    ) -> Result<Self, KafkaError> {
+        Self::open(settings, topic, group_id, Some(interval))
+    }
+
+    fn open(
+        settings: &ClientSettings,
+        topic: &str,
+        group_id: &str,
+        statistics: Option<Duration>,
+    ) -> Result<Self, KafkaError> {
         let mut config = settings.client_config()?;
         config
             .set("group.id", group_id)
@@ -98,8 +218,23 @@ impl PartitionReader {
                 config.set(name, value);
             }
         }
-        let consumer: BaseConsumer = config
-            .create()
+        match statistics {
+            Some(interval) if config.get("statistics.interval.ms").is_none() => {
+                config.set("statistics.interval.ms", interval.as_millis().to_string());
+            }
+            Some(_) => {}
+            None => {
+                config.set("statistics.interval.ms", "0");
+            }
+        }
+        let context = ReaderContext {
+            topic: topic.to_owned(),
+            read_committed: config.get("isolation.level") != Some("read_uncommitted"),
+            latest: Mutex::new(None),
+            handled: AtomicU64::new(0),
+        };
+        let consumer: BaseConsumer<ReaderContext> = config
+            .create_with_context(context)
             .map_err(KafkaError::client(format!("consumer of topic `{topic}`")))?;
         Ok(Self {
             consumer: Arc::new(consumer),
@@ -278,9 +413,33 @@ impl PartitionReader {
             )))
     }
 
+    /// What the client's statistics said of the topic's partitions since the last call (the
+    /// latest, sorted by partition); `None` if no statistics came since, or the reader was made
+    /// without [`Self::with_broker_offsets`].
+    pub fn broker_offsets(&self) -> Option<Vec<BrokerOffsets>> {
+        self.consumer
+            .context()
+            .latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
     /// The next event, without waiting; with the record's key if `keys`.
     pub fn poll(&self, keys: bool) -> Poll {
-        match self.consumer.poll(Duration::ZERO) {
+        let context = self.consumer.context();
+        let mut handled = context.handled.load(Ordering::Relaxed);
+        let mut next = self.consumer.poll(Duration::ZERO);
+        // A poll that handed statistics over returns nothing, with records perhaps behind them.
+        while next.is_none() {
+            let now = context.handled.load(Ordering::Relaxed);
+            if now == handled {
+                break;
+            }
+            handled = now;
+            next = self.consumer.poll(Duration::ZERO);
+        }
+        match next {
             None => Poll::Idle,
             Some(Ok(m)) => Poll::Record(Polled {
                 partition: m.partition(),

@@ -325,6 +325,8 @@ pub struct KafkaPlan {
     pub(crate) sources: Vec<KafkaLog>,
     /// Watermarks reached, per source, with its granularity.
     pub(crate) watermarks: BTreeMap<String, (Arc<std::sync::atomic::AtomicU64>, u64)>,
+    /// Partition offsets, per source in job order.
+    pub(crate) offsets: Vec<Arc<crate::runtime::progress::SourceOffsets>>,
     /// Set to stop the sources (a graceful stop).
     pub(crate) stop: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -39,6 +39,7 @@ use super::checkpoint::{PartitionResume, PositionLog, SourceResume};
 use super::error::{Fault, RunFailure};
 use super::metrics::{Failure, NodeCounters};
 use super::ops::VecStream;
+use super::progress::{PartitionOffsets, SourceOffsets};
 
 /// Records emitted per activation, so a source never holds its worker for long.
 const CHUNK: usize = 4096;
@@ -50,6 +51,9 @@ const END_QUIET: Duration = Duration::from_millis(100);
 const TICK: Duration = Duration::from_millis(20);
 /// How often a worker looks for new partitions of its topic.
 const METADATA_INTERVAL: Duration = Duration::from_secs(5);
+/// How often the client reports where its partitions end (it does while polled): what a
+/// partition's lag is measured against.
+const STATISTICS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a worker that is `max_drift` ahead waits before it looks again (a Kafka-only job
 /// on 2 workers read 2,000,000 records in 2.78-2.98 s with 100 µs, 3.12-3.74 s with 500 µs).
 const BEHIND_TICK: Duration = Duration::from_micros(100);
@@ -109,6 +113,8 @@ pub struct KafkaSource {
     pub job_watermark: Arc<AtomicU64>,
     /// What every worker emitted, for checkpoints.
     pub log: Arc<Mutex<PositionLog>>,
+    /// Where reading is in each partition and where it ends, for progress snapshots.
+    pub offsets: Arc<SourceOffsets>,
     /// Set while the embedded broker's live feed is producing: `stop = "end"` reads to the end
     /// the partitions have once it is done.
     pub feeding: Option<Arc<std::sync::atomic::AtomicBool>>,
@@ -271,8 +277,17 @@ struct Partition {
     empty_at: Option<Instant>,
     /// Offset after the last record emitted.
     next: i64,
+    /// Whether `next` is known: a record was read, or reading resumes from a checkpoint.
+    positioned: bool,
     /// Stop-at-end: the offset to stop at.
     end: Option<i64>,
+    /// The partition's first offset on the broker, as last heard (where reading starts without
+    /// a checkpoint).
+    log_start: Option<i64>,
+    /// The offset after the partition's last record on the broker, as last heard.
+    broker_end: Option<i64>,
+    /// Where progress snapshots read the position and the end.
+    offsets: Arc<PartitionOffsets>,
     /// Replay after a restart: which records read again are in the kept files already (they are
     /// skipped; see [`PartitionResume::durable`]).
     replay: Option<PartitionResume>,
@@ -303,6 +318,16 @@ enum Admit {
 }
 
 impl Partition {
+    /// The next offset to read, if known: after the last record read, where reading resumed,
+    /// or the partition's first offset.
+    fn position(&self) -> Option<i64> {
+        if self.positioned {
+            Some(self.next)
+        } else {
+            self.log_start
+        }
+    }
+
     /// Whether the partition still has records to read before its end (`stop = "end"`).
     fn before_end(&self) -> bool {
         self.end.is_none_or(|e| self.next < e)
@@ -398,7 +423,12 @@ fn open_reader(
     wake: SyncActivator,
     failure: &Failure,
 ) -> Option<PartitionReader> {
-    match PartitionReader::new(&plan.settings, &plan.topic, &plan.group_id) {
+    match PartitionReader::with_broker_offsets(
+        &plan.settings,
+        &plan.topic,
+        &plan.group_id,
+        STATISTICS_INTERVAL,
+    ) {
         Ok(mut r) => {
             r.on_ready(move || {
                 let _ = wake.activate();
@@ -588,7 +618,9 @@ impl SourceState {
         let batch = self.poll(reader, *cap.time(), limit, waiting);
         let (held, polled) = (batch.held, batch.polled);
         self.emit(batch, cap, output);
-        self.stop_at_end(reader)?;
+        let read_to_end = self.stop_at_end(reader);
+        self.publish(reader);
+        read_to_end?;
         if !waiting {
             self.ask_idle();
         }
@@ -718,6 +750,7 @@ impl SourceState {
             }
         }
         part.next = m.offset + 1;
+        part.positioned = true;
         part.last_record = batch.polled_at;
         log.seen(m.partition, m.offset);
         let tombstone = plan.tombstones && m.payload.is_empty() && m.key.is_some();
@@ -761,6 +794,22 @@ impl SourceState {
         batch.records.entry(time).or_default().push(record);
     }
 
+    /// Shares every owned partition's position and end with progress snapshots, the ends (and
+    /// first offsets) from the client's latest statistics if any came since the last time.
+    fn publish(&mut self, reader: &PartitionReader) {
+        if let Some(broker) = reader.broker_offsets() {
+            for o in broker {
+                if let Some(part) = self.owned.get_mut(&o.partition) {
+                    part.log_start = o.start.or(part.log_start);
+                    part.broker_end = o.end.or(part.broker_end);
+                }
+            }
+        }
+        for part in self.owned.values() {
+            part.offsets.set(part.position(), part.broker_end);
+        }
+    }
+
     /// Emits a batch's records at their times, and counts them.
     fn emit(&mut self, batch: Batch, cap: &Capability<Time>, output: &mut Output<'_>) {
         if self.redelivered > 0 && !self.warned_redelivery {
@@ -794,7 +843,10 @@ impl SourceState {
         if !self.plan.is_feeding() {
             for (p, part) in self.owned.iter_mut().filter(|(_, part)| part.end.is_none()) {
                 match reader.high_watermark(*p, Duration::from_secs(10)) {
-                    Ok(end) => part.end = Some(end),
+                    Ok(end) => {
+                        part.end = Some(end);
+                        part.broker_end = Some(end);
+                    }
                     Err(e) => {
                         self.failure.fail(RunFailure::at_source(
                             &self.plan.name,
@@ -1024,7 +1076,11 @@ fn adopt_partitions(
                 max_seen: None,
                 last_record: Instant::now(),
                 next: start_next,
+                positioned: from.is_some(),
                 end,
+                log_start: None,
+                broker_end: end,
+                offsets: plan.offsets.partition(*p),
                 replay: resume.cloned(),
                 resume_from: from.filter(|f| *f > 0),
                 rewound: 0,

@@ -71,6 +71,8 @@ pub struct CheckpointPlan {
     pub audit_head: Option<(u64, String)>,
     /// Watermarks reached, per Kafka source.
     pub watermarks: BTreeMap<String, (Arc<AtomicU64>, u64)>,
+    /// Per Kafka source, in job order: its partitions' positions and end offsets.
+    pub offsets: Vec<Arc<super::progress::SourceOffsets>>,
     /// Files of the interrupted run removed at the start.
     pub removed: u64,
     /// Checkpoints written by this run, for progress snapshots.
@@ -205,6 +207,7 @@ fn kafka_plan(
         feeding,
         sources: Vec::new(),
         watermarks: BTreeMap::new(),
+        offsets: Vec::new(),
         stop: Arc::default(),
     })
 }
@@ -269,6 +272,7 @@ fn prepare_folders(
         sources: kafka.sources,
         audit_head,
         watermarks: kafka.watermarks,
+        offsets: kafka.offsets,
         removed,
         stats: Arc::default(),
     })

@@ -2,9 +2,10 @@
 //! for the user. The engine prints nothing itself; the caller's [`RunObserver`] shows them (the
 //! CLI draws a live line on a terminal, plain lines in a log).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::job::{Job, Section};
@@ -29,6 +30,131 @@ pub struct Progress {
     pub checkpoints: Option<CheckpointProgress>,
     /// Per `alert` node, rule and event type: the alert events raised so far.
     pub alerts: Vec<AlertCount>,
+    /// Per Kafka source in job order, per partition it reads in partition order: where reading
+    /// is and where the partition ends.
+    pub partitions: Vec<PartitionProgress>,
+}
+
+/// Where a Kafka source is in one of its partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionProgress {
+    /// The source node.
+    pub source: String,
+    /// Its topic.
+    pub topic: String,
+    /// The consumer group its offsets are committed under.
+    pub group: String,
+    /// The partition.
+    pub partition: i32,
+    /// The next offset to read: after the last record read, or where reading resumes (a
+    /// checkpoint's offset, else the partition's first offset); `None` until known.
+    pub position: Option<i64>,
+    /// The offset after the partition's last record, as the broker last said (which can be
+    /// before the records read since); `None` until known.
+    pub end: Option<i64>,
+}
+
+impl PartitionProgress {
+    /// Records in the partition not read yet: `end - position`, 0 if the end is behind the
+    /// position; `None` while either is unknown.
+    #[must_use]
+    pub fn lag(&self) -> Option<i64> {
+        Some(self.end?.saturating_sub(self.position?).max(0))
+    }
+}
+
+/// A Kafka source's partitions, each written by the worker that reads it and read by progress
+/// snapshots.
+#[derive(Debug)]
+pub struct SourceOffsets {
+    source: String,
+    topic: String,
+    group: String,
+    partitions: Mutex<BTreeMap<i32, Arc<PartitionOffsets>>>,
+}
+
+impl SourceOffsets {
+    /// The offsets of source `source`, reading `topic` under group `group`; no partition yet.
+    #[must_use]
+    pub fn new(source: &str, topic: &str, group: &str) -> Self {
+        Self {
+            source: source.to_owned(),
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            partitions: Mutex::default(),
+        }
+    }
+
+    /// The offsets of `partition`, for the worker that reads it (both unknown at first).
+    pub fn partition(&self, partition: i32) -> Arc<PartitionOffsets> {
+        let mut partitions = self
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(partitions.entry(partition).or_default())
+    }
+
+    /// Every partition's offsets now, in partition order.
+    #[must_use]
+    pub fn progress(&self) -> Vec<PartitionProgress> {
+        let partitions = self
+            .partitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        partitions
+            .iter()
+            .map(|(p, offsets)| {
+                let (position, end) = offsets.get();
+                PartitionProgress {
+                    source: self.source.clone(),
+                    topic: self.topic.clone(),
+                    group: self.group.clone(),
+                    partition: *p,
+                    position,
+                    end,
+                }
+            })
+            .collect()
+    }
+}
+
+/// One partition's position and end offset (see [`PartitionProgress`]), as its worker last set
+/// them.
+#[derive(Debug)]
+pub struct PartitionOffsets {
+    position: AtomicI64,
+    end: AtomicI64,
+}
+
+/// What [`PartitionOffsets`] hold for an offset not known (offsets are never negative).
+const UNKNOWN: i64 = -1;
+
+impl Default for PartitionOffsets {
+    fn default() -> Self {
+        Self {
+            position: AtomicI64::new(UNKNOWN),
+            end: AtomicI64::new(UNKNOWN),
+        }
+    }
+}
+
+impl PartitionOffsets {
+    /// Sets the position and the end.
+    pub fn set(&self, position: Option<i64>, end: Option<i64>) {
+        self.position
+            .store(position.unwrap_or(UNKNOWN), Ordering::Relaxed);
+        self.end.store(end.unwrap_or(UNKNOWN), Ordering::Relaxed);
+    }
+
+    /// The position and the end.
+    #[must_use]
+    pub fn get(&self) -> (Option<i64>, Option<i64>) {
+        let known = |o: i64| (o >= 0).then_some(o);
+        (
+            known(self.position.load(Ordering::Relaxed)),
+            known(self.end.load(Ordering::Relaxed)),
+        )
+    }
 }
 
 /// The checkpoints a run has written so far.
@@ -193,6 +319,9 @@ impl Snapshots {
                     })
             })
             .collect();
+        let partitions = checkpoint
+            .map(|cp| cp.offsets.iter().flat_map(|o| o.progress()).collect())
+            .unwrap_or_default();
         Progress {
             elapsed,
             nodes,
@@ -200,6 +329,7 @@ impl Snapshots {
             watermarks,
             checkpoints: checkpoint.map(|cp| cp.stats.progress()),
             alerts,
+            partitions,
         }
     }
 
@@ -359,6 +489,27 @@ path = "rows"
                 assert!(n.records_in <= end.records_in && n.records_out <= end.records_out);
             }
         }
+    }
+
+    /// A partition's lag: its end less its position, 0 when the end (as the broker last said)
+    /// is behind the position, unknown while either is.
+    #[test]
+    fn a_partitions_lag_is_what_lies_between_its_position_and_its_end() {
+        let offsets = super::SourceOffsets::new("s", "t", "g");
+        let lag = |position, end| {
+            offsets.partition(3).set(position, end);
+            let all = offsets.progress();
+            assert_eq!(all.len(), 1);
+            assert_eq!((all[0].position, all[0].end), (position, end));
+            all[0].lag()
+        };
+        assert_eq!(lag(None, None), None);
+        assert_eq!(lag(Some(5), None), None);
+        assert_eq!(lag(None, Some(9)), None);
+        assert_eq!(lag(Some(5), Some(9)), Some(4));
+        assert_eq!(lag(Some(9), Some(9)), Some(0));
+        assert_eq!(lag(Some(12), Some(9)), Some(0));
+        assert_eq!(lag(Some(0), Some(0)), Some(0));
     }
 
     /// Without an interval the observer gets no snapshot while the run goes on, only the final

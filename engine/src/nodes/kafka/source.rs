@@ -22,6 +22,7 @@ use crate::runtime::builder::{Builder, PlannedNode, Port};
 use crate::runtime::checkpoint::PositionLog;
 use crate::runtime::kafka_source::{EventTime, KafkaSource, kafka};
 use crate::runtime::ops::stage;
+use crate::runtime::progress::SourceOffsets;
 use crate::runtime::rows::{DecodeLogic, Tombstone};
 use crate::runtime::saga::SagaRole;
 
@@ -230,6 +231,8 @@ impl NodeSpec for KafkaSourceConfig {
         p.kafka
             .watermarks
             .insert(name.clone(), (Arc::clone(&watermark), granularity_ms));
+        let offsets = Arc::new(SourceOffsets::new(&name, self.topic.get_ref(), &group_id));
+        p.kafka.offsets.push(Arc::clone(&offsets));
         p.kafka.sources.push((
             name.clone(),
             self.topic.get_ref().clone(),
@@ -268,6 +271,7 @@ impl NodeSpec for KafkaSourceConfig {
             watermark,
             job_watermark: Arc::clone(&p.kafka.job_watermark),
             log,
+            offsets,
             feeding,
         };
         Some(Box::new(KafkaSourceOp {
