@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod bench;
+mod cluster;
 mod progress;
 mod serve;
 mod stop;
@@ -185,6 +186,24 @@ struct RunArgs {
     /// counts can be scraped.
     #[arg(long, value_name = "DURATION", requires = "listen", value_parser = duration)]
     linger: Option<std::time::Duration>,
+    /// Run as this process of a cluster (see docs/scaling-out.md): its index from 0, or a
+    /// name ending in `-N` (a StatefulSet pod's name). Needs `--hosts`.
+    #[arg(long, env = "VITALFLOW_PROCESS", value_name = "I", value_parser = cluster::process_index)]
+    process: Option<usize>,
+    /// The cluster's processes: a file with one `host:port` a line, process 0 first; each
+    /// process listens on its own line's port.
+    #[arg(long, env = "VITALFLOW_HOSTS", value_name = "FILE")]
+    hosts: Option<PathBuf>,
+    /// The cluster's size, checked against `--hosts`.
+    #[arg(long, env = "VITALFLOW_PROCESSES", value_name = "N")]
+    processes: Option<usize>,
+    /// How long a cluster process waits for the others to join.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    join_timeout: std::time::Duration,
+    /// Run the job as N processes of a cluster on this machine (loopback ports), each with
+    /// `--workers` threads; process 0 prints the summary.
+    #[arg(long, value_name = "N", conflicts_with_all = ["process", "hosts", "processes"])]
+    spawn: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -359,6 +378,10 @@ fn main() -> ExitCode {
 /// and errors on standard error. An error says whose fault it was: `error (FAULT): MESSAGE`
 /// (see [`Fault`]'s wording).
 fn run_job(args: &RunArgs) -> ExitCode {
+    if let Some(n) = args.spawn {
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        return cluster::spawn(n, &cluster::without_spawn(&argv));
+    }
     let job = match Job::load(&args.job) {
         Ok(job) => job,
         Err(d) => {
@@ -366,8 +389,22 @@ fn run_job(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let cluster = match cluster::from_args(
+        args.process,
+        args.hosts.as_deref(),
+        args.processes,
+        args.join_timeout,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error ({}): {e:#}", Fault::Input);
+            return ExitCode::from(2);
+        }
+    };
+    // The other processes of a cluster leave the summary, progress and endpoint to process 0.
+    let follower = cluster.as_ref().is_some_and(|c| c.process > 0);
     let display = progress::Display::choose(
-        args.no_progress,
+        args.no_progress || follower,
         std::io::stderr().is_terminal(),
         args.progress_interval,
     );
@@ -376,7 +413,7 @@ fn run_job(args: &RunArgs) -> ExitCode {
         .ok();
     let stderr = progress::Stderr::new(display);
     let (observer, progress_interval): (std::sync::Arc<dyn vitalflow_engine::RunObserver>, _) =
-        match &args.listen {
+        match args.listen.as_ref().filter(|_| !follower) {
             None => (std::sync::Arc::new(stderr), display.interval()),
             Some(addr) => match listen(&job, addr, args.listen_any) {
                 Ok(status) => (
@@ -399,6 +436,7 @@ fn run_job(args: &RunArgs) -> ExitCode {
         profile: args.profile,
         overwrite: args.overwrite,
         progress_interval,
+        cluster,
     };
     let code = run_and_report(&job, args, &options);
     if let Some(linger) = args.linger {
@@ -425,6 +463,13 @@ fn run_and_report(job: &Job, args: &RunArgs, options: &RunOptions) -> ExitCode {
         Ok(summary) => summary,
         Err(e) => return run_failed(job, e),
     };
+    if let Some(c) = options.cluster.as_ref().filter(|c| c.process > 0) {
+        eprintln!(
+            "process {}: finished; its counts are in process 0's summary",
+            c.process
+        );
+        return ExitCode::SUCCESS;
+    }
     print_summary(&summary, job);
     if args.profile {
         print!("{}", bench::operator_table(&summary.operators));

@@ -10,6 +10,7 @@
 pub mod alerts;
 pub mod builder;
 pub mod checkpoint;
+pub mod cluster;
 pub(crate) mod embedded;
 pub mod error;
 pub mod joins;
@@ -73,6 +74,8 @@ pub struct RunOptions {
     /// and commits its offsets, and the run ends as if its input had ended
     /// ([`RunSummary::stopped`]).
     pub stop: Option<Arc<AtomicBool>>,
+    /// Run as one process of a cluster (see [`cluster`]); `None`: this process alone.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -87,6 +90,7 @@ impl std::fmt::Debug for RunOptions {
             .field("progress_interval", &self.progress_interval)
             .field("observer", &self.observer.is_some())
             .field("stop", &self.stop.is_some())
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -96,7 +100,7 @@ impl std::fmt::Debug for RunOptions {
 /// each accepted record is one record out; an `ingest` node makes one or more clinical records
 /// of each accepted message, a `window` node its window rows and an `alert` node its alert
 /// events, so their `records_out` counts what they made.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeSummary {
     /// Node name.
     pub name: String,
@@ -126,6 +130,18 @@ pub struct NodeSummary {
 }
 
 impl NodeSummary {
+    /// Adds another process's counts of the same node.
+    pub fn add(&mut self, other: &Self) {
+        self.records_in += other.records_in;
+        self.records_out += other.records_out;
+        self.rejected += other.rejected;
+        self.dropped += other.dropped;
+        self.dead_letters += other.dead_letters;
+        self.files += other.files;
+        self.late += other.late;
+        self.bytes_in += other.bytes_in;
+    }
+
     /// Records received and neither rejected, dropped nor late (for a Kafka source, `late`
     /// records are still read and emitted, so they are not taken off).
     #[must_use]
@@ -269,21 +285,76 @@ impl RunSummary {
 /// [`RunError::Refused`] if the output folder holds what the run must not replace;
 /// [`RunError::Failed`] if the job failed, saying whose fault it was.
 pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
-    let start = Start::new(job, options);
-    start.check_out_folder(job, options.overwrite)?;
+    let mut start = Start::new(job, options);
     let say = |message: &str| {
         if let Some(observer) = &options.observer {
             observer.message(message);
         }
     };
-    let mut embedded = Embedded::start(job, &say).map_err(RunError::Failed)?;
-    let plan = Arc::new(start.prepare(job, options, embedded.as_ref())?);
+    let mut joined = match options.cluster.as_ref().filter(|c| c.processes() > 1) {
+        Some(c) => {
+            if let Some(node) = ephemeral_key(job) {
+                return Err(RunError::Refused(RunFailure::new(
+                    Fault::Input,
+                    format!(
+                        "`operators.{node}.key`: `ephemeral` draws a random key in each process, \
+                         so the processes of a cluster would pseudonymize one patient \
+                         differently: give them one key (`file:PATH` or `env:NAME`)"
+                    ),
+                )));
+            }
+            say(&format!(
+                "process {} of {}: waiting for the others to join on {}",
+                c.process,
+                c.processes(),
+                c.addresses.join(", ")
+            ));
+            let joining =
+                cluster::Joining::listen(c, start.workers, cluster::digest(job, start.workers))
+                    .map_err(RunError::Failed)?;
+            Some(joining.join().map_err(RunError::Failed)?)
+        }
+        None => None,
+    };
+    let leader = joined.as_ref().is_none_or(|j| j.process() == 0);
+    let (mut embedded, plan) = if leader {
+        match lead(job, options, &start, &say) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                if let Some(j) = joined.as_mut() {
+                    j.refuse(&e.to_string());
+                }
+                return Err(e);
+            }
+        }
+    } else {
+        let welcome = joined
+            .as_mut()
+            .map(cluster::Joined::welcomed)
+            .transpose()
+            .map_err(RunError::Failed)?;
+        let bootstrap = welcome.as_ref().and_then(|w| w.bootstrap.clone());
+        if let Some(w) = welcome {
+            start.run.run_id = w.run_id;
+        }
+        (None, start.prepare(job, options, bootstrap, None)?)
+    };
+    let plan = Arc::new(plan);
+    if let Some(j) = joined.as_mut().filter(|_| leader) {
+        j.welcome(&cluster::Welcome {
+            run_id: start.run.run_id.clone(),
+            bootstrap: embedded.as_ref().map(Embedded::bootstrap),
+        })
+        .map_err(RunError::Failed)?;
+    }
     let mut record = outdir::RunRecord {
         job: job.name.clone(),
         run_id: start.run.run_id.clone(),
         finished: false,
     };
-    write_record(&start.out, &record)?;
+    if leader {
+        write_record(&start.out, &record)?;
+    }
     if let Some(cp) = plan.checkpoint.as_ref().filter(|cp| cp.base.time > 0) {
         say(&format!(
             "resuming from the checkpoint at {} ({} files kept, {} uncommitted files removed)",
@@ -296,8 +367,18 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
 
     let snapshots = Snapshots::new(job, Arc::clone(&plan));
     let failure = Failure::default();
-    let profiled = execute(&plan, start.workers, options, &snapshots, &failure);
-    let last = snapshots.take();
+    let (sockets, links) = match joined {
+        Some(j) => {
+            let (sockets, links) = j.connect(&failure, &plan.stop).map_err(RunError::Failed)?;
+            (Some(sockets), Some(links))
+        }
+        None => (None, None),
+    };
+    let profiled = execute(&plan, start.workers, options, &snapshots, &failure, sockets);
+    let mut last = snapshots.take();
+    if let Some(links) = &links {
+        finish_cluster(links, leader, &failure, &mut last);
+    }
     if let Some(observer) = &options.observer {
         observer.finished(&last);
     }
@@ -312,8 +393,10 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         return Err(RunError::Failed(reported));
     }
     drop(embedded);
-    record.finished = true;
-    write_record(&start.out, &record)?;
+    if leader {
+        record.finished = true;
+        write_record(&start.out, &record)?;
+    }
     Ok(RunSummary {
         live_feed,
         end_to_end: plan.end_to_end.as_ref().map(|e| Box::new(e.histogram())),
@@ -321,6 +404,60 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         elapsed: snapshots.started().elapsed(),
         ..summary(&plan, start, last.nodes)
     })
+}
+
+/// The first node whose pseudonym key is `ephemeral`.
+fn ephemeral_key(job: &Job) -> Option<&str> {
+    job.nodes
+        .iter()
+        .find(|n| {
+            let key = match &n.kind {
+                NodeKind::Anonymize(a) => a.key.get_ref(),
+                NodeKind::Alert(a) => a.key.get_ref(),
+                _ => return false,
+            };
+            matches!(key, crate::nodes::settings::KeySource::Ephemeral)
+        })
+        .map(|n| n.name.as_str())
+}
+
+/// What the run's first process (the only one, out of a cluster) does before the workers
+/// start: checks the output folder, starts the embedded broker, prepares the plan.
+fn lead(
+    job: &Job,
+    options: &RunOptions,
+    start: &Start,
+    say: &dyn Fn(&str),
+) -> Result<(Option<Embedded>, plan::Plan), RunError> {
+    start.check_out_folder(job, options.overwrite)?;
+    let embedded = Embedded::start(job, say).map_err(RunError::Failed)?;
+    let plan = start.prepare(
+        job,
+        options,
+        embedded.as_ref().map(Embedded::bootstrap),
+        embedded.as_ref().and_then(Embedded::feeding),
+    )?;
+    Ok((embedded, plan))
+}
+
+/// The end of a cluster process's run: the others learn how it went; process 0 adds their
+/// counts to its own (waiting for them a while).
+fn finish_cluster(links: &cluster::Links, leader: bool, failure: &Failure, last: &mut Progress) {
+    if let Some(f) = failure.reported() {
+        links.failed(&f.to_string());
+        return;
+    }
+    if leader {
+        let missing = links.gather(&mut last.nodes, Duration::from_secs(60));
+        if !missing.is_empty() && failure.reported().is_none() {
+            failure.fail(RunFailure::new(
+                Fault::External(System::Cluster),
+                format!("process(es) {missing:?} did not report their counts at the end"),
+            ));
+        }
+    } else {
+        links.finished(&last.nodes);
+    }
 }
 
 /// What a run is before it starts: its workers, output folder and identity, and whether it
@@ -382,16 +519,17 @@ impl Start {
         &self,
         job: &Job,
         options: &RunOptions,
-        embedded: Option<&Embedded>,
+        bootstrap: Option<String>,
+        feeding: Option<Arc<AtomicBool>>,
     ) -> Result<plan::Plan, RunError> {
-        let bootstrap = embedded.map(Embedded::bootstrap);
+        let embedded = bootstrap.is_some();
         let mut plan = plan::prepare(
             job,
             &self.out,
             self.run.clone(),
             bootstrap.as_deref(),
-            options.fresh || embedded.is_some(),
-            embedded.and_then(Embedded::feeding),
+            options.fresh || embedded,
+            feeding,
             options.stop.clone().unwrap_or_default(),
         )?;
         plan.end_to_end = options.end_to_end.then(Arc::default);
@@ -418,6 +556,7 @@ fn execute(
     options: &RunOptions,
     snapshots: &Snapshots,
     failure: &Failure,
+    cluster: Option<Vec<Option<std::net::TcpStream>>>,
 ) -> Option<Arc<profile::Profile>> {
     let interval = options.progress_interval.filter(|i| !i.is_zero());
     let reporter = match (&options.observer, interval) {
@@ -433,7 +572,7 @@ fn execute(
         .then(|| Arc::new(profile::Profile::default()));
     let (worker_plan, worker_failure, worker_profile) =
         (Arc::clone(plan), failure.clone(), profiled.clone());
-    let result = timely::execute(timely::Config::process(workers), move |worker| {
+    let work = move |worker: &mut timely::worker::Worker| {
         let failure = worker_failure.clone();
         if let Some(p) = &worker_profile {
             profile::install(worker, p);
@@ -449,10 +588,13 @@ fn execute(
                 break;
             }
         }
-    });
-    let joined = match result {
-        Ok(guards) => guards.join(),
-        Err(e) => vec![Err(e)],
+    };
+    let joined = match cluster {
+        None => match timely::execute(timely::Config::process(workers), work) {
+            Ok(guards) => guards.join(),
+            Err(e) => vec![Err(e)],
+        },
+        Some(sockets) => cluster::execute(sockets, workers, work, failure),
     };
     if let Some(reporter) = reporter {
         reporter.stop();
