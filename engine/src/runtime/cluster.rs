@@ -29,8 +29,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use vitalflow_model::Time;
 
 use super::NodeSummary;
+use super::checkpoint::{PartitionResume, PositionLog};
 use super::error::{Fault, RunFailure, System};
 use super::metrics::Failure;
 use crate::job::Job;
@@ -151,7 +153,68 @@ enum Control {
     Stop,
     /// The sender's workers finished: its final counts.
     Finished { nodes: Vec<NodeSummary> },
+    /// Process 0 is done with the run: the others may exit.
+    Done,
+    /// Process 0 is about to write a checkpoint at `time`: where the partitions this process
+    /// reads resume.
+    PositionsAt { time: Time },
+    /// The answer to [`Control::PositionsAt`].
+    Positions {
+        time: Time,
+        sources: BTreeMap<String, SourcePositions>,
+    },
+    /// Process 0 wrote a checkpoint at `time`: forget what it made durable.
+    Prune { time: Time },
 }
+
+/// What one process's log of one Kafka source says for a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourcePositions {
+    /// Whether its resumed partitions have been read past their replay ranges.
+    pub replayed: bool,
+    /// The latest timestamp it emitted.
+    pub latest: Option<Time>,
+    /// Where each of its partitions resumes.
+    pub partitions: BTreeMap<i32, PartitionResume>,
+}
+
+impl SourcePositions {
+    /// What `log` says of the partitions this process reads (it resumed every partition of
+    /// the checkpoint, the others' too, which it never reads).
+    fn of(log: &PositionLog, time: Time, ours: Ownership) -> Self {
+        let mut partitions = log.resume_at(time);
+        partitions.retain(|p, _| ours.owns(*p));
+        Self {
+            replayed: log.replayed_where(|p| ours.owns(p)),
+            latest: log.latest(),
+            partitions,
+        }
+    }
+}
+
+/// Which Kafka partitions a process reads: partition `p` is read by global worker
+/// `p % (processes × workers)`, and worker `w` runs in process `w / workers`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ownership {
+    process: usize,
+    processes: usize,
+    workers: usize,
+}
+
+impl Ownership {
+    /// Whether this process reads `partition`.
+    #[must_use]
+    pub fn owns(self, partition: i32) -> bool {
+        let peers = (self.processes * self.workers).max(1);
+        usize::try_from(partition).is_ok_and(|p| (p % peers) / self.workers.max(1) == self.process)
+    }
+}
+
+/// One process's answer for a checkpoint: per source, what its log says.
+type Answer = BTreeMap<String, SourcePositions>;
+
+/// The position logs of this process's Kafka sources, by source name.
+pub type Logs = Vec<(String, Arc<Mutex<PositionLog>>)>;
 
 /// Writes one message: its length (4 bytes, little-endian), then its JSON.
 fn send<T: Serialize>(stream: &mut TcpStream, message: &T) -> std::io::Result<()> {
@@ -443,6 +506,7 @@ impl Joined {
         mut self,
         failure_flag: &Failure,
         stop: &Arc<AtomicBool>,
+        logs: Logs,
     ) -> Result<(Vec<Option<TcpStream>>, Links), RunFailure> {
         let data = self.joining.connect_all(Purpose::Data)?;
         for s in data.iter().flatten() {
@@ -450,20 +514,32 @@ impl Joined {
                 .map_err(|e| failure(format!("cannot set up a data connection: {e}")))?;
         }
         let me = self.joining.cluster.process;
+        let ours = Ownership {
+            process: me,
+            processes: self.joining.cluster.processes(),
+            workers: self.joining.hello.workers,
+        };
         let shared = Arc::new(Shared::default());
-        let mut writers = Vec::new();
+        let writers = Arc::new(Mutex::new(Vec::new()));
+        let logs = Arc::new(logs);
         for (i, stream) in self.control.into_iter().enumerate() {
             let Some(stream) = stream else { continue };
             let reader = stream
                 .try_clone()
                 .map_err(|e| failure(format!("process {i}: {e}")))?;
-            writers.push((i, stream));
+            writers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((i, stream));
             let watch = Watch {
                 process: i,
                 address: self.joining.cluster.addresses[i].clone(),
                 failure: failure_flag.clone(),
                 stop: Arc::clone(stop),
                 shared: Arc::clone(&shared),
+                writers: Arc::clone(&writers),
+                logs: Arc::clone(&logs),
+                ours,
             };
             std::thread::Builder::new()
                 .name(format!("cluster-{i}"))
@@ -476,7 +552,8 @@ impl Joined {
             Links {
                 process: me,
                 processes: self.joining.cluster.processes(),
-                writers: Mutex::new(writers),
+                ours,
+                writers,
                 shared,
             },
         ))
@@ -493,6 +570,10 @@ struct Shared {
     gone: Mutex<Vec<usize>>,
     /// This process is done with the run: a connection closing is no longer news.
     done: AtomicBool,
+    /// Process 0 said the run is over.
+    released: AtomicBool,
+    /// Answers to the last positions request, by process.
+    positions: Mutex<BTreeMap<usize, (Time, Answer)>>,
 }
 
 /// Reads one process's control connection for as long as it is open.
@@ -502,6 +583,9 @@ struct Watch {
     failure: Failure,
     stop: Arc<AtomicBool>,
     shared: Arc<Shared>,
+    writers: Arc<Mutex<Vec<(usize, TcpStream)>>>,
+    logs: Arc<Logs>,
+    ours: Ownership,
 }
 
 impl Watch {
@@ -516,6 +600,28 @@ impl Watch {
                         .insert(self.process, nodes);
                     self.shared.changed.notify_all();
                     return;
+                }
+                Ok(Control::Done) => {
+                    self.shared.done.store(true, Ordering::SeqCst);
+                    self.shared.released.store(true, Ordering::SeqCst);
+                    self.shared.changed.notify_all();
+                    return;
+                }
+                Ok(Control::PositionsAt { time }) => self.answer(time),
+                Ok(Control::Positions { time, sources }) => {
+                    self.shared
+                        .positions
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(self.process, (time, sources));
+                    self.shared.changed.notify_all();
+                }
+                Ok(Control::Prune { time }) => {
+                    for (_, log) in self.logs.iter() {
+                        log.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .prune(time);
+                    }
                 }
                 Ok(Control::Failed { message }) => {
                     self.lost(format!("process {} failed: {message}", self.process));
@@ -535,11 +641,26 @@ impl Watch {
         }
     }
 
-    fn lost(&self, message: String) {
-        if self.shared.done.load(Ordering::SeqCst) {
-            return;
+    /// Tells process 0 where this process's partitions resume for a checkpoint at `time`.
+    fn answer(&self, time: Time) {
+        let sources = self
+            .logs
+            .iter()
+            .map(|(name, log)| {
+                let log = log.lock().unwrap_or_else(PoisonError::into_inner);
+                (name.clone(), SourcePositions::of(&log, time, self.ours))
+            })
+            .collect();
+        let mut writers = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, s)) = writers.iter_mut().find(|(i, _)| *i == self.process) {
+            let _ = send(s, &Control::Positions { time, sources });
         }
-        self.failure.fail(failure(message));
+    }
+
+    fn lost(&self, message: String) {
+        if !self.shared.done.load(Ordering::SeqCst) {
+            self.failure.fail(failure(message));
+        }
         self.shared
             .gone
             .lock()
@@ -553,7 +674,8 @@ impl Watch {
 pub struct Links {
     process: usize,
     processes: usize,
-    writers: Mutex<Vec<(usize, TcpStream)>>,
+    ours: Ownership,
+    writers: Arc<Mutex<Vec<(usize, TcpStream)>>>,
     shared: Arc<Shared>,
 }
 
@@ -583,6 +705,95 @@ impl Links {
         self.broadcast(&Control::Finished {
             nodes: nodes.to_vec(),
         });
+    }
+
+    /// Process 0, about to write a checkpoint at `time`: what every other process's logs say
+    /// (by source, one entry per process), or why they cannot be had within `timeout`.
+    ///
+    /// # Errors
+    /// A process did not answer in time, or has gone.
+    pub fn positions(
+        &self,
+        time: Time,
+        timeout: Duration,
+    ) -> Result<BTreeMap<String, Vec<SourcePositions>>, String> {
+        self.shared
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.broadcast(&Control::PositionsAt { time });
+        let deadline = Instant::now() + timeout;
+        let mut answers = self
+            .shared
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while answers.values().filter(|(t, _)| *t == time).count() + 1 < self.processes {
+            if self.lost() {
+                return Err("a process has gone".to_owned());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(format!(
+                    "the other processes did not say where their partitions resume within {} s",
+                    timeout.as_secs()
+                ));
+            }
+            answers = self
+                .shared
+                .changed
+                .wait_timeout(answers, left.min(Duration::from_millis(100)))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let mut by_source: BTreeMap<String, Vec<SourcePositions>> = BTreeMap::new();
+        for (_, sources) in std::mem::take(&mut *answers).into_values() {
+            for (name, p) in sources {
+                by_source.entry(name).or_default().push(p);
+            }
+        }
+        Ok(by_source)
+    }
+
+    /// Which partitions this process reads.
+    #[must_use]
+    pub const fn ours(&self) -> Ownership {
+        self.ours
+    }
+
+    /// Process 0 wrote a checkpoint at `time`: the others forget what it made durable.
+    pub fn prune(&self, time: Time) {
+        self.broadcast(&Control::Prune { time });
+    }
+
+    /// Process 0: the run is over for every process.
+    pub fn release(&self) {
+        self.shared.done.store(true, Ordering::SeqCst);
+        self.broadcast(&Control::Done);
+    }
+
+    /// Another process: waits (at most `timeout`) until process 0 says the run is over, or has
+    /// gone. Until then this process answers its checkpoint requests.
+    pub fn wait_released(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut finished = self
+            .shared
+            .finished
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while !self.shared.released.load(Ordering::SeqCst) && !self.lost() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            finished = self
+                .shared
+                .changed
+                .wait_timeout(finished, left.min(Duration::from_millis(100)))
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     /// Whether another process has gone or failed.

@@ -369,7 +369,11 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
     let failure = Failure::default();
     let (sockets, links) = match joined {
         Some(j) => {
-            let (sockets, links) = j.connect(&failure, &plan.stop).map_err(RunError::Failed)?;
+            let (sockets, links) = j
+                .connect(&failure, &plan.stop, position_logs(&plan))
+                .map_err(RunError::Failed)?;
+            let links = Arc::new(links);
+            let _ = plan.cluster.set(Arc::clone(&links));
             (Some(sockets), Some(links))
         }
         None => (None, None),
@@ -404,6 +408,19 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         elapsed: snapshots.started().elapsed(),
         ..summary(&plan, start, last.nodes)
     })
+}
+
+/// The position logs of the plan's Kafka sources, by name.
+fn position_logs(plan: &plan::Plan) -> cluster::Logs {
+    plan.checkpoint
+        .as_ref()
+        .map(|cp| {
+            cp.sources
+                .iter()
+                .map(|(name, _, log, _, _)| (name.clone(), Arc::clone(log)))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The first node whose pseudonym key is `ephemeral`.
@@ -449,6 +466,7 @@ fn finish_cluster(links: &cluster::Links, leader: bool, failure: &Failure, last:
     }
     if leader {
         let missing = links.gather(&mut last.nodes, Duration::from_secs(60));
+        links.release();
         if !missing.is_empty() && failure.reported().is_none() {
             failure.fail(RunFailure::new(
                 Fault::External(System::Cluster),
@@ -457,6 +475,7 @@ fn finish_cluster(links: &cluster::Links, leader: bool, failure: &Failure, last:
         }
     } else {
         links.finished(&last.nodes);
+        links.wait_released(Duration::from_secs(120));
     }
 }
 
