@@ -401,8 +401,11 @@ fn run_job(args: &RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The other processes of a cluster leave the summary, progress and endpoint to process 0.
+    // The other processes of a cluster leave the summary and progress to process 0; each
+    // serves its own endpoint, but those `--spawn` started after process 0 (they would all ask
+    // for the same port).
     let follower = cluster.as_ref().is_some_and(|c| c.process > 0);
+    let spawned_follower = follower && std::env::var_os(cluster::SPAWNED).is_some();
     let display = progress::Display::choose(
         args.no_progress || follower,
         std::io::stderr().is_terminal(),
@@ -413,7 +416,7 @@ fn run_job(args: &RunArgs) -> ExitCode {
         .ok();
     let stderr = progress::Stderr::new(display);
     let (observer, progress_interval): (std::sync::Arc<dyn vitalflow_engine::RunObserver>, _) =
-        match args.listen.as_ref().filter(|_| !follower) {
+        match args.listen.as_ref().filter(|_| !spawned_follower) {
             None => (std::sync::Arc::new(stderr), display.interval()),
             Some(addr) => match listen(&job, addr, args.listen_any) {
                 Ok(status) => (

@@ -374,6 +374,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
                 .map_err(RunError::Failed)?;
             let links = Arc::new(links);
             let _ = plan.cluster.set(Arc::clone(&links));
+            pass_stop_on(&links, &plan.stop);
             (Some(sockets), Some(links))
         }
         None => (None, None),
@@ -408,6 +409,24 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         elapsed: snapshots.started().elapsed(),
         ..summary(&plan, start, last.nodes)
     })
+}
+
+/// Passes a graceful stop of this process on to the others (once), from a thread of its own
+/// that ends with the run.
+fn pass_stop_on(links: &Arc<cluster::Links>, stop: &Arc<AtomicBool>) {
+    let (links, stop) = (Arc::downgrade(links), Arc::clone(stop));
+    let _ = std::thread::Builder::new()
+        .name("cluster-stop".to_owned())
+        .spawn(move || {
+            while let Some(links) = links.upgrade() {
+                if stop.load(Ordering::SeqCst) {
+                    links.stop();
+                    return;
+                }
+                drop(links);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
 }
 
 /// The position logs of the plan's Kafka sources, by name.
