@@ -473,7 +473,11 @@ fn run_and_report(job: &Job, args: &RunArgs, options: &RunOptions) -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    print_summary(&summary, job);
+    let processes = options
+        .cluster
+        .as_ref()
+        .map_or(1, vitalflow_engine::runtime::cluster::Cluster::processes);
+    print_summary(&summary, job, processes);
     if args.profile {
         print!("{}", bench::operator_table(&summary.operators));
     }
@@ -654,12 +658,16 @@ fn too_many_rejected(s: &RunSummary, max: Option<MaxRejected>) -> Option<String>
     })
 }
 
-fn print_summary(s: &RunSummary, job: &Job) {
+/// The run's summary; `processes`: the processes of its cluster (1 alone), each running
+/// `s.workers` workers.
+fn print_summary(s: &RunSummary, job: &Job, processes: usize) {
     let secs = s.elapsed.as_secs_f64();
-    println!(
-        "job {} · run {} · {} worker(s) · {:.2} s",
-        s.job, s.run_id, s.workers, secs
-    );
+    let workers = if processes > 1 {
+        format!("{processes} processes × {} worker(s)", s.workers)
+    } else {
+        format!("{} worker(s)", s.workers)
+    };
+    println!("job {} · run {} · {workers} · {secs:.2} s", s.job, s.run_id);
     println!(
         "{:<16} {:<12} {:>12} {:>12} {:>10} {:>10} {:>7}",
         "node", "kind", "in", "out", "rejected", "dropped", "files"

@@ -520,6 +520,8 @@ impl Joined {
             workers: self.joining.hello.workers,
         };
         let shared = Arc::new(Shared::default());
+        PEER_LOST.store(false, Ordering::SeqCst);
+        CONNECTION_BROKE.store(false, Ordering::SeqCst);
         let writers = Arc::new(Mutex::new(Vec::new()));
         let logs = Arc::new(logs);
         for (i, stream) in self.control.into_iter().enumerate() {
@@ -658,6 +660,7 @@ impl Watch {
     }
 
     fn lost(&self, message: String) {
+        PEER_LOST.store(true, Ordering::SeqCst);
         if !self.shared.done.load(Ordering::SeqCst) {
             self.failure.fail(failure(message));
         }
@@ -891,7 +894,21 @@ where
     let mut failed_at: Option<Instant> = None;
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(joined) => return joined,
+            Ok(joined) => {
+                // Once another process has gone, the workers and connections that broke with
+                // it are not failures of their own: the run already fails, naming that
+                // process. Its control connection may say so a moment after the data
+                // connections broke.
+                let broke = joined.iter().any(Result::is_err);
+                let deadline = Instant::now() + Duration::from_secs(2);
+                while broke && !PEER_LOST.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if PEER_LOST.load(Ordering::SeqCst) {
+                    return Vec::new();
+                }
+                return joined;
+            }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Vec::new(),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 if failure.failed() {
@@ -908,17 +925,32 @@ where
 /// How long a process whose run failed waits for its workers and connections to wind down.
 const STOP_WAIT: Duration = Duration::from_secs(10);
 
-/// Timely's connection threads panic when a peer's connection breaks. The control connections
-/// report that, naming the process; the panic's own message is left out of the output.
+/// Set once a control connection has found another process gone or failed.
+static PEER_LOST: AtomicBool = AtomicBool::new(false);
+
+/// Set once one of timely's connection threads has panicked (a connection broke).
+static CONNECTION_BROKE: AtomicBool = AtomicBool::new(false);
+
+/// Timely's connection threads panic when a peer's connection breaks, and then so do this
+/// process's workers and the thread that joins them (they find the broken connections'
+/// queues poisoned). The control connections report that, naming the process; those panics'
+/// own messages are left out of the output. A worker's panic while every connection holds (a
+/// bug) is shown as ever.
 fn install_quiet_panics() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let timely_io = std::thread::current()
-                .name()
-                .is_some_and(|n| n.starts_with("timely:send") || n.starts_with("timely:recv"));
+            let thread = std::thread::current();
+            let name = thread.name().unwrap_or_default();
+            let timely_io = name.starts_with("timely:send") || name.starts_with("timely:recv");
             if timely_io {
+                CONNECTION_BROKE.store(true, Ordering::SeqCst);
+            }
+            let broken =
+                CONNECTION_BROKE.load(Ordering::SeqCst) || PEER_LOST.load(Ordering::SeqCst);
+            let after_loss = broken && (name.starts_with("timely:work") || name == "cluster-join");
+            if timely_io || after_loss {
                 tracing::debug!(%info, "a cluster connection broke");
             } else {
                 previous(info);

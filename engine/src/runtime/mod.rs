@@ -29,6 +29,9 @@ pub mod sources;
 pub mod stages;
 pub mod windows;
 
+#[cfg(test)]
+mod exchanged;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
