@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod bench;
+mod cluster;
 mod log;
 mod progress;
 mod serve;
@@ -193,6 +194,24 @@ struct RunArgs {
     /// counts can be scraped.
     #[arg(long, value_name = "DURATION", requires = "listen", value_parser = duration)]
     linger: Option<std::time::Duration>,
+    /// Run as this process of a cluster (see docs/scaling-out.md): its index from 0, or a
+    /// name ending in `-N` (a StatefulSet pod's name). Needs `--hosts`.
+    #[arg(long, env = "VITALFLOW_PROCESS", value_name = "I", value_parser = cluster::process_index)]
+    process: Option<usize>,
+    /// The cluster's processes: a file with one `host:port` a line, process 0 first; each
+    /// process listens on its own line's port.
+    #[arg(long, env = "VITALFLOW_HOSTS", value_name = "FILE")]
+    hosts: Option<PathBuf>,
+    /// The cluster's size, checked against `--hosts`.
+    #[arg(long, env = "VITALFLOW_PROCESSES", value_name = "N")]
+    processes: Option<usize>,
+    /// How long a cluster process waits for the others to join.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    join_timeout: std::time::Duration,
+    /// Run the job as N processes of a cluster on this machine (loopback ports), each with
+    /// `--workers` threads; process 0 prints the summary.
+    #[arg(long, value_name = "N", conflicts_with_all = ["process", "hosts", "processes"])]
+    spawn: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -400,6 +419,10 @@ fn parse() -> Result<Cli, ExitCode> {
 /// and errors on standard error, as `log` writes them; returns the exit code. An error says
 /// whose fault it was: `error (FAULT): MESSAGE` (see [`Fault`]'s wording).
 fn run_job(args: &RunArgs, log: Log) -> u8 {
+    if let Some(n) = args.spawn {
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        return cluster::spawn(n, &cluster::without_spawn(&argv));
+    }
     let job = match Job::load(&args.job) {
         Ok(job) => job,
         Err(d) => {
@@ -407,8 +430,25 @@ fn run_job(args: &RunArgs, log: Log) -> u8 {
             return 2;
         }
     };
+    let cluster = match cluster::from_args(
+        args.process,
+        args.hosts.as_deref(),
+        args.processes,
+        args.join_timeout,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            report_error(Fault::Input, None, &format!("{e:#}"), log);
+            return 2;
+        }
+    };
+    // The other processes of a cluster leave the summary and progress to process 0; each
+    // serves its own endpoint, but those `--spawn` started after process 0 (they would all ask
+    // for the same port).
+    let follower = cluster.as_ref().is_some_and(|c| c.process > 0);
+    let spawned_follower = follower && std::env::var_os(cluster::SPAWNED).is_some();
     let display = progress::Display::choose(
-        args.no_progress,
+        args.no_progress || follower,
         std::io::stderr().is_terminal() && !log.json(),
         args.progress_interval,
     );
@@ -420,7 +460,7 @@ fn run_job(args: &RunArgs, log: Log) -> u8 {
         .ok();
     let stderr = progress::Stderr::new(display, log);
     let (observer, progress_interval): (std::sync::Arc<dyn vitalflow_engine::RunObserver>, _) =
-        match &args.listen {
+        match args.listen.as_ref().filter(|_| !spawned_follower) {
             None => (std::sync::Arc::new(stderr), display.interval()),
             Some(addr) => match listen(&job, addr, args.listen_any, log) {
                 Ok(status) => (
@@ -443,6 +483,7 @@ fn run_job(args: &RunArgs, log: Log) -> u8 {
         profile: args.profile,
         overwrite: args.overwrite,
         progress_interval,
+        cluster,
     };
     let code = run_and_report(&job, args, &options, log);
     if let Some(linger) = args.linger {
@@ -478,7 +519,19 @@ fn run_and_report(job: &Job, args: &RunArgs, options: &RunOptions, log: Log) -> 
         Ok(summary) => summary,
         Err(e) => return run_failed(job, e, log),
     };
-    print_summary(&summary, job);
+    if let Some(c) = options.cluster.as_ref().filter(|c| c.process > 0) {
+        let text = format!(
+            "process {}: finished; its counts are in process 0's summary",
+            c.process
+        );
+        log.say(&text, || Entry::info(&text).field("process", c.process));
+        return 0;
+    }
+    let processes = options
+        .cluster
+        .as_ref()
+        .map_or(1, vitalflow_engine::runtime::cluster::Cluster::processes);
+    print_summary(&summary, job, processes);
     if args.profile {
         print!("{}", bench::operator_table(&summary.operators));
     }
@@ -753,12 +806,16 @@ fn too_many_rejected(s: &RunSummary, max: Option<MaxRejected>) -> Option<String>
     })
 }
 
-fn print_summary(s: &RunSummary, job: &Job) {
+/// The run's summary; `processes`: the processes of its cluster (1 alone), each running
+/// `s.workers` workers.
+fn print_summary(s: &RunSummary, job: &Job, processes: usize) {
     let secs = s.elapsed.as_secs_f64();
-    println!(
-        "job {} · run {} · {} worker(s) · {:.2} s",
-        s.job, s.run_id, s.workers, secs
-    );
+    let workers = if processes > 1 {
+        format!("{processes} processes × {} worker(s)", s.workers)
+    } else {
+        format!("{} worker(s)", s.workers)
+    };
+    println!("job {} · run {} · {workers} · {secs:.2} s", s.job, s.run_id);
     println!(
         "{:<16} {:<12} {:>12} {:>12} {:>10} {:>10} {:>7}",
         "node", "kind", "in", "out", "rejected", "dropped", "files"

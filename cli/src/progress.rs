@@ -241,6 +241,7 @@ mod tests {
             watermarks: Vec::new(),
             checkpoints: None,
             alerts: Vec::new(),
+            partitions: Vec::new(),
         };
         let line = entry(&snapshot).line_at(chrono::DateTime::UNIX_EPOCH);
         let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");

@@ -52,15 +52,16 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
     }
     assert!(pipeline[0]["alert_events"].as_u64().unwrap() > 0, "{v:#}");
 
-    // Three baselines and the endpoint's cost, each measured: the harness refuses a loop that
+    // Three baselines, the endpoint's cost and the cluster row, each measured: the harness refuses a loop that
     // did other work.
     let ratios = v["ratios"].as_array().unwrap();
     let names: Vec<&str> = ratios.iter().map(|r| r["what"].as_str().unwrap()).collect();
-    assert_eq!(names.len(), 4, "{names:?}");
+    assert_eq!(names.len(), 5, "{names:?}");
     assert!(names[0].contains("straight-line"), "{names:?}");
     assert!(names[1].contains("Kafka"), "{names:?}");
     assert!(names[2].contains("ArrowWriter"), "{names:?}");
     assert!(names[3].contains("with --listen"), "{names:?}");
+    assert!(names[4].contains("--spawn 2"), "{names:?}");
     for r in ratios {
         assert!(r["vitalflow"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["baseline"].as_f64().unwrap() > 0.0, "{r}");
@@ -103,13 +104,14 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
         .iter()
         .map(|r| r["rounds"].as_u64().unwrap())
         .collect();
-    assert_eq!(rounds, [2, 2, 2, 2], "{ratios:?}");
+    assert_eq!(rounds, [2, 2, 2, 2, 2], "{ratios:?}");
     let printed = String::from_utf8_lossy(&o.stdout);
     for line in [
         "engine round 2:",
         "Kafka round 2:",
         "Parquet round 2:",
         "endpoint round 2:",
+        "cluster round 2:",
     ] {
         assert!(printed.contains(line), "{printed}");
     }

@@ -1466,3 +1466,188 @@ fn sigterm_stops_a_never_ending_job_gracefully_and_the_next_run_goes_on() {
         eprintln!("[{}] graceful stops: ok", broker.name);
     }
 }
+
+/// The processes a `--spawn` parent started (their pids), from `/proc`.
+fn spawned(parent: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`: the name may hold spaces, so count from its `)`.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            children.push(pid);
+        }
+    }
+    children.sort_unstable();
+    children
+}
+
+/// Acceptance (cluster mode): the four-stage Kafka job as 2 processes × 1 worker writes what 1
+/// process × 1 worker writes; then one of its processes, in turn, is killed with SIGKILL at a
+/// random moment after a checkpoint, 3 times, the other stopping on its own (naming the one
+/// gone), and the cluster restarted each time: the output holds every input exactly once, as the
+/// single process wrote it.
+#[test]
+fn a_two_process_cluster_writes_what_one_process_writes_and_survives_kills() {
+    cluster_exactly_once(brokers());
+}
+
+fn cluster_exactly_once(brokers: Vec<Broker>) {
+    const READINGS: u64 = 60_000;
+    let Some(python) = python() else { return };
+    for broker in brokers {
+        let topics = Topics::new(&broker, 6);
+        let g = generator(300, READINGS);
+        let fed = feed_late_and_bad(&broker, &g, &topics);
+        assert_eq!(fed.readings, READINGS);
+        let dir = tempfile::tempdir().unwrap();
+        let job = write_job(dir.path(), "end", "1s", 1);
+        let key = key_file(dir.path());
+        let started = Instant::now();
+        let run = |out: &Path, extra: &[&str]| {
+            let mut cmd = job_command(&job, out, &broker, &topics, &key);
+            cmd.args(["--workers", "1", "--no-progress"]).args(extra);
+            cmd
+        };
+        let compare = |a: &Path, b: &Path| {
+            python_check(
+                &python,
+                "kafka_check.py",
+                &["compare", a.to_str().unwrap(), b.to_str().unwrap()],
+            )
+        };
+
+        // One process, then two, uninterrupted: the same output.
+        let reference = dir.path().join("reference");
+        let o = run(&reference, &[]).output().unwrap();
+        assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
+        let one = Instant::now() - started;
+        let two_out = dir.path().join("two");
+        let o = run(&two_out, &["--spawn", "2"]).output().unwrap();
+        let two = Instant::now() - started - one;
+        assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            stdout.contains("2 processes × 1 worker"),
+            "[{}] {stdout}",
+            broker.name
+        );
+        let same = compare(&two_out, &reference);
+        assert_eq!(same["same"], true, "[{}] {same:#}", broker.name);
+        crate::audit::checked_chain(&two_out);
+        eprintln!(
+            "[{}] one process {one:?}, two {two:?}: the same output",
+            broker.name
+        );
+
+        // Three kills, one process of the two in turn: the first a random moment (up to 300 ms)
+        // after the first checkpoint; each resumed run (which writes no checkpoint before its
+        // watermark passes the one it resumed from) after a new checkpoint or at a random moment
+        // of the first 40% of the uninterrupted run's time, whichever comes first.
+        let out = dir.path().join("out");
+        let checkpoint = out.join("_vitalflow/checkpoint.json");
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut kills = Vec::new();
+        for round in 0..3_u32 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let before = std::fs::read(&checkpoint).ok();
+            let log = dir.path().join(format!("cluster-{round}.log"));
+            let mut parent = run(&out, &["--spawn", "2"])
+                .env("VITALFLOW_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let t0 = Instant::now();
+            let cap = if round == 0 {
+                two * 2
+            } else {
+                two.mul_f64(0.1 + (seed % 300) as f64 / 1000.0)
+            };
+            while std::fs::read(&checkpoint).ok() == before && t0.elapsed() < cap {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if round == 0 {
+                std::thread::sleep(Duration::from_millis(seed % 300));
+            }
+            let children = spawned(parent.id());
+            assert!(
+                parent.try_wait().unwrap().is_none() && children.len() == 2,
+                "[{}] round {round}: the cluster ended before a kill ({children:?}): {}",
+                broker.name,
+                std::fs::read_to_string(&log).unwrap()
+            );
+            let victim = (round % 2) as usize;
+            crate::support::send_signal_to(children[victim], "KILL");
+            // The other process stops on its own, naming the one gone; the parent exits 1.
+            let waited = Instant::now();
+            let status = loop {
+                if let Some(s) = parent.try_wait().unwrap() {
+                    break s;
+                }
+                assert!(
+                    waited.elapsed() < Duration::from_secs(60),
+                    "[{}] round {round}: the cluster did not stop after a process was killed",
+                    broker.name
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let stderr = std::fs::read_to_string(&log).unwrap();
+            assert!(!status.success(), "[{}] {stderr}", broker.name);
+            assert!(
+                stderr.contains(&format!("process {victim} (127.0.0.1:")),
+                "[{}] round {round}: {stderr}",
+                broker.name
+            );
+            let checkpointed = std::fs::read(&checkpoint).ok() != before;
+            kills.push((round, victim, t0.elapsed(), checkpointed, waited.elapsed()));
+        }
+        eprintln!(
+            "[{}] kills (round, process, after, had checkpointed, the other stopped in): {kills:?}",
+            broker.name
+        );
+        let o = run(&out, &["--spawn", "2"]).output().unwrap();
+        assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("resumed from the checkpoint"),
+            "[{}] {}",
+            broker.name,
+            show(&o)
+        );
+        assert!(
+            kills.iter().any(|k| k.3),
+            "[{}] no kill came after a checkpoint: {kills:?}",
+            broker.name
+        );
+        let counts = python_check(&python, "kafka_check.py", &["count", out.to_str().unwrap()]);
+        assert_eq!(
+            counts["observations"], READINGS,
+            "[{}] {counts}",
+            broker.name
+        );
+        assert_eq!(
+            counts["distinct_ids"], READINGS,
+            "[{}] {counts}",
+            broker.name
+        );
+        assert_eq!(
+            counts["distinct_patients"], 300,
+            "[{}] {counts}",
+            broker.name
+        );
+        let same = compare(&out, &reference);
+        assert_eq!(same["same"], true, "[{}] {same:#}", broker.name);
+        crate::audit::checked_chain(&out);
+        eprintln!("[{}] the test took {:?}", broker.name, started.elapsed());
+    }
+}

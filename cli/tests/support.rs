@@ -344,9 +344,14 @@ impl PhiScan {
 
 /// Sends `signal` (`TERM`, `INT`) to a child process.
 pub fn send_signal(child: &std::process::Child, signal: &str) {
+    send_signal_to(child.id(), signal);
+}
+
+/// Sends `signal` (`TERM`, `KILL`, …) to the process `pid`.
+pub fn send_signal_to(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
+        .args([&format!("-{signal}"), &pid.to_string()])
         .status()
         .unwrap();
-    assert!(status.success(), "kill -{signal}");
+    assert!(status.success(), "kill -{signal} {pid}");
 }

@@ -8,6 +8,7 @@ mod audit;
 mod bench;
 mod checkers;
 mod cli;
+mod cluster;
 mod dedupe;
 mod deid;
 mod expressions;

@@ -27,7 +27,7 @@ pub struct AlertEvent {
 
 /// What an alert event says.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct AlertPayload {
     /// The alert (shared by its raised … resolved events).
     pub alert_id: String,
@@ -74,6 +74,27 @@ pub struct AlertPayload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
 }
+
+// JSON leaves the fields that do not apply out; binary formats write every field.
+crate::wire::every_field!(AlertPayload {
+    alert_id,
+    rule,
+    patient,
+    ward,
+    level,
+    previous_level,
+    score,
+    sub_scores,
+    spo2_scale,
+    missing,
+    stale,
+    condition,
+    observations,
+    event_time,
+    raised_at,
+    emitted_at,
+    latency_ms
+});
 
 impl AlertEvent {
     /// A one-line, human-readable summary (the live console output).

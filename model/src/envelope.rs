@@ -3,12 +3,14 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::wire::Json;
+
 /// Version of the envelope schema vitalflow writes.
 pub const ENVELOPE_VERSION: &str = "1.0";
 
 /// Envelope metadata, as on the platform's event bus.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct EventMetadata {
     /// Unique id of this event.
     pub event_id: String,
@@ -30,6 +32,18 @@ pub struct EventMetadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<String>,
 }
+
+// JSON leaves the absent ids out; binary formats write every field.
+crate::wire::every_field!(EventMetadata {
+    event_id,
+    event_type,
+    event_source,
+    correlation_id,
+    causation_id,
+    timestamp,
+    version,
+    trace_id
+});
 
 /// An event: metadata and a payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,7 +127,7 @@ impl Counts {
 
 /// The payload of every stage domain event: a fat, self-contained report of the batch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(remote = "Self", rename_all = "camelCase")]
 pub struct StageReport {
     /// The job's name.
     pub job: String,
@@ -132,6 +146,17 @@ pub struct StageReport {
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub detail: serde_json::Value,
 }
+
+// JSON leaves a null detail out; binary formats write every field, the detail as a tree.
+crate::wire::every_field!(StageReport {
+    job,
+    run_id,
+    stage,
+    batch,
+    counts,
+    outputs,
+    detail as Json
+});
 
 /// A stage domain event.
 pub type DomainEvent = Envelope<StageReport>;

@@ -24,6 +24,7 @@ pub mod json;
 pub mod raw;
 pub mod row;
 pub mod vitals;
+pub mod wire;
 
 pub use raw::{DeadLetter, RawFormat, RawRecord, now_us};
 

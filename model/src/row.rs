@@ -155,6 +155,7 @@ pub fn format_timestamp(ms: i64) -> String {
 
 /// A record of a declared shape: its values in schema order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct Row {
     /// The values, one per schema field.
     pub values: Vec<Value>,
@@ -169,6 +170,14 @@ pub struct Row {
     #[serde(default)]
     pub arrival_us: u64,
 }
+
+// JSON leaves `tombstone` out when false; binary formats write every field.
+crate::wire::every_field!(Row {
+    values,
+    sequence,
+    tombstone,
+    arrival_us
+});
 
 /// A value with a total order, equality and hash, for grouping and joining: keys of windows and
 /// tables, and distinct counts. Floats compare by [`f64::total_cmp`] (so `NaN` equals itself);

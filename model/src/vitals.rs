@@ -224,8 +224,11 @@ pub enum UnitError {
 }
 
 /// The measured value of a vital sign.
+///
+/// JSON tags it inside (`{"type": "quantity", "value": 72.0}`); binary formats, which cannot
+/// read such a tag, write the variant's index first (see [`crate::wire`]).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
+#[serde(remote = "Self", tag = "type", rename_all = "kebab-case")]
 pub enum VitalValue {
     /// A single quantity in the kind's canonical unit.
     Quantity {
@@ -239,6 +242,44 @@ pub enum VitalValue {
         /// Diastolic pressure.
         diastolic: f64,
     },
+}
+
+/// [`VitalValue`] in binary formats: externally tagged.
+#[derive(Serialize, Deserialize)]
+enum BinaryVitalValue {
+    Quantity(f64),
+    BloodPressure(f64, f64),
+}
+
+impl Serialize for VitalValue {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            return Self::serialize(self, serializer);
+        }
+        match *self {
+            Self::Quantity { value } => BinaryVitalValue::Quantity(value),
+            Self::BloodPressure {
+                systolic,
+                diastolic,
+            } => BinaryVitalValue::BloodPressure(systolic, diastolic),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for VitalValue {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if deserializer.is_human_readable() {
+            return Self::deserialize(deserializer);
+        }
+        Ok(match BinaryVitalValue::deserialize(deserializer)? {
+            BinaryVitalValue::Quantity(value) => Self::Quantity { value },
+            BinaryVitalValue::BloodPressure(systolic, diastolic) => Self::BloodPressure {
+                systolic,
+                diastolic,
+            },
+        })
+    }
 }
 
 #[cfg(test)]

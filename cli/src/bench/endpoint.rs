@@ -15,6 +15,7 @@ use vitalflow_engine::{Job, RunObserver};
 use super::baselines::{Best, settle_disk};
 use super::report::{Ratio, per_second};
 use super::{Settings, Watch, run_job};
+use crate::log::{Log, LogFormat};
 use crate::progress::{Display, Stderr};
 use crate::serve;
 
@@ -42,7 +43,7 @@ pub fn endpoint(s: &Settings, job: &Job, out: &std::path::Path) -> anyhow::Resul
         settle_disk(out)?;
         let scraper = Scraper::start(addr);
         let observer: Arc<dyn RunObserver> = Arc::new(serve::Observer::new(
-            Stderr::new(Display::Off),
+            Stderr::new(Display::Off, Log::new(LogFormat::Text)),
             None,
             Arc::clone(&status),
         ));

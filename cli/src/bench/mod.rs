@@ -14,6 +14,7 @@
 //! a raw arrow-rs `ArrowWriter` against the Parquet sink's writer. It reports how cost grows with the event count, and latency at a sustained rate.
 
 mod baselines;
+mod cluster;
 mod endpoint;
 mod report;
 mod work;
@@ -338,6 +339,9 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
 
     // What serving the HTTP endpoint costs, at 1×.
     report.endpoint = Some(endpoint::endpoint(s, &job, &out)?);
+
+    // Two processes of one worker against one process of two, on the same job.
+    report.cluster = Some(cluster::cluster(s, &job_path, &out, events_1x)?);
 
     // The Parquet sink's writer against a raw ArrowWriter, on the rows the loop wrote.
     if let Some((rows, _)) = line.written.get("fhir") {

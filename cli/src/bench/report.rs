@@ -246,6 +246,8 @@ pub struct Report {
     pub latency: Option<Latency>,
     /// Throughput with the HTTP endpoint served and scraped against without it.
     pub endpoint: Option<Ratio>,
+    /// Two processes of one worker against one process of two workers.
+    pub cluster: Option<Ratio>,
     /// What every sink held, the same after the engine's 1× run and the straight-line loop.
     pub same_work: Vec<SinkWork>,
 }
@@ -287,6 +289,7 @@ impl Report {
             kafka: None,
             latency: None,
             endpoint: None,
+            cluster: None,
             same_work: Vec::new(),
         }
     }
@@ -316,6 +319,7 @@ impl Report {
             self.kafka.as_ref().map(|k| &k.ratio),
             self.parquet.as_ref().map(|p| &p.ratio),
             self.endpoint.as_ref(),
+            self.cluster.as_ref(),
         ]
         .into_iter()
         .flatten()

@@ -232,11 +232,11 @@ impl AlertLatency {
 
 /// A reading ready for the monitor: what it observed, its row, and when it arrived.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct Prepared {
-    observed: Observed,
-    row: Row,
+pub(crate) struct Prepared {
+    pub(crate) observed: Observed,
+    pub(crate) row: Row,
     /// `scale2` is mapped but was null: the reading is scored on scale 1, and says so.
-    scale_missing: bool,
+    pub(crate) scale_missing: bool,
 }
 
 struct Prepare(Arc<AlertPlan>);

@@ -359,6 +359,7 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Plan, failure: Failure) {
             std::time::Duration::from_secs(1),
             b.failure.clone(),
             Arc::clone(&cp.stats),
+            plan.cluster.get().cloned(),
         );
     }
 }

@@ -245,8 +245,15 @@ impl PositionLog {
     /// checkpoint could not say which replayed records are durable).
     #[must_use]
     pub fn replayed(&self) -> bool {
+        self.replayed_where(|_| true)
+    }
+
+    /// [`Self::replayed`], of the partitions `keep` says.
+    #[must_use]
+    pub fn replayed_where(&self, keep: impl Fn(i32) -> bool) -> bool {
         self.replay_below
             .iter()
+            .filter(|(p, _)| keep(**p))
             .all(|(p, below)| self.next.get(p).is_some_and(|n| n >= below))
     }
 
@@ -348,6 +355,7 @@ pub fn coordinator<'s>(
     interval: Duration,
     failure: Failure,
     stats: Arc<super::progress::CheckpointStats>,
+    others: Option<Arc<super::cluster::Links>>,
 ) {
     let worker = commits.scope().index();
     let scope = commits.scope();
@@ -381,9 +389,14 @@ pub fn coordinator<'s>(
                     let bound = match frontier.frontier().iter().min() {
                         Some(f) => *f,
                         None => {
+                            let Some(theirs) = elsewhere(others.as_deref(), last.time, &failure)
+                            else {
+                                return;
+                            };
                             let latest = sources
                                 .iter()
                                 .filter_map(|s| s.log.lock().ok().and_then(|l| l.latest()))
+                                .chain(theirs.values().flatten().filter_map(|p| p.latest))
                                 .chain(files.iter().map(|(_, last, _)| *last))
                                 .max();
                             latest.map_or(last.time, |t| t + 1).max(last.time)
@@ -391,6 +404,14 @@ pub fn coordinator<'s>(
                     };
                     let t = clean_cut(bound, &files);
                     if t <= last.time {
+                        break 'write;
+                    }
+                    // The other processes' partitions (asked before this process's logs are
+                    // locked, so that its sources go on meanwhile).
+                    let Some(theirs) = elsewhere(others.as_deref(), t, &failure) else {
+                        return;
+                    };
+                    if !theirs.values().flatten().all(|p| p.replayed) {
                         break 'write;
                     }
                     let logs: Vec<_> = sources
@@ -401,7 +422,8 @@ pub fn coordinator<'s>(
                                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                         })
                         .collect();
-                    if !logs.iter().all(|l| l.replayed()) {
+                    let ours = |p: i32| others.as_ref().is_none_or(|o| o.ours().owns(p));
+                    if !logs.iter().all(|l| l.replayed_where(ours)) {
                         break 'write;
                     }
                     let mut next = Checkpoint {
@@ -419,12 +441,17 @@ pub fn coordinator<'s>(
                         !durable
                     });
                     for (s, log) in sources.iter().zip(&logs) {
+                        let mut partitions = log.resume_at(t);
+                        partitions.retain(|p, _| ours(*p));
+                        for p in theirs.get(&s.name).into_iter().flatten() {
+                            partitions.extend(p.partitions.clone());
+                        }
                         next.sources.insert(
                             s.name.clone(),
                             SourceResume {
                                 time: t,
                                 topic: s.topic.clone(),
-                                partitions: log.resume_at(t),
+                                partitions,
                             },
                         );
                     }
@@ -442,6 +469,9 @@ pub fn coordinator<'s>(
                             log.prune(t);
                         }
                     }
+                    if let Some(others) = &others {
+                        others.prune(t);
+                    }
                     commit_offsets(&sources, &next, done);
                     stats.written(writing.elapsed());
                     settled = done;
@@ -458,6 +488,28 @@ pub fn coordinator<'s>(
             }
         },
     );
+}
+
+/// In a cluster, what the other processes' position logs say for a checkpoint at `time`, by
+/// source (empty for a process alone); `None` after failing the run if they cannot say.
+fn elsewhere(
+    others: Option<&super::cluster::Links>,
+    time: Time,
+    failure: &Failure,
+) -> Option<BTreeMap<String, Vec<super::cluster::SourcePositions>>> {
+    let Some(others) = others else {
+        return Some(BTreeMap::new());
+    };
+    match others.positions(time, Duration::from_secs(30)) {
+        Ok(theirs) => Some(theirs),
+        Err(e) => {
+            failure.fail(RunFailure::new(
+                Fault::External(System::Cluster),
+                format!("checkpoint: {e}"),
+            ));
+            None
+        }
+    }
 }
 
 /// Commits each Kafka source's offsets of `checkpoint` under its group (where it has a

@@ -18,6 +18,8 @@ pub enum System {
     KafkaBroker,
     /// The file system: input files, the output folder, sink and checkpoint files.
     FileSystem,
+    /// Another process of the cluster, or the network between them.
+    Cluster,
 }
 
 impl std::fmt::Display for System {
@@ -25,6 +27,7 @@ impl std::fmt::Display for System {
         f.write_str(match self {
             Self::KafkaBroker => "Kafka broker",
             Self::FileSystem => "file system",
+            Self::Cluster => "cluster",
         })
     }
 }

@@ -103,7 +103,7 @@ type Update = ((TableKey, Version), Time, isize);
 /// comparing key strings (2% of the harness job's CPU time went to that `memcmp`). In the
 /// harness's job the join's busy time went from 267-324 ms to 217-229 ms, and whole runs used
 /// 2.3% less CPU time (5 runs each, alternating; 4 of 5 pairs lower).
-type TableKey = (u64, KeyValue);
+pub(crate) type TableKey = (u64, KeyValue);
 
 /// `key` with its routing hash.
 fn table_key(key: KeyValue) -> TableKey {
@@ -113,7 +113,7 @@ fn table_key(key: KeyValue) -> TableKey {
 struct Prepare(Arc<JoinPlan>);
 
 /// A stream record ready to join: key, event time, row.
-type Probe = (TableKey, i64, Row);
+pub(crate) type Probe = (TableKey, i64, Row);
 
 impl StageLogic<Row, Probe> for Prepare {
     fn process(&mut self, row: Row, out: &mut Vec<Probe>, dead: &mut Vec<DeadLetter>) {

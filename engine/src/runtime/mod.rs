@@ -10,6 +10,7 @@
 pub mod alerts;
 pub mod builder;
 pub mod checkpoint;
+pub mod cluster;
 pub(crate) mod embedded;
 pub mod error;
 pub mod joins;
@@ -27,6 +28,9 @@ pub mod saga;
 pub mod sources;
 pub mod stages;
 pub mod windows;
+
+#[cfg(test)]
+mod exchanged;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,6 +77,8 @@ pub struct RunOptions {
     /// which write it, a Kafka job writes its final checkpoint and commits its offsets, and the
     /// run ends as if its input had ended ([`RunSummary::stopped`]).
     pub stop: Option<Arc<AtomicBool>>,
+    /// Run as one process of a cluster (see [`cluster`]); `None`: this process alone.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -87,6 +93,7 @@ impl std::fmt::Debug for RunOptions {
             .field("progress_interval", &self.progress_interval)
             .field("observer", &self.observer.is_some())
             .field("stop", &self.stop.is_some())
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -96,7 +103,7 @@ impl std::fmt::Debug for RunOptions {
 /// each accepted record is one record out; an `ingest` node makes one or more clinical records
 /// of each accepted message, a `window` node its window rows and an `alert` node its alert
 /// events, so their `records_out` counts what they made.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeSummary {
     /// Node name.
     pub name: String,
@@ -126,6 +133,18 @@ pub struct NodeSummary {
 }
 
 impl NodeSummary {
+    /// Adds another process's counts of the same node.
+    pub fn add(&mut self, other: &Self) {
+        self.records_in += other.records_in;
+        self.records_out += other.records_out;
+        self.rejected += other.rejected;
+        self.dropped += other.dropped;
+        self.dead_letters += other.dead_letters;
+        self.files += other.files;
+        self.late += other.late;
+        self.bytes_in += other.bytes_in;
+    }
+
     /// Records received and neither rejected, dropped nor late (for a Kafka source, `late`
     /// records are still read and emitted, so they are not taken off).
     #[must_use]
@@ -269,22 +288,80 @@ impl RunSummary {
 /// [`RunError::Refused`] if the output folder holds what the run must not replace;
 /// [`RunError::Failed`] if the job failed, saying whose fault it was.
 pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
-    let start = Start::new(job, options);
-    start.check_out_folder(job, options.overwrite)?;
+    let mut start = Start::new(job, options);
     let say = |message: &str| {
         if let Some(observer) = &options.observer {
             observer.message(message);
         }
     };
     let stop = options.stop.clone().unwrap_or_default();
-    let mut embedded = Embedded::start(job, &say, Arc::clone(&stop)).map_err(RunError::Failed)?;
-    let plan = Arc::new(start.prepare(job, options, embedded.as_ref(), stop)?);
+    let mut joined = match options.cluster.as_ref().filter(|c| c.processes() > 1) {
+        Some(c) => {
+            if let Some(node) = ephemeral_key(job) {
+                return Err(RunError::Refused(RunFailure::new(
+                    Fault::Input,
+                    format!(
+                        "`operators.{node}.key`: `ephemeral` draws a random key in each process, \
+                         so the processes of a cluster would pseudonymize one patient \
+                         differently: give them one key (`file:PATH` or `env:NAME`)"
+                    ),
+                )));
+            }
+            say(&format!(
+                "process {} of {}: waiting for the others to join on {}",
+                c.process,
+                c.processes(),
+                c.addresses.join(", ")
+            ));
+            let joining =
+                cluster::Joining::listen(c, start.workers, cluster::digest(job, start.workers))
+                    .map_err(RunError::Failed)?;
+            Some(joining.join().map_err(RunError::Failed)?)
+        }
+        None => None,
+    };
+    let leader = joined.as_ref().is_none_or(|j| j.process() == 0);
+    let (mut embedded, plan) = if leader {
+        match lead(job, options, &start, &say, &stop) {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                if let Some(j) = joined.as_mut() {
+                    j.refuse(&e.to_string());
+                }
+                return Err(e);
+            }
+        }
+    } else {
+        let welcome = joined
+            .as_mut()
+            .map(cluster::Joined::welcomed)
+            .transpose()
+            .map_err(RunError::Failed)?;
+        let bootstrap = welcome.as_ref().and_then(|w| w.bootstrap.clone());
+        if let Some(w) = welcome {
+            start.run.run_id = w.run_id;
+        }
+        (
+            None,
+            start.prepare(job, options, bootstrap, None, Arc::clone(&stop))?,
+        )
+    };
+    let plan = Arc::new(plan);
+    if let Some(j) = joined.as_mut().filter(|_| leader) {
+        j.welcome(&cluster::Welcome {
+            run_id: start.run.run_id.clone(),
+            bootstrap: embedded.as_ref().map(Embedded::bootstrap),
+        })
+        .map_err(RunError::Failed)?;
+    }
     let mut record = outdir::RunRecord {
         job: job.name.clone(),
         run_id: start.run.run_id.clone(),
         finished: false,
     };
-    write_record(&start.out, &record)?;
+    if leader {
+        write_record(&start.out, &record)?;
+    }
     if let Some(cp) = plan.checkpoint.as_ref().filter(|cp| cp.base.time > 0) {
         say(&format!(
             "resuming from the checkpoint at {} ({} files kept, {} uncommitted files removed)",
@@ -297,8 +374,23 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
 
     let snapshots = Snapshots::new(job, Arc::clone(&plan));
     let failure = Failure::default();
-    let profiled = execute(&plan, start.workers, options, &snapshots, &failure);
-    let last = snapshots.take();
+    let (sockets, links) = match joined {
+        Some(j) => {
+            let (sockets, links) = j
+                .connect(&failure, &plan.stop, position_logs(&plan))
+                .map_err(RunError::Failed)?;
+            let links = Arc::new(links);
+            let _ = plan.cluster.set(Arc::clone(&links));
+            pass_stop_on(&links, &plan.stop);
+            (Some(sockets), Some(links))
+        }
+        None => (None, None),
+    };
+    let profiled = execute(&plan, start.workers, options, &snapshots, &failure, sockets);
+    let mut last = snapshots.take();
+    if let Some(links) = &links {
+        finish_cluster(links, leader, &failure, &mut last);
+    }
     if let Some(observer) = &options.observer {
         observer.finished(&last);
     }
@@ -313,8 +405,10 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         return Err(RunError::Failed(reported));
     }
     drop(embedded);
-    record.finished = true;
-    write_record(&start.out, &record)?;
+    if leader {
+        record.finished = true;
+        write_record(&start.out, &record)?;
+    }
     Ok(RunSummary {
         live_feed,
         end_to_end: plan.end_to_end.as_ref().map(|e| Box::new(e.histogram())),
@@ -322,6 +416,96 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         elapsed: snapshots.started().elapsed(),
         ..summary(&plan, start, last.nodes)
     })
+}
+
+/// Passes a graceful stop of this process on to the others (once), from a thread of its own
+/// that ends with the run.
+fn pass_stop_on(links: &Arc<cluster::Links>, stop: &Arc<AtomicBool>) {
+    let (links, stop) = (Arc::downgrade(links), Arc::clone(stop));
+    let _ = std::thread::Builder::new()
+        .name("cluster-stop".to_owned())
+        .spawn(move || {
+            while let Some(links) = links.upgrade() {
+                if stop.load(Ordering::SeqCst) {
+                    links.stop();
+                    return;
+                }
+                drop(links);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+}
+
+/// The position logs of the plan's Kafka sources, by name.
+fn position_logs(plan: &plan::Plan) -> cluster::Logs {
+    plan.checkpoint
+        .as_ref()
+        .map(|cp| {
+            cp.sources
+                .iter()
+                .map(|(name, _, log, _, _)| (name.clone(), Arc::clone(log)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The first node whose pseudonym key is `ephemeral`.
+fn ephemeral_key(job: &Job) -> Option<&str> {
+    job.nodes
+        .iter()
+        .find(|n| {
+            let key = match &n.kind {
+                NodeKind::Anonymize(a) => a.key.get_ref(),
+                NodeKind::Alert(a) => a.key.get_ref(),
+                _ => return false,
+            };
+            matches!(key, crate::nodes::settings::KeySource::Ephemeral)
+        })
+        .map(|n| n.name.as_str())
+}
+
+/// What the run's first process (the only one, out of a cluster) does before the workers
+/// start: checks the output folder, starts the embedded broker (its live feed stopping on
+/// `stop`), prepares the plan.
+fn lead(
+    job: &Job,
+    options: &RunOptions,
+    start: &Start,
+    say: &dyn Fn(&str),
+    stop: &Arc<AtomicBool>,
+) -> Result<(Option<Embedded>, plan::Plan), RunError> {
+    start.check_out_folder(job, options.overwrite)?;
+    let embedded = Embedded::start(job, say, Arc::clone(stop)).map_err(RunError::Failed)?;
+    let plan = start.prepare(
+        job,
+        options,
+        embedded.as_ref().map(Embedded::bootstrap),
+        embedded.as_ref().and_then(Embedded::feeding),
+        Arc::clone(stop),
+    )?;
+    Ok((embedded, plan))
+}
+
+/// The end of a cluster process's run: the others learn how it went; process 0 adds their
+/// counts to its own (waiting for them a while).
+fn finish_cluster(links: &cluster::Links, leader: bool, failure: &Failure, last: &mut Progress) {
+    if let Some(f) = failure.reported() {
+        links.failed(&f.to_string());
+        return;
+    }
+    if leader {
+        let missing = links.gather(&mut last.nodes, Duration::from_secs(60));
+        links.release();
+        if !missing.is_empty() && failure.reported().is_none() {
+            failure.fail(RunFailure::new(
+                Fault::External(System::Cluster),
+                format!("process(es) {missing:?} did not report their counts at the end"),
+            ));
+        }
+    } else {
+        links.finished(&last.nodes);
+        links.wait_released(Duration::from_secs(120));
+    }
 }
 
 /// What a run is before it starts: its workers, output folder and identity, and whether it
@@ -383,17 +567,18 @@ impl Start {
         &self,
         job: &Job,
         options: &RunOptions,
-        embedded: Option<&Embedded>,
+        bootstrap: Option<String>,
+        feeding: Option<Arc<AtomicBool>>,
         stop: Arc<AtomicBool>,
     ) -> Result<plan::Plan, RunError> {
-        let bootstrap = embedded.map(Embedded::bootstrap);
+        let embedded = bootstrap.is_some();
         let mut plan = plan::prepare(
             job,
             &self.out,
             self.run.clone(),
             bootstrap.as_deref(),
-            options.fresh || embedded.is_some(),
-            embedded.and_then(Embedded::feeding),
+            options.fresh || embedded,
+            feeding,
             stop,
         )?;
         plan.end_to_end = options.end_to_end.then(Arc::default);
@@ -420,6 +605,7 @@ fn execute(
     options: &RunOptions,
     snapshots: &Snapshots,
     failure: &Failure,
+    cluster: Option<Vec<Option<std::net::TcpStream>>>,
 ) -> Option<Arc<profile::Profile>> {
     let interval = options.progress_interval.filter(|i| !i.is_zero());
     let reporter = match (&options.observer, interval) {
@@ -435,7 +621,7 @@ fn execute(
         .then(|| Arc::new(profile::Profile::default()));
     let (worker_plan, worker_failure, worker_profile) =
         (Arc::clone(plan), failure.clone(), profiled.clone());
-    let result = timely::execute(timely::Config::process(workers), move |worker| {
+    let work = move |worker: &mut timely::worker::Worker| {
         let failure = worker_failure.clone();
         if let Some(p) = &worker_profile {
             profile::install(worker, p);
@@ -451,10 +637,13 @@ fn execute(
                 break;
             }
         }
-    });
-    let joined = match result {
-        Ok(guards) => guards.join(),
-        Err(e) => vec![Err(e)],
+    };
+    let joined = match cluster {
+        None => match timely::execute(timely::Config::process(workers), work) {
+            Ok(guards) => guards.join(),
+            Err(e) => vec![Err(e)],
+        },
+        Some(sockets) => cluster::execute(sockets, workers, work, failure),
     };
     if let Some(reporter) = reporter {
         reporter.stop();

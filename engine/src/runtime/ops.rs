@@ -35,6 +35,7 @@ pub struct StageStat {
     /// Records in, out, rejected.
     pub counts: Counts,
     /// Stage-specific detail to merge (the de-identification report), as JSON.
+    #[serde(with = "vitalflow_model::wire::optional_json")]
     pub detail: Option<serde_json::Value>,
 }
 

@@ -42,6 +42,9 @@ pub struct Plan {
     pub end_to_end: Option<Arc<EndToEnd>>,
     /// Set to stop the sources (a graceful stop): see [`super::RunOptions::stop`].
     pub stop: Arc<AtomicBool>,
+    /// In a cluster: this process's control connections to the others (set once they are
+    /// made, before the workers start).
+    pub cluster: std::sync::OnceLock<Arc<super::cluster::Links>>,
 }
 
 impl Plan {
@@ -164,6 +167,7 @@ pub fn prepare(
         alerts,
         end_to_end: None,
         stop,
+        cluster: std::sync::OnceLock::new(),
     })
 }
 
