@@ -296,6 +296,14 @@ struct Partition {
     /// How far back the last re-seek went (some brokers answer a fetch from the middle of a
     /// record batch with the next batch: reading from further back finds the batch start).
     rewound: i64,
+    /// Stop-at-end: the end the client's first statistics gave (taken from fetch answers).
+    /// Some brokers answer the question "where does the partition end" with the start of its
+    /// last record batch plus one, short of its end; where the client sends statistics, a
+    /// partition ends only once read to this end too.
+    stats_end: Option<i64>,
+    /// Whether the client sends statistics (the settings leave `statistics.interval.ms` to
+    /// vitalflow).
+    statistics: bool,
 }
 
 /// What a polled record is to its partition (see [`Partition::admit`]).
@@ -335,7 +343,9 @@ impl Partition {
 
     /// `stop = "end"`: whether the partition reached its end and stayed quiet since.
     fn read_to_end(&self) -> bool {
-        self.end.is_some_and(|e| self.next >= e) && self.last_record.elapsed() >= END_QUIET
+        self.end.is_some_and(|e| self.next >= e)
+            && self.last_record.elapsed() >= END_QUIET
+            && (!self.statistics || self.stats_end.is_some_and(|s| self.next >= s))
     }
 
     /// What the record at `offset` is to the partition; a rewind is remembered.
@@ -802,6 +812,7 @@ impl SourceState {
                 if let Some(part) = self.owned.get_mut(&o.partition) {
                     part.log_start = o.start.or(part.log_start);
                     part.broker_end = o.end.or(part.broker_end);
+                    part.stats_end = part.stats_end.or(o.end);
                 }
             }
         }
@@ -1084,6 +1095,11 @@ fn adopt_partitions(
                 replay: resume.cloned(),
                 resume_from: from.filter(|f| *f > 0),
                 rewound: 0,
+                stats_end: None,
+                statistics: !plan
+                    .settings
+                    .properties
+                    .contains_key("statistics.interval.ms"),
                 asked_end: None,
                 empty_at: None,
             },
