@@ -726,29 +726,18 @@ impl Links {
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
         self.broadcast(&Control::PositionsAt { time });
-        let deadline = Instant::now() + timeout;
-        let mut answers = self
-            .shared
-            .positions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while answers.values().filter(|(t, _)| *t == time).count() + 1 < self.processes {
-            if self.lost() {
-                return Err("a process has gone".to_owned());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(format!(
+        let (mut answers, settled) = self.wait(&self.shared.positions, timeout, |answers| {
+            answers.values().filter(|(t, _)| *t == time).count() + 1 >= self.processes
+        });
+        if !settled {
+            return Err(if self.lost() {
+                "a process has gone".to_owned()
+            } else {
+                format!(
                     "the other processes did not say where their partitions resume within {} s",
                     timeout.as_secs()
-                ));
-            }
-            answers = self
-                .shared
-                .changed
-                .wait_timeout(answers, left.min(Duration::from_millis(100)))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+                )
+            });
         }
         let mut by_source: BTreeMap<String, Vec<SourcePositions>> = BTreeMap::new();
         for (_, sources) in std::mem::take(&mut *answers).into_values() {
@@ -779,21 +768,32 @@ impl Links {
     /// Another process: waits (at most `timeout`) until process 0 says the run is over, or has
     /// gone. Until then this process answers its checkpoint requests.
     pub fn wait_released(&self, timeout: Duration) {
+        let released = || self.shared.released.load(Ordering::SeqCst);
+        let _ = self.wait(&self.shared.finished, timeout, |_| released());
+    }
+
+    /// Waits (at most `timeout`) until `settled` holds for what `slot` holds, or another
+    /// process has gone: the slot's guard, and whether it settled.
+    fn wait<'a, T>(
+        &self,
+        slot: &'a Mutex<T>,
+        timeout: Duration,
+        settled: impl Fn(&T) -> bool,
+    ) -> (std::sync::MutexGuard<'a, T>, bool) {
         let deadline = Instant::now() + timeout;
-        let mut finished = self
-            .shared
-            .finished
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while !self.shared.released.load(Ordering::SeqCst) && !self.lost() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
+        let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if settled(&guard) {
+                return (guard, true);
             }
-            finished = self
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.lost() {
+                return (guard, false);
+            }
+            guard = self
                 .shared
                 .changed
-                .wait_timeout(finished, left.min(Duration::from_millis(100)))
+                .wait_timeout(guard, left.min(Duration::from_millis(100)))
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
@@ -813,24 +813,9 @@ impl Links {
     /// Process 0: waits (at most `timeout`) for every other process's final counts and adds
     /// them to `nodes`; the processes that did not report.
     pub fn gather(&self, nodes: &mut [NodeSummary], timeout: Duration) -> Vec<usize> {
-        let deadline = Instant::now() + timeout;
-        let mut finished = self
-            .shared
-            .finished
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        while finished.len() + 1 < self.processes && !self.lost() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            finished = self
-                .shared
-                .changed
-                .wait_timeout(finished, left.min(Duration::from_millis(200)))
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let (finished, _) = self.wait(&self.shared.finished, timeout, |finished| {
+            finished.len() + 1 >= self.processes
+        });
         self.shared.done.store(true, Ordering::SeqCst);
         for theirs in finished.values() {
             for n in nodes.iter_mut() {
