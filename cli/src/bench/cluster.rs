@@ -25,15 +25,26 @@ pub fn cluster(s: &Settings, job: &Path, out: &Path, events: u64) -> anyhow::Res
         ["1 process × 2 workers", "2 processes × 1 worker"],
     );
     for round in 0..s.rounds {
-        settle_disk(out)?;
-        let (one, read_one) = timed(&exe, job, &out.join("run-one"), &["--workers", "2"])?;
-        settle_disk(out)?;
-        let (two, read_two) = timed(
-            &exe,
-            job,
-            &out.join("run-two"),
-            &["--workers", "1", "--spawn", "2"],
-        )?;
+        // Each side first in every other round: neither gains from coming second.
+        let mut runs = [(Duration::ZERO, 0); 2];
+        for two in if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        } {
+            settle_disk(out)?;
+            runs[usize::from(two)] = if two {
+                timed(
+                    &exe,
+                    job,
+                    &out.join("run-two"),
+                    &["--workers", "1", "--spawn", "2"],
+                )?
+            } else {
+                timed(&exe, job, &out.join("run-one"), &["--workers", "2"])?
+            };
+        }
+        let [(one, read_one), (two, read_two)] = runs;
         if read_one != read_two {
             bail!("the cluster row: one process read {read_one} records, two read {read_two}");
         }

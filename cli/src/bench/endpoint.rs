@@ -38,24 +38,36 @@ pub fn endpoint(s: &Settings, job: &Job, out: &std::path::Path) -> anyhow::Resul
     let mut events = 0;
     let mut scrapes = 0;
     for round in 0..s.rounds {
-        settle_disk(out)?;
-        let without = run_job(job, s, Watch::plain())?;
-        settle_disk(out)?;
-        let scraper = Scraper::start(addr);
-        let observer: Arc<dyn RunObserver> = Arc::new(serve::Observer::new(
-            Stderr::new(Display::Off, Log::new(LogFormat::Text)),
-            None,
-            Arc::clone(&status),
-        ));
-        let with = run_job(job, s, Watch::observed(observer, serve::SNAPSHOT_INTERVAL));
-        let scraped = scraper.stop()?;
-        let with = with?;
-        if scraped == 0 {
-            bail!("the bench endpoint: no scrape was answered during the run");
+        // Each side first in every other round: neither gains from coming second.
+        let mut times = [std::time::Duration::ZERO; 2];
+        for served in if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        } {
+            settle_disk(out)?;
+            let summary = if served {
+                let scraper = Scraper::start(addr);
+                let observer: Arc<dyn RunObserver> = Arc::new(serve::Observer::new(
+                    Stderr::new(Display::Off, Log::new(LogFormat::Text)),
+                    None,
+                    Arc::clone(&status),
+                ));
+                let run = run_job(job, s, Watch::observed(observer, serve::SNAPSHOT_INTERVAL));
+                let scraped = scraper.stop()?;
+                let run = run?;
+                if scraped == 0 {
+                    bail!("the bench endpoint: no scrape was answered during the run");
+                }
+                scrapes += scraped;
+                run
+            } else {
+                run_job(job, s, Watch::plain())?
+            };
+            events = summary.source_records();
+            times[usize::from(served)] = summary.elapsed;
         }
-        scrapes += scraped;
-        events = without.source_records();
-        best.record(round, [without.elapsed, with.elapsed]);
+        best.record(round, times);
     }
     println!(
         "endpoint: {scrapes} scrapes of /metrics and /api/job answered during the runs with it"

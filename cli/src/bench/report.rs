@@ -351,7 +351,7 @@ impl Report {
         for r in self.ratios() {
             let _ = writeln!(
                 s,
-                "  {}{}: {} vs {} = {:.2}× (target ≥ {:.1}×: {})",
+                "  {}{}: {} vs {} = {:.2}× (target ≥ {}×: {})",
                 r.what,
                 r.how(),
                 thousands(r.vitalflow as u64),
@@ -432,7 +432,7 @@ impl Report {
         for r in self.ratios() {
             let _ = writeln!(
                 s,
-                "| {}{} | {} | {} | {:.2}× | ≥ {:.1}× |",
+                "| {}{} | {} | {} | {:.2}× | ≥ {}× |",
                 r.what,
                 r.how(),
                 thousands(r.vitalflow as u64),
