@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+use vitalflow_engine::Progress;
 use vitalflow_engine::runtime::NodeSummary;
 
 use super::{Phase, Status};
@@ -74,22 +75,36 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 /// If the text cannot be written (it cannot: it is written to a string).
 pub fn encode(status: &Status) -> Result<String, std::fmt::Error> {
     let (phase, latest) = status.latest();
+    let latest = latest.as_ref();
     let now = SystemTime::now();
+    let nodes = latest.map_or(&[][..], |s| s.nodes.as_slice());
     let mut r = Registry::default();
+    run(&mut r, &status.job, phase, latest);
+    per_node(&mut r, &graph_nodes(status, nodes), nodes);
+    sources(&mut r, latest, now);
+    checkpoints(&mut r, latest, now);
+    alerts(&mut r, latest);
+    platform(&mut r, nodes);
+    let mut text = String::new();
+    encode_text(&mut text, &r)?;
+    Ok(text)
+}
 
+/// The run: the job's name, whether the workers run, for how long.
+fn run(r: &mut Registry, job: &str, phase: Phase, latest: Option<&Progress>) {
     r.register(
         "vitalflow_run",
         "The job this process runs",
-        Info::new(labels(&[("pipeline", &status.job)])),
+        Info::new(labels(&[("pipeline", job)])),
     );
     let running = gauge(
-        &mut r,
+        r,
         "vitalflow_run_running",
         "1 while the workers run, 0 before they start and after they stop",
         None,
     );
     let elapsed = gauge(
-        &mut r,
+        r,
         "vitalflow_run_elapsed",
         "Time since the workers started",
         Some(Unit::Seconds),
@@ -99,122 +114,13 @@ pub fn encode(status: &Status) -> Result<String, std::fmt::Error> {
         .set(if phase == Phase::Running { 1.0 } else { 0.0 });
     elapsed
         .get_or_create(&Vec::new())
-        .set(latest.as_ref().map_or(0.0, |s| s.elapsed.as_secs_f64()));
+        .set(latest.map_or(0.0, |s| s.elapsed.as_secs_f64()));
+}
 
-    type Field = fn(&NodeSummary) -> u64;
-    let per_node: [(&str, &str, Option<Unit>, Field); 8] = [
-        (
-            "vitalflow_node_records_in",
-            "Records a node received (sources: read)",
-            None,
-            |n| n.records_in,
-        ),
-        (
-            "vitalflow_node_records_out",
-            "Records a node emitted (sinks: wrote)",
-            None,
-            |n| n.records_out,
-        ),
-        (
-            "vitalflow_node_records_rejected",
-            "Records a node received and sent to dead-letter",
-            None,
-            |n| n.rejected,
-        ),
-        (
-            "vitalflow_node_records_dropped",
-            "Records a node received that ended there with neither output nor dead letter",
-            None,
-            |n| n.dropped,
-        ),
-        (
-            "vitalflow_node_dead_letters",
-            "Dead letters a node sent (a record with several bad parts has one for each)",
-            None,
-            |n| n.dead_letters,
-        ),
-        (
-            "vitalflow_node_records_late",
-            "Records later than the allowed lateness (windows) or behind the watermark when read \
-             (Kafka sources)",
-            None,
-            |n| n.late,
-        ),
-        (
-            "vitalflow_node_read",
-            "Bytes of the records a source read",
-            Some(Unit::Bytes),
-            |n| n.bytes_in,
-        ),
-        (
-            "vitalflow_node_files",
-            "Files a sink wrote or a file source read",
-            None,
-            |n| n.files,
-        ),
-    ];
-    let families: Vec<(Counters, Field)> = per_node
-        .into_iter()
-        .map(|(name, help, unit, field)| (counter(&mut r, name, help, unit), field))
-        .collect();
-
-    let watermark = gauge(
-        &mut r,
-        "vitalflow_source_watermark",
-        "A Kafka source's watermark, as an event time (seconds since the epoch)",
-        Some(Unit::Seconds),
-    );
-    let delay = gauge(
-        &mut r,
-        "vitalflow_source_watermark_delay",
-        "How far a Kafka source's watermark is behind the wall clock",
-        Some(Unit::Seconds),
-    );
-    let checkpoints = counter(
-        &mut r,
-        "vitalflow_checkpoints",
-        "Checkpoints written by this run (jobs with Kafka sources)",
-        None,
-    );
-    let last_duration = gauge(
-        &mut r,
-        "vitalflow_checkpoint_last_duration",
-        "How long the last checkpoint took to write, offset commits included",
-        Some(Unit::Seconds),
-    );
-    let age = gauge(
-        &mut r,
-        "vitalflow_checkpoint_age",
-        "Time since the last checkpoint was written",
-        Some(Unit::Seconds),
-    );
-    let alerts = counter(
-        &mut r,
-        "vitalflow_alerts",
-        "Alert events raised, by alert node, rule and level",
-        None,
-    );
-    let processed = counter(
-        &mut r,
-        "events_processed",
-        "Records the job's sources read",
-        None,
-    );
-    let failed = counter(
-        &mut r,
-        "events_failed",
-        "Records rejected by any node (sent to dead-letter)",
-        None,
-    );
-    let dead_letter_queue = gauge(
-        &mut r,
-        "dead_letter_queue_size",
-        "Dead letters sent by all nodes so far",
-        None,
-    );
-
-    let nodes = latest.as_ref().map_or(&[][..], |s| s.nodes.as_slice());
-    let graph_nodes: Vec<(String, String)> = if nodes.is_empty() {
+/// Every node of the job, with its kind: the snapshot's, or the job's graph before the first
+/// snapshot.
+fn graph_nodes(status: &Status, nodes: &[NodeSummary]) -> Vec<(String, String)> {
+    if nodes.is_empty() {
         status
             .graph
             .iter()
@@ -225,17 +131,185 @@ pub fn encode(status: &Status) -> Result<String, std::fmt::Error> {
             .iter()
             .map(|n| (n.name.clone(), n.kind.clone()))
             .collect()
-    };
-    for (name, kind) in &graph_nodes {
-        let counts = nodes.iter().find(|n| &n.name == name);
-        for (family, field) in &families {
+    }
+}
+
+/// A per-node counter: its name, help, unit and the count it serves.
+type NodeCounter = (
+    &'static str,
+    &'static str,
+    Option<Unit>,
+    fn(&NodeSummary) -> u64,
+);
+
+/// The per-node counters.
+const PER_NODE: [NodeCounter; 8] = [
+    (
+        "vitalflow_node_records_in",
+        "Records a node received (sources: read)",
+        None,
+        |n| n.records_in,
+    ),
+    (
+        "vitalflow_node_records_out",
+        "Records a node emitted (sinks: wrote)",
+        None,
+        |n| n.records_out,
+    ),
+    (
+        "vitalflow_node_records_rejected",
+        "Records a node received and sent to dead-letter",
+        None,
+        |n| n.rejected,
+    ),
+    (
+        "vitalflow_node_records_dropped",
+        "Records a node received that ended there with neither output nor dead letter",
+        None,
+        |n| n.dropped,
+    ),
+    (
+        "vitalflow_node_dead_letters",
+        "Dead letters a node sent (a record with several bad parts has one for each)",
+        None,
+        |n| n.dead_letters,
+    ),
+    (
+        "vitalflow_node_records_late",
+        "Records later than the allowed lateness (windows) or behind the watermark when read \
+         (Kafka sources)",
+        None,
+        |n| n.late,
+    ),
+    (
+        "vitalflow_node_read",
+        "Bytes of the records a source read",
+        Some(Unit::Bytes),
+        |n| n.bytes_in,
+    ),
+    (
+        "vitalflow_node_files",
+        "Files a sink wrote or a file source read",
+        None,
+        |n| n.files,
+    ),
+];
+
+/// The per-node counters of every node of `graph` (name, kind), 0 for a node not in `nodes`.
+fn per_node(r: &mut Registry, graph: &[(String, String)], nodes: &[NodeSummary]) {
+    for (name, help, unit, field) in PER_NODE {
+        let family = counter(r, name, help, unit);
+        for (node, kind) in graph {
+            let counts = nodes.iter().find(|n| &n.name == node);
             set(
-                family,
-                labels(&[("node", name), ("kind", kind)]),
+                &family,
+                labels(&[("node", node), ("kind", kind)]),
                 counts.map_or(0, field),
             );
         }
     }
+}
+
+/// The Kafka sources' watermarks and how far behind the clock they are.
+fn sources(r: &mut Registry, latest: Option<&Progress>, now: SystemTime) {
+    let watermark = gauge(
+        r,
+        "vitalflow_source_watermark",
+        "A Kafka source's watermark, as an event time (seconds since the epoch)",
+        Some(Unit::Seconds),
+    );
+    let delay = gauge(
+        r,
+        "vitalflow_source_watermark_delay",
+        "How far a Kafka source's watermark is behind the wall clock",
+        Some(Unit::Seconds),
+    );
+    let Some(s) = latest else { return };
+    for (source, ms) in &s.watermarks {
+        if let Some(ms) = ms {
+            let l = labels(&[("source", source)]);
+            watermark.get_or_create(&l).set(*ms as f64 / 1000.0);
+            delay.get_or_create(&l).set(delay_seconds(*ms, now));
+        }
+    }
+}
+
+/// The checkpoints written, the last one's duration and age.
+fn checkpoints(r: &mut Registry, latest: Option<&Progress>, now: SystemTime) {
+    let checkpoints = counter(
+        r,
+        "vitalflow_checkpoints",
+        "Checkpoints written by this run (jobs with Kafka sources)",
+        None,
+    );
+    let last_duration = gauge(
+        r,
+        "vitalflow_checkpoint_last_duration",
+        "How long the last checkpoint took to write, offset commits included",
+        Some(Unit::Seconds),
+    );
+    let age = gauge(
+        r,
+        "vitalflow_checkpoint_age",
+        "Time since the last checkpoint was written",
+        Some(Unit::Seconds),
+    );
+    let Some(c) = latest.and_then(|s| s.checkpoints) else {
+        return;
+    };
+    set(&checkpoints, Vec::new(), c.written);
+    if let Some(d) = c.last_duration {
+        last_duration
+            .get_or_create(&Vec::new())
+            .set(d.as_secs_f64());
+    }
+    if let Some(t) = c.last_written {
+        age.get_or_create(&Vec::new())
+            .set(now.duration_since(t).unwrap_or_default().as_secs_f64());
+    }
+}
+
+/// The alert events raised, by node, rule and level.
+fn alerts(r: &mut Registry, latest: Option<&Progress>) {
+    let alerts = counter(
+        r,
+        "vitalflow_alerts",
+        "Alert events raised, by alert node, rule and level",
+        None,
+    );
+    for a in latest.map_or(&[][..], |s| s.alerts.as_slice()) {
+        set(
+            &alerts,
+            labels(&[
+                ("node", &a.node),
+                ("rule", &a.rule),
+                ("level", level(&a.event)),
+            ]),
+            a.count,
+        );
+    }
+}
+
+/// The platform's names for the job's totals.
+fn platform(r: &mut Registry, nodes: &[NodeSummary]) {
+    let processed = counter(
+        r,
+        "events_processed",
+        "Records the job's sources read",
+        None,
+    );
+    let failed = counter(
+        r,
+        "events_failed",
+        "Records rejected by any node (sent to dead-letter)",
+        None,
+    );
+    let dead_letter_queue = gauge(
+        r,
+        "dead_letter_queue_size",
+        "Dead letters sent by all nodes so far",
+        None,
+    );
     set(
         &processed,
         Vec::new(),
@@ -249,41 +323,4 @@ pub fn encode(status: &Status) -> Result<String, std::fmt::Error> {
     dead_letter_queue
         .get_or_create(&Vec::new())
         .set(nodes.iter().map(|n| n.dead_letters).sum::<u64>() as f64);
-
-    if let Some(s) = &latest {
-        for (source, ms) in &s.watermarks {
-            if let Some(ms) = ms {
-                let l = labels(&[("source", source)]);
-                watermark.get_or_create(&l).set(*ms as f64 / 1000.0);
-                delay.get_or_create(&l).set(delay_seconds(*ms, now));
-            }
-        }
-        if let Some(c) = s.checkpoints {
-            set(&checkpoints, Vec::new(), c.written);
-            if let Some(d) = c.last_duration {
-                last_duration
-                    .get_or_create(&Vec::new())
-                    .set(d.as_secs_f64());
-            }
-            if let Some(t) = c.last_written {
-                age.get_or_create(&Vec::new())
-                    .set(now.duration_since(t).unwrap_or_default().as_secs_f64());
-            }
-        }
-        for a in &s.alerts {
-            set(
-                &alerts,
-                labels(&[
-                    ("node", &a.node),
-                    ("rule", &a.rule),
-                    ("level", level(&a.event)),
-                ]),
-                a.count,
-            );
-        }
-    }
-
-    let mut text = String::new();
-    encode_text(&mut text, &r)?;
-    Ok(text)
 }
