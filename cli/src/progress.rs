@@ -152,6 +152,7 @@ mod tests {
             files: 0,
             late: 0,
             bytes_in: 0,
+            bytes_written: 0,
         }
     }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{python, python_check, root, send_signal, show, vitalflow};
+use crate::support::{output_files, python, python_check, root, send_signal, show, vitalflow};
 
 /// A free loopback port.
 fn free_port() -> u16 {
@@ -270,6 +270,57 @@ fn a_running_job_serves_metrics_health_and_its_graph() {
         ) > 1.0e9
     );
 
+    // Bytes written: a file sink's are the size of its folder's files; the Kafka sink's are its
+    // records' keys and values, the same alert events as the JSON lines, each line the record's
+    // value and a line break, its key the patient's pseudonym.
+    let written = |node: &str, kind: &str| {
+        value(
+            &last,
+            "vitalflow_node_written_bytes_total",
+            &[("node", node), ("kind", kind)],
+        )
+    };
+    let size = |dir: &str| -> u64 {
+        let files = if dir == "dead-letter" {
+            std::fs::read_dir(out.join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect()
+        } else {
+            output_files(&out.join(dir))
+        };
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum()
+    };
+    assert!(size("alerts") > 0);
+    assert_eq!(written("alerts", "jsonl"), size("alerts") as f64);
+    assert_eq!(
+        written("dead-letter", "dead-letter"),
+        size("dead-letter") as f64
+    );
+    let records: u64 = output_files(&out.join("alerts"))
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.lines()
+                .map(|line| {
+                    let event: Value = serde_json::from_str(line).unwrap();
+                    (line.len() + event["payload"]["patient"].as_str().unwrap().len()) as u64
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    assert_eq!(written("alert-events", "kafka"), records as f64);
+    for (node, kind) in [
+        ("vitals", "kafka"),
+        ("icu-alerts", "alert"),
+        ("live", "console"),
+    ] {
+        assert_eq!(written(node, kind), 0.0, "{node}");
+    }
+
     // The graph: every node with its kind and inputs, and its final counts.
     assert_eq!(job["job"], "icu-alerting");
     assert_eq!(job["phase"], "finished");
@@ -289,6 +340,11 @@ fn a_running_job_serves_metrics_health_and_its_graph() {
             "vitalflow_node_records_in_total",
             &[("node", "icu-alerts"), ("kind", "alert")]
         )
+    );
+    let jsonl = nodes.iter().find(|n| n["name"] == "alerts").unwrap();
+    assert_eq!(
+        jsonl["bytes_written"].as_f64().unwrap(),
+        written("alerts", "jsonl")
     );
     assert_eq!(job["watermarks"].as_array().unwrap().len(), 2, "{job}");
     assert!(

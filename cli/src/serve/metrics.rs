@@ -143,7 +143,7 @@ type NodeCounter = (
 );
 
 /// The per-node counters.
-const PER_NODE: [NodeCounter; 8] = [
+const PER_NODE: [NodeCounter; 9] = [
     (
         "vitalflow_node_records_in",
         "Records a node received (sources: read)",
@@ -192,6 +192,12 @@ const PER_NODE: [NodeCounter; 8] = [
         "Files a sink wrote or a file source read",
         None,
         |n| n.files,
+    ),
+    (
+        "vitalflow_node_written",
+        "Bytes a sink made durable: of its files, or of the records Kafka acknowledged",
+        Some(Unit::Bytes),
+        |n| n.bytes_written,
     ),
 ];
 

@@ -173,6 +173,7 @@ impl Status {
                     "late": get(|n| n.late),
                     "bytes_in": get(|n| n.bytes_in),
                     "files": get(|n| n.files),
+                    "bytes_written": get(|n| n.bytes_written),
                 })
             })
             .collect();

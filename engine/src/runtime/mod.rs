@@ -123,6 +123,8 @@ pub struct NodeSummary {
     pub late: u64,
     /// Bytes of the records read (sources).
     pub bytes_in: u64,
+    /// Bytes written (sinks; see [`metrics::NodeCounters::written`]).
+    pub bytes_written: u64,
 }
 
 impl NodeSummary {

@@ -219,6 +219,7 @@ impl Snapshots {
             dead_letters: load(&c.dead_letters),
             late: load(&c.late),
             bytes_in: load(&c.bytes),
+            bytes_written: load(&c.written),
         }
     }
 
@@ -357,6 +358,134 @@ path = "rows"
             assert_eq!(names, ["g", "high", "anon", "rows"]);
             for (n, end) in snapshot.nodes.iter().zip(&last.nodes) {
                 assert!(n.records_in <= end.records_in && n.records_out <= end.records_out);
+            }
+        }
+    }
+
+    /// The bytes of the files under `dir`, and how many files there are.
+    fn folder_size(dir: &Path) -> (u64, u64) {
+        let (mut bytes, mut files) = (0, 0);
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                let (b, f) = folder_size(&entry.path());
+                bytes += b;
+                files += f;
+            } else {
+                bytes += meta.len();
+                files += 1;
+            }
+        }
+        (bytes, files)
+    }
+
+    /// Every kind of file a sink writes (FHIR and row Parquet, JSON lines of rows and of audit
+    /// records, dead letters): each sink counts the bytes of the files it committed, which are
+    /// the sizes of the files in its folder; no other node counts any.
+    #[test]
+    fn sinks_count_the_bytes_of_the_files_they_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every tenth reading's heart rate is not a number: a dead letter.
+        let csv: String = std::iter::once("id,hr\n".to_owned())
+            .chain((0..300).map(|i| match i % 10 {
+                0 => format!("{i},n/a\n"),
+                _ => format!("{i},{}\n", 60 + i % 50),
+            }))
+            .collect();
+        std::fs::write(dir.path().join("readings.csv"), csv).unwrap();
+        let text = format!(
+            r#"[job]
+name = "written"
+batch-size = 100
+
+[sources.readings]
+kind = "file"
+path = "{}"
+format = "csv"
+fields = [
+  {{ name = "id", type = "integer" }},
+  {{ name = "hr", type = "integer" }},
+]
+
+[operators.high]
+kind = "filter"
+inputs = ["readings"]
+condition = "hr > 80"
+
+[sinks.rows]
+kind = "jsonl"
+inputs = ["high"]
+path = "rows"
+
+[sinks.table]
+kind = "parquet"
+inputs = ["high"]
+path = "table"
+
+[sources.ehr]
+kind = "generator"
+patients = 5
+count = 300
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["ehr"]
+
+[operators.anonymize]
+kind = "anonymize"
+inputs = ["ingest"]
+key = "ephemeral"
+
+[operators.canonize]
+kind = "canonize"
+inputs = ["anonymize"]
+
+[operators.audit]
+kind = "audit"
+inputs = ["ingest.events", "anonymize.events", "canonize.events"]
+
+[sinks.fhir]
+kind = "parquet"
+inputs = ["canonize"]
+path = "canonical"
+
+[sinks.audit-log]
+kind = "jsonl"
+inputs = ["audit"]
+path = "audit"
+
+[sinks.dead-letter]
+kind = "dead-letter"
+inputs = ["readings.dead-letter", "ingest.dead-letter"]
+"#,
+            dir.path().join("readings.csv").display()
+        );
+        let job = Job::parse(Path::new("written.toml"), text, &|_| None)
+            .unwrap_or_else(|d| panic!("{d}"));
+        let out = dir.path().join("out");
+        let options = RunOptions {
+            out: Some(out.clone()),
+            workers: Some(2),
+            ..RunOptions::default()
+        };
+        let summary = run(&job, &options).unwrap();
+        let folders = [
+            ("rows", "rows"),
+            ("table", "table"),
+            ("fhir", "canonical"),
+            ("audit-log", "audit"),
+            ("dead-letter", "dead-letter"),
+        ];
+        for n in &summary.nodes {
+            match folders.iter().find(|(sink, _)| *sink == n.name) {
+                Some((_, folder)) => {
+                    let (bytes, files) = folder_size(&out.join(folder));
+                    assert!(files > 0 && bytes > 0, "{}: nothing written", n.name);
+                    assert_eq!(n.files, files, "{}", n.name);
+                    assert_eq!(n.bytes_written, bytes, "{}", n.name);
+                }
+                None => assert_eq!(n.bytes_written, 0, "{}", n.name),
             }
         }
     }
