@@ -169,6 +169,7 @@ mod tests {
             watermarks: Vec::new(),
             checkpoints: None,
             alerts: Vec::new(),
+            alert_latency: Vec::new(),
         };
         assert_eq!(
             line(&snapshot, true),
@@ -185,6 +186,7 @@ mod tests {
             watermarks: Vec::new(),
             checkpoints: None,
             alerts: Vec::new(),
+            alert_latency: Vec::new(),
         };
         assert_eq!(line(&big, true), "progress 0.0s: g 2.35M | 2.35M records/s");
     }

@@ -41,7 +41,7 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// The metric families docs/operations.md lists in its metrics table, as served (counters
-/// with their `_total`).
+/// with their `_total`, histograms by their family's name).
 fn documented_metrics() -> BTreeSet<String> {
     let doc = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
     let table = doc.split("## Metrics").nth(1).unwrap();
@@ -74,6 +74,71 @@ fn samples(parsed: &Value) -> Samples {
             )
         })
         .collect()
+}
+
+/// The metrics a scrape serves: its samples' names, except that a histogram's `_bucket`,
+/// `_count` and `_sum` samples stand for their family.
+fn served(parsed: &Value) -> BTreeSet<String> {
+    parsed["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let key = if s["type"] == "histogram" {
+                "family"
+            } else {
+                "name"
+            };
+            s[key].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// One histogram of a scrape, by its family's name and labels (`le` aside): its buckets in the
+/// order of their bounds (bound, cumulative count), its count and its sum.
+fn histogram(
+    samples: &Samples,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> (Vec<(f64, f64)>, f64, f64) {
+    let mut buckets: Vec<(f64, f64)> = samples
+        .iter()
+        .filter(|((n, l), _)| {
+            n == &format!("{name}_bucket")
+                && l.len() == labels.len() + 1
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|((_, l), v)| (l["le"].parse::<f64>().unwrap(), *v))
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let count = value(samples, &format!("{name}_count"), labels);
+    let sum = value(samples, &format!("{name}_sum"), labels);
+    (buckets, count, sum)
+}
+
+/// A histogram's buckets are cumulative: counts that never fall, up to the `+Inf` bucket,
+/// which holds every value; and its mean lies within the buckets that hold its values.
+fn check_histogram(what: &str, (buckets, count, sum): &(Vec<(f64, f64)>, f64, f64)) {
+    assert!(buckets.len() > 1, "{what}: {buckets:?}");
+    assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, *count), "{what}");
+    for pair in buckets.windows(2) {
+        assert!(pair[0].1 <= pair[1].1, "{what}: buckets fall: {buckets:?}");
+    }
+    if *count > 0.0 {
+        let mean = sum / count;
+        let above = buckets
+            .iter()
+            .rev()
+            .find(|(_, n)| *n == 0.0)
+            .map_or(0.0, |(le, _)| *le);
+        let below = buckets.iter().find(|(_, n)| n == count).unwrap().0;
+        assert!(
+            mean >= above * 0.999 && mean <= below * 1.001,
+            "{what}: mean {mean} outside the buckets of its values: {buckets:?}"
+        );
+    }
 }
 
 fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -201,10 +266,9 @@ fn a_running_job_serves_metrics_health_and_its_graph() {
     let [first, second, last] = [0, 1, 2].map(|i| samples(&parsed[i]));
 
     // Every documented metric is served, and every one served is documented.
-    let documented = documented_metrics();
-    let served: BTreeSet<String> = last.keys().map(|(name, _)| name.clone()).collect();
     assert_eq!(
-        served, documented,
+        served(&parsed[2]),
+        documented_metrics(),
         "served (left) vs docs/operations.md (right)"
     );
 
@@ -268,6 +332,33 @@ fn a_running_job_serves_metrics_health_and_its_graph() {
             "vitalflow_source_watermark_seconds",
             &[("source", "vitals")]
         ) > 1.0e9
+    );
+
+    // Arrival → alert: in every scrape, one value for each alert event counted (every reading
+    // comes from a source, with its arrival), in cumulative buckets.
+    for (i, scrape) in [&first, &second, &last].into_iter().enumerate() {
+        let alerted: f64 = scrape
+            .iter()
+            .filter(|((name, l), _)| {
+                name == "vitalflow_alerts_total" && l.get("node").is_some_and(|n| n == "icu-alerts")
+            })
+            .map(|(_, v)| v)
+            .sum();
+        let latency = histogram(
+            scrape,
+            "vitalflow_alert_latency_seconds",
+            &[("node", "icu-alerts")],
+        );
+        check_histogram(&format!("scrape {i}: alert latency"), &latency);
+        assert_eq!(latency.1, alerted, "scrape {i}");
+    }
+    assert!(
+        histogram(
+            &last,
+            "vitalflow_alert_latency_seconds",
+            &[("node", "icu-alerts")]
+        )
+        .1 > 0.0
     );
 
     // Bytes written: a file sink's are the size of its folder's files; the Kafka sink's are its

@@ -5,7 +5,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
+use hdrhistogram::Histogram;
 use prometheus_client::encoding::text::encode as encode_text;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -85,6 +88,7 @@ pub fn encode(status: &Status) -> Result<String, std::fmt::Error> {
     checkpoints(&mut r, latest, now);
     alerts(&mut r, latest);
     platform(&mut r, nodes);
+    histograms(&mut r, latest);
     let mut text = String::new();
     encode_text(&mut text, &r)?;
     Ok(text)
@@ -329,4 +333,170 @@ fn platform(r: &mut Registry, nodes: &[NodeSummary]) {
     dead_letter_queue
         .get_or_create(&Vec::new())
         .set(nodes.iter().map(|n| n.dead_letters).sum::<u64>() as f64);
+}
+
+/// The upper bounds of the latency histograms' buckets, in microseconds, from 1 ms to 5 min;
+/// a `+Inf` bucket follows.
+const BOUNDS_US: [u64; 17] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    120_000_000,
+    300_000_000,
+];
+
+/// A latency histogram kept in microseconds by hdrhistogram, as a Prometheus histogram in
+/// seconds: its counts in buckets at [`BOUNDS_US`], each value counted in the first bucket
+/// whose bound is not below the lowest value of its hdrhistogram bin, and its sum taken from
+/// the histogram, each value at the middle of its bin (3 significant digits, as the histogram
+/// keeps them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets {
+    /// Every value's bucket: the bound in seconds and the values in it (not cumulative; the
+    /// encoder adds them up), `+Inf` last.
+    pub buckets: Vec<(f64, u64)>,
+    /// The values, in seconds.
+    pub sum: f64,
+    /// How many there are.
+    pub count: u64,
+}
+
+impl Buckets {
+    /// The buckets of `h` (µs).
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let mut buckets: Vec<(f64, u64)> = BOUNDS_US
+            .iter()
+            .map(|us| (*us as f64 / 1e6, 0))
+            .chain(std::iter::once((f64::INFINITY, 0)))
+            .collect();
+        let (mut sum_us, mut count) = (0.0, 0);
+        for v in h.iter_recorded() {
+            let n = v.count_at_value();
+            let lowest = h.lowest_equivalent(v.value_iterated_to());
+            sum_us += h.median_equivalent(lowest) as f64 * n as f64;
+            count += n;
+            let i = BOUNDS_US.partition_point(|bound| *bound < lowest);
+            if let Some(bucket) = buckets.get_mut(i) {
+                bucket.1 += n;
+            }
+        }
+        Self {
+            buckets,
+            sum: sum_us / 1e6,
+            count,
+        }
+    }
+}
+
+impl EncodeMetric for Buckets {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Histograms of one family, by label set; absent from the text when it has none.
+#[derive(Debug, Default)]
+struct HistogramFamily(Vec<(Labels, Buckets)>);
+
+impl EncodeMetric for HistogramFamily {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (labels, buckets) in &self.0 {
+            buckets.encode(encoder.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The latency histograms: per `alert` node, the triggering reading's arrival to the alert.
+fn histograms(r: &mut Registry, latest: Option<&Progress>) {
+    let alert_latency = HistogramFamily(
+        latest
+            .map_or(&[][..], |s| s.alert_latency.as_slice())
+            .iter()
+            .map(|(node, h)| (labels(&[("node", node)]), Buckets::of(h)))
+            .collect(),
+    );
+    r.register_with_unit(
+        "vitalflow_alert_latency",
+        "Per alert node: from the arrival of the reading that raised an alert event to the \
+         event's emission (events whose reading's arrival is known)",
+        Unit::Seconds,
+        alert_latency,
+    );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use hdrhistogram::Histogram;
+
+    use super::Buckets;
+
+    /// Values at a bound fall in its bucket, values past the last bound in `+Inf`; every value
+    /// is in one bucket; the sum is the values' (in seconds) to the histogram's precision.
+    #[test]
+    fn an_hdr_histogram_is_served_in_buckets_at_the_bounds() {
+        let mut h = Histogram::<u64>::new(3).unwrap();
+        h.auto(true);
+        // µs: below 1 ms, at 1 ms, just past it, 7 ms, 2 s (three times), 10 min.
+        let values = [
+            400,
+            1_000,
+            1_001,
+            7_000,
+            2_000_000,
+            2_000_000,
+            2_000_000,
+            600_000_000,
+        ];
+        for v in values {
+            h.record(v).unwrap();
+        }
+        let b = Buckets::of(&h);
+        let count = |bound: f64| b.buckets.iter().find(|(le, _)| *le == bound).unwrap().1;
+        assert_eq!(b.buckets.len(), 18);
+        assert_eq!(b.buckets.last().unwrap().0, f64::INFINITY);
+        assert_eq!(count(0.001), 2, "{b:?}");
+        assert_eq!(count(0.0025), 1, "{b:?}");
+        assert_eq!(count(0.01), 1, "{b:?}");
+        assert_eq!(count(2.5), 3, "{b:?}");
+        assert_eq!(count(f64::INFINITY), 1, "{b:?}");
+        assert_eq!(b.buckets.iter().map(|(_, n)| n).sum::<u64>(), 8);
+        assert_eq!(b.count, 8);
+        let sum: f64 = values.iter().map(|us| *us as f64 / 1e6).sum();
+        assert!((b.sum - sum).abs() <= sum * 1e-3, "{} against {sum}", b.sum);
+    }
+
+    /// An empty histogram: every bucket empty, nothing summed.
+    #[test]
+    fn an_empty_histogram_has_empty_buckets() {
+        let b = Buckets::of(&Histogram::<u64>::new(3).unwrap());
+        assert_eq!(b.count, 0);
+        assert_eq!(b.sum, 0.0);
+        assert!(b.buckets.iter().all(|(_, n)| *n == 0));
+    }
 }

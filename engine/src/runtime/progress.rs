@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hdrhistogram::Histogram;
+
 use crate::job::{Job, Section};
 
 use super::NodeSummary;
@@ -29,6 +31,11 @@ pub struct Progress {
     pub checkpoints: Option<CheckpointProgress>,
     /// Per `alert` node, rule and event type: the alert events raised so far.
     pub alerts: Vec<AlertCount>,
+    /// Per `alert` node, by name: emission minus the triggering reading's arrival (µs) of its
+    /// alert events so far whose reading's arrival is known, over all its rules; taken at the
+    /// same moment as `alerts`. A reading from a source, through filters, maps and joins, has
+    /// its arrival; a row a `window` node made has none.
+    pub alert_latency: Vec<(String, Histogram<u64>)>,
 }
 
 /// The checkpoints a run has written so far.
@@ -177,22 +184,18 @@ impl Snapshots {
                     .collect()
             })
             .unwrap_or_default();
-        let alerts = self
-            .plan
-            .alerts
-            .iter()
-            .flat_map(|(node, latency)| {
-                latency
-                    .events()
-                    .into_iter()
-                    .map(|(rule, event, count)| AlertCount {
-                        node: node.clone(),
-                        rule,
-                        event,
-                        count,
-                    })
-            })
-            .collect();
+        let mut alerts = Vec::new();
+        let mut alert_latency = Vec::new();
+        for (node, latency) in &self.plan.alerts {
+            let (events, arrival) = latency.progress();
+            alerts.extend(events.into_iter().map(|(rule, event, count)| AlertCount {
+                node: node.clone(),
+                rule,
+                event,
+                count,
+            }));
+            alert_latency.push((node.clone(), arrival));
+        }
         Progress {
             elapsed,
             nodes,
@@ -200,6 +203,7 @@ impl Snapshots {
             watermarks,
             checkpoints: checkpoint.map(|cp| cp.stats.progress()),
             alerts,
+            alert_latency,
         }
     }
 
