@@ -170,6 +170,7 @@ mod tests {
             checkpoints: None,
             alerts: Vec::new(),
             alert_latency: Vec::new(),
+            end_to_end: None,
         };
         assert_eq!(
             line(&snapshot, true),
@@ -187,6 +188,7 @@ mod tests {
             checkpoints: None,
             alerts: Vec::new(),
             alert_latency: Vec::new(),
+            end_to_end: None,
         };
         assert_eq!(line(&big, true), "progress 0.0s: g 2.35M | 2.35M records/s");
     }

@@ -13,6 +13,10 @@ use serde_json::Value;
 
 use crate::support::{output_files, python, python_check, root, send_signal, show, vitalflow};
 
+/// With the endpoint on, one record in this many of each source on each worker is timed from
+/// arrival to durability, as docs/operations.md says.
+const TIMED_EVERY: f64 = 16.0;
+
 /// A free loopback port.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -360,6 +364,39 @@ fn a_running_job_serves_metrics_health_and_its_graph() {
         )
         .1 > 0.0
     );
+
+    // Arrival → durable in every sink that writes: one record in TIMED_EVERY of each of the two
+    // sources on each of the two workers is timed. The count grows while the job runs and, at
+    // the end, holds every record timed.
+    let processing: Vec<_> = [&first, &second, &last]
+        .into_iter()
+        .map(|s| histogram(s, "event_processing_duration_seconds", &[]))
+        .collect();
+    for (i, h) in processing.iter().enumerate() {
+        check_histogram(&format!("scrape {i}: processing"), h);
+    }
+    let counts: Vec<f64> = processing.iter().map(|h| h.1).collect();
+    assert!(
+        counts[0] <= counts[1] && counts[1] < counts[2],
+        "{counts:?}"
+    );
+    let read = ["vitals", "patient-context"]
+        .map(|source| {
+            value(
+                &last,
+                "vitalflow_node_records_in_total",
+                &[("node", source), ("kind", "kafka")],
+            )
+        })
+        .iter()
+        .sum::<f64>();
+    assert!(
+        counts[2] >= read / TIMED_EVERY && counts[2] <= read / TIMED_EVERY + 4.0,
+        "{} timed of {read} read",
+        counts[2]
+    );
+    let doc = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
+    assert!(doc.contains(&format!("One record in {TIMED_EVERY} of each source")));
 
     // Bytes written: a file sink's are the size of its folder's files; the Kafka sink's are its
     // records' keys and values, the same alert events as the JSON lines, each line the record's

@@ -17,7 +17,7 @@ use prometheus_client::registry::{Registry, Unit};
 use vitalflow_engine::Progress;
 use vitalflow_engine::runtime::NodeSummary;
 
-use super::{Phase, Status};
+use super::{Phase, Status, TIMED_EVERY};
 
 /// The content type of the text served.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -431,7 +431,9 @@ impl EncodeMetric for HistogramFamily {
     }
 }
 
-/// The latency histograms: per `alert` node, the triggering reading's arrival to the alert.
+/// The latency histograms: per `alert` node, the triggering reading's arrival to the alert;
+/// and, when the run times records, a source record's arrival to its durability in every sink
+/// that writes (the platform's name).
 fn histograms(r: &mut Registry, latest: Option<&Progress>) {
     let alert_latency = HistogramFamily(
         latest
@@ -447,6 +449,17 @@ fn histograms(r: &mut Registry, latest: Option<&Progress>) {
         Unit::Seconds,
         alert_latency,
     );
+    if let Some(h) = latest.and_then(|s| s.end_to_end.as_ref()) {
+        r.register_with_unit(
+            "event_processing_duration",
+            format!(
+                "From a source record's arrival to the moment every sink that writes has made it \
+                 durable (one record in {TIMED_EVERY} of each source on each worker)"
+            ),
+            Unit::Seconds,
+            Buckets::of(h),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -36,6 +36,10 @@ pub struct Progress {
     /// same moment as `alerts`. A reading from a source, through filters, maps and joins, has
     /// its arrival; a row a `window` node made has none.
     pub alert_latency: Vec<(String, Histogram<u64>)>,
+    /// Arrival at a source → durable in every sink that writes (µs), of the records timed so
+    /// far, when the run measures it ([`super::RunOptions::end_to_end`]) and the job has a sink
+    /// that writes (see [`super::latency`]).
+    pub end_to_end: Option<Histogram<u64>>,
 }
 
 /// The checkpoints a run has written so far.
@@ -204,6 +208,12 @@ impl Snapshots {
             checkpoints: checkpoint.map(|cp| cp.stats.progress()),
             alerts,
             alert_latency,
+            end_to_end: self
+                .plan
+                .end_to_end
+                .as_ref()
+                .filter(|e| e.is_on())
+                .map(|e| e.histogram()),
         }
     }
 
@@ -492,6 +502,40 @@ inputs = ["readings.dead-letter", "ingest.dead-letter"]
                 None => assert_eq!(n.bytes_written, 0, "{}", n.name),
             }
         }
+    }
+
+    /// Timing one record in 7 from arrival to durability: the final snapshot's histogram holds
+    /// one value for every seventh record of each worker's source; a job whose only sink writes
+    /// nothing times nothing.
+    #[test]
+    fn snapshots_carry_the_times_to_durability_of_one_record_in_n() {
+        let run_with = |sink: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let text = format!(
+                "[job]\nbatch-size = 50\n\n[sources.g]\nkind = \"generator\"\nformat = \"flat\"\n\
+                 count = 1000\n\n[operators.anon]\nkind = \"anonymize\"\ninputs = [\"g\"]\n\
+                 key = \"ephemeral\"\n\n[sinks.out]\n{sink}\ninputs = [\"anon\"]\n"
+            );
+            let job = Job::parse(Path::new("timed.toml"), text, &|_| None)
+                .unwrap_or_else(|d| panic!("{d}"));
+            let seen = Arc::new(Seen::default());
+            let options = RunOptions {
+                out: Some(dir.path().join("out")),
+                workers: Some(2),
+                observer: Some(Arc::clone(&seen) as Arc<dyn RunObserver>),
+                end_to_end: true,
+                end_to_end_every: 7,
+                ..RunOptions::default()
+            };
+            run(&job, &options).unwrap();
+            let finished = seen.finished.lock().unwrap();
+            finished[0].end_to_end.clone()
+        };
+        let timed = run_with("kind = \"jsonl\"\npath = \"rows\"").unwrap().len();
+        // Each worker's source times its 1st, 8th, 15th, … record: 1000 / 7 and one more at
+        // most for each of the two workers.
+        assert!((1000 / 7..=1000 / 7 + 2).contains(&timed), "{timed}");
+        assert!(run_with("kind = \"blackhole\"").is_none());
     }
 
     /// Without an interval the observer gets no snapshot while the run goes on, only the final
