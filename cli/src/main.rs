@@ -183,7 +183,8 @@ struct RunArgs {
     stop_timeout: std::time::Duration,
     /// Serve metrics, health checks and a status page over HTTP at this address
     /// (`127.0.0.1:9898`) while the job runs (see docs/operations.md). Only a loopback address
-    /// unless `--listen-any` is given.
+    /// unless `--listen-any` is given. The run then also times a sample of the source records
+    /// from their arrival until every sink has made them durable.
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<String>,
     /// Allow `--listen` on an address other than loopback. The endpoint has no authentication:
@@ -479,7 +480,9 @@ fn run_job(args: &RunArgs, log: Log) -> u8 {
         out: args.out.clone(),
         fresh: args.fresh,
         observer: Some(observer),
-        end_to_end: false,
+        // The endpoint serves how long records take to be durable in the sinks.
+        end_to_end: args.listen.is_some() && !spawned_follower,
+        end_to_end_every: serve::TIMED_EVERY,
         profile: args.profile,
         overwrite: args.overwrite,
         progress_interval,

@@ -191,6 +191,7 @@ mod tests {
             files: 0,
             late: 0,
             bytes_in: 0,
+            bytes_written: 0,
         }
     }
 
@@ -208,6 +209,8 @@ mod tests {
             checkpoints: None,
             alerts: Vec::new(),
             partitions: Vec::new(),
+            alert_latency: Vec::new(),
+            end_to_end: None,
         };
         assert_eq!(
             line(&snapshot, true),
@@ -225,6 +228,8 @@ mod tests {
             checkpoints: None,
             alerts: Vec::new(),
             partitions: Vec::new(),
+            alert_latency: Vec::new(),
+            end_to_end: None,
         };
         assert_eq!(line(&big, true), "progress 0.0s: g 2.35M | 2.35M records/s");
     }
@@ -242,6 +247,8 @@ mod tests {
             checkpoints: None,
             alerts: Vec::new(),
             partitions: Vec::new(),
+            alert_latency: Vec::new(),
+            end_to_end: None,
         };
         let line = entry(&snapshot).line_at(chrono::DateTime::UNIX_EPOCH);
         let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");

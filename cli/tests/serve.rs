@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{python, python_check, root, send_signal, show, vitalflow};
+use crate::support::{output_files, python, python_check, root, send_signal, show, vitalflow};
+
+/// With the endpoint on, one record in this many of each source on each worker is timed from
+/// arrival to durability, as docs/operations.md says.
+const TIMED_EVERY: f64 = 16.0;
 
 /// A free loopback port.
 fn free_port() -> u16 {
@@ -42,7 +46,7 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// The metric families docs/operations.md lists in its metrics table, as served (counters
-/// with their `_total`).
+/// with their `_total`, histograms by their family's name).
 fn documented_metrics() -> BTreeSet<String> {
     let doc = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
     let table = doc.split("## Metrics").nth(1).unwrap();
@@ -75,6 +79,71 @@ fn samples(parsed: &Value) -> Samples {
             )
         })
         .collect()
+}
+
+/// The metrics a scrape serves: its samples' names, except that a histogram's `_bucket`,
+/// `_count` and `_sum` samples stand for their family.
+fn served(parsed: &Value) -> BTreeSet<String> {
+    parsed["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let key = if s["type"] == "histogram" {
+                "family"
+            } else {
+                "name"
+            };
+            s[key].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// One histogram of a scrape, by its family's name and labels (`le` aside): its buckets in the
+/// order of their bounds (bound, cumulative count), its count and its sum.
+fn histogram(
+    samples: &Samples,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> (Vec<(f64, f64)>, f64, f64) {
+    let mut buckets: Vec<(f64, f64)> = samples
+        .iter()
+        .filter(|((n, l), _)| {
+            n == &format!("{name}_bucket")
+                && l.len() == labels.len() + 1
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|((_, l), v)| (l["le"].parse::<f64>().unwrap(), *v))
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let count = value(samples, &format!("{name}_count"), labels);
+    let sum = value(samples, &format!("{name}_sum"), labels);
+    (buckets, count, sum)
+}
+
+/// A histogram's buckets are cumulative: counts that never fall, up to the `+Inf` bucket,
+/// which holds every value; and its mean lies within the buckets that hold its values.
+fn check_histogram(what: &str, (buckets, count, sum): &(Vec<(f64, f64)>, f64, f64)) {
+    assert!(buckets.len() > 1, "{what}: {buckets:?}");
+    assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, *count), "{what}");
+    for pair in buckets.windows(2) {
+        assert!(pair[0].1 <= pair[1].1, "{what}: buckets fall: {buckets:?}");
+    }
+    if *count > 0.0 {
+        let mean = sum / count;
+        let above = buckets
+            .iter()
+            .rev()
+            .find(|(_, n)| *n == 0.0)
+            .map_or(0.0, |(le, _)| *le);
+        let below = buckets.iter().find(|(_, n)| n == count).unwrap().0;
+        assert!(
+            mean >= above * 0.999 && mean <= below * 1.001,
+            "{what}: mean {mean} outside the buckets of its values: {buckets:?}"
+        );
+    }
 }
 
 fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -203,10 +272,9 @@ fn a_running_job_serves_metrics_health_and_its_graph() {
     let [first, second, last] = [0, 1, 2].map(|i| samples(&parsed[i]));
 
     // Every documented metric is served, and every one served is documented.
-    let documented = documented_metrics();
-    let served: BTreeSet<String> = last.keys().map(|(name, _)| name.clone()).collect();
     assert_eq!(
-        served, documented,
+        served(&parsed[2]),
+        documented_metrics(),
         "served (left) vs docs/operations.md (right)"
     );
 
@@ -301,6 +369,117 @@ fn a_running_job_serves_metrics_health_and_its_graph() {
         );
     }
 
+    // Arrival → alert: in every scrape, one value for each alert event counted (every reading
+    // comes from a source, with its arrival), in cumulative buckets.
+    for (i, scrape) in [&first, &second, &last].into_iter().enumerate() {
+        let alerted: f64 = scrape
+            .iter()
+            .filter(|((name, l), _)| {
+                name == "vitalflow_alerts_total" && l.get("node").is_some_and(|n| n == "icu-alerts")
+            })
+            .map(|(_, v)| v)
+            .sum();
+        let latency = histogram(
+            scrape,
+            "vitalflow_alert_latency_seconds",
+            &[("node", "icu-alerts")],
+        );
+        check_histogram(&format!("scrape {i}: alert latency"), &latency);
+        assert_eq!(latency.1, alerted, "scrape {i}");
+    }
+    assert!(
+        histogram(
+            &last,
+            "vitalflow_alert_latency_seconds",
+            &[("node", "icu-alerts")]
+        )
+        .1 > 0.0
+    );
+
+    // Arrival → durable in every sink that writes: one record in TIMED_EVERY of each of the two
+    // sources on each of the two workers is timed. The count grows while the job runs and, at
+    // the end, holds every record timed.
+    let processing: Vec<_> = [&first, &second, &last]
+        .into_iter()
+        .map(|s| histogram(s, "event_processing_duration_seconds", &[]))
+        .collect();
+    for (i, h) in processing.iter().enumerate() {
+        check_histogram(&format!("scrape {i}: processing"), h);
+    }
+    let counts: Vec<f64> = processing.iter().map(|h| h.1).collect();
+    assert!(
+        counts[0] <= counts[1] && counts[1] < counts[2],
+        "{counts:?}"
+    );
+    let read = ["vitals", "patient-context"]
+        .map(|source| {
+            value(
+                &last,
+                "vitalflow_node_records_in_total",
+                &[("node", source), ("kind", "kafka")],
+            )
+        })
+        .iter()
+        .sum::<f64>();
+    assert!(
+        counts[2] >= read / TIMED_EVERY && counts[2] <= read / TIMED_EVERY + 4.0,
+        "{} timed of {read} read",
+        counts[2]
+    );
+    let doc = std::fs::read_to_string(root().join("docs/operations.md")).unwrap();
+    assert!(doc.contains(&format!("One record in {TIMED_EVERY} of each source")));
+
+    // Bytes written: a file sink's are the size of its folder's files; the Kafka sink's are its
+    // records' keys and values, the same alert events as the JSON lines, each line the record's
+    // value and a line break, its key the patient's pseudonym.
+    let written = |node: &str, kind: &str| {
+        value(
+            &last,
+            "vitalflow_node_written_bytes_total",
+            &[("node", node), ("kind", kind)],
+        )
+    };
+    let size = |dir: &str| -> u64 {
+        let files = if dir == "dead-letter" {
+            std::fs::read_dir(out.join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect()
+        } else {
+            output_files(&out.join(dir))
+        };
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).unwrap().len())
+            .sum()
+    };
+    assert!(size("alerts") > 0);
+    assert_eq!(written("alerts", "jsonl"), size("alerts") as f64);
+    assert_eq!(
+        written("dead-letter", "dead-letter"),
+        size("dead-letter") as f64
+    );
+    let records: u64 = output_files(&out.join("alerts"))
+        .iter()
+        .flat_map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.lines()
+                .map(|line| {
+                    let event: Value = serde_json::from_str(line).unwrap();
+                    (line.len() + event["payload"]["patient"].as_str().unwrap().len()) as u64
+                })
+                .collect::<Vec<_>>()
+        })
+        .sum();
+    assert_eq!(written("alert-events", "kafka"), records as f64);
+    for (node, kind) in [
+        ("vitals", "kafka"),
+        ("icu-alerts", "alert"),
+        ("live", "console"),
+    ] {
+        assert_eq!(written(node, kind), 0.0, "{node}");
+    }
+
     // The graph: every node with its kind and inputs, and its final counts.
     assert_eq!(job["job"], "icu-alerting");
     assert_eq!(job["phase"], "finished");
@@ -320,6 +499,11 @@ fn a_running_job_serves_metrics_health_and_its_graph() {
             "vitalflow_node_records_in_total",
             &[("node", "icu-alerts"), ("kind", "alert")]
         )
+    );
+    let jsonl = nodes.iter().find(|n| n["name"] == "alerts").unwrap();
+    assert_eq!(
+        jsonl["bytes_written"].as_f64().unwrap(),
+        written("alerts", "jsonl")
     );
     assert_eq!(job["watermarks"].as_array().unwrap().len(), 2, "{job}");
     assert!(

@@ -22,6 +22,7 @@ pub struct JsonlFile {
     path: PathBuf,
     out: BufWriter<File>,
     lines: u64,
+    bytes: u64,
     line: Vec<u8>,
 }
 
@@ -62,6 +63,7 @@ impl JsonlFile {
             tmp,
             out: BufWriter::new(file),
             lines: 0,
+            bytes: 0,
             line: Vec::new(),
         })
     }
@@ -81,6 +83,7 @@ impl JsonlFile {
             .write_all(&self.line)
             .map_err(SinkError::io("write", &self.tmp))?;
         self.lines += 1;
+        self.bytes += self.line.len() as u64;
         Ok(())
     }
 
@@ -95,6 +98,7 @@ impl JsonlFile {
             .and_then(|()| self.out.write_all(b"\n"))
             .map_err(SinkError::io("write", &self.tmp))?;
         self.lines += 1;
+        self.bytes += line.len() as u64 + 1;
         Ok(())
     }
 
@@ -102,6 +106,12 @@ impl JsonlFile {
     #[must_use]
     pub const fn lines(&self) -> u64 {
         self.lines
+    }
+
+    /// Bytes written so far, line breaks included: the size the file has once committed.
+    #[must_use]
+    pub const fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// The final path the file gets on [`commit`](Self::commit).

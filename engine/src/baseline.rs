@@ -154,7 +154,8 @@ impl<T: 'static, W: SinkWriter<T>> SinkState for Buffered<T, W> {
         let started = Instant::now();
         let files = self
             .writer
-            .write(&tag, std::slice::from_ref(&self.rows), &mut Pace::none())?;
+            .write(&tag, std::slice::from_ref(&self.rows), &mut Pace::none())?
+            .files;
         self.busy += started.elapsed();
         self.writes += 1;
         self.written += self.rows.len() as u64;

@@ -1,6 +1,7 @@
-//! What serving `--listen` costs: the pipeline at 1× without the HTTP endpoint and with it (its
-//! snapshots four times a second, and a client scraping `/metrics` and `/api/job` ten times a
-//! second, ten times what a Prometheus server at its usual interval asks), alternately.
+//! What serving `--listen` costs: the pipeline at 1× without the HTTP endpoint and with it as
+//! `run --listen` has it (its snapshots four times a second, records timed from arrival to
+//! durable, and a client scraping `/metrics` and `/api/job` ten times a second, ten times what a
+//! Prometheus server at its usual interval asks), alternately.
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -53,7 +54,8 @@ pub fn endpoint(s: &Settings, job: &Job, out: &std::path::Path) -> anyhow::Resul
                     None,
                     Arc::clone(&status),
                 ));
-                let run = run_job(job, s, Watch::observed(observer, serve::SNAPSHOT_INTERVAL));
+                let watch = Watch::served(observer, serve::SNAPSHOT_INTERVAL, serve::TIMED_EVERY);
+                let run = run_job(job, s, watch);
                 let scraped = scraper.stop()?;
                 let run = run?;
                 if scraped == 0 {

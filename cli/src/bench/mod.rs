@@ -427,6 +427,8 @@ fn write_key(path: &Path) -> anyhow::Result<()> {
 pub(crate) struct Watch {
     /// Measure end-to-end latency (the paced run).
     end_to_end: bool,
+    /// With `end_to_end`: time one record in this many (0: every record).
+    end_to_end_every: u64,
     /// Time the operators.
     profile: bool,
     /// Who gets the run's snapshots, and how often.
@@ -438,6 +440,7 @@ impl Watch {
     pub(crate) const fn plain() -> Self {
         Self {
             end_to_end: false,
+            end_to_end_every: 0,
             profile: false,
             observer: None,
         }
@@ -447,16 +450,20 @@ impl Watch {
     pub(crate) const fn paced(profile: bool) -> Self {
         Self {
             end_to_end: true,
+            end_to_end_every: 0,
             profile,
             observer: None,
         }
     }
 
-    /// Snapshots handed to `observer` every `every`.
-    pub(crate) fn observed(observer: Arc<dyn RunObserver>, every: Duration) -> Self {
+    /// As `run --listen` runs: snapshots handed to `observer` every `every`, one record in
+    /// `timed` timed from arrival to durable.
+    pub(crate) fn served(observer: Arc<dyn RunObserver>, every: Duration, timed: u64) -> Self {
         Self {
+            end_to_end: true,
+            end_to_end_every: timed,
+            profile: false,
             observer: Some((observer, every)),
-            ..Self::plain()
         }
     }
 }
@@ -469,6 +476,7 @@ pub(crate) fn run_job(job: &Job, s: &Settings, watch: Watch) -> anyhow::Result<R
         &RunOptions {
             workers: Some(s.workers),
             end_to_end: watch.end_to_end,
+            end_to_end_every: watch.end_to_end_every,
             profile: watch.profile,
             observer,
             progress_interval,

@@ -33,6 +33,13 @@ use crate::progress::Stderr;
 /// How often the engine hands the endpoint a snapshot.
 pub const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(250);
 
+/// With the endpoint on, the run times one source record in this many, of each source on each
+/// worker, from its arrival to its durability in every sink that writes
+/// (`event_processing_duration_seconds`). A timed record's arrival is kept until its sinks
+/// commit it (8 bytes): timing one in 16 keeps half a byte per record read during the slowest
+/// sink's roll interval (at 100,000 records/s and a 1-minute roll, 3 MB).
+pub const TIMED_EVERY: u64 = 16;
+
 /// The status page: HTML, CSS and script in one file, nothing fetched from elsewhere.
 const PAGE: &str = include_str!("page.html");
 
@@ -174,6 +181,7 @@ impl Status {
                     "late": get(|n| n.late),
                     "bytes_in": get(|n| n.bytes_in),
                     "files": get(|n| n.files),
+                    "bytes_written": get(|n| n.bytes_written),
                 })
             })
             .collect();

@@ -2,7 +2,8 @@
 //! observation id and the NEWS2 parameters evaluated; failures dead-lettered), routed by
 //! patient, and fed to one [`Monitor`] per worker. The alert events it causes are rendered
 //! without PHI (pseudonym, date-shifted event times) and timed: emission minus the reading's
-//! arrival, and minus its event time, into per-rule histograms the run summary prints.
+//! arrival, and minus its event time, into per-rule histograms the run summary prints (the
+//! progress snapshots carry the arrival histograms, which the metrics endpoint serves).
 //!
 //! Readings stamped with event time (Kafka) are taken as they arrive: an alert leaves as soon
 //! as its reading is processed. Readings of batch-numbered sources (files, the generator) are
@@ -190,19 +191,29 @@ impl AlertLatency {
         .collect()
     }
 
-    /// The alert events so far, per rule and event type.
+    /// The alert events so far, per rule and event type, and, taken at the same moment,
+    /// emission minus the reading's arrival (µs) of those whose reading's arrival is known, over
+    /// all rules.
     #[must_use]
-    pub fn events(&self) -> Vec<(String, String, u64)> {
-        self.rules
+    pub fn progress(&self) -> (Vec<(String, String, u64)>, Histogram<u64>) {
+        let rules = self
+            .rules
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let events = rules
             .iter()
             .flat_map(|(rule, r)| {
                 r.events
                     .iter()
                     .map(move |(event, n)| (rule.clone(), event.clone(), *n))
             })
-            .collect()
+            .collect();
+        let mut arrival = RuleLatency::new().arrival;
+        for r in rules.values() {
+            // Auto-resizing: adding cannot fail for want of range.
+            let _ = arrival.add(&r.arrival);
+        }
+        (events, arrival)
     }
 
     /// A copy of every rule's figures.

@@ -118,8 +118,9 @@ struct SinkState<T> {
     activator: Activator,
     /// The producer.
     writer: TopicWriter,
-    /// Per timestamp: its capability, records sent, records not yet acknowledged.
-    open: BTreeMap<Time, (Capability<Time>, u64, u64)>,
+    /// Per timestamp: its capability, records sent, records not yet acknowledged, and the
+    /// bytes of the records sent (key, value, header names and values).
+    open: BTreeMap<Time, (Capability<Time>, u64, u64, u64)>,
     /// The timestamp of each record sent and not yet acknowledged, by its token.
     tokens: HashMap<usize, Time>,
 }
@@ -138,9 +139,15 @@ impl<T> SinkState<T> {
     {
         let Some(cap) = cap else { return };
         let time = *cap.time();
-        let entry = self.open.entry(time).or_insert_with(|| (cap, 0, 0));
+        let entry = self.open.entry(time).or_insert_with(|| (cap, 0, 0, 0));
         for record in data.flat_map(|batch| batch.drain(..)) {
             let (key, payload, headers) = (self.render)(&record);
+            let size = key.as_ref().map_or(0, Vec::len)
+                + payload.len()
+                + headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>();
             let message = OutMessage {
                 topic: self.topic.clone(),
                 key,
@@ -152,6 +159,7 @@ impl<T> SinkState<T> {
                     self.tokens.insert(token, time);
                     entry.1 += 1;
                     entry.2 += 1;
+                    entry.3 += size as u64;
                 }
                 Err(e) => *error = Some(e.to_string()),
             }
@@ -179,12 +187,12 @@ impl<T> SinkState<T> {
         let durable: Vec<Time> = self
             .open
             .iter()
-            .filter(|(t, (_, _, pending))| *pending == 0 && !frontier.less_equal(t))
+            .filter(|(t, (_, _, pending, _))| *pending == 0 && !frontier.less_equal(t))
             .map(|(t, _)| *t)
             .collect();
         for t in durable {
-            if let Some((cap, sent, _)) = self.open.remove(&t) {
-                self.commit(t, &cap, sent, output);
+            if let Some((cap, sent, _, bytes)) = self.open.remove(&t) {
+                self.commit(t, &cap, (sent, bytes), output);
             }
         }
         if !self.open.is_empty() {
@@ -203,13 +211,21 @@ impl<T> SinkState<T> {
         }
     }
 
-    /// Counts the `sent` records of timestamp `t` and reports it durable, at `cap`.
-    fn commit(&self, t: Time, cap: &Capability<Time>, sent: u64, output: &mut SinkOutput<'_>) {
+    /// Counts the `sent` records of timestamp `t` and their `bytes`, and reports it durable, at
+    /// `cap`.
+    fn commit(
+        &self,
+        t: Time,
+        cap: &Capability<Time>,
+        (sent, bytes): (u64, u64),
+        output: &mut SinkOutput<'_>,
+    ) {
         self.counters.add(&Counts {
             records_in: sent,
             records_out: sent,
             rejected: 0,
         });
+        self.counters.add_written(bytes);
         output.session(cap).give(SinkCommit {
             sink: self.sink.clone(),
             batches: vec![batch_of(t)],

@@ -30,6 +30,9 @@ pub struct NodeCounters {
     pub late: AtomicU64,
     /// Bytes of the records read (sources).
     pub bytes: AtomicU64,
+    /// Bytes written (sinks): the size of the files made durable (Parquet, JSON lines, dead
+    /// letters), or of the records the brokers acknowledged (Kafka: key, value and headers).
+    pub written: AtomicU64,
 }
 
 impl NodeCounters {
@@ -68,6 +71,11 @@ impl NodeCounters {
     /// Adds bytes read.
     pub fn add_bytes(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds bytes written.
+    pub fn add_written(&self, n: u64) {
+        self.written.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Adds written files.

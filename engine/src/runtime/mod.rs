@@ -62,9 +62,13 @@ pub struct RunOptions {
     /// snapshots of the counts while the workers run (every `progress_interval`) and their
     /// final counts when they stop.
     pub observer: Option<Arc<dyn RunObserver>>,
-    /// Measure end-to-end latency (arrival at a source → durable in every sink); see
-    /// [`latency`]. For measured runs: arrivals are kept until their sinks commit them.
+    /// Measure end-to-end latency (arrival at a source → durable in every sink that writes);
+    /// see [`latency`]. Arrivals are kept until their sinks commit them: 8 bytes for each
+    /// record timed, for as long as the slowest sink takes to commit it.
     pub end_to_end: bool,
+    /// With `end_to_end`: time one record in this many of each source on each worker (0 or 1:
+    /// every record), which keeps that many times fewer arrivals waiting.
+    pub end_to_end_every: u64,
     /// Time every operator's activations (see [`profile`]); the summary's `operators`.
     pub profile: bool,
     /// Write into an output folder that holds another job's output or a finished run (see
@@ -88,6 +92,7 @@ impl std::fmt::Debug for RunOptions {
             .field("out", &self.out)
             .field("fresh", &self.fresh)
             .field("end_to_end", &self.end_to_end)
+            .field("end_to_end_every", &self.end_to_end_every)
             .field("profile", &self.profile)
             .field("overwrite", &self.overwrite)
             .field("progress_interval", &self.progress_interval)
@@ -130,6 +135,8 @@ pub struct NodeSummary {
     pub late: u64,
     /// Bytes of the records read (sources).
     pub bytes_in: u64,
+    /// Bytes written (sinks; see [`metrics::NodeCounters::written`]).
+    pub bytes_written: u64,
 }
 
 impl NodeSummary {
@@ -186,7 +193,7 @@ pub struct RunSummary {
     pub missing_context: Vec<(String, Vec<(&'static str, u64)>)>,
     /// The embedded broker's live feed: readings produced, and in how long.
     pub live_feed: Option<(u64, Duration)>,
-    /// End-to-end latencies (µs), when the run measured them.
+    /// End-to-end latencies (µs) of the records timed, when the run measured them.
     pub end_to_end: Option<Box<hdrhistogram::Histogram<u64>>>,
     /// Per operator, the busiest first, when the run was profiled.
     pub operators: Vec<profile::OperatorTime>,
@@ -581,7 +588,9 @@ impl Start {
             feeding,
             stop,
         )?;
-        plan.end_to_end = options.end_to_end.then(Arc::default);
+        plan.end_to_end = options
+            .end_to_end
+            .then(|| Arc::new(latency::EndToEnd::sampled(options.end_to_end_every)));
         Ok(plan)
     }
 }

@@ -281,7 +281,17 @@ where
     (first_stream, second_stream)
 }
 
-/// Writes a sink's rows; returns the files made durable (relative to the output folder).
+/// What a sink's writer made durable in one write.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// The files, relative to the output folder.
+    pub files: Vec<String>,
+    /// Their size.
+    pub bytes: u64,
+}
+
+/// Writes a sink's rows; returns the files made durable (relative to the output folder) and
+/// their size.
 pub trait SinkWriter<T>: 'static {
     /// Writes the rows of `parts`, in order, durably under names derived from `tag`. The rows
     /// come as the parts they were buffered in (one per completed time): joining them into one
@@ -290,12 +300,7 @@ pub trait SinkWriter<T>: 'static {
     ///
     /// # Errors
     /// A message naming the file that could not be written.
-    fn write(
-        &mut self,
-        tag: &str,
-        parts: &[Vec<T>],
-        pace: &mut Pace,
-    ) -> Result<Vec<String>, String>;
+    fn write(&mut self, tag: &str, parts: &[Vec<T>], pace: &mut Pace) -> Result<Written, String>;
 }
 
 /// The share of the time a write's rows took to gather that the write may be spread over
@@ -381,7 +386,7 @@ struct WriterThread<T> {
     /// Writes to do: the files' tag, the rows, the time to spread the write over.
     jobs: std::sync::mpsc::Sender<(String, Vec<Vec<T>>, Duration)>,
     /// The writes' results, in order: the files made durable, or what went wrong.
-    done: std::sync::mpsc::Receiver<Result<Vec<String>, String>>,
+    done: std::sync::mpsc::Receiver<Result<Written, String>>,
     /// Raised when a worker waits for the writes: the writer stops spreading them.
     hurry: Arc<AtomicBool>,
 }
@@ -396,7 +401,7 @@ impl<T: Send + 'static> WriterThread<T> {
         failure: &Failure,
     ) -> Self {
         let (jobs, todo) = std::sync::mpsc::channel::<(String, Vec<Vec<T>>, Duration)>();
-        let (done_tx, done) = std::sync::mpsc::channel::<Result<Vec<String>, String>>();
+        let (done_tx, done) = std::sync::mpsc::channel::<Result<Written, String>>();
         let hurry = Arc::new(AtomicBool::new(false));
         let hurry_writer = Arc::clone(&hurry);
         let spawned = std::thread::Builder::new()
@@ -517,7 +522,7 @@ impl<T> RollingSink<T> {
                 break;
             };
             match result {
-                Ok(files) => self.commit(front, files, output),
+                Ok(written) => self.commit(front, written, output),
                 Err(message) => self.failure.fail(RunFailure::at_sink(
                     &self.sink,
                     Fault::External(System::FileSystem),
@@ -530,7 +535,7 @@ impl<T> RollingSink<T> {
 
     /// The result of the oldest write out: waited for when a write is `due` while
     /// `MAX_IN_FLIGHT` are queued, otherwise `None` while it is not back.
-    fn returned(&self, due: bool) -> Option<Result<Vec<String>, String>> {
+    fn returned(&self, due: bool) -> Option<Result<Written, String>> {
         if due && self.in_flight.len() >= MAX_IN_FLIGHT {
             return Some(
                 self.writer
@@ -548,19 +553,20 @@ impl<T> RollingSink<T> {
         }
     }
 
-    /// Counts a write that is back and reports it durable (`files`).
-    fn commit(&self, write: &InFlight, files: Vec<String>, output: &mut SinkOutput<'_>) {
+    /// Counts a write that is back and reports it durable (`written`).
+    fn commit(&self, write: &InFlight, written: Written, output: &mut SinkOutput<'_>) {
         self.counters.add(&Counts {
             records_in: write.rows,
             records_out: write.rows,
             rejected: 0,
         });
-        self.counters.add_files(files.len() as u64);
+        self.counters.add_files(written.files.len() as u64);
+        self.counters.add_written(written.bytes);
         if let Some(cap) = write.caps.first() {
             output.session(cap).give(SinkCommit {
                 sink: self.sink.clone(),
                 batches: write.batches.clone(),
-                files,
+                files: written.files,
                 rows: write.rows,
                 first: write.first,
                 last: write.last,

@@ -8,6 +8,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use hdrhistogram::Histogram;
+
 use crate::job::{Job, Section};
 
 use super::NodeSummary;
@@ -33,6 +35,15 @@ pub struct Progress {
     /// Per Kafka source in job order, per partition it reads in partition order: where reading
     /// is and where the partition ends.
     pub partitions: Vec<PartitionProgress>,
+    /// Per `alert` node, by name: emission minus the triggering reading's arrival (µs) of its
+    /// alert events so far whose reading's arrival is known, over all its rules; taken at the
+    /// same moment as `alerts`. A reading from a source, through filters, maps and joins, has
+    /// its arrival; a row a `window` node made has none.
+    pub alert_latency: Vec<(String, Histogram<u64>)>,
+    /// Arrival at a source → durable in every sink that writes (µs), of the records timed so
+    /// far, when the run measures it ([`super::RunOptions::end_to_end`]) and the job has a sink
+    /// that writes (see [`super::latency`]).
+    pub end_to_end: Option<Histogram<u64>>,
 }
 
 /// Where a Kafka source is in one of its partitions.
@@ -303,22 +314,18 @@ impl Snapshots {
                     .collect()
             })
             .unwrap_or_default();
-        let alerts = self
-            .plan
-            .alerts
-            .iter()
-            .flat_map(|(node, latency)| {
-                latency
-                    .events()
-                    .into_iter()
-                    .map(|(rule, event, count)| AlertCount {
-                        node: node.clone(),
-                        rule,
-                        event,
-                        count,
-                    })
-            })
-            .collect();
+        let mut alerts = Vec::new();
+        let mut alert_latency = Vec::new();
+        for (node, latency) in &self.plan.alerts {
+            let (events, arrival) = latency.progress();
+            alerts.extend(events.into_iter().map(|(rule, event, count)| AlertCount {
+                node: node.clone(),
+                rule,
+                event,
+                count,
+            }));
+            alert_latency.push((node.clone(), arrival));
+        }
         let partitions = checkpoint
             .map(|cp| cp.offsets.iter().flat_map(|o| o.progress()).collect())
             .unwrap_or_default();
@@ -330,6 +337,13 @@ impl Snapshots {
             checkpoints: checkpoint.map(|cp| cp.stats.progress()),
             alerts,
             partitions,
+            alert_latency,
+            end_to_end: self
+                .plan
+                .end_to_end
+                .as_ref()
+                .filter(|e| e.is_on())
+                .map(|e| e.histogram()),
         }
     }
 
@@ -349,6 +363,7 @@ impl Snapshots {
             dead_letters: load(&c.dead_letters),
             late: load(&c.late),
             bytes_in: load(&c.bytes),
+            bytes_written: load(&c.written),
         }
     }
 
@@ -510,6 +525,168 @@ path = "rows"
         assert_eq!(lag(Some(9), Some(9)), Some(0));
         assert_eq!(lag(Some(12), Some(9)), Some(0));
         assert_eq!(lag(Some(0), Some(0)), Some(0));
+    }
+
+    /// The bytes of the files under `dir`, and how many files there are.
+    fn folder_size(dir: &Path) -> (u64, u64) {
+        let (mut bytes, mut files) = (0, 0);
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                let (b, f) = folder_size(&entry.path());
+                bytes += b;
+                files += f;
+            } else {
+                bytes += meta.len();
+                files += 1;
+            }
+        }
+        (bytes, files)
+    }
+
+    /// Every kind of file a sink writes (FHIR and row Parquet, JSON lines of rows and of audit
+    /// records, dead letters): each sink counts the bytes of the files it committed, which are
+    /// the sizes of the files in its folder; no other node counts any.
+    #[test]
+    fn sinks_count_the_bytes_of_the_files_they_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every tenth reading's heart rate is not a number: a dead letter.
+        let csv: String = std::iter::once("id,hr\n".to_owned())
+            .chain((0..300).map(|i| match i % 10 {
+                0 => format!("{i},n/a\n"),
+                _ => format!("{i},{}\n", 60 + i % 50),
+            }))
+            .collect();
+        std::fs::write(dir.path().join("readings.csv"), csv).unwrap();
+        let text = format!(
+            r#"[job]
+name = "written"
+batch-size = 100
+
+[sources.readings]
+kind = "file"
+path = "{}"
+format = "csv"
+fields = [
+  {{ name = "id", type = "integer" }},
+  {{ name = "hr", type = "integer" }},
+]
+
+[operators.high]
+kind = "filter"
+inputs = ["readings"]
+condition = "hr > 80"
+
+[sinks.rows]
+kind = "jsonl"
+inputs = ["high"]
+path = "rows"
+
+[sinks.table]
+kind = "parquet"
+inputs = ["high"]
+path = "table"
+
+[sources.ehr]
+kind = "generator"
+patients = 5
+count = 300
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["ehr"]
+
+[operators.anonymize]
+kind = "anonymize"
+inputs = ["ingest"]
+key = "ephemeral"
+
+[operators.canonize]
+kind = "canonize"
+inputs = ["anonymize"]
+
+[operators.audit]
+kind = "audit"
+inputs = ["ingest.events", "anonymize.events", "canonize.events"]
+
+[sinks.fhir]
+kind = "parquet"
+inputs = ["canonize"]
+path = "canonical"
+
+[sinks.audit-log]
+kind = "jsonl"
+inputs = ["audit"]
+path = "audit"
+
+[sinks.dead-letter]
+kind = "dead-letter"
+inputs = ["readings.dead-letter", "ingest.dead-letter"]
+"#,
+            dir.path().join("readings.csv").display()
+        );
+        let job = Job::parse(Path::new("written.toml"), text, &|_| None)
+            .unwrap_or_else(|d| panic!("{d}"));
+        let out = dir.path().join("out");
+        let options = RunOptions {
+            out: Some(out.clone()),
+            workers: Some(2),
+            ..RunOptions::default()
+        };
+        let summary = run(&job, &options).unwrap();
+        let folders = [
+            ("rows", "rows"),
+            ("table", "table"),
+            ("fhir", "canonical"),
+            ("audit-log", "audit"),
+            ("dead-letter", "dead-letter"),
+        ];
+        for n in &summary.nodes {
+            match folders.iter().find(|(sink, _)| *sink == n.name) {
+                Some((_, folder)) => {
+                    let (bytes, files) = folder_size(&out.join(folder));
+                    assert!(files > 0 && bytes > 0, "{}: nothing written", n.name);
+                    assert_eq!(n.files, files, "{}", n.name);
+                    assert_eq!(n.bytes_written, bytes, "{}", n.name);
+                }
+                None => assert_eq!(n.bytes_written, 0, "{}", n.name),
+            }
+        }
+    }
+
+    /// Timing one record in 7 from arrival to durability: the final snapshot's histogram holds
+    /// one value for every seventh record of each worker's source; a job whose only sink writes
+    /// nothing times nothing.
+    #[test]
+    fn snapshots_carry_the_times_to_durability_of_one_record_in_n() {
+        let run_with = |sink: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let text = format!(
+                "[job]\nbatch-size = 50\n\n[sources.g]\nkind = \"generator\"\nformat = \"flat\"\n\
+                 count = 1000\n\n[operators.anon]\nkind = \"anonymize\"\ninputs = [\"g\"]\n\
+                 key = \"ephemeral\"\n\n[sinks.out]\n{sink}\ninputs = [\"anon\"]\n"
+            );
+            let job = Job::parse(Path::new("timed.toml"), text, &|_| None)
+                .unwrap_or_else(|d| panic!("{d}"));
+            let seen = Arc::new(Seen::default());
+            let options = RunOptions {
+                out: Some(dir.path().join("out")),
+                workers: Some(2),
+                observer: Some(Arc::clone(&seen) as Arc<dyn RunObserver>),
+                end_to_end: true,
+                end_to_end_every: 7,
+                ..RunOptions::default()
+            };
+            run(&job, &options).unwrap();
+            let finished = seen.finished.lock().unwrap();
+            finished[0].end_to_end.clone()
+        };
+        let timed = run_with("kind = \"jsonl\"\npath = \"rows\"").unwrap().len();
+        // Each worker's source times its 1st, 8th, 15th, … record: 1000 / 7 and one more at
+        // most for each of the two workers.
+        assert!((1000 / 7..=1000 / 7 + 2).contains(&timed), "{timed}");
+        assert!(run_with("kind = \"blackhole\"").is_none());
     }
 
     /// Without an interval the observer gets no snapshot while the run goes on, only the final

@@ -18,7 +18,7 @@ use vitalflow_operators::expression::Compiled;
 
 use vitalflow_connectors::Pace;
 
-use super::ops::{SinkWriter, StageLogic};
+use super::ops::{SinkWriter, StageLogic, Written};
 use super::stages::{relative, write_lines};
 
 /// A rejected row: the row as JSON (it may hold PHI: dead letters go to the dead-letter sink).
@@ -302,17 +302,15 @@ pub struct RowParquetSink {
 }
 
 impl SinkWriter<Row> for RowParquetSink {
-    fn write(
-        &mut self,
-        tag: &str,
-        parts: &[Vec<Row>],
-        pace: &mut Pace,
-    ) -> Result<Vec<String>, String> {
+    fn write(&mut self, tag: &str, parts: &[Vec<Row>], pace: &mut Pace) -> Result<Written, String> {
         let files = self
             .writer
             .write_paced(tag, parts.iter().flatten(), pace)
             .map_err(|e| e.to_string())?;
-        Ok(files.iter().map(|f| relative(&self.out, &f.path)).collect())
+        Ok(Written {
+            files: files.iter().map(|f| relative(&self.out, &f.path)).collect(),
+            bytes: files.iter().map(|f| f.bytes).sum(),
+        })
     }
 }
 
@@ -327,12 +325,7 @@ pub struct RowJsonlSink {
 }
 
 impl SinkWriter<Row> for RowJsonlSink {
-    fn write(
-        &mut self,
-        tag: &str,
-        parts: &[Vec<Row>],
-        pace: &mut Pace,
-    ) -> Result<Vec<String>, String> {
+    fn write(&mut self, tag: &str, parts: &[Vec<Row>], pace: &mut Pace) -> Result<Written, String> {
         let mut buf = Vec::with_capacity(256);
         write_lines(
             &self.out,

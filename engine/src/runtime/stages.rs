@@ -17,7 +17,7 @@ use vitalflow_operators::ingest::{IngestOptions, ingest_with};
 
 use vitalflow_connectors::Pace;
 
-use super::ops::{SinkWriter, StageLogic};
+use super::ops::{SinkWriter, StageLogic, Written};
 
 /// Ingestion: parse and validate.
 pub struct IngestLogic {
@@ -142,12 +142,15 @@ impl SinkWriter<CanonicalResource> for ParquetSink {
         tag: &str,
         parts: &[Vec<CanonicalResource>],
         pace: &mut Pace,
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Written, String> {
         let files = self
             .writer
             .write_paced(tag, parts.iter().flatten(), pace)
             .map_err(|e| e.to_string())?;
-        Ok(files.iter().map(|f| relative(&self.out, &f.path)).collect())
+        Ok(Written {
+            files: files.iter().map(|f| relative(&self.out, &f.path)).collect(),
+            bytes: files.iter().map(|f| f.bytes).sum(),
+        })
     }
 }
 
@@ -164,12 +167,7 @@ pub struct JsonlSink<T> {
 }
 
 impl<T: 'static> SinkWriter<T> for JsonlSink<T> {
-    fn write(
-        &mut self,
-        tag: &str,
-        parts: &[Vec<T>],
-        pace: &mut Pace,
-    ) -> Result<Vec<String>, String> {
+    fn write(&mut self, tag: &str, parts: &[Vec<T>], pace: &mut Pace) -> Result<Written, String> {
         let render = self.render;
         write_lines(
             &self.out,
@@ -184,7 +182,8 @@ impl<T: 'static> SinkWriter<T> for JsonlSink<T> {
 }
 
 /// Writes one JSON-lines file of `rows` under `dir` (`part-<tag>.jsonl`), a line each by `line`,
-/// advancing `pace` a line at a time, and commits it; returns its path relative to `out`.
+/// advancing `pace` a line at a time, and commits it; returns its path relative to `out` and its
+/// size.
 pub(super) fn write_lines<'r, T: 'r>(
     out: &Path,
     dir: &Path,
@@ -193,13 +192,17 @@ pub(super) fn write_lines<'r, T: 'r>(
     rows: impl Iterator<Item = &'r T>,
     pace: &mut Pace,
     mut line: impl FnMut(&mut JsonlFile, &T) -> Result<(), SinkError>,
-) -> Result<Vec<String>, String> {
+) -> Result<Written, String> {
     let name = format!("part-{tag}.jsonl");
     let mut file = JsonlFile::create(dir, &name, private).map_err(|e| e.to_string())?;
     for row in rows {
         line(&mut file, row).map_err(|e| e.to_string())?;
         pace.advance(1);
     }
+    let bytes = file.bytes();
     let path = file.commit().map_err(|e| e.to_string())?;
-    Ok(vec![relative(out, &path)])
+    Ok(Written {
+        files: vec![relative(out, &path)],
+        bytes,
+    })
 }
