@@ -489,7 +489,7 @@ impl Rng {
 fn kill_9_three_times_and_every_acknowledged_message_is_written_once() {
     let Some(python) = python() else { return };
     let test_started = Instant::now();
-    const N: usize = 3_000;
+    const N: usize = 4_000;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let job = write_job(dir.path(), port, "");
@@ -525,8 +525,10 @@ fn kill_9_three_times_and_every_acknowledged_message_is_written_once() {
                             assert_eq!(ack.control_id, format!("K{i:06}"));
                             acked.fetch_add(1, Ordering::Relaxed);
                             i += 4;
-                            // A steady feed rather than a burst: the kills find it sending.
-                            std::thread::sleep(Duration::from_millis(3));
+                            // A steady feed, at most 1,000 messages a second over the 4
+                            // clients, however fast the job: the three kills (at most 3.6 s
+                            // after each start) find it sending.
+                            std::thread::sleep(Duration::from_millis(4));
                         }
                         // The job was killed: connect again and send the message again.
                         Err(_) => client = None,
@@ -719,6 +721,161 @@ fn mllp_settings_are_checked_where_they_are_written() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("a job with Kafka or MLLP sources reads only Kafka and MLLP sources"),
+        "{err}"
+    );
+}
+
+/// Test certificates made with the `openssl` command in `dir`: a CA, the listener's
+/// certificate (for `localhost` and 127.0.0.1) and a client's, each with its key (P-256); `None`
+/// after a loud message when there is no `openssl`.
+fn certificates(dir: &Path) -> Option<()> {
+    let openssl = |args: &[&str]| Command::new("openssl").args(args).current_dir(dir).output();
+    if openssl(&["version"]).is_err() {
+        assert!(
+            std::env::var("VITALFLOW_REQUIRE_PYTHON").is_err(),
+            "VITALFLOW_REQUIRE_PYTHON is set (a full test run) but there is no `openssl` command"
+        );
+        eprintln!("!!! SKIPPED: no `openssl` command to make test certificates");
+        return None;
+    }
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let run = |args: Vec<&str>| {
+        let o = openssl(&args).unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", show(&o));
+    };
+    let mut ca = vec![
+        "req", "-x509", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+    ];
+    ca.extend(ec);
+    ca.extend([
+        "-subj",
+        "/CN=vitalflow test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(ca);
+    for (name, usage, san) in [
+        (
+            "server",
+            "serverAuth",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ),
+        ("client", "clientAuth", "subjectAltName=DNS:sender.example"),
+    ] {
+        let (key, csr, pem, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(
+            dir.join(&ext),
+            format!("basicConstraints=CA:FALSE\nextendedKeyUsage={usage}\n{san}\n"),
+        )
+        .unwrap();
+        let mut req = vec!["req", "-keyout", &key, "-out", &csr, "-subj", "/CN=test"];
+        req.extend(ec);
+        run(req);
+        run(vec![
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+    Some(())
+}
+
+/// MLLP over TLS with client certificates: a client with a certificate the CA signed gets its
+/// acknowledgements (Python's ssl module, OpenSSL); one without a certificate, and a plain-TCP
+/// client, are refused at the handshake, and the listener goes on serving. A key file that is
+/// not there is reported when the run starts, naming it.
+#[test]
+fn mllp_over_tls_takes_only_clients_with_a_certificate() {
+    let Some(python) = python_with_hl7() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    if certificates(d).is_none() {
+        return;
+    }
+    let port = free_port();
+    let job = write_job(
+        d,
+        port,
+        r#"tls = { certificate = "server.pem", key = "server.key", client-ca = "ca.pem" }"#,
+    );
+    let out = d.join("out");
+    let running = Job::start(&job, &out, port, 0, "info");
+    let file = |name: &str, i: usize| {
+        let f = d.join(format!("{name}-{i}.hl7"));
+        std::fs::write(&f, oru(name, i)).unwrap();
+        f.to_str().unwrap().to_owned()
+    };
+    let p = |name: &str| d.join(name).to_str().unwrap().to_owned();
+    let tls_client = |cert: &str, key: &str, files: &[String]| {
+        let port = port.to_string();
+        let (ca, cert, key) = (p("ca.pem"), cert.to_owned(), key.to_owned());
+        let mut args: Vec<&str> = vec!["tls-client", "127.0.0.1", &port, &ca, &cert, &key];
+        args.extend(files.iter().map(String::as_str));
+        python_check(&python, "mllp_check.py", &args)
+    };
+    let (cert, key) = (p("client.pem"), p("client.key"));
+    let files: Vec<String> = (0..3).map(|i| file("TLS", i)).collect();
+    let answers = tls_client(&cert, &key, &files);
+    eprintln!("with a client certificate: {answers}");
+    let answers = answers.as_array().unwrap_or_else(|| panic!("{answers}"));
+    assert_eq!(answers.len(), 3);
+    for a in answers {
+        assert_eq!(a["code"], "AA", "{a}");
+        assert_eq!(a["acknowledges"], a["control_id"], "{a}");
+    }
+    // No client certificate: refused at the handshake, nothing acknowledged.
+    let refused = tls_client("-", "-", &[file("NOCERT", 0)]);
+    eprintln!("without one: {refused}");
+    assert!(refused["error"].is_string(), "{refused}");
+    assert_eq!(refused["answers"], serde_json::json!([]), "{refused}");
+    // Plain TCP on the TLS port: no acknowledgement, the connection closed.
+    let mut plain = Client::connect(port).unwrap();
+    plain.send(&oru("PLAIN", 0)).unwrap();
+    assert!(plain.ack().is_err(), "a plain-TCP client was answered");
+    // Still serving.
+    let answers = tls_client(&cert, &key, &[file("TLS", 3)]);
+    assert_eq!(answers[0]["code"], "AA", "{answers}");
+    let stderr = stopped(running, 4);
+    assert!(stderr.contains("TLS handshake failed"), "{stderr}");
+
+    // A key that is not there.
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(&job, text.replace("server.key", "missing.key")).unwrap();
+    let o = crate::support::vitalflow(
+        &["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("`sources.hl7.tls`") && err.contains("missing.key"),
         "{err}"
     );
 }

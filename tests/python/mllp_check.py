@@ -8,6 +8,10 @@
       Sends each FILE (one HL7 v2 message) with the `hl7` package's MLLPClient, one connection,
       and parses each acknowledgement with `hl7.parse`: its MSA-1 (code) and MSA-2 (the control
       id it acknowledges), and the message's own MSH-10.
+  mllp_check.py tls-client HOST PORT CA CERT KEY FILE...
+      The same over TLS with Python's ssl module (OpenSSL), the server checked against CA for
+      the name `localhost`; CERT and KEY (or `-` for none) are the client's certificate. A
+      handshake or connection that fails gives {"error": ...} instead of the answers.
 
 Prints a JSON summary on stdout.
 """
@@ -62,12 +66,51 @@ def client(host: str, port: int, files: list[str]) -> list[dict]:
     return answers
 
 
+def tls_client(host: str, port: int, ca: str, cert: str, key: str, files: list[str]):
+    import socket
+    import ssl
+
+    import hl7
+
+    context = ssl.create_default_context(cafile=ca)
+    if cert != "-":
+        context.load_cert_chain(cert, key)
+    answers = []
+    try:
+        with socket.create_connection((host, port), timeout=30) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as s:
+                for f in files:
+                    message = Path(f).read_bytes()
+                    parsed = hl7.parse(message.decode("utf-8"))
+                    s.sendall(b"\x0b" + message + b"\x1c\r")
+                    reply = b""
+                    while not reply.endswith(b"\x1c\r"):
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            raise ConnectionError("the connection ended before the acknowledgement")
+                        reply += chunk
+                    ack = hl7.parse(reply.decode("utf-8").strip("\x0b\x1c\r"))
+                    answers.append(
+                        {
+                            "control_id": str(parsed.segment("MSH")[10]),
+                            "code": str(ack.segment("MSA")[1]),
+                            "acknowledges": str(ack.segment("MSA")[2]),
+                            "tls": s.version(),
+                        }
+                    )
+    except (OSError, ssl.SSLError) as e:
+        return {"error": type(e).__name__, "answers": answers}
+    return answers
+
+
 def main() -> int:
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "count":
         result = count(args[0])
     elif cmd == "client":
         result = client(args[0], int(args[1]), args[2:])
+    elif cmd == "tls-client":
+        result = tls_client(args[0], int(args[1]), args[2], args[3], args[4], args[5:])
     else:
         print(f"unknown command {cmd}", file=sys.stderr)
         return 2

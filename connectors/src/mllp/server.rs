@@ -34,7 +34,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 
@@ -61,6 +61,8 @@ pub struct Settings {
     pub max_backlog: u64,
     /// How many of the last messages stored a new one is compared with (0: none).
     pub duplicate_window: usize,
+    /// TLS (see [`super::tls::server_config`]); `None`: plain TCP.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 /// Counts of the listener's work, since it started.
@@ -544,7 +546,7 @@ async fn serve(listener: std::net::TcpListener, ctx: Arc<Ctx>, stop: Arc<Notify>
             Either::Right(Ok((stream, peer))) => {
                 while tasks.try_join_next().is_some() {}
                 if let Some((id, conn)) = ctx.admit() {
-                    tasks.spawn(connection(stream, peer, Arc::clone(&ctx), id, conn));
+                    tasks.spawn(open(stream, peer, Arc::clone(&ctx), id, conn));
                 } else {
                     ctx.shared.stats.refused.fetch_add(1, Ordering::Relaxed);
                     if ctx.warned.ready("refused") {
@@ -712,21 +714,64 @@ enum End {
     ReadFailed,
 }
 
-/// One connection, until it ends.
-async fn connection(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    ctx: Arc<Ctx>,
-    id: u64,
-    conn: Arc<Connection>,
-) {
+/// Timeouts, peer and stats of a connection's loop.
+struct Peer<'a> {
+    ctx: &'a Ctx,
+    conn: &'a Connection,
+    text: String,
+}
+
+/// One connection, from its TLS handshake (when the listener has TLS) until it ends.
+async fn open(stream: TcpStream, peer: SocketAddr, ctx: Arc<Ctx>, id: u64, conn: Arc<Connection>) {
     let stats = &ctx.shared.stats;
     stats.connections.fetch_add(1, Ordering::Relaxed);
     stats.open.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
-    let peer_text = peer.to_string();
-    let name = ctx.settings.name.clone();
-    tracing::debug!(source = %name, peer = %peer_text, "connection opened");
+    let who = Peer {
+        ctx: &ctx,
+        conn: &conn,
+        text: peer.to_string(),
+    };
+    let name = &ctx.settings.name;
+    tracing::debug!(source = %name, peer = %who.text, "connection opened");
+    match ctx.settings.tls.clone() {
+        None => connection(stream, &who).await,
+        Some(config) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            let handshake = race(
+                conn.close.notified(),
+                tokio::time::timeout(ctx.settings.read_timeout, acceptor.accept(stream)),
+            )
+            .await;
+            match handshake {
+                Either::Right(Ok(Ok(tls))) => connection(tls, &who).await,
+                Either::Right(Ok(Err(e))) => {
+                    if ctx.warned.ready("tls") {
+                        tracing::warn!(source = %name, peer = %who.text, error = %e, "TLS handshake failed: connection closed");
+                    }
+                }
+                Either::Right(Err(_)) => {
+                    stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    if ctx.warned.ready("tls") {
+                        tracing::warn!(source = %name, peer = %who.text, "TLS handshake not done within read-timeout: connection closed");
+                    }
+                }
+                Either::Left(()) => {}
+            }
+        }
+    }
+    if let Ok(mut connections) = ctx.connections.lock() {
+        connections.remove(&id);
+    }
+    stats.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A connection's messages, until it ends.
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, who: &Peer<'_>) {
+    let (ctx, conn) = (who.ctx, who.conn);
+    let stats = &ctx.shared.stats;
+    let peer_text = &who.text;
+    let name = &ctx.settings.name;
     let mut decoder = Decoder::new(ctx.settings.max_message_size);
     let mut buf = vec![0u8; 64 * 1024];
     let mut events = Vec::new();
@@ -787,9 +832,12 @@ async fn connection(
                 // Not acknowledged: the sender sends it again to whoever listens next.
                 break 'conn End::Stopping;
             }
-            let ack = ctx.handle(bytes, size, &peer_text).await;
-            let written =
-                tokio::time::timeout(ctx.settings.write_timeout, stream.write_all(&ack)).await;
+            let ack = ctx.handle(bytes, size, peer_text).await;
+            let write = async {
+                stream.write_all(&ack).await?;
+                stream.flush().await
+            };
+            let written = tokio::time::timeout(ctx.settings.write_timeout, write).await;
             if !matches!(written, Ok(Ok(()))) {
                 break 'conn End::WriteFailed;
             }
@@ -832,10 +880,10 @@ async fn connection(
         }
         _ => tracing::debug!(source = %name, peer = %peer_text, end = ?end, "connection closed"),
     }
-    if let Ok(mut connections) = ctx.connections.lock() {
-        connections.remove(&id);
+    // A TLS peer is told the connection ends (close_notify); a TCP one gets its FIN.
+    if !matches!(end, End::WriteFailed | End::ReadFailed) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
     }
-    stats.open.fetch_sub(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 use toml::Spanned;
 use vitalflow_connectors::mllp::log::SEGMENT_SIZE;
-use vitalflow_connectors::mllp::{Log, Settings, Shared};
+use vitalflow_connectors::mllp::{Log, Settings, Shared, server_config};
 
 use super::settings::{ByteSize, Duration, DurationOr, OrOff};
 use super::{Check, NodeSpec, Operator, Output, Prepare};
@@ -72,6 +72,23 @@ pub struct MllpConfig {
     /// step. Default: `1s`.
     #[serde(default = "granularity")]
     pub granularity: Spanned<Duration>,
+    /// MLLP over TLS: the certificate and key, and for mutual TLS the client CA. Default: none
+    /// (plain TCP).
+    pub tls: Option<Spanned<TlsConfig>>,
+}
+
+/// `tls = { certificate = "...", key = "...", client-ca = "..." }`: PEM files, relative to the
+/// job file's folder.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsConfig {
+    /// The certificate chain, the listener's certificate first.
+    pub certificate: String,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// CA certificates: with them, every client must present a certificate one of them signed
+    /// (mutual TLS).
+    pub client_ca: Option<String>,
 }
 
 fn max_message_size() -> Spanned<ByteSize> {
@@ -216,6 +233,22 @@ impl NodeSpec for MllpConfig {
                 return None;
             }
         };
+        let tls = match &self.tls {
+            None => None,
+            Some(t) => {
+                let tls = t.get_ref();
+                let path = |f: &str| p.base.join(f);
+                let ca = tls.client_ca.as_deref().map(path);
+                match server_config(&path(&tls.certificate), &path(&tls.key), ca.as_deref()) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        let message = format!("`{}.tls`: {e}", p.path);
+                        p.at(t.span(), message);
+                        return None;
+                    }
+                }
+            }
+        };
         let listener = match std::net::TcpListener::bind(&addrs[..]) {
             Ok(l) => l,
             Err(e) => {
@@ -286,6 +319,7 @@ impl NodeSpec for MllpConfig {
             write_timeout: self.write_timeout.get_ref().0,
             max_backlog: *self.max_backlog.get_ref(),
             duplicate_window: usize::try_from(self.duplicate_window).unwrap_or(usize::MAX),
+            tls,
         };
         let source = MllpSource {
             name,
