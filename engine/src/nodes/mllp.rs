@@ -15,7 +15,7 @@ use vitalflow_connectors::mllp::log::SEGMENT_SIZE;
 use vitalflow_connectors::mllp::{Log, Settings, Shared, server_config};
 
 use super::settings::{ByteSize, Duration, DurationOr, OrOff};
-use super::{Check, NodeSpec, Operator, Output, Prepare};
+use super::{Check, NodeKind, NodeSpec, Operator, Output, Prepare};
 use crate::job::PortKind;
 use crate::runtime::builder::{Builder, PlannedNode, Port};
 use crate::runtime::checkpoint::{PositionLog, SourceResume};
@@ -273,6 +273,7 @@ impl NodeSpec for MllpConfig {
             .and_then(|r| r.partitions.get(&0))
             .and_then(|r| u64::try_from(r.from).ok());
         let dir: PathBuf = p.out.join(LOG_DIR).join(&name);
+        warn_of_other_logs(p);
         let opened = match Log::open(&dir, from.unwrap_or(0), SEGMENT_SIZE) {
             Ok(o) => o,
             Err(e) => {
@@ -341,6 +342,31 @@ impl NodeSpec for MllpConfig {
         Some(Box::new(MllpOp {
             source: Arc::new(source),
         }))
+    }
+}
+
+/// Warns (once, for the job's first MLLP source) about logs in the output folder of MLLP sources
+/// the job does not have (a source renamed or removed): the messages they hold that were not yet
+/// written are read by no one.
+fn warn_of_other_logs(p: &Prepare<'_>) {
+    let mllp: Vec<&str> = p
+        .job
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.kind, NodeKind::Mllp(_)))
+        .map(|n| n.name.as_str())
+        .collect();
+    if mllp.first() != Some(&p.node.name.as_str()) {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(p.out.join(LOG_DIR)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let other = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_dir() && !mllp.contains(&other.as_str()) {
+            tracing::warn!(log = %entry.path().display(), "the output folder holds the MLLP log of `{other}`, a source this job does not have: the messages in it not yet written are not read (rename the source back to read them)");
+        }
     }
 }
 
