@@ -931,7 +931,7 @@ fn print_summary(s: &RunSummary, job: &Job, processes: usize) {
     if s.stopped {
         println!(
             "stopped on request: the sources read no more after the signal; all they had read \
-             was written (a Kafka job resumes after it)"
+             was written (a Kafka or MLLP job resumes after it)"
         );
     }
     println!("output: {}", s.out.display());

@@ -14,6 +14,7 @@ mod deid;
 mod expressions;
 mod inputs;
 mod kafka;
+mod mllp;
 mod pipeline;
 mod runs;
 mod serve;

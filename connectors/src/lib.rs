@@ -9,7 +9,9 @@
 //! * [`jsonl`]: JSON-lines files committed atomically (dead letters, audit trail, events);
 //! * [`pace`]: spreading a sink write's work over time, so a roll does not take the workers' cores;
 //! * [`kafka`]: Kafka clients (explicit partitions, delivery-tracking producer) and the embedded
-//!   broker.
+//!   broker;
+//! * [`mllp`]: the MLLP listener, HL7 acknowledgements and the durable log messages are stored
+//!   in before they are acknowledged.
 #![forbid(unsafe_code)]
 
 use std::fs::File;
@@ -22,6 +24,7 @@ pub mod files;
 pub mod generator;
 pub mod jsonl;
 pub mod kafka;
+pub mod mllp;
 pub mod pace;
 pub mod parquet;
 pub mod parquet_rows;

@@ -5,6 +5,7 @@
 use vitalflow_engine::job::Section;
 use vitalflow_engine::job::config::{EmbeddedConfig, JobSection};
 use vitalflow_engine::nodes::alert::{News2Config, RuleConfig};
+use vitalflow_engine::nodes::mllp::TlsConfig;
 use vitalflow_engine::nodes::records::FieldConfig;
 use vitalflow_engine::nodes::{kinds, setting_names};
 
@@ -89,12 +90,13 @@ fn every_setting_of_every_kind_is_in_the_reference() {
             }
         }
     }
-    let nested: [(&str, &[&'static str]); 5] = [
+    let nested: [(&str, &[&'static str]); 6] = [
         ("## `[job]`", setting_names::<JobSection>()),
         ("## `[embedded]`", setting_names::<EmbeddedConfig>()),
         ("### Declared schemas", setting_names::<FieldConfig>()),
         ("### `alert`", setting_names::<News2Config>()),
         ("### `alert`", setting_names::<RuleConfig>()),
+        ("### `mllp`", setting_names::<TlsConfig>()),
     ];
     for (heading, names) in nested {
         let Some(text) = section(&doc, |l| l.starts_with(heading)) else {

@@ -242,7 +242,9 @@ fn origin_source(job: &Job, node: &Node) -> Option<(String, Option<String>)> {
     for _ in 0..job.nodes.len() {
         match &n.kind {
             NodeKind::Kafka(k) => return Some((n.name.clone(), Some(k.topic.get_ref().clone()))),
-            NodeKind::File(_) | NodeKind::Generator(_) => return Some((n.name.clone(), None)),
+            NodeKind::File(_) | NodeKind::Generator(_) | NodeKind::Mllp(_) => {
+                return Some((n.name.clone(), None));
+            }
             _ => {}
         }
         let up = n.inputs.first()?;

@@ -26,6 +26,7 @@ pub mod jsonl;
 pub mod kafka;
 pub mod key_by;
 pub mod map;
+pub mod mllp;
 pub mod parquet;
 pub mod window;
 
@@ -47,7 +48,7 @@ use crate::job::{Diagnostic, InputRef, Job, JobText, Node, PortKind, Section};
 use crate::runtime::alerts::AlertLatency;
 use crate::runtime::builder::{Builder, PlannedNode};
 use crate::runtime::checkpoint::Checkpoint;
-use crate::runtime::plan::KafkaLog;
+use crate::runtime::plan::SourceLog;
 
 /// What the job parser, the validator and the planner ask of a node kind.
 pub trait NodeSpec: fmt::Debug + Send + Sync {
@@ -311,7 +312,8 @@ impl Prepare<'_> {
 /// The Kafka side of a plan, filled as Kafka nodes are prepared.
 #[derive(Default)]
 pub struct KafkaPlan {
-    /// Whether the job reads Kafka (its timestamps are event times).
+    /// Whether the job reads Kafka or MLLP (its timestamps are event or arrival times, and it
+    /// checkpoints).
     pub(crate) job: bool,
     /// The checkpoint the run resumes from.
     pub(crate) previous: Option<Checkpoint>,
@@ -322,7 +324,7 @@ pub struct KafkaPlan {
     /// Set while the embedded broker's live feed is producing.
     pub(crate) feeding: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// The sources' logs, for checkpoints.
-    pub(crate) sources: Vec<KafkaLog>,
+    pub(crate) sources: Vec<SourceLog>,
     /// Watermarks reached, per source, with its granularity.
     pub(crate) watermarks: BTreeMap<String, (Arc<std::sync::atomic::AtomicU64>, u64)>,
     /// Partition offsets, per source in job order.
@@ -428,6 +430,7 @@ registry! {
     Generator(generator::GeneratorConfig) in Sources as ["generator"],
     File(file::FileConfig) in Sources as ["file"],
     Kafka(kafka::source::KafkaSourceConfig) in Sources as ["kafka"],
+    Mllp(mllp::MllpConfig) in Sources as ["mllp"],
     Ingest(ingest::IngestConfig) in Operators as ["ingest"],
     Anonymize(anonymize::AnonymizeConfig) in Operators as ["anonymize"],
     Canonize(canonize::CanonizeConfig) in Operators as ["canonize"],

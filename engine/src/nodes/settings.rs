@@ -210,6 +210,68 @@ impl<'de> Deserialize<'de> for Rfc3339 {
     }
 }
 
+/// A size in bytes as written in a job file: a number of bytes (`65536`), or a number with a
+/// unit, `KiB`, `MiB` or `GiB` (powers of 1,024: `512KiB`, `1MiB`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+/// Parses `65536`, `512KiB`, `1MiB`, `2GiB`.
+#[must_use]
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits);
+    let n: u64 = number.parse().ok()?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(scale)
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size (bytes, or e.g. `512KiB`, `1MiB`)")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom(format!("`{v}` is not a size: it is negative")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                parse_size(v).map(ByteSize).ok_or_else(|| {
+                    E::custom(format!(
+                        "`{v}` is not a size (use bytes, or e.g. `512KiB`, `1MiB`, `1GiB`)"
+                    ))
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0;
+        match n {
+            _ if n >= 1 << 30 && n.is_multiple_of(1 << 30) => write!(f, "{}GiB", n >> 30),
+            _ if n >= 1 << 20 && n.is_multiple_of(1 << 20) => write!(f, "{}MiB", n >> 20),
+            _ if n >= 1 << 10 && n.is_multiple_of(1 << 10) => write!(f, "{}KiB", n >> 10),
+            _ => write!(f, "{n} bytes"),
+        }
+    }
+}
+
 /// A setting that is either a duration or a word (`off`, `forever`): `None` is the word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationOr<const W: u8>(pub Option<Duration>);
@@ -272,5 +334,22 @@ mod tests {
         for bad in ["", "soon", "5", "s5", "-1s"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn sizes_read_bytes_and_binary_units() {
+        for (text, n) in [
+            ("65536", 65_536),
+            ("512KiB", 512 * 1024),
+            ("1MiB", 1 << 20),
+            (" 2GiB ", 2 << 30),
+        ] {
+            assert_eq!(parse_size(text), Some(n), "{text}");
+        }
+        for bad in ["", "MiB", "1MB", "1.5MiB", "-1", "99999999999999999999GiB"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        assert_eq!(ByteSize(1 << 20).to_string(), "1MiB");
+        assert_eq!(ByteSize(1000).to_string(), "1000 bytes");
     }
 }

@@ -341,14 +341,19 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Plan, failure: Failure) {
         let sources = cp
             .sources
             .iter()
-            .map(|(name, topic, log, settings, group)| CheckpointSource {
-                name: name.clone(),
-                topic: topic.clone(),
-                log: Arc::clone(log),
-                committer: (b.scope.index() == 0)
-                    .then(|| PartitionReader::new(settings, topic, group).ok())
-                    .flatten()
+            .map(|s| CheckpointSource {
+                name: s.name.clone(),
+                topic: s.topic.clone(),
+                log: Arc::clone(&s.log),
+                committer: s
+                    .kafka
+                    .as_ref()
+                    .filter(|_| b.scope.index() == 0)
+                    .and_then(|(settings, group)| {
+                        PartitionReader::new(settings, &s.topic, group).ok()
+                    })
                     .map(|r| Arc::new(Mutex::new(r))),
+                checkpointed: s.checkpointed.clone(),
             })
             .collect();
         super::checkpoint::coordinator(

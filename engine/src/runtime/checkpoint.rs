@@ -1,4 +1,7 @@
-//! Checkpoints: what makes a job with Kafka sources exactly-once into its files.
+//! Checkpoints: what makes a job with Kafka or MLLP sources exactly-once into its files.
+//!
+//! An MLLP source is checkpointed as a Kafka topic of one partition (0) would be: its log's
+//! offsets are the partition's, its timestamps the records' arrival times, which never go back.
 //!
 //! Dataflow timestamps are event times. A sink writes the rows of completed timestamps into
 //! files renamed into place, and reports each file with the range of timestamps it holds. When
@@ -100,7 +103,7 @@ pub struct Checkpoint {
     pub time: Time,
     /// Files, relative to the output folder.
     pub files: BTreeSet<String>,
-    /// Per Kafka source.
+    /// Per Kafka or MLLP source.
     pub sources: BTreeMap<String, SourceResume>,
 }
 
@@ -313,7 +316,7 @@ impl PositionLog {
     }
 }
 
-/// A Kafka source as the coordinator sees it.
+/// A checkpointed source (Kafka or MLLP) as the coordinator sees it.
 pub struct CheckpointSource {
     /// The source node.
     pub name: String,
@@ -323,7 +326,12 @@ pub struct CheckpointSource {
     pub log: Arc<Mutex<PositionLog>>,
     /// A client that commits offsets under the source's group.
     pub committer: Option<Arc<Mutex<PartitionReader>>>,
+    /// Told where each checkpoint resumes the source, once the checkpoint is stored.
+    pub checkpointed: Option<OnCheckpoint>,
 }
+
+/// What a source is told when a checkpoint is stored: where it resumes the source.
+pub type OnCheckpoint = Arc<dyn Fn(&SourceResume) + Send + Sync>;
 
 /// The largest `t <= bound` that no file straddles (holds timestamps both before and at or
 /// after it).
@@ -467,6 +475,11 @@ pub fn coordinator<'s>(
                     for s in &sources {
                         if let Ok(mut log) = s.log.lock() {
                             log.prune(t);
+                        }
+                        if let (Some(tell), Some(resume)) =
+                            (&s.checkpointed, next.sources.get(&s.name))
+                        {
+                            tell(resume);
                         }
                     }
                     if let Some(others) = &others {

@@ -18,6 +18,7 @@ pub mod kafka_sink;
 pub mod kafka_source;
 pub mod latency;
 pub mod metrics;
+pub mod mllp_source;
 pub mod ops;
 pub mod outdir;
 pub mod plan;
@@ -302,7 +303,23 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         }
     };
     let stop = options.stop.clone().unwrap_or_default();
-    let mut joined = match options.cluster.as_ref().filter(|c| c.processes() > 1) {
+    let cluster = options.cluster.as_ref().filter(|c| c.processes() > 1);
+    if cluster.is_some()
+        && let Some(n) = job
+            .nodes
+            .iter()
+            .find(|n| matches!(n.kind, NodeKind::Mllp(_)))
+    {
+        return Err(RunError::Refused(RunFailure::new(
+            Fault::Input,
+            format!(
+                "`sources.{}`: an MLLP source listens in one process, with its log in that \
+                 process's output folder: run the job as one process",
+                n.name
+            ),
+        )));
+    }
+    let mut joined = match cluster {
         Some(c) => {
             if let Some(node) = ephemeral_key(job) {
                 return Err(RunError::Refused(RunFailure::new(
@@ -450,7 +467,7 @@ fn position_logs(plan: &plan::Plan) -> cluster::Logs {
         .map(|cp| {
             cp.sources
                 .iter()
-                .map(|(name, _, log, _, _)| (name.clone(), Arc::clone(log)))
+                .map(|s| (s.name.clone(), Arc::clone(&s.log)))
                 .collect()
         })
         .unwrap_or_default()
@@ -522,7 +539,7 @@ struct Start {
     out: PathBuf,
     run: RunIdentity,
     /// A job reading Kafka (not the embedded broker, whose records live only as long as a run)
-    /// goes on from its checkpoint in its own output folder, unless started afresh.
+    /// or MLLP goes on from its checkpoint in its own output folder, unless started afresh.
     resumes: bool,
 }
 
@@ -548,6 +565,7 @@ impl Start {
             resumes: !options.fresh
                 && job.nodes.iter().any(|n| match &n.kind {
                     NodeKind::Kafka(k) => !embedded::is_embedded(k.brokers.get_ref()),
+                    NodeKind::Mllp(_) => true,
                     _ => false,
                 }),
         }

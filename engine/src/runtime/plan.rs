@@ -13,7 +13,7 @@ use vitalflow_operators::anonymize::PseudonymKey;
 
 use super::alerts::AlertLatency;
 use super::builder::PlannedNode;
-use super::checkpoint::{Checkpoint, PositionLog, remove_uncommitted};
+use super::checkpoint::{Checkpoint, OnCheckpoint, PositionLog, remove_uncommitted};
 use super::latency::EndToEnd;
 use super::metrics::NodeCounters;
 use super::saga::RunIdentity;
@@ -55,21 +55,27 @@ impl Plan {
     }
 }
 
-/// A Kafka source's name, topic, position log, client settings and group.
-pub type KafkaLog = (
-    String,
-    String,
-    Arc<Mutex<PositionLog>>,
-    ClientSettings,
-    String,
-);
+/// A checkpointed source (Kafka or MLLP) as checkpoints see it.
+pub struct SourceLog {
+    /// The source node.
+    pub name: String,
+    /// Its topic (`mllp` for an MLLP source's log).
+    pub topic: String,
+    /// What its workers emitted since the last checkpoint.
+    pub log: Arc<Mutex<PositionLog>>,
+    /// Kafka: the client settings and the group offsets are committed under.
+    pub kafka: Option<(ClientSettings, String)>,
+    /// Told where each checkpoint resumes the source (an MLLP source frees the part of its log
+    /// the checkpoint covers).
+    pub checkpointed: Option<OnCheckpoint>,
+}
 
 /// How a job with Kafka sources checkpoints.
 pub struct CheckpointPlan {
     /// The checkpoint the run resumes from (empty for a first run).
     pub base: Checkpoint,
-    /// The Kafka sources: name, topic, position log, settings and group for commits.
-    pub sources: Vec<KafkaLog>,
+    /// The checkpointed sources (Kafka and MLLP).
+    pub sources: Vec<SourceLog>,
     /// Where the audit chain goes on: next sequence and previous hash.
     pub audit_head: Option<(u64, String)>,
     /// Watermarks reached, per Kafka source.
@@ -138,8 +144,8 @@ pub fn prepare(
         errors.push(job.diag(
             n.span.clone(),
             format!(
-                "`sources.{}`: a job with Kafka sources reads only Kafka sources (its timestamps \
-                 are event times, a {}'s are batch numbers)",
+                "`sources.{}`: a job with Kafka or MLLP sources reads only Kafka and MLLP sources \
+                 (its timestamps are event or arrival times, a {}'s are batch numbers)",
                 n.name,
                 n.kind.name()
             ),
@@ -171,23 +177,25 @@ pub fn prepare(
     })
 }
 
-/// What the Kafka sources share: the checkpoint the run resumes from and the event-time
-/// granularity.
+/// What the Kafka and MLLP sources share: the checkpoint the run resumes from and the
+/// granularity of their timestamps.
 fn kafka_plan(
     job: &Job,
     out: &Path,
     fresh: bool,
     feeding: Option<Arc<AtomicBool>>,
 ) -> Result<KafkaPlan, Diagnostics> {
-    let sources: Vec<_> = job
+    // Milliseconds per timestamp of each source that checkpoints.
+    let granularities: Vec<u64> = job
         .nodes
         .iter()
         .filter_map(|n| match &n.kind {
-            NodeKind::Kafka(k) => Some(k),
+            NodeKind::Kafka(k) => Some(k.granularity_ms()),
+            NodeKind::Mllp(m) => Some(m.granularity_ms()),
             _ => None,
         })
         .collect();
-    let kafka_job = !sources.is_empty();
+    let kafka_job = !granularities.is_empty();
     let previous = if kafka_job && !fresh {
         Checkpoint::load(out)
             .map_err(|e| {
@@ -200,7 +208,7 @@ fn kafka_plan(
         None
     };
     // Milliseconds per timestamp, if every source agrees.
-    let granularities: BTreeSet<u64> = sources.iter().map(|k| k.granularity_ms()).collect();
+    let granularities: BTreeSet<u64> = granularities.into_iter().collect();
     Ok(KafkaPlan {
         job: kafka_job,
         job_watermark: Arc::new(AtomicU64::new(previous.as_ref().map_or(0, |c| c.time))),
@@ -216,7 +224,7 @@ fn kafka_plan(
     })
 }
 
-/// Prepares the sinks' folders: a Kafka job keeps what its last checkpoint covers and removes
+/// Prepares the sinks' folders: a Kafka or MLLP job keeps what its last checkpoint covers and removes
 /// the rest (an interrupted run's files, whose records are read again); any other run replaces
 /// them (a job's output is the result of one run).
 fn prepare_folders(

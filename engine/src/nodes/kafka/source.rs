@@ -22,6 +22,7 @@ use crate::runtime::builder::{Builder, PlannedNode, Port};
 use crate::runtime::checkpoint::PositionLog;
 use crate::runtime::kafka_source::{EventTime, KafkaSource, kafka};
 use crate::runtime::ops::stage;
+use crate::runtime::plan::SourceLog;
 use crate::runtime::progress::SourceOffsets;
 use crate::runtime::rows::{DecodeLogic, Tombstone};
 use crate::runtime::saga::SagaRole;
@@ -233,13 +234,13 @@ impl NodeSpec for KafkaSourceConfig {
             .insert(name.clone(), (Arc::clone(&watermark), granularity_ms));
         let offsets = Arc::new(SourceOffsets::new(&name, self.topic.get_ref(), &group_id));
         p.kafka.offsets.push(Arc::clone(&offsets));
-        p.kafka.sources.push((
-            name.clone(),
-            self.topic.get_ref().clone(),
-            Arc::clone(&log),
-            settings.clone(),
-            group_id.clone(),
-        ));
+        p.kafka.sources.push(SourceLog {
+            name: name.clone(),
+            topic: self.topic.get_ref().clone(),
+            log: Arc::clone(&log),
+            kafka: Some((settings.clone(), group_id.clone())),
+            checkpointed: None,
+        });
         // A table's source passes deletions (tombstones) on to the join.
         let tombstones = p.job.nodes.iter().any(|m| {
             matches!(m.kind, NodeKind::Join(_)) && m.inputs.last().is_some_and(|i| i.node == name)
