@@ -191,6 +191,7 @@ mod tests {
             files: 0,
             late: 0,
             bytes_in: 0,
+            read_by_worker: std::collections::BTreeMap::new(),
         }
     }
 

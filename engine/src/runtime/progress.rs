@@ -349,6 +349,7 @@ impl Snapshots {
             dead_letters: load(&c.dead_letters),
             late: load(&c.late),
             bytes_in: load(&c.bytes),
+            read_by_worker: c.worker_reads(),
         }
     }
 
