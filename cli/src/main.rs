@@ -614,7 +614,7 @@ fn summary_entry(s: &RunSummary) -> Entry {
         .nodes
         .iter()
         .map(|n| {
-            serde_json::json!({
+            let mut node = serde_json::json!({
                 "name": n.name,
                 "kind": n.kind,
                 "in": n.records_in,
@@ -622,7 +622,11 @@ fn summary_entry(s: &RunSummary) -> Entry {
                 "rejected": n.rejected,
                 "dropped": n.dropped,
                 "files": n.files,
-            })
+            });
+            if !n.read_by_worker.is_empty() {
+                node["read_by_worker"] = n.read_by_worker.values().copied().collect();
+            }
+            node
         })
         .collect();
     let watermarks: serde_json::Map<String, serde_json::Value> = s
@@ -862,6 +866,21 @@ fn print_summary(s: &RunSummary, job: &Job, processes: usize) {
                 "{} {}: {} record(s) rejected with {} dead letter(s) (a record with several bad \
                  parts has one for each)",
                 n.kind, n.name, n.rejected, n.dead_letters
+            );
+        }
+    }
+    if s.workers * processes > 1 {
+        for n in s.nodes.iter().filter(|n| !n.read_by_worker.is_empty()) {
+            let each: Vec<String> = n
+                .read_by_worker
+                .iter()
+                .map(|(w, records)| format!("w{w} {records}"))
+                .collect();
+            println!(
+                "{} {}: records read by each worker: {}",
+                n.kind,
+                n.name,
+                each.join(", ")
             );
         }
     }

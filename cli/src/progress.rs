@@ -192,6 +192,7 @@ mod tests {
             late: 0,
             bytes_in: 0,
             bytes_written: 0,
+            read_by_worker: std::collections::BTreeMap::new(),
         }
     }
 

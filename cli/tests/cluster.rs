@@ -147,7 +147,7 @@ fn generator_pipeline_on_two_processes_writes_what_one_does() {
 /// Flat readings from files through an as-of join, windows (with late rows), anonymization and
 /// NEWS2 alerts: rows cross processes to the join's and windows' workers by key (with the join's
 /// table), and readings to the alert monitor by patient. The inputs are generated (20,000
-/// readings of 200 patients, their context table), read by worker 0 and spread from there.
+/// readings of 200 patients, their context table) and read by both processes, each its share.
 #[test]
 fn file_job_with_windows_join_and_alerts_on_two_processes_writes_what_one_does() {
     let Some(python) = python() else { return };
@@ -457,4 +457,128 @@ fn processes_of_different_jobs_refuse_each_other() {
         !out.join("canonical").exists(),
         "a refused cluster wrote outputs"
     );
+}
+
+/// The per-worker line of a run's summary for the file source `node`: how many records each
+/// worker read, by worker (`None` without one).
+fn read_by_worker(o: &Output, node: &str) -> Option<Vec<u64>> {
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let prefix = format!("file {node}: records read by each worker: ");
+    let line = stdout.lines().find_map(|l| l.strip_prefix(&prefix))?;
+    Some(
+        line.split(", ")
+            .enumerate()
+            .map(|(i, w)| {
+                let (name, n) = w.split_once(' ').unwrap();
+                assert_eq!(name, format!("w{i}"), "{line}");
+                n.parse().unwrap()
+            })
+            .collect(),
+    )
+}
+
+/// The files column of the summary's row for `node`.
+fn files_of(o: &Output, node: &str) -> String {
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let row = stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(node))
+        .unwrap_or_else(|| panic!("no row for `{node}`: {}", show(o)));
+    row.split_whitespace().nth(6).unwrap().to_owned()
+}
+
+/// A file source is read by every worker, of one process or of two: a folder of three JSON
+/// lines files (one with records that do not match the schema) read by one worker, by two
+/// workers of one process and by two processes of one worker writes the same rows, dead letters
+/// and audit chain, counts the same records and files, and each worker of the two-worker runs
+/// read its half of the records.
+#[test]
+fn a_file_source_is_read_by_every_worker_of_every_process() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    for (name, n) in [("a.jsonl", "7000"), ("b.jsonl", "5000")] {
+        let path = input.join(name);
+        let o = crate::support::vitalflow(
+            &[
+                "generate",
+                "vitals-flat",
+                "-n",
+                n,
+                "-p",
+                "300",
+                "-o",
+                path.to_str().unwrap(),
+            ],
+            &[],
+        );
+        assert!(o.status.success(), "generate: {}", show(&o));
+    }
+    std::fs::write(
+        input.join("c.jsonl"),
+        "{\"patient_id\":\"P1\",\"ts\":\"not a time\"}\n\nnot json\r\n{\"patient_id\":\"P2\"}",
+    )
+    .unwrap();
+    let records = 7000 + 5000 + 3;
+    let job = job_variant(
+        "dataflows/vitals-flat.toml",
+        dir.path(),
+        &[("batch-size = 50000", "batch-size = 1000")],
+    );
+    let key = key_file(dir.path());
+    let run_with = |out: &Path, workers: &str, spawn: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vitalflow"));
+        cmd.args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args(["--workers", workers, "--no-progress"])
+            .env("VITALFLOW_KEY_SOURCE", format!("file:{}", key.display()))
+            .env("VITALFLOW_FLAT_VITALS", &input)
+            .current_dir(root());
+        if let Some(n) = spawn {
+            cmd.args(["--spawn", n]);
+        }
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{workers} worker(s), {spawn:?}: {}",
+            show(&o)
+        );
+        o
+    };
+    let (one, two, cluster) = (
+        dir.path().join("one"),
+        dir.path().join("two"),
+        dir.path().join("cluster"),
+    );
+    let single = run_with(&one, "1", None);
+    let workers = run_with(&two, "2", None);
+    let processes = run_with(&cluster, "1", Some("2"));
+    let sinks = same_outputs(&python, (&one, &single), (&two, &workers));
+    same_outputs(&python, (&one, &single), (&cluster, &processes));
+    assert!(
+        String::from_utf8_lossy(&processes.stdout).contains(" · 2 processes × 1 worker(s) · "),
+        "{}",
+        show(&processes)
+    );
+    assert!(
+        sinks["dead-letter"]["rows"].as_u64().unwrap() >= 3,
+        "{sinks}"
+    );
+    for o in [&single, &workers, &processes] {
+        assert_eq!(files_of(o, "monitors"), "3", "{}", show(o));
+    }
+    assert_eq!(
+        read_by_worker(&single, "monitors"),
+        None,
+        "{}",
+        show(&single)
+    );
+    for o in [&workers, &processes] {
+        let each = read_by_worker(o, "monitors")
+            .unwrap_or_else(|| panic!("no per-worker line: {}", show(o)));
+        assert_eq!(each.len(), 2, "{}", show(o));
+        assert_eq!(each.iter().sum::<u64>(), records, "{}", show(o));
+        assert_eq!(each, [records.div_ceil(2), records / 2], "{}", show(o));
+    }
+    checked_chain(&cluster);
 }

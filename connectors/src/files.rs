@@ -92,6 +92,44 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Fil
     }
 }
 
+/// Which records of a file source one of several readers makes, when a file source is read by
+/// every worker: reader `reader` of `readers` makes the records whose sequence `i` has
+/// `i % readers == reader`, and counts the files whose place `f` in the reading order has
+/// `f % readers == reader`. Every reader goes through every file with the format's own
+/// splitter, so each knows every record's sequence (and a CSV file's header) exactly; it only
+/// skips making (copying, re-serializing, locating) the records of the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// This reader, from 0.
+    pub reader: u64,
+    /// The readers (0 is taken as 1).
+    pub readers: u64,
+}
+
+impl Share {
+    /// One reader making every record.
+    pub const WHOLE: Self = Self {
+        reader: 0,
+        readers: 1,
+    };
+
+    /// Whether this reader makes the record numbered `sequence`.
+    #[must_use]
+    pub const fn takes(self, sequence: u64) -> bool {
+        sequence % max1(self.readers) == self.reader
+    }
+
+    /// Whether this reader counts the file at place `index` of the reading order.
+    #[must_use]
+    pub const fn counts_file(self, index: u64) -> bool {
+        index % max1(self.readers) == self.reader
+    }
+}
+
+const fn max1(n: u64) -> u64 {
+    if n == 0 { 1 } else { n }
+}
+
 /// A file source: a file, or the files of a directory, in one format.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileSource {
@@ -174,6 +212,24 @@ impl FileSource {
     /// [`FileError`] on I/O errors only.
     pub fn read_counting(
         &self,
+        file_read: impl FnMut(&Path, u64),
+        emit: impl FnMut(RawRecord) -> ControlFlow<()>,
+    ) -> Result<u64, FileError> {
+        self.read_share(&self.files()?, Share::WHOLE, file_read, emit)
+    }
+
+    /// [`read_counting`](Self::read_counting) of `files` (the source's [`files`](Self::files),
+    /// listed once for all readers) by one reader of several: `emit` is called with the records
+    /// `share` takes only, numbered as if one reader read them all, and `file_read` for the
+    /// files it counts only (with their number of records, or those before a stop). Returns
+    /// the records taken.
+    ///
+    /// # Errors
+    /// [`FileError`] on I/O errors only.
+    pub fn read_share(
+        &self,
+        files: &[PathBuf],
+        share: Share,
         mut file_read: impl FnMut(&Path, u64),
         emit: impl FnMut(RawRecord) -> ControlFlow<()>,
     ) -> Result<u64, FileError> {
@@ -181,58 +237,72 @@ impl FileSource {
             source: &self.name,
             format: self.format.raw_format(),
             sequence: 0,
+            share,
+            taken: 0,
             stopped: false,
             emit,
         };
-        for path in self.files()? {
+        for (index, path) in (0u64..).zip(files) {
             let before = out.sequence;
             let is_json = path
                 .extension()
                 .is_some_and(|e| e.eq_ignore_ascii_case("json"));
             match &self.format {
                 FileFormat::Envelope | FileFormat::Fhir | FileFormat::Json if is_json => {
-                    read_json(&path, &mut out)?;
+                    read_json(path, &mut out)?;
                 }
                 FileFormat::Envelope | FileFormat::Fhir | FileFormat::Json => {
-                    read_lines(&path, &mut out)?;
+                    read_lines(path, &mut out)?;
                 }
                 FileFormat::VitalsCsv { patient_id } => {
-                    read_csv(&path, true, Some(patient_id), &mut out)?;
+                    read_csv(path, true, Some(patient_id), &mut out)?;
                 }
-                FileFormat::Csv { header } => read_csv(&path, *header, None, &mut out)?,
-                FileFormat::Hl7v2 => read_hl7(&path, &mut out)?,
+                FileFormat::Csv { header } => read_csv(path, *header, None, &mut out)?,
+                FileFormat::Hl7v2 => read_hl7(path, &mut out)?,
             }
-            file_read(&path, out.sequence - before);
+            if share.counts_file(index) {
+                file_read(path, out.sequence - before);
+            }
             if out.stopped {
                 break;
             }
         }
-        Ok(out.sequence)
+        Ok(out.taken)
     }
 }
 
-/// Numbers and emits records.
+/// Numbers records, and makes and emits those of its share.
 struct Emitter<'a, F> {
     source: &'a str,
     format: RawFormat,
+    /// The next record's number, over every reader's records.
     sequence: u64,
+    /// The records this reader makes.
+    share: Share,
+    /// Records made and taken.
+    taken: u64,
     /// `emit` answered `Break`: nothing more is read.
     stopped: bool,
     emit: F,
 }
 
 impl<F: FnMut(RawRecord) -> ControlFlow<()>> Emitter<'_, F> {
-    /// Emits a record; `Break` (and nothing is taken) once `emit` wants no more.
+    /// Numbers the next record and, when it is this reader's, makes it (its bytes from
+    /// `bytes`) and emits it; `Break` (and nothing is taken) once `emit` wants no more.
     fn push(
         &mut self,
         path: &Path,
         line: u64,
-        bytes: Vec<u8>,
+        bytes: impl FnOnce() -> Vec<u8>,
         header: Option<&[String]>,
         context: Option<&str>,
     ) -> ControlFlow<()> {
         if self.stopped {
             return ControlFlow::Break(());
+        }
+        if !self.share.takes(self.sequence) {
+            self.sequence += 1;
+            return ControlFlow::Continue(());
         }
         let flow = (self.emit)(RawRecord {
             source: self.source.to_owned(),
@@ -241,13 +311,14 @@ impl<F: FnMut(RawRecord) -> ControlFlow<()>> Emitter<'_, F> {
             format: self.format,
             header: header.map(<[String]>::to_vec),
             context: context.map(str::to_owned),
-            bytes,
+            bytes: bytes(),
             arrival_us: 0,
         });
         if flow.is_break() {
             self.stopped = true;
         } else {
             self.sequence += 1;
+            self.taken += 1;
         }
         flow
     }
@@ -289,7 +360,7 @@ fn read_lines<F: FnMut(RawRecord) -> ControlFlow<()>>(
         let line = strip_line(&buf, line_no == 1);
         if !line.trim_ascii().is_empty()
             && out
-                .push(path, line_no, line.to_vec(), None, None)
+                .push(path, line_no, || line.to_vec(), None, None)
                 .is_break()
         {
             return Ok(());
@@ -331,7 +402,7 @@ fn read_hl7<F: FnMut(RawRecord) -> ControlFlow<()>>(
     let bytes = read_all(path)?;
     for (line, message) in hl7_messages(&bytes) {
         if out
-            .push(path, line, message.to_vec(), None, None)
+            .push(path, line, || message.to_vec(), None, None)
             .is_break()
         {
             break;
@@ -478,12 +549,13 @@ fn read_json<F: FnMut(RawRecord) -> ControlFlow<()>>(
             .all(|(_, l)| serde_json::from_slice::<IgnoredAny>(l).is_ok());
     if json_lines {
         for (n, l) in lines {
-            if out.push(path, n, l.to_vec(), None, None).is_break() {
+            if out.push(path, n, || l.to_vec(), None, None).is_break() {
                 break;
             }
         }
     } else {
-        let _ = out.push(path, first_line(&bytes), bytes, None, None);
+        let line = first_line(&bytes);
+        let _ = out.push(path, line, || bytes, None, None);
     }
     Ok(())
 }
@@ -538,8 +610,7 @@ fn read_csv<F: FnMut(RawRecord) -> ControlFlow<()>>(
         let Some(&(start, _)) = lines.first() else {
             return Ok(());
         };
-        let (fields, open_quote) = split_csv(strip_line(&record, false));
-        if open_quote {
+        if quote_open(strip_line(&record, false)) {
             if !eof && lines.len() < QUOTED_LINES && record.len() < QUOTED_BYTES {
                 continue; // a quoted field goes on on the next line
             }
@@ -550,7 +621,7 @@ fn read_csv<F: FnMut(RawRecord) -> ControlFlow<()>>(
             let line = strip_line(&lines[0].1, false);
             if header_read {
                 if out
-                    .push(path, start, line.to_vec(), header.as_deref(), context)
+                    .push(path, start, || line.to_vec(), header.as_deref(), context)
                     .is_break()
                 {
                     return Ok(());
@@ -563,16 +634,18 @@ fn read_csv<F: FnMut(RawRecord) -> ControlFlow<()>>(
             lines.clear();
             continue;
         }
-        if !strip_line(&record, false).trim_ascii().is_empty() {
+        let row = strip_line(&record, false);
+        if !row.trim_ascii().is_empty() {
             if header_read {
+                let line = || csv_line(&split_csv(row).0);
                 if out
-                    .push(path, start, csv_line(&fields), header.as_deref(), context)
+                    .push(path, start, line, header.as_deref(), context)
                     .is_break()
                 {
                     return Ok(());
                 }
             } else {
-                header = Some(names(&fields));
+                header = Some(names(&split_csv(row).0));
                 header_read = true;
             }
         }
@@ -622,6 +695,30 @@ fn split_csv(record: &[u8]) -> (Vec<Vec<u8>>, bool) {
     (fields, quoted)
 }
 
+/// Whether a CSV record ends inside a quoted field: [`split_csv`]'s answer, without splitting.
+fn quote_open(record: &[u8]) -> bool {
+    let (mut quoted, mut at_start) = (false, true);
+    let mut bytes = record.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        if quoted {
+            if b == b'"' && bytes.next_if_eq(&b'"').is_none() {
+                quoted = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' if at_start => quoted = true,
+            b',' => {
+                at_start = true;
+                continue;
+            }
+            _ => {}
+        }
+        at_start = false;
+    }
+    quoted
+}
+
 /// Fields as one CSV line: joined by commas, quoted when they hold a comma, a quote or a line
 /// break.
 fn csv_line(fields: &[Vec<u8>]) -> Vec<u8> {
@@ -647,4 +744,34 @@ fn csv_line(fields: &[Vec<u8>]) -> Vec<u8> {
         }
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{quote_open, split_csv};
+
+    /// `quote_open` answers what `split_csv` does, for every record of up to 8 bytes of
+    /// quotes, commas, line breaks and letters.
+    #[test]
+    fn quote_open_agrees_with_split_csv() {
+        const BYTES: [u8; 5] = [b'"', b',', b'\n', b'\r', b'a'];
+        let mut checked = 0u32;
+        for len in 0..=8u32 {
+            for n in 0..5u32.pow(len) {
+                let (mut record, mut rest) = (Vec::new(), n);
+                for _ in 0..len {
+                    record.push(BYTES[(rest % 5) as usize]);
+                    rest /= 5;
+                }
+                assert_eq!(
+                    quote_open(&record),
+                    split_csv(&record).1,
+                    "{:?}",
+                    String::from_utf8_lossy(&record)
+                );
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, (0..=8).map(|l| 5u32.pow(l)).sum::<u32>());
+    }
 }

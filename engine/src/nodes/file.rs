@@ -1,11 +1,12 @@
 //! `kind = "file"`: records from a file or every matching file of a folder.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use serde::Deserialize;
 use timely::dataflow::channels::pact::Exchange;
 use toml::Spanned;
-use vitalflow_connectors::files::{FileFormat, FileSource};
+use vitalflow_connectors::files::{FileError, FileFormat, FileSource};
 use vitalflow_model::RawRecord;
 use vitalflow_model::row::Schema;
 use vitalflow_operators::decode::Decoder;
@@ -144,7 +145,11 @@ impl NodeSpec for FileConfig {
             format,
         });
         let decoder = self.records.get().map(|r| Arc::new(r.decoder()));
-        Some(Box::new(FileOp { source, decoder }))
+        Some(Box::new(FileOp {
+            source,
+            decoder,
+            files: OnceLock::new(),
+        }))
     }
 }
 
@@ -154,22 +159,62 @@ pub struct FileOp {
     pub source: Arc<FileSource>,
     /// With a declared schema: its decoder.
     pub decoder: Option<Arc<Decoder>>,
+    /// The files to read, listed once before the workers start (by process 0 for a whole
+    /// cluster), so that every worker numbers the same records; unset, each worker lists them.
+    pub files: OnceLock<Arc<[PathBuf]>>,
+}
+
+impl FileOp {
+    /// Lists the files to read, for every worker.
+    ///
+    /// # Errors
+    /// The source's path or a directory entry cannot be read.
+    pub fn list(&self) -> Result<(), FileError> {
+        let files = self.source.files()?;
+        let _ = self.files.set(files.into());
+        Ok(())
+    }
+
+    /// The listed files as names in the source's folder, for the other processes of a
+    /// cluster (whose path to the folder may differ); `None` when the source is one file (or
+    /// nothing is listed).
+    #[must_use]
+    pub fn names(&self) -> Option<Vec<PathBuf>> {
+        let files = self.files.get()?;
+        if files.len() == 1 && files[0] == self.source.path {
+            return None;
+        }
+        files
+            .iter()
+            .map(|f| {
+                f.strip_prefix(&self.source.path)
+                    .ok()
+                    .map(Path::to_path_buf)
+            })
+            .collect()
+    }
+
+    /// Takes the files another process listed (see [`names`](Self::names)): their names in
+    /// this process's folder.
+    pub fn take_names(&self, names: &[PathBuf]) {
+        let files: Vec<PathBuf> = names.iter().map(|n| self.source.path.join(n)).collect();
+        let _ = self.files.set(files.into());
+    }
 }
 
 impl Operator for FileOp {
     fn build<'s>(&self, b: &mut Builder<'s, '_>, node: &PlannedNode) {
         let name = node.name.as_str();
         let counters = b.counters(name);
-        let raw = sources::files(
-            b.scope,
-            name,
-            Arc::clone(&self.source),
-            b.plan.batch_size,
-            Arc::clone(&counters),
-            self.decoder.is_none(),
-            b.failure.clone(),
-            Arc::clone(&b.plan.stop),
-        );
+        let input = sources::FileInput {
+            source: Arc::clone(&self.source),
+            files: self.files.get().cloned(),
+            counters: Arc::clone(&counters),
+            count_records: self.decoder.is_none(),
+            failure: b.failure.clone(),
+            stop: Arc::clone(&b.plan.stop),
+        };
+        let raw = sources::read_files(b.scope, name, b.plan.batch_size, input);
         let raw = b.arrivals(raw);
         let Some(decoder) = &self.decoder else {
             b.output(name, "out", Port::Raw(raw));
@@ -180,7 +225,7 @@ impl Operator for FileOp {
             decoder: Arc::clone(decoder),
             tombstone: None,
         };
-        // Worker 0 reads; every worker decodes.
+        // Every worker decodes the records it read (the exchange keeps them where they are).
         let pact = Exchange::new(|r: &RawRecord| r.sequence);
         let (o, d, s) = stage(raw, pact, name, logic, counters);
         b.output(name, "out", Port::Rows(o));

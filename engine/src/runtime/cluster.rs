@@ -140,6 +140,10 @@ pub struct Welcome {
     pub run_id: String,
     /// The embedded broker's address, when the job uses it (process 0 runs it).
     pub bootstrap: Option<String>,
+    /// The files of each file source reading a folder, as process 0 listed them (names in
+    /// the folder): every process reads these, so that all number the same records.
+    #[serde(default)]
+    pub files: BTreeMap<String, Vec<std::path::PathBuf>>,
 }
 
 /// What a process tells the others after joining.

@@ -1,7 +1,8 @@
 //! Counters shared by the workers and the progress snapshots, and the job's failure flag.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use vitalflow_model::envelope::Counts;
 
@@ -33,6 +34,8 @@ pub struct NodeCounters {
     /// Bytes written (sinks): the size of the files made durable (Parquet, JSON lines, dead
     /// letters), or of the records the brokers acknowledged (Kafka: key, value and headers).
     pub written: AtomicU64,
+    /// Records each worker read, by global worker index (file sources: every worker reads).
+    pub read_by_worker: Mutex<BTreeMap<usize, u64>>,
 }
 
 impl NodeCounters {
@@ -81,6 +84,25 @@ impl NodeCounters {
     /// Adds written files.
     pub fn add_files(&self, n: u64) {
         self.files.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Adds records `worker` read (0 registers it as a reader).
+    pub fn add_worker_reads(&self, worker: usize, n: u64) {
+        let mut by_worker = self
+            .read_by_worker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *by_worker.entry(worker).or_default() += n;
+    }
+
+    /// The records each worker read, by global worker index (empty for nodes that do not
+    /// count them).
+    #[must_use]
+    pub fn worker_reads(&self) -> BTreeMap<usize, u64> {
+        self.read_by_worker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A snapshot.

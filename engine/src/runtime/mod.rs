@@ -33,6 +33,7 @@ pub mod windows;
 #[cfg(test)]
 mod exchanged;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +43,8 @@ use chrono::Utc;
 use vitalflow_model::ids::uuid_from;
 
 use crate::job::{Job, NodeKind};
+use crate::nodes::file::FileOp;
+use builder::PlannedNode;
 use embedded::Embedded;
 use metrics::Failure;
 use progress::{Reporter, Snapshots};
@@ -138,6 +141,10 @@ pub struct NodeSummary {
     pub bytes_in: u64,
     /// Bytes written (sinks; see [`metrics::NodeCounters::written`]).
     pub bytes_written: u64,
+    /// Records each worker read, by global worker index (file sources, which every worker
+    /// reads; empty for other nodes).
+    #[serde(default)]
+    pub read_by_worker: BTreeMap<usize, u64>,
 }
 
 impl NodeSummary {
@@ -151,6 +158,10 @@ impl NodeSummary {
         self.files += other.files;
         self.late += other.late;
         self.bytes_in += other.bytes_in;
+        self.bytes_written += other.bytes_written;
+        for (worker, n) in &other.read_by_worker {
+            *self.read_by_worker.entry(*worker).or_default() += n;
+        }
     }
 
     /// Records received and neither rejected, dropped nor late (for a Kafka source, `late`
@@ -362,19 +373,27 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
             .transpose()
             .map_err(RunError::Failed)?;
         let bootstrap = welcome.as_ref().and_then(|w| w.bootstrap.clone());
+        let files = welcome
+            .as_ref()
+            .map(|w| w.files.clone())
+            .unwrap_or_default();
         if let Some(w) = welcome {
             start.run.run_id = w.run_id;
         }
-        (
-            None,
-            start.prepare(job, options, bootstrap, None, Arc::clone(&stop))?,
-        )
+        let plan = start.prepare(job, options, bootstrap, None, Arc::clone(&stop))?;
+        for (name, names) in &files {
+            if let Some(op) = plan.node(name).and_then(PlannedNode::op::<FileOp>) {
+                op.take_names(names);
+            }
+        }
+        (None, plan)
     };
     let plan = Arc::new(plan);
     if let Some(j) = joined.as_mut().filter(|_| leader) {
         j.welcome(&cluster::Welcome {
             run_id: start.run.run_id.clone(),
             bootstrap: embedded.as_ref().map(Embedded::bootstrap),
+            files: file_names(&plan),
         })
         .map_err(RunError::Failed)?;
     }
@@ -473,6 +492,29 @@ fn position_logs(plan: &plan::Plan) -> cluster::Logs {
         .unwrap_or_default()
 }
 
+/// Lists the files of every file source, once for every worker (see [`FileOp::files`]).
+///
+/// # Errors
+/// A source whose path or folder cannot be read (the file system's fault).
+fn list_files(plan: &plan::Plan) -> Result<(), RunFailure> {
+    for node in &plan.nodes {
+        if let Some(op) = node.op::<FileOp>() {
+            op.list().map_err(|e| {
+                RunFailure::at_source(&node.name, Fault::External(System::FileSystem), e)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The files process 0 listed for each file source reading a folder, as names in it.
+fn file_names(plan: &plan::Plan) -> BTreeMap<String, Vec<PathBuf>> {
+    plan.nodes
+        .iter()
+        .filter_map(|node| Some((node.name.clone(), node.op::<FileOp>()?.names()?)))
+        .collect()
+}
+
 /// The first node whose pseudonym key is `ephemeral`.
 fn ephemeral_key(job: &Job) -> Option<&str> {
     job.nodes
@@ -490,7 +532,7 @@ fn ephemeral_key(job: &Job) -> Option<&str> {
 
 /// What the run's first process (the only one, out of a cluster) does before the workers
 /// start: checks the output folder, starts the embedded broker (its live feed stopping on
-/// `stop`), prepares the plan.
+/// `stop`), prepares the plan and lists the files the file sources read.
 fn lead(
     job: &Job,
     options: &RunOptions,
@@ -507,6 +549,7 @@ fn lead(
         embedded.as_ref().and_then(Embedded::feeding),
         Arc::clone(stop),
     )?;
+    list_files(&plan).map_err(RunError::Failed)?;
     Ok((embedded, plan))
 }
 

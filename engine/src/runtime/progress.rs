@@ -364,6 +364,7 @@ impl Snapshots {
             late: load(&c.late),
             bytes_in: load(&c.bytes),
             bytes_written: load(&c.written),
+            read_by_worker: c.worker_reads(),
         }
     }
 

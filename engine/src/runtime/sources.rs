@@ -1,6 +1,7 @@
 //! Source operators: the generator and files.
 
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::{Capability, Probe as _, probe::Handle as ProbeHandle};
 use timely::scheduling::Activator;
-use vitalflow_connectors::files::FileSource;
+use vitalflow_connectors::files::{FileSource, Share};
 use vitalflow_connectors::generator::Generator;
 use vitalflow_model::envelope::Counts;
 use vitalflow_model::{RawRecord, Time};
@@ -42,10 +43,11 @@ const PACED_TICK: Duration = Duration::from_millis(1);
 /// audit) held the leading worker's records meanwhile. The harness job's monitor feed alone
 /// (8,000,000 readings, two workers, resident memory read each second) grew to 2,180 MB without
 /// this bound and stayed at 218-333 MB with it, at the same speed (409,027 and 404,827
-/// records/s).
+/// records/s). A file source read by several workers is bound the same way.
 pub const MAX_AHEAD: u64 = 2;
 
-/// How long a generator that is `MAX_AHEAD` in front waits before it looks again.
+/// How long a generator (or a file source's worker) that is `MAX_AHEAD` in front waits before
+/// it looks again.
 const BEHIND_TICK: Duration = Duration::from_micros(200);
 
 /// The generator, split over workers (`counters` get the bytes read, and the records too when
@@ -271,13 +273,37 @@ fn read(counters: &NodeCounters, count_records: bool, records: u64, bytes: u64) 
     counters.add_bytes(bytes);
 }
 
-/// Records a file source keeps in flight between its reading thread and the dataflow.
+/// Records a file source keeps in flight between a worker's reading thread and the dataflow.
 const FILE_BUFFER: usize = 2 * CHUNK as usize;
 
-/// A file source, read by worker 0 on a thread of its own; record `i` at time `i / batch_size`.
-/// The thread hands records over through a bounded channel, so a file is streamed, never held
-/// in memory whole, and reading stops waiting when the dataflow falls behind. On a graceful
-/// stop the thread reads no more, and the source ends once it has.
+/// What the workers of a file source share.
+pub struct FileInput {
+    /// The source.
+    pub source: Arc<FileSource>,
+    /// Its files, listed once for every worker (of every process); `None`: each worker lists
+    /// them as it starts.
+    pub files: Option<Arc<[PathBuf]>>,
+    /// The node's counters: the bytes read, the records too when `count_records`, the files,
+    /// and the records each worker read.
+    pub counters: Arc<NodeCounters>,
+    /// Whether the source counts its records (it does not when it decodes them into rows).
+    pub count_records: bool,
+    /// Where a read error goes.
+    pub failure: Failure,
+    /// Set to stop reading (a graceful stop).
+    pub stop: Arc<AtomicBool>,
+}
+
+/// A file source, read by every worker, each on a thread of its own: worker `w` of `n` makes
+/// the records `i` with `i % n == w` (record `i` at time `i / batch_size`) and counts the files
+/// at places `f % n == w` of the reading order (see [`Share`]). Each thread goes through every
+/// file with the format's splitter, so every worker numbers the records as one reader would;
+/// the records a worker makes are the ones the decoding that follows (exchanged by sequence)
+/// sends to it. The threads hand records over through bounded channels, so a file is streamed,
+/// never held in memory whole, and reading stops waiting when the dataflow falls behind. With
+/// several workers, none emits a time more than [`MAX_AHEAD`] after the oldest time another
+/// has yet to finish. On a graceful stop the threads read no more, and the source ends once
+/// they have.
 #[allow(clippy::too_many_arguments)]
 pub fn files<'s>(
     scope: Scope<'s, Time>,
@@ -289,61 +315,104 @@ pub fn files<'s>(
     failure: Failure,
     stop: Arc<AtomicBool>,
 ) -> VecStream<'s, RawRecord> {
-    let reader = scope.index() == 0;
-    source::<_, CapacityContainerBuilder<Vec<RawRecord>>, _, _>(scope, name, move |cap, info| {
-        let mut cap = reader.then_some(cap);
-        let (tx, rx) = std::sync::mpsc::sync_channel::<RawRecord>(FILE_BUFFER);
-        let thread = if reader {
-            start_reading(&files, &counters, &failure, tx, &stop)
-        } else {
-            None
-        };
-        let mut state = FileRecords {
-            rx: Some(rx),
-            reader: thread,
-            batch_size,
-            activator: scope.activator_for(info.address),
-            counters,
-            count_records,
-            stop,
-        };
-        move |output| {
-            let Some(c) = cap.as_mut() else { return };
-            if state.activate(c, output).is_break() {
-                cap = None;
-            }
-        }
-    })
+    let input = FileInput {
+        source: files,
+        files: None,
+        counters,
+        count_records,
+        failure,
+        stop,
+    };
+    read_files(scope, name, batch_size, input)
 }
 
-/// Starts the thread that reads a file source's files into `tx` (every file read is counted,
-/// one without records too) until they end, `stop` is set or the records are no longer taken;
-/// a thread that cannot be started fails the job.
+/// [`files`], of a [`FileInput`].
+pub fn read_files<'s>(
+    scope: Scope<'s, Time>,
+    name: &str,
+    batch_size: u64,
+    input: FileInput,
+) -> VecStream<'s, RawRecord> {
+    let (index, peers) = (scope.index(), scope.peers());
+    let share = Share {
+        reader: index as u64,
+        readers: peers as u64,
+    };
+    // The source's progress over all workers: the oldest time a worker may still emit at.
+    let progress = ProbeHandle::new();
+    let seen = progress.clone();
+    let records = source::<_, CapacityContainerBuilder<Vec<RawRecord>>, _, _>(
+        scope,
+        name,
+        move |cap, info| {
+            let mut cap = Some(cap);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<RawRecord>(FILE_BUFFER);
+            input.counters.add_worker_reads(index, 0);
+            let thread = start_reading(&input, share, tx);
+            let mut state = FileRecords {
+                rx: Some(rx),
+                reader: thread,
+                batch_size,
+                activator: scope.activator_for(info.address),
+                counters: Arc::clone(&input.counters),
+                count_records: input.count_records,
+                stop: Arc::clone(&input.stop),
+                worker: index,
+                pending: None,
+                seen: (peers > 1).then_some(seen),
+                allowed: 0,
+            };
+            move |output| {
+                let Some(c) = cap.as_mut() else { return };
+                if state.activate(c, output).is_break() {
+                    cap = None;
+                }
+            }
+        },
+    );
+    // One worker waits for no other.
+    if peers > 1 {
+        records.probe_with(&progress)
+    } else {
+        records
+    }
+}
+
+/// Starts the thread that reads a worker's share of a file source into `tx` (counting the
+/// files of the share, those without records too) until the files end, `stop` is set or the
+/// records are no longer taken; a thread that cannot be started fails the job.
 fn start_reading(
-    files: &Arc<FileSource>,
-    counters: &Arc<NodeCounters>,
-    failure: &Failure,
+    input: &FileInput,
+    share: Share,
     tx: std::sync::mpsc::SyncSender<RawRecord>,
-    stop: &Arc<AtomicBool>,
 ) -> Option<std::thread::JoinHandle<()>> {
-    let (source, failed) = (Arc::clone(files), failure.clone());
-    let read_files = Arc::clone(counters);
-    let stop = Arc::clone(stop);
+    let (source, failed) = (Arc::clone(&input.source), input.failure.clone());
+    let listed = input.files.clone();
+    let read_files = Arc::clone(&input.counters);
+    let stop = Arc::clone(&input.stop);
     let thread = std::thread::Builder::new()
-        .name(format!("read-{}", files.name))
+        .name(format!("read-{}", input.source.name))
         .spawn(move || {
-            let result = source.read_counting(
-                |_, _| read_files.add_files(1),
-                |record| {
-                    // Stopped, or the source has ended (a graceful stop) or the dataflow is
-                    // gone (it failed): nothing to hand the rest to.
-                    if stop.load(Ordering::SeqCst) || tx.send(record).is_err() {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                },
-            );
+            let files = match listed {
+                Some(files) => Ok(files),
+                None => source.files().map(Arc::from),
+            };
+            let result = files.and_then(|files| {
+                source.read_share(
+                    &files,
+                    share,
+                    |_, _| read_files.add_files(1),
+                    |record| {
+                        // Stopped, or the source has ended (a graceful stop) or the dataflow
+                        // is gone (it failed): nothing to hand the rest to.
+                        if stop.load(Ordering::SeqCst) || tx.send(record).is_err() {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    },
+                )
+            });
             if let Err(e) = result {
                 failed.fail(RunFailure::at_source(
                     &source.name,
@@ -354,8 +423,8 @@ fn start_reading(
         });
     thread
         .inspect_err(|e| {
-            failure.fail(RunFailure::at_source(
-                &files.name,
+            input.failure.fail(RunFailure::at_source(
+                &input.source.name,
                 Fault::Internal,
                 format!("cannot start its reader: {e}"),
             ));
@@ -363,11 +432,11 @@ fn start_reading(
         .ok()
 }
 
-/// A file source's state on the worker that reads it: the records its thread hands over.
+/// A file source's state on one worker: the records its thread hands over.
 struct FileRecords {
     /// The records, in order; dropped when the source ends.
     rx: Option<std::sync::mpsc::Receiver<RawRecord>>,
-    /// The thread that reads the files (worker 0 only), until it is waited for.
+    /// The thread that reads the files, until it is waited for.
     reader: Option<std::thread::JoinHandle<()>>,
     /// Records per dataflow timestamp.
     batch_size: u64,
@@ -379,6 +448,14 @@ struct FileRecords {
     count_records: bool,
     /// Set to stop reading (a graceful stop).
     stop: Arc<AtomicBool>,
+    /// This worker's index.
+    worker: usize,
+    /// A record handed over but held back: its time is too far ahead of another worker's.
+    pending: Option<RawRecord>,
+    /// With several workers: the source's progress over all of them (see [`MAX_AHEAD`]).
+    seen: Option<ProbeHandle<Time>>,
+    /// A time this worker may emit at, as far as `seen` has told.
+    allowed: Time,
 }
 
 impl FileRecords {
@@ -401,20 +478,42 @@ impl FileRecords {
         let (mut n, mut bytes) = (0u64, 0u64);
         // One clock reading per activation: records taken now arrived by now.
         let now_us = vitalflow_model::now_us();
-        let flow = loop {
-            match rx.try_recv() {
-                Ok(mut record) => {
+        let mut next = match self.pending.take() {
+            Some(record) => Ok(record),
+            None => rx.try_recv(),
+        };
+        let flow = 'activation: loop {
+            match next {
+                Ok(record) => {
                     let time = record.sequence / self.batch_size;
                     if *cap.time() < time {
                         cap.downgrade(&time);
                     }
-                    record.arrival_us = now_us;
-                    bytes += record.bytes.len() as u64;
-                    output.session(&*cap).give(record);
-                    n += 1;
-                    if n == CHUNK {
-                        self.activator.activate();
+                    if ahead(self.seen.as_ref(), &mut self.allowed, time) {
+                        self.pending = Some(record);
+                        self.activator.activate_after(BEHIND_TICK);
                         break ControlFlow::Continue(());
+                    }
+                    // One session for the records of a time taken together: each session
+                    // sends what it holds when it closes.
+                    let mut session = output.session(&*cap);
+                    let mut record = record;
+                    loop {
+                        record.arrival_us = now_us;
+                        bytes += record.bytes.len() as u64;
+                        session.give(record);
+                        n += 1;
+                        if n == CHUNK {
+                            self.activator.activate();
+                            break 'activation ControlFlow::Continue(());
+                        }
+                        match rx.try_recv() {
+                            Ok(r) if r.sequence / self.batch_size == time => record = r,
+                            other => {
+                                next = other;
+                                break;
+                            }
+                        }
                     }
                 }
                 Err(std::sync::mpsc::TryRecvError::Empty) => {
@@ -425,6 +524,9 @@ impl FileRecords {
             }
         };
         read(&self.counters, self.count_records, n, bytes);
+        if n > 0 {
+            self.counters.add_worker_reads(self.worker, n);
+        }
         if flow.is_break() {
             self.end();
         }
@@ -434,9 +536,24 @@ impl FileRecords {
     /// Ends the source: drops the channel, so that a reading thread waiting to hand a record
     /// over reads no more, and waits for the thread, so that the files it counted are final.
     fn end(&mut self) {
+        self.pending = None;
         self.rx = None;
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
     }
+}
+
+/// Whether `time` is more than [`MAX_AHEAD`] after the oldest time a worker of the source
+/// (`seen`, with several workers) has yet to finish; `allowed`: a time known not to be. The
+/// asking worker's capability is already at `time`, so the slowest worker is never held.
+fn ahead(seen: Option<&ProbeHandle<Time>>, allowed: &mut Time, time: Time) -> bool {
+    let Some(seen) = seen.filter(|_| time > *allowed) else {
+        return false;
+    };
+    if seen.less_than(&time.saturating_sub(MAX_AHEAD)) {
+        return true;
+    }
+    *allowed = time;
+    false
 }
