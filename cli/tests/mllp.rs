@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -12,21 +12,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    PhiScan, key_file, python, python_check, read_jsonl, root, sample_data, send_signal, show,
+    PhiScan, free_port, key_file, python, python_check, python_with, read_jsonl, root, sample_data,
+    send_signal, show,
 };
 
 const START: u8 = 0x0B;
 const END: u8 = 0x1C;
 const CR: u8 = 0x0D;
-
-/// A port nothing listens on now (the job binds it again; the kernel lets it).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The pipeline every test runs: an `mllp` source (with `settings`) → ingest → anonymize →
 /// canonize → Parquet, and every dead-letter port into the dead-letter sink.
@@ -288,21 +280,7 @@ fn node_counts(stdout: &str, node: &str) -> [u64; 4] {
 
 /// The Python with the `hl7` package as well as the output readers, if there is one.
 fn python_with_hl7() -> Option<String> {
-    let python = python()?;
-    let ok = Command::new(&python)
-        .args(["-c", "import hl7.client"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return Some(python);
-    }
-    assert!(
-        std::env::var("VITALFLOW_REQUIRE_PYTHON").is_err(),
-        "VITALFLOW_REQUIRE_PYTHON is set but {python} lacks the hl7 package \
-         (tests/python/requirements.txt)"
-    );
-    eprintln!("!!! SKIPPED: {python} lacks the hl7 package; run scripts/test");
-    None
+    python_with("hl7.client")
 }
 
 /// Acceptance: the 139 shared HL7 samples, 200 generated ADT and ORU messages and a few that

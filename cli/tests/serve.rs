@@ -6,26 +6,19 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::{output_files, python, python_check, root, send_signal, show, vitalflow};
+use crate::support::{
+    free_port, output_files, python, python_check, root, send_signal, show, vitalflow,
+};
 
 /// With the endpoint on, one record in this many of each source on each worker is timed from
 /// arrival to durability, as docs/operations.md says.
 const TIMED_EVERY: f64 = 16.0;
-
-/// A free loopback port.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// `GET path`: the status code and the body, or `None` if nothing answers.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {

@@ -35,9 +35,19 @@ pub fn show(o: &Output) -> String {
 /// The Python with the test dependencies, or `None` (after a loud message) when it is missing
 /// and not required.
 pub fn python() -> Option<String> {
+    python_with("pyarrow, duckdb, fhir.resources")
+}
+
+/// [`python`], if it also imports `modules` (`import` syntax: `a, b.c`).
+pub fn python_with(modules: &str) -> Option<String> {
     let python = std::env::var("VITALFLOW_PYTHON").unwrap_or_else(|_| "python3".into());
+    let wanted = if modules.contains("pyarrow") {
+        modules.to_owned()
+    } else {
+        format!("pyarrow, duckdb, fhir.resources, {modules}")
+    };
     let ok = Command::new(&python)
-        .args(["-c", "import pyarrow, duckdb, fhir.resources"])
+        .args(["-c", &format!("import {wanted}")])
         .status()
         .is_ok_and(|s| s.success());
     if ok {
@@ -45,10 +55,20 @@ pub fn python() -> Option<String> {
     }
     assert!(
         std::env::var("VITALFLOW_REQUIRE_PYTHON").is_err(),
-        "VITALFLOW_REQUIRE_PYTHON is set but {python} lacks pyarrow/duckdb/fhir.resources"
+        "VITALFLOW_REQUIRE_PYTHON is set but {python} cannot import {wanted} \
+         (tests/python/requirements.txt)"
     );
-    eprintln!("!!! SKIPPED: {python} lacks pyarrow, duckdb or fhir.resources; run scripts/test");
+    eprintln!("!!! SKIPPED: {python} cannot import {wanted}; run scripts/test");
     None
+}
+
+/// A port nothing listens on now (a job binds it again; the kernel lets it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The shared sample data, when every one of `parts` (paths below it) is there; otherwise `None`
