@@ -209,8 +209,8 @@ impl Ownership {
     /// Whether this process reads `partition`.
     #[must_use]
     pub fn owns(self, partition: i32) -> bool {
-        let peers = (self.processes * self.workers).max(1);
-        usize::try_from(partition).is_ok_and(|p| (p % peers) / self.workers.max(1) == self.process)
+        super::kafka_source::reader_of(partition, self.processes * self.workers)
+            .is_some_and(|w| w / self.workers.max(1) == self.process)
     }
 }
 

@@ -671,7 +671,7 @@ impl SourceState {
     fn adopt(&mut self, reader: &PartitionReader, n: i32) -> ControlFlow<()> {
         let (index, peers) = (self.index, self.peers);
         let new: Vec<i32> = (self.known_partitions..n)
-            .filter(|p| usize::try_from(*p).is_ok_and(|p| p % peers == index))
+            .filter(|p| reader_of(*p, peers) == Some(index))
             .collect();
         // Stop-at-end reads the partitions there were at the start only.
         let adopt = !(self.plan.stop_at_end && self.known_partitions > 0);
@@ -1062,6 +1062,13 @@ fn watermark(
     } else {
         oldest.map_or(current, |m| m.saturating_sub(plan.out_of_orderness))
     }
+}
+
+/// The worker (of `peers`, over every process) that reads `partition`: `partition % peers`.
+/// Checkpoints in a cluster ask each process for the partitions its workers read by this rule.
+#[must_use]
+pub fn reader_of(partition: i32, peers: usize) -> Option<usize> {
+    usize::try_from(partition).ok().map(|p| p % peers.max(1))
 }
 
 fn adopt_partitions(
