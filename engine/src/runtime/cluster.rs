@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs as _};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -901,6 +901,11 @@ where
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Vec::new(),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 if failure.failed() {
+                    // A thread held back from a second panic never ends: nothing is left to
+                    // wait for.
+                    if HELD.load(Ordering::SeqCst) > 0 && PEER_LOST.load(Ordering::SeqCst) {
+                        return Vec::new();
+                    }
                     let since = *failed_at.get_or_insert_with(Instant::now);
                     if since.elapsed() > STOP_WAIT {
                         return Vec::new();
@@ -920,13 +925,24 @@ static PEER_LOST: AtomicBool = AtomicBool::new(false);
 /// Set once one of timely's connection threads has panicked (a connection broke).
 static CONNECTION_BROKE: AtomicBool = AtomicBool::new(false);
 
+/// Threads held back from a second panic (see [`install_quiet_panics`]).
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
 /// Timely's connection threads panic when a peer's connection breaks, and then so do this
 /// process's workers and the thread that joins them (they find the broken connections'
 /// queues poisoned). The control connections report that, naming the process; those panics'
 /// own messages are left out of the output. A worker's panic while every connection holds (a
 /// bug) is shown as ever.
+///
+/// A worker unwinding from such a panic may panic again in a destructor that flushes to a
+/// broken connection, which would abort the whole process before the failure is reported.
+/// Such a thread is held (parked for good) instead: the run then ends at once with the
+/// failure the control connections report.
 fn install_quiet_panics() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
+    thread_local! {
+        static PANICKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
     INSTALLED.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
@@ -941,6 +957,12 @@ fn install_quiet_panics() {
             let after_loss = broken && (name.starts_with("timely:work") || name == "cluster-join");
             if timely_io || after_loss {
                 tracing::debug!(%info, "a cluster connection broke");
+                if PANICKED.with(|p| p.replace(true)) {
+                    HELD.fetch_add(1, Ordering::SeqCst);
+                    loop {
+                        std::thread::park();
+                    }
+                }
             } else {
                 previous(info);
             }
