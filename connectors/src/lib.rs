@@ -11,7 +11,9 @@
 //! * [`kafka`]: Kafka clients (explicit partitions, delivery-tracking producer) and the embedded
 //!   broker;
 //! * [`mllp`]: the MLLP listener, HL7 acknowledgements and the durable log messages are stored
-//!   in before they are acknowledged.
+//!   in before they are acknowledged;
+//! * [`notify`]: clinical delivery: identified notifications as HL7 v2 `ORU^R01` messages (sent
+//!   over MLLP) and FHIR R4 `Communication` resources (posted over HTTPS).
 #![forbid(unsafe_code)]
 
 use std::fs::File;
@@ -25,6 +27,7 @@ pub mod generator;
 pub mod jsonl;
 pub mod kafka;
 pub mod mllp;
+pub mod notify;
 pub mod pace;
 pub mod parquet;
 pub mod parquet_rows;

@@ -32,7 +32,7 @@ pub enum TlsError {
 }
 
 /// The certificates of a PEM file, in order.
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let file_err = |what: String| TlsError::File {
         path: path.to_owned(),
         what,
