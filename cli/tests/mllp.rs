@@ -65,7 +65,7 @@ inputs = ["hl7.dead-letter", "ingest.dead-letter", "anonymize.dead-letter", "can
 }
 
 /// A run of the job in the background, its standard output and error in files.
-struct Job {
+pub(crate) struct Job {
     child: Child,
     stdout: PathBuf,
     stderr: PathBuf,
@@ -74,7 +74,19 @@ struct Job {
 impl Job {
     /// Starts `job` into `out` (the `n`th run: its output files are numbered) and waits until it
     /// listens on `port`.
-    fn start(job: &Path, out: &Path, port: u16, n: usize, log: &str) -> Self {
+    pub(crate) fn start(job: &Path, out: &Path, port: u16, n: usize, log: &str) -> Self {
+        Self::start_with(job, out, port, n, log, &[])
+    }
+
+    /// [`Job::start`] with environment variables set for the run.
+    pub(crate) fn start_with(
+        job: &Path,
+        out: &Path,
+        port: u16,
+        n: usize,
+        log: &str,
+        envs: &[(&str, &str)],
+    ) -> Self {
         let dir = job.parent().unwrap();
         let stdout = dir.join(format!("run-{n}.out"));
         let stderr = dir.join(format!("run-{n}.err"));
@@ -83,6 +95,7 @@ impl Job {
             .args(["--no-progress"])
             .current_dir(root())
             .env("VITALFLOW_LOG", log)
+            .envs(envs.iter().copied())
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .stdin(Stdio::null())
@@ -118,12 +131,12 @@ impl Job {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
     /// Stops it gracefully (SIGTERM); its exit status and standard output.
-    fn stop(self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn stop(self) -> (std::process::ExitStatus, String) {
         send_signal(&self.child, "TERM");
         self.finish()
     }
@@ -143,13 +156,13 @@ impl Job {
 
 /// An acknowledgement as a client reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Ack {
+pub(crate) struct Ack {
     /// MSA-1.
-    code: String,
+    pub(crate) code: String,
     /// MSA-2: the control id acknowledged.
     control_id: String,
     /// The whole acknowledgement, segments joined by `\n`.
-    text: String,
+    pub(crate) text: String,
 }
 
 fn parse_ack(bytes: &[u8]) -> Ack {
@@ -169,13 +182,13 @@ fn parse_ack(bytes: &[u8]) -> Ack {
 }
 
 /// A raw-socket MLLP client.
-struct Client {
+pub(crate) struct Client {
     stream: TcpStream,
     buf: Vec<u8>,
 }
 
 impl Client {
-    fn connect(port: u16) -> std::io::Result<Self> {
+    pub(crate) fn connect(port: u16) -> std::io::Result<Self> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         stream.set_write_timeout(Some(Duration::from_secs(60)))?;
@@ -207,7 +220,7 @@ impl Client {
         }
     }
 
-    fn call(&mut self, message: &[u8]) -> std::io::Result<Ack> {
+    pub(crate) fn call(&mut self, message: &[u8]) -> std::io::Result<Ack> {
         self.send(message)?;
         self.ack()
     }
@@ -706,7 +719,7 @@ fn mllp_settings_are_checked_where_they_are_written() {
 /// Test certificates made with the `openssl` command in `dir`: a CA, the listener's
 /// certificate (for `localhost` and 127.0.0.1) and a client's, each with its key (P-256); `None`
 /// after a loud message when there is no `openssl`.
-fn certificates(dir: &Path) -> Option<()> {
+pub(crate) fn certificates(dir: &Path) -> Option<()> {
     let openssl = |args: &[&str]| Command::new("openssl").args(args).current_dir(dir).output();
     if openssl(&["version"]).is_err() {
         assert!(

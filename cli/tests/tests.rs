@@ -15,6 +15,7 @@ mod expressions;
 mod inputs;
 mod kafka;
 mod mllp;
+mod notify;
 mod pipeline;
 mod runs;
 mod serve;

@@ -304,8 +304,14 @@ pub struct EncounterRecord {
     pub start: Option<DateTime<Utc>>,
     /// When it ended (discharge).
     pub end: Option<DateTime<Utc>>,
-    /// The point of care (ward or unit code) the patient is in; room and bed are not kept.
+    /// The point of care (ward or unit code) the patient is in.
     pub ward: Option<String>,
+    /// The room (PHI: only identified notifications show it; anonymization drops it).
+    #[serde(default)]
+    pub room: Option<String>,
+    /// The bed (PHI, as the room).
+    #[serde(default)]
+    pub bed: Option<String>,
     /// When the event was recorded.
     pub recorded_at: DateTime<Utc>,
 }

@@ -149,6 +149,8 @@ fn encounter() -> EncounterRecord {
         start: Some(at("2026-01-01T00:00:00Z")),
         end: None,
         ward: Some("ICU".to_owned()),
+        room: Some("12".to_owned()),
+        bed: None,
         recorded_at: at("2026-01-01T01:00:00Z"),
     }
 }
@@ -350,7 +352,7 @@ fn ingested_records_of_every_kind() {
     check(
         "Ingested encounter",
         &ingested(3, ClinicalRecord::Encounter(encounter())),
-        r#"{"source":"feed","location":"generator#3","sequence":[7,3],"record":{"Encounter":{"source_id":"V1","patient_id":"P1","event":"transfer","class":"I","start":"2026-01-01T00:00:00Z","end":null,"ward":"ICU","recorded_at":"2026-01-01T01:00:00Z"}}}"#,
+        r#"{"source":"feed","location":"generator#3","sequence":[7,3],"record":{"Encounter":{"source_id":"V1","patient_id":"P1","event":"transfer","class":"I","start":"2026-01-01T00:00:00Z","end":null,"ward":"ICU","room":"12","bed":null,"recorded_at":"2026-01-01T01:00:00Z"}}}"#,
     );
 }
 

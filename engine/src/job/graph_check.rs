@@ -140,9 +140,37 @@ pub(super) fn check(
         }
         received.insert(&n.name, kinds);
     }
+    for n in &nodes {
+        audited(text, n, &nodes, errors);
+    }
     let _ = &received;
     drop(by_name);
     nodes
+}
+
+/// A clinical delivery sink (one that takes identified notifications) must have its `audit`
+/// port read by an `audit` node: every disclosure of PHI is recorded.
+fn audited(text: &JobText, n: &Node, nodes: &[Node], errors: &mut Vec<Diagnostic>) {
+    if !n.kind.accepts().contains(&PortKind::Notification) {
+        return;
+    }
+    let read = nodes.iter().any(|m| {
+        matches!(m.kind, NodeKind::Audit(_))
+            && m.inputs
+                .iter()
+                .any(|i| i.node == n.name && i.port == "audit")
+    });
+    if !read {
+        let path = format!("{}.{}", n.section.as_str(), n.name);
+        errors.push(text.diag(
+            n.span.start,
+            format!(
+                "`{path}` delivers identified notifications, and every delivery must be \
+                 audited: add `\"{}.audit\"` to the inputs of an `audit` node",
+                n.name
+            ),
+        ));
+    }
 }
 
 fn check_settings(text: &JobText, n: &Node, path: &str, errors: &mut Vec<Diagnostic>) {

@@ -163,6 +163,8 @@ pub enum PortKind {
     Rows,
     /// Alert events (no PHI).
     Alert,
+    /// Identified clinical notifications (PHI: only clinical delivery sinks take them).
+    Notification,
 }
 
 impl PortKind {
@@ -179,6 +181,7 @@ impl PortKind {
             Self::DeadLetter => "dead letters",
             Self::Rows => "records of a declared schema",
             Self::Alert => "alert events",
+            Self::Notification => "identified clinical notifications (with PHI)",
         }
     }
 }

@@ -19,7 +19,7 @@ use super::settings::{Dates, Duration, KeySource, Level};
 use super::{Check, NodeKind, NodeSpec, Operator, Output, Prepare, Resolve, Resolved};
 use crate::job::schema::{aggregate_call, event_time, expression, phi_read, type_name, whole};
 use crate::job::{Diagnostic, Job, JobText, Node, PortKind};
-use crate::runtime::alerts::{self, AlertLatency, AlertPlan, ObservationId};
+use crate::runtime::alerts::{self, AlertLatency, AlertPlan, NotifyPlan, ObservationId};
 use crate::runtime::builder::{Builder, PlannedNode, Port, as_rows};
 
 /// `kind = "alert"`: NEWS2 and critical-value rules over vital-sign rows; outputs alert events
@@ -62,9 +62,29 @@ pub struct AlertConfig {
     /// Critical-value and trend rules, by name.
     #[serde(default)]
     pub rules: BTreeMap<String, RuleConfig>,
+    /// What the identified notifications of the `notify` port show of the patient.
+    pub notify: Option<NotifyConfig>,
     /// The compiled rules and parameters, once resolved.
     #[serde(skip)]
     pub(crate) parts: Resolved<AlertParts>,
+}
+
+/// `[operators.NAME.notify]`: the patient as the identified notifications (port `notify`)
+/// show them, each an expression over the rows (PHI allowed: only clinical delivery sinks take
+/// the port). Every field but `mrn` is left out when not given.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NotifyConfig {
+    /// The medical record number. Default: the patient expression.
+    pub mrn: Option<Spanned<String>>,
+    /// Family name.
+    pub family_name: Option<Spanned<String>>,
+    /// Given name.
+    pub given_name: Option<Spanned<String>>,
+    /// Room.
+    pub room: Option<Spanned<String>>,
+    /// Bed.
+    pub bed: Option<Spanned<String>>,
 }
 
 /// `[operators.NAME.news2]`: where each NEWS2 parameter comes from. A parameter left out is
@@ -143,6 +163,7 @@ impl NodeSpec for AlertConfig {
     fn outputs(&self) -> &'static [(&'static str, PortKind)] {
         &[
             ("out", PortKind::Alert),
+            ("notify", PortKind::Notification),
             ("dead-letter", PortKind::DeadLetter),
         ]
     }
@@ -227,6 +248,7 @@ impl NodeSpec for AlertConfig {
                 policy: Policy::default(),
             })),
             ordered: !p.kafka.job && !paced,
+            notify: consumed(p.job, &p.node.name, "notify").then(|| parts.notify.clone()),
             schema: Arc::new(input),
             latency,
         };
@@ -234,6 +256,13 @@ impl NodeSpec for AlertConfig {
             plan: Arc::new(plan),
         }))
     }
+}
+
+/// Whether some node reads port `port` of node `node`.
+fn consumed(job: &Job, node: &str, port: &str) -> bool {
+    job.nodes
+        .iter()
+        .any(|n| n.inputs.iter().any(|i| i.node == node && i.port == port))
 }
 
 /// The source a node's records come from (following first inputs), with its Kafka topic.
@@ -269,6 +298,8 @@ pub struct AlertParts {
     pub params: Vec<(Parameter, Arc<Compiled>)>,
     /// Whether SpO2 scale 2 applies.
     pub scale2: Option<Arc<Compiled>>,
+    /// The identified notifications' patient fields.
+    pub notify: NotifyPlan,
 }
 
 /// Checks and compiles an `alert` node over rows of `input`: every problem, at its place.
@@ -302,6 +333,7 @@ fn alert_parts(
         .observation_id
         .as_ref()
         .and_then(|o| k.typed(o, "observation-id", None, "a value"));
+    let notify = k.notify(c.notify.as_ref().cloned().unwrap_or_default());
     let (params, scale2, raise_at) = match &c.news2 {
         Some(n2) => k.news2(n2),
         None => (Vec::new(), None, News2Level::LowMedium),
@@ -345,6 +377,7 @@ fn alert_parts(
         observation_id: observation_id.map(Arc::new),
         params: params.into_iter().map(|(p, e)| (p, Arc::new(e))).collect(),
         scale2: scale2.map(Arc::new),
+        notify,
     })
 }
 
@@ -397,6 +430,23 @@ impl AlertCheck<'_> {
                 self.errors.extend(d);
                 None
             }
+        }
+    }
+
+    /// `[….notify]`: each field's expression (any type: shown as text).
+    fn notify(&mut self, n: NotifyConfig) -> NotifyPlan {
+        let mut field = |source: Option<Spanned<String>>, name: &str| {
+            source.and_then(|s| {
+                self.typed(&s, &format!("notify.{name}"), None, "a value")
+                    .map(Arc::new)
+            })
+        };
+        NotifyPlan {
+            mrn: field(n.mrn, "mrn"),
+            family_name: field(n.family_name, "family-name"),
+            given_name: field(n.given_name, "given-name"),
+            room: field(n.room, "room"),
+            bed: field(n.bed, "bed"),
         }
     }
 
@@ -571,8 +621,9 @@ impl Operator for AlertOp {
         let name = node.name.as_str();
         let counters = b.counters(name);
         let input = b.inputs(&node.inputs, as_rows);
-        let (o, d) = alerts::alerts(input, Arc::clone(&self.plan), counters);
+        let (o, n, d) = alerts::alerts(input, Arc::clone(&self.plan), counters);
         b.output(name, "out", Port::Alerts(o));
+        b.output(name, "notify", Port::Notices(n));
         b.output(name, "dead-letter", Port::Dead(d));
     }
 

@@ -67,7 +67,8 @@ impl Operator for BlackholeOp {
                 Some(Port::Dead(s)) => blackhole(&s, &counters),
                 Some(Port::Rows(s)) => blackhole(&s, &counters),
                 Some(Port::Alerts(s)) => blackhole(&s, &counters),
-                None => {}
+                // Identified notifications go to clinical delivery sinks only.
+                Some(Port::Notices(_)) | None => {}
             }
         }
     }

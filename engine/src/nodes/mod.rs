@@ -27,7 +27,9 @@ pub mod kafka;
 pub mod key_by;
 pub mod map;
 pub mod mllp;
+pub mod notify;
 pub mod parquet;
+pub mod tabulate;
 pub mod window;
 
 use std::any::Any;
@@ -442,12 +444,15 @@ registry! {
     Window(window::WindowConfig) in Operators as ["window"],
     Join(join::JoinConfig) in Operators as ["join"],
     Alert(alert::AlertConfig) in Operators as ["alert"],
+    Tabulate(tabulate::TabulateConfig) in Operators as ["tabulate"],
     Parquet(parquet::ParquetConfig) in Sinks as ["parquet"],
     Jsonl(jsonl::JsonlConfig) in Sinks as ["jsonl"],
     DeadLetter(dead_letter::DeadLetterConfig) in Sinks as ["dead-letter"],
     KafkaSink(kafka::sink::KafkaSinkConfig) in Sinks as ["kafka"],
     Console(console::ConsoleConfig) in Sinks as ["console"],
     Blackhole(blackhole::BlackholeConfig) in Sinks as ["blackhole"],
+    MllpNotify(notify::MllpNotifyConfig) in Sinks as ["mllp-notify"],
+    FhirNotify(notify::FhirNotifyConfig) in Sinks as ["fhir-notify"],
 }
 
 /// The `kind` strings of a section, for messages.

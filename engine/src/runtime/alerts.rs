@@ -25,6 +25,7 @@ use timely::progress::frontier::MutableAntichain;
 use vitalflow_model::alert::{AlertEvent, AlertPayload};
 use vitalflow_model::envelope::{ENVELOPE_VERSION, EventMetadata};
 use vitalflow_model::ids::uuid_from;
+use vitalflow_model::notification::{ClinicalNotification, IdentifiedPatient};
 use vitalflow_model::row::{Row, Schema, Value};
 use vitalflow_model::{DeadLetter, Time, now_us};
 use vitalflow_operators::alert::latest::{Absence, Reading};
@@ -37,7 +38,7 @@ use vitalflow_operators::expression::Compiled;
 
 use super::kafka_source::location_of;
 use super::metrics::NodeCounters;
-use super::ops::{StageLogic, VecStream, prepare_stage, split_results};
+use super::ops::{StageLogic, VecStream, fork, prepare_stage, split_results};
 use super::rows::dead_row;
 
 /// Where an observation's id comes from.
@@ -87,11 +88,78 @@ pub struct AlertPlan {
     pub anonymizer: Arc<Anonymizer>,
     /// Take readings in event-time order per completed batch (batch-numbered sources).
     pub ordered: bool,
+    /// The identified notifications' patient fields, when the `notify` port is read.
+    pub notify: Option<NotifyPlan>,
     /// The input rows' schema (dead letters).
     pub schema: Arc<Schema>,
     /// Alert counts and latencies, shared by the workers of this process.
     pub latency: Arc<AlertLatency>,
 }
+
+/// What the identified notifications show of the patient: expressions over the rows (the
+/// MRN defaults to the patient expression's value).
+#[derive(Clone, Debug, Default)]
+pub struct NotifyPlan {
+    /// The medical record number.
+    pub mrn: Option<Arc<Compiled>>,
+    /// Family name.
+    pub family_name: Option<Arc<Compiled>>,
+    /// Given name.
+    pub given_name: Option<Arc<Compiled>>,
+    /// Room.
+    pub room: Option<Arc<Compiled>>,
+    /// Bed.
+    pub bed: Option<Arc<Compiled>>,
+}
+
+impl NotifyPlan {
+    /// The identified notification of alert event `e`, raised by `prepared` (`raised_at`:
+    /// the alert's raise time, not shifted).
+    fn notification(
+        &self,
+        e: &AlertEvent,
+        prepared: &Prepared,
+        raised_at: i64,
+    ) -> ClinicalNotification {
+        let values = &prepared.row.values;
+        let field = |c: &Option<Arc<Compiled>>| {
+            c.as_ref()
+                .and_then(|c| c.eval(values).ok())
+                .and_then(|v| text(&v))
+        };
+        let obs = &prepared.observed;
+        let time = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
+        let a = &e.payload;
+        ClinicalNotification {
+            notification_id: e.metadata.event_id.clone(),
+            alert_id: a.alert_id.clone(),
+            event_type: e.metadata.event_type.clone(),
+            event_source: e.metadata.event_source.clone(),
+            rule: a.rule.clone(),
+            level: a.level.clone(),
+            previous_level: a.previous_level.clone(),
+            score: a.score,
+            sub_scores: a.sub_scores.clone(),
+            condition: a.condition.clone(),
+            observations: a.observations.clone(),
+            patient_pseudonym: a.patient.clone(),
+            patient: IdentifiedPatient {
+                mrn: field(&self.mrn).unwrap_or_else(|| obs.patient.clone()),
+                family_name: field(&self.family_name),
+                given_name: field(&self.given_name),
+                ward: obs.ward.clone(),
+                room: field(&self.room),
+                bed: field(&self.bed),
+            },
+            event_time: time(obs.time),
+            raised_at: time(raised_at),
+            emitted_at: a.emitted_at,
+        }
+    }
+}
+
+/// An alert event, with its identified notification when the node makes them.
+type Raised = (AlertEvent, Option<Box<ClinicalNotification>>);
 
 /// Latency percentiles, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -484,7 +552,11 @@ pub fn alerts<'s>(
     input: VecStream<'s, Row>,
     plan: Arc<AlertPlan>,
     counters: Arc<NodeCounters>,
-) -> (VecStream<'s, AlertEvent>, VecStream<'s, DeadLetter>) {
+) -> (
+    VecStream<'s, AlertEvent>,
+    VecStream<'s, ClinicalNotification>,
+    VecStream<'s, DeadLetter>,
+) {
     let (prepared, dead, _) = prepare_stage(
         input,
         Pipeline,
@@ -495,7 +567,7 @@ pub fn alerts<'s>(
     let route = Exchange::new(|p: &Prepared| Value::str(&p.observed.patient).route_hash());
     let name = plan.name.clone();
     let results = prepared
-        .unary_frontier::<CapacityContainerBuilder<Vec<Result<AlertEvent, DeadLetter>>>, _, _, _>(
+        .unary_frontier::<CapacityContainerBuilder<Vec<Result<Raised, DeadLetter>>>, _, _, _>(
             route,
             &name,
             move |_cap, _info| {
@@ -516,8 +588,16 @@ pub fn alerts<'s>(
                 }
             },
         );
-    let (events, rejected) = split_results(results);
-    (events, dead.concat(rejected))
+    let (raised, rejected) = split_results(results);
+    let (events, notices) = fork("Notify", raised, |batch, events, notices| {
+        for (e, n) in batch.drain(..) {
+            events.push(e);
+            if let Some(n) = n {
+                notices.push(*n);
+            }
+        }
+    });
+    (events, notices, dead.concat(rejected))
 }
 
 /// The batches of readings that came at a time, with the time's capability.
@@ -525,7 +605,7 @@ type Readings = (Capability<Time>, Vec<Vec<Prepared>>);
 
 /// The `alert` operator's output handle in an activation.
 type AlertOutput<'a> =
-    OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<Result<AlertEvent, DeadLetter>>>>;
+    OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<Result<Raised, DeadLetter>>>>;
 
 /// The `alert` operator's state on one worker: its monitor, and (`ordered`) the readings of
 /// the times not yet complete.
@@ -608,7 +688,7 @@ fn observe_readings(
     monitor: &mut Monitor,
     render: &mut Render<'_>,
     batches: &[Vec<Prepared>],
-) -> Vec<Result<AlertEvent, DeadLetter>> {
+) -> Vec<Result<Raised, DeadLetter>> {
     let plan = render.plan;
     let mut out = Vec::new();
     let mut timed = Vec::new();
@@ -616,9 +696,14 @@ fn observe_readings(
         match monitor.observe(&p.observed, &p.row.values) {
             Ok(fired) => {
                 for f in fired {
+                    let raised_at = f.change.raised_at;
                     let e = render.event(p, f);
                     timed.push(timing(&e, p));
-                    out.push(Ok(e));
+                    let notice = plan
+                        .notify
+                        .as_ref()
+                        .map(|n| Box::new(n.notification(&e, p, raised_at)));
+                    out.push(Ok((e, notice)));
                 }
             }
             Err(e) => out.push(Err(dead_row(

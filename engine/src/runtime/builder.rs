@@ -17,6 +17,7 @@ use vitalflow_model::canonical::CanonicalResource;
 use vitalflow_model::clinical::Ingested;
 use vitalflow_model::deid::DeidRecord;
 use vitalflow_model::envelope::{AuditRecord, DomainEvent};
+use vitalflow_model::notification::ClinicalNotification;
 use vitalflow_model::row::{Row, Schema};
 use vitalflow_model::{DeadLetter, RawRecord, Time};
 
@@ -72,6 +73,8 @@ pub enum Port<'s> {
     Rows(VecStream<'s, Row>),
     /// Alert events.
     Alerts(VecStream<'s, AlertEvent>),
+    /// Identified clinical notifications.
+    Notices(VecStream<'s, ClinicalNotification>),
 }
 
 macro_rules! port_getter {
@@ -94,6 +97,7 @@ port_getter!(as_audit, Audit, AuditRecord);
 port_getter!(as_dead, Dead, DeadLetter);
 port_getter!(as_rows, Rows, Row);
 port_getter!(as_alerts, Alerts, AlertEvent);
+port_getter!(as_notices, Notices, ClinicalNotification);
 
 /// A worker's dataflow while it is built.
 pub struct Builder<'s, 'p> {

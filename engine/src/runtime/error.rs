@@ -20,6 +20,8 @@ pub enum System {
     FileSystem,
     /// Another process of the cluster, or the network between them.
     Cluster,
+    /// A system clinical notifications are delivered to (an MLLP receiver, a FHIR server).
+    ClinicalReceiver,
 }
 
 impl std::fmt::Display for System {
@@ -28,6 +30,7 @@ impl std::fmt::Display for System {
             Self::KafkaBroker => "Kafka broker",
             Self::FileSystem => "file system",
             Self::Cluster => "cluster",
+            Self::ClinicalReceiver => "clinical receiving system",
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod builder;
 pub mod checkpoint;
 pub mod cluster;
+pub mod deliver;
 pub(crate) mod embedded;
 pub mod error;
 pub mod joins;

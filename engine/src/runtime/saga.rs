@@ -395,18 +395,20 @@ impl Chain {
     }
 
     /// The audit records of one completed time's events, in saga order (batch, event type,
-    /// stage), each chained to the one before.
+    /// stage, event id), each chained to the one before.
     pub(crate) fn record(&mut self, mut events: Vec<DomainEvent>) -> Vec<AuditRecord> {
         events.sort_by(|a, b| {
             (
                 a.payload.batch,
                 order(&a.metadata.event_type),
                 &a.payload.stage,
+                &a.metadata.event_id,
             )
                 .cmp(&(
                     b.payload.batch,
                     order(&b.metadata.event_type),
                     &b.payload.stage,
+                    &b.metadata.event_id,
                 ))
         });
         let mut records = Vec::with_capacity(events.len());

@@ -534,11 +534,13 @@ impl<'a> Mapper<'_, 'a> {
         }
         let visit = self.get(pv1, 19, 1);
         let class = self.get(pv1, 2, 1);
-        let ward = self.msg.decode(self.msg.part(
-            self.msg.repetitions(pv1, 3).first().copied().unwrap_or(""),
-            1,
-            1,
-        ));
+        // PV1-3: point of care ^ room ^ bed.
+        let location = self.msg.repetitions(pv1, 3).first().copied().unwrap_or("");
+        let part = |component| {
+            let text = self.msg.decode(self.msg.part(location, component, 1));
+            (!text.is_empty()).then(|| text.into_owned())
+        };
+        let (ward, room, bed) = (part(1), part(2), part(3));
         Ok(EncounterRecord {
             source_id: (!visit.is_empty()).then(|| visit.into_owned()),
             patient_id: patient_id.to_owned(),
@@ -550,7 +552,9 @@ impl<'a> Mapper<'_, 'a> {
             },
             start,
             end,
-            ward: (!ward.is_empty()).then(|| ward.into_owned()),
+            ward,
+            room,
+            bed,
             recorded_at,
         })
     }

@@ -155,6 +155,10 @@ fn adt_a01_maps_patient_and_encounter() {
     };
     assert_eq!(e.event, EncounterEvent::Admit);
     assert_eq!((e.class.as_str(), e.ward.as_deref()), ("I", Some("ICU")));
+    assert_eq!(
+        (e.room.as_deref(), e.bed.as_deref()),
+        (Some("101"), Some("A"))
+    );
     assert_eq!(e.source_id.as_deref(), Some("V0000042"));
     assert_eq!(
         e.start,
