@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::mllp::{Client, Job, certificates};
 use crate::support::{
-    PhiScan, free_port, job_variant, key_file, python_with, read_jsonl, root, scannable_text, show,
-    vitalflow,
+    PhiScan, free_port, job_variant, key_file, python_check, python_with, read_jsonl, root,
+    scannable_text, show, vitalflow,
 };
 
 /// A receiving system run by `receivers.py`, killed when dropped.
@@ -254,6 +254,21 @@ fn each_alert_reaches_the_care_team_identified_and_each_delivery_is_audited() {
         .map(|a| (a["metadata"]["eventId"].as_str().unwrap(), a))
         .collect();
 
+    // The same alert events in the Parquet sink, read back with DuckDB.
+    let table = python_check(
+        &python,
+        "mllp_check.py",
+        &["alerts", out.join("alert-events").to_str().unwrap()],
+    );
+    let table = table.as_array().unwrap();
+    assert_eq!(table.len(), alerts.len(), "{table:?}");
+    for row in table {
+        let a = by_id[row["event_id"].as_str().unwrap()];
+        assert_eq!(row["patient"], a["payload"]["patient"], "{row}");
+        assert_eq!(row["rule"], a["payload"]["rule"], "{row}");
+        assert_eq!(row["event_type"], a["metadata"]["eventType"], "{row}");
+    }
+
     // The MLLP receiver: one ORU^R01 per alert event, naming it; the patient is the one the
     // alert event's pseudonym stands for, the same for every alert of the pseudonym.
     let mut mrn_of: BTreeMap<String, String> = BTreeMap::new();
@@ -386,7 +401,7 @@ fn each_alert_reaches_the_care_team_identified_and_each_delivery_is_audited() {
         ("stdout".to_owned(), stdout.clone()),
         ("stderr".to_owned(), stderr_before_stop),
     ];
-    for folder in ["fhir", "alerts", "audit"] {
+    for folder in ["fhir", "alerts", "alert-events", "audit"] {
         for f in crate::support::output_files(&out.join(folder)) {
             places.push((f.display().to_string(), scannable_text(&f)));
         }

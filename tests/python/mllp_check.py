@@ -13,6 +13,10 @@
       the name `localhost`; CERT and KEY (or `-` for none) are the client's certificate. A
       handshake or connection that fails gives {"error": ...} instead of the answers.
 
+  mllp_check.py alerts FOLDER
+      The alert events of a Parquet sink's FOLDER, read with DuckDB: one object per row with
+      its event id, type, pseudonym, rule and level.
+
 Prints a JSON summary on stdout.
 """
 
@@ -103,12 +107,26 @@ def tls_client(host: str, port: int, ca: str, cert: str, key: str, files: list[s
     return answers
 
 
+def alerts(folder: str) -> list:
+    import duckdb
+
+    rows = duckdb.connect().execute(
+        "SELECT event_id, event_type, patient, rule, level, CAST(event_time AS VARCHAR) "
+        "FROM read_parquet(?) ORDER BY event_id",
+        [f"{folder}/**/*.parquet"],
+    ).fetchall()
+    keys = ("event_id", "event_type", "patient", "rule", "level", "event_time")
+    return [dict(zip(keys, r)) for r in rows]
+
+
 def main() -> int:
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "count":
         result = count(args[0])
     elif cmd == "client":
         result = client(args[0], int(args[1]), args[2:])
+    elif cmd == "alerts":
+        result = alerts(args[0])
     elif cmd == "tls-client":
         result = tls_client(args[0], int(args[1]), args[2], args[3], args[4], args[5:])
     else:

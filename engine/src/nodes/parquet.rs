@@ -1,19 +1,22 @@
 //! `kind = "parquet"`: canonical FHIR resources as Parquet, Hive-partitioned by month or day;
-//! rows of a declared schema in one folder.
+//! rows of a declared schema, and alert events, in one folder.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use timely::dataflow::operators::vec::Map;
 use toml::Spanned;
 use vitalflow_connectors::parquet::{ParquetWriter, Partitioning};
 use vitalflow_connectors::parquet_rows::RowParquetWriter;
+use vitalflow_model::alert::AlertEvent;
 use vitalflow_model::row::Schema;
 
 use super::settings::Duration;
 use super::{NodeSpec, Operator, Output, Prepare, Resolve};
 use crate::job::{PortKind, schema};
-use crate::runtime::builder::{Builder, PlannedNode, as_fhir, as_rows};
+use crate::runtime::alerts;
+use crate::runtime::builder::{Builder, PlannedNode, as_alerts, as_fhir, as_rows};
 use crate::runtime::ops::{RollPolicy, rolling_sink};
 use crate::runtime::rows::RowParquetSink;
 use crate::runtime::stages::ParquetSink;
@@ -67,7 +70,7 @@ impl NodeSpec for ParquetConfig {
     }
 
     fn accepts(&self) -> &'static [PortKind] {
-        &[PortKind::Fhir, PortKind::Rows]
+        &[PortKind::Fhir, PortKind::Rows, PortKind::Alert]
     }
 
     fn resolve(&mut self, r: &mut Resolve<'_>) -> Vec<(&'static str, Schema)> {
@@ -76,7 +79,28 @@ impl NodeSpec for ParquetConfig {
     }
 
     fn prepare(&self, p: &mut Prepare<'_>) -> Option<Box<dyn Operator>> {
+        let alerts = p.node.inputs.iter().any(|i| {
+            p.job
+                .nodes
+                .iter()
+                .find(|n| n.name == i.node)
+                .and_then(|n| n.port_kind(&i.port))
+                == Some(PortKind::Alert)
+        });
+        if alerts {
+            return Some(Box::new(ParquetOp {
+                dir: p.out.join(&self.path),
+                policy: RollPolicy {
+                    rows: self.roll_rows.max(1),
+                    interval: self.roll_interval.0,
+                },
+                rows: Some(Arc::new(alerts::alert_schema())),
+                alerts: true,
+                partitioning: self.partition,
+            }));
+        }
         Some(Box::new(ParquetOp {
+            alerts: false,
             dir: p.out.join(&self.path),
             policy: RollPolicy {
                 rows: self.roll_rows.max(1),
@@ -96,6 +120,8 @@ pub struct ParquetOp {
     pub policy: RollPolicy,
     /// Rows of a declared schema (otherwise FHIR resources).
     pub rows: Option<Arc<Schema>>,
+    /// Alert events, written as rows of [`alerts::alert_schema`].
+    pub alerts: bool,
     /// FHIR resources: folders by month or day.
     pub partitioning: Partitioning,
 }
@@ -108,7 +134,12 @@ impl Operator for ParquetOp {
         let out = b.plan.out.clone();
         let c = match &self.rows {
             Some(schema) => {
-                let input = b.inputs(&node.inputs, as_rows);
+                let input = if self.alerts {
+                    b.inputs(&node.inputs, as_alerts)
+                        .map(|e: AlertEvent| alerts::alert_row(&e))
+                } else {
+                    b.inputs(&node.inputs, as_rows)
+                };
                 let writer = RowParquetSink {
                     out,
                     writer: RowParquetWriter::new(self.dir.clone(), schema),

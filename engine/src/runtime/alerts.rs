@@ -851,3 +851,93 @@ impl AlertLoop {
         self.last = render.last;
     }
 }
+
+/// The columns of alert events written as rows (a Parquet sink): the envelope's ids and type,
+/// the payload's fields (sub-scores and observations as JSON text, `missing` and `stale`
+/// comma-separated), its times as timestamps. No field is PHI: the patient is the pseudonym,
+/// the times are date-shifted.
+#[must_use]
+pub fn alert_schema() -> Schema {
+    use vitalflow_model::row::{Field, Type};
+    let field = |name: &str, ty: Type, nullable: bool| Field {
+        name: name.to_owned(),
+        ty,
+        nullable,
+        phi: None,
+    };
+    Schema {
+        fields: vec![
+            field("event_id", Type::String, false),
+            field("event_type", Type::String, false),
+            field("event_source", Type::String, false),
+            field("causation_id", Type::String, true),
+            field("alert_id", Type::String, false),
+            field("rule", Type::String, false),
+            field("patient", Type::String, false),
+            field("ward", Type::String, true),
+            field("level", Type::String, false),
+            field("previous_level", Type::String, false),
+            field("score", Type::Int, true),
+            field("sub_scores", Type::String, true),
+            field("spo2_scale", Type::Int, true),
+            field("missing", Type::String, true),
+            field("stale", Type::String, true),
+            field("condition", Type::String, true),
+            field("observations", Type::String, false),
+            field("event_time", Type::Timestamp, false),
+            field("raised_at", Type::Timestamp, false),
+            field("emitted_at", Type::Timestamp, false),
+            field("latency_ms", Type::Float, true),
+        ],
+        time: Some(17),
+        key: Some(6),
+    }
+}
+
+/// An alert event as a row of [`alert_schema`].
+#[must_use]
+pub fn alert_row(e: &AlertEvent) -> Row {
+    let a = &e.payload;
+    let opt = |s: &Option<String>| s.as_deref().map_or(Value::Null, Value::str);
+    let list = |l: &[String]| {
+        if l.is_empty() {
+            Value::Null
+        } else {
+            Value::str(&l.join(","))
+        }
+    };
+    let ms = |t: &DateTime<Utc>| Value::Timestamp(t.timestamp_millis());
+    Row {
+        values: vec![
+            Value::str(&e.metadata.event_id),
+            Value::str(&e.metadata.event_type),
+            Value::str(&e.metadata.event_source),
+            opt(&e.metadata.causation_id),
+            Value::str(&a.alert_id),
+            Value::str(&a.rule),
+            Value::str(&a.patient),
+            opt(&a.ward),
+            Value::str(&a.level),
+            Value::str(&a.previous_level),
+            a.score.map_or(Value::Null, |s| Value::Int(i64::from(s))),
+            if a.sub_scores.is_empty() {
+                Value::Null
+            } else {
+                Value::str(&serde_json::to_string(&a.sub_scores).unwrap_or_default())
+            },
+            a.spo2_scale
+                .map_or(Value::Null, |s| Value::Int(i64::from(s))),
+            list(&a.missing),
+            list(&a.stale),
+            opt(&a.condition),
+            Value::str(&serde_json::to_string(&a.observations).unwrap_or_default()),
+            ms(&a.event_time),
+            ms(&a.raised_at),
+            ms(&a.emitted_at),
+            a.latency_ms.map_or(Value::Null, Value::Float),
+        ],
+        sequence: 0,
+        tombstone: false,
+        arrival_us: 0,
+    }
+}
