@@ -487,39 +487,71 @@ fn files_of(o: &Output, node: &str) -> String {
     row.split_whitespace().nth(6).unwrap().to_owned()
 }
 
-/// A file source is read by every worker, of one process or of two: a folder of three JSON
+/// `vitalflow run` of the `vitals-flat` job `job` on the folder `input` into `out`, with
+/// `workers` workers a process, as one process or (`spawn`) that many.
+fn run_flat(
+    job: &Path,
+    input: &Path,
+    key: &Path,
+    out: &Path,
+    workers: &str,
+    spawn: Option<&str>,
+) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vitalflow"));
+    cmd.args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--workers", workers, "--no-progress"])
+        .env("VITALFLOW_KEY_SOURCE", format!("file:{}", key.display()))
+        .env("VITALFLOW_FLAT_VITALS", input)
+        .current_dir(root());
+    if let Some(n) = spawn {
+        cmd.args(["--spawn", n]);
+    }
+    let o = cmd.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{workers} worker(s), {spawn:?}: {}",
+        show(&o)
+    );
+    o
+}
+
+/// Writes `n` generated flat readings of 300 patients to `path`.
+fn generate_flat(path: &Path, n: &str) {
+    let o = crate::support::vitalflow(
+        &[
+            "generate",
+            "vitals-flat",
+            "-n",
+            n,
+            "-p",
+            "300",
+            "-o",
+            path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "generate: {}", show(&o));
+}
+
+/// Three records: one that does not match the schema, one that is not JSON (a CRLF line),
+/// one without its line break, and a blank line between.
+const ODD_RECORDS: &str =
+    "{\"patient_id\":\"P1\",\"ts\":\"not a time\"}\n\nnot json\r\n{\"patient_id\":\"P2\"}";
+
+/// A file source is split over the workers, of one process or of two: a folder of three JSON
 /// lines files (one with records that do not match the schema) read by one worker, by two
 /// workers of one process and by two processes of one worker writes the same rows, dead letters
 /// and audit chain, counts the same records and files, and each worker of the two-worker runs
-/// read its half of the records.
+/// read the files it was given (the first and the third, or the second).
 #[test]
-fn a_file_source_is_read_by_every_worker_of_every_process() {
+fn a_file_source_is_split_over_the_workers_of_every_process() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     std::fs::create_dir(&input).unwrap();
-    for (name, n) in [("a.jsonl", "7000"), ("b.jsonl", "5000")] {
-        let path = input.join(name);
-        let o = crate::support::vitalflow(
-            &[
-                "generate",
-                "vitals-flat",
-                "-n",
-                n,
-                "-p",
-                "300",
-                "-o",
-                path.to_str().unwrap(),
-            ],
-            &[],
-        );
-        assert!(o.status.success(), "generate: {}", show(&o));
-    }
-    std::fs::write(
-        input.join("c.jsonl"),
-        "{\"patient_id\":\"P1\",\"ts\":\"not a time\"}\n\nnot json\r\n{\"patient_id\":\"P2\"}",
-    )
-    .unwrap();
+    generate_flat(&input.join("a.jsonl"), "7000");
+    generate_flat(&input.join("b.jsonl"), "5000");
+    std::fs::write(input.join("c.jsonl"), ODD_RECORDS).unwrap();
     let records = 7000 + 5000 + 3;
     let job = job_variant(
         "dataflows/vitals-flat.toml",
@@ -528,22 +560,7 @@ fn a_file_source_is_read_by_every_worker_of_every_process() {
     );
     let key = key_file(dir.path());
     let run_with = |out: &Path, workers: &str, spawn: Option<&str>| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vitalflow"));
-        cmd.args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
-            .args(["--workers", workers, "--no-progress"])
-            .env("VITALFLOW_KEY_SOURCE", format!("file:{}", key.display()))
-            .env("VITALFLOW_FLAT_VITALS", &input)
-            .current_dir(root());
-        if let Some(n) = spawn {
-            cmd.args(["--spawn", n]);
-        }
-        let o = cmd.output().unwrap();
-        assert!(
-            o.status.success(),
-            "{workers} worker(s), {spawn:?}: {}",
-            show(&o)
-        );
-        o
+        run_flat(&job, &input, &key, out, workers, spawn)
     };
     let (one, two, cluster) = (
         dir.path().join("one"),
@@ -578,7 +595,86 @@ fn a_file_source_is_read_by_every_worker_of_every_process() {
             .unwrap_or_else(|| panic!("no per-worker line: {}", show(o)));
         assert_eq!(each.len(), 2, "{}", show(o));
         assert_eq!(each.iter().sum::<u64>(), records, "{}", show(o));
-        assert_eq!(each, [records.div_ceil(2), records / 2], "{}", show(o));
+        assert_eq!(each, [7000 + 3, 5000], "{}", show(o));
     }
+    checked_chain(&cluster);
+}
+
+/// A large JSON lines file is cut into byte ranges read by different workers: a folder of two
+/// small files and one of 20,000 readings (with blank lines and CRLF line breaks spread
+/// through it), cut into chunks of 64 KiB, read by three workers of one process and by two
+/// processes of two workers, writes the same rows, dead letters (located by line) and audit
+/// chain as one worker, counts the same files, and every worker read part of the records.
+#[test]
+fn a_large_file_is_cut_into_ranges_read_by_every_worker() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    generate_flat(&input.join("a.jsonl"), "1500");
+    let big = input.join("b-big.jsonl");
+    generate_flat(&big, "20000");
+    // Every 97th line break a CRLF followed by a blank line, every 89th record not JSON.
+    let text = std::fs::read_to_string(&big).unwrap();
+    let mut odd = String::with_capacity(text.len() + text.len() / 50);
+    for (i, line) in text.lines().enumerate() {
+        if i % 89 == 88 {
+            odd.push_str("not json\n");
+        }
+        odd.push_str(line);
+        odd.push_str(if i % 97 == 96 { "\r\n\n" } else { "\n" });
+    }
+    std::fs::write(&big, &odd).unwrap();
+    let big_records = 20000 + 20000 / 89;
+    std::fs::write(input.join("c.jsonl"), ODD_RECORDS).unwrap();
+    let records = 1500 + big_records + 3;
+    let chunk_bytes = 64 << 10;
+    assert!(
+        odd.len() > 10 * chunk_bytes,
+        "the large file has {} bytes",
+        odd.len()
+    );
+    let job = job_variant(
+        "dataflows/vitals-flat.toml",
+        dir.path(),
+        &[
+            ("batch-size = 50000", "batch-size = 1000"),
+            (
+                "key = \"patient_id\"",
+                &format!("key = \"patient_id\"\nchunk-bytes = {chunk_bytes}"),
+            ),
+        ],
+    );
+    let key = key_file(dir.path());
+    let (one, three, cluster) = (
+        dir.path().join("one"),
+        dir.path().join("three"),
+        dir.path().join("cluster"),
+    );
+    let single = run_flat(&job, &input, &key, &one, "1", None);
+    let workers = run_flat(&job, &input, &key, &three, "3", None);
+    let processes = run_flat(&job, &input, &key, &cluster, "2", Some("2"));
+    let sinks = same_outputs(&python, (&one, &single), (&three, &workers));
+    same_outputs(&python, (&one, &single), (&cluster, &processes));
+    assert!(
+        sinks["dead-letter"]["rows"].as_u64().unwrap() >= 3 + 20000 / 89,
+        "{sinks}"
+    );
+    for o in [&single, &workers, &processes] {
+        assert_eq!(files_of(o, "monitors"), "3", "{}", show(o));
+    }
+    for (o, n) in [(&workers, 3), (&processes, 4)] {
+        let each = read_by_worker(o, "monitors")
+            .unwrap_or_else(|| panic!("no per-worker line: {}", show(o)));
+        assert_eq!(each.len(), n, "{}", show(o));
+        assert_eq!(each.iter().sum::<u64>(), records, "{}", show(o));
+        // Every worker read a part of the large file: at least a chunk's records.
+        assert!(
+            each.iter().all(|&r| r > 200 && r < records / 2),
+            "records read by each worker: {each:?}"
+        );
+        eprintln!("{n} workers: records read by each: {each:?} of {records}");
+    }
+    checked_chain(&three);
     checked_chain(&cluster);
 }

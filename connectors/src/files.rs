@@ -2,11 +2,12 @@
 //!
 //! Sources only split files into records; parsing (and dead-lettering what does not parse) is
 //! ingestion's job. So a line that is not valid UTF-8, or a CSV row with the wrong number of
-//! fields, is still emitted: only I/O errors are errors.
+//! fields, is still emitted: only I/O errors, and a file that changes between counting and
+//! reading its records (see [`FileSource::chunks`]), are errors.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -82,6 +83,21 @@ pub enum FileError {
         #[source]
         source: io::Error,
     },
+    /// A file held other records when read than when its records were counted.
+    #[error(
+        "{}: the file changed while it was read ({counted} records counted from byte {start}, {read} read)",
+        path.display()
+    )]
+    Changed {
+        /// The file.
+        path: PathBuf,
+        /// Where the part read starts.
+        start: u64,
+        /// The records counted in the part.
+        counted: u64,
+        /// The records read from it.
+        read: u64,
+    },
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FileError + 'a {
@@ -92,8 +108,9 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Fil
     }
 }
 
-/// Which records of a file source one of several readers makes, when a file source is read by
-/// every worker: reader `reader` of `readers` makes the records whose sequence `i` has
+/// Which records of a file source one of several readers makes, when every reader goes through
+/// every file (several readers can instead split the files: see [`FileSource::chunks`]):
+/// reader `reader` of `readers` makes the records whose sequence `i` has
 /// `i % readers == reader`, and counts the files whose place `f` in the reading order has
 /// `f % readers == reader`. Every reader goes through every file with the format's own
 /// splitter, so each knows every record's sequence (and a CSV file's header) exactly; it only
@@ -233,33 +250,10 @@ impl FileSource {
         mut file_read: impl FnMut(&Path, u64),
         emit: impl FnMut(RawRecord) -> ControlFlow<()>,
     ) -> Result<u64, FileError> {
-        let mut out = Emitter {
-            source: &self.name,
-            format: self.format.raw_format(),
-            sequence: 0,
-            share,
-            taken: 0,
-            stopped: false,
-            emit,
-        };
+        let mut out = self.emitter(0, Some(share), emit);
         for (index, path) in (0u64..).zip(files) {
             let before = out.sequence;
-            let is_json = path
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-            match &self.format {
-                FileFormat::Envelope | FileFormat::Fhir | FileFormat::Json if is_json => {
-                    read_json(path, &mut out)?;
-                }
-                FileFormat::Envelope | FileFormat::Fhir | FileFormat::Json => {
-                    read_lines(path, &mut out)?;
-                }
-                FileFormat::VitalsCsv { patient_id } => {
-                    read_csv(path, true, Some(patient_id), &mut out)?;
-                }
-                FileFormat::Csv { header } => read_csv(path, *header, None, &mut out)?,
-                FileFormat::Hl7v2 => read_hl7(path, &mut out)?,
-            }
+            self.read_file(path, &mut out)?;
             if share.counts_file(index) {
                 file_read(path, out.sequence - before);
             }
@@ -269,6 +263,248 @@ impl FileSource {
         }
         Ok(out.taken)
     }
+
+    /// An emitter numbering from `sequence`, making the records `share` takes (none: it
+    /// counts them only).
+    fn emitter<F>(&self, sequence: u64, share: Option<Share>, emit: F) -> Emitter<'_, F> {
+        Emitter {
+            source: &self.name,
+            format: self.format.raw_format(),
+            sequence,
+            share,
+            taken: 0,
+            stopped: false,
+            emit,
+        }
+    }
+
+    /// Reads one whole file with the format's splitter.
+    fn read_file<F: FnMut(RawRecord) -> ControlFlow<()>>(
+        &self,
+        path: &Path,
+        out: &mut Emitter<'_, F>,
+    ) -> Result<(), FileError> {
+        match &self.format {
+            FileFormat::Envelope | FileFormat::Fhir | FileFormat::Json if is_json(path) => {
+                read_json(path, out)
+            }
+            FileFormat::Envelope | FileFormat::Fhir | FileFormat::Json => read_lines(path, out),
+            FileFormat::VitalsCsv { patient_id } => read_csv(path, true, Some(patient_id), out),
+            FileFormat::Csv { header } => read_csv(path, *header, None, out),
+            FileFormat::Hl7v2 => read_hl7(path, out),
+        }
+    }
+
+    /// Whether the source reads `path` a record a line (JSON lines: no record spans lines), so
+    /// that the file can be cut into byte ranges read apart. CSV (a quoted field may span
+    /// lines), HL7 v2 and `.json` files are read whole.
+    #[must_use]
+    pub fn by_lines(&self, path: &Path) -> bool {
+        matches!(
+            self.format,
+            FileFormat::Envelope | FileFormat::Fhir | FileFormat::Json
+        ) && !is_json(path)
+    }
+
+    /// Cuts `files` (in reading order) into the [`Chunk`]s several readers share: a file read
+    /// [`by_lines`](Self::by_lines) larger than `chunk_bytes` (0 is taken as 1) is cut into
+    /// ranges of `chunk_bytes` (the last range runs to the end of the file, however long it has
+    /// grown); every other file is one chunk. The chunks depend on the files' sizes only, so
+    /// every reader that sees the same files cuts them alike.
+    ///
+    /// # Errors
+    /// [`FileError`] when a file's size cannot be read.
+    pub fn chunks(&self, files: &[PathBuf], chunk_bytes: u64) -> Result<Vec<Chunk>, FileError> {
+        let chunk_bytes = max1(chunk_bytes);
+        let mut chunks = Vec::with_capacity(files.len());
+        for (file, path) in files.iter().enumerate() {
+            let size = if self.by_lines(path) {
+                fs::metadata(path).map_err(io_err("read", path))?.len()
+            } else {
+                0
+            };
+            if size <= chunk_bytes {
+                chunks.push(Chunk { file, range: None });
+                continue;
+            }
+            let mut start = 0;
+            while start < size {
+                let end = start + chunk_bytes;
+                chunks.push(Chunk {
+                    file,
+                    range: Some((start, if end >= size { u64::MAX } else { end })),
+                });
+                start = end;
+            }
+        }
+        Ok(chunks)
+    }
+
+    /// Counts the records (and, for a byte range, the lines) of `chunk` of `files`, splitting
+    /// it exactly as [`read_chunk`](Self::read_chunk) does, without making the records.
+    ///
+    /// # Errors
+    /// [`FileError`] on I/O errors only.
+    pub fn count_chunk(&self, files: &[PathBuf], chunk: Chunk) -> Result<ChunkCount, FileError> {
+        let path = chunk_path(files, chunk)?;
+        let mut out = self.emitter(0, None, |_| ControlFlow::Continue(()));
+        let lines = match chunk.range {
+            Some(range) => read_range(path, range, 1, &mut out)?,
+            None => {
+                self.read_file(path, &mut out)?;
+                0
+            }
+        };
+        Ok(ChunkCount {
+            records: out.sequence,
+            lines,
+        })
+    }
+
+    /// Reads `chunk` of `files`, numbering its records from `start` (see
+    /// [`ChunkStart::of`]): `emit` is called with each record, numbered and located exactly as
+    /// a [`read`](Self::read) of every file gives it, and answers `Break` to stop reading (that
+    /// record is not taken).
+    ///
+    /// # Errors
+    /// [`FileError`] on I/O errors only.
+    pub fn read_chunk(
+        &self,
+        files: &[PathBuf],
+        chunk: Chunk,
+        start: ChunkStart,
+        emit: impl FnMut(RawRecord) -> ControlFlow<()>,
+    ) -> Result<ChunkRead, FileError> {
+        let path = chunk_path(files, chunk)?;
+        let mut out = self.emitter(start.sequence, Some(Share::WHOLE), emit);
+        match chunk.range {
+            Some(range) => {
+                read_range(path, range, start.line, &mut out)?;
+            }
+            None => self.read_file(path, &mut out)?,
+        }
+        Ok(ChunkRead {
+            taken: out.taken,
+            stopped: out.stopped,
+        })
+    }
+}
+
+/// Bytes of a file read a line at a time that one reader reads as one chunk, when several share
+/// a file source (see [`FileSource::chunks`]).
+pub const CHUNK_BYTES: u64 = 8 << 20;
+
+/// A part of a file source that one reader reads: a whole file, or the lines of a file read a
+/// record a line that start in a byte range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chunk {
+    /// The file: its place in the reading order.
+    pub file: usize,
+    /// `None`: the whole file. Else the bytes `start..end` of the file: the chunk holds the lines
+    /// that start there (a line that starts before `end` is read to its end).
+    pub range: Option<(u64, u64)>,
+}
+
+impl Chunk {
+    /// Whether the chunk starts its file (its reader counts the file).
+    #[must_use]
+    pub const fn starts_file(&self) -> bool {
+        match self.range {
+            None => true,
+            Some((start, _)) => start == 0,
+        }
+    }
+}
+
+/// What a [`Chunk`] holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkCount {
+    /// Its records.
+    pub records: u64,
+    /// Its lines, blank ones too (0 for a whole file).
+    pub lines: u64,
+}
+
+/// Where the numbering of a [`Chunk`]'s records starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkStart {
+    /// The sequence of its first record.
+    pub sequence: u64,
+    /// The 1-based line of its first line in its file.
+    pub line: u64,
+}
+
+impl ChunkStart {
+    /// Where each of `chunks` (a [`FileSource::chunks`] cut, in order) starts, given every
+    /// chunk's count: the records of the chunks before it, and the lines of the ranges of its
+    /// file before it.
+    #[must_use]
+    pub fn of(chunks: &[Chunk], counts: &[ChunkCount]) -> Vec<Self> {
+        let (mut sequence, mut line) = (0u64, 1u64);
+        chunks
+            .iter()
+            .zip(counts)
+            .map(|(chunk, count)| {
+                if chunk.starts_file() {
+                    line = 1;
+                }
+                let start = Self { sequence, line };
+                sequence += count.records;
+                line += count.lines;
+                start
+            })
+            .collect()
+    }
+}
+
+/// What a [`FileSource::read_chunk`] read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRead {
+    /// The records taken.
+    pub taken: u64,
+    /// Whether `emit` answered `Break`.
+    pub stopped: bool,
+}
+
+impl ChunkRead {
+    /// Checks that a chunk read whole held the records counted in it.
+    ///
+    /// # Errors
+    /// [`FileError::Changed`] when it did not.
+    pub fn check(
+        self,
+        files: &[PathBuf],
+        chunk: Chunk,
+        counted: ChunkCount,
+    ) -> Result<(), FileError> {
+        if self.stopped || self.taken == counted.records {
+            return Ok(());
+        }
+        Err(FileError::Changed {
+            path: files.get(chunk.file).cloned().unwrap_or_default(),
+            start: chunk.range.map_or(0, |(start, _)| start),
+            counted: counted.records,
+            read: self.taken,
+        })
+    }
+}
+
+/// The file of `chunk`.
+fn chunk_path(files: &[PathBuf], chunk: Chunk) -> Result<&Path, FileError> {
+    files
+        .get(chunk.file)
+        .map(PathBuf::as_path)
+        .ok_or_else(|| FileError::Io {
+            op: "find",
+            path: PathBuf::from(format!("file {} of {}", chunk.file, files.len())),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        })
+}
+
+/// Whether a file is read as a JSON document (or its lines).
+fn is_json(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
 }
 
 /// Numbers records, and makes and emits those of its share.
@@ -277,8 +513,8 @@ struct Emitter<'a, F> {
     format: RawFormat,
     /// The next record's number, over every reader's records.
     sequence: u64,
-    /// The records this reader makes.
-    share: Share,
+    /// The records this reader makes (`None`: it only counts them).
+    share: Option<Share>,
     /// Records made and taken.
     taken: u64,
     /// `emit` answered `Break`: nothing more is read.
@@ -300,7 +536,7 @@ impl<F: FnMut(RawRecord) -> ControlFlow<()>> Emitter<'_, F> {
         if self.stopped {
             return ControlFlow::Break(());
         }
-        if !self.share.takes(self.sequence) {
+        if !self.share.is_some_and(|share| share.takes(self.sequence)) {
             self.sequence += 1;
             return ControlFlow::Continue(());
         }
@@ -344,28 +580,54 @@ fn read_lines<F: FnMut(RawRecord) -> ControlFlow<()>>(
     path: &Path,
     out: &mut Emitter<'_, F>,
 ) -> Result<(), FileError> {
+    read_range(path, (0, u64::MAX), 1, out).map(|_| ())
+}
+
+/// One record per non-blank line that starts at a byte in `start..end` of the file (a line
+/// starts at 0 and after every `\n`); the first of them is line `first_line`. A line is read to
+/// its end, past `end` if need be. Returns the lines read, blank ones too (those before a stop
+/// are exact, no more).
+fn read_range<F: FnMut(RawRecord) -> ControlFlow<()>>(
+    path: &Path,
+    (start, end): (u64, u64),
+    first_line: u64,
+    out: &mut Emitter<'_, F>,
+) -> Result<u64, FileError> {
     let mut reader = open(path)?;
+    // The offset of the next line.
+    let mut at = start;
+    if start > 0 {
+        // The line that holds byte `start - 1` belongs to the range before, unless that byte
+        // ends it.
+        reader
+            .seek(SeekFrom::Start(start - 1))
+            .map_err(io_err("read", path))?;
+        let skipped = reader.skip_until(b'\n').map_err(io_err("read", path))?;
+        at = start - 1 + skipped as u64;
+    }
     let mut buf = Vec::new();
-    let mut line_no = 0u64;
-    loop {
+    let mut lines = 0u64;
+    while at < end {
         buf.clear();
-        if reader
+        let n = reader
             .read_until(b'\n', &mut buf)
-            .map_err(io_err("read", path))?
-            == 0
-        {
-            return Ok(());
+            .map_err(io_err("read", path))?;
+        if n == 0 {
+            break;
         }
-        line_no += 1;
-        let line = strip_line(&buf, line_no == 1);
+        let line_no = first_line + lines;
+        lines += 1;
+        at += n as u64;
+        let line = strip_line(&buf, start == 0 && lines == 1);
         if !line.trim_ascii().is_empty()
             && out
                 .push(path, line_no, || line.to_vec(), None, None)
                 .is_break()
         {
-            return Ok(());
+            break;
         }
     }
+    Ok(lines)
 }
 
 fn read_all(path: &Path) -> Result<Vec<u8>, FileError> {

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use serde::Deserialize;
 use timely::dataflow::channels::pact::Exchange;
 use toml::Spanned;
-use vitalflow_connectors::files::{FileError, FileFormat, FileSource};
+use vitalflow_connectors::files::{CHUNK_BYTES, FileError, FileFormat, FileSource};
 use vitalflow_model::RawRecord;
 use vitalflow_model::row::Schema;
 use vitalflow_operators::decode::Decoder;
@@ -64,6 +64,10 @@ pub struct FileConfig {
     /// `csv` only: whether the first row names the columns. Default: true. Without a header,
     /// columns are the declared fields in order.
     pub header: Option<bool>,
+    /// Bytes of a JSON lines file (`.ndjson`, `.jsonl`) that one worker reads, when several
+    /// workers split the source: a larger file is cut into ranges of this size. Default
+    /// 8 MiB.
+    pub chunk_bytes: Option<u64>,
     /// The declared schema, once resolved.
     #[serde(skip)]
     pub(crate) records: Resolved<Records>,
@@ -106,6 +110,10 @@ impl NodeSpec for FileConfig {
 
     fn check(&self, c: &mut Check<'_>) {
         records::check(c, &self.declared());
+        if self.chunk_bytes == Some(0) {
+            let path = c.path.to_owned();
+            c.at_node(format!("`{path}.chunk-bytes` must be at least 1"));
+        }
         if *self.format.get_ref() == Format::VitalsCsv && self.patient_id.is_none() {
             let path = c.path.to_owned();
             c.at_node(format!(
@@ -148,6 +156,8 @@ impl NodeSpec for FileConfig {
         Some(Box::new(FileOp {
             source,
             decoder,
+            chunk_bytes: self.chunk_bytes.unwrap_or(CHUNK_BYTES),
+            tally: Arc::default(),
             files: OnceLock::new(),
         }))
     }
@@ -162,6 +172,10 @@ pub struct FileOp {
     /// The files to read, listed once before the workers start (by process 0 for a whole
     /// cluster), so that every worker numbers the same records; unset, each worker lists them.
     pub files: OnceLock<Arc<[PathBuf]>>,
+    /// Bytes of a JSON lines file one worker reads as one chunk.
+    pub chunk_bytes: u64,
+    /// Where this process's workers leave their chunk counts for each other.
+    pub tally: Arc<sources::Tally>,
 }
 
 impl FileOp {
@@ -213,6 +227,9 @@ impl Operator for FileOp {
             count_records: self.decoder.is_none(),
             failure: b.failure.clone(),
             stop: Arc::clone(&b.plan.stop),
+            chunk_bytes: self.chunk_bytes,
+            tally: Arc::clone(&self.tally),
+            cluster: b.plan.cluster.get().cloned(),
         };
         let raw = sources::read_files(b.scope, name, b.plan.batch_size, input);
         let raw = b.arrivals(raw);

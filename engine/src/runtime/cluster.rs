@@ -169,6 +169,23 @@ enum Control {
     },
     /// Process 0 wrote a checkpoint at `time`: forget what it made durable.
     Prune { time: Time },
+    /// A worker of the sender counted its chunks of the file source `source`, cut into
+    /// `chunks` chunks: per chunk, its records and lines.
+    Counted {
+        source: String,
+        chunks: usize,
+        counts: BTreeMap<usize, (u64, u64)>,
+    },
+}
+
+/// What the workers of one process counted of a file source's chunks (see
+/// [`Links::share_counts`]).
+#[derive(Debug, Clone, Default)]
+pub struct Counted {
+    /// The chunks the senders cut the source into, by process (each should be this one's).
+    pub chunks: BTreeMap<usize, usize>,
+    /// Per chunk, its records and lines.
+    pub counts: BTreeMap<usize, (u64, u64)>,
 }
 
 /// What one process's log of one Kafka source says for a checkpoint.
@@ -580,6 +597,8 @@ struct Shared {
     released: AtomicBool,
     /// Answers to the last positions request, by process.
     positions: Mutex<BTreeMap<usize, (Time, Answer)>>,
+    /// What the other processes' workers counted of each file source's chunks.
+    counted: Mutex<BTreeMap<String, Counted>>,
 }
 
 /// Reads one process's control connection for as long as it is open.
@@ -634,6 +653,22 @@ impl Watch {
                     return;
                 }
                 Ok(Control::Stop) => self.stop.store(true, Ordering::SeqCst),
+                Ok(Control::Counted {
+                    source,
+                    chunks,
+                    counts,
+                }) => {
+                    let mut counted = self
+                        .shared
+                        .counted
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    let entry = counted.entry(source).or_default();
+                    entry.chunks.insert(self.process, chunks);
+                    entry.counts.extend(counts);
+                    drop(counted);
+                    self.shared.changed.notify_all();
+                }
                 Ok(Control::Welcome(_)) => {}
                 Err(e) => {
                     self.lost(format!(
@@ -750,6 +785,28 @@ impl Links {
             }
         }
         Ok(by_source)
+    }
+
+    /// Tells the other processes what a worker of this one counted of the file source
+    /// `source`, cut into `chunks` chunks: per chunk, its records and lines.
+    pub fn share_counts(&self, source: &str, chunks: usize, counts: &BTreeMap<usize, (u64, u64)>) {
+        self.broadcast(&Control::Counted {
+            source: source.to_owned(),
+            chunks,
+            counts: counts.clone(),
+        });
+    }
+
+    /// What the other processes' workers counted of the file source `source` so far.
+    #[must_use]
+    pub fn counted(&self, source: &str) -> Counted {
+        self.shared
+            .counted
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(source)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Which partitions this process reads.

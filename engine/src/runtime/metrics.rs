@@ -34,7 +34,7 @@ pub struct NodeCounters {
     /// Bytes written (sinks): the size of the files made durable (Parquet, JSON lines, dead
     /// letters), or of the records the brokers acknowledged (Kafka: key, value and headers).
     pub written: AtomicU64,
-    /// Records each worker read, by global worker index (file sources: every worker reads).
+    /// Records each worker read, by global worker index (file sources, with several workers).
     pub read_by_worker: Mutex<BTreeMap<usize, u64>>,
 }
 

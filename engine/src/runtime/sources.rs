@@ -1,9 +1,10 @@
 //! Source operators: the generator and files.
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use timely::container::CapacityContainerBuilder;
@@ -12,11 +13,14 @@ use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::{Capability, Probe as _, probe::Handle as ProbeHandle};
 use timely::scheduling::Activator;
-use vitalflow_connectors::files::{FileSource, Share};
+use vitalflow_connectors::files::{
+    CHUNK_BYTES, ChunkCount, ChunkStart, FileError, FileSource, Share,
+};
 use vitalflow_connectors::generator::Generator;
 use vitalflow_model::envelope::Counts;
 use vitalflow_model::{RawRecord, Time};
 
+use super::cluster::Links;
 use super::error::{Fault, RunFailure, System};
 use super::metrics::{Failure, NodeCounters};
 use super::ops::VecStream;
@@ -43,7 +47,8 @@ const PACED_TICK: Duration = Duration::from_millis(1);
 /// audit) held the leading worker's records meanwhile. The harness job's monitor feed alone
 /// (8,000,000 readings, two workers, resident memory read each second) grew to 2,180 MB without
 /// this bound and stayed at 218-333 MB with it, at the same speed (409,027 and 404,827
-/// records/s). A file source read by several workers is bound the same way.
+/// records/s). A file source read by several workers is bound the same way, beyond what its
+/// chunks need (see [`read_files`]).
 pub const MAX_AHEAD: u64 = 2;
 
 /// How long a generator (or a file source's worker) that is `MAX_AHEAD` in front waits before
@@ -276,6 +281,9 @@ fn read(counters: &NodeCounters, count_records: bool, records: u64, bytes: u64) 
 /// Records a file source keeps in flight between a worker's reading thread and the dataflow.
 const FILE_BUFFER: usize = 2 * CHUNK as usize;
 
+/// How often a worker waiting for the other workers' chunk counts looks again.
+const COUNTS_TICK: Duration = Duration::from_millis(20);
+
 /// What the workers of a file source share.
 pub struct FileInput {
     /// The source.
@@ -292,18 +300,24 @@ pub struct FileInput {
     pub failure: Failure,
     /// Set to stop reading (a graceful stop).
     pub stop: Arc<AtomicBool>,
+    /// Bytes of a JSON lines file that one worker reads as one chunk (see
+    /// [`FileSource::chunks`]).
+    pub chunk_bytes: u64,
+    /// Where this process's workers leave their chunk counts for each other.
+    pub tally: Arc<Tally>,
+    /// In a cluster: the other processes, which the chunk counts go to and come from.
+    pub cluster: Option<Arc<Links>>,
 }
 
-/// A file source, read by every worker, each on a thread of its own: worker `w` of `n` makes
-/// the records `i` with `i % n == w` (record `i` at time `i / batch_size`) and counts the files
-/// at places `f % n == w` of the reading order (see [`Share`]). Each thread goes through every
-/// file with the format's splitter, so every worker numbers the records as one reader would;
-/// the records a worker makes are the ones the decoding that follows (exchanged by sequence)
-/// sends to it. The threads hand records over through bounded channels, so a file is streamed,
-/// never held in memory whole, and reading stops waiting when the dataflow falls behind. With
-/// several workers, none emits a time more than [`MAX_AHEAD`] after the oldest time another
-/// has yet to finish. On a graceful stop the threads read no more, and the source ends once
-/// they have.
+/// The chunk counts of a file source that the workers of one process have made, for each
+/// other.
+#[derive(Default)]
+pub struct Tally {
+    counts: Mutex<BTreeMap<usize, ChunkCount>>,
+    changed: Condvar,
+}
+
+/// A file source read by the workers, each on a thread of its own (see [`read_files`]).
 #[allow(clippy::too_many_arguments)]
 pub fn files<'s>(
     scope: Scope<'s, Time>,
@@ -322,11 +336,27 @@ pub fn files<'s>(
         count_records,
         failure,
         stop,
+        chunk_bytes: CHUNK_BYTES,
+        tally: Arc::default(),
+        cluster: None,
     };
     read_files(scope, name, batch_size, input)
 }
 
-/// [`files`], of a [`FileInput`].
+/// A file source, read by the workers, each on a thread of its own; record `i` is emitted at
+/// time `i / batch_size`, numbered and located as one reader would. One worker reads every
+/// file. Several workers (of one process or of several) split the files between them: the
+/// files are cut into chunks ([`FileSource::chunks`]: a file each, a JSON lines file larger
+/// than `chunk_bytes` into byte ranges), chunk `c` is read by worker `c % n`; each worker
+/// first counts the records and lines of its chunks, the workers share their counts (through
+/// a [`Tally`] in a process, over the control connections between processes), and each then
+/// reads its chunks, numbering their records from the counts of the chunks before. The worker
+/// of a file's first chunk counts the file. The threads hand records over through bounded
+/// channels, so a file is streamed, never held in memory whole, and reading stops waiting when
+/// the dataflow falls behind. No worker emits a time more than [`MAX_AHEAD`] after the oldest
+/// time another has yet to finish, beyond the times the chunks of the other workers before
+/// its chunk span. On a graceful stop the threads read no more, and the source ends once they
+/// have.
 pub fn read_files<'s>(
     scope: Scope<'s, Time>,
     name: &str,
@@ -334,10 +364,6 @@ pub fn read_files<'s>(
     input: FileInput,
 ) -> VecStream<'s, RawRecord> {
     let (index, peers) = (scope.index(), scope.peers());
-    let share = Share {
-        reader: index as u64,
-        readers: peers as u64,
-    };
     // The source's progress over all workers: the oldest time a worker may still emit at.
     let progress = ProbeHandle::new();
     let seen = progress.clone();
@@ -346,9 +372,23 @@ pub fn read_files<'s>(
         name,
         move |cap, info| {
             let mut cap = Some(cap);
-            let (tx, rx) = std::sync::mpsc::sync_channel::<RawRecord>(FILE_BUFFER);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(RawRecord, Time)>(FILE_BUFFER);
             input.counters.add_worker_reads(index, 0);
-            let thread = start_reading(&input, share, tx);
+            let reading = Reading {
+                source: Arc::clone(&input.source),
+                listed: input.files.clone(),
+                counters: Arc::clone(&input.counters),
+                failure: input.failure.clone(),
+                stop: Arc::clone(&input.stop),
+                chunk_bytes: input.chunk_bytes,
+                tally: Arc::clone(&input.tally),
+                cluster: input.cluster.clone(),
+                batch_size: batch_size.max(1),
+                worker: index,
+                workers: peers,
+                tx,
+            };
+            let thread = reading.start();
             let mut state = FileRecords {
                 rx: Some(rx),
                 reader: thread,
@@ -360,7 +400,7 @@ pub fn read_files<'s>(
                 worker: index,
                 pending: None,
                 seen: (peers > 1).then_some(seen),
-                allowed: 0,
+                reached: 0,
             };
             move |output| {
                 let Some(c) = cap.as_mut() else { return };
@@ -378,64 +418,210 @@ pub fn read_files<'s>(
     }
 }
 
-/// Starts the thread that reads a worker's share of a file source into `tx` (counting the
-/// files of the share, those without records too) until the files end, `stop` is set or the
-/// records are no longer taken; a thread that cannot be started fails the job.
-fn start_reading(
-    input: &FileInput,
-    share: Share,
-    tx: std::sync::mpsc::SyncSender<RawRecord>,
-) -> Option<std::thread::JoinHandle<()>> {
-    let (source, failed) = (Arc::clone(&input.source), input.failure.clone());
-    let listed = input.files.clone();
-    let read_files = Arc::clone(&input.counters);
-    let stop = Arc::clone(&input.stop);
-    let thread = std::thread::Builder::new()
-        .name(format!("read-{}", input.source.name))
-        .spawn(move || {
-            let files = match listed {
-                Some(files) => Ok(files),
-                None => source.files().map(Arc::from),
-            };
-            let result = files.and_then(|files| {
-                source.read_share(
-                    &files,
-                    share,
-                    |_, _| read_files.add_files(1),
-                    |record| {
-                        // Stopped, or the source has ended (a graceful stop) or the dataflow
-                        // is gone (it failed): nothing to hand the rest to.
-                        if stop.load(Ordering::SeqCst) || tx.send(record).is_err() {
-                            ControlFlow::Break(())
-                        } else {
-                            ControlFlow::Continue(())
-                        }
-                    },
-                )
+/// What a worker's reading thread needs.
+struct Reading {
+    source: Arc<FileSource>,
+    /// The files, listed for every worker; `None`: listed by the thread.
+    listed: Option<Arc<[PathBuf]>>,
+    counters: Arc<NodeCounters>,
+    failure: Failure,
+    stop: Arc<AtomicBool>,
+    chunk_bytes: u64,
+    tally: Arc<Tally>,
+    cluster: Option<Arc<Links>>,
+    /// Records per dataflow timestamp (at least 1).
+    batch_size: u64,
+    /// This worker's index, over all processes.
+    worker: usize,
+    /// The workers, over all processes.
+    workers: usize,
+    /// Where the records go, each with the times it may run ahead by beyond [`MAX_AHEAD`].
+    tx: std::sync::mpsc::SyncSender<(RawRecord, Time)>,
+}
+
+impl Reading {
+    /// Starts the thread that reads this worker's part of the source into `tx` (counting the
+    /// files it starts, those without records too) until its part ends, `stop` is set or the
+    /// records are no longer taken; a thread that cannot be started fails the job.
+    fn start(self) -> Option<std::thread::JoinHandle<()>> {
+        let (name, failure) = (self.source.name.clone(), self.failure.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("read-{name}"))
+            .spawn(move || {
+                let files = match self.listed.clone() {
+                    Some(files) => Ok(files),
+                    None => self.source.files().map(Arc::from),
+                };
+                let result = files.and_then(|files| {
+                    if self.workers > 1 {
+                        self.split(&files)
+                    } else {
+                        self.whole(&files)
+                    }
+                });
+                if let Err(e) = result {
+                    self.failure.fail(RunFailure::at_source(
+                        &self.source.name,
+                        Fault::External(System::FileSystem),
+                        e,
+                    ));
+                }
             });
-            if let Err(e) = result {
-                failed.fail(RunFailure::at_source(
-                    &source.name,
-                    Fault::External(System::FileSystem),
-                    e,
+        thread
+            .inspect_err(|e| {
+                failure.fail(RunFailure::at_source(
+                    &name,
+                    Fault::Internal,
+                    format!("cannot start its reader: {e}"),
                 ));
+            })
+            .ok()
+    }
+
+    /// Hands `record` over: `Break` when stopped, or when the source has ended (a graceful
+    /// stop) or the dataflow is gone (it failed): nothing to hand the rest to.
+    fn send(&self, record: RawRecord, slack: Time) -> ControlFlow<()> {
+        if self.stop.load(Ordering::SeqCst) || self.tx.send((record, slack)).is_err() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+
+    /// One worker: reads every file.
+    fn whole(&self, files: &[PathBuf]) -> Result<(), FileError> {
+        self.source
+            .read_share(
+                files,
+                Share::WHOLE,
+                |_, _| self.counters.add_files(1),
+                |record| self.send(record, 0),
+            )
+            .map(|_| ())
+    }
+
+    /// One worker of several: counts its chunks, waits for every chunk's count, and reads its
+    /// chunks.
+    fn split(&self, files: &[PathBuf]) -> Result<(), FileError> {
+        let chunks = self.source.chunks(files, self.chunk_bytes)?;
+        let mine: Vec<usize> = (self.worker..chunks.len()).step_by(self.workers).collect();
+        let mut counted = BTreeMap::new();
+        for &c in &mine {
+            if self.stopped() {
+                return Ok(());
             }
-        });
-    thread
-        .inspect_err(|e| {
-            input.failure.fail(RunFailure::at_source(
-                &input.source.name,
-                Fault::Internal,
-                format!("cannot start its reader: {e}"),
-            ));
-        })
-        .ok()
+            counted.insert(c, self.source.count_chunk(files, chunks[c])?);
+        }
+        {
+            let mut tally = self
+                .tally
+                .counts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            tally.extend(counted.iter().map(|(c, n)| (*c, *n)));
+        }
+        self.tally.changed.notify_all();
+        if let Some(links) = &self.cluster {
+            let counts = counted
+                .iter()
+                .map(|(c, n)| (*c, (n.records, n.lines)))
+                .collect();
+            links.share_counts(&self.source.name, chunks.len(), &counts);
+        }
+        if mine.is_empty() {
+            return Ok(());
+        }
+        let Some(counts) = self.every_count(chunks.len()) else {
+            return Ok(());
+        };
+        let starts = ChunkStart::of(&chunks, &counts);
+        let time = |c: usize| starts[c].sequence / self.batch_size;
+        for &c in &mine {
+            // The workers of the chunks just before this one read theirs meanwhile: this one
+            // may run as far ahead of the oldest of them as its chunk starts after theirs.
+            let slack = time(c).saturating_sub(time((c + 1).saturating_sub(self.workers)));
+            let read = self
+                .source
+                .read_chunk(files, chunks[c], starts[c], |record| {
+                    self.send(record, slack)
+                })?;
+            if chunks[c].starts_file() {
+                self.counters.add_files(1);
+            }
+            if read.stopped {
+                return Ok(());
+            }
+            read.check(files, chunks[c], counts[c])?;
+        }
+        Ok(())
+    }
+
+    /// Whether to stop: a graceful stop, or the run has failed.
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst) || self.failure.failed()
+    }
+
+    /// Waits until every one of `chunks` chunks is counted, by this process's workers or (in
+    /// a cluster) another's: the counts, or `None` when the run stops or fails first (a
+    /// process whose files are cut otherwise fails it).
+    fn every_count(&self, chunks: usize) -> Option<Vec<ChunkCount>> {
+        let mut tally = self
+            .tally
+            .counts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if self.stopped() {
+                return None;
+            }
+            let others = self
+                .cluster
+                .as_ref()
+                .map(|links| (links.lost(), links.counted(&self.source.name)));
+            if let Some((lost, others)) = &others {
+                if *lost {
+                    return None;
+                }
+                if let Some((process, n)) = others.chunks.iter().find(|(_, n)| **n != chunks) {
+                    self.failure.fail(RunFailure::at_source(
+                        &self.source.name,
+                        Fault::Input,
+                        format!(
+                            "process {process} cuts its files into {n} chunks, this one into \
+                             {chunks}: every process must see the same files, unchanged while \
+                             the run lasts"
+                        ),
+                    ));
+                    return None;
+                }
+            }
+            let every: Option<Vec<ChunkCount>> = (0..chunks)
+                .map(|c| {
+                    tally.get(&c).copied().or_else(|| {
+                        let (_, others) = others.as_ref()?;
+                        let &(records, lines) = others.counts.get(&c)?;
+                        Some(ChunkCount { records, lines })
+                    })
+                })
+                .collect();
+            if every.is_some() {
+                return every;
+            }
+            tally = self
+                .tally
+                .changed
+                .wait_timeout(tally, COUNTS_TICK)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
 }
 
 /// A file source's state on one worker: the records its thread hands over.
 struct FileRecords {
-    /// The records, in order; dropped when the source ends.
-    rx: Option<std::sync::mpsc::Receiver<RawRecord>>,
+    /// The records, in order, each with the times it may run ahead by beyond [`MAX_AHEAD`];
+    /// dropped when the source ends.
+    rx: Option<std::sync::mpsc::Receiver<(RawRecord, Time)>>,
     /// The thread that reads the files, until it is waited for.
     reader: Option<std::thread::JoinHandle<()>>,
     /// Records per dataflow timestamp.
@@ -451,17 +637,18 @@ struct FileRecords {
     /// This worker's index.
     worker: usize,
     /// A record handed over but held back: its time is too far ahead of another worker's.
-    pending: Option<RawRecord>,
+    pending: Option<(RawRecord, Time)>,
     /// With several workers: the source's progress over all of them (see [`MAX_AHEAD`]).
     seen: Option<ProbeHandle<Time>>,
-    /// A time this worker may emit at, as far as `seen` has told.
-    allowed: Time,
+    /// A time the source's progress is known to have reached.
+    reached: Time,
 }
 
 impl FileRecords {
     /// One activation: emits up to `CHUNK` records handed over, each at its time. `Break`
     /// once the thread is done and every record is emitted, or on a graceful stop (once the
-    /// thread has ended).
+    /// thread has ended). A record handed over with a slack of `s` times waits while its time
+    /// is more than [`MAX_AHEAD`]` + s` after the oldest time a worker has yet to finish.
     fn activate(
         &mut self,
         cap: &mut Capability<Time>,
@@ -484,13 +671,13 @@ impl FileRecords {
         };
         let flow = 'activation: loop {
             match next {
-                Ok(record) => {
+                Ok((record, slack)) => {
                     let time = record.sequence / self.batch_size;
                     if *cap.time() < time {
                         cap.downgrade(&time);
                     }
-                    if ahead(self.seen.as_ref(), &mut self.allowed, time) {
-                        self.pending = Some(record);
+                    if ahead(self.seen.as_ref(), &mut self.reached, time, slack) {
+                        self.pending = Some((record, slack));
                         self.activator.activate_after(BEHIND_TICK);
                         break ControlFlow::Continue(());
                     }
@@ -508,7 +695,9 @@ impl FileRecords {
                             break 'activation ControlFlow::Continue(());
                         }
                         match rx.try_recv() {
-                            Ok(r) if r.sequence / self.batch_size == time => record = r,
+                            Ok((r, s)) if r.sequence / self.batch_size == time && s == slack => {
+                                record = r;
+                            }
                             other => {
                                 next = other;
                                 break;
@@ -544,16 +733,18 @@ impl FileRecords {
     }
 }
 
-/// Whether `time` is more than [`MAX_AHEAD`] after the oldest time a worker of the source
-/// (`seen`, with several workers) has yet to finish; `allowed`: a time known not to be. The
-/// asking worker's capability is already at `time`, so the slowest worker is never held.
-fn ahead(seen: Option<&ProbeHandle<Time>>, allowed: &mut Time, time: Time) -> bool {
-    let Some(seen) = seen.filter(|_| time > *allowed) else {
+/// Whether `time` is more than [`MAX_AHEAD`]` + slack` after the oldest time a worker of the
+/// source (`seen`, with several workers) has yet to finish; `reached`: a time that oldest time
+/// is known to have reached. The asking worker's capability is already at `time`, so the
+/// slowest worker is never held.
+fn ahead(seen: Option<&ProbeHandle<Time>>, reached: &mut Time, time: Time, slack: Time) -> bool {
+    let floor = time.saturating_sub(MAX_AHEAD.saturating_add(slack));
+    let Some(seen) = seen.filter(|_| floor > *reached) else {
         return false;
     };
-    if seen.less_than(&time.saturating_sub(MAX_AHEAD)) {
+    if seen.less_than(&floor) {
         return true;
     }
-    *allowed = time;
+    *reached = floor;
     false
 }
