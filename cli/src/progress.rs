@@ -193,6 +193,7 @@ mod tests {
             bytes_in: 0,
             bytes_written: 0,
             read_by_worker: std::collections::BTreeMap::new(),
+            failing_for_ms: 0,
         }
     }
 

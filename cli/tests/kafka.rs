@@ -302,7 +302,7 @@ fn feed_late_and_bad(broker: &Broker, g: &Generator, topics: &Topics) -> Fed {
             vitalflow_connectors::kafka::PropertyValue::Literal(v.to_owned()),
         );
     }
-    let mut w = TopicWriter::new(&settings).unwrap();
+    let mut w = TopicWriter::new(&settings, Duration::from_secs(60)).unwrap();
     let mut fed = Fed {
         readings: 0,
         late: 0,
@@ -564,7 +564,11 @@ fn sigkill_exactly_once(brokers: Vec<Broker>) {
         // records when it was killed depends on timing, so a last run over a few more readings
         // resumes from the final checkpoint, whose audit records it must chain on to.
         crate::audit::checked_chain(&out);
-        let mut w = TopicWriter::new(&ClientSettings::new(&broker.bootstrap)).unwrap();
+        let mut w = TopicWriter::new(
+            &ClientSettings::new(&broker.bootstrap),
+            Duration::from_secs(60),
+        )
+        .unwrap();
         for i in g.count()..g.count() + 100 {
             w.send(OutMessage {
                 topic: topics.vitals.clone(),
@@ -617,7 +621,11 @@ fn an_idle_partition_stops_holding_the_watermark_after_the_idle_timeout() {
         let topics = Topics::new(&broker, 4);
         // Readings on partitions 0..3 only (explicit partitions), over an hour of event time.
         let g = generator(20, 2_000);
-        let mut w = TopicWriter::new(&ClientSettings::new(&broker.bootstrap)).unwrap();
+        let mut w = TopicWriter::new(
+            &ClientSettings::new(&broker.bootstrap),
+            Duration::from_secs(60),
+        )
+        .unwrap();
         for i in 0..g.count() {
             // Three keys: at most three of the four partitions get records.
             let topic = if g.is_patient_event(i) {
@@ -747,7 +755,11 @@ fn malformed_records_reach_the_dead_letter_topic_with_a_reason() {
             good.replacen("\"value\":", "\"value\":\"high\",\"was\":", 1),
             good.replacen("\"patientId\"", "\"nobody\"", 1),
         ];
-        let mut w = TopicWriter::new(&ClientSettings::new(&broker.bootstrap)).unwrap();
+        let mut w = TopicWriter::new(
+            &ClientSettings::new(&broker.bootstrap),
+            Duration::from_secs(60),
+        )
+        .unwrap();
         for b in &bad {
             w.send(OutMessage {
                 topic: topics.vitals.clone(),
@@ -932,7 +944,11 @@ fn a_table_topic_with_a_tombstone_joins_each_reading_as_of_its_time() {
         )
         .unwrap();
         let base = now - 3_600_000;
-        let mut w = TopicWriter::new(&ClientSettings::new(&broker.bootstrap)).unwrap();
+        let mut w = TopicWriter::new(
+            &ClientSettings::new(&broker.bootstrap),
+            Duration::from_secs(60),
+        )
+        .unwrap();
         let mut send = |topic: &str, key: &str, payload: String| {
             w.send(OutMessage {
                 topic: topic.to_owned(),
@@ -1098,6 +1114,7 @@ inputs = ["anonymize"]
 brokers = "127.0.0.1:{port}"
 topic = "readings"
 properties = {{ "message.timeout.ms" = "50" }}
+retry-for = "2s"
 "#
         ),
     )
@@ -1121,8 +1138,9 @@ properties = {{ "message.timeout.ms" = "50" }}
     for needle in [
         "topic `readings`",
         &format!("127.0.0.1:{port}"),
-        "5 times",
+        "times over",
         "timed out",
+        "retry-for",
     ] {
         assert!(line.contains(needle), "no `{needle}` in: {line}");
     }
@@ -1138,7 +1156,11 @@ fn a_resumed_run_prints_the_checkpoint_time_in_rfc_3339() {
     create_topics(&broker, &[(&topic, 1)]);
     // Readings a minute apart from 2026-03-01T08:00:00Z.
     let first = 1_772_352_000_000_i64;
-    let mut w = TopicWriter::new(&ClientSettings::new(&broker.bootstrap)).unwrap();
+    let mut w = TopicWriter::new(
+        &ClientSettings::new(&broker.bootstrap),
+        Duration::from_secs(60),
+    )
+    .unwrap();
     for i in 0..30 {
         let ts = first + i * 60_000;
         w.send(OutMessage {
@@ -1232,7 +1254,11 @@ fn send_event(w: &mut TopicWriter, g: &Generator, topics: &Topics, i: u64) {
 
 /// Produces the generator's events `range` (patients to their topic, readings to theirs).
 pub(crate) fn feed(broker: &Broker, g: &Generator, topics: &Topics, range: std::ops::Range<u64>) {
-    let mut w = TopicWriter::new(&ClientSettings::new(&broker.bootstrap)).unwrap();
+    let mut w = TopicWriter::new(
+        &ClientSettings::new(&broker.bootstrap),
+        Duration::from_secs(60),
+    )
+    .unwrap();
     for i in range {
         send_event(&mut w, g, topics, i);
         if i % 10_000 == 9_999 {

@@ -21,7 +21,7 @@ use crate::support::{
 const TIMED_EVERY: f64 = 16.0;
 
 /// `GET path`: the status code and the body, or `None` if nothing answers.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))

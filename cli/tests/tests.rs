@@ -12,6 +12,7 @@ mod cluster;
 mod dedupe;
 mod deid;
 mod expressions;
+mod faults;
 mod inputs;
 mod kafka;
 mod mllp;

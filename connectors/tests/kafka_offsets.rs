@@ -13,7 +13,11 @@ use vitalflow_connectors::kafka::{
 
 /// Produces `count` records keyed `first..first + count` into `topic` and waits for them.
 fn produce(bootstrap: &str, topic: &str, first: u64, count: u64) {
-    let mut w = TopicWriter::new(&ClientSettings::new(bootstrap)).unwrap();
+    let mut w = TopicWriter::new(
+        &ClientSettings::new(bootstrap),
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap();
     for i in first..first + count {
         w.send(OutMessage {
             topic: topic.to_owned(),

@@ -16,6 +16,11 @@
       Reads the domain events topic to its end; reports the event types seen, and for GROUP the
       committed offsets and the lag on INPUT_TOPIC.
 
+  kafka_check.py create BOOTSTRAP TOPIC PARTITIONS
+      Creates TOPIC with the admin client.
+  kafka_check.py pairs BOOTSTRAP TOPIC FIELD_A FIELD_B
+      Records of a topic of JSON rows, and the distinct (FIELD_A, FIELD_B) pairs among them.
+
 Prints a JSON summary on stdout.
 """
 
@@ -262,6 +267,24 @@ def consume(bootstrap: str, events_topic: str, input_topic: str, group: str) -> 
     }
 
 
+def create(bootstrap: str, topic: str, partitions: int) -> dict:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, partitions, 1)]).values():
+        future.result()
+    return {"created": topic}
+
+
+def pairs(bootstrap: str, topic: str, a: str, b: str) -> dict:
+    records = read_all(bootstrap, topic, f"{topic}-pairs-reader")
+    seen = set()
+    for _, _, value in records:
+        row = json.loads(value)
+        seen.add((row.get(a), row.get(b)))
+    return {"records": len(records), "distinct": len(seen)}
+
+
 def main() -> int:
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "count":
@@ -272,6 +295,10 @@ def main() -> int:
         result = {"records": len(ids), "distinct": len(set(ids))}
     elif cmd == "compare":
         result = compare(args[0], args[1])
+    elif cmd == "create":
+        result = create(args[0], args[1], int(args[2]))
+    elif cmd == "pairs":
+        result = pairs(args[0], args[1], args[2], args[3])
     elif cmd == "produce":
         result = produce(args[0], args[1:])
     elif cmd == "consume":

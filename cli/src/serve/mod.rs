@@ -147,6 +147,14 @@ impl Status {
         }) {
             return Err(format!("source `{}` has not read anything yet", idle.name));
         }
+        if let Some(failing) = snapshot.nodes.iter().find(|n| n.failing_for_ms > 0) {
+            return Err(format!(
+                "`{}`: its deliveries have been failing for {:.1} s (its broker is away); they are \
+                 retried",
+                failing.name,
+                failing.failing_for_ms as f64 / 1000.0
+            ));
+        }
         match snapshot.checkpoints {
             Some(c) if c.written == 0 => Err("no checkpoint has been written yet".to_owned()),
             _ => Ok(()),

@@ -75,7 +75,7 @@ pub fn feed_generator(
             .properties
             .insert(k.to_owned(), super::PropertyValue::Literal(v.to_owned()));
     }
-    let mut writer = TopicWriter::new(&settings)?;
+    let mut writer = TopicWriter::new(&settings, FEED_RETRY)?;
     let started = Instant::now();
     let mut acked = 0u64;
     for i in 0..generator.count() {
@@ -181,7 +181,7 @@ pub fn feed_context(
     topics: &FlatTopics,
     timeout: Duration,
 ) -> Result<u64, KafkaError> {
-    let mut writer = TopicWriter::new(&feed_settings(bootstrap, "5"))?;
+    let mut writer = TopicWriter::new(&feed_settings(bootstrap, "5"), FEED_RETRY)?;
     for line in generator.context_lines() {
         writer.send(OutMessage {
             topic: topics.context.clone(),
@@ -218,7 +218,7 @@ pub fn feed_flat(
     stop: impl Fn() -> bool,
 ) -> Result<u64, KafkaError> {
     let linger = if rate > 0 { "1" } else { "20" };
-    let mut writer = TopicWriter::new(&feed_settings(bootstrap, linger))?;
+    let mut writer = TopicWriter::new(&feed_settings(bootstrap, linger), FEED_RETRY)?;
     let started = Instant::now();
     let mut acked = 0u64;
     for i in 0..generator.count() {
@@ -258,3 +258,7 @@ pub fn feed_flat(
     }
     Ok(acked)
 }
+
+/// How long the embedded broker's feeds send a failing record again (the broker runs in this
+/// process: a failure that lasts is a fault of its own).
+const FEED_RETRY: std::time::Duration = std::time::Duration::from_secs(30);

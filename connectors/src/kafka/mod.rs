@@ -46,11 +46,15 @@ pub enum KafkaError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
-    /// A record was not delivered after every attempt.
+    /// A record was not delivered within the time its sink retries.
     #[error(
-        "Kafka delivery to topic `{topic}` at {brokers} failed {attempts} times, the last: {reason}"
+        "Kafka delivery to topic `{topic}` at {brokers} failed {attempts} times over {}, the \
+         last: {reason} (the broker did not come back within the sink's `retry-for`)",
+        humanize(*.retried_for)
     )]
     Delivery {
+        /// How long it was retried.
+        retried_for: std::time::Duration,
         /// The topic.
         topic: String,
         /// The bootstrap brokers.
@@ -187,6 +191,18 @@ fn resolve(name: &str, value: &PropertyValue, base: &Path) -> Result<String, Kaf
                 .map(|s| s.trim_end().to_owned())
                 .map_err(|e| setting(format!("cannot read `{}`: {e}", path.display())))
         }
+    }
+}
+
+/// A duration for messages: `850ms`, `12.3s`, `5m 0s`.
+fn humanize(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}m {}s", ms / 60_000, (ms % 60_000) / 1_000)
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Target {
     pub topic: String,
     /// Its broker's, or vitalflow's for the embedded broker.
     pub fault: Fault,
+    /// How long a failing record is sent again before the job fails.
+    pub retry_for: Duration,
 }
 
 /// Writes `input` to `topic`.
@@ -54,6 +56,7 @@ where
         settings,
         topic,
         fault,
+        retry_for,
     } = target;
     let scope = input.scope();
     input.unary_frontier::<CapacityContainerBuilder<Vec<SinkCommit>>, _, _, _>(
@@ -61,7 +64,7 @@ where
         name,
         move |_cap, info| {
             let activator = scope.activator_for(info.address);
-            let writer = match TopicWriter::new(&settings) {
+            let writer = match TopicWriter::new(&settings, retry_for) {
                 Ok(w) => Some(w),
                 Err(e) => {
                     failure.fail(RunFailure::at_sink(&sink, fault, e));
@@ -179,6 +182,12 @@ impl<T> SinkState<T> {
             Ok(acked) => self.acknowledged(acked),
             Err(e) => error = Some(e.to_string()),
         }
+        // While its broker is away the sink says so (the readiness probe, the metrics).
+        self.counters
+            .set_failing(self.writer.outage().map(|(since, _)| {
+                let ago = u64::try_from(since.elapsed().as_millis()).unwrap_or(0);
+                (vitalflow_model::now_us() / 1000).saturating_sub(ago)
+            }));
         if let Some(e) = error {
             self.failure
                 .fail(RunFailure::at_sink(&self.sink, self.fault, e));

@@ -36,6 +36,9 @@ pub struct NodeCounters {
     pub written: AtomicU64,
     /// Records each worker read, by global worker index (file sources, with several workers).
     pub read_by_worker: Mutex<BTreeMap<usize, u64>>,
+    /// Since when (ms since the Unix epoch) the node's deliveries have been failing and are
+    /// retried (a Kafka sink whose broker is away); 0 while they succeed.
+    pub failing_since_ms: AtomicU64,
 }
 
 impl NodeCounters {
@@ -44,6 +47,20 @@ impl NodeCounters {
         self.records_in.fetch_add(c.records_in, Ordering::Relaxed);
         self.records_out.fetch_add(c.records_out, Ordering::Relaxed);
         self.rejected.fetch_add(c.rejected, Ordering::Relaxed);
+    }
+
+    /// Notes that deliveries fail since `since` (ms since the Unix epoch), or succeed (`None`).
+    pub fn set_failing(&self, since: Option<u64>) {
+        self.failing_since_ms
+            .store(since.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// How long deliveries have been failing, in ms at `now_ms`; 0 while they succeed.
+    pub fn failing_for_ms(&self, now_ms: u64) -> u64 {
+        match self.failing_since_ms.load(Ordering::Relaxed) {
+            0 => 0,
+            since => now_ms.saturating_sub(since).max(1),
+        }
     }
 
     /// Adds dropped records.

@@ -146,6 +146,10 @@ pub struct NodeSummary {
     /// reads; empty for other nodes).
     #[serde(default)]
     pub read_by_worker: BTreeMap<usize, u64>,
+    /// How long the node's deliveries have been failing and retried (a Kafka sink whose broker
+    /// is away), in ms; 0 while they succeed.
+    #[serde(default)]
+    pub failing_for_ms: u64,
 }
 
 impl NodeSummary {
@@ -160,6 +164,7 @@ impl NodeSummary {
         self.late += other.late;
         self.bytes_in += other.bytes_in;
         self.bytes_written += other.bytes_written;
+        self.failing_for_ms = self.failing_for_ms.max(other.failing_for_ms);
         for (worker, n) in &other.read_by_worker {
             *self.read_by_worker.entry(*worker).or_default() += n;
         }

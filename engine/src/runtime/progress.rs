@@ -365,6 +365,7 @@ impl Snapshots {
             bytes_in: load(&c.bytes),
             bytes_written: load(&c.written),
             read_by_worker: c.worker_reads(),
+            failing_for_ms: c.failing_for_ms(vitalflow_model::now_us() / 1000),
         }
     }
 

@@ -1,6 +1,7 @@
 //! `kind = "kafka"` (a sink): records written to a topic, one JSON document each (dead letters:
 //! the original bytes, with the reason in headers).
 
+use crate::nodes::settings::Duration;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -43,6 +44,14 @@ pub struct KafkaSinkConfig {
     /// librdkafka properties, as for sources.
     #[serde(default)]
     pub properties: BTreeMap<String, PropertyValue>,
+    /// How long a record whose delivery fails (its broker away, restarting) is sent again
+    /// before the run fails. Default: `5m`.
+    #[serde(default = "retry_for")]
+    pub retry_for: Duration,
+}
+
+const fn retry_for() -> Duration {
+    Duration::from_millis(300_000)
 }
 
 impl NodeSpec for KafkaSinkConfig {
@@ -84,6 +93,7 @@ impl NodeSpec for KafkaSinkConfig {
             settings: client_settings(&self.brokers, &self.properties, &p.base, p.embedded),
             topic: self.topic.get_ref().clone(),
             fault: super::fault(&self.brokers),
+            retry_for: self.retry_for.0,
         }))
     }
 }
@@ -96,6 +106,8 @@ pub struct KafkaSinkOp {
     pub topic: String,
     /// Whose fault its failures are.
     pub fault: Fault,
+    /// How long a failing record is sent again.
+    pub retry_for: std::time::Duration,
 }
 
 impl KafkaSinkOp {
@@ -104,6 +116,7 @@ impl KafkaSinkOp {
             settings: self.settings.clone(),
             topic: self.topic.clone(),
             fault: self.fault,
+            retry_for: self.retry_for,
         }
     }
 }

@@ -1,0 +1,328 @@
+//! Faults a hospital's operations team causes: a Kafka broker that stops answering for 30 s in
+//! the middle of a job, and one that does not come back within the sink's `retry-for`. The
+//! broker is a standalone one (tansu) started by the test itself, so that it can be stopped
+//! (SIGSTOP: it keeps its connections and its data, and answers nothing) and continued.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::serve::get;
+use crate::support::{free_port, key_file, python, python_check, root, send_signal_to, show};
+
+/// A tansu broker of this test (memory storage), killed when dropped.
+struct Tansu {
+    child: Child,
+    address: String,
+}
+
+impl Tansu {
+    /// Starts one, or `None` (loudly) when there is no `tansu` command and the run does not
+    /// require the standalone broker.
+    fn start(dir: &Path) -> Option<Self> {
+        let tansu = std::env::var("VITALFLOW_TANSU").unwrap_or_else(|_| "tansu".to_owned());
+        if Command::new(&tansu).arg("--version").output().is_err() {
+            assert!(
+                std::env::var("VITALFLOW_REQUIRE_KAFKA").is_err(),
+                "VITALFLOW_REQUIRE_KAFKA is set but there is no `{tansu}` command (scripts/test \
+                 installs it)"
+            );
+            eprintln!("!!! SKIPPED: no `tansu` command: the broker-outage tests need one");
+            return None;
+        }
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let log = dir.join("tansu.log");
+        let url = format!("tcp://{address}");
+        let child = Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ready in")
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "tansu did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Self { child, address })
+    }
+
+    fn signal(&self, signal: &str) {
+        send_signal_to(self.child.id(), signal);
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Flat vital-sign readings into topic `in` (2 partitions) of `broker`; `out` created too.
+fn feed(python: &str, dir: &Path, broker: &str, readings: u64) {
+    let file = dir.join("vitals.jsonl");
+    let o = Command::new(env!("CARGO_BIN_EXE_vitalflow"))
+        .args([
+            "generate",
+            "vitals-flat",
+            "-n",
+            &readings.to_string(),
+            "-p",
+            "300",
+        ])
+        .args(["-o", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    for topic in ["in", "out"] {
+        python_check(python, "kafka_check.py", &["create", broker, topic, "2"]);
+    }
+    let fed = python_check(
+        python,
+        "kafka_check.py",
+        &["produce", broker, "in", file.to_str().unwrap()],
+    );
+    assert_eq!(fed["produced"], readings, "{fed}");
+}
+
+/// Kafka readings → anonymize → Kafka, with `sink` settings added to the sink.
+fn write_job(dir: &Path, broker: &str, sink: &str) -> PathBuf {
+    let key = key_file(dir);
+    let job = dir.join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"[job]
+name = "outage"
+
+[sources.vitals]
+kind = "kafka"
+brokers = "{broker}"
+topic = "in"
+format = "json"
+event-time = "ts"
+key = "patient_id"
+stop = "end"
+idle-timeout = "1s"
+fields = [
+  {{ name = "patient_id", type = "string", phi = "hash" }},
+  {{ name = "ts", type = "timestamp", format = "epoch-ms", phi = "date" }},
+  {{ name = "ward", type = "string" }},
+  {{ name = "hr", type = "integer" }},
+  {{ name = "spo2", type = "integer" }},
+  {{ name = "rr", type = "integer" }},
+  {{ name = "temp", type = "float", nullable = true }},
+  {{ name = "sbp", type = "integer" }},
+  {{ name = "dbp", type = "integer" }},
+]
+
+[operators.anonymize]
+kind = "anonymize"
+inputs = ["vitals"]
+key = "file:{}"
+
+[sinks.readings-out]
+kind = "kafka"
+inputs = ["anonymize"]
+brokers = "{broker}"
+topic = "out"
+{sink}
+
+[sinks.dead-letter]
+kind = "dead-letter"
+inputs = ["vitals.dead-letter", "anonymize.dead-letter"]
+"#,
+            key.display()
+        ),
+    )
+    .unwrap();
+    job
+}
+
+fn start(job: &Path, out: &Path, listen: u16, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_vitalflow"))
+        .args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--no-progress", "--listen", &format!("127.0.0.1:{listen}")])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the job's source has read something, so that what follows happens mid-run.
+fn reading(child: &mut Child, listen: u16, log: &Path) {
+    let started = Instant::now();
+    loop {
+        if let Some((200, body)) = get(listen, "/api/job") {
+            let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+            let read = job["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["name"] == "vitals")
+                .map_or(0, |n| n["records_out"].as_u64().unwrap_or(0));
+            if read > 0 {
+                return;
+            }
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before it read: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "nothing read in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the job did not end within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Acceptance (broker outage): the standalone broker stops answering for 30 s while a Kafka
+/// job (source and sink) runs. The job waits: no crash, one log line saying its deliveries
+/// fail and are kept, `/health/ready` answering 503 naming the sink; once the broker answers
+/// again it goes on and ends (exit 0), and the output topic holds every reading exactly once.
+#[test]
+fn a_broker_that_stops_answering_for_30_s_is_waited_for() {
+    const READINGS: u64 = 60_000;
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Tansu::start(dir.path()) else {
+        return;
+    };
+    feed(&python, dir.path(), &broker.address, READINGS);
+    let job = write_job(dir.path(), &broker.address, "");
+    let (listen, log) = (free_port(), dir.path().join("run.log"));
+    let mut child = start(&job, &dir.path().join("out"), listen, &log);
+    reading(&mut child, listen, &log);
+    broker.signal("STOP");
+    let stopped = Instant::now();
+    let mut not_ready = None;
+    while stopped.elapsed() < Duration::from_secs(30) {
+        if let Some((503, body)) = get(listen, "/health/ready")
+            && body.contains("deliveries have been failing")
+        {
+            not_ready.get_or_insert(body);
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended while its broker was away: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    broker.signal("CONT");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the job did not end within 180 s of the broker's return: {:?}\n{}",
+            get(listen, "/api/job"),
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    let not_ready = not_ready.unwrap_or_else(|| panic!("/health/ready never said 503: {stderr}"));
+    assert!(
+        not_ready.contains("`readings-out`: its deliveries have been failing"),
+        "{not_ready}"
+    );
+    assert_eq!(
+        stderr.matches("Kafka deliveries are failing").count(),
+        1,
+        "{stderr}"
+    );
+    let out = python_check(
+        &python,
+        "kafka_check.py",
+        &["pairs", &broker.address, "out", "patient_id", "ts"],
+    );
+    assert_eq!(out["records"], READINGS, "{out}");
+    assert_eq!(out["distinct"], READINGS, "{out}");
+    eprintln!("outage of 30 s: {out}; /health/ready said {not_ready}");
+}
+
+/// A broker that does not come back: the job fails once its sink's `retry-for` (5 s here) has
+/// passed, exit 1, naming the sink, the topic and the broker. Started again once the broker answers, the job ends and every reading is in the
+/// output topic (at least once: Kafka sinks are not transactional).
+#[test]
+fn a_broker_that_does_not_come_back_fails_the_job_and_a_restart_recovers() {
+    const READINGS: u64 = 20_000;
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(broker) = Tansu::start(dir.path()) else {
+        return;
+    };
+    feed(&python, dir.path(), &broker.address, READINGS);
+    let job = write_job(dir.path(), &broker.address, r#"retry-for = "5s""#);
+    let out = dir.path().join("out");
+    let (listen, log) = (free_port(), dir.path().join("run.log"));
+    let mut child = start(&job, &out, listen, &log);
+    reading(&mut child, listen, &log);
+    broker.signal("STOP");
+    let stopped = Instant::now();
+    let status = wait(&mut child, Duration::from_secs(120));
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(90), "{took:?}");
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "sink `readings-out`: Kafka delivery to topic `out` at {}",
+            broker.address
+        )) && stderr.contains("retry-for"),
+        "{stderr}"
+    );
+    broker.signal("CONT");
+    let (listen, log) = (free_port(), dir.path().join("run-2.log"));
+    let mut child = start(&job, &out, listen, &log);
+    let status = wait(&mut child, Duration::from_secs(180));
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let counts = python_check(
+        &python,
+        "kafka_check.py",
+        &["pairs", &broker.address, "out", "patient_id", "ts"],
+    );
+    assert_eq!(counts["distinct"], READINGS, "{counts}");
+    eprintln!("failed {took:?} after the broker stopped; after a restart: {counts}");
+}
