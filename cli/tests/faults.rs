@@ -326,3 +326,122 @@ fn a_broker_that_does_not_come_back_fails_the_job_and_a_restart_recovers() {
     assert_eq!(counts["distinct"], READINGS, "{counts}");
     eprintln!("failed {took:?} after the broker stopped; after a restart: {counts}");
 }
+
+/// Corrupted state: a checkpoint cut short, one edited into another job's, one that lists a
+/// file no longer in the output folder, and one edited to nonsense are each refused with exit 2
+/// and a message naming the checkpoint and what to do; never a panic, never a silent start from
+/// zero. `--fresh` then starts over.
+#[test]
+fn a_damaged_or_foreign_checkpoint_is_refused_with_exit_2() {
+    use crate::mllp::{Client, Job};
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path());
+    let port = free_port();
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"[job]
+name = "adt-feed"
+
+[sources.adt]
+kind = "mllp"
+listen = "127.0.0.1:{port}"
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["adt"]
+
+[operators.anonymize]
+kind = "anonymize"
+inputs = ["ingest"]
+key = "file:{}"
+
+[operators.canonize]
+kind = "canonize"
+inputs = ["anonymize"]
+
+[sinks.fhir]
+kind = "parquet"
+inputs = ["canonize"]
+
+[sinks.dead-letter]
+kind = "dead-letter"
+inputs = ["adt.dead-letter", "ingest.dead-letter", "anonymize.dead-letter", "canonize.dead-letter"]
+"#,
+            key.display()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let running = Job::start(&job, &out, port, 0, "warn");
+    let mut client = Client::connect(port).unwrap();
+    let adt = "MSH|^~\\&|ADT|HOSP|VITALFLOW|HOSP|20260301080000||ADT^A01^ADT_A01|ADT1|P|2.5.1\r\
+               EVN|A01|20260301080000\r\
+               PID|1||MRN1^^^HOSP^MR||Doe^Jane||19600101|F\r\
+               PV1|1|I|W1^R1^B1||||||||||||||||V1|||||||||||||||||||||||||20260301080000\r";
+    assert_eq!(client.call(adt.as_bytes()).unwrap().code, "AA");
+    let (status, stdout) = running.stop();
+    assert!(status.success(), "{stdout}");
+    let checkpoint = out.join("_vitalflow/checkpoint.json");
+    let good = std::fs::read_to_string(&checkpoint).unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&good).unwrap();
+    let file = listed["files"][0].as_str().unwrap().to_owned();
+
+    let run = |extra: &[&str]| {
+        crate::support::vitalflow(
+            &[
+                &["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()][..],
+                extra,
+            ]
+            .concat(),
+            &[],
+        )
+    };
+    let refused = |what: &str, expected: &str| {
+        let o = run(&[]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{what}: {}", show(&o));
+        assert!(
+            stderr.contains(&checkpoint.display().to_string()) && stderr.contains(expected),
+            "{what}: expected `{expected}` in {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    };
+    std::fs::write(&checkpoint, &good[..good.len() / 2]).unwrap();
+    refused("cut short", "cannot read the checkpoint");
+    std::fs::write(&checkpoint, "{\"job\": 12}").unwrap();
+    refused("edited", "cannot read the checkpoint");
+    std::fs::write(&checkpoint, good.replace("\"adt-feed\"", "\"other-job\"")).unwrap();
+    refused(
+        "another job's",
+        "is the checkpoint of job `other-job`, not of `adt-feed`",
+    );
+    std::fs::write(&checkpoint, &good).unwrap();
+    let moved = dir.path().join("moved");
+    std::fs::rename(out.join(&file), &moved).unwrap();
+    refused("a file missing", &format!("the first `{file}`"));
+    // The output untouched by the refused runs: the checkpoint is as it was.
+    assert_eq!(std::fs::read_to_string(&checkpoint).unwrap(), good);
+    // `--fresh` (with `--overwrite`: the output is a finished run's) starts over: it does not
+    // read the checkpoint.
+    let mut fresh = Command::new(env!("CARGO_BIN_EXE_vitalflow"))
+        .args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--fresh", "--overwrite", "--no-progress"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("fresh.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            fresh.try_wait().unwrap().is_none(),
+            "--fresh ended: {}",
+            std::fs::read_to_string(dir.path().join("fresh.err")).unwrap()
+        );
+        assert!(started.elapsed() < Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send_signal_to(fresh.id(), "TERM");
+    assert!(fresh.wait().unwrap().success());
+}

@@ -197,13 +197,19 @@ fn kafka_plan(
         .collect();
     let kafka_job = !granularities.is_empty();
     let previous = if kafka_job && !fresh {
-        Checkpoint::load(out)
-            .map_err(|e| {
-                Diagnostics(vec![
-                    job.diag(0..0, format!("cannot read the checkpoint: {e}")),
-                ])
-            })?
-            .filter(|c| c.job == job.name)
+        let checkpoint = Checkpoint::load(out).map_err(|e| {
+            Diagnostics(vec![job.diag(
+                0..0,
+                format!(
+                    "cannot read the checkpoint: {e} (it is damaged: restore it, or start over \
+                     with --fresh, which re-reads the sources from their start)"
+                ),
+            )])
+        })?;
+        if let Some(c) = &checkpoint {
+            check_checkpoint(job, out, c)?;
+        }
+        checkpoint
     } else {
         None
     };
@@ -222,6 +228,39 @@ fn kafka_plan(
         offsets: Vec::new(),
         stop: Arc::default(),
     })
+}
+
+/// A checkpoint is resumed only when it is this job's and every file it lists is there: a run
+/// that resumed from another job's checkpoint, or without files it lists, would lose or
+/// duplicate records without a word.
+fn check_checkpoint(job: &Job, out: &Path, c: &Checkpoint) -> Result<(), Diagnostics> {
+    let path = out.join(super::checkpoint::CHECKPOINT);
+    if c.job != job.name {
+        return Err(Diagnostics(vec![job.diag(
+            0..0,
+            format!(
+                "{} is the checkpoint of job `{}`, not of `{}`: give this job an output folder \
+                 of its own (`--out`), or start over with --fresh",
+                path.display(),
+                c.job,
+                job.name
+            ),
+        )]));
+    }
+    let missing: Vec<&String> = c.files.iter().filter(|f| !out.join(f).is_file()).collect();
+    if let Some(first) = missing.first() {
+        return Err(Diagnostics(vec![job.diag(
+            0..0,
+            format!(
+                "{} lists {} file(s) that are not in the output folder, the first `{first}`: \
+                 the output was changed after the checkpoint (restore the files, or start over \
+                 with --fresh)",
+                path.display(),
+                missing.len()
+            ),
+        )]));
+    }
+    Ok(())
 }
 
 /// Prepares the sinks' folders: a Kafka or MLLP job keeps what its last checkpoint covers and removes
