@@ -337,42 +337,7 @@ fn a_damaged_or_foreign_checkpoint_is_refused_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let key = key_file(dir.path());
     let port = free_port();
-    let job = dir.path().join("job.toml");
-    std::fs::write(
-        &job,
-        format!(
-            r#"[job]
-name = "adt-feed"
-
-[sources.adt]
-kind = "mllp"
-listen = "127.0.0.1:{port}"
-
-[operators.ingest]
-kind = "ingest"
-inputs = ["adt"]
-
-[operators.anonymize]
-kind = "anonymize"
-inputs = ["ingest"]
-key = "file:{}"
-
-[operators.canonize]
-kind = "canonize"
-inputs = ["anonymize"]
-
-[sinks.fhir]
-kind = "parquet"
-inputs = ["canonize"]
-
-[sinks.dead-letter]
-kind = "dead-letter"
-inputs = ["adt.dead-letter", "ingest.dead-letter", "anonymize.dead-letter", "canonize.dead-letter"]
-"#,
-            key.display()
-        ),
-    )
-    .unwrap();
+    let job = adt_job(dir.path(), port, &key);
     let out = dir.path().join("out");
     let running = Job::start(&job, &out, port, 0, "warn");
     let mut client = Client::connect(port).unwrap();
@@ -444,4 +409,150 @@ inputs = ["adt.dead-letter", "ingest.dead-letter", "anonymize.dead-letter", "can
     }
     send_signal_to(fresh.id(), "TERM");
     assert!(fresh.wait().unwrap().success());
+}
+
+/// An MLLP source → ingest → anonymize → canonize → Parquet job listening on `port`.
+fn adt_job(dir: &Path, port: u16, key: &Path) -> PathBuf {
+    let job = dir.join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"[job]
+name = "adt-feed"
+
+[sources.adt]
+kind = "mllp"
+listen = "127.0.0.1:{port}"
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["adt"]
+
+[operators.anonymize]
+kind = "anonymize"
+inputs = ["ingest"]
+key = "file:{}"
+
+[operators.canonize]
+kind = "canonize"
+inputs = ["anonymize"]
+
+[sinks.fhir]
+kind = "parquet"
+inputs = ["canonize"]
+
+[sinks.dead-letter]
+kind = "dead-letter"
+inputs = ["adt.dead-letter", "ingest.dead-letter", "anonymize.dead-letter", "canonize.dead-letter"]
+"#,
+            key.display()
+        ),
+    )
+    .unwrap();
+    job
+}
+
+/// A tmpfs mounted on a folder of the test, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts one of `size` (`1m`), or `None` (loudly) where mounting is not allowed.
+    fn mount(at: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("!!! SKIPPED: cannot mount a tmpfs here (it needs root): no disk-full test");
+            return None;
+        }
+        Some(Self(at.to_owned()))
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Disk full: the output folder is a 1 MiB tmpfs. ADT messages are sent over MLLP until the
+/// Parquet sink (or the source's log) cannot write: the run fails (exit 1) naming the node and
+/// the file, the checkpoint stays readable, and once the space is there again a restart writes every message
+/// acknowledged exactly once (DuckDB: rows and distinct ids of Patient and Encounter).
+#[test]
+fn a_full_disk_fails_the_run_naming_the_file_and_a_restart_loses_nothing() {
+    use crate::mllp::{Client, Job};
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&dir.path().join("disk"), "1m") else {
+        return;
+    };
+    let key = key_file(dir.path());
+    let port = free_port();
+    let job = adt_job(dir.path(), port, &key);
+    let out = disk.0.join("out");
+    let running = Job::start(&job, &out, port, 0, "warn");
+    let mut client = Client::connect(port).unwrap();
+    let mut acknowledged = 0;
+    for i in 0..20_000 {
+        let m = format!(
+            "MSH|^~\\&|ADT|HOSP|VITALFLOW|HOSP|20260301080000||ADT^A01^ADT_A01|ADT{i:06}|P|2.5.1\r\
+             EVN|A01|20260301080000\r\
+             PID|1||MRN{i:06}^^^HOSP^MR||Doe{i}^Jane||19600101|F\r\
+             PV1|1|I|W1^R1^B1||||||||||||||||V{i:06}|||||||||||||||||||||||||20260301080000\r"
+        );
+        match client.call(m.as_bytes()) {
+            Ok(ack) if ack.code == "AA" => acknowledged += 1,
+            _ => break,
+        }
+    }
+    let (status, _) = running.finish();
+    let stderr = std::fs::read_to_string(dir.path().join("run-0.err")).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    // Whichever fills the disk first names itself and the file: the Parquet sink, or the
+    // MLLP source's log (which then answers `AE`: those messages are not acknowledged).
+    let sink = format!(
+        "sink `fhir`: writing Parquet {}",
+        out.join("canonical").display()
+    );
+    let log = format!(
+        "source `adt`: its log: write {}",
+        out.join("_vitalflow").display()
+    );
+    assert!(
+        (stderr.contains(&sink) || stderr.contains(&log))
+            && stderr.contains("No space left on device"),
+        "{stderr}"
+    );
+    let checkpoint = out.join("_vitalflow/checkpoint.json");
+    if checkpoint.exists() {
+        let text = std::fs::read_to_string(&checkpoint).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap();
+    }
+    disk.resize("64m");
+    let running = Job::start(&job, &out, port, 1, "warn");
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, stdout) = running.stop();
+    assert!(status.success(), "{stdout}");
+    let counts = python_check(&python, "mllp_check.py", &["count", out.to_str().unwrap()]);
+    for table in ["Patient", "Encounter"] {
+        assert_eq!(counts[table]["rows"], acknowledged, "{counts}");
+        assert_eq!(counts[table]["distinct_ids"], acknowledged, "{counts}");
+    }
+    eprintln!(
+        "{acknowledged} messages acknowledged before the disk was full; after a restart: {counts}"
+    );
 }

@@ -142,7 +142,7 @@ impl Job {
     }
 
     /// Waits for it to end; its exit status and standard output.
-    fn finish(mut self) -> (std::process::ExitStatus, String) {
+    pub(crate) fn finish(mut self) -> (std::process::ExitStatus, String) {
         let status = self.child.wait().unwrap();
         (status, std::fs::read_to_string(&self.stdout).unwrap())
     }
