@@ -125,6 +125,11 @@ enum Command {
         #[arg(long)]
         markdown: Option<PathBuf>,
     },
+    /// Work with audit trails.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
     /// Print a job's graph (Mermaid by default: it renders on GitHub).
     Graph {
         /// The job file.
@@ -132,6 +137,30 @@ enum Command {
         /// Output format.
         #[arg(short, long, value_enum, default_value_t = Format::Mermaid)]
         format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Verify an audit trail written as JSON lines: its hash chain (HMAC-SHA256 with the audit
+    /// key when the records are keyed), every stage's events per batch, the causation links,
+    /// and the size and SHA-256 of every output file the stages' closing events list. Prints
+    /// `ok: ...`, or the first problem with its record number. Audit trails in Kafka are not
+    /// verified: export the topic to a JSON-lines file first.
+    ///
+    /// Exit codes: 0 verified, 1 the trail does not verify, 2 it cannot be verified (usage, a
+    /// log that cannot be read, keyed records without `--key`).
+    Verify {
+        /// The audit sink's folder (its `*.jsonl` files), or one JSON-lines file.
+        path: PathBuf,
+        /// The audit key: `env:NAME` (an environment variable) or `file:PATH` (a file).
+        /// Required for keyed (`hmac-sha256`) records.
+        #[arg(long, value_name = "env:NAME|file:PATH")]
+        key: Option<vitalflow_engine::audit_trail::AuditKeySource>,
+        /// The job's output folder, where the listed files are [default: the parent of the
+        /// audit folder].
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -368,6 +397,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Audit {
+            action: AuditAction::Verify { path, key, out },
+        } => audit_verify(&path, key.as_ref(), out),
         Command::Graph { job, format } => match Job::load(&job) {
             Ok(job) => {
                 let format = match format {
@@ -387,6 +419,37 @@ fn main() -> ExitCode {
             let code = run_job(&args, log);
             log.exit(code);
             ExitCode::from(code)
+        }
+    }
+}
+
+/// `vitalflow audit verify`: prints `ok: ...` or the first problem on standard output; errors
+/// that keep the trail from being verified on standard error (exit code 2).
+fn audit_verify(
+    path: &Path,
+    key: Option<&vitalflow_engine::audit_trail::AuditKeySource>,
+    out: Option<PathBuf>,
+) -> ExitCode {
+    use vitalflow_engine::audit_trail::{AuditKey, VerifyOptions, verify};
+    let key = match key.map(|k| AuditKey::load(k, Path::new("."))).transpose() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("error: --key: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match verify(path, &VerifyOptions { key, out }) {
+        Ok(verified) => {
+            println!("{verified}");
+            ExitCode::SUCCESS
+        }
+        Err(e) if e.exit_code() == 1 => {
+            println!("{e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -23,7 +23,7 @@ use vitalflow_model::alert::AlertEvent;
 use vitalflow_model::canonical::CanonicalResource;
 use vitalflow_model::clinical::Ingested;
 use vitalflow_model::deid::DeidRecord;
-use vitalflow_model::envelope::{AuditRecord, Counts, DomainEvent};
+use vitalflow_model::envelope::{AuditRecord, Counts, DomainEvent, FileDigest};
 use vitalflow_model::row::Row;
 use vitalflow_model::{DeadLetter, RawFormat, RawRecord};
 use vitalflow_operators::anonymize::DeidReport;
@@ -104,6 +104,8 @@ trait SinkState {
     fn durable_below(&self) -> u64;
     /// The files a written batch's rows went to.
     fn files_of(&self, batch: u64) -> Vec<String>;
+    /// Their size and SHA-256.
+    fn digests_of(&self, batch: u64) -> Vec<FileDigest>;
 }
 
 struct Buffered<T, W> {
@@ -116,8 +118,8 @@ struct Buffered<T, W> {
     unwrap: fn(Data) -> Option<Vec<T>>,
     /// Batches with buffered rows.
     buffered: BTreeSet<u64>,
-    /// Files of written batches.
-    files: BTreeMap<u64, Vec<String>>,
+    /// Files of written batches, and their digests.
+    files: BTreeMap<u64, (Vec<String>, Vec<FileDigest>)>,
 }
 
 impl<T, W> Buffered<T, W> {
@@ -156,12 +158,14 @@ impl<T: 'static, W: SinkWriter<T>> SinkState for Buffered<T, W> {
             .writer
             .write(&tag, std::slice::from_ref(&self.rows), &mut Pace::none())?
             .files;
+        // As the engine's writer threads do: each file read back once for its digest.
+        let digests = crate::audit_trail::digests(self.writer.out(), &files)?;
         self.busy += started.elapsed();
         self.writes += 1;
         self.written += self.rows.len() as u64;
         self.rows.clear();
         for batch in std::mem::take(&mut self.buffered) {
-            self.files.insert(batch, files.clone());
+            self.files.insert(batch, (files.clone(), digests.clone()));
         }
         Ok(())
     }
@@ -179,7 +183,17 @@ impl<T: 'static, W: SinkWriter<T>> SinkState for Buffered<T, W> {
     }
 
     fn files_of(&self, batch: u64) -> Vec<String> {
-        self.files.get(&batch).cloned().unwrap_or_default()
+        self.files
+            .get(&batch)
+            .map(|(f, _)| f.clone())
+            .unwrap_or_default()
+    }
+
+    fn digests_of(&self, batch: u64) -> Vec<FileDigest> {
+        self.files
+            .get(&batch)
+            .map(|(_, d)| d.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -559,7 +573,7 @@ impl<'p> Straight<'p> {
                     *kind,
                     cause.take(),
                     Counts::default(),
-                    vec![],
+                    (vec![], vec![]),
                     None,
                 );
                 cause = Some(event.metadata.event_id.clone());
@@ -662,6 +676,9 @@ fn close_batches(
         let mut outputs: Vec<String> = sinks.iter().flat_map(|s| s.files_of(b)).collect();
         outputs.sort();
         outputs.dedup();
+        let mut files: Vec<FileDigest> = sinks.iter().flat_map(|s| s.digests_of(b)).collect();
+        files.sort();
+        files.dedup();
         let cause = run.event_id(stage, b, *opening.last().unwrap_or(&closing));
         events.push(make_event(
             run,
@@ -670,7 +687,7 @@ fn close_batches(
             closing,
             Some(cause),
             counts,
-            outputs,
+            (outputs, files),
             detail,
         ));
     }
@@ -813,7 +830,13 @@ fn state_of(plan: &Plan, node: &PlannedNode) -> Result<State, String> {
         Prepared::Generator(g) => decode(&g.decoder),
         Prepared::File(f) => decode(&f.decoder),
         Prepared::Blackhole => State::None,
-        Prepared::Audit => State::Audit(Chain::new(None), BTreeMap::new()),
+        Prepared::Audit => State::Audit(
+            Chain::new(
+                None,
+                node.op::<audit::AuditOp>().and_then(|a| a.key.clone()),
+            ),
+            BTreeMap::new(),
+        ),
         Prepared::Ingest(i) => State::Ingest(IngestLogic {
             stage,
             options: Arc::clone(&i.options),

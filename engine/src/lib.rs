@@ -4,9 +4,11 @@
 //! * [`job`]: the declarative job file (TOML), parsed with source spans so every mistake is reported
 //!   as `path:line:col: message`, and validated as a whole (every error, not the first);
 //! * [`graph`]: the job's graph rendered as Mermaid or Graphviz DOT;
-//! * [`runtime`]: builds the timely dataflow for a job and runs it on N workers.
+//! * [`runtime`]: builds the timely dataflow for a job and runs it on N workers;
+//! * [`audit_trail`]: the audit records' hash chain and its verifier.
 #![forbid(unsafe_code)]
 
+pub mod audit_trail;
 #[cfg(feature = "baseline")]
 pub mod baseline;
 pub mod graph;

@@ -145,6 +145,21 @@ pub struct StageReport {
     /// Stage-specific detail (e.g. the de-identification report).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub detail: serde_json::Value,
+    /// The files of `outputs` with their size and SHA-256, as the sinks wrote them (closing
+    /// events; empty otherwise, and then left out of JSON).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileDigest>,
+}
+
+/// A file a sink made durable: where it is, its size and its SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FileDigest {
+    /// The file, relative to the output folder.
+    pub path: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Its SHA-256, hex.
+    pub sha256: String,
 }
 
 // JSON leaves a null detail out; binary formats write every field, the detail as a tree.
@@ -155,14 +170,38 @@ crate::wire::every_field!(StageReport {
     batch,
     counts,
     outputs,
-    detail as Json
+    detail as Json,
+    files
 });
 
 /// A stage domain event.
 pub type DomainEvent = Envelope<StageReport>;
 
-/// An audit record: one domain event, chained to the previous record by SHA-256 so that the
-/// audit trail is tamper-evident.
+/// How an audit record's `hash` is computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChainScheme {
+    /// SHA-256: evident against accidental damage only (anyone can recompute it).
+    #[default]
+    #[serde(rename = "sha256")]
+    Sha256,
+    /// HMAC-SHA256 with the audit key: only its holder can compute a record's hash.
+    #[serde(rename = "hmac-sha256")]
+    HmacSha256,
+}
+
+impl ChainScheme {
+    /// The name records carry (`sha256`, `hmac-sha256`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+            Self::HmacSha256 => "hmac-sha256",
+        }
+    }
+}
+
+/// An audit record: one domain event, chained to the previous record by a hash (keyed or not,
+/// as `chain` says) so that the audit trail is tamper-evident.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditRecord {
@@ -172,8 +211,12 @@ pub struct AuditRecord {
     pub recorded_at: DateTime<Utc>,
     /// The event.
     pub event: DomainEvent,
+    /// How `hash` is computed.
+    pub chain: ChainScheme,
     /// `hash` of the previous record (64 zeros for the first).
     pub prev_hash: String,
-    /// SHA-256 over `prev_hash` and the canonical JSON of `sequence`, `recordedAt` and `event`.
+    /// Hex SHA-256 (`chain = "sha256"`) or HMAC-SHA256 with the audit key (`"hmac-sha256"`) of
+    /// `prevHash` followed by the canonical JSON (keys sorted, no spaces) of the object of
+    /// `chain`, `event`, `recordedAt` and `sequence`.
     pub hash: String,
 }

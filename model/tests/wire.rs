@@ -224,6 +224,7 @@ fn domain_event(detail: serde_json::Value, causation: Option<&str>) -> DomainEve
             },
             outputs: vec!["canonical/Observation/x.parquet".to_owned()],
             detail,
+            files: Vec::new(),
         },
     }
 }
@@ -267,6 +268,7 @@ fn audit() -> AuditRecord {
         sequence: 4,
         recorded_at: at("2026-01-01T00:00:02Z"),
         event: domain_event(serde_json::json!({"name:redact": 2}), None),
+        chain: vitalflow_model::envelope::ChainScheme::HmacSha256,
         prev_hash: "0".repeat(64),
         hash: "ff".repeat(32),
     }
@@ -437,7 +439,7 @@ fn domain_events_and_audit_records() {
     check(
         "AuditRecord",
         &audit(),
-        r#"{"sequence":4,"recordedAt":"2026-01-01T00:00:02Z","event":{"metadata":{"eventId":"e1","eventType":"DataIngestionFinished","eventSource":"vitalflow.ingest","correlationId":"c1","timestamp":"2026-01-01T00:00:01Z","version":"1.0"},"payload":{"job":"quickstart","runId":"r1","stage":"ingest","batch":3,"counts":{"recordsIn":10,"recordsOut":9,"rejected":1},"outputs":["canonical/Observation/x.parquet"],"detail":{"name:redact":2}}},"prevHash":"0000000000000000000000000000000000000000000000000000000000000000","hash":"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"}"#,
+        r#"{"sequence":4,"recordedAt":"2026-01-01T00:00:02Z","event":{"metadata":{"eventId":"e1","eventType":"DataIngestionFinished","eventSource":"vitalflow.ingest","correlationId":"c1","timestamp":"2026-01-01T00:00:01Z","version":"1.0"},"payload":{"job":"quickstart","runId":"r1","stage":"ingest","batch":3,"counts":{"recordsIn":10,"recordsOut":9,"rejected":1},"outputs":["canonical/Observation/x.parquet"],"detail":{"name:redact":2}}},"chain":"hmac-sha256","prevHash":"0000000000000000000000000000000000000000000000000000000000000000","hash":"ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"}"#,
     );
 }
 

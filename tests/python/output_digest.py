@@ -32,8 +32,9 @@ Per-run fields, left out by name (JSON pointers). The engine's own list (AUDIT_P
 ALERT_PER_RUN in cli/src/bench/work.rs) is the wall-clock times and what follows from them, and
 file names:
 * audit records: /recordedAt, /event/metadata/timestamp (wall clock), /hash and /prevHash (the
-  chain's hashes cover those times), /event/payload/outputs (the names of the files a stage
-  wrote, which follow the rolls, hence the wall clock);
+  chain's hashes cover those times), /event/payload/outputs and /event/payload/files (the
+  names of the files a stage wrote, which follow the rolls, hence the wall clock, and their sizes
+  and SHA-256, which follow the rows each roll holds);
 * alert events: /metadata/timestamp and /payload/emittedAt (wall clock), /payload/latencyMs.
 The engine's same-work check gives both sides one run id; two runs have two, so these are left
 out as well:
@@ -74,6 +75,7 @@ AUDIT_PER_RUN = [
     "/prevHash",
     "/event/metadata/timestamp",
     "/event/payload/outputs",
+    "/event/payload/files",
     "/event/payload/runId",
     "/event/metadata/traceId",
     "/event/metadata/eventId",

@@ -25,13 +25,14 @@ use vitalflow_model::ids::hex;
 
 /// Per-run fields of an audit record: when it was recorded and its event published (wall
 /// clock), the hashes (they cover those times), and the files a stage's output went to (their
-/// names and number follow the file layout).
+/// names and number follow the file layout, their sizes and digests the rows each holds).
 pub const AUDIT_PER_RUN: &[&str] = &[
     "/recordedAt",
     "/hash",
     "/prevHash",
     "/event/metadata/timestamp",
     "/event/payload/outputs",
+    "/event/payload/files",
 ];
 
 /// Per-run fields of an alert event: when it was emitted (wall clock), and its latency.

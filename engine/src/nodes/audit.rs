@@ -1,14 +1,16 @@
-//! `kind = "audit"`: every domain event recorded in a hash chain.
+//! `kind = "audit"`: every domain event recorded in a hash chain, keyed with an audit key when
+//! one is given.
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::{NodeSpec, Operator, Output, Prepare};
+use crate::audit_trail::{AuditKey, AuditKeySource};
 use crate::job::PortKind;
 use crate::runtime::builder::{Builder, PlannedNode, Port, as_events};
 use crate::runtime::saga::audit;
 
-/// `kind = "audit"`: no settings but its inputs.
+/// `kind = "audit"`: its inputs, and the audit key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AuditConfig {
@@ -16,6 +18,11 @@ pub struct AuditConfig {
     pub kind: String,
     /// Upstream ports (the `events` ports of stages).
     pub inputs: Vec<Spanned<String>>,
+    /// The audit key, `env:NAME` (an environment variable) or `file:PATH` (a file; relative to
+    /// the job file): each record's hash is then HMAC-SHA256 with it, which only its holders can
+    /// compute. Not the pseudonymization key, and never `ephemeral` (the trail is verified with
+    /// it after the run). Default: none (SHA-256, evident against accidental damage only).
+    pub key: Option<Spanned<AuditKeySource>>,
 }
 
 impl NodeSpec for AuditConfig {
@@ -35,13 +42,27 @@ impl NodeSpec for AuditConfig {
         &[PortKind::DomainEvent]
     }
 
-    fn prepare(&self, _p: &mut Prepare<'_>) -> Option<Box<dyn Operator>> {
-        Some(Box::new(AuditOp))
+    fn prepare(&self, p: &mut Prepare<'_>) -> Option<Box<dyn Operator>> {
+        let key = match &self.key {
+            None => None,
+            Some(source) => match AuditKey::load(source.get_ref(), &p.base) {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    let path = p.path.clone();
+                    p.at(source.span(), format!("{path}.key: {e}"));
+                    return None;
+                }
+            },
+        };
+        Some(Box::new(AuditOp { key }))
     }
 }
 
 /// A planned audit node.
-pub struct AuditOp;
+pub struct AuditOp {
+    /// The audit key, if the chain is keyed.
+    pub key: Option<AuditKey>,
+}
 
 impl Operator for AuditOp {
     fn build<'s>(&self, b: &mut Builder<'s, '_>, node: &PlannedNode) {
@@ -53,7 +74,7 @@ impl Operator for AuditOp {
             .checkpoint
             .as_ref()
             .and_then(|c| c.audit_head.clone());
-        let records = audit(input, name, counters, head);
+        let records = audit(input, name, counters, head, self.key.clone());
         b.output(name, "out", Port::Audit(records));
     }
 

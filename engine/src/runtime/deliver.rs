@@ -340,6 +340,7 @@ fn disclosure(
                 "attempts": attempts,
                 "response": response,
             }),
+            files: Vec::new(),
         },
     }
 }

@@ -94,6 +94,11 @@ fn sink_commits() {
             rows: 12,
             first: 0,
             last: 1,
+            digests: vec![vitalflow_model::envelope::FileDigest {
+                path: "rows/0000000000-0000000001-w3.parquet".to_owned(),
+                bytes: 1234,
+                sha256: "ab".repeat(32),
+            }],
         }],
     );
 }

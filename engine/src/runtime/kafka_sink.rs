@@ -239,6 +239,7 @@ impl<T> SinkState<T> {
             sink: self.sink.clone(),
             batches: vec![batch_of(t)],
             files: Vec::new(),
+            digests: Vec::new(),
             rows: sent,
             first: t,
             last: t,

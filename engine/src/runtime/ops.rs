@@ -2,6 +2,7 @@
 //! sink that reports what it made durable, and small helpers.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,11 +19,12 @@ use timely::dataflow::operators::generic::{OutputBuilder, OutputBuilderSession};
 use timely::progress::frontier::MutableAntichain;
 use timely::scheduling::Activator;
 use vitalflow_connectors::Pace;
-use vitalflow_model::envelope::Counts;
+use vitalflow_model::envelope::{Counts, FileDigest};
 use vitalflow_model::{DeadLetter, Time, batch_of};
 
 use super::error::{Fault, RunFailure, System};
 use super::metrics::{Failure, NodeCounters};
+use crate::audit_trail::digests;
 
 /// A stream of vectors of `D` at `Time`.
 pub type VecStream<'s, D> = Stream<'s, Time, Vec<D>>;
@@ -48,6 +50,9 @@ pub struct SinkCommit {
     pub batches: Vec<u64>,
     /// The files, relative to the output folder.
     pub files: Vec<String>,
+    /// The files' size and SHA-256 (the audit trail records them).
+    #[serde(default)]
+    pub digests: Vec<FileDigest>,
     /// Rows written.
     pub rows: u64,
     /// The first timestamp the files hold.
@@ -288,6 +293,8 @@ pub struct Written {
     pub files: Vec<String>,
     /// Their size.
     pub bytes: u64,
+    /// Their size and SHA-256 each (filled in by the writer thread).
+    pub digests: Vec<FileDigest>,
 }
 
 /// Writes a sink's rows; returns the files made durable (relative to the output folder) and
@@ -301,6 +308,9 @@ pub trait SinkWriter<T>: 'static {
     /// # Errors
     /// A message naming the file that could not be written.
     fn write(&mut self, tag: &str, parts: &[Vec<T>], pace: &mut Pace) -> Result<Written, String>;
+
+    /// The job's output folder, which the files written are relative to.
+    fn out(&self) -> &Path;
 }
 
 /// The share of the time a write's rows took to gather that the write may be spread over
@@ -410,7 +420,13 @@ impl<T: Send + 'static> WriterThread<T> {
                 for (tag, parts, span) in todo {
                     let rows = parts.iter().map(Vec::len).sum();
                     let mut pace = Pace::over(span, rows, Arc::clone(&hurry_writer));
-                    if done_tx.send(writer.write(&tag, &parts, &mut pace)).is_err() {
+                    // Each file is read back once for its digest, which the stage's closing
+                    // event records.
+                    let result = writer.write(&tag, &parts, &mut pace).and_then(|mut w| {
+                        w.digests = digests(writer.out(), &w.files)?;
+                        Ok(w)
+                    });
+                    if done_tx.send(result).is_err() {
                         break;
                     }
                 }
@@ -567,6 +583,7 @@ impl<T> RollingSink<T> {
                 sink: self.sink.clone(),
                 batches: write.batches.clone(),
                 files: written.files,
+                digests: written.digests,
                 rows: write.rows,
                 first: write.first,
                 last: write.last,

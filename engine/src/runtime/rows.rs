@@ -4,7 +4,7 @@
 //! Everything here was resolved when the job was planned: expressions are compiled, fields are
 //! indexes. Nothing is looked up by name per record.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value as Json;
@@ -310,7 +310,12 @@ impl SinkWriter<Row> for RowParquetSink {
         Ok(Written {
             files: files.iter().map(|f| relative(&self.out, &f.path)).collect(),
             bytes: files.iter().map(|f| f.bytes).sum(),
+            digests: Vec::new(),
         })
+    }
+
+    fn out(&self) -> &Path {
+        &self.out
     }
 }
 
@@ -340,5 +345,9 @@ impl SinkWriter<Row> for RowJsonlSink {
                 file.write_raw_line(&buf)
             },
         )
+    }
+
+    fn out(&self) -> &Path {
+        &self.out
     }
 }

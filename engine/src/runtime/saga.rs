@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
-use sha2::{Digest, Sha256};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::OutputBuilderSession;
@@ -16,12 +15,14 @@ use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::progress::frontier::MutableAntichain;
 use vitalflow_model::envelope::{
-    AuditRecord, Counts, DomainEvent, DomainEventType, ENVELOPE_VERSION, EventMetadata, StageReport,
+    AuditRecord, ChainScheme, Counts, DomainEvent, DomainEventType, ENVELOPE_VERSION,
+    EventMetadata, FileDigest, StageReport,
 };
-use vitalflow_model::ids::{hex, uuid_from};
+use vitalflow_model::ids::uuid_from;
 use vitalflow_model::{Time, batch_of};
 
 use super::ops::{SinkCommit, StageStat, VecStream};
+use crate::audit_trail::{AuditKey, GENESIS, canonical_record, record_hash};
 
 /// The saga role of a stage: which events it publishes and what causes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,7 +105,6 @@ struct Pending {
     cap: Capability<Time>,
     counts: Counts,
     detail: Option<serde_json::Value>,
-    outputs: Vec<String>,
 }
 
 /// Builds a stage's domain events from its stats (all workers) and the commits of the sinks fed by
@@ -172,8 +172,8 @@ struct Saga {
     merge_detail: fn(&mut Option<serde_json::Value>, Option<serde_json::Value>),
     /// The batches opened and not yet closed.
     pending: BTreeMap<u64, Pending>,
-    /// Per batch, the files made durable.
-    outputs: BTreeMap<u64, Vec<String>>,
+    /// Per batch, the files made durable, and their digests.
+    outputs: BTreeMap<u64, (Vec<String>, Vec<FileDigest>)>,
 }
 
 impl Saga {
@@ -193,7 +193,6 @@ impl Saga {
                     cap: owned,
                     counts: Counts::default(),
                     detail: None,
-                    outputs: vec![],
                 },
             );
         }
@@ -221,7 +220,7 @@ impl Saga {
                 *kind,
                 cause.take(),
                 Counts::default(),
-                vec![],
+                (vec![], vec![]),
                 None,
             );
             cause = Some(event.metadata.event_id.clone());
@@ -232,10 +231,9 @@ impl Saga {
     /// A sink's commit: its files are outputs of the batches it covers.
     fn commit(&mut self, commit: &SinkCommit) {
         for b in &commit.batches {
-            self.outputs
-                .entry(*b)
-                .or_default()
-                .extend(commit.files.iter().cloned());
+            let (files, digests) = self.outputs.entry(*b).or_default();
+            files.extend(commit.files.iter().cloned());
+            digests.extend(commit.digests.iter().cloned());
         }
     }
 
@@ -255,12 +253,14 @@ impl Saga {
             .map(|(b, _)| *b)
             .collect();
         for b in done {
-            let Some(mut p) = self.pending.remove(&b) else {
+            let Some(p) = self.pending.remove(&b) else {
                 continue;
             };
-            p.outputs = self.outputs.remove(&b).unwrap_or_default();
-            p.outputs.sort();
-            p.outputs.dedup();
+            let (mut outputs, mut files) = self.outputs.remove(&b).unwrap_or_default();
+            outputs.sort();
+            outputs.dedup();
+            files.sort();
+            files.dedup();
             let cause = self
                 .run
                 .event_id(&self.stage, b, *opening.last().unwrap_or(&closing));
@@ -271,7 +271,7 @@ impl Saga {
                 closing,
                 Some(cause),
                 p.counts,
-                p.outputs,
+                (outputs, files),
                 p.detail,
             );
             output.session(&p.cap).give(event);
@@ -287,7 +287,7 @@ pub(crate) fn make_event(
     kind: DomainEventType,
     causation_id: Option<String>,
     counts: Counts,
-    outputs: Vec<String>,
+    (outputs, files): (Vec<String>, Vec<FileDigest>),
     detail: Option<serde_json::Value>,
 ) -> DomainEvent {
     DomainEvent {
@@ -309,31 +309,20 @@ pub(crate) fn make_event(
             counts,
             outputs,
             detail: detail.unwrap_or(serde_json::Value::Null),
+            files,
         },
     }
 }
 
-/// Hex SHA-256 chaining an audit record to its predecessor.
-#[must_use]
-///
-/// `recorded_at` is the JSON string of the record's `recordedAt`, `event_json` the JSON of its
-/// `event`.
-pub fn chain_hash(prev_hash: &str, sequence: u64, recorded_at: &str, event_json: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(sequence.to_le_bytes());
-    h.update(recorded_at.as_bytes());
-    h.update(event_json.as_bytes());
-    hex(&h.finalize())
-}
-
-/// The audit stage: every domain event, in saga order per batch, chained by SHA-256. Runs on
-/// worker 0 so the chain is one sequence.
+/// The audit stage: every domain event, in saga order per batch, chained by SHA-256 (or
+/// HMAC-SHA256 with `key`; see [`crate::audit_trail`]). Runs on worker 0 so the chain is one
+/// sequence.
 pub fn audit<'s>(
     events: VecStream<'s, DomainEvent>,
     name: &str,
     counters: std::sync::Arc<super::metrics::NodeCounters>,
     head: Option<(u64, String)>,
+    key: Option<AuditKey>,
 ) -> VecStream<'s, AuditRecord> {
     events.unary_frontier::<CapacityContainerBuilder<Vec<AuditRecord>>, _, _, _>(
         Exchange::new(|_: &DomainEvent| 0),
@@ -341,7 +330,7 @@ pub fn audit<'s>(
         move |_cap, _info| {
             let mut stash: BTreeMap<Time, (Capability<Time>, Vec<DomainEvent>)> = BTreeMap::new();
             // A resumed job goes on from the last record its checkpoint kept.
-            let mut chain = Chain::new(head.clone());
+            let mut chain = Chain::new(head.clone(), key.clone());
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     if let Some(cap) = cap.retain_least(output.output_index()) {
@@ -378,19 +367,23 @@ pub fn audit<'s>(
     )
 }
 
-/// The audit trail's hash chain: where it goes on, and how a completed time's events join it.
+/// The audit trail's hash chain: where it goes on, its key, and how a completed time's events
+/// join it.
 pub(crate) struct Chain {
     sequence: u64,
     prev_hash: String,
+    key: Option<AuditKey>,
 }
 
 impl Chain {
-    /// A chain going on from `head` (next sequence, previous hash), or a new one.
-    pub(crate) fn new(head: Option<(u64, String)>) -> Self {
-        let (sequence, prev_hash) = head.unwrap_or_else(|| (0, "0".repeat(64)));
+    /// A chain going on from `head` (next sequence, previous hash), or a new one; keyed with
+    /// `key` (HMAC-SHA256), else SHA-256.
+    pub(crate) fn new(head: Option<(u64, String)>, key: Option<AuditKey>) -> Self {
+        let (sequence, prev_hash) = head.unwrap_or_else(|| (0, GENESIS.to_owned()));
         Self {
             sequence,
             prev_hash,
+            key,
         }
     }
 
@@ -411,16 +404,25 @@ impl Chain {
                     &b.metadata.event_id,
                 ))
         });
+        let chain = if self.key.is_some() {
+            ChainScheme::HmacSha256
+        } else {
+            ChainScheme::Sha256
+        };
         let mut records = Vec::with_capacity(events.len());
         for event in events {
             let recorded_at = Utc::now();
-            let event_json = serde_json::to_string(&event).unwrap_or_default();
-            let stamp = serde_json::to_string(&recorded_at).unwrap_or_default();
-            let hash = chain_hash(&self.prev_hash, self.sequence, &stamp, &event_json);
+            // The hash covers the record as the JSON-lines sink writes it (keys sorted), so that
+            // a verifier recomputes it from the line.
+            let event_json = serde_json::to_value(&event).unwrap_or_default();
+            let stamp = serde_json::to_value(recorded_at).unwrap_or_default();
+            let canonical = canonical_record(chain, &event_json, &stamp, self.sequence);
+            let hash = record_hash(self.key.as_ref(), &self.prev_hash, &canonical);
             records.push(AuditRecord {
                 sequence: self.sequence,
                 recorded_at,
                 event,
+                chain,
                 prev_hash: std::mem::replace(&mut self.prev_hash, hash.clone()),
                 hash,
             });

@@ -150,7 +150,12 @@ impl SinkWriter<CanonicalResource> for ParquetSink {
         Ok(Written {
             files: files.iter().map(|f| relative(&self.out, &f.path)).collect(),
             bytes: files.iter().map(|f| f.bytes).sum(),
+            digests: Vec::new(),
         })
+    }
+
+    fn out(&self) -> &Path {
+        &self.out
     }
 }
 
@@ -179,6 +184,10 @@ impl<T: 'static> SinkWriter<T> for JsonlSink<T> {
             |file, row| file.write_line(&render(row)),
         )
     }
+
+    fn out(&self) -> &Path {
+        &self.out
+    }
 }
 
 /// Writes one JSON-lines file of `rows` under `dir` (`part-<tag>.jsonl`), a line each by `line`,
@@ -204,5 +213,6 @@ pub(super) fn write_lines<'r, T: 'r>(
     Ok(Written {
         files: vec![relative(out, &path)],
         bytes,
+        digests: Vec::new(),
     })
 }
