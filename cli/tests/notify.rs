@@ -384,6 +384,13 @@ fn each_alert_reaches_the_care_team_identified_and_each_delivery_is_audited() {
         }
     }
 
+    // The audit trail, disclosures included, verifies.
+    let verified = vitalflow(
+        &["audit", "verify", out.join("audit").to_str().unwrap()],
+        &[],
+    );
+    assert!(verified.status.success(), "{}", show(&verified));
+
     // PHI: in the receivers' traffic (the scan finds it there), nowhere else.
     let phi: Vec<String> = (0..PATIENTS)
         .flat_map(|p| {
