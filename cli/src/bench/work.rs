@@ -18,6 +18,7 @@ use anyhow::{Context as _, bail};
 use parquet::file::reader::SerializedFileReader;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
+use vitalflow_engine::audit_trail::canonical_json;
 use vitalflow_engine::baseline::{Prepared, prepared};
 use vitalflow_engine::job::Section;
 use vitalflow_engine::runtime::plan::Plan;
@@ -206,8 +207,7 @@ fn json_lines(path: &Path, per_run: &[&str], hashes: &mut Vec<[u8; 32]>) -> anyh
         for pointer in per_run {
             remove(&mut value, pointer);
         }
-        let mut canonical = String::new();
-        write_canonical(&value, &mut canonical);
+        let canonical = canonical_json(&value);
         hashes.push(Sha256::digest(canonical.as_bytes()).into());
     }
     Ok(())
@@ -219,39 +219,6 @@ fn remove(value: &mut Value, pointer: &str) {
         && let Some(Value::Object(map)) = value.pointer_mut(parent)
     {
         map.remove(key);
-    }
-}
-
-/// JSON text with every object's keys sorted, whatever order the map keeps.
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                if let Some(v) = map.get(k) {
-                    write_canonical(v, out);
-                }
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(v, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
     }
 }
 
@@ -373,8 +340,7 @@ mod tests {
         for p in AUDIT_PER_RUN {
             remove(&mut a, p);
         }
-        let mut text = String::new();
-        write_canonical(&a, &mut text);
+        let text = canonical_json(&a);
         assert_eq!(
             text,
             r#"{"event":{"metadata":{"eventId":"e"},"payload":{"batch":1}},"sequence":3}"#
