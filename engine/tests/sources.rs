@@ -17,10 +17,11 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use timely::dataflow::operators::Inspect;
+use vitalflow_connectors::files::CHUNK_BYTES;
 use vitalflow_connectors::files::{FileFormat, FileSource};
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 use vitalflow_engine::runtime::metrics::{Failure, NodeCounters};
-use vitalflow_engine::runtime::sources::{MAX_AHEAD, files, generator};
+use vitalflow_engine::runtime::sources::{MAX_AHEAD, Tally, files, generator};
 
 /// Runs a generator of `count` events in batches of `batch` on two workers, worker 1's
 /// downstream sleeping on every batch it sees; returns, for each batch worker 0 emitted, its
@@ -124,7 +125,8 @@ fn a_stopped_file_source_reads_no_more() {
         let (s, c, f) = (Arc::clone(&s), Arc::clone(&c), f.clone());
         worker.dataflow::<u64, _, _>(|scope| {
             let seen = Arc::clone(&stop);
-            files(scope, "readings", s, 1000, c, true, f, stop).inspect(move |_| {
+            let split = (Arc::new(Tally::default()), CHUNK_BYTES);
+            files(scope, "readings", s, 1000, c, true, f, stop, split).inspect(move |_| {
                 seen.store(true, Ordering::SeqCst);
             });
         });
@@ -175,6 +177,7 @@ fn read_on(dir: &std::path::Path, workers: usize, batch: u64) -> (Emitted, Arc<N
     let counters = Arc::new(NodeCounters::default());
     let failure = Failure::default();
     let emitted: Arc<Mutex<Emitted>> = Arc::default();
+    let tally = Arc::new(Tally::default());
     let (s, c, f, e) = (
         Arc::clone(&source),
         Arc::clone(&counters),
@@ -184,22 +187,32 @@ fn read_on(dir: &std::path::Path, workers: usize, batch: u64) -> (Emitted, Arc<N
     timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
         let (s, c, f, e) = (Arc::clone(&s), Arc::clone(&c), f.clone(), Arc::clone(&e));
+        let split = (Arc::clone(&tally), CHUNK_BYTES);
         worker.dataflow::<u64, _, _>(|scope| {
-            files(scope, "readings", s, batch, c, true, f, Arc::default()).inspect_core(
-                move |event| {
-                    if let Ok((stamp, records)) = event
-                        && let Some(&time) = stamp.iter().max()
-                    {
-                        let mut e = e.lock().unwrap();
-                        let mine = e.entry(index).or_default();
-                        mine.extend(
-                            records
-                                .iter()
-                                .map(|r| (r.sequence, time, r.location.clone())),
-                        );
-                    }
-                },
-            );
+            files(
+                scope,
+                "readings",
+                s,
+                batch,
+                c,
+                true,
+                f,
+                Arc::default(),
+                split,
+            )
+            .inspect_core(move |event| {
+                if let Ok((stamp, records)) = event
+                    && let Some(&time) = stamp.iter().max()
+                {
+                    let mut e = e.lock().unwrap();
+                    let mine = e.entry(index).or_default();
+                    mine.extend(
+                        records
+                            .iter()
+                            .map(|r| (r.sequence, time, r.location.clone())),
+                    );
+                }
+            });
         });
     })
     .unwrap();
@@ -208,10 +221,11 @@ fn read_on(dir: &std::path::Path, workers: usize, batch: u64) -> (Emitted, Arc<N
     (emitted, counters)
 }
 
-/// Two and three workers read a file source together: each emits the records of its share
-/// only, in order, and all of them together emit what one worker does, each record at the same
-/// time and with the same location; every file is counted once, and each worker's records
-/// are counted as its own.
+/// Two and three workers read a file source of 5 files together: file `f` (a chunk each, the
+/// files being small) is worker `f % n`'s; each emits its files' records only, in order, and
+/// all of them together emit what one worker does, each record at the same time and with the
+/// same location; every file is counted once, and each worker's records are counted as its
+/// own.
 #[test]
 fn every_worker_reads_its_share_of_a_file_source() {
     let (file_count, lines, batch) = (5u64, 3_001u64, 1_000u64);
@@ -236,8 +250,14 @@ fn every_worker_reads_its_share_of_a_file_source() {
                 "worker {w} of {workers} emitted nothing: {:?}",
                 emitted.keys()
             );
+            // `…/part-03.jsonl:17` → 3.
+            let file_of = |location: &str| -> u64 {
+                let name = location.rsplit('/').next().unwrap_or_default();
+                name["part-".len().."part-00".len()].parse().unwrap()
+            };
             assert!(
-                mine.iter().all(|(s, _, _)| *s % workers as u64 == w as u64),
+                mine.iter()
+                    .all(|(_, _, l)| file_of(l) % workers as u64 == w as u64),
                 "worker {w} of {workers} emitted another worker's records"
             );
             assert!(
@@ -258,14 +278,22 @@ fn every_worker_reads_its_share_of_a_file_source() {
         assert_eq!(reads.len(), workers, "{reads:?}");
         assert_eq!(reads.values().sum::<u64>(), total, "{reads:?}");
         for (w, n) in &reads {
-            let share = (*w as u64..total).step_by(workers).count() as u64;
-            assert_eq!(*n, share, "worker {w} of {workers}: {reads:?}");
+            let files = (0..file_count)
+                .filter(|f| f % workers as u64 == *w as u64)
+                .count();
+            assert_eq!(
+                *n,
+                files as u64 * lines,
+                "worker {w} of {workers}: {reads:?}"
+            );
         }
     }
 }
 
-/// Two workers read a file source, worker 1's downstream sleeping on every batch it sees:
-/// worker 0 waits for it, never more than `MAX_AHEAD` batches in front.
+/// Two workers read a file source cut into chunks of 4 KiB (about 220 lines, under a batch)
+/// that they take in turns, worker 1's downstream sleeping on every batch it sees: worker 0
+/// waits for it, never more than `MAX_AHEAD` batches in front, plus the batch the chunk of
+/// worker 1's before its own may span.
 #[test]
 fn a_file_source_waits_for_the_slowest_worker() {
     let (lines, batch) = (30_000u64, 500u64);
@@ -277,10 +305,12 @@ fn a_file_source_waits_for_the_slowest_worker() {
         format: FileFormat::Json,
     });
     let leads = Arc::new(Leads::default());
+    let tally = Arc::new(Tally::default());
     let (s, l) = (Arc::clone(&source), Arc::clone(&leads));
     timely::execute(timely::Config::process(2), move |worker| {
         let index = worker.index();
         let (s, l) = (Arc::clone(&s), Arc::clone(&l));
+        let split = (Arc::clone(&tally), 4096);
         worker.dataflow::<u64, _, _>(|scope| {
             let counters = Arc::new(NodeCounters::default());
             files(
@@ -292,6 +322,7 @@ fn a_file_source_waits_for_the_slowest_worker() {
                 true,
                 Failure::default(),
                 Arc::default(),
+                split,
             )
             .inspect_core(move |event| {
                 if let Ok((stamp, records)) = event
@@ -322,7 +353,7 @@ fn a_file_source_waits_for_the_slowest_worker() {
          tells nothing"
     );
     for &(time, seen) in &leads {
-        let allowed = seen.saturating_sub(1) + MAX_AHEAD + 1;
+        let allowed = seen.saturating_sub(1) + MAX_AHEAD + 2;
         assert!(
             time <= allowed,
             "worker 0 emitted time {time} when worker 1 had reached {}",

@@ -13,9 +13,7 @@ use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::{Capability, Probe as _, probe::Handle as ProbeHandle};
 use timely::scheduling::Activator;
-use vitalflow_connectors::files::{
-    CHUNK_BYTES, ChunkCount, ChunkStart, FileError, FileSource, Share,
-};
+use vitalflow_connectors::files::{ChunkCount, ChunkStart, FileError, FileSource, Share};
 use vitalflow_connectors::generator::Generator;
 use vitalflow_model::envelope::Counts;
 use vitalflow_model::{RawRecord, Time};
@@ -317,7 +315,8 @@ pub struct Tally {
     changed: Condvar,
 }
 
-/// A file source read by the workers, each on a thread of its own (see [`read_files`]).
+/// A file source read by the workers, each on a thread of its own (see [`read_files`]), cut
+/// into chunks of `chunk_bytes`; `tally` is shared by the workers of the process.
 #[allow(clippy::too_many_arguments)]
 pub fn files<'s>(
     scope: Scope<'s, Time>,
@@ -328,6 +327,7 @@ pub fn files<'s>(
     count_records: bool,
     failure: Failure,
     stop: Arc<AtomicBool>,
+    (tally, chunk_bytes): (Arc<Tally>, u64),
 ) -> VecStream<'s, RawRecord> {
     let input = FileInput {
         source: files,
@@ -336,8 +336,8 @@ pub fn files<'s>(
         count_records,
         failure,
         stop,
-        chunk_bytes: CHUNK_BYTES,
-        tally: Arc::default(),
+        chunk_bytes,
+        tally,
         cluster: None,
     };
     read_files(scope, name, batch_size, input)
