@@ -1,6 +1,6 @@
 //! Writing to topics with an idempotent producer that reports every delivery.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -83,6 +83,9 @@ pub struct TopicWriter {
     outage: Option<(Instant, String)>,
     /// The last acknowledgement, or the first send after a moment with nothing in flight.
     progress: Instant,
+    /// The records to send again, by when (an entry whose record has another time since is
+    /// stale and skipped): a poll looks at those due only, never at every record in flight.
+    due: BTreeSet<(Instant, usize)>,
 }
 
 /// Whether the client refused a record for a reason that can pass: its broker is away or does
@@ -144,6 +147,7 @@ impl TopicWriter {
             retry_for,
             outage: None,
             progress: Instant::now(),
+            due: BTreeSet::new(),
         })
     }
 
@@ -188,6 +192,7 @@ impl TopicWriter {
             self.failing(now, &e.to_string());
             pending.failing_since = Some(now);
             pending.retry_at = Some(now + RETRY_FIRST);
+            self.due.insert((now + RETRY_FIRST, token));
         }
         self.pending.insert(token, pending);
         Ok(token)
@@ -263,7 +268,9 @@ impl TopicWriter {
                     }
                     if let Some(p) = self.pending.get_mut(&token) {
                         let since = *p.failing_since.get_or_insert(now);
-                        p.retry_at = Some(now + backoff(p.attempts));
+                        let at = now + backoff(p.attempts);
+                        p.retry_at = Some(at);
+                        self.due.insert((at, token));
                         if now.duration_since(since) > self.retry_for {
                             return Err(self.gave_up(token, now));
                         }
@@ -309,10 +316,12 @@ impl TopicWriter {
             .create_with_context(Reports::default())
             .map_err(KafkaError::client("producer"))?;
         drop(std::mem::replace(&mut self.producer, producer));
-        for p in self.pending.values_mut() {
+        for (token, p) in &mut self.pending {
             if p.retry_at.is_none() {
-                p.retry_at = Some(now + backoff(p.attempts));
+                let at = now + backoff(p.attempts);
+                p.retry_at = Some(at);
                 p.failing_since.get_or_insert(now);
+                self.due.insert((at, *token));
             }
         }
         self.replace = false;
@@ -330,14 +339,16 @@ impl TopicWriter {
         if self.replace {
             self.replace_producer(now)?;
         }
-        let due: Vec<usize> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.retry_at.is_some_and(|at| at <= now))
-            .map(|(t, _)| *t)
-            .collect();
-        for token in due {
-            let Some(p) = self.pending.get_mut(&token) else {
+        while let Some(&(at, token)) = self.due.first() {
+            if at > now {
+                break;
+            }
+            self.due.pop_first();
+            let Some(p) = self
+                .pending
+                .get_mut(&token)
+                .filter(|p| p.retry_at == Some(at))
+            else {
                 continue;
             };
             p.attempts += 1;
@@ -350,7 +361,9 @@ impl TopicWriter {
                     self.failing(now, &e.to_string());
                     if let Some(p) = self.pending.get_mut(&token) {
                         let since = *p.failing_since.get_or_insert(now);
-                        p.retry_at = Some(now + backoff(attempts));
+                        let at = now + backoff(attempts);
+                        p.retry_at = Some(at);
+                        self.due.insert((at, token));
                         if now.duration_since(since) > self.retry_for {
                             return Err(self.gave_up(token, now));
                         }
