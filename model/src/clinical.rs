@@ -350,4 +350,8 @@ pub struct Ingested {
     pub sequence: (u64, u32),
     /// The record.
     pub record: ClinicalRecord,
+    /// When its source read the raw record (µs since the epoch; 0 when not known): alerts on
+    /// rows tabulated from it are timed from here.
+    #[serde(default)]
+    pub arrival_us: u64,
 }

@@ -161,6 +161,7 @@ fn ingested(n: u32, record: ClinicalRecord) -> Ingested {
         location: format!("generator#{n}"),
         sequence: (7, n),
         record,
+        arrival_us: 1_767_225_600_000_000,
     }
 }
 
@@ -339,22 +340,22 @@ fn ingested_records_of_every_kind() {
     check(
         "Ingested patient",
         &ingested(0, ClinicalRecord::Patient(Box::new(patient()))),
-        r#"{"source":"feed","location":"generator#0","sequence":[7,0],"record":{"Patient":{"patient_id":"P1","mrn":"MRN-1","ssn":null,"identifiers":[{"class":"health-plan","value":"HP-9"}],"given":["Ada"],"family":"Lovelace","birth_date":"1935-12-10","deceased":null,"gender":"female","addresses":[{"lines":["1 Main St"],"city":"Springfield","state":"IL","postal_code":"62701","country":null,"district":null}],"phones":["555-0100"],"emails":[],"faxes":[],"urls":[],"ip_addresses":[],"photos":1,"contacts":[{"names":["Bob"],"addresses":[],"telecom":[]}],"notes":[],"recorded_at":"2026-01-01T00:00:00Z"}}}"#,
+        r#"{"source":"feed","location":"generator#0","sequence":[7,0],"record":{"Patient":{"patient_id":"P1","mrn":"MRN-1","ssn":null,"identifiers":[{"class":"health-plan","value":"HP-9"}],"given":["Ada"],"family":"Lovelace","birth_date":"1935-12-10","deceased":null,"gender":"female","addresses":[{"lines":["1 Main St"],"city":"Springfield","state":"IL","postal_code":"62701","country":null,"district":null}],"phones":["555-0100"],"emails":[],"faxes":[],"urls":[],"ip_addresses":[],"photos":1,"contacts":[{"names":["Bob"],"addresses":[],"telecom":[]}],"notes":[],"recorded_at":"2026-01-01T00:00:00Z"}},"arrival_us":1767225600000000}"#,
     );
     check(
         "Ingested quantity",
         &ingested(1, ClinicalRecord::Vital(quantity())),
-        r#"{"source":"feed","location":"generator#1","sequence":[7,1],"record":{"Vital":{"source_id":"obs-1","patient_id":"P1","kind":"body-temperature","value":{"type":"quantity","value":36.900000000000006},"effective":"2026-01-01T08:30:00Z","device":null,"notes":["after a walk"],"mentioned":["Ada"]}}}"#,
+        r#"{"source":"feed","location":"generator#1","sequence":[7,1],"record":{"Vital":{"source_id":"obs-1","patient_id":"P1","kind":"body-temperature","value":{"type":"quantity","value":36.900000000000006},"effective":"2026-01-01T08:30:00Z","device":null,"notes":["after a walk"],"mentioned":["Ada"]}},"arrival_us":1767225600000000}"#,
     );
     check(
         "Ingested blood pressure",
         &ingested(2, ClinicalRecord::Vital(pressure())),
-        r#"{"source":"feed","location":"generator#2","sequence":[7,2],"record":{"Vital":{"source_id":null,"patient_id":"P2","kind":"blood-pressure","value":{"type":"blood-pressure","systolic":120.0,"diastolic":80.5},"effective":"2026-01-01T09:00:00.250Z","device":"DEV-7","notes":[],"mentioned":[]}}}"#,
+        r#"{"source":"feed","location":"generator#2","sequence":[7,2],"record":{"Vital":{"source_id":null,"patient_id":"P2","kind":"blood-pressure","value":{"type":"blood-pressure","systolic":120.0,"diastolic":80.5},"effective":"2026-01-01T09:00:00.250Z","device":"DEV-7","notes":[],"mentioned":[]}},"arrival_us":1767225600000000}"#,
     );
     check(
         "Ingested encounter",
         &ingested(3, ClinicalRecord::Encounter(encounter())),
-        r#"{"source":"feed","location":"generator#3","sequence":[7,3],"record":{"Encounter":{"source_id":"V1","patient_id":"P1","event":"transfer","class":"I","start":"2026-01-01T00:00:00Z","end":null,"ward":"ICU","room":"12","bed":null,"recorded_at":"2026-01-01T01:00:00Z"}}}"#,
+        r#"{"source":"feed","location":"generator#3","sequence":[7,3],"record":{"Encounter":{"source_id":"V1","patient_id":"P1","event":"transfer","class":"I","start":"2026-01-01T00:00:00Z","end":null,"ward":"ICU","room":"12","bed":null,"recorded_at":"2026-01-01T01:00:00Z"}},"arrival_us":1767225600000000}"#,
     );
 }
 

@@ -172,6 +172,7 @@ impl People {
     /// The rows of one record: a reading, a context row, or none (demographics are kept).
     fn take(&mut self, r: Ingested, readings: &mut Vec<Row>, context: &mut Vec<Row>) {
         let sequence = r.sequence.0;
+        let arrival_us = r.arrival_us;
         match r.record {
             ClinicalRecord::Patient(p) => {
                 let given = (!p.given.is_empty()).then(|| Arc::from(p.given.join(" ")));
@@ -201,7 +202,7 @@ impl People {
                     values,
                     sequence,
                     tombstone: false,
-                    arrival_us: 0,
+                    arrival_us,
                 });
             }
             ClinicalRecord::Encounter(e) => {
@@ -220,7 +221,7 @@ impl People {
                     ],
                     sequence,
                     tombstone: false,
-                    arrival_us: 0,
+                    arrival_us,
                 });
             }
         }

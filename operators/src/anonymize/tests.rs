@@ -66,6 +66,7 @@ pub(crate) fn ingested(record: ClinicalRecord) -> Ingested {
         location: "l".to_owned(),
         sequence: (0, 0),
         record,
+        arrival_us: 0,
     }
 }
 

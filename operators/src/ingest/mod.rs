@@ -104,6 +104,7 @@ impl Sink<'_> {
             location: self.raw.location.clone(),
             sequence: (self.raw.sequence, index),
             record,
+            arrival_us: self.raw.arrival_us,
         });
     }
 
