@@ -556,3 +556,169 @@ fn a_full_disk_fails_the_run_naming_the_file_and_a_restart_loses_nothing() {
         "{acknowledged} messages acknowledged before the disk was full; after a restart: {counts}"
     );
 }
+
+/// [`adt_job`] with every stage's events recorded in a hash-chained audit trail (`audit/`).
+fn audited_adt_job(dir: &Path, port: u16, key: &Path) -> PathBuf {
+    let job = adt_job(dir, port, key);
+    let mut text = std::fs::read_to_string(&job).unwrap();
+    text.push_str(
+        r#"
+[operators.audit]
+kind = "audit"
+inputs = ["ingest.events", "anonymize.events", "canonize.events"]
+
+[sinks.audit-log]
+kind = "jsonl"
+inputs = ["audit"]
+path = "audit"
+"#,
+    );
+    std::fs::write(&job, text).unwrap();
+    job
+}
+
+/// An ADT^A01 message of patient `i`.
+fn admission(i: u64) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|ADT|HOSP|VITALFLOW|HOSP|20260301080000||ADT^A01^ADT_A01|ADT{i:06}|P|2.5.1\r\
+         EVN|A01|20260301080000\r\
+         PID|1||MRN{i:06}^^^HOSP^MR||Doe{i}^Jane||19600101|F\r\
+         PV1|1|I|W1^R1^B1||||||||||||||||V{i:06}|||||||||||||||||||||||||20260301080000\r"
+    )
+    .into_bytes()
+}
+
+/// A sink that cannot write fails the run, which first compensates what it had begun: the
+/// audit trail ends with a `BatchCompensated` event per unfinished batch, naming the sink and
+/// what was undone (the input offsets past the checkpoint, not committed), chained to the
+/// last record the checkpoint keeps; `audit verify` accepts the trail, and after a restart
+/// the trail goes on from the compensation and every acknowledged message is in the output
+/// exactly once.
+#[test]
+fn a_failed_run_compensates_its_unfinished_batches_in_the_audit_trail() {
+    use crate::mllp::{Client, Job};
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path());
+    let port = free_port();
+    let job = audited_adt_job(dir.path(), port, &key);
+    let out = dir.path().join("out");
+    let running = Job::start(&job, &out, port, 0, "warn");
+    let mut client = Client::connect(port).unwrap();
+    let mut acknowledged = 0;
+    let mut send = |client: &mut Client, i: u64| match client.call(&admission(i)) {
+        Ok(ack) if ack.code == "AA" => {
+            acknowledged += 1;
+            true
+        }
+        _ => false,
+    };
+    for i in 0..50 {
+        assert!(send(&mut client, i), "{}", running.stderr());
+    }
+    // Once a checkpoint keeps Parquet files, the sink's folder is replaced by a file.
+    let checkpoint = out.join("_vitalflow/checkpoint.json");
+    let started = Instant::now();
+    loop {
+        let kept = std::fs::read_to_string(&checkpoint).unwrap_or_default();
+        if kept.contains("canonical/") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no checkpoint with Parquet files after 60 s: {}",
+            running.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let canonical = out.join("canonical");
+    let saved = out.join("canonical.saved");
+    std::fs::rename(&canonical, &saved).unwrap();
+    std::fs::write(&canonical, b"not a folder").unwrap();
+    for i in 50..2_000 {
+        if !send(&mut client, i) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (status, stdout) = running.finish();
+    let stderr = std::fs::read_to_string(dir.path().join("run-0.err")).unwrap();
+    assert_eq!(status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("sink `fhir`"), "{stderr}");
+    assert!(stderr.contains("compensated "), "{stderr}");
+
+    // The compensation records: one per unfinished batch, naming the sink and the offsets.
+    let written: Vec<PathBuf> = std::fs::read_dir(out.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("compensation-"))
+        })
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}\n{stderr}");
+    let text = std::fs::read_to_string(&written[0]).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!records.is_empty(), "{stderr}");
+    let mut batches = Vec::new();
+    for r in &records {
+        let event = &r["event"];
+        assert_eq!(event["metadata"]["eventType"], "BatchCompensated", "{r}");
+        assert_eq!(event["payload"]["stage"], "fhir", "{r}");
+        let detail = &event["payload"]["detail"];
+        assert_eq!(detail["failedNode"], "fhir", "{r}");
+        let offsets = detail["undone"]["offsetsNotCommitted"].as_array().unwrap();
+        assert!(
+            offsets
+                .iter()
+                .any(|o| o["source"] == "adt"
+                    && o["to"].as_i64().unwrap() > o["from"].as_i64().unwrap()),
+            "{r}"
+        );
+        let stages: Vec<&str> = detail["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["stage"].as_str().unwrap())
+            .collect();
+        assert!(stages.contains(&"ingest"), "{r}");
+        batches.push(event["payload"]["batch"].as_u64().unwrap());
+    }
+    let verify = || {
+        Command::new(env!("CARGO_BIN_EXE_vitalflow"))
+            .args(["audit", "verify", out.join("audit").to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    // The sink's folder as it was: the files the checkpoint lists are there again.
+    std::fs::remove_file(&canonical).unwrap();
+    std::fs::rename(&saved, &canonical).unwrap();
+    let o = verify();
+    assert!(o.status.success(), "{}", show(&o));
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        said.contains(&format!("{} compensated batches", records.len())),
+        "{said}"
+    );
+
+    // A restart goes on after the compensation and writes what was acknowledged, once.
+    let running = Job::start(&job, &out, port, 1, "warn");
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, stdout) = running.stop();
+    assert!(status.success(), "{stdout}");
+    let o = verify();
+    assert!(o.status.success(), "{}", show(&o));
+    let counts = python_check(&python, "mllp_check.py", &["count", out.to_str().unwrap()]);
+    for table in ["Patient", "Encounter"] {
+        assert_eq!(counts[table]["rows"], acknowledged, "{counts}");
+        assert_eq!(counts[table]["distinct_ids"], acknowledged, "{counts}");
+    }
+    eprintln!(
+        "{acknowledged} messages acknowledged; batches {batches:?} compensated; after a \
+         restart: {}",
+        String::from_utf8_lossy(&o.stdout).trim()
+    );
+}

@@ -25,7 +25,7 @@ use serde::{Deserialize, Deserializer, de};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
-use vitalflow_model::envelope::{ChainScheme, DomainEventType, FileDigest};
+use vitalflow_model::envelope::{BATCH_COMPENSATED, ChainScheme, DomainEventType, FileDigest};
 use vitalflow_model::ids::hex;
 
 use crate::runtime::saga::SagaRole;
@@ -491,6 +491,8 @@ pub struct Verified {
     pub chains: Vec<ChainScheme>,
     /// Output files whose size and SHA-256 were checked (each counted once).
     pub files: u64,
+    /// Batches a failed run compensated (`BatchCompensated` events).
+    pub compensated: u64,
 }
 
 impl fmt::Display for Verified {
@@ -505,7 +507,11 @@ impl fmt::Display for Verified {
             ", chain {}, {} files verified",
             chains.join(" then "),
             self.files
-        )
+        )?;
+        if self.compensated > 0 {
+            write!(f, ", {} compensated batches", self.compensated)?;
+        }
+        Ok(())
     }
 }
 
@@ -706,6 +712,8 @@ pub struct Verifier<'a> {
     later: Vec<(u64, String, Problem)>,
     /// Per (correlation id, stage): the saga's events.
     sagas: BTreeMap<(String, String), SagaSeen>,
+    /// `BatchCompensated` events seen.
+    compensated: u64,
 }
 
 fn saga_kind(name: &str) -> Option<(DomainEventType, SagaRole)> {
@@ -740,6 +748,7 @@ impl<'a> Verifier<'a> {
             ids: BTreeMap::new(),
             later: Vec::new(),
             sagas: BTreeMap::new(),
+            compensated: 0,
         }
     }
 
@@ -922,6 +931,17 @@ impl<'a> Verifier<'a> {
             self.later.push((sequence, at.to_string(), problem));
         }
         self.ids.entry(id.to_owned()).or_insert(sequence);
+        if kind == BATCH_COMPENSATED {
+            // It names its batch and stage, and what was undone.
+            if metadata["correlationId"].as_str().is_none()
+                || payload["stage"].as_str().is_none()
+                || payload["batch"].as_u64().is_none()
+                || !payload["detail"]["undone"].is_object()
+            {
+                return Err(bad(Problem::Field("event.payload")));
+            }
+            self.compensated += 1;
+        }
         if let Some((kind, role)) = saga {
             let (Some(correlation), Some(stage), Some(batch)) = (
                 metadata["correlationId"].as_str(),
@@ -1037,6 +1057,7 @@ impl<'a> Verifier<'a> {
             first: self.first,
             chains: self.chains,
             files: self.files.len() as u64,
+            compensated: self.compensated,
         })
     }
 }

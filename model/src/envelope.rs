@@ -8,6 +8,12 @@ use crate::wire::Json;
 /// Version of the envelope schema vitalflow writes.
 pub const ENVELOPE_VERSION: &str = "1.0";
 
+/// The event type of a compensation: a run failed with a batch its saga had begun, and what
+/// the run had done for it was undone (its uncommitted files removed, its input offsets not
+/// committed) before the run stopped. Not one of the eight saga events: it closes a batch
+/// whose other events the audit trail does not keep.
+pub const BATCH_COMPENSATED: &str = "BatchCompensated";
+
 /// Envelope metadata, as on the platform's event bus.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(remote = "Self", rename_all = "camelCase")]

@@ -1,6 +1,8 @@
 //! `kind = "audit"`: every domain event recorded in a hash chain, keyed with an audit key when
 //! one is given.
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -8,7 +10,7 @@ use super::{NodeSpec, Operator, Output, Prepare};
 use crate::audit_trail::{AuditKey, AuditKeySource};
 use crate::job::PortKind;
 use crate::runtime::builder::{Builder, PlannedNode, Port, as_events};
-use crate::runtime::saga::audit;
+use crate::runtime::saga::{Unrecorded, audit};
 
 /// `kind = "audit"`: its inputs, and the audit key.
 #[derive(Debug, Clone, Deserialize)]
@@ -54,7 +56,10 @@ impl NodeSpec for AuditConfig {
                 }
             },
         };
-        Some(Box::new(AuditOp { key }))
+        Some(Box::new(AuditOp {
+            key,
+            pending: Arc::default(),
+        }))
     }
 }
 
@@ -62,6 +67,9 @@ impl NodeSpec for AuditConfig {
 pub struct AuditOp {
     /// The audit key, if the chain is keyed.
     pub key: Option<AuditKey>,
+    /// The events received for times not yet complete (worker 0's), which a failed run
+    /// compensates.
+    pub pending: Unrecorded,
 }
 
 impl Operator for AuditOp {
@@ -74,7 +82,13 @@ impl Operator for AuditOp {
             .checkpoint
             .as_ref()
             .and_then(|c| c.audit_head.clone());
-        let records = audit(input, name, counters, head, self.key.clone());
+        let records = audit(
+            input,
+            name,
+            counters,
+            (head, self.key.clone()),
+            Arc::clone(&self.pending),
+        );
         b.output(name, "out", Port::Audit(records));
     }
 

@@ -309,6 +309,12 @@ impl PositionLog {
         self.replay_below.clear();
     }
 
+    /// Per partition, the offset after the last record read.
+    #[must_use]
+    pub fn read_to(&self) -> &BTreeMap<i32, i64> {
+        &self.next
+    }
+
     /// The latest timestamp emitted.
     #[must_use]
     pub fn latest(&self) -> Option<Time> {

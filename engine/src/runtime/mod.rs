@@ -11,6 +11,7 @@ pub mod alerts;
 pub mod builder;
 pub mod checkpoint;
 pub mod cluster;
+pub mod compensate;
 pub mod deliver;
 pub(crate) mod embedded;
 pub mod error;
@@ -451,6 +452,9 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
             None
         });
     if let Some(reported) = failure.reported() {
+        if leader {
+            compensate_failed(job, &plan, &reported, &say);
+        }
         return Err(RunError::Failed(reported));
     }
     drop(embedded);
@@ -465,6 +469,44 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         elapsed: snapshots.started().elapsed(),
         ..summary(&plan, start, last.nodes)
     })
+}
+
+/// Undoes what a failed run had begun and records it in the audit trail (see
+/// [`compensate`]); says what it did, or why it could not.
+fn compensate_failed(job: &Job, plan: &plan::Plan, failure: &RunFailure, say: &dyn Fn(&str)) {
+    match compensate::compensate(job, plan, failure) {
+        Ok(c) if c.written.is_empty() && c.files_removed.is_empty() => {}
+        Ok(c) => {
+            let batches = c.batches.len();
+            say(&format!(
+                "compensated {batches} unfinished {}: {} uncommitted {} removed, {} input \
+                 {} not committed{}",
+                if batches == 1 { "batch" } else { "batches" },
+                c.files_removed.len(),
+                if c.files_removed.len() == 1 {
+                    "file"
+                } else {
+                    "files"
+                },
+                c.offsets_not_committed,
+                if c.offsets_not_committed == 1 {
+                    "offset"
+                } else {
+                    "offsets"
+                },
+                if c.written.is_empty() {
+                    String::new()
+                } else {
+                    format!("; recorded in {}", c.written.join(", "))
+                }
+            ));
+            tracing::warn!(job = %job.name, batches, files_removed = c.files_removed.len(), offsets_not_committed = c.offsets_not_committed, "compensated");
+        }
+        Err(e) => {
+            say(&format!("could not compensate the unfinished batches: {e}"));
+            tracing::error!(job = %job.name, error = %e, "compensation failed");
+        }
+    }
 }
 
 /// Passes a graceful stop of this process on to the others (once), from a thread of its own

@@ -330,7 +330,7 @@ fn prepare_folders(
 }
 
 /// The last audit record the checkpoint kept, as (next sequence, its hash).
-fn audit_head(
+pub(crate) fn audit_head(
     job: &Job,
     nodes: &[PlannedNode],
     out: &Path,

@@ -6,6 +6,7 @@
 //! batch **and** every sink fed by the stage's output has made the batch durable.
 
 use std::collections::BTreeMap;
+use std::sync::PoisonError;
 
 use chrono::Utc;
 use timely::container::CapacityContainerBuilder;
@@ -321,36 +322,38 @@ pub fn audit<'s>(
     events: VecStream<'s, DomainEvent>,
     name: &str,
     counters: std::sync::Arc<super::metrics::NodeCounters>,
-    head: Option<(u64, String)>,
-    key: Option<AuditKey>,
+    (head, key): (Option<(u64, String)>, Option<AuditKey>),
+    pending: Unrecorded,
 ) -> VecStream<'s, AuditRecord> {
     events.unary_frontier::<CapacityContainerBuilder<Vec<AuditRecord>>, _, _, _>(
         Exchange::new(|_: &DomainEvent| 0),
         name,
         move |_cap, _info| {
-            let mut stash: BTreeMap<Time, (Capability<Time>, Vec<DomainEvent>)> = BTreeMap::new();
+            let mut caps: BTreeMap<Time, Capability<Time>> = BTreeMap::new();
             // A resumed job goes on from the last record its checkpoint kept.
             let mut chain = Chain::new(head.clone(), key.clone());
             move |(input, frontier), output| {
+                let mut stash = pending.lock().unwrap_or_else(PoisonError::into_inner);
                 input.for_each_stamp(|cap, data| {
                     if let Some(cap) = cap.retain_least(output.output_index()) {
-                        let entry = stash
-                            .entry(*cap.time())
-                            .or_insert_with(|| (cap, Vec::new()));
+                        let time = *cap.time();
+                        caps.entry(time).or_insert(cap);
+                        let entry = stash.entry(time).or_default();
                         for batch in data {
-                            entry.1.append(batch);
+                            entry.append(batch);
                         }
                     }
                 });
-                let ready: Vec<Time> = stash
+                let ready: Vec<Time> = caps
                     .keys()
                     .copied()
                     .filter(|t| !frontier.less_equal(t))
                     .collect();
                 for t in ready {
-                    let Some((cap, events)) = stash.remove(&t) else {
+                    let (Some(cap), events) = (caps.remove(&t), stash.remove(&t)) else {
                         continue;
                     };
+                    let events = events.unwrap_or_default();
                     let n = events.len() as u64;
                     counters.add(&Counts {
                         records_in: n,
@@ -366,6 +369,10 @@ pub fn audit<'s>(
         },
     )
 }
+
+/// The events an audit node has received for times not yet complete: not in the trail yet.
+/// Shared with the run, which compensates them when it fails.
+pub type Unrecorded = std::sync::Arc<std::sync::Mutex<BTreeMap<Time, Vec<DomainEvent>>>>;
 
 /// The audit trail's hash chain: where it goes on, its key, and how a completed time's events
 /// join it.
