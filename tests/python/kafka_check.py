@@ -89,7 +89,7 @@ def jsonl_lines(folder: str) -> list[str]:
     return lines
 
 
-def audit_digests(folder: str) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
+def audit_digests(folder: str) -> tuple[dict[str, list[str]], dict[str, list[int]], int]:
     """The audit log as far as two runs over the same input must agree.
 
     Per (batch, stage, event type), a digest of the event without what belongs to the run that
@@ -100,13 +100,21 @@ def audit_digests(folder: str) -> tuple[dict[str, list[str]], dict[str, list[int
     stamped with the watermark when read, which depends on timing, so which batch counts them
     differs between any two runs. The counts are compared as totals per stage and event type
     instead. What the correlation id does show: every event of a batch comes from one run (the
-    batches whose events carry more than one are counted under `split`)."""
+    batches whose events carry more than one are counted under `split`).
+
+    `BatchCompensated` events belong to a run that failed, not to the output: they are counted
+    (the third value) and left out of the rest (their batches are done again by the next run,
+    under its correlation ids)."""
     events: dict[str, list[str]] = {}
     totals: dict[str, list[int]] = {}
     correlation: dict[int, set[str]] = {}
+    compensated = 0
     for line in jsonl_lines(folder):
         event = json.loads(line)["event"]
         meta, payload = event["metadata"], event["payload"]
+        if meta["eventType"] == "BatchCompensated":
+            compensated += 1
+            continue
         key = f"{payload['batch']}/{payload['stage']}/{meta['eventType']}"
         kept = {
             "eventType": meta["eventType"],
@@ -124,7 +132,7 @@ def audit_digests(folder: str) -> tuple[dict[str, list[str]], dict[str, list[int
         for i, k in enumerate(["recordsIn", "recordsOut", "rejected"]):
             total[i] += int(counts.get(k, 0))
     totals["split"] = [sum(len(c) > 1 for c in correlation.values())]
-    return events, totals
+    return events, totals, compensated
 
 
 def differences(a: dict, b: dict) -> dict:
@@ -170,13 +178,14 @@ def compare(out_a: str, out_b: str) -> dict:
             by_line[line].append(line)
     result["dead-letter"] = differences(letters[0], letters[1])
     result["dead-letter"]["rows"] = [sum(map(len, d.values())) for d in letters]
-    (events_a, totals_a), (events_b, totals_b) = (
+    (events_a, totals_a, compensated_a), (events_b, totals_b, compensated_b) = (
         audit_digests(f"{out_a}/audit"),
         audit_digests(f"{out_b}/audit"),
     )
     result["audit"] = differences(events_a, events_b)
     result["audit"]["rows"] = [sum(map(len, e.values())) for e in (events_a, events_b)]
     result["audit"]["totals"] = [totals_a, totals_b]
+    result["audit"]["compensated"] = [compensated_a, compensated_b]
     result["same"] = all(
         r["only_in_a"] == 0 and r["only_in_b"] == 0 and r["differ"] == 0
         for k, r in result.items()
