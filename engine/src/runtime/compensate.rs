@@ -25,16 +25,12 @@ use std::sync::PoisonError;
 
 use serde_json::{Value, json};
 use vitalflow_connectors::jsonl::JsonlFile;
-use vitalflow_model::envelope::{
-    AuditRecord, BATCH_COMPENSATED, Counts, DomainEvent, ENVELOPE_VERSION, EventMetadata,
-    StageReport,
-};
-use vitalflow_model::ids::uuid_from;
+use vitalflow_model::envelope::{AuditRecord, BATCH_COMPENSATED, Counts, DomainEvent};
 
 use super::checkpoint::Checkpoint;
 use super::error::RunFailure;
 use super::plan::{Plan, audit_head};
-use super::saga::{Chain, SagaRole};
+use super::saga::{Chain, SagaRole, envelope};
 use crate::job::Job;
 use crate::nodes::Output;
 use crate::nodes::audit::AuditOp;
@@ -225,34 +221,15 @@ fn closing(event_type: &str) -> bool {
 
 /// A `BatchCompensated` event of `batch`, published by `stage`.
 fn compensation(plan: &Plan, stage: &str, batch: u64, detail: Value) -> DomainEvent {
-    let run = &plan.run;
-    DomainEvent {
-        metadata: EventMetadata {
-            event_id: uuid_from(&[
-                run.run_id.as_bytes(),
-                stage.as_bytes(),
-                &batch.to_le_bytes(),
-                BATCH_COMPENSATED.as_bytes(),
-            ]),
-            event_type: BATCH_COMPENSATED.to_owned(),
-            event_source: format!("vitalflow/{}/{stage}", run.job),
-            correlation_id: run.correlation_id(batch),
-            causation_id: None,
-            timestamp: chrono::Utc::now(),
-            version: ENVELOPE_VERSION.to_owned(),
-            trace_id: Some(run.run_id.clone()),
-        },
-        payload: StageReport {
-            job: run.job.clone(),
-            run_id: run.run_id.clone(),
-            stage: stage.to_owned(),
-            batch,
-            counts: Counts::default(),
-            outputs: Vec::new(),
-            detail,
-            files: Vec::new(),
-        },
-    }
+    let event = (batch, BATCH_COMPENSATED, None);
+    envelope(
+        &plan.run,
+        stage,
+        event,
+        Counts::default(),
+        (Vec::new(), Vec::new()),
+        Some(detail),
+    )
 }
 
 /// An audit record as the JSON-lines sink writes it (keys sorted).

@@ -288,13 +288,32 @@ pub(crate) fn make_event(
     kind: DomainEventType,
     causation_id: Option<String>,
     counts: Counts,
+    outputs: (Vec<String>, Vec<FileDigest>),
+    detail: Option<serde_json::Value>,
+) -> DomainEvent {
+    let event = (batch, kind.as_str(), causation_id);
+    envelope(run, stage, event, counts, outputs, detail)
+}
+
+/// A stage's event of type `event_type` for `batch` (with its causation id), in the platform's
+/// envelope; its id is [`RunIdentity::event_id`]'s for the type.
+pub(crate) fn envelope(
+    run: &RunIdentity,
+    stage: &str,
+    (batch, event_type, causation_id): (u64, &str, Option<String>),
+    counts: Counts,
     (outputs, files): (Vec<String>, Vec<FileDigest>),
     detail: Option<serde_json::Value>,
 ) -> DomainEvent {
     DomainEvent {
         metadata: EventMetadata {
-            event_id: run.event_id(stage, batch, kind),
-            event_type: kind.as_str().to_owned(),
+            event_id: uuid_from(&[
+                run.run_id.as_bytes(),
+                stage.as_bytes(),
+                &batch.to_le_bytes(),
+                event_type.as_bytes(),
+            ]),
+            event_type: event_type.to_owned(),
             event_source: format!("vitalflow/{}/{stage}", run.job),
             correlation_id: run.correlation_id(batch),
             causation_id,
