@@ -159,7 +159,36 @@ pub fn remove_uncommitted(
     dirs: &[PathBuf],
     keep: &BTreeSet<String>,
 ) -> Result<u64, String> {
-    let mut removed = 0;
+    remove_where(out, dirs, |rel| !keep.contains(rel)).map(|removed| removed.len() as u64)
+}
+
+/// Deletes every file under `dirs` whose path relative to `out` `remove` selects (a file
+/// outside `out` has the path `""`). Returns those paths.
+///
+/// # Errors
+/// A message naming the file or folder that could not be read or removed.
+pub fn remove_where(
+    out: &Path,
+    dirs: &[PathBuf],
+    remove: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, String> {
+    let mut removed = Vec::new();
+    for path in files_below(dirs)? {
+        let rel = relative(out, &path);
+        if remove(&rel) {
+            std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            removed.push(rel);
+        }
+    }
+    Ok(removed)
+}
+
+/// Every file under `dirs` (those that are folders), in no particular order.
+///
+/// # Errors
+/// A message naming the folder that could not be read.
+pub fn files_below(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut files = Vec::new();
     let mut stack: Vec<PathBuf> = dirs.iter().filter(|d| d.is_dir()).cloned().collect();
     while let Some(dir) = stack.pop() {
         let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -167,19 +196,20 @@ pub fn remove_uncommitted(
             let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
             if path.is_dir() {
                 stack.push(path);
-                continue;
-            }
-            let rel = path
-                .strip_prefix(out)
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if !keep.contains(&rel) {
-                std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                removed += 1;
+            } else {
+                files.push(path);
             }
         }
     }
-    Ok(removed)
+    Ok(files)
+}
+
+/// `path` relative to `out` (`""` for a path outside it).
+#[must_use]
+pub fn relative(out: &Path, path: &Path) -> String {
+    path.strip_prefix(out)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// A run of consecutive records of one partition emitted with one timestamp under one

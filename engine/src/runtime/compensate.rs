@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use vitalflow_connectors::jsonl::JsonlFile;
 use vitalflow_model::envelope::{AuditRecord, BATCH_COMPENSATED, Counts, DomainEvent};
 
-use super::checkpoint::Checkpoint;
+use super::checkpoint::{Checkpoint, files_below, relative, remove_where};
 use super::error::RunFailure;
 use super::plan::{Plan, audit_head};
 use super::saga::{Chain, SagaRole, envelope};
@@ -112,20 +112,10 @@ pub fn compensate(job: &Job, plan: &Plan, failure: &RunFailure) -> Result<Compen
     }
 
     // Undo: the files no checkpoint covers (every sink's), or the ones still being written.
-    let mut removed = Vec::new();
-    for dir in &folders {
-        for path in files_under(out, std::slice::from_ref(dir))? {
-            let uncovered = match &checkpoint {
-                Some(cp) => !cp.files.contains(&path),
-                None => path.ends_with(".inprogress"),
-            };
-            if uncovered {
-                let full = out.join(&path);
-                std::fs::remove_file(&full).map_err(|e| format!("{}: {e}", full.display()))?;
-                removed.push(path);
-            }
-        }
-    }
+    let removed = match &checkpoint {
+        Some(cp) => remove_where(out, &folders, |rel| !cp.files.contains(rel))?,
+        None => remove_where(out, &folders, |rel| rel.ends_with(".inprogress"))?,
+    };
     let offsets = uncommitted_offsets(plan, checkpoint.as_ref());
     let offsets_not_committed = offsets
         .iter()
@@ -245,29 +235,12 @@ fn with_files(files: BTreeSet<String>) -> Checkpoint {
     }
 }
 
-/// `path` relative to `out`.
-fn relative(out: &Path, path: &Path) -> String {
-    path.strip_prefix(out)
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
 /// Every file under `dirs`, relative to `out`.
 fn files_under(out: &Path, dirs: &[PathBuf]) -> Result<BTreeSet<String>, String> {
-    let mut files = BTreeSet::new();
-    let mut stack: Vec<PathBuf> = dirs.iter().filter(|d| d.is_dir()).cloned().collect();
-    while let Some(dir) = stack.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        for entry in entries {
-            let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                files.insert(relative(out, &path));
-            }
-        }
-    }
-    Ok(files)
+    Ok(files_below(dirs)?
+        .iter()
+        .map(|p| relative(out, p))
+        .collect())
 }
 
 /// The events of the audit records in `dir`'s files that `kept` does not list (in sequence
