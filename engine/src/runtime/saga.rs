@@ -87,11 +87,17 @@ impl RunIdentity {
     /// The deterministic id of a stage's event for a batch.
     #[must_use]
     pub fn event_id(&self, stage: &str, batch: u64, kind: DomainEventType) -> String {
+        self.event_id_of(stage, batch, kind.as_str())
+    }
+
+    /// [`Self::event_id`] of an event type by name (also those outside the saga's eight).
+    #[must_use]
+    pub fn event_id_of(&self, stage: &str, batch: u64, event_type: &str) -> String {
         uuid_from(&[
             self.run_id.as_bytes(),
             stage.as_bytes(),
             &batch.to_le_bytes(),
-            kind.as_str().as_bytes(),
+            event_type.as_bytes(),
         ])
     }
 
@@ -296,7 +302,7 @@ pub(crate) fn make_event(
 }
 
 /// A stage's event of type `event_type` for `batch` (with its causation id), in the platform's
-/// envelope; its id is [`RunIdentity::event_id`]'s for the type.
+/// envelope; its id is [`RunIdentity::event_id_of`] the type.
 pub(crate) fn envelope(
     run: &RunIdentity,
     stage: &str,
@@ -307,12 +313,7 @@ pub(crate) fn envelope(
 ) -> DomainEvent {
     DomainEvent {
         metadata: EventMetadata {
-            event_id: uuid_from(&[
-                run.run_id.as_bytes(),
-                stage.as_bytes(),
-                &batch.to_le_bytes(),
-                event_type.as_bytes(),
-            ]),
+            event_id: run.event_id_of(stage, batch, event_type),
             event_type: event_type.to_owned(),
             event_source: format!("vitalflow/{}/{stage}", run.job),
             correlation_id: run.correlation_id(batch),
