@@ -1680,3 +1680,115 @@ fn cluster_exactly_once(brokers: Vec<Broker>) {
         eprintln!("[{}] the test took {:?}", broker.name, started.elapsed());
     }
 }
+
+/// `delivery = "exactly-once"`: the events sink writes in Kafka transactions committed with the
+/// checkpoints. On the embedded broker the run completes, no checkpoint is left pending, and a
+/// `read_committed` reader (librdkafka's Python client) finds every event of the audit log in
+/// the topic once, after a second run over more input too. A broker without transactions (tansu
+/// 0.6.0 refuses `EndTxn`) fails the run at its first checkpoint with exit 1, naming the
+/// transaction, the broker and the sink's fallback; a restart fails the same way.
+#[test]
+fn an_exactly_once_sink_writes_in_transactions_committed_with_checkpoints() {
+    let Some(python) = python() else { return };
+    for broker in brokers() {
+        let topics = Topics::new(&broker, 2);
+        let g = generator(50, 3_000);
+        feed(&broker, &g, &topics, 0..g.count());
+        let dir = tempfile::tempdir().unwrap();
+        let job = write_job(dir.path(), "end", "1s", 2);
+        let text = std::fs::read_to_string(&job).unwrap().replace(
+            "topic = \"${T_EVENTS}\"\n",
+            "topic = \"${T_EVENTS}\"\ndelivery = \"exactly-once\"\n",
+        );
+        assert!(text.contains("delivery = \"exactly-once\""));
+        std::fs::write(&job, text).unwrap();
+        let key = key_file(dir.path());
+        let out = dir.path().join("out");
+        let pending = out.join("_vitalflow/checkpoint.pending.json");
+        let o = job_command(&job, &out, &broker, &topics, &key)
+            .env("VITALFLOW_LOG", "info")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        if broker.child.is_none() && !o.status.success() {
+            // A broker without Kafka transactions.
+            assert_eq!(o.status.code(), Some(1), "[{}] {}", broker.name, show(&o));
+            assert!(
+                stderr.contains("commit a transaction")
+                    && stderr.contains(&broker.bootstrap)
+                    && stderr.contains("vitalflow.kafka-test."),
+                "[{}] {}",
+                broker.name,
+                show(&o)
+            );
+            eprintln!("[{}] refused: {}", broker.name, stderr.trim());
+            let again = job_command(&job, &out, &broker, &topics, &key)
+                .output()
+                .unwrap();
+            assert_eq!(
+                again.status.code(),
+                Some(1),
+                "[{}] {}",
+                broker.name,
+                show(&again)
+            );
+            continue;
+        }
+        assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
+        assert!(
+            stderr.contains("transactions opened"),
+            "[{}] {}",
+            broker.name,
+            show(&o)
+        );
+        assert!(
+            !pending.exists(),
+            "[{}] a checkpoint is left pending",
+            broker.name
+        );
+        let events_in_audit = |out: &Path| {
+            read_jsonl(&out.join("audit"))
+                .iter()
+                .filter(|r| r["event"]["metadata"]["eventType"].is_string())
+                .count()
+        };
+        let first = events_in_audit(&out);
+        let held = python_check(
+            &python,
+            "kafka_check.py",
+            &["topic", &broker.bootstrap, &topics.events],
+        );
+        eprintln!(
+            "[{}] first run: {first} events in the audit log, topic {held}",
+            broker.name
+        );
+        assert!(first > 0);
+        assert_eq!(held["records"], first as u64, "[{}] {held}", broker.name);
+        assert_eq!(held["distinct"], first as u64, "[{}] {held}", broker.name);
+        // A second run over more readings adds their events, and none of the first run's again.
+        let more = generator(50, 4_000);
+        feed(&broker, &more, &topics, g.count()..more.count());
+        let o = job_command(&job, &out, &broker, &topics, &key)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
+        let both = events_in_audit(&out);
+        let held = python_check(
+            &python,
+            "kafka_check.py",
+            &["topic", &broker.bootstrap, &topics.events],
+        );
+        eprintln!(
+            "[{}] second run: {both} events in the audit log, topic {held}",
+            broker.name
+        );
+        assert!(both > first, "[{}] {both} events", broker.name);
+        assert_eq!(held["records"], both as u64, "[{}] {held}", broker.name);
+        assert_eq!(held["distinct"], both as u64, "[{}] {held}", broker.name);
+        assert!(
+            !pending.exists(),
+            "[{}] a checkpoint is left pending",
+            broker.name
+        );
+    }
+}

@@ -385,7 +385,7 @@ fn loop_plan(job: &Job, out: &Path, run_id: &str) -> anyhow::Result<Plan> {
         None,
         true,
         None,
-        std::sync::Arc::default(),
+        (std::sync::Arc::default(), true),
     )
     .map_err(|d| anyhow::anyhow!("{d}"))
 }

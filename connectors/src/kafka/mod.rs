@@ -8,6 +8,7 @@
 
 pub mod embedded;
 pub mod reader;
+pub mod transaction;
 pub mod writer;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use thiserror::Error;
 
 pub use embedded::EmbeddedBroker;
 pub use reader::{BrokerOffsets, PartitionReader, Polled};
+pub use transaction::TransactionWriter;
 pub use writer::{OutMessage, TopicWriter};
 
 /// The `brokers` value that asks for the embedded broker.
@@ -64,6 +66,9 @@ pub enum KafkaError {
         /// Why the last send failed.
         reason: String,
     },
+    /// A transaction could not be used as the job needs.
+    #[error("Kafka transactions: {0}")]
+    Transaction(String),
     /// The embedded broker could not be started or set up.
     #[error("embedded Kafka broker: {0}")]
     Embedded(String),

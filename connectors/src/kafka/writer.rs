@@ -14,7 +14,7 @@ use rdkafka::producer::{
 use super::{ClientSettings, KafkaError};
 
 /// A record to write.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OutMessage {
     /// The topic.
     pub topic: String,

@@ -333,6 +333,8 @@ pub struct KafkaPlan {
     pub(crate) offsets: Vec<Arc<crate::runtime::progress::SourceOffsets>>,
     /// Set to stop the sources (a graceful stop).
     pub(crate) stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The transactions of exactly-once Kafka sinks (the leading process's).
+    pub(crate) transactions: Option<Arc<crate::runtime::transactions::Transactions>>,
 }
 
 /// One entry of the registry.

@@ -371,6 +371,7 @@ pub fn build<'s>(scope: Scope<'s, Time>, plan: &Plan, failure: Failure) {
             b.failure.clone(),
             Arc::clone(&cp.stats),
             plan.cluster.get().cloned(),
+            cp.transactions.clone(),
         );
     }
 }

@@ -38,6 +38,7 @@ use vitalflow_model::Time;
 use super::error::{Fault, RunFailure, System};
 use super::metrics::Failure;
 use super::ops::{SinkCommit, VecStream};
+use super::transactions::{PENDING, Transactions, promote};
 
 /// The checkpoint file, relative to the output folder.
 pub const CHECKPOINT: &str = "_vitalflow/checkpoint.json";
@@ -128,7 +129,15 @@ impl Checkpoint {
     /// # Errors
     /// A message naming the file.
     pub fn store(&self, out: &Path) -> Result<(), String> {
-        let path = out.join(CHECKPOINT);
+        self.store_as(out, CHECKPOINT)
+    }
+
+    /// Writes it atomically to `rel` under `out` (the checkpoint, or a pending one).
+    ///
+    /// # Errors
+    /// A message naming the file.
+    pub fn store_as(&self, out: &Path, rel: &str) -> Result<(), String> {
+        let path = out.join(rel);
         let dir = path
             .parent()
             .map_or_else(|| out.to_owned(), Path::to_path_buf);
@@ -400,6 +409,7 @@ pub fn coordinator<'s>(
     failure: Failure,
     stats: Arc<super::progress::CheckpointStats>,
     others: Option<Arc<super::cluster::Links>>,
+    transactions: Option<Arc<Transactions>>,
 ) {
     let worker = commits.scope().index();
     let scope = commits.scope();
@@ -501,11 +511,8 @@ pub fn coordinator<'s>(
                     }
                     drop(logs);
                     let writing = Instant::now();
-                    if let Err(e) = next.store(&out) {
-                        failure.fail(RunFailure::new(
-                            Fault::External(System::FileSystem),
-                            format!("checkpoint: {e}"),
-                        ));
+                    if let Err(f) = store(&next, &out, transactions.as_deref()) {
+                        failure.fail(f);
                         return;
                     }
                     for s in &sources {
@@ -537,6 +544,28 @@ pub fn coordinator<'s>(
             }
         },
     );
+}
+
+/// Stores `next`; with exactly-once Kafka sinks, as a pending checkpoint that becomes the
+/// checkpoint once the transaction of the records it covers is committed (see
+/// [`super::transactions`]).
+fn store(next: &Checkpoint, out: &Path, tx: Option<&Transactions>) -> Result<(), RunFailure> {
+    let disk = |e: String| {
+        RunFailure::new(
+            Fault::External(System::FileSystem),
+            format!("checkpoint: {e}"),
+        )
+    };
+    let Some(tx) = tx else {
+        return next.store(out).map_err(disk);
+    };
+    next.store_as(out, PENDING).map_err(disk)?;
+    let records = tx
+        .commit_below(next.time)
+        .map_err(|e| RunFailure::new(tx.fault(), format!("checkpoint: {e}")))?;
+    promote(out).map_err(disk)?;
+    tracing::debug!(time = next.time, records, "transaction committed");
+    Ok(())
 }
 
 /// In a cluster, what the other processes' position logs say for a checkpoint at `time`, by

@@ -94,7 +94,13 @@ pub fn compensate(job: &Job, plan: &Plan, failure: &RunFailure) -> Result<Compen
     let mut events: Vec<DomainEvent> = Vec::new();
     let (kept, mut checkpoint) = match &plan.checkpoint {
         Some(cp) => {
-            let stored = Checkpoint::load(out)?.unwrap_or_else(|| cp.base.clone());
+            // A first run that fails before its first checkpoint stores one at time 0, of this
+            // job, to list the compensation records.
+            let stored = Checkpoint::load(out)?.unwrap_or_else(|| Checkpoint {
+                job: plan.run.job.clone(),
+                run_id: plan.run.run_id.clone(),
+                ..cp.base.clone()
+            });
             (stored.files.clone(), Some(stored))
         }
         None => {

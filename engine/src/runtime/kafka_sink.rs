@@ -246,3 +246,108 @@ impl<T> SinkState<T> {
         });
     }
 }
+
+/// Writes `input` to `topic` exactly once (`delivery = "exactly-once"`): records are rendered
+/// where they are, then gathered on worker 0, which hands each completed timestamp's records
+/// to the job's transactions (see [`super::transactions`]) and reports the timestamp. The
+/// checkpoint that covers it commits them.
+pub fn kafka_txn_sink<'s, T>(
+    input: VecStream<'s, T>,
+    name: &str,
+    topic: String,
+    render: Render<T>,
+    counters: Arc<NodeCounters>,
+    transactions: Option<Arc<super::transactions::Transactions>>,
+    failure: Failure,
+) -> VecStream<'s, SinkCommit>
+where
+    T: Clone + Send + 'static,
+{
+    let rendered = input.unary::<CapacityContainerBuilder<Vec<OutMessage>>, _, _, _>(
+        Pipeline,
+        &format!("{name}-render"),
+        move |_cap, _info| {
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for record in data.flat_map(|batch| batch.drain(..)) {
+                        let (key, payload, headers) = render(&record);
+                        session.give(OutMessage {
+                            topic: topic.clone(),
+                            key,
+                            payload,
+                            headers,
+                        });
+                    }
+                });
+            }
+        },
+    );
+    let sink = name.to_owned();
+    let mut open: BTreeMap<Time, (Capability<Time>, Vec<OutMessage>)> = BTreeMap::new();
+    let mut missing = true;
+    rendered.unary_frontier::<CapacityContainerBuilder<Vec<SinkCommit>>, _, _, _>(
+        timely::dataflow::channels::pact::Exchange::new(|_: &OutMessage| 0),
+        name,
+        move |_cap, _info| {
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    let Some(cap) = cap.retain_least(output.output_index()) else {
+                        return;
+                    };
+                    let entry = open.entry(*cap.time()).or_insert_with(|| (cap, Vec::new()));
+                    for batch in data {
+                        entry.1.append(batch);
+                    }
+                });
+                let complete: Vec<Time> = open
+                    .keys()
+                    .filter(|t| !frontier.less_equal(t))
+                    .copied()
+                    .collect();
+                for t in complete {
+                    let Some((cap, records)) = open.remove(&t) else {
+                        continue;
+                    };
+                    let Some(tx) = &transactions else {
+                        if std::mem::take(&mut missing) {
+                            failure.fail(RunFailure::new(
+                                Fault::Internal,
+                                format!("sink `{sink}`: no Kafka transactions on this worker"),
+                            ));
+                        }
+                        continue;
+                    };
+                    let sent = records.len() as u64;
+                    let bytes: usize = records
+                        .iter()
+                        .map(|m| {
+                            m.key.as_ref().map_or(0, Vec::len)
+                                + m.payload.len()
+                                + m.headers
+                                    .iter()
+                                    .map(|(k, v)| k.len() + v.len())
+                                    .sum::<usize>()
+                        })
+                        .sum();
+                    tx.hold(t, records);
+                    counters.add(&Counts {
+                        records_in: sent,
+                        records_out: sent,
+                        rejected: 0,
+                    });
+                    counters.add_written(bytes as u64);
+                    output.session(&cap).give(SinkCommit {
+                        sink: sink.clone(),
+                        batches: vec![batch_of(t)],
+                        files: Vec::new(),
+                        digests: Vec::new(),
+                        rows: sent,
+                        first: t,
+                        last: t,
+                    });
+                }
+            }
+        },
+    )
+}

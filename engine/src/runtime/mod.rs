@@ -30,6 +30,7 @@ pub mod rows;
 pub mod saga;
 pub mod sources;
 pub mod stages;
+pub mod transactions;
 pub mod windows;
 
 #[cfg(test)]
@@ -387,7 +388,7 @@ pub fn run(job: &Job, options: &RunOptions) -> Result<RunSummary, RunError> {
         if let Some(w) = welcome {
             start.run.run_id = w.run_id;
         }
-        let plan = start.prepare(job, options, bootstrap, None, Arc::clone(&stop))?;
+        let plan = start.prepare(job, options, bootstrap, None, (Arc::clone(&stop), false))?;
         for (name, names) in &files {
             if let Some(op) = plan.node(name).and_then(PlannedNode::op::<FileOp>) {
                 op.take_names(names);
@@ -595,7 +596,7 @@ fn lead(
         options,
         embedded.as_ref().map(Embedded::bootstrap),
         embedded.as_ref().and_then(Embedded::feeding),
-        Arc::clone(stop),
+        (Arc::clone(stop), true),
     )?;
     list_files(&plan).map_err(RunError::Failed)?;
     Ok((embedded, plan))
@@ -685,7 +686,7 @@ impl Start {
         options: &RunOptions,
         bootstrap: Option<String>,
         feeding: Option<Arc<AtomicBool>>,
-        stop: Arc<AtomicBool>,
+        (stop, leader): (Arc<AtomicBool>, bool),
     ) -> Result<plan::Plan, RunError> {
         let embedded = bootstrap.is_some();
         let mut plan = plan::prepare(
@@ -695,7 +696,7 @@ impl Start {
             bootstrap.as_deref(),
             options.fresh || embedded,
             feeding,
-            stop,
+            (stop, leader),
         )?;
         plan.end_to_end = options
             .end_to_end

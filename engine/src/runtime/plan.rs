@@ -17,7 +17,9 @@ use super::checkpoint::{Checkpoint, OnCheckpoint, PositionLog, remove_uncommitte
 use super::latency::EndToEnd;
 use super::metrics::NodeCounters;
 use super::saga::RunIdentity;
+use super::transactions::Transactions;
 use crate::job::{Diagnostic, Diagnostics, Job, NodeKind};
+use crate::nodes::kafka::sink::{Delivery, KafkaSinkConfig};
 use crate::nodes::{KafkaPlan, Output, Prepare};
 
 /// A job resolved for running.
@@ -86,6 +88,8 @@ pub struct CheckpointPlan {
     pub removed: u64,
     /// Checkpoints written by this run, for progress snapshots.
     pub stats: Arc<super::progress::CheckpointStats>,
+    /// The transactions of exactly-once Kafka sinks (the leading process's).
+    pub transactions: Option<Arc<super::transactions::Transactions>>,
 }
 
 /// Resolves keys, files and folders. Problems are reported at their place in the job file.
@@ -100,10 +104,10 @@ pub fn prepare(
     embedded: Option<&str>,
     fresh: bool,
     feeding: Option<Arc<AtomicBool>>,
-    stop: Arc<AtomicBool>,
+    (stop, leader): (Arc<AtomicBool>, bool),
 ) -> Result<Plan, Diagnostics> {
     let mut errors: Vec<Diagnostic> = Vec::new();
-    let mut kafka = kafka_plan(job, out, fresh, feeding)?;
+    let mut kafka = kafka_plan(job, out, fresh, feeding, (leader, embedded))?;
     kafka.stop = Arc::clone(&stop);
     let mut alerts = BTreeMap::new();
     let ephemeral = PseudonymKey::ephemeral();
@@ -184,6 +188,7 @@ fn kafka_plan(
     out: &Path,
     fresh: bool,
     feeding: Option<Arc<AtomicBool>>,
+    (leader, embedded): (bool, Option<&str>),
 ) -> Result<KafkaPlan, Diagnostics> {
     // Milliseconds per timestamp of each source that checkpoints.
     let granularities: Vec<u64> = job
@@ -196,6 +201,11 @@ fn kafka_plan(
         })
         .collect();
     let kafka_job = !granularities.is_empty();
+    let transactions = if leader {
+        open_transactions(job, out, kafka_job, fresh, embedded)?
+    } else {
+        None
+    };
     let previous = if kafka_job && !fresh {
         let checkpoint = Checkpoint::load(out).map_err(|e| {
             Diagnostics(vec![job.diag(
@@ -227,7 +237,80 @@ fn kafka_plan(
         watermarks: BTreeMap::new(),
         offsets: Vec::new(),
         stop: Arc::default(),
+        transactions,
     })
+}
+
+/// Opens the transactions of the job's exactly-once Kafka sinks (fencing the previous run's
+/// producer) and settles a checkpoint the previous run left pending (see
+/// [`super::transactions`]); `None` if the job has no such sink.
+fn open_transactions(
+    job: &Job,
+    out: &Path,
+    kafka_job: bool,
+    fresh: bool,
+    embedded: Option<&str>,
+) -> Result<Option<Arc<Transactions>>, Diagnostics> {
+    let sinks: Vec<(&crate::job::Node, &KafkaSinkConfig)> = job
+        .nodes
+        .iter()
+        .filter_map(|n| match &n.kind {
+            NodeKind::KafkaSink(k) if k.delivery == Delivery::ExactlyOnce => Some((n, &**k)),
+            _ => None,
+        })
+        .collect();
+    let Some(&(first_node, first)) = sinks.first() else {
+        return Ok(None);
+    };
+    let refuse = |span, message: String| Err(Diagnostics(vec![job.diag(span, message)]));
+    if !kafka_job {
+        return refuse(
+            first_node.span.clone(),
+            format!(
+                "`sinks.{}`: `delivery = \"exactly-once\"` needs a job that checkpoints (one \
+                 reading Kafka or MLLP sources): its transactions are committed with the \
+                 checkpoints",
+                first_node.name
+            ),
+        );
+    }
+    if let Some((n, _)) = sinks.iter().find(|(_, k)| {
+        k.brokers.get_ref() != first.brokers.get_ref() || k.properties != first.properties
+    }) {
+        return refuse(
+            n.span.clone(),
+            format!(
+                "`sinks.{}`: the exactly-once Kafka sinks of a job write in one transaction, so \
+                 they need the same `brokers` and `properties` as `sinks.{}`",
+                n.name, first_node.name
+            ),
+        );
+    }
+    let settings = crate::nodes::kafka::client_settings(
+        &first.brokers,
+        &first.properties,
+        &job.base_dir(),
+        embedded,
+    );
+    let fault = crate::nodes::kafka::fault(&first.brokers);
+    let transactions = Transactions::open(
+        &settings,
+        &job.name,
+        out,
+        first.topic.get_ref(),
+        first.retry_for.0,
+        fault,
+    )
+    .map_err(|e| Diagnostics(vec![job.diag(first_node.span.clone(), e.to_string())]))?;
+    let settled = if fresh {
+        super::transactions::discard(out)
+    } else {
+        transactions.resolve(out).map(|r| {
+            tracing::info!(transactional_id = transactions.id(), resolved = ?r, "transactions opened");
+        })
+    };
+    settled.map_err(|e| Diagnostics(vec![job.diag(0..0, format!("pending checkpoint: {e}"))]))?;
+    Ok(Some(Arc::new(transactions)))
 }
 
 /// A checkpoint is resumed only when it is this job's and every file it lists is there: a run
@@ -326,6 +409,7 @@ fn prepare_folders(
         offsets: kafka.offsets,
         removed,
         stats: Arc::default(),
+        transactions: kafka.transactions,
     })
 }
 

@@ -21,7 +21,7 @@ use crate::runtime::builder::{
     Builder, PlannedNode, Port, as_alerts, as_audit, as_dead, as_events, as_fhir, as_rows,
 };
 use crate::runtime::error::Fault;
-use crate::runtime::kafka_sink::{Render, Target, kafka_sink};
+use crate::runtime::kafka_sink::{Render, Target, kafka_sink, kafka_txn_sink};
 
 /// `kind = "kafka"` (a sink): domain events, audit records, FHIR resources, de-identified rows
 /// or dead letters, one JSON document per record (dead letters: the original bytes, with the
@@ -48,6 +48,23 @@ pub struct KafkaSinkConfig {
     /// before the run fails. Default: `5m`.
     #[serde(default = "retry_for")]
     pub retry_for: Duration,
+    /// `at-least-once` (default): records are sent as they come, and a restarted run may send
+    /// some again. `exactly-once`: records are written in Kafka transactions committed with
+    /// the job's checkpoints, so a `read_committed` reader sees each once, about a checkpoint
+    /// (1 s) after it was made. Needs a job that checkpoints and brokers with transactions.
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// How a Kafka sink delivers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Sent as records come; some may be sent again after a restart.
+    #[default]
+    AtLeastOnce,
+    /// In transactions committed with the checkpoints.
+    ExactlyOnce,
 }
 
 const fn retry_for() -> Duration {
@@ -94,6 +111,7 @@ impl NodeSpec for KafkaSinkConfig {
             topic: self.topic.get_ref().clone(),
             fault: super::fault(&self.brokers),
             retry_for: self.retry_for.0,
+            delivery: self.delivery,
         }))
     }
 }
@@ -108,9 +126,44 @@ pub struct KafkaSinkOp {
     pub fault: Fault,
     /// How long a failing record is sent again.
     pub retry_for: std::time::Duration,
+    /// At least once, or in transactions.
+    pub delivery: Delivery,
 }
 
 impl KafkaSinkOp {
+    /// The sink's operator over `input`: at least once, or in the job's transactions.
+    fn sink<'s, T: Clone + Send + 'static>(
+        &self,
+        b: &mut Builder<'s, '_>,
+        input: crate::runtime::ops::VecStream<'s, T>,
+        name: &str,
+        render: Render<T>,
+    ) -> crate::runtime::ops::VecStream<'s, crate::runtime::ops::SinkCommit> {
+        let counters = b.counters(name);
+        let failure = b.failure.clone();
+        match self.delivery {
+            Delivery::AtLeastOnce => {
+                kafka_sink(input, name, self.target(), render, counters, failure)
+            }
+            Delivery::ExactlyOnce => {
+                let transactions = b
+                    .plan
+                    .checkpoint
+                    .as_ref()
+                    .and_then(|c| c.transactions.clone());
+                kafka_txn_sink(
+                    input,
+                    name,
+                    self.topic.clone(),
+                    render,
+                    counters,
+                    transactions,
+                    failure,
+                )
+            }
+        }
+    }
+
     fn target(&self) -> Target {
         Target {
             settings: self.settings.clone(),
@@ -124,33 +177,31 @@ impl KafkaSinkOp {
 impl Operator for KafkaSinkOp {
     fn build<'s>(&self, b: &mut Builder<'s, '_>, node: &PlannedNode) {
         let (name, inputs) = (node.name.as_str(), &node.inputs);
-        let counters = b.counters(name);
         let kind = inputs.first().and_then(|(n, port)| b.port(n, port));
-        let (t, f) = (self.target(), b.failure.clone());
         let c = match kind {
             Some(Port::Audit(_)) => {
                 let input = b.inputs(inputs, as_audit);
                 let render = keyed_json(|r: &AuditRecord| &r.event.metadata.correlation_id);
-                kafka_sink(input, name, t, render, counters, f)
+                self.sink(b, input, name, render)
             }
             Some(Port::Events(_)) => {
                 let input = b.inputs(inputs, as_events);
                 let render = keyed_json(|e: &DomainEvent| &e.metadata.correlation_id);
-                kafka_sink(input, name, t, render, counters, f)
+                self.sink(b, input, name, render)
             }
             Some(Port::Dead(_)) => {
                 let input = b.inputs(inputs, as_dead);
-                kafka_sink(input, name, t, dead_letter_render(), counters, f)
+                self.sink(b, input, name, dead_letter_render())
             }
             Some(Port::Alerts(_)) => {
                 let input = b.inputs(inputs, as_alerts);
                 let render = keyed_json(|e: &AlertEvent| &e.payload.patient);
-                kafka_sink(input, name, t, render, counters, f)
+                self.sink(b, input, name, render)
             }
             Some(Port::Rows(_)) => {
                 let input = b.inputs(inputs, as_rows);
                 let render = rows_render(b.row_schema(inputs));
-                kafka_sink(input, name, t, render, counters, f)
+                self.sink(b, input, name, render)
             }
             _ => {
                 let input = b.inputs(inputs, as_fhir);
@@ -161,7 +212,7 @@ impl Operator for KafkaSinkOp {
                         Vec::new(),
                     )
                 });
-                kafka_sink(input, name, t, render, counters, f)
+                self.sink(b, input, name, render)
             }
         };
         b.commit(name, c);
