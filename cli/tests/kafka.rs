@@ -370,7 +370,7 @@ fn feed_late_and_bad(broker: &Broker, g: &Generator, topics: &Topics) -> Fed {
 /// uninterrupted run of the same input writes, and the audit chain goes on across the resumes.
 #[test]
 fn sigkill_six_times_and_every_output_is_written_exactly_once() {
-    sigkill_exactly_once(vec![embedded()]);
+    sigkill_exactly_once(vec![embedded()], "at-least-once");
 }
 
 /// The same against the standalone broker (tansu answers a fetch from the middle of a record
@@ -382,7 +382,27 @@ fn sigkill_six_times_against_the_standalone_broker() {
         .into_iter()
         .filter(|b| b.child.is_none())
         .collect();
-    sigkill_exactly_once(standalone);
+    sigkill_exactly_once(standalone, "at-least-once");
+}
+
+/// The same with the events sink at least once, then exactly once, on a broker with Kafka
+/// transactions (`VITALFLOW_TEST_KAFKA_TRANSACTIONS`): `scripts/soak exactly-once` starts one and
+/// runs this. The killed runs' events topic holds each event once with `exactly-once`; with
+/// `at-least-once` it is printed how many copies it holds beyond that.
+#[test]
+#[ignore = "needs a broker with Kafka transactions: scripts/soak exactly-once runs it"]
+fn sigkill_six_times_with_an_exactly_once_kafka_sink() {
+    let bootstrap = std::env::var("VITALFLOW_TEST_KAFKA_TRANSACTIONS")
+        .expect("VITALFLOW_TEST_KAFKA_TRANSACTIONS names no broker");
+    for delivery in ["at-least-once", "exactly-once"] {
+        let broker = Broker {
+            name: "transactions",
+            bootstrap: bootstrap.clone(),
+            child: None,
+            control: None,
+        };
+        sigkill_exactly_once(vec![broker], delivery);
+    }
 }
 
 /// The count of late records a run's summary reports for `source`.
@@ -394,7 +414,7 @@ fn late_records(stdout: &str, source: &str) -> u64 {
         .map_or(0, |n| n.parse().unwrap())
 }
 
-fn sigkill_exactly_once(brokers: Vec<Broker>) {
+fn sigkill_exactly_once(brokers: Vec<Broker>, delivery: &str) {
     let Some(python) = python() else { return };
     for broker in brokers {
         let topics = Topics::new(&broker, 8);
@@ -422,6 +442,14 @@ fn sigkill_exactly_once(brokers: Vec<Broker>) {
         // patients topic, read to its end long before, counts as idle, and writes no checkpoint
         // before then; with 5 s a resumed run could get to its end before its first checkpoint.
         let job = write_job(dir.path(), "end", "1s", 2);
+        let text = std::fs::read_to_string(&job).unwrap().replace(
+            "topic = \"${T_EVENTS}\"\n",
+            &format!("topic = \"${{T_EVENTS}}\"\ndelivery = \"{delivery}\"\n"),
+        );
+        std::fs::write(&job, text).unwrap();
+        // The killed runs write their events to a topic of their own.
+        let killed_events = unique("events-killed");
+        create_topics(&broker, &[(&killed_events, 2)]);
         let key = key_file(dir.path());
         let test_started = Instant::now();
 
@@ -459,6 +487,7 @@ fn sigkill_exactly_once(brokers: Vec<Broker>) {
             let before = std::fs::read(&checkpoint).ok();
             let log = std::fs::File::create(dir.path().join(format!("run-{round}.log"))).unwrap();
             let mut child = job_command(&job, &out, &broker, &topics, &key)
+                .env("T_EVENTS", &killed_events)
                 .env("VITALFLOW_LOG", "warn")
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -506,6 +535,7 @@ fn sigkill_exactly_once(brokers: Vec<Broker>) {
             broker.name
         );
         let o = job_command(&job, &out, &broker, &topics, &key)
+            .env("T_EVENTS", &killed_events)
             .output()
             .unwrap();
         assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
@@ -564,6 +594,30 @@ fn sigkill_exactly_once(brokers: Vec<Broker>) {
         // records when it was killed depends on timing, so a last run over a few more readings
         // resumes from the final checkpoint, whose audit records it must chain on to.
         crate::audit::checked_chain(&out);
+        // What the killed runs wrote to their events topic, read by librdkafka's Python client
+        // (`read_committed`), against the events of the audit log.
+        let audited = read_jsonl(&out.join("audit"))
+            .iter()
+            .filter(|r| r["event"]["metadata"]["eventType"].is_string())
+            .count() as u64;
+        let held = python_check(
+            &python,
+            "kafka_check.py",
+            &["topic", &broker.bootstrap, &killed_events],
+        );
+        let records = held["records"].as_u64().unwrap();
+        eprintln!(
+            "[{}] {delivery}: the events topic holds {records} records, {} distinct, for {audited} \
+             audited events ({} extra copies, {:.1}%)",
+            broker.name,
+            held["distinct"],
+            records.saturating_sub(audited),
+            records.saturating_sub(audited) as f64 * 100.0 / audited.max(1) as f64
+        );
+        assert_eq!(held["distinct"], audited, "[{}] {held}", broker.name);
+        if delivery == "exactly-once" {
+            assert_eq!(records, audited, "[{}] {held}", broker.name);
+        }
         let mut w = TopicWriter::new(
             &ClientSettings::new(&broker.bootstrap),
             Duration::from_secs(60),
@@ -586,6 +640,7 @@ fn sigkill_exactly_once(brokers: Vec<Broker>) {
             broker.name
         );
         let o = job_command(&job, &out, &broker, &topics, &key)
+            .env("T_EVENTS", &killed_events)
             .output()
             .unwrap();
         assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
