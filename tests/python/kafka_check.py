@@ -285,6 +285,24 @@ def create(bootstrap: str, topic: str, partitions: int) -> dict:
     return {"created": topic}
 
 
+def against_audit(bootstrap: str, topic: str, audit: str) -> dict:
+    """The events of `topic` against those the audit log in `audit` records, by event id."""
+    records = read_all(bootstrap, topic, f"{topic}-audit-reader")
+    held = [json.loads(v)["metadata"]["eventId"] for _, _, v in records]
+    audited = set()
+    for line in jsonl_lines(audit):
+        event = json.loads(line).get("event", {})
+        if event.get("metadata", {}).get("eventType") != "BatchCompensated":
+            audited.add(event.get("metadata", {}).get("eventId"))
+    return {
+        "records": len(held),
+        "distinct": len(set(held)),
+        "audited": len(audited),
+        "not_audited": len(set(held) - audited),
+        "missing": len(audited - set(held)),
+    }
+
+
 def pairs(bootstrap: str, topic: str, a: str, b: str) -> dict:
     records = read_all(bootstrap, topic, f"{topic}-pairs-reader")
     seen = set()
@@ -306,6 +324,8 @@ def main() -> int:
         result = compare(args[0], args[1])
     elif cmd == "create":
         result = create(args[0], args[1], int(args[2]))
+    elif cmd == "against-audit":
+        result = against_audit(args[0], args[1], args[2])
     elif cmd == "pairs":
         result = pairs(args[0], args[1], args[2], args[3])
     elif cmd == "produce":
