@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as RdError;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{ClientSettings, KafkaError, OutMessage};
@@ -149,20 +148,7 @@ impl TransactionWriter {
     fn send(&self, m: &OutMessage) -> Result<(), KafkaError> {
         let deadline = Instant::now() + self.timeout;
         loop {
-            let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
-            for (k, v) in &m.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v),
-                });
-            }
-            let mut record = BaseRecord::to(&m.topic)
-                .payload(&m.payload)
-                .headers(headers);
-            if let Some(key) = &m.key {
-                record = record.key(key);
-            }
-            match self.producer.send(record) {
+            match self.producer.send(m.record(())) {
                 Ok(()) => return Ok(()),
                 Err((RdError::MessageProduction(code), _))
                     if code == rdkafka::types::RDKafkaErrorCode::QueueFull

@@ -26,6 +26,29 @@ pub struct OutMessage {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+impl OutMessage {
+    /// The record a producer sends, with `opaque` for its delivery report.
+    pub(crate) fn record<O: rdkafka::util::IntoOpaque>(
+        &self,
+        opaque: O,
+    ) -> BaseRecord<'_, Vec<u8>, Vec<u8>, O> {
+        let mut headers = OwnedHeaders::new_with_capacity(self.headers.len());
+        for (k, v) in &self.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let record = BaseRecord::with_opaque_to(&self.topic, opaque)
+            .payload(&self.payload)
+            .headers(headers);
+        match &self.key {
+            Some(key) => record.key(key),
+            None => record,
+        }
+    }
+}
+
 /// Delivery reports, collected by the producer's callback while it is polled.
 #[derive(Default)]
 struct Reports(Mutex<Vec<(usize, Result<(), String>)>>);
@@ -200,19 +223,7 @@ impl TopicWriter {
 
     fn enqueue(&self, token: usize, message: &OutMessage) -> Result<(), RdError> {
         loop {
-            let mut headers = OwnedHeaders::new_with_capacity(message.headers.len());
-            for (k, v) in &message.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v),
-                });
-            }
-            let mut record = BaseRecord::with_opaque_to(&message.topic, token)
-                .payload(&message.payload)
-                .headers(headers);
-            if let Some(key) = &message.key {
-                record = record.key(key);
-            }
+            let record = message.record(token);
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
                 Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {

@@ -229,21 +229,29 @@ impl<T> SinkState<T> {
         (sent, bytes): (u64, u64),
         output: &mut SinkOutput<'_>,
     ) {
-        self.counters.add(&Counts {
-            records_in: sent,
-            records_out: sent,
-            rejected: 0,
-        });
-        self.counters.add_written(bytes);
-        output.session(cap).give(SinkCommit {
-            sink: self.sink.clone(),
-            batches: vec![batch_of(t)],
-            files: Vec::new(),
-            digests: Vec::new(),
-            rows: sent,
-            first: t,
-            last: t,
-        });
+        output
+            .session(cap)
+            .give(durable(&self.sink, t, (sent, bytes), &self.counters));
+    }
+}
+
+/// Counts the `sent` records of timestamp `t` and their `bytes` on the sink's counters, and
+/// reports the timestamp durable.
+fn durable(sink: &str, t: Time, (sent, bytes): (u64, u64), counters: &NodeCounters) -> SinkCommit {
+    counters.add(&Counts {
+        records_in: sent,
+        records_out: sent,
+        rejected: 0,
+    });
+    counters.add_written(bytes);
+    SinkCommit {
+        sink: sink.to_owned(),
+        batches: vec![batch_of(t)],
+        files: Vec::new(),
+        digests: Vec::new(),
+        rows: sent,
+        first: t,
+        last: t,
     }
 }
 
@@ -331,21 +339,9 @@ where
                         })
                         .sum();
                     tx.hold(t, records);
-                    counters.add(&Counts {
-                        records_in: sent,
-                        records_out: sent,
-                        rejected: 0,
-                    });
-                    counters.add_written(bytes as u64);
-                    output.session(&cap).give(SinkCommit {
-                        sink: sink.clone(),
-                        batches: vec![batch_of(t)],
-                        files: Vec::new(),
-                        digests: Vec::new(),
-                        rows: sent,
-                        first: t,
-                        last: t,
-                    });
+                    output
+                        .session(&cap)
+                        .give(durable(&sink, t, (sent, bytes as u64), &counters));
                 }
             }
         },
