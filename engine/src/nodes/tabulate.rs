@@ -224,6 +224,7 @@ impl People {
                     arrival_us,
                 });
             }
+            ClinicalRecord::Lab(_) => {}
         }
     }
 }
