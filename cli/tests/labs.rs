@@ -305,3 +305,132 @@ fn the_default_limits_are_the_documented_ones() {
         }
     }
 }
+
+/// Issue 37: the generator's laboratory feed through the whole pipeline: every result a valid
+/// FHIR R4 laboratory Observation without PHI, and one `critical_value_detected` event for each
+/// critical result the generator made, none for the others.
+#[test]
+fn a_generated_lab_stream_raises_one_event_per_critical_result() {
+    use vitalflow_connectors::generator::{Generator, GeneratorConfig};
+    let Some(python) = crate::support::python() else {
+        return;
+    };
+    let (patients, count) = (1000u64, 5000u64);
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path());
+    let job = format!(
+        r#"
+[job]
+name = "lab-stream"
+workers = 2
+batch-size = 1000
+
+[sources.lab]
+kind = "generator"
+format = "labs"
+patients = {patients}
+count = {count}
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["lab"]
+
+[operators.anonymize]
+kind = "anonymize"
+inputs = ["ingest"]
+key = "file:{key}"
+
+[operators.canonize]
+kind = "canonize"
+inputs = ["anonymize"]
+
+[operators.tabulate]
+kind = "tabulate"
+inputs = ["ingest"]
+
+[operators.lab-alerts]
+kind = "alert"
+inputs = ["tabulate.labs"]
+key = "file:{key}"
+
+[operators.lab-alerts.critical-values]
+
+[sinks.fhir]
+kind = "parquet"
+inputs = ["canonize"]
+
+[sinks.alerts]
+kind = "jsonl"
+inputs = ["lab-alerts"]
+path = "alerts"
+
+[sinks.dead-letter]
+kind = "dead-letter"
+inputs = ["ingest.dead-letter", "anonymize.dead-letter", "canonize.dead-letter", "lab-alerts.dead-letter"]
+"#,
+        key = key.display()
+    );
+    let (out, o) = run_job(dir.path(), &job, &[]);
+    assert!(
+        read_jsonl(&out.join("dead-letter")).is_empty(),
+        "{}",
+        show(&o)
+    );
+
+    let generator = Generator::new(GeneratorConfig {
+        patients,
+        count,
+        labs: true,
+        ..GeneratorConfig::default()
+    });
+    // What each critical result says, from the generator's own events.
+    let mut expected: BTreeMap<String, usize> = BTreeMap::new();
+    let mut phi = Vec::new();
+    for i in 0..count {
+        let v: serde_json::Value = serde_json::from_slice(&generator.lab_event(i, None)).unwrap();
+        phi.push(v["payload"]["patientId"].as_str().unwrap().to_owned());
+        if generator.lab_is_critical(i) {
+            let code = v["payload"]["code"].as_str().unwrap().to_owned();
+            let value = v["payload"]["value"].as_f64().unwrap();
+            *expected.entry(format!("{code} {value}")).or_default() += 1;
+        }
+    }
+    let code_of = |parameter: &str| {
+        LIMITS
+            .iter()
+            .find(|l| l.0 == parameter)
+            .map(|l| l.1)
+            .unwrap()
+    };
+    let events = read_jsonl(&out.join("alerts"));
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &events {
+        assert_eq!(e["metadata"]["eventType"], "critical_value_detected", "{e}");
+        let p = &e["payload"];
+        let codes = code_of(p["parameter"].as_str().unwrap());
+        // The generator uses each analyte's first code.
+        *got.entry(format!("{} {}", codes[0], p["value"].as_f64().unwrap()))
+            .or_default() += 1;
+    }
+    let critical: usize = expected.values().sum();
+    eprintln!(
+        "{count} generated results, {critical} critical: {} critical_value_detected events",
+        events.len()
+    );
+    assert!(critical > 50, "{critical}");
+    assert_eq!(got, expected);
+
+    // Every result is a valid FHIR R4 laboratory Observation, and no patient id leaked.
+    let phi_file = dir.path().join("phi.txt");
+    phi.sort();
+    phi.dedup();
+    std::fs::write(&phi_file, phi.join("\n")).unwrap();
+    let summary = crate::support::python_check(
+        &python,
+        "check_output.py",
+        &[out.to_str().unwrap(), "--phi", phi_file.to_str().unwrap()],
+    );
+    assert_eq!(summary["laboratory"]["laboratory"], count, "{summary}");
+    assert_eq!(summary["fhir_invalid"], 0, "{summary}");
+    assert_eq!(summary["phi_hits"], 0, "{summary}");
+}
