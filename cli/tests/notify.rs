@@ -452,8 +452,8 @@ fn identified_notifications_wired_elsewhere_fail_validation_at_their_place() {
         ),
         (
             "to-jsonl",
-            "inputs = [\"bedside-alerts\"]",
-            "inputs = [\"bedside-alerts.notify\"]",
+            "inputs = [\"bedside-alerts\", \"lab-alerts\"]",
+            "inputs = [\"bedside-alerts.notify\", \"lab-alerts\"]",
             "`sinks.alerts.inputs`: `bedside-alerts.notify` carries identified clinical \
              notifications (with PHI), but a jsonl node takes",
         ),

@@ -919,7 +919,7 @@ impl AlertLoop {
 
 /// The columns of alert events written as rows (a Parquet sink): the envelope's ids and type,
 /// the payload's fields (sub-scores and observations as JSON text, `missing` and `stale`
-/// comma-separated), its times as timestamps. No field is PHI: the patient is the pseudonym,
+/// comma-separated; a critical laboratory value's fields last), its times as timestamps. No field is PHI: the patient is the pseudonym,
 /// the times are date-shifted.
 #[must_use]
 pub fn alert_schema() -> Schema {
@@ -953,6 +953,13 @@ pub fn alert_schema() -> Schema {
             field("raised_at", Type::Timestamp, false),
             field("emitted_at", Type::Timestamp, false),
             field("latency_ms", Type::Float, true),
+            field("parameter", Type::String, true),
+            field("value", Type::Float, true),
+            field("unit", Type::String, true),
+            field("threshold", Type::Float, true),
+            field("direction", Type::String, true),
+            field("severity", Type::String, true),
+            field("detected_at", Type::Timestamp, true),
         ],
         time: Some(17),
         key: Some(6),
@@ -1000,6 +1007,13 @@ pub fn alert_row(e: &AlertEvent) -> Row {
             ms(&a.raised_at),
             ms(&a.emitted_at),
             a.latency_ms.map_or(Value::Null, Value::Float),
+            opt(&a.parameter),
+            a.value.map_or(Value::Null, Value::Float),
+            opt(&a.unit),
+            a.threshold.map_or(Value::Null, Value::Float),
+            opt(&a.direction),
+            opt(&a.severity),
+            a.detected_at.as_ref().map_or(Value::Null, ms),
         ],
         sequence: 0,
         tombstone: false,
