@@ -128,13 +128,27 @@ fn oru(p: usize, k: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A laboratory result of patient `p`: a critical potassium (6.9 mEq/L, at or above the default
+/// limit of 6.0 mmol/L).
+fn critical_potassium(p: usize) -> Vec<u8> {
+    let x = patient(p);
+    format!(
+        "MSH|^~\\&|LAB|HOSP|VITALFLOW|HOSP|20260301093000||ORU^R01^ORU_R01|LAB{p:05}|P|2.5.1\r\
+         PID|1||{}^^^HOSP^MR||{}^{}\r\
+         OBR|1||ACC{p:05}^LAB|24323-8^Metabolic panel^LN|||20260301092000\r\
+         OBX|1|NM|2823-3^Potassium^LN||6.9|mEq/L|3.5-5.1|HH|||F|||20260301092000\r",
+        x.mrn, x.family, x.given
+    )
+    .into_bytes()
+}
+
 /// The shipped job with a second clinical delivery sink, `ehr` (FHIR Communication over HTTPS
 /// to `fhir_port`), audited and dead-lettered like the pager.
 fn job_with_ehr(dir: &Path, fhir_port: u16) -> PathBuf {
     let ehr = format!(
         r#"[sinks.ehr]
 kind = "fhir-notify"
-inputs = ["bedside-alerts.notify"]
+inputs = ["bedside-alerts.notify", "lab-alerts.notify"]
 base-url = "https://localhost:{fhir_port}/fhir"
 token = "file:token"
 tls-ca = "ca.pem"
@@ -160,7 +174,7 @@ retry-initial = "50ms"
 }
 
 /// Acceptance: ADT and ORU^R01 messages for 24 patients over MLLP; the 6 desaturating ones
-/// raise alerts. The MLLP receiver and the FHIR server each get one identified notification per
+/// raise alerts, and a critical potassium of one of them a `critical_value_detected`. The MLLP receiver and the FHIR server each get one identified notification per
 /// alert event (the FHIR server after answering the first two requests 503), with the MRN,
 /// names and bed of the patient the pseudonymous alert event stands for; each delivery has its
 /// `healthcare.audit.phi_access` audit event, naming the patient by pseudonym; and no MRN,
@@ -219,6 +233,8 @@ fn each_alert_reaches_the_care_team_identified_and_each_delivery_is_audited() {
     for k in 0..3 {
         messages.extend((0..PATIENTS).map(|p| oru(p, k)));
     }
+    // A critical laboratory value of a desaturating patient: one more alert, paged the same way.
+    messages.push(critical_potassium(0));
     for m in &messages {
         let ack = client.call(m).unwrap();
         assert_eq!(ack.code, "AA", "{}", ack.text);
@@ -230,8 +246,8 @@ fn each_alert_reaches_the_care_team_identified_and_each_delivery_is_audited() {
     let delivered = |r: &Receiver, ok: &dyn Fn(&Value) -> bool| -> usize {
         r.received().iter().filter(|m| ok(m)).count()
     };
-    while delivered(&pager, &|_| true) < desaturating.len()
-        || delivered(&ehr, &|m| m["status"] == 201) < desaturating.len()
+    while delivered(&pager, &|_| true) < desaturating.len() + 1
+        || delivered(&ehr, &|m| m["status"] == 201) < desaturating.len() + 1
     {
         assert!(
             waited.elapsed() < Duration::from_secs(90),
@@ -253,6 +269,22 @@ fn each_alert_reaches_the_care_team_identified_and_each_delivery_is_audited() {
         .iter()
         .map(|a| (a["metadata"]["eventId"].as_str().unwrap(), a))
         .collect();
+    let critical: Vec<&Value> = alerts
+        .iter()
+        .filter(|a| a["metadata"]["eventType"] == "critical_value_detected")
+        .collect();
+    assert_eq!(critical.len(), 1, "{alerts:?}");
+    let c = &critical[0]["payload"];
+    assert_eq!(
+        (&c["parameter"], &c["value"], &c["threshold"], &c["unit"]),
+        (
+            &Value::from("potassium"),
+            &Value::from(6.9),
+            &Value::from(6.0),
+            &Value::from("mmol/L")
+        ),
+        "{c}"
+    );
 
     // The same alert events in the Parquet sink, read back with DuckDB.
     let table = python_check(
@@ -452,8 +484,8 @@ fn identified_notifications_wired_elsewhere_fail_validation_at_their_place() {
         ),
         (
             "to-jsonl",
-            "inputs = [\"bedside-alerts\"]",
-            "inputs = [\"bedside-alerts.notify\"]",
+            "inputs = [\"bedside-alerts\", \"lab-alerts\"]",
+            "inputs = [\"bedside-alerts.notify\", \"lab-alerts\"]",
             "`sinks.alerts.inputs`: `bedside-alerts.notify` carries identified clinical \
              notifications (with PHI), but a jsonl node takes",
         ),

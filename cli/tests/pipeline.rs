@@ -188,11 +188,38 @@ fn sample_data_vitals_are_canonized_without_their_phi() {
         return;
     };
     // 4 Synthea patients, and a Patient and an Encounter from each of the 16 convertible ADT
-    // messages (A01, A02, A03, A04, A08; the ORU messages are lab results, not vital signs).
+    // messages (A01, A02, A03, A04, A08; the ORU messages give Observations only).
     assert_eq!(summary["patients"], 4 + 16, "{summary}");
     assert_eq!(summary["encounters"], 16, "{summary}");
     assert_eq!(summary["fhir_invalid"], 0, "{summary}");
     assert_eq!(summary["phi_hits"], 0, "{summary}");
+    // Issue 37: laboratory results, each a valid FHIR R4 Observation (checked above): the 101
+    // laboratory Observations of the Synthea bundles and the 48 OBX results of the ORU^R01
+    // messages that carry one (of 54; the rest are dead-lettered below).
+    let labs = &summary["laboratory"];
+    assert_eq!(labs["laboratory"], 101 + 48, "{summary}");
+    assert_eq!(labs["status:preliminary"], 8, "{summary}");
+    assert_eq!(labs["unit_not_ucum"], 1, "{summary}");
+    assert_eq!(
+        labs["absent"], 3,
+        "text results dropped with free text: {summary}"
+    );
+
+    // Dead-letter reasons name fields and codes, never PHI; no OBX is refused as "not a vital
+    // sign" any more.
+    let scan = PhiScan::new(&phi);
+    let mut oru_reasons = 0;
+    for file in std::fs::read_dir(out.join("dead-letter")).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let reason = v["reason"].as_str().unwrap();
+            assert!(scan.found(reason).is_empty(), "PHI in a dead-letter reason");
+            assert!(!reason.contains("not a vital sign"), "{reason}");
+            oru_reasons += usize::from(reason.starts_with("ORU^R01 OBX["));
+        }
+    }
+    assert_eq!(oru_reasons, 54 - 48);
     let by_code = &summary["by_code"];
     // Synthea: weight, height, BMI, blood pressure, oral temperature; the ICU record: heart rate,
     // respiratory rate, SpO2, blood pressure, mean arterial pressure.
@@ -209,9 +236,9 @@ fn sample_data_vitals_are_canonized_without_their_phi() {
     assert!(by_code["8867-4"].as_u64().unwrap() > 1500, "{summary}");
 }
 
-/// Identifying values of the patients of the convertible HL7 v2 sample messages, read with a
-/// plain split of the PID segment: identifiers (PID-3), names (PID-5), street and city (PID-11)
-/// and SSN (PID-19), those of 5 characters or more.
+/// Identifying values of the patients of the convertible HL7 v2 sample messages (ADT and ORU),
+/// read with a plain split of the PID segment: identifiers (PID-2, PID-3), names (PID-5), street
+/// and city (PID-11) and SSN (PID-19), those of 5 characters or more.
 fn hl7_phi(dir: &Path) -> Vec<String> {
     let mut phi = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -222,9 +249,11 @@ fn hl7_phi(dir: &Path) -> Vec<String> {
         let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
         let segments: Vec<&str> = text.split(['\r', '\n']).collect();
         let msh: Vec<&str> = segments[0].split('|').collect();
-        let adt = ["ADT^A01", "ADT^A02", "ADT^A03", "ADT^A04", "ADT^A08"]
-            .iter()
-            .any(|t| msh.get(8).is_some_and(|m| m.starts_with(t)));
+        let adt = [
+            "ADT^A01", "ADT^A02", "ADT^A03", "ADT^A04", "ADT^A08", "ORU^R01",
+        ]
+        .iter()
+        .any(|t| msh.get(8).is_some_and(|m| m.starts_with(t)));
         let Some(pid) = segments
             .iter()
             .find(|s| s.starts_with("PID|"))
@@ -235,7 +264,7 @@ fn hl7_phi(dir: &Path) -> Vec<String> {
         let fields: Vec<&str> = pid.split('|').collect();
         let field = |n: usize| fields.get(n).copied().unwrap_or_default();
         let first = |s: &str| s.split(['^', '&']).next().unwrap_or_default().to_owned();
-        for rep in field(3).split('~') {
+        for rep in field(3).split('~').chain(field(2).split('~')) {
             phi.push(first(rep));
         }
         for rep in field(5).split('~') {

@@ -15,6 +15,7 @@ mod expressions;
 mod faults;
 mod inputs;
 mod kafka;
+mod labs;
 mod mllp;
 mod notify;
 mod pipeline;

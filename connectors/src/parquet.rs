@@ -101,7 +101,7 @@ const fn col(
 }
 
 /// The columns of `canonical/Observation/`, in order.
-pub const OBSERVATION_COLUMNS: [ColumnDoc; 10] = [
+pub const OBSERVATION_COLUMNS: [ColumnDoc; 17] = [
     col(
         "id",
         ColumnType::Utf8,
@@ -118,7 +118,7 @@ pub const OBSERVATION_COLUMNS: [ColumnDoc; 10] = [
         "code",
         ColumnType::Utf8,
         false,
-        "LOINC code of the vital sign (`8867-4` heart rate, `85354-9` blood-pressure panel, ...).",
+        "LOINC code of the vital sign (`8867-4` heart rate, `85354-9` blood-pressure panel, ...) or laboratory result (`2823-3` potassium, ...).",
     ),
     col(
         "display",
@@ -130,13 +130,13 @@ pub const OBSERVATION_COLUMNS: [ColumnDoc; 10] = [
         "value",
         ColumnType::Float64,
         true,
-        "Measured value in `unit`; null for blood-pressure panels, which use `systolic` and `diastolic`.",
+        "Measured value in `unit`; null for blood-pressure panels, which use `systolic` and `diastolic`, and for coded and text results, which use `value_text`.",
     ),
     col(
         "unit",
         ColumnType::Utf8,
         true,
-        "UCUM unit code of `value` (or of the components): `/min`, `%`, `Cel`, `mm[Hg]`, `kg`, `cm`, `kg/m2`.",
+        "UCUM unit code of `value` (or of the components): `/min`, `%`, `Cel`, `mm[Hg]`, `kg`, `cm`, `kg/m2`; for laboratory results the mapped UCUM code (`mmol/L`, `10*3/uL`, ...) or, where `unit_ucum` is false, the unit as the source wrote it.",
     ),
     col(
         "systolic",
@@ -155,6 +155,48 @@ pub const OBSERVATION_COLUMNS: [ColumnDoc; 10] = [
         ColumnType::TimestampUtc,
         false,
         "When the measurement was taken (`effectiveDateTime`, UTC, microseconds), after the de-identification date policy.",
+    ),
+    col(
+        "category",
+        ColumnType::Utf8,
+        false,
+        "`Observation.category` code: `vital-signs` or `laboratory`.",
+    ),
+    col(
+        "status",
+        ColumnType::Utf8,
+        false,
+        "`Observation.status`: `final` for vital signs; for laboratory results `preliminary`, `final`, `amended`, `corrected`, `cancelled`, `entered-in-error` or `unknown` (a corrected result has the id of the one it corrects).",
+    ),
+    col(
+        "interpretation",
+        ColumnType::Utf8,
+        true,
+        "Laboratory results: the `v3-ObservationInterpretation` code (`N`, `H`, `L`, `HH`, `LL`, `A`, `AA`, ...).",
+    ),
+    col(
+        "ref_low",
+        ColumnType::Float64,
+        true,
+        "Laboratory results: the reference range's low limit, in `unit`.",
+    ),
+    col(
+        "ref_high",
+        ColumnType::Float64,
+        true,
+        "Laboratory results: the reference range's high limit, in `unit`.",
+    ),
+    col(
+        "value_text",
+        ColumnType::Utf8,
+        true,
+        "Laboratory results: a coded value as `system|code`, or a text value (after the free-text action).",
+    ),
+    col(
+        "unit_ucum",
+        ColumnType::Boolean,
+        false,
+        "Whether `unit` is a UCUM code (false for a laboratory unit with no UCUM mapping, kept as written, and for values without a unit).",
     ),
     col(
         "resource",

@@ -30,6 +30,13 @@ fn observation(i: i64, day: u32) -> CanonicalResource {
             display: "d".into(),
             value: (!bp).then_some(60.0 + i as f64),
             unit: if bp { "mm[Hg]" } else { "/min" }.into(),
+            unit_ucum: true,
+            category: "vital-signs".into(),
+            status: "final".into(),
+            value_text: None,
+            interpretation: None,
+            ref_low: None,
+            ref_high: None,
             systolic: bp.then_some(120.0),
             diastolic: bp.then_some(80.0),
             effective_us: 1_767_225_600_000_000 + i * 60_000_000,
@@ -239,7 +246,10 @@ fn rows_keep_their_order_and_values_across_batches() {
             let value = batch.column(4).as_primitive::<Float64Type>();
             let unit = batch.column(5).as_string::<i32>();
             let systolic = batch.column(6).as_primitive::<Float64Type>();
-            let resource = batch.column(9).as_string::<i32>();
+            let column = |name| batch.column_by_name(name).unwrap();
+            let resource = column("resource").as_string::<i32>();
+            let category = column("category").as_string::<i32>();
+            let unit_ucum = column("unit_ucum").as_boolean();
             for i in 0..batch.num_rows() {
                 let row = expected[seen];
                 let Columns::Observation(o) = &row.columns else {
@@ -251,6 +261,8 @@ fn rows_keep_their_order_and_values_across_batches() {
                 assert_eq!(value.is_null(i), o.value.is_none());
                 assert_eq!(systolic.is_null(i), o.systolic.is_none());
                 assert_eq!(resource.value(i), row.resource);
+                assert_eq!(category.value(i), o.category);
+                assert_eq!(unit_ucum.value(i), o.unit_ucum);
                 seen += 1;
             }
         }

@@ -4,7 +4,7 @@
 
 use vitalflow_engine::job::Section;
 use vitalflow_engine::job::config::{EmbeddedConfig, JobSection};
-use vitalflow_engine::nodes::alert::{News2Config, RuleConfig};
+use vitalflow_engine::nodes::alert::{CriticalValuesConfig, LimitConfig, News2Config, RuleConfig};
 use vitalflow_engine::nodes::mllp::TlsConfig;
 use vitalflow_engine::nodes::records::FieldConfig;
 use vitalflow_engine::nodes::{kinds, setting_names};
@@ -90,12 +90,14 @@ fn every_setting_of_every_kind_is_in_the_reference() {
             }
         }
     }
-    let nested: [(&str, &[&'static str]); 6] = [
+    let nested: [(&str, &[&'static str]); 8] = [
         ("## `[job]`", setting_names::<JobSection>()),
         ("## `[embedded]`", setting_names::<EmbeddedConfig>()),
         ("### Declared schemas", setting_names::<FieldConfig>()),
         ("### `alert`", setting_names::<News2Config>()),
         ("### `alert`", setting_names::<RuleConfig>()),
+        ("### `alert`", setting_names::<CriticalValuesConfig>()),
+        ("### `alert`", setting_names::<LimitConfig>()),
         ("### `mllp`", setting_names::<TlsConfig>()),
     ];
     for (heading, names) in nested {

@@ -19,7 +19,8 @@ use crate::envelope::EventMetadata;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AlertEvent {
     /// Envelope metadata; `eventType` is `clinical.alert.raised`, `.escalated`, `.repeated` or
-    /// `.resolved`.
+    /// `.resolved`; for a critical laboratory value, `critical_value_detected` (raised or
+    /// repeated) and `clinical.alert.resolved`.
     pub metadata: EventMetadata,
     /// The alert.
     pub payload: AlertPayload,
@@ -73,6 +74,27 @@ pub struct AlertPayload {
     /// known).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// A critical laboratory value: the analyte (`potassium`, `sodium`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<String>,
+    /// A critical laboratory value: the result's value, in `unit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// A critical laboratory value: the result's unit (UCUM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// A critical laboratory value: the critical limit the value is at or beyond.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
+    /// A critical laboratory value: `low` (at or below the low limit) or `high`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    /// A critical laboratory value: `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    /// A critical laboratory value: when vitalflow detected it (wall clock, as `emittedAt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_at: Option<DateTime<Utc>>,
 }
 
 // JSON leaves the fields that do not apply out; binary formats write every field.
@@ -93,7 +115,14 @@ crate::wire::every_field!(AlertPayload {
     event_time,
     raised_at,
     emitted_at,
-    latency_ms
+    latency_ms,
+    parameter,
+    value,
+    unit,
+    threshold,
+    direction,
+    severity,
+    detected_at
 });
 
 impl AlertEvent {
@@ -134,6 +163,10 @@ impl AlertEvent {
         }
         if let Some(c) = &p.condition {
             line.push_str(&format!(" [{c}]"));
+        }
+        if let (Some(param), Some(v), Some(t)) = (&p.parameter, p.value, p.threshold) {
+            let unit = p.unit.as_deref().unwrap_or_default();
+            line.push_str(&format!(" {param} {v} {unit} (limit {t})"));
         }
         if !p.missing.is_empty() {
             line.push_str(&format!(" missing: {}", p.missing.join(", ")));

@@ -48,18 +48,35 @@ pub struct PatientColumns {
     pub country: Option<String>,
 }
 
-/// Typed columns of a canonical vital-signs Observation.
+/// Typed columns of a canonical Observation: a vital sign or a laboratory result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ObservationColumns {
-    /// LOINC code. This and `display` and `unit` come from the vital-sign table, so they borrow
-    /// its strings: an allocation each per row saved, and a sink reads them from one place.
+    /// LOINC code. For vital signs this and `display` and `unit` come from the vital-sign
+    /// table, so they borrow its strings: an allocation each per row saved, and a sink reads
+    /// them from one place.
     pub code: Cow<'static, str>,
     /// LOINC display.
     pub display: Cow<'static, str>,
-    /// Value in `unit` (null for blood-pressure panels, which use the components).
+    /// Value in `unit` (null for blood-pressure panels, which use the components, and for
+    /// coded and text results, which use `value_text`).
     pub value: Option<f64>,
-    /// UCUM unit code.
+    /// UCUM unit code; for a lab result whose unit has no UCUM mapping, the source's unit text
+    /// (and `unit_ucum` is false). Empty when the value has no unit.
     pub unit: Cow<'static, str>,
+    /// Whether `unit` is a UCUM code.
+    pub unit_ucum: bool,
+    /// `Observation.category` code: `vital-signs` or `laboratory`.
+    pub category: Cow<'static, str>,
+    /// `Observation.status`.
+    pub status: Cow<'static, str>,
+    /// A coded result's code (`system|code`) or a text result.
+    pub value_text: Option<String>,
+    /// `interpretation` code (v3-ObservationInterpretation: `H`, `L`, `HH`, `LL`, `A`, `N`, ...).
+    pub interpretation: Option<Cow<'static, str>>,
+    /// `referenceRange.low`, in `unit`.
+    pub ref_low: Option<f64>,
+    /// `referenceRange.high`, in `unit`.
+    pub ref_high: Option<f64>,
     /// Systolic component (blood-pressure panels only).
     pub systolic: Option<f64>,
     /// Diastolic component (blood-pressure panels only).

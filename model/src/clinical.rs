@@ -4,6 +4,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::lab::{LabStatus, LabValue, ReferenceRange};
 use crate::vitals::{VitalKind, VitalValue};
 
 /// Administrative gender, as FHIR R4 codes it.
@@ -258,6 +259,37 @@ pub struct VitalRecord {
     pub mentioned: Vec<String>,
 }
 
+/// One laboratory result (PHI: tied to a patient and a date; a text result may name anyone).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LabRecord {
+    /// The source's identity of the result: the same for a result and the later ones that
+    /// correct it (HL7 v2: the filler or placer order number, the code and OBX-4; FHIR: the
+    /// resource id). `None` when the source gives none.
+    pub source_id: Option<String>,
+    /// The source system's patient id.
+    pub patient_id: String,
+    /// LOINC code of what was measured.
+    pub code: String,
+    /// The code's display name, as the source gave it.
+    pub display: Option<String>,
+    /// The value.
+    pub value: LabValue,
+    /// The reference range (empty when the source gave none that parses).
+    pub reference_range: ReferenceRange,
+    /// The FHIR `v3-ObservationInterpretation` code of the source's abnormal flag.
+    pub interpretation: Option<String>,
+    /// The result's status.
+    pub status: LabStatus,
+    /// When the specimen was taken or the observation made.
+    pub effective: DateTime<Utc>,
+    /// When the result was released (HL7 v2 OBR-22, FHIR `issued`), if known.
+    pub issued: Option<DateTime<Utc>>,
+    /// Free-text notes on the result (HL7 NTE, FHIR `note`).
+    pub notes: Vec<String>,
+    /// Identifying values of the same source message, for the free-text scrubber.
+    pub mentioned: Vec<String>,
+}
+
 /// What happened to an encounter, as an HL7 v2 ADT trigger event says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -325,6 +357,8 @@ pub enum ClinicalRecord {
     Vital(VitalRecord),
     /// An encounter.
     Encounter(EncounterRecord),
+    /// A laboratory result.
+    Lab(Box<LabRecord>),
 }
 
 impl ClinicalRecord {
@@ -335,6 +369,7 @@ impl ClinicalRecord {
             Self::Patient(p) => &p.patient_id,
             Self::Vital(v) => &v.patient_id,
             Self::Encounter(e) => &e.patient_id,
+            Self::Lab(l) => &l.patient_id,
         }
     }
 }

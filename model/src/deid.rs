@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::clinical::{EncounterEvent, Gender, IdClass};
+use crate::lab::{LabStatus, LabValue, ReferenceRange};
 use crate::vitals::{VitalKind, VitalValue};
 
 /// The age group reported instead of a birth year for patients over 89.
@@ -101,6 +102,36 @@ pub struct DeidVital {
     pub notes: Vec<String>,
 }
 
+/// A de-identified laboratory result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeidLab {
+    /// Pseudonymous, deterministic id of the result: a correction has the id of the result it
+    /// corrects.
+    pub id: String,
+    /// The patient's pseudonym.
+    pub pseudonym: String,
+    /// LOINC code.
+    pub code: String,
+    /// The code's display name.
+    pub display: Option<String>,
+    /// The value; a text value after the free-text action ([`LabValue::Absent`] when dropped).
+    pub value: LabValue,
+    /// Whether a text value was dropped by the free-text action.
+    pub value_masked: bool,
+    /// The reference range.
+    pub reference_range: ReferenceRange,
+    /// The FHIR `v3-ObservationInterpretation` code.
+    pub interpretation: Option<String>,
+    /// The status.
+    pub status: LabStatus,
+    /// When it was observed, with the patient's date policy applied.
+    pub effective: DateTime<Utc>,
+    /// When it was released, with the patient's date policy applied.
+    pub issued: Option<DateTime<Utc>>,
+    /// Free-text notes after the free-text action (scrubbed), empty when dropped.
+    pub notes: Vec<String>,
+}
+
 /// A de-identified encounter.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeidEncounter {
@@ -131,6 +162,8 @@ pub enum DeidRecord {
     Vital(DeidVital),
     /// An encounter.
     Encounter(DeidEncounter),
+    /// A laboratory result.
+    Lab(Box<DeidLab>),
 }
 
 impl DeidRecord {
@@ -141,6 +174,7 @@ impl DeidRecord {
             Self::Patient(p) => &p.pseudonym,
             Self::Vital(v) => &v.pseudonym,
             Self::Encounter(e) => &e.pseudonym,
+            Self::Lab(l) => &l.pseudonym,
         }
     }
 }

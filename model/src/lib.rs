@@ -21,6 +21,7 @@ pub mod deid;
 pub mod envelope;
 pub mod ids;
 pub mod json;
+pub mod lab;
 pub mod notification;
 pub mod raw;
 pub mod row;

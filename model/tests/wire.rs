@@ -260,6 +260,13 @@ fn alert(full: bool) -> AlertEvent {
             raised_at: at("2026-01-01T08:30:00Z"),
             emitted_at: at("2026-01-01T08:30:00.5Z"),
             latency_ms: full.then_some(1.25),
+            parameter: None,
+            value: None,
+            unit: None,
+            threshold: None,
+            direction: None,
+            severity: None,
+            detected_at: None,
         },
     }
 }
@@ -473,5 +480,19 @@ fn alert_events() {
         "AlertEvent rule",
         &alert(false),
         r#"{"metadata":{"eventId":"e1","eventType":"DataIngestionFinished","eventSource":"vitalflow.ingest","correlationId":"c1","causationId":"obs-1","timestamp":"2026-01-01T00:00:01Z","version":"1.0"},"payload":{"alertId":"a1","rule":"news2","patient":"ab12","level":"medium","previousLevel":"none","condition":"hr > 120","observations":["feed#1"],"eventTime":"2026-01-01T08:30:00Z","raisedAt":"2026-01-01T08:30:00Z","emittedAt":"2026-01-01T08:30:00.500Z"}}"#,
+    );
+    let mut critical = alert(false);
+    let p = &mut critical.payload;
+    p.parameter = Some("potassium".to_owned());
+    p.value = Some(6.8);
+    p.unit = Some("mmol/L".to_owned());
+    p.threshold = Some(6.0);
+    p.direction = Some("high".to_owned());
+    p.severity = Some("critical".to_owned());
+    p.detected_at = Some(at("2026-01-01T08:30:00.5Z"));
+    check(
+        "AlertEvent critical value",
+        &critical,
+        r#"{"metadata":{"eventId":"e1","eventType":"DataIngestionFinished","eventSource":"vitalflow.ingest","correlationId":"c1","causationId":"obs-1","timestamp":"2026-01-01T00:00:01Z","version":"1.0"},"payload":{"alertId":"a1","rule":"news2","patient":"ab12","level":"medium","previousLevel":"none","condition":"hr > 120","observations":["feed#1"],"eventTime":"2026-01-01T08:30:00Z","raisedAt":"2026-01-01T08:30:00Z","emittedAt":"2026-01-01T08:30:00.500Z","parameter":"potassium","value":6.8,"unit":"mmol/L","threshold":6.0,"direction":"high","severity":"critical","detectedAt":"2026-01-01T08:30:00.500Z"}}"#,
     );
 }

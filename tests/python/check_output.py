@@ -6,8 +6,14 @@ Usage: check_output.py OUT_DIR [--phi FILE] [--inputs FILE] [--expect-min-observ
 * reads every OUT_DIR/canonical/{Observation,Patient,Encounter}/**/*.parquet with pyarrow,
   and cross-checks the row counts with DuckDB (read_parquet, hive_partitioning=true);
 * validates every `resource` JSON with the FHIR R4 (4.0.1) models of fhir.resources;
-* checks each Observation: LOINC code and UCUM unit are one of the expected pairs, category
-  vital-signs, subject Patient/<patient column>, and the typed columns agree with the resource;
+* checks each vital-signs Observation: LOINC code and UCUM unit are one of the expected pairs,
+  category vital-signs, subject Patient/<patient column>, and the typed columns agree with the
+  resource;
+* checks each laboratory Observation (category column `laboratory`): category laboratory, a
+  LOINC code with a right check digit, status, subject, exactly one value or a
+  dataAbsentReason, a UCUM valueQuantity (system and code) where the unit_ucum column says so
+  and otherwise the unit text and the unit-not-ucum flag, referenceRange and interpretation
+  (v3-ObservationInterpretation) agreeing with their columns;
 * checks each Patient: columns agree with the resource, and no direct identifier is left
   (name, telecom, photo, contact, identifiers other than keyed hashes, street lines, city, full
   ZIP, birth dates finer than a year);
@@ -61,6 +67,10 @@ EXPECTED_UNITS = {
 BP_PANEL, SYSTOLIC, DIASTOLIC = "85354-9", "8480-6", "8462-4"
 SPO2, SPO2_ARTERIAL = "59408-5", "2708-6"
 # fhir.resources does not check required code bindings: these are checked here.
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+UNIT_NOT_UCUM = "https://vitalflow.dev/fhir/StructureDefinition/unit-not-ucum"
+VALUE_KEYS = ("valueQuantity", "valueCodeableConcept", "valueString")
 OBSERVATION_STATUS = {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"}
 GENDERS = {"male", "female", "other", "unknown"}
 ENCOUNTER_STATUS = {"planned", "arrived", "triaged", "in-progress", "onleave", "finished", "cancelled", "entered-in-error", "unknown"}
@@ -185,6 +195,96 @@ def check_observation(row: dict, where: str, problems: Problems, by_code: Counte
     error = validation_errors(Observation, r)
     if error is not None:
         problems.add("fhir_invalid", f"{where}: not a valid FHIR R4 Observation: {error}")
+
+
+def loinc_check_digit_ok(code: str) -> bool:
+    """LOINC's mod-10 check digit, computed here independently of the engine."""
+    number, sep, check = code.partition("-")
+    if not sep or not number.isdigit() or len(check) != 1 or not check.isdigit() or len(number) > 7:
+        return False
+    total = 0
+    for i, ch in enumerate(reversed(number)):
+        d = int(ch)
+        if i % 2 == 0:
+            d *= 2
+            d = d // 10 + d % 10
+        total += d
+    return int(check) == (10 - total % 10) % 10
+
+
+def check_lab_observation(row: dict, where: str, problems: Problems, labs: Counter) -> None:
+    code = row["code"]
+    labs["laboratory"] += 1
+    labs[f"status:{row['status']}"] += 1
+    try:
+        r = json.loads(row["resource"])
+    except (TypeError, ValueError):
+        problems.add("fhir_invalid", f"{where}: resource is not JSON")
+        return
+    error = validation_errors(Observation, r)
+    if error is not None:
+        problems.add("fhir_invalid", f"{where}: not a valid FHIR R4 Observation: {error}")
+    if r.get("resourceType") != "Observation" or r.get("id") != row["id"]:
+        problems.add("lab", f"{where}: resourceType/id disagree with the columns")
+    if r.get("status") not in OBSERVATION_STATUS or r.get("status") != row["status"]:
+        problems.add("fhir_invalid", f"{where}: status is not an ObservationStatus code or disagrees")
+    if not any(has_coding(c, CATEGORY, "laboratory") for c in r.get("category") or []):
+        problems.add("lab", f"{where}: category is not laboratory")
+    if not loinc_check_digit_ok(code) or not has_coding(r.get("code"), LOINC, code):
+        problems.add("lab", f"{where}: code is not a LOINC coding with a right check digit")
+    if (r.get("subject") or {}).get("reference") != f"Patient/{row['patient']}":
+        problems.add("lab", f"{where}: subject is not Patient/<patient column>")
+    values = [k for k in VALUE_KEYS if k in r]
+    absent = r.get("dataAbsentReason")
+    if len(values) + (absent is not None) != 1:
+        problems.add("lab", f"{where}: {len(values)} values and dataAbsentReason {absent is not None}")
+    if absent is not None and [c.get("system") for c in codings(absent)][:1] != [DATA_ABSENT]:
+        problems.add("lab", f"{where}: dataAbsentReason not from {DATA_ABSENT}")
+    flags = [e for e in r.get("extension") or [] if e.get("url") == UNIT_NOT_UCUM]
+    q = r.get("valueQuantity")
+    if q is not None:
+        labs["quantity"] += 1
+        if not close(q.get("value"), row["value"]):
+            problems.add("lab", f"{where}: valueQuantity.value disagrees with its column")
+        if row["unit_ucum"]:
+            if q.get("system") != UCUM or q.get("code") != row["unit"] or flags:
+                problems.add("lab", f"{where}: unit_ucum but the quantity is not {UCUM}|unit, or flagged")
+        else:
+            if "system" in q or "code" in q:
+                problems.add("lab", f"{where}: an unmapped unit with a system or code")
+            if row["unit"]:
+                labs["unit_not_ucum"] += 1
+                if q.get("unit") != row["unit"] or len(flags) != 1 or flags[0].get("valueString") != row["unit"]:
+                    problems.add("lab", f"{where}: an unmapped unit not kept as text and flagged")
+    elif row["value"] is not None:
+        problems.add("lab", f"{where}: a value column without valueQuantity")
+    if "valueCodeableConcept" in r:
+        labs["coded"] += 1
+        c = codings(r["valueCodeableConcept"])[:1]
+        text = (c[0].get("system") + "|" if c and c[0].get("system") else "") + (c[0].get("code", "") if c else "")
+        if row["value_text"] != text:
+            problems.add("lab", f"{where}: value_text disagrees with valueCodeableConcept")
+    if "valueString" in r:
+        labs["text"] += 1
+        if row["value_text"] != r["valueString"]:
+            problems.add("lab", f"{where}: value_text disagrees with valueString")
+    if absent is not None:
+        labs["absent"] += 1
+    ranges = r.get("referenceRange") or []
+    low = (ranges[0].get("low") or {}).get("value") if ranges else None
+    high = (ranges[0].get("high") or {}).get("value") if ranges else None
+    if not close(low, row["ref_low"]) or not close(high, row["ref_high"]):
+        problems.add("lab", f"{where}: referenceRange disagrees with ref_low/ref_high")
+    interp = [c for concept in r.get("interpretation") or [] for c in codings(concept)]
+    if row["interpretation"] is None:
+        if interp:
+            problems.add("lab", f"{where}: interpretation without its column")
+    else:
+        labs[f"interpretation:{row['interpretation']}"] += 1
+        if not has_coding({"coding": interp}, INTERPRETATION, row["interpretation"]):
+            problems.add("lab", f"{where}: interpretation is not {INTERPRETATION}|<column>")
+    if row["systolic"] is not None or row["diastolic"] is not None:
+        problems.add("lab", f"{where}: systolic/diastolic set on a laboratory result")
 
 
 ZIP5 = re.compile(r"\d{5}")
@@ -486,6 +586,7 @@ def main() -> int:
         problems.add("layout", f"{root}/canonical does not exist")
 
     by_code: Counter[str] = Counter()
+    labs: Counter[str] = Counter()
     # (code, column) -> the Observations' values, for --inputs.
     values: dict[tuple[str, str], list[float]] = {}
     counts = {}
@@ -509,7 +610,10 @@ def main() -> int:
                     continue
             for i, row in enumerate(table.to_pylist()):
                 where = f"{rel} row {i}"
-                if resource_type == "Observation":
+                if resource_type == "Observation" and row.get("category") == "laboratory":
+                    check_lab_observation(row, where, problems, labs)
+                    observation_patients.add(row["patient"])
+                elif resource_type == "Observation":
                     check_observation(row, where, problems, by_code)
                     for column in ("value", "systolic", "diastolic"):
                         if row[column] is not None:
@@ -538,6 +642,7 @@ def main() -> int:
         "encounters": counts["Encounter"],
         "files": files,
         "by_code": dict(sorted(by_code.items())),
+        "laboratory": dict(sorted(labs.items())),
         "fhir_invalid": problems.counts["fhir_invalid"],
         "phi_hits": 0,
         "observation_patients_without_patient": len(observation_patients - patient_ids) if patient_ids else None,

@@ -35,7 +35,8 @@ file names:
   chain's hashes cover those times), /event/payload/outputs and /event/payload/files (the
   names of the files a stage wrote, which follow the rolls, hence the wall clock, and their sizes
   and SHA-256, which follow the rows each roll holds);
-* alert events: /metadata/timestamp and /payload/emittedAt (wall clock), /payload/latencyMs.
+* alert events: /metadata/timestamp, /payload/emittedAt and /payload/detectedAt (wall clock),
+  /payload/latencyMs.
 The engine's same-work check gives both sides one run id; two runs have two, so these are left
 out as well:
 * audit records: /event/payload/runId and /event/metadata/traceId (the run id), and
@@ -82,11 +83,13 @@ AUDIT_PER_RUN = [
     "/event/metadata/correlationId",
     "/event/metadata/causationId",
 ]
-# Left out of every alert event (a line whose /metadata/eventType is `clinical.alert.*`).
+# Left out of every alert event (a line whose /metadata/eventType is `clinical.alert.*` or
+# `critical_value_detected`).
 ALERT_PER_RUN = [
     "/metadata/timestamp",
     "/payload/emittedAt",
     "/payload/latencyMs",
+    "/payload/detectedAt",
 ]
 # Left out of the alert events of jobs whose readings are stamped with the wall clock.
 LIVE_FEED_ALERT_PER_RUN = {
@@ -128,7 +131,8 @@ def per_run(row: object, job: str) -> list[str]:
     if {"event", "hash", "prevHash", "recordedAt"} <= row.keys():
         return AUDIT_PER_RUN
     metadata = row.get("metadata")
-    if isinstance(metadata, dict) and str(metadata.get("eventType", "")).startswith("clinical.alert."):
+    event_type = str(metadata.get("eventType", "")) if isinstance(metadata, dict) else ""
+    if event_type.startswith("clinical.alert.") or event_type == "critical_value_detected":
         return ALERT_PER_RUN + LIVE_FEED_ALERT_PER_RUN.get(job, [])
     return []
 

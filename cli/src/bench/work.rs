@@ -41,6 +41,7 @@ pub const ALERT_PER_RUN: &[&str] = &[
     "/metadata/timestamp",
     "/payload/emittedAt",
     "/payload/latencyMs",
+    "/payload/detectedAt",
 ];
 
 /// One sink's content.

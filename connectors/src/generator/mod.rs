@@ -11,6 +11,7 @@
 //!   ([`physiology`]). About 20 % of patients report temperatures in `[degF]`.
 
 pub mod flat;
+pub mod labs;
 pub mod phi;
 pub mod physiology;
 
@@ -59,6 +60,9 @@ pub struct GeneratorConfig {
     pub interval_secs: u32,
     /// Percentage of patients who deteriorate towards sepsis during the run.
     pub deteriorating_percent: u8,
+    /// Laboratory results (`lab_result_available`, see [`labs`]) instead of patient and
+    /// vital-sign events: every event is a result.
+    pub labs: bool,
 }
 
 impl Default for GeneratorConfig {
@@ -73,6 +77,7 @@ impl Default for GeneratorConfig {
                 .unwrap_or_default(),
             interval_secs: 60,
             deteriorating_percent: 10,
+            labs: false,
         }
     }
 }
@@ -255,9 +260,13 @@ impl Generator {
     /// Event `i` (0-based, `i < count`) as platform-envelope JSON bytes. Events `0..patients`
     /// are `patient.record.created` for patient `i`; after that event `i` is a
     /// `vitals.measurement.recorded` reading of patient `(i - patients) % patients` at tick
-    /// `(i - patients) / patients`.
+    /// `(i - patients) / patients`. With `labs`, every event is a laboratory result
+    /// ([`Generator::lab_event`]).
     #[must_use]
     pub fn event(&self, i: u64) -> Vec<u8> {
+        if self.cfg.labs {
+            return self.lab_event(i, None);
+        }
         let bytes = if i < self.patients {
             self.patient_event(i)
         } else {

@@ -112,6 +112,13 @@ fn cells<'r>(row: &'r CanonicalResource, mut put: impl FnMut(usize, Cell<'r>)) {
             put(Cell::Float(o.systolic));
             put(Cell::Float(o.diastolic));
             put(Cell::Time(Some(o.effective_us)));
+            put(Cell::Text(Some(&o.category)));
+            put(Cell::Text(Some(&o.status)));
+            put(Cell::Text(o.interpretation.as_deref()));
+            put(Cell::Float(o.ref_low));
+            put(Cell::Float(o.ref_high));
+            put(Cell::Text(o.value_text.as_deref()));
+            put(Cell::Bool(o.unit_ucum));
         }
         Columns::Patient(p) => {
             put(Cell::Text(p.gender.as_deref()));

@@ -377,6 +377,15 @@ impl Job {
                 }
                 "embedded" => {
                     embedded = decode::<EmbeddedConfig>(&text, value, "embedded", &mut errors);
+                    if let Some(e) = &embedded
+                        && *e.feed.get_ref() == crate::nodes::generator::Feed::Labs
+                    {
+                        errors.push(text.diag(
+                            e.feed.span().start,
+                            "`embedded.feed`: `labs` is a generator format, not an embedded \
+                             feed (`envelope` or `flat`)",
+                        ));
+                    }
                 }
                 "sources" => collect_nodes(
                     &text,

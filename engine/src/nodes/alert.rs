@@ -1,5 +1,6 @@
-//! `kind = "alert"`: NEWS2 and critical-value rules over vital-sign rows; outputs alert events
-//! with no PHI (the patient pseudonymized and event times date-shifted here).
+//! `kind = "alert"`: NEWS2 and critical-value rules over vital-sign rows, and critical
+//! laboratory values over lab rows; outputs alert events with no PHI (the patient pseudonymized
+//! and event times date-shifted here).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use toml::Spanned;
 use vitalflow_model::row::{Field, Schema, Type};
+use vitalflow_operators::alert::critical::{CriticalLimit, default_limits};
 use vitalflow_operators::alert::lifecycle::LifecycleConfig;
 use vitalflow_operators::alert::monitor::{MonitorSpec, RULE_AGGREGATES, RuleAggregate, RuleSpec};
 use vitalflow_operators::alert::news2::{Level as News2Level, Parameter};
@@ -19,7 +21,9 @@ use super::settings::{Dates, Duration, KeySource, Level};
 use super::{Check, NodeKind, NodeSpec, Operator, Output, Prepare, Resolve, Resolved};
 use crate::job::schema::{aggregate_call, event_time, expression, phi_read, type_name, whole};
 use crate::job::{Diagnostic, Job, JobText, Node, PortKind};
-use crate::runtime::alerts::{self, AlertLatency, AlertPlan, NotifyPlan, ObservationId};
+use crate::runtime::alerts::{
+    self, AlertLatency, AlertPlan, CriticalRule, NotifyPlan, ObservationId,
+};
 use crate::runtime::builder::{Builder, PlannedNode, Port, as_rows};
 
 /// `kind = "alert"`: NEWS2 and critical-value rules over vital-sign rows; outputs alert events
@@ -62,6 +66,8 @@ pub struct AlertConfig {
     /// Critical-value and trend rules, by name.
     #[serde(default)]
     pub rules: BTreeMap<String, RuleConfig>,
+    /// Critical laboratory values, over laboratory rows (`tabulate`'s `labs` port).
+    pub critical_values: Option<CriticalValuesConfig>,
     /// What the identified notifications of the `notify` port show of the patient.
     pub notify: Option<NotifyConfig>,
     /// The compiled rules and parameters, once resolved.
@@ -135,6 +141,42 @@ pub struct RuleConfig {
     pub aggregates: BTreeMap<String, Spanned<String>>,
 }
 
+/// `[operators.NAME.critical-values]`: critical laboratory values, read from the fields
+/// `code`, `value`, `unit`, `comparator` and `status` of laboratory rows (`tabulate`'s `labs`
+/// port). Each limit is a rule named `critical-value/NAME`; its events are
+/// `critical_value_detected`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CriticalValuesConfig {
+    /// Whether the default limits apply (docs/laboratory.md). Default: `true`.
+    #[serde(default = "yes")]
+    pub defaults: bool,
+    /// The level of their alerts: `low`, `low-medium`, `medium` or `high`. Default: `high`.
+    #[serde(default = "rule_level")]
+    pub level: Spanned<Level>,
+    /// Limits by name: one named as a default replaces it, another is added.
+    #[serde(default)]
+    pub limits: BTreeMap<String, LimitConfig>,
+}
+
+/// `[operators.NAME.critical-values.limits.LIMIT]`: critical limits of one analyte.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LimitConfig {
+    /// The LOINC codes it applies to. Required.
+    pub codes: Vec<String>,
+    /// The units (UCUM) it applies to; `""` for results without a unit. Required.
+    pub units: Vec<String>,
+    /// Critical at or below this value.
+    pub low: Option<f64>,
+    /// Critical at or above this value.
+    pub high: Option<f64>,
+}
+
+const fn yes() -> bool {
+    true
+}
+
 const fn freshness() -> Duration {
     Duration::from_millis(3_600_000)
 }
@@ -175,10 +217,11 @@ impl NodeSpec for AlertConfig {
     fn check(&self, c: &mut Check<'_>) {
         check_dates(c, &self.dates, self.max_shift_days);
         let path = c.path.to_owned();
-        if self.news2.is_none() && self.rules.is_empty() {
+        if self.news2.is_none() && self.rules.is_empty() && self.critical_values.is_none() {
             c.at_node(format!(
                 "`{path}`: an alert needs `[{path}.news2]` (where the NEWS2 parameters \
-                 come from), rules (`[{path}.rules.NAME]` with `when = \"...\"`), or both"
+                 come from), rules (`[{path}.rules.NAME]` with `when = \"...\"`), \
+                 `[{path}.critical-values]`, or some of them"
             ));
         }
         for (name, r) in &self.rules {
@@ -251,6 +294,7 @@ impl NodeSpec for AlertConfig {
             notify: consumed(p.job, &p.node.name, "notify").then(|| parts.notify.clone()),
             schema: Arc::new(input),
             latency,
+            critical: parts.critical.clone(),
         };
         Some(Box::new(AlertOp {
             plan: Arc::new(plan),
@@ -300,6 +344,8 @@ pub struct AlertParts {
     pub scale2: Option<Arc<Compiled>>,
     /// The identified notifications' patient fields.
     pub notify: NotifyPlan,
+    /// By rule index: the critical laboratory limit of the rule, if it is one.
+    pub critical: Vec<Option<CriticalRule>>,
 }
 
 /// Checks and compiles an `alert` node over rows of `input`: every problem, at its place.
@@ -352,11 +398,18 @@ fn alert_parts(
              `patient = \"...\"`"
         ));
     }
-    let rules = c
+    let mut rules: Vec<RuleSpec> = c
         .rules
         .iter()
         .filter_map(|(name, r)| k.rule(name, r))
         .collect();
+    let mut critical: Vec<Option<CriticalRule>> = vec![None; rules.len()];
+    if let Some(cv) = &c.critical_values {
+        for (rule, limit) in k.critical_values(cv) {
+            rules.push(rule);
+            critical.push(Some(limit));
+        }
+    }
     let (Some(patient), Some(time), true) = (patient, time, k.errors.is_empty()) else {
         return Err(k.errors);
     };
@@ -378,6 +431,7 @@ fn alert_parts(
         params: params.into_iter().map(|(p, e)| (p, Arc::new(e))).collect(),
         scale2: scale2.map(Arc::new),
         notify,
+        critical,
     })
 }
 
@@ -556,6 +610,140 @@ impl AlertCheck<'_> {
             window: r.window.as_ref().map_or(0, |d| d.get_ref().millis_i64()),
             aggregates,
         })
+    }
+
+    /// `[….critical-values]`: a rule per limit (the defaults, replaced or added to by the
+    /// job's), over the laboratory fields of the rows.
+    fn critical_values(&mut self, cv: &CriticalValuesConfig) -> Vec<(RuleSpec, CriticalRule)> {
+        let path = format!("{}.critical-values", self.path);
+        let mut fields = [0usize; 5];
+        for (slot, (name, types)) in fields.iter_mut().zip([
+            ("code", &[Type::String][..]),
+            ("value", &[Type::Float, Type::Int][..]),
+            ("unit", &[Type::String][..]),
+            ("comparator", &[Type::String][..]),
+            ("status", &[Type::String][..]),
+        ]) {
+            match self.input.index(name) {
+                Some(i) if types.contains(&self.input.fields[i].ty) => *slot = i,
+                _ => {
+                    self.errors.push(self.text.diag(
+                        cv.level.span().start.max(self.at),
+                        format!(
+                            "`{path}` reads the fields `code`, `value` (a number), `unit`, \
+                             `comparator` and `status` of laboratory rows (`tabulate`'s `labs` \
+                             port): the rows have no usable `{name}`"
+                        ),
+                    ));
+                    return Vec::new();
+                }
+            }
+        }
+        let mut limits: Vec<CriticalLimit> = if cv.defaults {
+            default_limits()
+        } else {
+            Vec::new()
+        };
+        for (name, l) in &cv.limits {
+            let limit = CriticalLimit {
+                name: name.clone(),
+                codes: l.codes.clone(),
+                units: l.units.clone(),
+                low: l.low,
+                high: l.high,
+            };
+            let bad = |s: &String| s.contains(['\'', '\\']) || s.trim() != s;
+            if limit.codes.is_empty()
+                || limit.units.is_empty()
+                || (limit.low.is_none() && limit.high.is_none())
+                || limit.codes.iter().chain(&limit.units).any(bad)
+                || [limit.low, limit.high]
+                    .iter()
+                    .flatten()
+                    .any(|v| !v.is_finite())
+            {
+                self.at_node(format!(
+                    "`{path}.limits.{name}` needs `codes` and `units` (lists of text without \
+                     quotes or surrounding blanks) and `low`, `high` or both (finite numbers)"
+                ));
+                continue;
+            }
+            match limits.iter_mut().find(|d| d.name == *name) {
+                Some(d) => *d = limit,
+                None => limits.push(limit),
+            }
+        }
+        let [code, value, unit, comparator, status] =
+            fields.map(|i| format!("`{}`", self.input.fields[i].name.replace('`', "")));
+        let quoted = |items: &[String]| {
+            items
+                .iter()
+                .map(|s| format!("'{s}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut out = Vec::new();
+        for limit in limits {
+            let beyond: Vec<String> = [
+                limit.low.map(|l| format!("{value} <= {l:?}")),
+                limit.high.map(|h| format!("{value} >= {h:?}")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            // Null (no verdict) for results of other analytes or units, so that they neither
+            // raise nor resolve this limit's alert.
+            let when = format!(
+                "if {code} in ({}) and coalesce({unit}, '') in ({}) then ({comparator} is null \
+                 and {status} not in ('cancelled', 'entered-in-error') and ({})) else null",
+                quoted(&limit.codes),
+                quoted(&limit.units),
+                beyond.join(" or ")
+            );
+            let compiled = match expression::compile(&when, self.input) {
+                Ok(e) => e,
+                Err(errors) => {
+                    let why: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    self.at_node(format!(
+                        "`{path}.limits.{}`: its condition does not compile: {}",
+                        limit.name,
+                        why.join("; ")
+                    ));
+                    continue;
+                }
+            };
+            let condition = format!(
+                "{} {} ({}; LOINC {})",
+                limit.name,
+                [
+                    limit.low.map(|l| format!("<= {l}")),
+                    limit.high.map(|h| format!(">= {h}")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" or "),
+                limit.units.join(", "),
+                limit.codes.join(", ")
+            );
+            out.push((
+                RuleSpec {
+                    name: format!("critical-value/{}", limit.name),
+                    condition,
+                    when: Arc::new(compiled),
+                    level: cv.level.get_ref().0,
+                    sustain: 0,
+                    window: 0,
+                    aggregates: Vec::new(),
+                },
+                CriticalRule {
+                    limit,
+                    value: fields[1],
+                    unit: fields[2],
+                },
+            ));
+        }
+        out
     }
 
     /// A rule's aggregate: the field its condition reads, and how it is computed.

@@ -27,6 +27,8 @@ words! {
         Envelope = "envelope",
         /// Bedside-monitor readings as rows.
         Flat = "flat",
+        /// Laboratory results (`lab_result_available` envelopes), for `ingest`.
+        Labs = "labs",
     }
 }
 
@@ -58,8 +60,9 @@ pub struct GeneratorConfig {
     pub deteriorating_percent: u8,
     /// `envelope` (patient and reading events in the platform envelope, for `ingest`) or
     /// `flat` (bedside-monitor readings as rows: `patient_id`, `ts`, `ward`, `hr`, `spo2`, `rr`,
-    /// `temp`, `sbp`, `dbp`; with a `rate`, each stamped with the wall clock). Default:
-    /// `envelope`.
+    /// `temp`, `sbp`, `dbp`; with a `rate`, each stamped with the wall clock) or `labs`
+    /// (laboratory results as `lab_result_available` envelopes, for `ingest`; about 1 in 50
+    /// critical). Default: `envelope`.
     #[serde(default = "defaults::feed")]
     pub format: Spanned<Feed>,
     /// A `flat` generator's rows, once resolved.
@@ -175,6 +178,7 @@ impl NodeSpec for GeneratorConfig {
             count: self.count,
             interval_secs: self.interval_secs,
             deteriorating_percent: self.deteriorating_percent,
+            labs: *self.format.get_ref() == Feed::Labs,
             ..Events::default()
         };
         if let Some(start) = self.start {

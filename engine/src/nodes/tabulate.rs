@@ -1,8 +1,8 @@
 //! `kind = "tabulate"`: parsed clinical records (from `ingest`) as rows, for the nodes that
 //! take rows (`join`, `alert`, `window`, …): each vital-sign measurement a reading on `out`,
-//! and each encounter event (HL7 v2 ADT: admit, transfer, discharge, …) a row of the patient's
+//! each encounter event (HL7 v2 ADT: admit, transfer, discharge, …) a row of the patient's
 //! context on `context`, with the names and medical record number of the patient's latest
-//! demographics.
+//! demographics, and each laboratory result a row on `labs`.
 //!
 //! The rows keep the records' PHI, each field marked with what `anonymize` does to it, so the
 //! PHI checks of the rows apply: an analytics sink refuses them until they are anonymized.
@@ -15,13 +15,14 @@ use timely::dataflow::operators::Exchange as _;
 use toml::Spanned;
 use vitalflow_model::clinical::{ClinicalRecord, Ingested};
 use vitalflow_model::envelope::Counts;
+use vitalflow_model::lab::LabValue;
 use vitalflow_model::row::{Field, Phi, Row, Schema, Type, Value};
 use vitalflow_model::vitals::{VitalKind, VitalValue};
 
 use super::{NodeSpec, Operator, Output, Prepare, Resolve};
 use crate::job::PortKind;
 use crate::runtime::builder::{Builder, PlannedNode, Port, as_clinical};
-use crate::runtime::ops::fork;
+use crate::runtime::ops::fork3;
 
 /// `kind = "tabulate"`: no settings but its inputs.
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +95,27 @@ pub fn context_schema() -> Schema {
     }
 }
 
+/// The schema of `labs`: `patient_id`, `ts` (when observed), `code` (LOINC), `value` (numeric
+/// results), `unit` (UCUM, or the source's unit when it has no UCUM mapping; empty when none),
+/// `comparator` (`<`, `<=`, `>=`, `>`), `status`, `interpretation` (the v3 code).
+#[must_use]
+pub fn labs_schema() -> Schema {
+    Schema {
+        fields: vec![
+            field("patient_id", Type::String, false, Some(Phi::Hash)),
+            field("ts", Type::Timestamp, false, Some(Phi::Date)),
+            field("code", Type::String, false, None),
+            field("value", Type::Float, true, None),
+            field("unit", Type::String, true, None),
+            field("comparator", Type::String, true, None),
+            field("status", Type::String, false, None),
+            field("interpretation", Type::String, true, None),
+        ],
+        time: Some(1),
+        key: Some(0),
+    }
+}
+
 impl NodeSpec for TabulateConfig {
     fn kind(&self) -> &'static str {
         "tabulate"
@@ -104,7 +126,11 @@ impl NodeSpec for TabulateConfig {
     }
 
     fn outputs(&self) -> &'static [(&'static str, PortKind)] {
-        &[("out", PortKind::Rows), ("context", PortKind::Rows)]
+        &[
+            ("out", PortKind::Rows),
+            ("context", PortKind::Rows),
+            ("labs", PortKind::Rows),
+        ]
     }
 
     fn accepts(&self) -> &'static [PortKind] {
@@ -112,7 +138,11 @@ impl NodeSpec for TabulateConfig {
     }
 
     fn resolve(&mut self, _r: &mut Resolve<'_>) -> Vec<(&'static str, Schema)> {
-        vec![("out", readings_schema()), ("context", context_schema())]
+        vec![
+            ("out", readings_schema()),
+            ("context", context_schema()),
+            ("labs", labs_schema()),
+        ]
     }
 
     fn prepare(&self, _p: &mut Prepare<'_>) -> Option<Box<dyn Operator>> {
@@ -132,19 +162,21 @@ impl Operator for TabulateOp {
             .inputs(&node.inputs, as_clinical)
             .exchange(|r: &Ingested| Value::str(r.record.patient_id()).route_hash());
         let mut people = People::default();
-        let (readings, context) = fork(name, input, move |batch, readings, context| {
-            let n = batch.len() as u64;
-            for r in batch.drain(..) {
-                people.take(r, readings, context);
-            }
-            counters.add(&Counts {
-                records_in: n,
-                records_out: (readings.len() + context.len()) as u64,
-                rejected: 0,
+        let (readings, context, labs) =
+            fork3(name, input, move |batch, readings, context, labs| {
+                let n = batch.len() as u64;
+                for r in batch.drain(..) {
+                    people.take(r, readings, context, labs);
+                }
+                counters.add(&Counts {
+                    records_in: n,
+                    records_out: (readings.len() + context.len() + labs.len()) as u64,
+                    rejected: 0,
+                });
             });
-        });
         b.output(name, "out", Port::Rows(readings));
         b.output(name, "context", Port::Rows(context));
+        b.output(name, "labs", Port::Rows(labs));
     }
 
     fn output(&self) -> Output {
@@ -169,8 +201,15 @@ fn shared(v: &Option<Arc<str>>) -> Value {
 }
 
 impl People {
-    /// The rows of one record: a reading, a context row, or none (demographics are kept).
-    fn take(&mut self, r: Ingested, readings: &mut Vec<Row>, context: &mut Vec<Row>) {
+    /// The rows of one record: a reading, a context row, a lab row, or none (demographics are
+    /// kept).
+    fn take(
+        &mut self,
+        r: Ingested,
+        readings: &mut Vec<Row>,
+        context: &mut Vec<Row>,
+        labs: &mut Vec<Row>,
+    ) {
         let sequence = r.sequence.0;
         let arrival_us = r.arrival_us;
         match r.record {
@@ -218,6 +257,35 @@ impl People {
                         shared(&mrn),
                         shared(&family),
                         shared(&given),
+                    ],
+                    sequence,
+                    tombstone: false,
+                    arrival_us,
+                });
+            }
+            ClinicalRecord::Lab(l) => {
+                let (value, unit, comparator) = match &l.value {
+                    LabValue::Quantity {
+                        value,
+                        comparator,
+                        unit,
+                    } => (
+                        Value::Float(*value),
+                        Value::str(unit.display()),
+                        comparator.map_or(Value::Null, |c| Value::str(c.as_str())),
+                    ),
+                    _ => (Value::Null, Value::Null, Value::Null),
+                };
+                labs.push(Row {
+                    values: vec![
+                        Value::str(&l.patient_id),
+                        Value::Timestamp(l.effective.timestamp_millis()),
+                        Value::str(&l.code),
+                        value,
+                        unit,
+                        comparator,
+                        Value::str(l.status.as_str()),
+                        text(l.interpretation.as_deref()),
                     ],
                     sequence,
                     tombstone: false,

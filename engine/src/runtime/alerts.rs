@@ -28,7 +28,9 @@ use vitalflow_model::ids::uuid_from;
 use vitalflow_model::notification::{ClinicalNotification, IdentifiedPatient};
 use vitalflow_model::row::{Row, Schema, Value};
 use vitalflow_model::{DeadLetter, Time, now_us};
+use vitalflow_operators::alert::critical::CriticalLimit;
 use vitalflow_operators::alert::latest::{Absence, Reading};
+use vitalflow_operators::alert::lifecycle::Transition;
 use vitalflow_operators::alert::monitor::{
     Fired, Monitor, MonitorSpec, ObservationRef, Observed, level_name, level_of, parameter_name,
 };
@@ -94,7 +96,24 @@ pub struct AlertPlan {
     pub schema: Arc<Schema>,
     /// Alert counts and latencies, shared by the workers of this process.
     pub latency: Arc<AlertLatency>,
+    /// By rule index: the critical laboratory limit the rule checks, if it is one.
+    pub critical: Vec<Option<CriticalRule>>,
 }
+
+/// A rule made of a critical laboratory limit: where the result's value and unit are in the
+/// rows, for its events.
+#[derive(Clone, Debug)]
+pub struct CriticalRule {
+    /// The limit.
+    pub limit: CriticalLimit,
+    /// The field of the value.
+    pub value: usize,
+    /// The field of the unit.
+    pub unit: usize,
+}
+
+/// Event type of a critical laboratory value detected.
+pub const CRITICAL_VALUE_DETECTED: &str = "critical_value_detected";
 
 /// What the identified notifications show of the patient: expressions over the rows (the
 /// MRN defaults to the patient expression's value).
@@ -473,7 +492,16 @@ impl Render<'_> {
             pseudonym.as_bytes(),
             &raised_at.timestamp_millis().to_le_bytes(),
         ]);
-        let event_type = change.transition.event_type();
+        let critical = fired
+            .rule
+            .and_then(|i| plan.critical.get(i))
+            .and_then(Option::as_ref);
+        let event_type = match (critical, change.transition) {
+            (Some(_), Transition::Raised | Transition::Escalated | Transition::Repeated) => {
+                CRITICAL_VALUE_DETECTED
+            }
+            _ => change.transition.event_type(),
+        };
         let event_id = uuid_from(&[
             alert_id.as_bytes(),
             event_type.as_bytes(),
@@ -504,6 +532,24 @@ impl Render<'_> {
         let emitted_us = now_us();
         let emitted_at = DateTime::from_timestamp_micros(i64::try_from(emitted_us).unwrap_or(0))
             .unwrap_or_default();
+        let mut lab = LabFields::default();
+        if let Some(c) = critical {
+            let value = match prepared.row.values.get(c.value) {
+                Some(Value::Float(v)) => Some(*v),
+                Some(Value::Int(v)) => Some(*v as f64),
+                _ => None,
+            };
+            lab.parameter = Some(c.limit.name.clone());
+            lab.value = value;
+            lab.unit = prepared.row.values.get(c.unit).and_then(text);
+            if change.transition != Transition::Resolved {
+                let crossed = value.and_then(|v| c.limit.crossed(v));
+                lab.threshold = crossed.map(|(_, t)| t);
+                lab.direction = crossed.map(|(d, _)| d.as_str().to_owned());
+                lab.severity = Some("critical".to_owned());
+                lab.detected_at = Some(emitted_at);
+            }
+        }
         let observations: Vec<String> = fired
             .observations
             .iter()
@@ -542,9 +588,28 @@ impl Render<'_> {
                 emitted_at,
                 latency_ms: (arrival_us > 0)
                     .then(|| emitted_us.saturating_sub(arrival_us) as f64 / 1000.0),
+                parameter: lab.parameter,
+                value: lab.value,
+                unit: lab.unit,
+                threshold: lab.threshold,
+                direction: lab.direction,
+                severity: lab.severity,
+                detected_at: lab.detected_at,
             },
         }
     }
+}
+
+/// The fields of a critical laboratory value's event.
+#[derive(Default)]
+struct LabFields {
+    parameter: Option<String>,
+    value: Option<f64>,
+    unit: Option<String>,
+    threshold: Option<f64>,
+    direction: Option<String>,
+    severity: Option<String>,
+    detected_at: Option<DateTime<Utc>>,
 }
 
 /// Builds an `alert` node: (alert events, dead letters).
@@ -854,7 +919,7 @@ impl AlertLoop {
 
 /// The columns of alert events written as rows (a Parquet sink): the envelope's ids and type,
 /// the payload's fields (sub-scores and observations as JSON text, `missing` and `stale`
-/// comma-separated), its times as timestamps. No field is PHI: the patient is the pseudonym,
+/// comma-separated; a critical laboratory value's fields last), its times as timestamps. No field is PHI: the patient is the pseudonym,
 /// the times are date-shifted.
 #[must_use]
 pub fn alert_schema() -> Schema {
@@ -888,6 +953,13 @@ pub fn alert_schema() -> Schema {
             field("raised_at", Type::Timestamp, false),
             field("emitted_at", Type::Timestamp, false),
             field("latency_ms", Type::Float, true),
+            field("parameter", Type::String, true),
+            field("value", Type::Float, true),
+            field("unit", Type::String, true),
+            field("threshold", Type::Float, true),
+            field("direction", Type::String, true),
+            field("severity", Type::String, true),
+            field("detected_at", Type::Timestamp, true),
         ],
         time: Some(17),
         key: Some(6),
@@ -935,6 +1007,13 @@ pub fn alert_row(e: &AlertEvent) -> Row {
             ms(&a.raised_at),
             ms(&a.emitted_at),
             a.latency_ms.map_or(Value::Null, Value::Float),
+            opt(&a.parameter),
+            a.value.map_or(Value::Null, Value::Float),
+            opt(&a.unit),
+            a.threshold.map_or(Value::Null, Value::Float),
+            opt(&a.direction),
+            opt(&a.severity),
+            a.detected_at.as_ref().map_or(Value::Null, ms),
         ],
         sequence: 0,
         tombstone: false,

@@ -286,6 +286,56 @@ where
     (first_stream, second_stream)
 }
 
+/// [`fork`] with three outputs: `split` moves each batch of the input into the three (empty)
+/// vectors it is given.
+pub fn fork3<'s, I, A, B, C, F>(
+    name: &str,
+    input: VecStream<'s, I>,
+    mut split: F,
+) -> (VecStream<'s, A>, VecStream<'s, B>, VecStream<'s, C>)
+where
+    I: 'static,
+    A: 'static,
+    B: 'static,
+    C: 'static,
+    F: FnMut(&mut Vec<I>, &mut Vec<A>, &mut Vec<B>, &mut Vec<C>) + 'static,
+{
+    let mut builder = OperatorBuilder::new(name.to_owned(), input.scope());
+    let mut input = builder.new_input(input, Pipeline);
+    let (first, first_stream) = builder.new_output::<Vec<A>>();
+    let (second, second_stream) = builder.new_output::<Vec<B>>();
+    let (third, third_stream) = builder.new_output::<Vec<C>>();
+    let mut first = OutputBuilder::<_, CapacityContainerBuilder<Vec<A>>>::from(first);
+    let mut second = OutputBuilder::<_, CapacityContainerBuilder<Vec<B>>>::from(second);
+    let mut third = OutputBuilder::<_, CapacityContainerBuilder<Vec<C>>>::from(third);
+    builder.build(move |_caps| {
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        move |_frontiers| {
+            let mut first = first.activate();
+            let mut second = second.activate();
+            let mut third = third.activate();
+            input.for_each_stamp(|cap, data| {
+                for batch in data {
+                    split(batch, &mut a, &mut b, &mut c);
+                    if !a.is_empty() {
+                        first.session(&cap).give_container(&mut a);
+                        a.clear();
+                    }
+                    if !b.is_empty() {
+                        second.session(&cap).give_container(&mut b);
+                        b.clear();
+                    }
+                    if !c.is_empty() {
+                        third.session(&cap).give_container(&mut c);
+                        c.clear();
+                    }
+                }
+            });
+        }
+    });
+    (first_stream, second_stream, third_stream)
+}
+
 /// What a sink's writer made durable in one write.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Written {

@@ -33,12 +33,15 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, TimeZone, Utc};
 use thiserror::Error;
 use vitalflow_model::clinical::{
-    Address, ClinicalRecord, EncounterRecord, IdClass, Ingested, PatientRecord, VitalRecord,
+    Address, ClinicalRecord, EncounterRecord, IdClass, Ingested, LabRecord, PatientRecord,
+    VitalRecord,
 };
 use vitalflow_model::deid::{
-    AGE_90_OR_OLDER, DeidEncounter, DeidIdentifier, DeidPatient, DeidRecord, DeidVital, KeptPhi,
+    AGE_90_OR_OLDER, DeidEncounter, DeidIdentifier, DeidLab, DeidPatient, DeidRecord, DeidVital,
+    KeptPhi,
 };
 use vitalflow_model::ids::hex;
+use vitalflow_model::lab::LabValue;
 
 pub use self::key::{KeyError, PseudonymKey};
 pub use self::policy::{Action, PhiClass, Policy, PolicyError};
@@ -173,6 +176,9 @@ impl Anonymizer {
             ClinicalRecord::Encounter(e) => {
                 self.encounter(e, &mut local).map(DeidRecord::Encounter)
             }
+            ClinicalRecord::Lab(l) => self
+                .lab(l, &mut local)
+                .map(|l| DeidRecord::Lab(Box::new(l))),
         }?;
         report.merge(&local);
         Ok(out)
@@ -390,22 +396,7 @@ impl Anonymizer {
             .device
             .as_deref()
             .and_then(|d| self.identifier(IdClass::Device, d, r));
-        let notes = match self.policy.action(PhiClass::FreeText) {
-            Action::Scrub => v
-                .notes
-                .iter()
-                .map(|n| {
-                    let (text, replaced) = scrub::scrub(n, &v.mentioned);
-                    r.record("free-text", "scrub");
-                    r.add("free-text-identifier", "redact", replaced);
-                    text
-                })
-                .collect(),
-            _ => {
-                r.add("free-text", "drop", count(v.notes.len()));
-                Vec::new()
-            }
-        };
+        let notes = self.notes(&v.notes, &v.mentioned, r);
         Ok(DeidVital {
             id: hex(&mac[..16]),
             pseudonym,
@@ -413,6 +404,84 @@ impl Anonymizer {
             value: v.value,
             effective: self.date(&v.patient_id, v.effective, "effective", r)?,
             device,
+            notes,
+        })
+    }
+
+    /// Free-text notes after the free-text action: scrubbed, or dropped.
+    fn notes(&self, notes: &[String], mentioned: &[String], r: &mut DeidReport) -> Vec<String> {
+        match self.policy.action(PhiClass::FreeText) {
+            Action::Scrub => notes
+                .iter()
+                .map(|n| {
+                    let (text, replaced) = scrub::scrub(n, mentioned);
+                    r.record("free-text", "scrub");
+                    r.add("free-text-identifier", "redact", replaced);
+                    text
+                })
+                .collect(),
+            _ => {
+                r.add("free-text", "drop", count(notes.len()));
+                Vec::new()
+            }
+        }
+    }
+
+    /// A laboratory result: the id is a keyed hash of the source's identity of the result (a
+    /// correction keeps the id of what it corrects); a text value is free text, scrubbed or
+    /// dropped as notes are.
+    fn lab(&self, l: &LabRecord, r: &mut DeidReport) -> Result<DeidLab, AnonymizeError> {
+        if l.patient_id.trim().is_empty() {
+            return Err(AnonymizeError::EmptyPatientId { record: "lab" });
+        }
+        let pseudonym = self.pseudonym(&l.patient_id);
+        r.record("patient-id", "crypto-hash");
+        let identity = match &l.source_id {
+            Some(id) => {
+                r.record("result-id", "crypto-hash");
+                id.clone()
+            }
+            None => l.effective.to_rfc3339(),
+        };
+        let mac = self.key.mac(&[
+            b"lab\0",
+            l.patient_id.as_bytes(),
+            b"\0",
+            l.code.as_bytes(),
+            b"\0",
+            identity.as_bytes(),
+        ]);
+        let (value, value_masked) = match &l.value {
+            LabValue::Text(text) => match self.policy.action(PhiClass::FreeText) {
+                Action::Scrub => {
+                    let (text, replaced) = scrub::scrub(text, &l.mentioned);
+                    r.record("free-text", "scrub");
+                    r.add("free-text-identifier", "redact", replaced);
+                    (LabValue::Text(text), false)
+                }
+                _ => {
+                    r.record("free-text", "drop");
+                    (LabValue::Absent, true)
+                }
+            },
+            other => (other.clone(), false),
+        };
+        let notes = self.notes(&l.notes, &l.mentioned, r);
+        Ok(DeidLab {
+            id: hex(&mac[..16]),
+            pseudonym,
+            code: l.code.clone(),
+            display: l.display.clone(),
+            value,
+            value_masked,
+            reference_range: l.reference_range.clone(),
+            interpretation: l.interpretation.clone(),
+            status: l.status,
+            effective: self.date(&l.patient_id, l.effective, "effective", r)?,
+            issued: l
+                .issued
+                .map(|t| self.date(&l.patient_id, t, "issued", r))
+                .transpose()?,
             notes,
         })
     }

@@ -472,3 +472,95 @@ fn per_class_actions_keep_hash_or_refuse() {
         assert!(e.starts_with(message), "{e}");
     }
 }
+
+fn lab_record(status: vitalflow_model::lab::LabStatus, text: &str) -> Ingested {
+    use vitalflow_model::clinical::LabRecord;
+    use vitalflow_model::lab::{LabValue, ReferenceRange};
+    Ingested {
+        source: "s".to_owned(),
+        location: "s#1".to_owned(),
+        sequence: (1, 0),
+        record: ClinicalRecord::Lab(Box::new(LabRecord {
+            source_id: Some("ORD-77^LAB/6742-1/".to_owned()),
+            patient_id: "P000000042".to_owned(),
+            code: "6742-1".to_owned(),
+            display: Some("Erythrocyte morphology".to_owned()),
+            value: LabValue::Text(text.to_owned()),
+            reference_range: ReferenceRange::default(),
+            interpretation: Some("A".to_owned()),
+            status,
+            effective: at(2026, 3, 1),
+            issued: Some(at(2026, 3, 2)),
+            notes: vec![format!("called {text}")],
+            mentioned: vec!["Ada".to_owned(), "Lovelace".to_owned()],
+        })),
+        arrival_us: 0,
+    }
+}
+
+/// Issue 37: a laboratory result's text value is free text: dropped by default (the value
+/// is then masked), scrubbed under `scrub`; a correction keeps the id of what it corrects.
+#[test]
+fn lab_results_are_pseudonymized_and_their_text_follows_the_free_text_action() {
+    use vitalflow_model::lab::{LabStatus, LabValue};
+    let a = anonymizer(1, DatePolicy::Shift { max_days: 30 });
+    let mut report = DeidReport::default();
+    let deid = |a: &Anonymizer, rec: &Ingested, report: &mut DeidReport| match a
+        .apply(rec, report)
+        .unwrap()
+    {
+        DeidRecord::Lab(l) => *l,
+        other => panic!("{other:?}"),
+    };
+    let prelim = deid(
+        &a,
+        &lab_record(LabStatus::Preliminary, "Ada Lovelace: spherocytes"),
+        &mut report,
+    );
+    let corrected = deid(
+        &a,
+        &lab_record(LabStatus::Corrected, "spherocytes"),
+        &mut report,
+    );
+    assert_eq!(prelim.id, corrected.id);
+    assert_eq!(prelim.id.len(), 32);
+    assert!(!prelim.id.contains("ORD-77"));
+    assert_eq!(prelim.pseudonym, a.pseudonym("P000000042"));
+    assert_eq!(
+        (prelim.value.clone(), prelim.value_masked),
+        (LabValue::Absent, true)
+    );
+    assert!(prelim.notes.is_empty());
+    let shift = a.shift_days("P000000042", 30);
+    assert_eq!(
+        prelim.effective,
+        at(2026, 3, 1) + chrono::TimeDelta::days(shift)
+    );
+    assert_eq!(
+        prelim.issued,
+        Some(at(2026, 3, 2) + chrono::TimeDelta::days(shift))
+    );
+    assert_eq!(report.count("free-text", "drop"), 4);
+    assert_eq!(report.count("result-id", "crypto-hash"), 2);
+
+    let scrub = Anonymizer::new(AnonymizeConfig {
+        key: key(1),
+        dates: DatePolicy::Shift { max_days: 30 },
+        restricted_zip3: AnonymizeConfig::default_restricted_zip3(),
+        policy: Policy::with([("free-text", "scrub")]).unwrap(),
+    });
+    let l = deid(
+        &scrub,
+        &lab_record(LabStatus::Final, "Ada Lovelace: spherocytes"),
+        &mut report,
+    );
+    let LabValue::Text(text) = &l.value else {
+        panic!("{:?}", l.value)
+    };
+    assert!(
+        text.contains("spherocytes") && !text.contains("Ada") && !text.contains("Lovelace"),
+        "{text}"
+    );
+    assert!(!l.value_masked);
+    assert_eq!(l.id, prelim.id, "same key, same id");
+}

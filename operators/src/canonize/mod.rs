@@ -7,6 +7,8 @@
 //!   kind, valued in UCUM; blood pressure as systolic / diastolic components. Partitioned by the
 //!   effective date (UTC).
 //!
+//! * [`DeidRecord::Lab`] → an `Observation` of category `laboratory` (see [`lab`]).
+//!
 //! * [`DeidRecord::Encounter`] → an `Encounter`: status from the event (admit, transfer →
 //!   `in-progress`; register → `arrived`; discharge → `finished`), `class` from the HL7 v2
 //!   patient class (v3 ActCode `IMP`, `AMB`, `EMER`, `PRENC`, else the v2-0004 code), the period
@@ -19,6 +21,7 @@
 //! The JSON is compact, with members in a fixed order (`resourceType` first).
 
 mod json;
+pub mod lab;
 
 use std::borrow::Cow;
 
@@ -91,6 +94,7 @@ pub fn canonize(rec: &DeidRecord) -> Result<CanonicalResource, CanonizeError> {
         DeidRecord::Patient(p) => patient(p),
         DeidRecord::Vital(v) => observation(v),
         DeidRecord::Encounter(e) => encounter(e),
+        DeidRecord::Lab(l) => lab::observation(l),
     }
 }
 
@@ -239,6 +243,13 @@ fn observation(v: &DeidVital) -> Result<CanonicalResource, CanonizeError> {
             display: Cow::Borrowed(code.display),
             value: columns.0,
             unit: Cow::Borrowed(code.ucum),
+            unit_ucum: true,
+            category: Cow::Borrowed("vital-signs"),
+            status: Cow::Borrowed("final"),
+            value_text: None,
+            interpretation: None,
+            ref_low: None,
+            ref_high: None,
             systolic: columns.1,
             diastolic: columns.2,
             effective_us: v.effective.timestamp_micros(),

@@ -56,6 +56,10 @@
 //! * `note` (string, optional): free text.
 //!
 //! Values are normalized to the kind's canonical UCUM unit.
+//!
+//! # `lab_result_available` (a laboratory result)
+//!
+//! See [`lab`].
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -75,8 +79,11 @@ pub const PATIENT_CREATED: &str = "patient.record.created";
 pub const PATIENT_UPDATED: &str = "patient.record.updated";
 /// `eventType` of vital-sign measurements.
 pub const VITALS_RECORDED: &str = "vitals.measurement.recorded";
+/// `eventType` of laboratory results (see [`lab`]).
+pub const LAB_RESULT_AVAILABLE: &str = "lab_result_available";
 
 mod fast;
+mod lab;
 
 /// Parses the raw record as one envelope.
 pub(crate) fn parse(sink: &mut Sink<'_>) {
@@ -126,10 +133,13 @@ fn parse_record(bytes: &[u8]) -> Result<ClinicalRecord, Reason> {
         Some(VITALS_RECORDED) => payload
             .and_then(|p| vital(p, &mut problems))
             .map(ClinicalRecord::Vital),
+        Some(LAB_RESULT_AVAILABLE) => payload
+            .and_then(|p| lab::lab(p, &mut problems))
+            .map(|l| ClinicalRecord::Lab(Box::new(l))),
         Some(other) => {
             problems.0.push(format!(
                 "metadata.eventType: unknown event type {} (supported: {PATIENT_CREATED}, \
-                 {PATIENT_UPDATED}, {VITALS_RECORDED})",
+                 {PATIENT_UPDATED}, {VITALS_RECORDED}, {LAB_RESULT_AVAILABLE})",
                 super::safe_code(other)
             ));
             None

@@ -20,6 +20,8 @@
 //!   device. Within a Bundle, a subject given as a Patient entry's `fullUrl` resolves to that
 //!   Patient's id, and the identifying values of its Patients are listed in each Observation's
 //!   `mentioned`, for the free-text scrubber.
+//! * `Observation` of category `laboratory` whose LOINC code is not a vital sign →
+//!   [`vitalflow_model::clinical::LabRecord`] (see [`lab`]).
 //! * Other Observations and every other resource type are dead-lettered with a reason.
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -34,6 +36,8 @@ use super::json::{
     str_items, syntax_reason,
 };
 use super::{DECEASED_DATE_UNKNOWN, Sink, Telecom, safe_code, time};
+
+mod lab;
 
 /// The LOINC code system.
 pub const LOINC_SYSTEM: &str = "http://loinc.org";
@@ -105,10 +109,13 @@ fn resolve_full_urls(sink: &mut Sink<'_>, entries: &[Value], first: usize) {
         return;
     }
     for i in sink.ok.get_mut(first..).unwrap_or_default() {
-        if let ClinicalRecord::Vital(v) = &mut i.record
-            && let Some((_, id)) = by_url.iter().find(|(url, _)| *url == v.patient_id)
-        {
-            v.patient_id.clone_from(id);
+        let patient_id = match &mut i.record {
+            ClinicalRecord::Vital(v) => &mut v.patient_id,
+            ClinicalRecord::Lab(l) => &mut l.patient_id,
+            _ => continue,
+        };
+        if let Some((_, id)) = by_url.iter().find(|(url, _)| url == patient_id) {
+            patient_id.clone_from(id);
         }
     }
 }
@@ -150,9 +157,13 @@ fn resource(r: &Obj, fallback: Option<DateTime<Utc>>) -> Result<ClinicalRecord, 
         .map_err(|_| "resourceType: missing or not a string".to_owned())?
     {
         "Patient" => patient(r, fallback).map(|p| ClinicalRecord::Patient(Box::new(p))),
+        "Observation" if !is_vital(r) && lab::is_laboratory(r) => {
+            lab::observation(r).map(|l| ClinicalRecord::Lab(Box::new(l)))
+        }
         "Observation" => observation(r).map(ClinicalRecord::Vital),
         other => Err(format!(
-            "resource type {} is not supported yet (supported: Patient, vital-signs Observation)",
+            "resource type {} is not supported yet (supported: Patient, vital-signs and \
+             laboratory Observation)",
             safe_code(other)
         )),
     }
@@ -328,6 +339,15 @@ fn add_contact_point(t: &mut Telecom, point: &Obj, path: &str) -> Result<(), Rea
     };
     list.push(value.to_owned());
     Ok(())
+}
+
+/// Whether an Observation's code has a LOINC coding of a vital sign.
+fn is_vital(r: &Obj) -> bool {
+    opt_obj(r, "Observation", "code")
+        .ok()
+        .flatten()
+        .and_then(|c| loinc_codes(c, "Observation.code").ok())
+        .is_some_and(|codes| codes.iter().any(|c| VitalKind::from_loinc(c).is_some()))
 }
 
 fn observation(r: &Obj) -> Result<VitalRecord, Reason> {

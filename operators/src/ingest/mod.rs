@@ -121,7 +121,7 @@ impl Sink<'_> {
     }
 
     /// Lists the identifying values of the Patient records accepted since `first` in the
-    /// `mentioned` of the Vital records accepted since then (one message or Bundle speaks of one
+    /// `mentioned` of the Vital and Lab records with free text accepted since then (one message or Bundle speaks of one
     /// patient: the free-text scrubber removes these values from the notes).
     pub(crate) fn mention_patients(&mut self, first: usize) {
         let added = self.ok.get(first..).unwrap_or_default();
@@ -137,10 +137,17 @@ impl Sink<'_> {
             return;
         }
         for i in self.ok.get_mut(first..).unwrap_or_default() {
-            if let ClinicalRecord::Vital(v) = &mut i.record
-                && !v.notes.is_empty()
-            {
-                v.mentioned.extend(values.iter().cloned());
+            match &mut i.record {
+                ClinicalRecord::Vital(v) if !v.notes.is_empty() => {
+                    v.mentioned.extend(values.iter().cloned());
+                }
+                ClinicalRecord::Lab(l)
+                    if !l.notes.is_empty()
+                        || matches!(l.value, vitalflow_model::lab::LabValue::Text(_)) =>
+                {
+                    l.mentioned.extend(values.iter().cloned());
+                }
+                _ => {}
             }
         }
     }

@@ -264,3 +264,95 @@ fn every_problem_of_a_record_is_reported() {
          payload.email: expected a string"
     );
 }
+
+/// Issue 37: `lab_result_available` envelopes are laboratory results.
+#[test]
+fn lab_results_available() {
+    use vitalflow_model::lab::{Comparator, LabStatus, LabValue};
+    let lab = |payload: Value| match one(envelope("lab_result_available", payload)) {
+        Ok(ClinicalRecord::Lab(l)) => Ok(*l),
+        Ok(other) => panic!("{other:?}"),
+        Err(reason) => Err(reason),
+    };
+    let base = || {
+        json!({"patientId": "P000000042", "resultId": "ORD-77/2823-3", "code": "2823-3",
+               "display": "Potassium", "value": 6.8, "unit": "mEq/L",
+               "referenceRange": {"low": 3.5, "high": 5.1}, "interpretation": "HH",
+               "status": "corrected", "effectiveAt": "2026-01-01T08:00:00Z",
+               "issuedAt": "2026-01-01T09:10:00Z", "note": "repeat sample"})
+    };
+    let l = lab(base()).unwrap();
+    assert_eq!(
+        (l.patient_id.as_str(), l.code.as_str()),
+        ("P000000042", "2823-3")
+    );
+    assert_eq!(l.source_id.as_deref(), Some("ORD-77/2823-3"));
+    assert_eq!(l.status, LabStatus::Corrected);
+    assert_eq!(l.interpretation.as_deref(), Some("HH"));
+    assert_eq!(
+        (l.reference_range.low, l.reference_range.high),
+        (Some(3.5), Some(5.1))
+    );
+    assert_eq!(l.notes, ["repeat sample"]);
+    assert!(l.issued.is_some());
+    let LabValue::Quantity {
+        value,
+        comparator,
+        unit,
+    } = &l.value
+    else {
+        panic!("{:?}", l.value)
+    };
+    assert_eq!(
+        (*value, *comparator, unit.ucum.as_deref()),
+        (6.8, None, Some("mmol/L"))
+    );
+
+    let mut p = base();
+    p["status"] = json!("P");
+    p["comparator"] = json!("<");
+    assert_eq!(lab(p).unwrap().status, LabStatus::Preliminary);
+    let mut p = base();
+    p["comparator"] = json!("<");
+    let l = lab(p).unwrap();
+    assert!(matches!(
+        l.value,
+        LabValue::Quantity {
+            comparator: Some(Comparator::Less),
+            ..
+        }
+    ));
+    let mut p = base();
+    p.as_object_mut().unwrap().remove("value");
+    p["valueCode"] = json!({"system": "http://snomed.info/sct", "code": "260415000"});
+    assert!(matches!(lab(p).unwrap().value, LabValue::Coded { .. }));
+    let mut p = base();
+    p.as_object_mut().unwrap().remove("value");
+    p["valueText"] = json!("haemolysed");
+    assert_eq!(
+        lab(p).unwrap().value,
+        LabValue::Text("haemolysed".to_owned())
+    );
+    let mut p = base();
+    p.as_object_mut().unwrap().remove("value");
+    p["status"] = json!("cancelled");
+    assert_eq!(lab(p).unwrap().value, LabValue::Absent);
+
+    // Problems are named, all of them, and never with the values.
+    let mut p = base();
+    p.as_object_mut().unwrap().remove("value");
+    assert!(lab(p).unwrap_err().starts_with("payload: no value"));
+    let mut p = base();
+    p["code"] = json!("K+");
+    p["valueText"] = json!("Ada Lovelace");
+    p["status"] = json!("pending");
+    let reason = lab(p).unwrap_err();
+    assert_eq!(
+        reason,
+        "payload.code: (invalid code) is not a LOINC code; payload.status: pending is not a \
+         result status; payload: value and valueText given: a result has one value"
+    );
+    let mut p = base();
+    p.as_object_mut().unwrap().remove("effectiveAt");
+    assert_eq!(lab(p).unwrap_err(), "payload.effectiveAt: missing");
+}

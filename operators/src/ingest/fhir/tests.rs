@@ -124,7 +124,7 @@ fn unusable_resources_are_dead_lettered_with_reasons() {
     };
     assert_eq!(
         reason(json!({"resourceType": "Encounter", "id": "e"})),
-        "resource type Encounter is not supported yet (supported: Patient, vital-signs Observation)"
+        "resource type Encounter is not supported yet (supported: Patient, vital-signs and laboratory Observation)"
     );
     assert_eq!(
         reason(vital_obs("72514-3", json!({"value": 3, "code": "{score}"}))),
@@ -228,6 +228,7 @@ fn synthea_bundles() {
     files.sort();
     assert_eq!(files.len(), 4);
     let (mut patients, mut kinds, mut reasons) = (0, BTreeMap::new(), BTreeMap::new());
+    let mut labs = 0;
     for (i, f) in (0u64..).zip(&files) {
         let mut r = raw(RawFormat::Fhir, std::fs::read(f).unwrap());
         r.sequence = i;
@@ -248,6 +249,16 @@ fn synthea_bundles() {
                     assert!(v.source_id.is_some());
                 }
                 ClinicalRecord::Encounter(_) => panic!("no encounter from FHIR"),
+                ClinicalRecord::Lab(l) => {
+                    labs += 1;
+                    assert!(l.source_id.is_some());
+                    assert!(vitalflow_model::lab::is_loinc_code(&l.code), "{}", l.code);
+                    if let vitalflow_model::lab::LabValue::Quantity { unit, .. } = &l.value {
+                        assert!(unit.ucum.is_some(), "{unit:?}");
+                    } else {
+                        panic!("{:?}", l.value);
+                    }
+                }
             }
         }
         let pid = pid.unwrap();
@@ -270,6 +281,14 @@ fn synthea_bundles() {
         }
     }
     assert_eq!(patients, 4);
+    // Issue 37: the laboratory Observations of the bundles are laboratory results.
+    assert_eq!(labs, 101, "{reasons:?}");
+    assert!(
+        !reasons
+            .keys()
+            .any(|r| r.contains("718-7") || r.contains("2345-7")),
+        "{reasons:?}"
+    );
     for kind in [
         VitalKind::BodyWeight,
         VitalKind::BodyHeight,
@@ -307,4 +326,119 @@ fn bundle_references_by_full_url_resolve_to_the_patient_id() {
     assert!(dead.is_empty(), "{dead:?}");
     assert_eq!(ok.len(), 2);
     assert!(ok.iter().all(|r| r.record.patient_id() == "P-7"));
+}
+
+fn lab_obs(extra: Value) -> Value {
+    let mut o = json!({
+        "resourceType": "Observation", "id": "lab-1", "status": "corrected",
+        "category": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+            "code": "laboratory"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3", "display": "Potassium"}]},
+        "subject": {"reference": "Patient/p-1"},
+        "effectiveDateTime": "2020-03-04T05:06:07Z",
+        "issued": "2020-03-04T06:00:00Z",
+        "referenceRange": [{"low": {"value": 3.5}, "high": {"value": 5.1}}],
+        "interpretation": [{"coding": [{
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+            "code": "HH"}]}]
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        o[k] = v.clone();
+    }
+    o
+}
+
+/// Issue 37: laboratory Observations become laboratory results.
+#[test]
+fn laboratory_observations_are_lab_results() {
+    use vitalflow_model::lab::{Comparator, LabStatus, LabValue};
+    let lab = |v: Value| match fhir(&lab_obs(v)) {
+        (ok, dead) if ok.len() == 1 => match ok.into_iter().next().unwrap() {
+            ClinicalRecord::Lab(l) => *l,
+            other => panic!("{other:?} {dead:?}"),
+        },
+        (_, dead) => panic!("{dead:?}"),
+    };
+    let l = lab(json!({"valueQuantity": {"value": 6.8, "unit": "mEq/L"}}));
+    assert_eq!(
+        (l.code.as_str(), l.status),
+        ("2823-3", LabStatus::Corrected)
+    );
+    assert_eq!(
+        (l.reference_range.low, l.reference_range.high),
+        (Some(3.5), Some(5.1))
+    );
+    assert_eq!(l.interpretation.as_deref(), Some("HH"));
+    assert_eq!(l.source_id.as_deref(), Some("lab-1"));
+    assert!(l.issued.is_some());
+    let LabValue::Quantity {
+        value,
+        unit,
+        comparator,
+    } = l.value
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (value, unit.ucum.as_deref(), comparator),
+        (6.8, Some("mmol/L"), None)
+    );
+    let l = lab(
+        json!({"valueQuantity": {"value": 0.01, "comparator": "<", "unit": "ng/mL",
+        "system": "http://unitsofmeasure.org", "code": "ng/mL"}}),
+    );
+    assert!(matches!(
+        l.value,
+        LabValue::Quantity {
+            comparator: Some(Comparator::Less),
+            ..
+        }
+    ));
+    let l = lab(json!({"valueQuantity": {"value": 13.4, "unit": "g/l-1"}}));
+    let LabValue::Quantity { unit, .. } = l.value else {
+        panic!()
+    };
+    assert_eq!(
+        (unit.text.as_str(), unit.ucum),
+        ("g/l-1", None),
+        "kept, flagged"
+    );
+    let l = lab(
+        json!({"valueCodeableConcept": {"coding": [{"system": "http://snomed.info/sct",
+        "code": "260415000", "display": "Not detected"}]}}),
+    );
+    assert!(matches!(l.value, LabValue::Coded { ref code, .. } if code == "260415000"));
+    let l = lab(json!({"valueString": "Many spherocytes"}));
+    assert_eq!(l.value, LabValue::Text("Many spherocytes".to_owned()));
+    let l = lab(json!({"status": "cancelled"}));
+    assert_eq!(l.value, LabValue::Absent);
+
+    let (ok, dead) = fhir(&lab_obs(json!({})));
+    assert!(ok.is_empty());
+    assert_eq!(
+        dead,
+        ["Observation.value[x]: missing (and no dataAbsentReason)"]
+    );
+    let (_, dead) = fhir(&lab_obs(
+        json!({"status": "registered", "valueString": "x"}),
+    ));
+    assert_eq!(
+        dead,
+        ["Observation.status: a registered result carries no value yet"]
+    );
+    let (_, dead) = fhir(&lab_obs(json!({"valueRange": {"low": {"value": 1}}})));
+    assert!(
+        dead[0].starts_with("Observation.valueRange: this value type is not supported"),
+        "{dead:?}"
+    );
+    // Without the laboratory category, a code that is not a vital sign is still refused.
+    let mut other = lab_obs(json!({"valueQuantity": {"value": 1.0, "unit": "mmol/L"}}));
+    other.as_object_mut().unwrap().remove("category");
+    let (ok, dead) = fhir(&other);
+    assert!(ok.is_empty());
+    assert_eq!(
+        dead,
+        ["Observation code 2823-3 is not a supported vital sign"]
+    );
 }

@@ -16,8 +16,11 @@
 //!   panel. The value (OBX-5, numeric) is normalized from its unit (OBX-6, UCUM or a usual
 //!   spelling, or one mapped in `units`) to the kind's UCUM unit; the time is OBX-14, else OBR-7,
 //!   else MSH-7; OBX-18 is the device; NTE segments after an OBX are its notes.
-//! * Every other message type, and every OBX that is not a vital sign or not final, is
-//!   dead-lettered with a reason naming the message type, segment and field.
+//!   Every other OBX with a LOINC code is a laboratory result ([`LabRecord`], see [`lab`]).
+//! * Every other message type, every vital-sign OBX that is not final or not numeric, and every
+//!   OBX that is neither a vital sign nor a laboratory result (no LOINC code, a value type that
+//!   is not converted, no result yet) is dead-lettered with a reason naming the message type,
+//!   segment and field.
 //!
 //! Times without a UTC offset are read as UTC.
 //!
@@ -31,6 +34,7 @@
 //! last segment looks like a complete one whose producer left out the final terminator (many
 //! do) and is read as it is.
 
+mod lab;
 pub mod message;
 
 #[cfg(test)]
@@ -42,7 +46,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use vitalflow_model::clinical::{
     Address, ClinicalRecord, Contact, EncounterEvent, EncounterRecord, Gender, IdClass, Identifier,
-    PatientRecord, VitalRecord,
+    LabRecord, PatientRecord, VitalRecord,
 };
 use vitalflow_model::vitals::{DIASTOLIC_LOINC, SYSTOLIC_LOINC, VitalKind, VitalValue};
 
@@ -570,8 +574,9 @@ impl<'a> Mapper<'_, 'a> {
         let mut patient: Option<String> = None;
         // The PID of the results that follow, and its identifying values, made only for notes.
         let mut pid: Option<&Segment<'a>> = None;
-        let mut mentioned: Option<Vec<String>> = None;
+        let mut mentions: Option<Vec<String>> = None;
         let mut obr_time = None;
+        let mut obr: Option<&Segment<'a>> = None;
         let mut obx_n = 0usize;
         // The record the NTE segments that follow belong to: an index into `out.vitals`, or a
         // pending blood-pressure half.
@@ -582,11 +587,11 @@ impl<'a> Mapper<'_, 'a> {
                     notes_to = None;
                     match self.patient_id(seg) {
                         Ok(id) => {
-                            (pid, mentioned) = (Some(seg), None);
+                            (pid, mentions) = (Some(seg), None);
                             patient = Some(id);
                         }
                         Err(reason) => {
-                            (pid, mentioned) = (None, None);
+                            (pid, mentions) = (None, None);
                             patient = None;
                             out.rejects.push(reason);
                         }
@@ -594,6 +599,7 @@ impl<'a> Mapper<'_, 'a> {
                 }
                 "OBR" => {
                     notes_to = None;
+                    obr = Some(seg);
                     obr_time = match self.time(seg, 7) {
                         Ok(t) => t,
                         Err(reason) => {
@@ -612,7 +618,33 @@ impl<'a> Mapper<'_, 'a> {
                         ));
                         continue;
                     };
-                    match self.obx(seg, obx_n, obr_time, opts) {
+                    let target = match self.vital_target(seg, obx_n, opts) {
+                        Ok(Some(target)) => target,
+                        Ok(None) => {
+                            match self.lab(seg, obx_n, obr, obr_time, patient_id, &control_id, opts)
+                            {
+                                Ok(record) => {
+                                    out.labs.push(record);
+                                    notes_to = Some(NotesTo::Lab(out.labs.len() - 1));
+                                    if let Some(LabRecord {
+                                        value: vitalflow_model::lab::LabValue::Text(_),
+                                        mentioned,
+                                        ..
+                                    }) = out.labs.last_mut()
+                                    {
+                                        *mentioned = self.mentioned(pid, &mut mentions).to_vec();
+                                    }
+                                }
+                                Err(reason) => out.rejects.push(reason),
+                            }
+                            continue;
+                        }
+                        Err(reason) => {
+                            out.rejects.push(reason);
+                            continue;
+                        }
+                    };
+                    match self.obx(seg, obx_n, target, obr_time, opts) {
                         Ok((target, value, effective)) => {
                             let record = VitalRecord {
                                 source_id: Some(format!("{control_id}/{obx_n}")),
@@ -634,13 +666,7 @@ impl<'a> Mapper<'_, 'a> {
                     if let Some(to) = notes_to {
                         let text = self.text(seg, 3);
                         if !text.is_empty() {
-                            let values = mentioned.get_or_insert_with(|| {
-                                pid.and_then(|p| {
-                                    self.patient(p, self.message_time.unwrap_or_default()).ok()
-                                })
-                                .map(|p| super::identifying_values(&p))
-                                .unwrap_or_default()
-                            });
+                            let values = self.mentioned(pid, &mut mentions);
                             out.note(to, text, values);
                         }
                     }
@@ -661,23 +687,41 @@ impl<'a> Mapper<'_, 'a> {
                 self.kind
             ));
         }
-        for (index, record) in (0u32..).zip(out.vitals) {
-            sink.accept(index, ClinicalRecord::Vital(record));
+        let vitals = out.vitals.into_iter().map(ClinicalRecord::Vital);
+        let labs = out
+            .labs
+            .into_iter()
+            .map(|l| ClinicalRecord::Lab(Box::new(l)));
+        for (index, record) in (0u32..).zip(vitals.chain(labs)) {
+            sink.accept(index, record);
         }
         for reason in out.rejects {
             sink.reject_raw(reason);
         }
     }
 
-    /// One OBX: its target, value in the target's unit, and time.
-    fn obx(
+    /// The identifying values of the message's patient (PID), made once, for the free-text
+    /// scrubber.
+    fn mentioned<'v>(
+        &self,
+        pid: Option<&Segment<'a>>,
+        cache: &'v mut Option<Vec<String>>,
+    ) -> &'v [String] {
+        cache.get_or_insert_with(|| {
+            pid.and_then(|p| self.patient(p, self.message_time.unwrap_or_default()).ok())
+                .map(|p| super::identifying_values(&p))
+                .unwrap_or_default()
+        })
+    }
+
+    /// What an OBX's code stands for when it is a vital sign (or a code mapped in `codes`);
+    /// `None` when it is not one.
+    fn vital_target(
         &self,
         seg: &Segment<'a>,
         n: usize,
-        obr_time: Option<DateTime<Utc>>,
         opts: &IngestOptions,
-    ) -> Result<(CodeTarget, f64, DateTime<Utc>), Reason> {
-        let msg = self.msg;
+    ) -> Result<Option<CodeTarget>, Reason> {
         let at = format!("{} OBX[{n}]", self.kind);
         let code = self.get(seg, 3, 1);
         let system = self.get(seg, 3, 3);
@@ -697,16 +741,20 @@ impl<'a> Mapper<'_, 'a> {
         if code.is_empty() && alt_code.is_empty() {
             return Err(format!("{at}-3: observation code missing"));
         }
-        let target = lookup(&system, &code)
-            .or_else(|| lookup(&alt_system, &alt_code))
-            .ok_or_else(|| {
-                format!(
-                    "{at}-3: code `{}` (system `{}`) is not a vital sign and has no mapping in \
-                     the ingest node's `codes`",
-                    safe_code(&code),
-                    safe_code(&system)
-                )
-            })?;
+        Ok(lookup(&system, &code).or_else(|| lookup(&alt_system, &alt_code)))
+    }
+
+    /// One vital-sign OBX of `target`: its target, value in the target's unit, and time.
+    fn obx(
+        &self,
+        seg: &Segment<'a>,
+        n: usize,
+        target: CodeTarget,
+        obr_time: Option<DateTime<Utc>>,
+        opts: &IngestOptions,
+    ) -> Result<(CodeTarget, f64, DateTime<Utc>), Reason> {
+        let msg = self.msg;
+        let at = format!("{} OBX[{n}]", self.kind);
         let status = self.get(seg, 11, 1);
         if !matches!(status.as_ref(), "" | "F" | "C" | "A" | "U") {
             return Err(format!(
@@ -765,6 +813,7 @@ impl<'a> Mapper<'_, 'a> {
 #[derive(Clone, Copy, Debug)]
 enum NotesTo {
     Vital(usize),
+    Lab(usize),
     Pending(usize),
 }
 
@@ -778,6 +827,7 @@ enum Half {
 #[derive(Default)]
 struct Oru {
     vitals: Vec<VitalRecord>,
+    labs: Vec<LabRecord>,
     /// Blood-pressure halves waiting for their pair, by (patient, OBX-4 sub-id, time), with the
     /// record they will complete (numbered for the notes).
     pending: BTreeMap<(String, String, DateTime<Utc>), (Half, VitalRecord)>,
@@ -837,7 +887,17 @@ impl Oru {
 
     /// Adds a note to a record, with the identifying values of its message for the scrubber.
     fn note(&mut self, to: NotesTo, text: String, mentioned: &[String]) {
+        if let NotesTo::Lab(i) = to {
+            if let Some(l) = self.labs.get_mut(i) {
+                l.notes.push(text);
+                if l.mentioned.is_empty() {
+                    l.mentioned = mentioned.to_vec();
+                }
+            }
+            return;
+        }
         let record = match to {
+            NotesTo::Lab(_) => None,
             NotesTo::Vital(i) => self.vitals.get_mut(i),
             NotesTo::Pending(i) => self
                 .pending_ids

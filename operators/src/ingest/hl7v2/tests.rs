@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{TimeZone, Utc};
 use vitalflow_model::RawFormat;
 use vitalflow_model::clinical::{ClinicalRecord, EncounterEvent, Gender, IdClass, Ingested};
+use vitalflow_model::lab::{LabStatus, LabValue};
 use vitalflow_model::vitals::{VitalKind, VitalValue};
 
 use super::message::{Message, text};
@@ -324,11 +325,25 @@ fn oru_obx_become_vitals_and_the_rest_dead_letters() {
     let (ok, dead) = with(&opts, ORU);
     let vitals: Vec<_> = ok
         .iter()
-        .map(|i| match &i.record {
-            ClinicalRecord::Vital(v) => v,
-            other => panic!("{other:?}"),
+        .filter_map(|i| match &i.record {
+            ClinicalRecord::Vital(v) => Some(v),
+            _ => None,
         })
         .collect();
+    let labs: Vec<_> = ok
+        .iter()
+        .filter_map(|i| match &i.record {
+            ClinicalRecord::Lab(l) => Some(l),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ok.len(), vitals.len() + labs.len());
+    // The culture is a laboratory result with a text value.
+    assert_eq!(labs.len(), 1);
+    assert_eq!(labs[0].code, "625-4");
+    assert_eq!(labs[0].value, LabValue::Text("positive".to_owned()));
+    assert_eq!(labs[0].status, LabStatus::Final);
+    assert!(labs[0].mentioned.contains(&"Jane".to_owned()));
     assert_eq!(
         vitals.iter().map(|v| v.kind).collect::<Vec<_>>(),
         vec![
@@ -368,9 +383,8 @@ fn oru_obx_become_vitals_and_the_rest_dead_letters() {
     assert_eq!(
         reasons(&dead),
         vec![
-            "ORU^R01 OBX[4]-3: code `HR` (system `99LOCAL`) is not a vital sign and has no mapping in the ingest node's `codes`",
+            "ORU^R01 OBX[4]-3: code `HR` (system `99LOCAL`) is neither a vital sign nor a LOINC code: a laboratory result needs a LOINC code",
             "ORU^R01 OBX[5]-11: result status `P` is not final",
-            "ORU^R01 OBX[6]-3: code `625-4` (system `LN`) is not a vital sign and has no mapping in the ingest node's `codes`",
             "ORU^R01 OBX[7]-5: value missing or not a number",
         ]
     );
@@ -382,11 +396,11 @@ fn oru_obx_become_vitals_and_the_rest_dead_letters() {
     )]
     .into();
     let (ok, dead) = with(&opts, ORU);
-    assert_eq!(ok.len(), 3, "{:?}", reasons(&dead));
+    assert_eq!(ok.len(), 4, "{:?}", reasons(&dead));
     assert!(reasons(&dead)[0].contains("OBX[4]-6: unit `beats per minute`"));
     opts.units = [("beats per minute".to_owned(), "/min".to_owned())].into();
     let (ok, _) = with(&opts, ORU);
-    assert_eq!(ok.len(), 4);
+    assert_eq!(ok.len(), 5);
     // An unpaired blood-pressure half is named.
     let (_, dead) = run(&hl7(
         &ORU.replace("OBX|3|NM|8462-4^Diastolic^LN|1|79|mmHg|||||F\r", "")
@@ -500,4 +514,73 @@ fn every_sample_message_converts_or_dead_letters() {
         files.len()
     );
     assert!(converted >= 10, "{converted}");
+}
+
+/// Issue 37: every OBX of the ORU^R01 samples becomes a record (a vital sign or a laboratory
+/// result) or a dead letter whose reason names its OBX and says why, never "not a vital sign".
+#[test]
+fn issue_37_every_oru_sample_obx_is_accounted_for() {
+    let Some(dir) = sample_dir("hl7v2") else {
+        return;
+    };
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            std::fs::read(p).is_ok_and(|b| String::from_utf8_lossy(&b).contains("|ORU^R01"))
+        })
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 5, "{files:?}");
+    let (mut total, mut converted, mut dead_obx) = (0, 0, 0);
+    let mut by_id: BTreeMap<String, Vec<LabStatus>> = BTreeMap::new();
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        let text = String::from_utf8_lossy(&bytes).replace('\n', "\r");
+        let obx = text.split('\r').filter(|s| s.starts_with("OBX|")).count();
+        let (ok, dead) = run(&raw(RawFormat::Hl7v2, bytes));
+        let mut indices = std::collections::BTreeSet::new();
+        for d in &dead {
+            assert!(!d.reason.contains("not a vital sign"), "{}", d.reason);
+            let n: usize = d
+                .reason
+                .split_once("OBX[")
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .and_then(|(n, _)| n.parse().ok())
+                .unwrap_or_else(|| panic!("{}: not about one OBX: {}", f.display(), d.reason));
+            assert!(indices.insert(n), "OBX[{n}] dead-lettered twice");
+            assert!((1..=obx).contains(&n));
+        }
+        for r in &ok {
+            if let ClinicalRecord::Lab(l) = &r.record {
+                assert!(vitalflow_model::lab::is_loinc_code(&l.code), "{}", l.code);
+                by_id
+                    .entry(l.source_id.clone().unwrap())
+                    .or_default()
+                    .push(l.status);
+            }
+        }
+        eprintln!(
+            "{}: {obx} OBX, {} converted, {} dead-lettered: {:?}",
+            f.file_name().unwrap().to_string_lossy(),
+            ok.len(),
+            dead.len(),
+            reasons(&dead)
+        );
+        assert_eq!(ok.len() + dead.len(), obx, "{}", f.display());
+        total += obx;
+        converted += ok.len();
+        dead_obx += dead.len();
+    }
+    eprintln!("{total} OBX: {converted} converted, {dead_obx} dead-lettered");
+    assert_eq!(total, 54);
+    assert_eq!(converted + dead_obx, total);
+    // LAB-ORU-2 reports again the 8 results of LAB-ORU-1 (7 of them preliminary there, now
+    // final): same identities, so the later result replaces the earlier one.
+    let twice = by_id.values().filter(|s| s.len() == 2).count();
+    let superseded = by_id
+        .values()
+        .filter(|s| s.contains(&LabStatus::Preliminary) && s.contains(&LabStatus::Final))
+        .count();
+    assert_eq!((twice, superseded), (8, 7), "{by_id:?}");
 }
