@@ -257,37 +257,14 @@ where
     B: 'static,
     F: FnMut(&mut Vec<I>, &mut Vec<A>, &mut Vec<B>) + 'static,
 {
-    let mut builder = OperatorBuilder::new(name.to_owned(), input.scope());
-    let mut input = builder.new_input(input, Pipeline);
-    let (first, first_stream) = builder.new_output::<Vec<A>>();
-    let (second, second_stream) = builder.new_output::<Vec<B>>();
-    let mut first = OutputBuilder::<_, CapacityContainerBuilder<Vec<A>>>::from(first);
-    let mut second = OutputBuilder::<_, CapacityContainerBuilder<Vec<B>>>::from(second);
-    builder.build(move |_caps| {
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        move |_frontiers| {
-            let mut first = first.activate();
-            let mut second = second.activate();
-            input.for_each_stamp(|cap, data| {
-                for batch in data {
-                    split(batch, &mut a, &mut b);
-                    if !a.is_empty() {
-                        first.session(&cap).give_container(&mut a);
-                        a.clear();
-                    }
-                    if !b.is_empty() {
-                        second.session(&cap).give_container(&mut b);
-                        b.clear();
-                    }
-                }
-            });
-        }
+    let (first, second, _) = fork3(name, input, move |batch, a, b, _: &mut Vec<()>| {
+        split(batch, a, b);
     });
-    (first_stream, second_stream)
+    (first, second)
 }
 
-/// [`fork`] with three outputs: `split` moves each batch of the input into the three (empty)
-/// vectors it is given.
+/// An operator with one input and three outputs, as [`fork`]: `split` moves each batch of the
+/// input into the three (empty) vectors it is given.
 pub fn fork3<'s, I, A, B, C, F>(
     name: &str,
     input: VecStream<'s, I>,
