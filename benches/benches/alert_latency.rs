@@ -18,38 +18,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
-use vitalflow_engine::job::Job;
-use vitalflow_engine::runtime::{RunOptions, run};
+
+#[path = "support/latency.rs"]
+mod latency;
+use latency::{Figures, alert_lines, figures, rate_and_seconds, run_job};
 
 const PATIENTS: u64 = 100_000;
 const JOB: &str = include_str!("../../dataflows/icu-alerting.toml");
-
-#[derive(Debug, Clone, Copy)]
-struct Figures {
-    count: usize,
-    p50: f64,
-    p99: f64,
-    p999: f64,
-    max: f64,
-}
-
-fn figures(mut v: Vec<f64>) -> Figures {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
-        v[i]
-    };
-    Figures {
-        count: v.len(),
-        p50: at(0.5),
-        p99: at(0.99),
-        p999: at(0.999),
-        max: v.last().copied().unwrap_or(f64::NAN),
-    }
-}
 
 /// The shipped job's join and alert node, fed by the paced generator and a context file.
 fn job_text(dir: &Path, rate: u64, seconds: u64) -> String {
@@ -111,17 +86,7 @@ struct Run {
 fn run_at(dir: &Path, rate: u64, seconds: u64) -> Run {
     let path = dir.join(format!("alert-latency-{rate}.toml"));
     let text = job_text(dir, rate, seconds);
-    std::fs::write(&path, &text).unwrap();
-    let job = Job::parse(&path, text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
-    let summary = run(
-        &job,
-        &RunOptions {
-            workers: Some(2),
-            overwrite: true,
-            ..RunOptions::default()
-        },
-    )
-    .unwrap();
+    let summary = run_job(&path, text);
     let readings = summary
         .nodes
         .iter()
@@ -131,13 +96,9 @@ fn run_at(dir: &Path, rate: u64, seconds: u64) -> Run {
     // Every alert event's latency and emission time, from the JSON-lines output.
     let mut alerts: Vec<(String, f64)> = Vec::new();
     let out = dir.join(format!("out-{rate}")).join("alerts");
-    for entry in std::fs::read_dir(&out).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            let emitted = v["payload"]["emittedAt"].as_str().unwrap().to_owned();
-            alerts.push((emitted, v["payload"]["latencyMs"].as_f64().unwrap()));
-        }
+    for v in alert_lines(&out) {
+        let emitted = v["payload"]["emittedAt"].as_str().unwrap().to_owned();
+        alerts.push((emitted, v["payload"]["latencyMs"].as_f64().unwrap()));
     }
     alerts.sort_by(|a, b| a.0.cmp(&b.0));
     let first = alerts
@@ -168,16 +129,7 @@ fn show(what: &str, f: &Figures) {
 }
 
 fn main() {
-    let mut rate = 100_000u64;
-    let mut seconds = 10u64;
-    let args: Vec<String> = std::env::args().collect();
-    for w in args.windows(2) {
-        match w[0].as_str() {
-            "--rate" => rate = w[1].parse().unwrap(),
-            "--seconds" => seconds = w[1].parse().unwrap(),
-            _ => {}
-        }
-    }
+    let (rate, seconds) = rate_and_seconds(100_000u64);
     let dir = tempfile::tempdir().unwrap();
     // The patients' context: every patient's admission, a third moving to the ICU on oxygen.
     let generator = Generator::new(GeneratorConfig {

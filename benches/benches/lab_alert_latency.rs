@@ -18,37 +18,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
-use vitalflow_engine::job::Job;
-use vitalflow_engine::runtime::{RunOptions, run};
+
+#[path = "support/latency.rs"]
+mod latency;
+use latency::{Figures, alert_lines, figures, rate_and_seconds, run_job};
 
 const PATIENTS: u64 = 100_000;
-
-#[derive(Debug, Clone, Copy)]
-struct Figures {
-    count: usize,
-    p50: f64,
-    p99: f64,
-    p999: f64,
-    max: f64,
-}
-
-fn figures(mut v: Vec<f64>) -> Figures {
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        if v.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
-        v[i]
-    };
-    Figures {
-        count: v.len(),
-        p50: at(0.5),
-        p99: at(0.99),
-        p999: at(0.999),
-        max: v.last().copied().unwrap_or(f64::NAN),
-    }
-}
 
 fn job_text(dir: &Path, rate: u64, seconds: u64) -> String {
     format!(
@@ -105,17 +80,7 @@ struct Run {
 fn run_at(dir: &Path, rate: u64, seconds: u64) -> Run {
     let path = dir.join(format!("lab-alert-latency-{rate}.toml"));
     let text = job_text(dir, rate, seconds);
-    std::fs::write(&path, &text).unwrap();
-    let job = Job::parse(&path, text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
-    let summary = run(
-        &job,
-        &RunOptions {
-            workers: Some(2),
-            overwrite: true,
-            ..RunOptions::default()
-        },
-    )
-    .unwrap();
+    let summary = run_job(&path, text);
     let results = summary
         .nodes
         .iter()
@@ -133,14 +98,10 @@ fn run_at(dir: &Path, rate: u64, seconds: u64) -> Run {
     let mut latencies = Vec::new();
     let mut events = 0;
     let out = dir.join(format!("out-{rate}")).join("alerts");
-    for entry in std::fs::read_dir(&out).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            if v["metadata"]["eventType"] == "critical_value_detected" {
-                events += 1;
-                latencies.push(v["payload"]["latencyMs"].as_f64().unwrap());
-            }
+    for v in alert_lines(&out) {
+        if v["metadata"]["eventType"] == "critical_value_detected" {
+            events += 1;
+            latencies.push(v["payload"]["latencyMs"].as_f64().unwrap());
         }
     }
     Run {
@@ -153,16 +114,7 @@ fn run_at(dir: &Path, rate: u64, seconds: u64) -> Run {
 }
 
 fn main() {
-    let mut rate = 10_000u64;
-    let mut seconds = 10u64;
-    let args: Vec<String> = std::env::args().collect();
-    for w in args.windows(2) {
-        match w[0].as_str() {
-            "--rate" => rate = w[1].parse().unwrap(),
-            "--seconds" => seconds = w[1].parse().unwrap(),
-            _ => {}
-        }
-    }
+    let (rate, seconds) = rate_and_seconds(10_000u64);
     let dir = tempfile::tempdir().unwrap();
     let mut runs = Vec::new();
     for r in [(rate / 10).max(1), rate] {
