@@ -3,7 +3,7 @@
 //! whether the last transaction was committed.
 //!
 //! The marker is a consumer-group offset: the transaction commits, under the group named by the
-//! transactional id, the offset `time` for partition 0 of the first topic the job writes
+//! transactional id, the marker as the offset of partition 0 of the first topic the job writes
 //! exactly once (`send_offsets_to_transaction`, as a consume-transform-produce application
 //! commits its input offsets). The broker makes it visible with the transaction's records and
 //! never without them.
@@ -82,7 +82,7 @@ impl TransactionWriter {
         Ok(writer)
     }
 
-    /// The time the last committed transaction marked (`None`: none was).
+    /// The marker of the last committed transaction (`None`: none was).
     ///
     /// # Errors
     /// If the group coordinator does not answer.
@@ -101,22 +101,22 @@ impl TransactionWriter {
             }))
     }
 
-    /// Writes `messages` and the marker `time` in one transaction and commits it; returns once
+    /// Writes `messages` and `marker` in one transaction and commits it; returns once
     /// the broker has committed it. On an error the transaction is aborted (nothing of it
     /// becomes visible to `read_committed` readers).
     ///
     /// # Errors
     /// If a record is refused or not acknowledged, or the broker cannot commit (among them a
     /// broker without transactions, and a producer fenced by a newer one of the same id).
-    pub fn commit(&self, messages: &[OutMessage], time: i64) -> Result<(), KafkaError> {
-        let result = self.try_commit(messages, time);
+    pub fn commit(&self, messages: &[OutMessage], marker: i64) -> Result<(), KafkaError> {
+        let result = self.try_commit(messages, marker);
         if result.is_err() {
             let _ = self.producer.abort_transaction(self.timeout);
         }
         result
     }
 
-    fn try_commit(&self, messages: &[OutMessage], time: i64) -> Result<(), KafkaError> {
+    fn try_commit(&self, messages: &[OutMessage], marker: i64) -> Result<(), KafkaError> {
         self.producer
             .begin_transaction()
             .map_err(|e| self.failed("begin a transaction", e))?;
@@ -126,9 +126,9 @@ impl TransactionWriter {
         self.producer
             .flush(self.timeout)
             .map_err(|e| self.failed("deliver a transaction's records", e))?;
-        let mut marker = TopicPartitionList::new();
-        marker
-            .add_partition_offset(&self.marker_topic, 0, Offset::Offset(time))
+        let mut offsets = TopicPartitionList::new();
+        offsets
+            .add_partition_offset(&self.marker_topic, 0, Offset::Offset(marker))
             .map_err(|e| self.failed("mark a transaction", e))?;
         let group = self.marker.group_metadata().ok_or_else(|| {
             KafkaError::Transaction(format!(
@@ -137,7 +137,7 @@ impl TransactionWriter {
             ))
         })?;
         self.producer
-            .send_offsets_to_transaction(&marker, &group, self.timeout)
+            .send_offsets_to_transaction(&offsets, &group, self.timeout)
             .map_err(|e| self.failed("mark a transaction", e))?;
         self.producer
             .commit_transaction(self.timeout)

@@ -38,7 +38,7 @@ use vitalflow_model::Time;
 use super::error::{Fault, RunFailure, System};
 use super::metrics::Failure;
 use super::ops::{SinkCommit, VecStream};
-use super::transactions::{PENDING, Transactions, promote};
+use super::transactions::{PENDING, Transactions, marker_of, promote};
 
 /// The checkpoint file, relative to the output folder.
 pub const CHECKPOINT: &str = "_vitalflow/checkpoint.json";
@@ -106,6 +106,9 @@ pub struct Checkpoint {
     pub files: BTreeSet<String>,
     /// Per Kafka or MLLP source.
     pub sources: BTreeMap<String, SourceResume>,
+    /// With exactly-once Kafka sinks: the marker of the transaction committed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<i64>,
 }
 
 impl Checkpoint {
@@ -486,6 +489,7 @@ pub fn coordinator<'s>(
                         time: t,
                         files: last.files.clone(),
                         sources: BTreeMap::new(),
+                        transaction: None,
                     };
                     files.retain(|(_, last_t, f)| {
                         let durable = *last_t < t;
@@ -559,9 +563,14 @@ fn store(next: &Checkpoint, out: &Path, tx: Option<&Transactions>) -> Result<(),
     let Some(tx) = tx else {
         return next.store(out).map_err(disk);
     };
-    next.store_as(out, PENDING).map_err(disk)?;
+    let marker = marker_of(&next.run_id, next.time);
+    let pending = Checkpoint {
+        transaction: Some(marker),
+        ..next.clone()
+    };
+    pending.store_as(out, PENDING).map_err(disk)?;
     let records = tx
-        .commit_below(next.time)
+        .commit_below(next.time, marker)
         .map_err(|e| RunFailure::new(tx.fault(), format!("checkpoint: {e}")))?;
     promote(out).map_err(disk)?;
     tracing::debug!(time = next.time, records, "transaction committed");

@@ -3,14 +3,15 @@
 //! and the checkpoint coordinator writes them in one Kafka transaction per checkpoint, committed
 //! with the checkpoint:
 //!
-//! 1. the checkpoint at `T` is written as `_vitalflow/checkpoint.pending.json`;
+//! 1. the checkpoint at `T` is written as `_vitalflow/checkpoint.pending.json`, with its marker
+//!    ([`marker_of`]: unique to the run and `T`);
 //! 2. the records stamped before `T` are sent in a transaction that also commits the marker
-//!    `T` (see [`TransactionWriter`]), and the transaction is committed;
+//!    (see [`TransactionWriter`]), and the transaction is committed;
 //! 3. the pending checkpoint is renamed over `_vitalflow/checkpoint.json`.
 //!
 //! A run that stops between 1 and 3 leaves a pending checkpoint. The next run opens the
 //! producer (which aborts a transaction left open, or completes one being committed), reads the
-//! marker, and keeps the pending checkpoint if the marker is its `T` (the transaction was
+//! marker, and keeps the pending checkpoint if the marker is its own (the transaction was
 //! committed), or removes it otherwise (the transaction was aborted, and the run resumes from
 //! the checkpoint before, reading those records again). Either way what `read_committed`
 //! readers see of the topics and what the checkpoint covers agree: every record once.
@@ -49,6 +50,18 @@ pub enum Resolved {
     Committed(Time),
     /// It was not: the pending checkpoint is removed.
     Aborted(Time),
+}
+
+/// The marker of the transaction committed with the checkpoint at `time` of run `run_id`: a
+/// number no other checkpoint has (a run started afresh reaches the same times again).
+#[must_use]
+pub fn marker_of(run_id: &str, time: Time) -> i64 {
+    use sha2::Digest as _;
+    let mut digest = sha2::Sha256::new();
+    digest.update(run_id.as_bytes());
+    digest.update(time.to_le_bytes());
+    let bytes: [u8; 8] = digest.finalize()[..8].try_into().unwrap_or_default();
+    i64::from_le_bytes(bytes) & i64::MAX
 }
 
 /// The transactional id (and marker group) of `job` writing into the output folder `out`: a
@@ -107,12 +120,12 @@ impl Transactions {
         outbox.entry(time).or_default().append(&mut records);
     }
 
-    /// Writes the records stamped before `time` in one transaction marked `time`, and commits
-    /// it; returns how many records it held.
+    /// Writes the records stamped before `time` in one transaction carrying `marker`, and
+    /// commits it; returns how many records it held.
     ///
     /// # Errors
     /// If the transaction cannot be committed (it is then aborted).
-    pub fn commit_below(&self, time: Time) -> Result<usize, KafkaError> {
+    pub fn commit_below(&self, time: Time, marker: i64) -> Result<usize, KafkaError> {
         let records: Vec<OutMessage> = {
             let mut outbox = self
                 .outbox
@@ -124,9 +137,6 @@ impl Transactions {
                 .flatten()
                 .collect()
         };
-        let marker = i64::try_from(time).map_err(|_| {
-            KafkaError::Transaction(format!("checkpoint time {time} does not fit a marker"))
-        })?;
         self.writer.commit(&records, marker)?;
         Ok(records.len())
     }
@@ -149,7 +159,7 @@ impl Transactions {
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
         let marker = self.writer.committed_marker().map_err(|e| e.to_string())?;
-        let committed = marker.and_then(|m| u64::try_from(m).ok()) == Some(pending.time);
+        let committed = marker.is_some() && marker == pending.transaction;
         if committed {
             promote(out)?;
             Ok(Resolved::Committed(pending.time))
