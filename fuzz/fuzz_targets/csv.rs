@@ -17,9 +17,13 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use vitalflow_model::row::{Row, Type, Value};
+use vitalflow_model::row::Type;
 use vitalflow_model::{RawFormat, RawRecord};
-use vitalflow_operators::decode::{DecodeError, Decoder, FieldSpec, TimeFormat};
+use vitalflow_operators::decode::{Decoder, TimeFormat};
+
+#[path = "support/decode.rs"]
+mod support;
+use support::{check, field};
 
 /// The header of the ICU numerics CSV file.
 const NUMERICS: [&str; 12] = [
@@ -66,13 +70,6 @@ fn strings(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| (*s).to_owned()).collect()
 }
 
-fn field(name: &str, ty: Type, nullable: bool, time_format: TimeFormat) -> FieldSpec {
-    FieldSpec {
-        time_format,
-        ..FieldSpec::new(name, ty, nullable)
-    }
-}
-
 /// Each decoder with the header of the file it reads.
 static DECODERS: LazyLock<Vec<(Decoder, Vec<String>)>> = LazyLock::new(|| {
     use TimeFormat::{Auto, EpochMillis, Iso8601};
@@ -111,27 +108,6 @@ static DECODERS: LazyLock<Vec<(Decoder, Vec<String>)>> = LazyLock::new(|| {
 
 static HEADERS: LazyLock<[Vec<String>; 2]> =
     LazyLock::new(|| [strings(&NUMERICS), strings(&SHORT)]);
-
-/// A row or an error, as the decoder promises.
-fn check(decoder: &Decoder, result: Result<Row, DecodeError>, sequence: u64) {
-    match result {
-        Ok(row) => {
-            assert_eq!(row.sequence, sequence, "the row has another sequence");
-            assert_eq!(
-                row.values.len(),
-                decoder.fields().len(),
-                "a row with a value count other than the field count"
-            );
-            for (spec, value) in decoder.fields().iter().zip(&row.values) {
-                match value {
-                    Value::Null => assert!(spec.nullable, "field `{}`: null", spec.name),
-                    v => assert_eq!(v.ty(), Some(spec.ty), "field `{}`: type", spec.name),
-                }
-            }
-        }
-        Err(e) => assert!(!e.reason.is_empty(), "an error without a reason"),
-    }
-}
 
 /// Whether a vitals CSV row has nothing to record: read as one CSV record whose width is the
 /// header's, every vital-sign cell is empty or zero (a blood pressure counts only with both

@@ -8,28 +8,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vitalflow_model::{RawFormat, RawRecord};
+use vitalflow_model::RawFormat;
+
+#[path = "support/ingest.rs"]
+mod support;
 
 fuzz_target!(|data: &[u8]| {
-    let raw = RawRecord {
-        source: "fuzz".into(),
-        location: "fuzz".into(),
-        sequence: 0,
-        format: RawFormat::Envelope,
-        header: None,
-        context: None,
-        bytes: data.to_vec(),
-        arrival_us: 0,
-    };
-    let mut ok = Vec::new();
-    let mut dead = Vec::new();
-    vitalflow_operators::ingest::ingest(&raw, "ingest", &mut ok, &mut dead);
-    assert!(
-        !ok.is_empty() || !dead.is_empty(),
-        "ingestion neither accepted nor dead-lettered an envelope"
-    );
-    assert!(
-        dead.iter().all(|d| !d.reason.is_empty()),
-        "a dead letter without a reason"
-    );
+    support::ingest_accounts_for(RawFormat::Envelope, data, "an envelope");
 });

@@ -11,15 +11,12 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use vitalflow_model::row::{Row, Type, Value};
-use vitalflow_operators::decode::{DecodeError, Decoder, FieldSpec, TimeFormat};
+use vitalflow_model::row::Type;
+use vitalflow_operators::decode::{Decoder, FieldSpec, TimeFormat};
 
-fn field(name: &str, ty: Type, nullable: bool, time_format: TimeFormat) -> FieldSpec {
-    FieldSpec {
-        time_format,
-        ..FieldSpec::new(name, ty, nullable)
-    }
-}
+#[path = "support/decode.rs"]
+mod support;
+use support::{check, field};
 
 fn nested(name: &str, path: &[&str], ty: Type, nullable: bool) -> FieldSpec {
     FieldSpec {
@@ -74,27 +71,6 @@ static DECODERS: LazyLock<Vec<Decoder>> = LazyLock::new(|| {
         ]),
     ]
 });
-
-/// A row or an error, as the decoder promises.
-fn check(decoder: &Decoder, result: Result<Row, DecodeError>, sequence: u64) {
-    match result {
-        Ok(row) => {
-            assert_eq!(row.sequence, sequence, "the row has another sequence");
-            assert_eq!(
-                row.values.len(),
-                decoder.fields().len(),
-                "a row with a value count other than the field count"
-            );
-            for (spec, value) in decoder.fields().iter().zip(&row.values) {
-                match value {
-                    Value::Null => assert!(spec.nullable, "field `{}`: null", spec.name),
-                    v => assert_eq!(v.ty(), Some(spec.ty), "field `{}`: type", spec.name),
-                }
-            }
-        }
-        Err(e) => assert!(!e.reason.is_empty(), "an error without a reason"),
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     for decoder in DECODERS.iter() {
