@@ -112,6 +112,10 @@ enum Command {
         /// measured).
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Paired rounds (one run without the HTTP endpoint, one with it) of the endpoint's
+        /// cost; the median round counts.
+        #[arg(long, default_value_t = 9)]
+        endpoint_rounds: usize,
         /// Profile the paced run: print each operator's busy time and longest activations.
         #[arg(long)]
         profile: bool,
@@ -372,6 +376,7 @@ fn main() -> ExitCode {
             seconds,
             no_kafka,
             rounds,
+            endpoint_rounds,
             profile,
             out,
             json,
@@ -386,6 +391,7 @@ fn main() -> ExitCode {
                 seconds: seconds.max(1),
                 no_kafka,
                 rounds: rounds.max(1),
+                endpoint_rounds: endpoint_rounds.max(1),
                 profile,
                 out,
             };

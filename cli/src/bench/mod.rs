@@ -54,6 +54,8 @@ pub struct Settings {
     /// Measurements of each side of the Kafka and Parquet baselines, at least 1 (the best
     /// counts).
     pub rounds: usize,
+    /// Paired rounds of the HTTP endpoint's cost, at least 1 (the median round counts).
+    pub endpoint_rounds: usize,
     /// Profile the paced run's operators.
     pub profile: bool,
     /// Working folder (replaced).
@@ -338,7 +340,7 @@ pub fn bench(s: &Settings) -> anyhow::Result<Report> {
     );
 
     // What serving the HTTP endpoint costs, at 1×.
-    report.endpoint = Some(endpoint::endpoint(s, &job, &out)?);
+    report.endpoint = endpoint::endpoint(s, &job, &out)?;
 
     // Two processes of one worker against one process of two, on the same job.
     report.cluster = Some(cluster::cluster(s, &job_path, &out, events_1x)?);

@@ -99,8 +99,21 @@ pub struct Ratio {
     pub vitalflow: f64,
     pub baseline: f64,
     pub target: f64,
-    /// Each side's figure is the best of this many measurements.
+    /// How many measurements of each side the figures come from.
     pub rounds: usize,
+    /// How the figures were chosen from the rounds.
+    pub taken: Taken,
+}
+
+/// How a [`Ratio`]'s figures were chosen from its rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Each side's best measurement.
+    Best,
+    /// The two measurements of the round whose ratio is the median of the rounds' ratios (the
+    /// lower of the middle two for an even count): rounds run side by side, so a load that comes
+    /// and goes on the machine moves both sides of a round alike.
+    MedianPair,
 }
 
 impl Ratio {
@@ -111,6 +124,7 @@ impl Ratio {
             baseline,
             target,
             rounds: 1,
+            taken: Taken::Best,
         }
     }
 
@@ -120,12 +134,19 @@ impl Ratio {
         self
     }
 
+    /// The figures are those of the median round of `rounds` paired ones ([`Taken::MedianPair`]).
+    pub const fn median_pair_of(mut self, rounds: usize) -> Self {
+        self.rounds = rounds;
+        self.taken = Taken::MedianPair;
+        self
+    }
+
     /// How the figures were taken, for the tables: empty for a single measurement.
     fn how(&self) -> String {
-        if self.rounds > 1 {
-            format!(", best of {}", self.rounds)
-        } else {
-            String::new()
+        match (self.rounds, self.taken) {
+            (0 | 1, _) => String::new(),
+            (n, Taken::Best) => format!(", best of {n}"),
+            (n, Taken::MedianPair) => format!(", median of {n} paired rounds"),
         }
     }
 
@@ -244,8 +265,9 @@ pub struct Report {
     pub parquet: Option<ParquetFigures>,
     pub kafka: Option<KafkaFigures>,
     pub latency: Option<Latency>,
-    /// Throughput with the HTTP endpoint served and scraped against without it.
-    pub endpoint: Option<Ratio>,
+    /// Throughput with the HTTP endpoint served and scraped against without it: per second of
+    /// wall-clock time, then per second of the process's CPU time.
+    pub endpoint: Vec<Ratio>,
     /// Two processes of one worker against one process of two workers.
     pub cluster: Option<Ratio>,
     /// What every sink held, the same after the engine's 1× run and the straight-line loop.
@@ -288,7 +310,7 @@ impl Report {
             parquet: None,
             kafka: None,
             latency: None,
-            endpoint: None,
+            endpoint: Vec::new(),
             cluster: None,
             same_work: Vec::new(),
         }
@@ -318,11 +340,11 @@ impl Report {
             self.engine.as_ref(),
             self.kafka.as_ref().map(|k| &k.ratio),
             self.parquet.as_ref().map(|p| &p.ratio),
-            self.endpoint.as_ref(),
-            self.cluster.as_ref(),
         ]
         .into_iter()
         .flatten()
+        .chain(&self.endpoint)
+        .chain(self.cluster.as_ref())
         .collect()
     }
 
@@ -483,7 +505,8 @@ impl Report {
     pub fn json(&self) -> serde_json::Value {
         let ratio = |r: &Ratio| {
             json!({"what": r.what, "vitalflow": r.vitalflow, "baseline": r.baseline,
-                   "ratio": r.ratio(), "target": r.target, "rounds": r.rounds})
+                   "ratio": r.ratio(), "target": r.target, "rounds": r.rounds,
+                   "taken": match r.taken { Taken::Best => "best", Taken::MedianPair => "median pair" }})
         };
         let pct = |p: &Percentiles| json!({"count": p.count, "p50_ms": p.p50, "p99_ms": p.p99, "p999_ms": p.p999, "max_ms": p.max});
         json!({

@@ -249,6 +249,7 @@ mod tests {
             seconds: 1,
             no_kafka: true,
             rounds: 1,
+            endpoint_rounds: 1,
             profile: false,
             out: dir.join("bench"),
         };

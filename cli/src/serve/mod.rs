@@ -334,6 +334,9 @@ pub fn bind(addr: &str, any: bool) -> anyhow::Result<TcpListener> {
     TcpListener::bind(&addrs[..]).with_context(|| format!("--listen {addr}: cannot listen"))
 }
 
+/// The name of the endpoint's thread.
+pub const THREAD: &str = "http";
+
 /// Serves `status` on `listener` from a thread of its own until the process exits.
 ///
 /// # Errors
@@ -348,7 +351,7 @@ pub fn start(listener: TcpListener, status: Arc<Status>) -> anyhow::Result<()> {
         .build()
         .context("the HTTP endpoint: cannot start its runtime")?;
     std::thread::Builder::new()
-        .name("http".to_owned())
+        .name(THREAD.to_owned())
         .spawn(move || runtime.block_on(serve(listener, status)))
         .context("the HTTP endpoint: cannot start its thread")?;
     Ok(())
