@@ -82,19 +82,27 @@ impl TransactionWriter {
         Ok(writer)
     }
 
-    /// The marker of the last committed transaction (`None`: none was).
+    /// The topic whose partition 0 holds the marker of this writer's transactions.
+    #[must_use]
+    pub fn marker_topic(&self) -> &str {
+        &self.marker_topic
+    }
+
+    /// The marker of the last transaction committed with its marker on `topic` (`None`: none
+    /// was). A writer's earlier lifetime may have kept its marker on another topic than this
+    /// one's (its job's sinks were different).
     ///
     /// # Errors
     /// If the group coordinator does not answer.
-    pub fn committed_marker(&self) -> Result<Option<i64>, KafkaError> {
+    pub fn committed_marker(&self, topic: &str) -> Result<Option<i64>, KafkaError> {
         let mut list = TopicPartitionList::new();
-        list.add_partition(&self.marker_topic, 0);
+        list.add_partition(topic, 0);
         let committed = self
             .marker
             .committed_offsets(list, self.timeout)
             .map_err(|e| self.failed("read the transaction marker", e))?;
         Ok(committed
-            .find_partition(&self.marker_topic, 0)
+            .find_partition(topic, 0)
             .and_then(|e| match e.offset() {
                 Offset::Offset(o) => Some(o),
                 _ => None,

@@ -109,6 +109,10 @@ pub struct Checkpoint {
     /// With exactly-once Kafka sinks: the marker of the transaction committed with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction: Option<i64>,
+    /// The topic whose partition 0 holds that marker (the run's first exactly-once sink's): a
+    /// restarted run reads the marker there, whatever its own sinks are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_topic: Option<String>,
 }
 
 impl Checkpoint {
@@ -490,6 +494,7 @@ pub fn coordinator<'s>(
                         files: last.files.clone(),
                         sources: BTreeMap::new(),
                         transaction: None,
+                        transaction_topic: None,
                     };
                     files.retain(|(_, last_t, f)| {
                         let durable = *last_t < t;
@@ -566,6 +571,7 @@ fn store(next: &Checkpoint, out: &Path, tx: Option<&Transactions>) -> Result<(),
     let marker = marker_of(&next.run_id, next.time);
     let pending = Checkpoint {
         transaction: Some(marker),
+        transaction_topic: Some(tx.marker_topic().to_owned()),
         ..next.clone()
     };
     pending.store_as(out, PENDING).map_err(disk)?;

@@ -4,14 +4,16 @@
 //! with the checkpoint:
 //!
 //! 1. the checkpoint at `T` is written as `_vitalflow/checkpoint.pending.json`, with its marker
-//!    ([`marker_of`]: unique to the run and `T`);
+//!    ([`marker_of`]: unique to the run and `T`) and the topic that keeps it (partition 0 of the
+//!    first exactly-once sink's topic);
 //! 2. the records stamped before `T` are sent in a transaction that also commits the marker
 //!    (see [`TransactionWriter`]), and the transaction is committed;
 //! 3. the pending checkpoint is renamed over `_vitalflow/checkpoint.json`.
 //!
 //! A run that stops between 1 and 3 leaves a pending checkpoint. The next run opens the
 //! producer (which aborts a transaction left open, or completes one being committed), reads the
-//! marker, and keeps the pending checkpoint if the marker is its own (the transaction was
+//! marker from the topic the pending checkpoint names (the job's sinks may have changed since),
+//! and keeps the pending checkpoint if the marker is its own (the transaction was
 //! committed), or removes it otherwise (the transaction was aborted, and the run resumes from
 //! the checkpoint before, reading those records again). Either way what `read_committed`
 //! readers see of the topics and what the checkpoint covers agree: every record once.
@@ -105,6 +107,12 @@ impl Transactions {
         &self.id
     }
 
+    /// The topic whose partition 0 holds this run's markers.
+    #[must_use]
+    pub fn marker_topic(&self) -> &str {
+        self.writer.marker_topic()
+    }
+
     /// Whose fault a failed transaction is.
     #[must_use]
     pub const fn fault(&self) -> Fault {
@@ -158,7 +166,16 @@ impl Transactions {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Resolved::Nothing),
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        let marker = self.writer.committed_marker().map_err(|e| e.to_string())?;
+        // Where the run that wrote it kept its marker (a checkpoint written before that was
+        // recorded: where this run keeps its own).
+        let topic = pending
+            .transaction_topic
+            .as_deref()
+            .unwrap_or_else(|| self.writer.marker_topic());
+        let marker = self
+            .writer
+            .committed_marker(topic)
+            .map_err(|e| e.to_string())?;
         let committed = marker.is_some() && marker == pending.transaction;
         if committed {
             promote(out)?;
