@@ -1826,30 +1826,36 @@ fn exactly_once_transactions(brokers: Vec<Broker>) {
             broker.name,
             show(&o)
         );
-        assert!(
-            !pending.exists(),
-            "[{}] a checkpoint is left pending",
-            broker.name
-        );
+        let none_pending = || {
+            assert!(
+                !pending.exists(),
+                "[{}] a checkpoint is left pending",
+                broker.name
+            );
+        };
+        none_pending();
         let events_in_audit = |out: &Path| {
             read_jsonl(&out.join("audit"))
                 .iter()
                 .filter(|r| r["event"]["metadata"]["eventType"].is_string())
                 .count()
         };
+        let held = || {
+            python_check(
+                &python,
+                "kafka_check.py",
+                &["topic", &broker.bootstrap, &topics.events],
+            )
+        };
         let first = events_in_audit(&out);
-        let held = python_check(
-            &python,
-            "kafka_check.py",
-            &["topic", &broker.bootstrap, &topics.events],
-        );
+        let topic = held();
         eprintln!(
-            "[{}] first run: {first} events in the audit log, topic {held}",
+            "[{}] first run: {first} events in the audit log, topic {topic}",
             broker.name
         );
         assert!(first > 0);
-        assert_eq!(held["records"], first as u64, "[{}] {held}", broker.name);
-        assert_eq!(held["distinct"], first as u64, "[{}] {held}", broker.name);
+        assert_eq!(topic["records"], first as u64, "[{}] {topic}", broker.name);
+        assert_eq!(topic["distinct"], first as u64, "[{}] {topic}", broker.name);
         // A pending checkpoint whose transaction the broker never committed (a run stopped
         // between writing it and committing) is removed by the next run, which resumes from
         // the checkpoint before it.
@@ -1859,38 +1865,34 @@ fn exactly_once_transactions(brokers: Vec<Broker>) {
         stray["time"] = serde_json::json!(stray["time"].as_u64().unwrap() + 60_000);
         stray["transaction"] = serde_json::json!(12_345);
         std::fs::write(&pending, serde_json::to_vec(&stray).unwrap()).unwrap();
+        // A later run: it settles the pending checkpoint as `resolved` says, and succeeds.
+        let run = |resolved: &str| {
+            let o = job_command(&job, &out, &broker, &topics, &key)
+                .env("VITALFLOW_LOG", "info")
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains(&format!("resolved={resolved}")),
+                "[{}] {}",
+                broker.name,
+                show(&o)
+            );
+            none_pending();
+        };
         // A second run over more readings adds their events, and none of the first run's again.
         let more = generator(50, 4_000);
         feed(&broker, &more, &topics, g.count()..more.count());
-        let o = job_command(&job, &out, &broker, &topics, &key)
-            .env("VITALFLOW_LOG", "info")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains("resolved=Aborted"),
-            "[{}] {}",
-            broker.name,
-            show(&o)
-        );
+        run("Aborted");
         let both = events_in_audit(&out);
-        let held = python_check(
-            &python,
-            "kafka_check.py",
-            &["topic", &broker.bootstrap, &topics.events],
-        );
+        let topic = held();
         eprintln!(
-            "[{}] second run: {both} events in the audit log, topic {held}",
+            "[{}] second run: {both} events in the audit log, topic {topic}",
             broker.name
         );
         assert!(both > first, "[{}] {both} events", broker.name);
-        assert_eq!(held["records"], both as u64, "[{}] {held}", broker.name);
-        assert_eq!(held["distinct"], both as u64, "[{}] {held}", broker.name);
-        assert!(
-            !pending.exists(),
-            "[{}] a checkpoint is left pending",
-            broker.name
-        );
+        assert_eq!(topic["records"], both as u64, "[{}] {topic}", broker.name);
+        assert_eq!(topic["distinct"], both as u64, "[{}] {topic}", broker.name);
 
         // A run stopped after committing its last transaction and before renaming the pending
         // checkpoint, restarted with another exactly-once sink ahead of `events`: the marker is
@@ -1912,33 +1914,14 @@ fn exactly_once_transactions(brokers: Vec<Broker>) {
         let reordered = rest.replace("[sinks.events]", &format!("{dead_topic}[sinks.events]"));
         assert!(reordered.find("[sinks.dead-letter-topic]") < reordered.find("[sinks.events]"));
         std::fs::write(&job, reordered).unwrap();
-        let o = job_command(&job, &out, &broker, &topics, &key)
-            .env("VITALFLOW_LOG", "info")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains("resolved=Committed"),
-            "[{}] {}",
-            broker.name,
-            show(&o)
-        );
-        let held = python_check(
-            &python,
-            "kafka_check.py",
-            &["topic", &broker.bootstrap, &topics.events],
-        );
+        run("Committed");
+        let topic = held();
         eprintln!(
-            "[{}] third run (sinks reordered): {} events in the audit log, topic {held}",
+            "[{}] third run (sinks reordered): {} events in the audit log, topic {topic}",
             broker.name,
             events_in_audit(&out)
         );
         assert_eq!(events_in_audit(&out), both, "[{}]", broker.name);
-        assert_eq!(held["records"], both as u64, "[{}] {held}", broker.name);
-        assert!(
-            !pending.exists(),
-            "[{}] a checkpoint is left pending",
-            broker.name
-        );
+        assert_eq!(topic["records"], both as u64, "[{}] {topic}", broker.name);
     }
 }
