@@ -243,6 +243,8 @@ struct Run {
 pub struct PositionLog {
     runs: BTreeMap<i32, Vec<Run>>,
     next: BTreeMap<i32, i64>,
+    /// Per partition, the lowest offset this run read.
+    first: BTreeMap<i32, i64>,
     replay_below: BTreeMap<i32, i64>,
     /// Per partition, what the checkpoint this run resumed from says is in the kept files.
     kept: BTreeMap<i32, Vec<Kept>>,
@@ -272,6 +274,8 @@ impl PositionLog {
     pub fn seen(&mut self, partition: i32, offset: i64) {
         let next = self.next.entry(partition).or_insert(0);
         *next = (*next).max(offset + 1);
+        let first = self.first.entry(partition).or_insert(offset);
+        *first = (*first).min(offset);
     }
 
     /// A record at `offset` was emitted at `time` while the watermark was `watermark`.
@@ -359,6 +363,12 @@ impl PositionLog {
     #[must_use]
     pub fn read_to(&self) -> &BTreeMap<i32, i64> {
         &self.next
+    }
+
+    /// The lowest offset of `partition` this run read, if it read one.
+    #[must_use]
+    pub fn first_read(&self, partition: i32) -> Option<i64> {
+        self.first.get(&partition).copied()
     }
 
     /// The latest timestamp emitted.
@@ -645,6 +655,18 @@ mod tests {
         assert_eq!(clean_cut(5, &files), 5);
         // 3 splits a.
         assert_eq!(clean_cut(3, &files), 0);
+    }
+
+    #[test]
+    fn the_first_offset_read_is_the_lowest_seen() {
+        let mut log = PositionLog::default();
+        // A partition whose log starts at 40 (older records deleted); a repeated batch.
+        for o in [40, 41, 42, 40, 41, 43] {
+            log.seen(3, o);
+        }
+        assert_eq!(log.first_read(3), Some(40));
+        assert_eq!(log.read_to()[&3], 44);
+        assert_eq!(log.first_read(0), None);
     }
 
     #[test]

@@ -275,7 +275,8 @@ fn uncommitted_events(
 }
 
 /// Per checkpointed source partition this process read past the last checkpoint: the offsets
-/// not committed (`from` the checkpoint's resume point, `to` the next unread).
+/// not committed (`from` the checkpoint's resume point, or without a checkpoint the first
+/// offset this run read; `to` the next unread).
 fn uncommitted_offsets(plan: &Plan, checkpoint: Option<&Checkpoint>) -> Vec<Value> {
     let Some(cp_plan) = &plan.checkpoint else {
         return Vec::new();
@@ -285,9 +286,10 @@ fn uncommitted_offsets(plan: &Plan, checkpoint: Option<&Checkpoint>) -> Vec<Valu
         let log = source.log.lock().unwrap_or_else(PoisonError::into_inner);
         let resume = checkpoint.and_then(|c| c.sources.get(&source.name));
         for (partition, to) in log.read_to() {
-            let from = resume
-                .and_then(|r| r.partitions.get(partition))
-                .map_or(0, |p| p.from);
+            let from = match resume.and_then(|r| r.partitions.get(partition)) {
+                Some(p) => p.from,
+                None => log.first_read(*partition).unwrap_or(*to),
+            };
             if *to > from {
                 offsets.push(json!({
                     "source": source.name,
