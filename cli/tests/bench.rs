@@ -28,6 +28,8 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
             "--profile",
             "--rounds",
             "2",
+            "--endpoint-rounds",
+            "3",
             "--out",
             out.to_str().unwrap(),
             "--json",
@@ -52,16 +54,17 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
     }
     assert!(pipeline[0]["alert_events"].as_u64().unwrap() > 0, "{v:#}");
 
-    // Three baselines, the endpoint's cost and the cluster row, each measured: the harness refuses a loop that
-    // did other work.
+    // Three baselines, the endpoint's cost (wall-clock and CPU time) and the cluster row, each
+    // measured: the harness refuses a loop that did other work.
     let ratios = v["ratios"].as_array().unwrap();
     let names: Vec<&str> = ratios.iter().map(|r| r["what"].as_str().unwrap()).collect();
-    assert_eq!(names.len(), 5, "{names:?}");
+    assert_eq!(names.len(), 6, "{names:?}");
     assert!(names[0].contains("straight-line"), "{names:?}");
     assert!(names[1].contains("Kafka"), "{names:?}");
     assert!(names[2].contains("ArrowWriter"), "{names:?}");
     assert!(names[3].contains("with --listen"), "{names:?}");
-    assert!(names[4].contains("--spawn 2"), "{names:?}");
+    assert!(names[4].contains("CPU time"), "{names:?}");
+    assert!(names[5].contains("--spawn 2"), "{names:?}");
     for r in ratios {
         assert!(r["vitalflow"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["baseline"].as_f64().unwrap() > 0.0, "{r}");
@@ -98,19 +101,24 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
             .all(|(sink, rows)| *rows > 0 || *sink == "dead-letter"),
         "{same:?}"
     );
-    // Every baseline is each side's best of `--rounds` measurements, each printed as it is
-    // taken.
-    let rounds: Vec<u64> = ratios
+    // Every baseline is each side's best of `--rounds` measurements, the endpoint's rows the
+    // median of `--endpoint-rounds` paired ones, each printed as it is taken.
+    let rounds: Vec<(u64, &str)> = ratios
         .iter()
-        .map(|r| r["rounds"].as_u64().unwrap())
+        .map(|r| (r["rounds"].as_u64().unwrap(), r["taken"].as_str().unwrap()))
         .collect();
-    assert_eq!(rounds, [2, 2, 2, 2, 2], "{ratios:?}");
+    let (best, median) = ((2, "best"), (3, "median pair"));
+    assert_eq!(
+        rounds,
+        [best, best, best, median, median, best],
+        "{ratios:?}"
+    );
     let printed = String::from_utf8_lossy(&o.stdout);
     for line in [
         "engine round 2:",
         "Kafka round 2:",
         "Parquet round 2:",
-        "endpoint round 2:",
+        "endpoint round 3:",
         "cluster round 2:",
     ] {
         assert!(printed.contains(line), "{printed}");
@@ -122,7 +130,14 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no endpoint line: {printed}"));
-    assert!(scrapes >= 4, "{printed}");
+    assert!(scrapes >= 6, "{printed}");
+    // Each endpoint round gives both runs' CPU time, and the server thread's share is printed.
+    let cpu_rounds = printed
+        .lines()
+        .filter(|l| l.starts_with("endpoint round ") && l.matches("(CPU ").count() == 2)
+        .count();
+    assert_eq!(cpu_rounds, 3, "{printed}");
+    assert!(printed.contains("the server's thread took "), "{printed}");
     // Where the Parquet sink writer's best round went: building Arrow batches from the rows,
     // then encoding and writing them, both measured and within its time.
     let parquet = &v["parquet"];
@@ -186,6 +201,7 @@ fn the_harness_measures_the_pipeline_and_its_baselines_on_the_same_events() {
     assert!(table.contains("| pipeline 1× | 4,000 |"), "{table}");
     assert!(table.contains("| pipeline 2× | 8,000 |"), "{table}");
     assert!(table.contains("vitalflow bench --events 4000"), "{table}");
+    assert!(table.contains("median of 3 paired rounds"), "{table}");
     assert!(
         table.contains("Same work: the straight-line loop's sinks"),
         "{table}"
