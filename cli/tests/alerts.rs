@@ -109,6 +109,43 @@ fn the_icu_record_replays_to_the_reviewed_alert_timeline() {
             "the summary prints each rule's alerts and latencies: {}",
             show(&o)
         );
+        // Each latency line: p50, p99, p99.9 and max, in order and not decreasing, and the
+        // alerts timed.
+        let latencies: Vec<&str> = stdout
+            .lines()
+            .filter(|l| l.trim_start().starts_with("arrival → alert"))
+            .collect();
+        assert!(!latencies.is_empty(), "{stdout}");
+        for line in latencies {
+            let to_ms = |v: &str| -> f64 {
+                let (n, unit) = v.trim().split_once(' ').unwrap();
+                let n: f64 = n.parse().unwrap();
+                match unit {
+                    "ms" => n,
+                    "min" => n * 60_000.0,
+                    "h" => n * 3_600_000.0,
+                    other => panic!("unit {other} in {line}"),
+                }
+            };
+            let (figures, timed) = line.rsplit_once(" (").unwrap();
+            let figures: Vec<(&str, f64)> = figures
+                .trim_start()
+                .trim_start_matches("arrival → alert")
+                .split(" · ")
+                .map(|f| {
+                    let (name, value) = f.trim().split_once(' ').unwrap();
+                    (name, to_ms(value))
+                })
+                .collect();
+            let names: Vec<&str> = figures.iter().map(|(n, _)| *n).collect();
+            assert_eq!(names, ["p50", "p99", "p99.9", "max"], "{line}");
+            assert!(
+                figures.windows(2).all(|w| w[0].1 <= w[1].1),
+                "percentiles decrease: {line}"
+            );
+            let timed: u64 = timed.trim_end_matches(" alerts)").parse().unwrap();
+            assert!(timed > 0, "{line}");
+        }
         let events = alerts(&out);
         // Every alert event is complete, and resolves only what was raised.
         for e in &events {

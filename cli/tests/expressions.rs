@@ -363,3 +363,63 @@ inputs = ["alerts"]
         &["`sinks.topic`", "`patient_id`", "anonymize"],
     );
 }
+
+/// Clinical records (PHI) go only to `anonymize` and `tabulate`; `tabulate`'s tables keep their
+/// PHI fields marked, so a sink refuses them as it refuses any row with PHI. Each wrong wiring
+/// is named at its place.
+#[test]
+fn sinks_refuse_clinical_records_and_the_tables_made_from_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("clinical.toml");
+    let text = r#"[sources.hl7]
+kind = "file"
+path = "in"
+format = "hl7v2"
+
+[operators.ingest]
+kind = "ingest"
+inputs = ["hl7"]
+
+[operators.tabulate]
+kind = "tabulate"
+inputs = ["ingest"]
+
+[sinks.raw]
+kind = "parquet"
+inputs = ["ingest"]
+path = "raw"
+
+[sinks.events]
+kind = "kafka"
+inputs = ["ingest"]
+topic = "clinical"
+
+[sinks.context]
+kind = "jsonl"
+inputs = ["tabulate.context"]
+path = "context"
+
+[sinks.readings]
+kind = "parquet"
+inputs = ["tabulate"]
+path = "readings"
+"#;
+    std::fs::write(&job, text).unwrap();
+    std::fs::create_dir(dir.path().join("in")).unwrap();
+    let o = vitalflow(&["validate", job.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    for (sink, input) in [
+        ("[sinks.raw]", "\"ingest\""),
+        ("[sinks.events]", "\"ingest\""),
+        ("[sinks.context]", "\"tabulate.context\""),
+        ("[sinks.readings]", "\"tabulate\""),
+    ] {
+        let (line, col) = position(text, sink, input);
+        let at = format!("{}:{line}:{col}: ", job.display());
+        assert!(
+            stderr.lines().any(|l| l.starts_with(&at)),
+            "no diagnostic for {sink} at {at}: {stderr}"
+        );
+    }
+}

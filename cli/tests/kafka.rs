@@ -1464,6 +1464,66 @@ fn partial_files(out: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A finished Kafka job run again over the same output folder reads nothing (it resumes from
+/// its checkpoint); with `--fresh` it discards the checkpoint, and so needs `--overwrite` to
+/// replace the finished run's output, and reads every record again.
+#[test]
+fn a_restart_resumes_and_fresh_reads_everything_again() {
+    for broker in brokers() {
+        let topics = Topics::new(&broker, 2);
+        let g = generator(20, 1_000);
+        feed(&broker, &g, &topics, 0..g.count());
+        let dir = tempfile::tempdir().unwrap();
+        let job = write_job(dir.path(), "end", "1s", 2);
+        let key = key_file(dir.path());
+        let out = dir.path().join("out");
+        let read = |extra: &[&str]| {
+            let o = job_command(&job, &out, &broker, &topics, &key)
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "[{}] {}", broker.name, show(&o));
+            let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+            let records = stdout
+                .lines()
+                .find_map(|l| l.split_once(" source records in "))
+                .map(|(n, _)| n.trim().parse::<u64>().unwrap())
+                .unwrap_or_else(|| panic!("[{}] no summary: {stdout}", broker.name));
+            (records, stdout)
+        };
+        let (records, stdout) = read(&[]);
+        assert_eq!(records, g.count(), "[{}] first run", broker.name);
+        // The summary gives the watermark each source reached, as a date.
+        let watermark = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("watermark vitals: "))
+            .unwrap_or_else(|| panic!("[{}] no watermark: {stdout}", broker.name));
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(watermark).is_ok(),
+            "[{}] {watermark}",
+            broker.name
+        );
+        assert_eq!(read(&[]).0, 0, "[{}] a restart", broker.name);
+        let refused = job_command(&job, &out, &broker, &topics, &key)
+            .arg("--fresh")
+            .output()
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(2), "[{}]", broker.name);
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("pass --overwrite"),
+            "[{}] {}",
+            broker.name,
+            show(&refused)
+        );
+        assert_eq!(
+            read(&["--fresh", "--overwrite"]).0,
+            g.count(),
+            "[{}] a restart with --fresh",
+            broker.name
+        );
+    }
+}
+
 /// Acceptance: a never-ending Kafka job stopped with SIGTERM exits 0 with its summary, leaves no
 /// partial file, has written its final checkpoint and committed its offsets; restarted with more
 /// input it reads only the new records. Stopped with two signals, it exits at once (143) and the

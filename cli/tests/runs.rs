@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use vitalflow_connectors::generator::{Generator, GeneratorConfig};
 
@@ -754,30 +755,17 @@ roll-interval = "1s"
     assert!(partial.is_empty(), "{partial:?}");
 }
 
-/// A graceful stop of a job on the embedded broker's live feed (one that would go on for hours):
-/// SIGTERM once the source has read some readings, and the feed stops with the sources: exit
-/// code 0 well within `--stop-timeout`, the summary, every reading read in the sink's files.
-#[test]
-fn sigterm_stops_an_embedded_live_feed() {
-    use std::io::BufRead as _;
-    use std::time::{Duration, Instant};
-
-    let dir = tempfile::tempdir().unwrap();
-    let job = dir.path().join("live.toml");
-    std::fs::write(
-        &job,
-        format!(
-            r#"[job]
-name = "live"
+/// A job of two workers reading the embedded broker's flat feed (`feed`: its settings after
+/// `feed = "flat"`) into a JSON-lines sink `rows`.
+fn embedded_rows_job(name: &str, feed: &str) -> String {
+    format!(
+        r#"[job]
+name = "{name}"
 workers = 2
 
-# 10,000,000 readings at 500 a second: hours of feed.
 [embedded]
 feed = "flat"
-patients = 50
-count = 10000000
-rate = 500
-start-after = "0s"
+{feed}
 
 [sources.vitals]
 kind = "kafka"
@@ -797,53 +785,106 @@ kind = "jsonl"
 inputs = ["vitals"]
 path = "rows"
 "#
+    )
+}
+
+/// A run whose standard error is read line by line as it comes, to be sent SIGTERM.
+struct Signalled {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: std::thread::JoinHandle<()>,
+    seen: Vec<String>,
+}
+
+impl Signalled {
+    fn start(cmd: &mut std::process::Command) -> Self {
+        use std::io::BufRead as _;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let _ = lines_tx.send(line.unwrap());
+            }
+        });
+        Self {
+            child,
+            lines,
+            reader,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads standard error until a line passes `wanted` (at most 120 s).
+    fn wait_for(&mut self, what: &str, wanted: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("no {what} in 120 s: {:?}", self.seen));
+            let found = wanted(&line);
+            self.seen.push(line);
+            if found {
+                return;
+            }
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to end (at most 60 s): its output, every line
+    /// of standard error, and how long it took to end.
+    fn terminate(mut self) -> (std::process::Output, Vec<String>, Duration) {
+        crate::support::send_signal(&self.child, "TERM");
+        let signalled = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            if signalled.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+                panic!("still running 60 s after SIGTERM: {:?}", self.seen);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let waited = signalled.elapsed();
+        let o = self.child.wait_with_output().unwrap();
+        self.reader.join().unwrap();
+        self.seen.extend(self.lines.try_iter());
+        (o, self.seen, waited)
+    }
+}
+
+/// A graceful stop of a job on the embedded broker's live feed (one that would go on for hours):
+/// SIGTERM once the source has read some readings, and the feed stops with the sources: exit
+/// code 0 well within `--stop-timeout`, the summary, every reading read in the sink's files.
+#[test]
+fn sigterm_stops_an_embedded_live_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("live.toml");
+    // 10,000,000 readings at 500 a second: hours of feed.
+    std::fs::write(
+        &job,
+        embedded_rows_job(
+            "live",
+            "patients = 50\ncount = 10000000\nrate = 500\nstart-after = \"0s\"",
         ),
     )
     .unwrap();
     let out = dir.path().join("out");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vitalflow"))
-        .args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
-        .args(["--progress-interval", "200ms"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines() {
-            let _ = lines_tx.send(line.unwrap());
-        }
-    });
+    let mut run = Signalled::start(
+        std::process::Command::new(env!("CARGO_BIN_EXE_vitalflow"))
+            .args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args(["--progress-interval", "200ms"]),
+    );
     // A progress line with readings read: `progress 1.2s: vitals 300 | rows 300 -> 300 | …`.
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let line = lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("no reading read in 120 s: {seen:?}"));
-        let reading = line
-            .strip_prefix("progress ")
+    run.wait_for("a reading read", |line| {
+        line.strip_prefix("progress ")
             .and_then(|l| l.split(": vitals ").nth(1))
-            .is_some_and(|l| !l.starts_with("0 "));
-        seen.push(line);
-        if reading {
-            break;
-        }
-    }
-    crate::support::send_signal(&child, "TERM");
+            .is_some_and(|l| !l.starts_with("0 "))
+    });
     // The feed would go on for hours, and the stop must not wait for it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("still running 60 s after SIGTERM: {seen:?}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let o = child.wait_with_output().unwrap();
-    reader.join().unwrap();
-    seen.extend(lines.try_iter());
+    let (o, seen, _) = run.terminate();
     assert!(o.status.success(), "{}\n{}", show(&o), seen.join("\n"));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("stopped on request"), "{stdout}");
@@ -859,6 +900,113 @@ path = "rows"
         .filter(|f| f.to_string_lossy().contains(".inprogress"))
         .collect();
     assert!(partial.is_empty(), "{partial:?}");
+}
+
+/// A job on the embedded broker never resumes: its broker's records died with the process, so
+/// a second run over the same output folder is refused as over any finished run, and with
+/// `--overwrite` reads its feed again from the start.
+#[test]
+fn a_job_on_the_embedded_broker_starts_afresh_each_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("embedded.toml");
+    std::fs::write(
+        &job,
+        embedded_rows_job("embedded-again", "patients = 10\ncount = 500"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run_args = ["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    for (run, extra) in [("first", None), ("second", Some("--overwrite"))] {
+        if extra.is_some() {
+            let o = vitalflow(&run_args, &[]);
+            assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains("holds the output of a finished run"),
+                "{}",
+                show(&o)
+            );
+        }
+        let args: Vec<&str> = run_args.iter().copied().chain(extra).collect();
+        let o = vitalflow(&args, &[]);
+        assert!(o.status.success(), "{run} run: {}", show(&o));
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let t = table(&stdout);
+        assert_eq!(get(&t, "vitals", "out"), 500, "{run} run: {stdout}");
+        assert_eq!(
+            read_jsonl(&out.join("rows")).len(),
+            500,
+            "{run} run: {stdout}"
+        );
+    }
+}
+
+/// A graceful stop that cannot finish (its Kafka sink's broker never answers, so what the
+/// source read cannot be written): `--stop-timeout` passing exits at once with 143, long before
+/// the sink would give up (`retry-for`, 5 minutes), saying so.
+#[test]
+fn a_stop_outlasting_stop_timeout_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let readings: String = (0..2_000)
+        .map(|i| format!("{{\"device\":\"d{}\",\"hr\":{}}}\n", i % 10, 60 + i % 40))
+        .collect();
+    std::fs::write(dir.path().join("flat.jsonl"), readings).unwrap();
+    // Nothing listens on port 1 (a privileged port no test binds).
+    let job = dir.path().join("unreachable.toml");
+    std::fs::write(
+        &job,
+        r#"[job]
+name = "unreachable"
+
+[sources.readings]
+kind = "file"
+path = "flat.jsonl"
+format = "json"
+fields = [
+  { name = "device", type = "string" },
+  { name = "hr", type = "integer" },
+]
+
+[sinks.out]
+kind = "kafka"
+inputs = ["readings"]
+brokers = "127.0.0.1:1"
+topic = "readings"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut run = Signalled::start(
+        std::process::Command::new(env!("CARGO_BIN_EXE_vitalflow"))
+            .args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args(["--stop-timeout", "2s"]),
+    );
+    // The sink has the records and cannot deliver them.
+    run.wait_for("failing deliveries", |line| {
+        line.contains("Kafka deliveries are failing")
+    });
+    let (o, seen, waited) = run.terminate();
+    assert_eq!(
+        o.status.code(),
+        Some(143),
+        "{}\n{}",
+        show(&o),
+        seen.join("\n")
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("the stop took longer than --stop-timeout (2s)")),
+        "{seen:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(30),
+        "exited {waited:?} after SIGTERM"
+    );
+    // No summary: the run did not finish.
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("source records in"),
+        "{}",
+        show(&o)
+    );
 }
 
 /// Every line of standard error parsed as JSON, with `ts` (RFC 3339, UTC), `level` and `msg`
