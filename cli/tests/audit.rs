@@ -115,6 +115,10 @@ fn audit_records_all_eight_domain_events_linked_by_correlation_and_causation() {
         })
         .collect();
     assert_eq!(ids.len(), 24, "event ids are unique");
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_vitalflow/run.json")).unwrap()).unwrap();
+    let run_id = run["run_id"].clone();
+    assert!(run_id.is_string(), "{run}");
     let mut by_batch: BTreeMap<u64, BTreeSet<&str>> = BTreeMap::new();
     for r in &records {
         let e = &r["event"];
@@ -125,6 +129,17 @@ fn audit_records_all_eight_domain_events_linked_by_correlation_and_causation() {
             .or_default()
             .insert(m["eventType"].as_str().unwrap());
         let kind = m["eventType"].as_str().unwrap();
+        // The platform envelope: the run is the trace.
+        assert_eq!(m["traceId"], run_id, "{e}");
+        assert!(
+            m["eventSource"].as_str().is_some_and(|s| !s.is_empty()),
+            "{e}"
+        );
+        assert!(m["version"].is_string() || m["version"].is_number(), "{e}");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(m["timestamp"].as_str().unwrap()).is_ok(),
+            "{e}"
+        );
         match m["causationId"].as_str() {
             None => assert_eq!(
                 kind, "DataIngestionCreated",
@@ -137,6 +152,33 @@ fn audit_records_all_eight_domain_events_linked_by_correlation_and_causation() {
                 assert_eq!(
                     cause["metadata"]["correlationId"], m["correlationId"],
                     "{kind} and its cause share the batch"
+                );
+                // The stage's previous event, or for a stage's first event the event of the
+                // stage before it that started the batch flowing.
+                let expected = match kind {
+                    "DataIngestionStarted" => "DataIngestionCreated",
+                    "DataIngestionFinished" | "EventoAnonimizacionIniciada" => {
+                        "DataIngestionStarted"
+                    }
+                    "EventoAnonimizacionFinalizada" | "EventDataCanonizationCreated" => {
+                        "EventoAnonimizacionIniciada"
+                    }
+                    "EventDataCanonizationStarted" => "EventDataCanonizationCreated",
+                    "EventDataCanonizationCompleted" => "EventDataCanonizationStarted",
+                    other => panic!("unexpected event type {other}"),
+                };
+                assert_eq!(cause["metadata"]["eventType"], expected, "{kind}'s cause");
+                // Recorded before it.
+                let sequence_of = |id: &serde_json::Value| {
+                    records
+                        .iter()
+                        .find(|r| r["event"]["metadata"]["eventId"] == *id)
+                        .map(|r| r["sequence"].as_u64().unwrap())
+                        .unwrap()
+                };
+                assert!(
+                    sequence_of(&cause["metadata"]["eventId"]) < r["sequence"].as_u64().unwrap(),
+                    "{kind} recorded before its cause"
                 );
             }
         }

@@ -1292,3 +1292,142 @@ fn json_logs_name_the_file_line_and_field_of_a_problem() {
         show(&o)
     );
 }
+
+/// Kafka secrets, written in the job file, taken from the environment or from a file, appear
+/// nowhere in what a run prints: not in its debug logs (text or JSON) nor in the failure that
+/// ends it (the broker cannot be reached), nor in `validate` or `graph`.
+#[test]
+fn kafka_secrets_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = ["literal-Secret-4711", "env-Secret-0815", "file-Secret-2342"];
+    std::fs::write(dir.path().join("jaas.txt"), secrets[2]).unwrap();
+    let job = dir.path().join("secrets.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"[job]
+name = "secrets"
+
+[sources.vitals]
+kind = "kafka"
+brokers = "127.0.0.1:1"
+topic = "vitals"
+format = "json"
+stop = "end"
+fields = [
+  {{ name = "device", type = "string" }},
+  {{ name = "hr", type = "integer" }},
+]
+[sources.vitals.properties]
+"security.protocol" = "sasl_plaintext"
+"sasl.mechanism" = "PLAIN"
+"sasl.username" = "vitalflow"
+"sasl.password" = "{}"
+"ssl.key.password" = {{ env = "VITALFLOW_TEST_KEY_PASSWORD" }}
+"sasl.oauthbearer.config" = {{ file = "jaas.txt" }}
+
+[sinks.out]
+kind = "jsonl"
+inputs = ["vitals"]
+path = "out"
+"#,
+            secrets[0]
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let env = [
+        ("VITALFLOW_TEST_KEY_PASSWORD", secrets[1]),
+        ("VITALFLOW_LOG", "debug"),
+    ];
+    let job_arg = job.to_str().unwrap();
+    let runs = [
+        vec!["run", job_arg, "--out", out.to_str().unwrap()],
+        vec![
+            "run",
+            job_arg,
+            "--out",
+            out.to_str().unwrap(),
+            "--overwrite",
+            "--log-format",
+            "json",
+        ],
+        vec!["validate", job_arg],
+        vec!["graph", job_arg],
+    ];
+    for args in runs {
+        let o = vitalflow(&args, &env);
+        let printed = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        if args[0] == "run" {
+            // It ran as far as the broker, and says why it failed.
+            assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+            assert!(
+                printed.contains("127.0.0.1:1") || printed.contains("vitals"),
+                "{printed}"
+            );
+        } else {
+            assert!(o.status.success(), "{args:?}: {}", show(&o));
+        }
+        for secret in secrets {
+            assert!(
+                !printed.contains(secret),
+                "{args:?} printed {secret}: {printed}"
+            );
+        }
+    }
+}
+
+/// `run --profile`: after the summary, each operator's activations, busy time, share and
+/// longest activation; the shares of the operators shown add up to (nearly) all of it.
+#[test]
+fn run_profile_prints_each_operators_busy_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = vitalflow(
+        &[
+            "run",
+            "dataflows/vitals-flat.toml",
+            "--out",
+            out.to_str().unwrap(),
+            "--profile",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let mut lines = stdout.lines().skip_while(|l| !l.starts_with("operator "));
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_else(|| panic!("no profile: {stdout}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header[..5],
+        ["operator", "activations", "busy", "(ms)", "share"],
+        "{stdout}"
+    );
+    let rows: Vec<Vec<&str>> = lines
+        .map_while(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            (cells.len() >= 6 && cells[cells.len() - 3].ends_with('%')).then_some(cells)
+        })
+        .collect();
+    assert!(rows.len() >= 3, "{stdout}");
+    let share: f64 = rows
+        .iter()
+        .map(|r| r[r.len() - 3].trim_end_matches('%').parse::<f64>().unwrap())
+        .sum();
+    assert!(
+        (90.0..=100.5).contains(&share),
+        "shares add up to {share}: {stdout}"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r[r.len() - 5].replace(',', "").parse::<u64>().unwrap() > 0),
+        "{stdout}"
+    );
+}
