@@ -1431,3 +1431,91 @@ fn run_profile_prints_each_operators_busy_time() {
         "{stdout}"
     );
 }
+
+/// On a terminal (a pseudo-terminal made by `script`), progress is one live line redrawn in
+/// place and logs are coloured; through a pipe, plain `progress` lines and no escape codes.
+#[test]
+fn progress_is_a_live_line_on_a_terminal_and_plain_lines_elsewhere() {
+    let Ok(script) = which_script() else {
+        eprintln!("!!! SKIPPED: `script` (util-linux) is not installed; it makes the terminal");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("paced.toml");
+    std::fs::write(
+        &job,
+        r#"[job]
+name = "paced"
+
+[sources.monitors]
+kind = "generator"
+count = 6000
+patients = 50
+rate = 3000
+
+[sinks.none]
+kind = "blackhole"
+inputs = ["monitors"]
+"#,
+    )
+    .unwrap();
+    let run = format!(
+        "{} run {} --out {} --progress-interval 200ms",
+        env!("CARGO_BIN_EXE_vitalflow"),
+        job.display(),
+        dir.path().join("out").display()
+    );
+    let escape = "\x1b[";
+    // On a terminal: standard output and error both go to it.
+    let o = std::process::Command::new(&script)
+        .args(["-qefc", &run, "/dev/null"])
+        .env("VITALFLOW_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        shown.contains("\r\x1b[2K") && shown.contains("monitors "),
+        "no live line: {shown:?}"
+    );
+    assert!(
+        !shown.lines().any(|l| l.starts_with("progress ")),
+        "plain progress lines on a terminal: {shown:?}"
+    );
+    // Escape codes besides the live line's own (clear the line): the logs' colours.
+    assert!(
+        shown.matches(escape).count() > shown.matches("\r\x1b[2K").count(),
+        "no colour in the logs: {shown:?}"
+    );
+    // Through a pipe.
+    let o = std::process::Command::new("sh")
+        .args(["-c", &format!("{run} --overwrite")])
+        .env("VITALFLOW_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("progress "))
+            .count()
+            >= 3,
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(escape),
+        "escape codes through a pipe: {stderr:?}"
+    );
+    assert!(stderr.contains(" INFO "), "{stderr}");
+}
+
+/// The `script` program, if it is on the path.
+fn which_script() -> Result<std::path::PathBuf, ()> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("script"))
+        .find(|p| p.is_file())
+        .ok_or(())
+}
