@@ -987,6 +987,45 @@ topic = "readings"
     );
 }
 
+/// SIGTERM while a Kafka source is still looking for its brokers (they never answer): the
+/// source stops looking, and the run stops gracefully (exit 0, its summary, nothing read)
+/// instead of failing when the look-up gives up.
+#[test]
+fn sigterm_while_the_brokers_are_looked_for_stops_gracefully() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("away.toml");
+    std::fs::write(
+        &job,
+        r#"[job]
+name = "away"
+
+[sources.vitals]
+kind = "kafka"
+brokers = "127.0.0.1:1"
+topic = "vitals"
+format = "json"
+fields = [
+  { name = "device", type = "string" },
+  { name = "hr", type = "integer" },
+]
+
+[sinks.rows]
+kind = "jsonl"
+inputs = ["vitals"]
+path = "rows"
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let mut run = Signalled::start(&job, &out, &["--progress-interval", "100ms"]);
+    run.wait_for("a progress line", |line| line.starts_with("progress "));
+    let (o, seen, _) = run.terminate();
+    assert!(o.status.success(), "{}\n{}", show(&o), seen.join("\n"));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("stopped on request"), "{stdout}");
+    assert!(stdout.contains("0 source records in"), "{stdout}");
+}
+
 /// Every line of standard error parsed as JSON, with `ts` (RFC 3339, UTC), `level` and `msg`
 /// checked; the exit code only on the last line, which must hold `code`.
 fn json_lines(o: &std::process::Output, code: i64) -> Vec<serde_json::Value> {

@@ -30,7 +30,7 @@ use timely::dataflow::operators::generic::operator::source;
 use timely::dataflow::operators::{Capability, Probe as _, probe::Handle as ProbeHandle};
 use timely::scheduling::{Activator, SyncActivator};
 use vitalflow_connectors::kafka::reader::{Poll, Polled};
-use vitalflow_connectors::kafka::{ClientSettings, PartitionReader};
+use vitalflow_connectors::kafka::{ClientSettings, KafkaError, PartitionReader};
 use vitalflow_model::envelope::Counts;
 use vitalflow_model::{RawFormat, RawRecord, Time};
 use vitalflow_operators::decode::Decoder;
@@ -51,6 +51,12 @@ const END_QUIET: Duration = Duration::from_millis(100);
 const TICK: Duration = Duration::from_millis(20);
 /// How often a worker looks for new partitions of its topic.
 const METADATA_INTERVAL: Duration = Duration::from_secs(5);
+/// How long one look at the topic's metadata may hold the worker (the operators sharing it
+/// wait meanwhile).
+const METADATA_ATTEMPT: Duration = Duration::from_secs(1);
+/// How long a source keeps looking its topic up at the start before it fails the job; a
+/// graceful stop ends the looking at once.
+const METADATA_AT_START: Duration = Duration::from_secs(10);
 /// How often the client reports where its partitions end (it does while polled): what a
 /// partition's lag is measured against.
 const STATISTICS_INTERVAL: Duration = Duration::from_secs(1);
@@ -484,6 +490,8 @@ struct SourceState {
     known_partitions: i32,
     /// When the topic's partitions were last looked up.
     last_metadata: Option<Instant>,
+    /// When the source first looked its topic up.
+    first_lookup: Option<Instant>,
     /// When the source started on this worker.
     started: Instant,
     /// Records polled since the start (for the end-of-reading message).
@@ -586,6 +594,7 @@ impl SourceState {
             owned: BTreeMap::new(),
             known_partitions: 0,
             last_metadata: None,
+            first_lookup: None,
             started: Instant::now(),
             polled_total: 0,
             redelivered: 0,
@@ -616,6 +625,11 @@ impl SourceState {
             return ControlFlow::Break(());
         }
         self.refresh_partitions(reader)?;
+        if self.known_partitions == 0 {
+            // The topic has not been looked up yet: nothing to read, and no watermark to move.
+            self.activator.activate_after(TICK);
+            return ControlFlow::Continue(());
+        }
         // Watermark alignment: the furthest this worker's watermark may go.
         let limit = self.plan.max_drift.and_then(|drift| {
             self.slowest
@@ -646,8 +660,9 @@ impl SourceState {
         ControlFlow::Continue(())
     }
 
-    /// Picks up the worker's partitions, and any new ones, every `METADATA_INTERVAL`. `Break`
-    /// when the topic cannot be looked up at the start, or a partition cannot be adopted.
+    /// Picks up the worker's partitions, and any new ones, every `METADATA_INTERVAL`; at the
+    /// start, looks again at every activation until the topic is found. `Break` when the topic
+    /// cannot be looked up for `METADATA_AT_START`, or a partition cannot be adopted.
     fn refresh_partitions(&mut self, reader: &PartitionReader) -> ControlFlow<()> {
         if self
             .last_metadata
@@ -656,10 +671,19 @@ impl SourceState {
             return ControlFlow::Continue(());
         }
         self.last_metadata = Some(Instant::now());
-        match reader.partition_count(Duration::from_secs(10)) {
+        let first = *self.first_lookup.get_or_insert_with(Instant::now);
+        match reader.partition_count(METADATA_ATTEMPT) {
             Ok(n) if n > self.known_partitions => self.adopt(reader, n),
             Ok(_) => ControlFlow::Continue(()),
-            Err(e) if self.known_partitions == 0 => self.fail(e),
+            // A topic the brokers do not have is not waited for.
+            Err(e @ KafkaError::Setting { .. }) if self.known_partitions == 0 => self.fail(e),
+            Err(e) if self.known_partitions == 0 && first.elapsed() >= METADATA_AT_START => {
+                self.fail(e)
+            }
+            Err(_) if self.known_partitions == 0 => {
+                self.last_metadata = None;
+                ControlFlow::Continue(())
+            }
             Err(e) => {
                 tracing::warn!(source = %self.plan.name, error = %e, "metadata refresh failed");
                 ControlFlow::Continue(())
@@ -1076,7 +1100,7 @@ fn adopt_partitions(
     reader: &PartitionReader,
     new: &[i32],
     owned: &mut BTreeMap<i32, Partition>,
-) -> Result<(), vitalflow_connectors::kafka::KafkaError> {
+) -> Result<(), KafkaError> {
     let mut assign = Vec::with_capacity(new.len());
     for p in new {
         let resume = plan.resume.as_ref().and_then(|r| r.partitions.get(p));
