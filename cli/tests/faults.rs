@@ -195,16 +195,20 @@ fn reading(child: &mut Child, listen: u16, log: &Path) {
     }
 }
 
-fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+/// Waits for the job to end, at most `limit` (then fails with its log, `log`).
+fn wait(child: &mut Child, limit: Duration, log: &Path) -> std::process::ExitStatus {
     let started = Instant::now();
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(
-            started.elapsed() < limit,
-            "the job did not end within {limit:?}"
-        );
+        if started.elapsed() >= limit {
+            let _ = child.kill();
+            panic!(
+                "the job did not end within {limit:?}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -297,7 +301,7 @@ fn a_broker_that_does_not_come_back_fails_the_job_and_a_restart_recovers() {
     reading(&mut child, listen, &log);
     broker.signal("STOP");
     let stopped = Instant::now();
-    let status = wait(&mut child, Duration::from_secs(120));
+    let status = wait(&mut child, Duration::from_secs(120), &log);
     let took = stopped.elapsed();
     assert!(took < Duration::from_secs(90), "{took:?}");
     let stderr = std::fs::read_to_string(&log).unwrap();
@@ -312,7 +316,7 @@ fn a_broker_that_does_not_come_back_fails_the_job_and_a_restart_recovers() {
     broker.signal("CONT");
     let (listen, log) = (free_port(), dir.path().join("run-2.log"));
     let mut child = start(&job, &out, listen, &log);
-    let status = wait(&mut child, Duration::from_secs(180));
+    let status = wait(&mut child, Duration::from_secs(180), &log);
     assert!(
         status.success(),
         "{}",
