@@ -1312,7 +1312,8 @@ fn json_logs_name_the_file_line_and_field_of_a_problem() {
 
 /// Kafka secrets, written in the job file, taken from the environment or from a file, appear
 /// nowhere in what a run prints: not in its debug logs (text or JSON) nor in the failure that
-/// ends it (the broker cannot be reached), nor in `validate` or `graph`.
+/// ends it (the broker cannot be reached), nor in `validate` or `graph`; `validate` warns about
+/// the one written in the job file, by name.
 #[test]
 fn kafka_secrets_are_never_printed() {
     let dir = tempfile::tempdir().unwrap();
@@ -1388,6 +1389,19 @@ path = "out"
             );
         } else {
             assert!(o.status.success(), "{args:?}: {}", show(&o));
+        }
+        if args[0] == "validate" {
+            // A warning for the secret written in the file, none for those taken from
+            // elsewhere.
+            let warned: Vec<&str> = printed
+                .lines()
+                .filter(|l| l.contains("the secret property"))
+                .collect();
+            assert_eq!(warned.len(), 1, "{printed}");
+            assert!(
+                warned[0].contains("`sources.vitals`") && warned[0].contains("`sasl.password`"),
+                "{printed}"
+            );
         }
         for secret in secrets {
             assert!(

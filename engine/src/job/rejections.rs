@@ -5,6 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::{Diagnostic, Job, Node};
+use crate::nodes::NodeKind;
 
 /// How many rejected records a run tolerates before it fails.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,23 +75,43 @@ impl Job {
     }
 
     /// Problems that do not stop the job from running: a warning for each node whose rejected
-    /// records would be discarded.
+    /// records would be discarded, and for each Kafka secret written in the job file.
     #[must_use]
     pub fn warnings(&self) -> Vec<Diagnostic> {
-        self.unread_dead_letters()
-            .into_iter()
-            .map(|n| {
-                self.diag(
-                    n.span.clone(),
-                    format!(
-                        "warning: `{0}` can reject records and no node reads `{0}.dead-letter`: \
-                         its rejected records will be discarded (add it to a `dead-letter` sink's \
-                         inputs)",
-                        n.name
-                    ),
-                )
-            })
-            .collect()
+        let discarded = self.unread_dead_letters().into_iter().map(|n| {
+            self.diag(
+                n.span.clone(),
+                format!(
+                    "warning: `{0}` can reject records and no node reads `{0}.dead-letter`: its \
+                     rejected records will be discarded (add it to a `dead-letter` sink's inputs)",
+                    n.name
+                ),
+            )
+        });
+        let secrets = self.nodes.iter().flat_map(|n| {
+            let properties = match &n.kind {
+                NodeKind::Kafka(k) => Some(&k.properties),
+                NodeKind::KafkaSink(k) => Some(&k.properties),
+                _ => None,
+            };
+            properties
+                .map(crate::nodes::kafka::literal_secrets)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|name| {
+                    self.diag(
+                        n.span.clone(),
+                        format!(
+                            "warning: `{}.{}`: the secret property `{name}` is written in the job \
+                             file: give it as {{ env = \"VAR\" }} or {{ file = \"path\" }}",
+                            n.section.as_str(),
+                            n.name
+                        ),
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+        discarded.chain(secrets).collect()
     }
 
     /// The job's `max-rejected`, if set and valid (the parser checked it).

@@ -32,6 +32,23 @@ pub(crate) fn client_settings(
     }
 }
 
+/// The properties among `properties` that hold a secret (a password, a client secret, a JAAS
+/// configuration, an inline private key) written in the job file itself rather than taken from
+/// the environment or a file: `validate` warns about each, naming it and never its value.
+pub(crate) fn literal_secrets(properties: &BTreeMap<String, PropertyValue>) -> Vec<&str> {
+    properties
+        .iter()
+        .filter(|(name, value)| {
+            let n = name.to_ascii_lowercase();
+            matches!(value, PropertyValue::Literal(_))
+                && ["password", "secret", "jaas", "key.pem"]
+                    .iter()
+                    .any(|s| n.contains(s))
+        })
+        .map(|(name, _)| name.as_str())
+        .collect()
+}
+
 /// Whose fault a Kafka node's failures are: its broker's, or vitalflow's when it is the embedded
 /// broker (part of vitalflow).
 pub(crate) fn fault(brokers: &Spanned<String>) -> Fault {
