@@ -27,6 +27,18 @@ pub struct OutMessage {
 }
 
 impl OutMessage {
+    /// Its size: key, payload and headers, in bytes.
+    #[must_use]
+    pub fn bytes(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len)
+            + self.payload.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+
     /// The record a producer sends, with `opaque` for its delivery report.
     pub(crate) fn record<O: rdkafka::util::IntoOpaque>(
         &self,

@@ -158,10 +158,21 @@ impl Checkpoint {
                 f.write_all(&bytes)?;
                 f.sync_all()?;
             }
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&dir)?.sync_all()
+            rename_durably(&tmp, &path)
         };
         write().map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Renames `from` to `to` and syncs `to`'s folder, so that the rename survives a crash.
+///
+/// # Errors
+/// The rename or the sync failed.
+pub fn rename_durably(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::rename(from, to)?;
+    match to.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 

@@ -145,18 +145,13 @@ impl<T> SinkState<T> {
         let entry = self.open.entry(time).or_insert_with(|| (cap, 0, 0, 0));
         for record in data.flat_map(|batch| batch.drain(..)) {
             let (key, payload, headers) = (self.render)(&record);
-            let size = key.as_ref().map_or(0, Vec::len)
-                + payload.len()
-                + headers
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len())
-                    .sum::<usize>();
             let message = OutMessage {
                 topic: self.topic.clone(),
                 key,
                 payload,
                 headers,
             };
+            let size = message.bytes();
             match self.writer.send(message) {
                 Ok(token) => {
                     self.tokens.insert(token, time);
@@ -327,17 +322,7 @@ where
                         continue;
                     };
                     let sent = records.len() as u64;
-                    let bytes: usize = records
-                        .iter()
-                        .map(|m| {
-                            m.key.as_ref().map_or(0, Vec::len)
-                                + m.payload.len()
-                                + m.headers
-                                    .iter()
-                                    .map(|(k, v)| k.len() + v.len())
-                                    .sum::<usize>()
-                        })
-                        .sum();
+                    let bytes: usize = records.iter().map(OutMessage::bytes).sum();
                     tx.hold(t, records);
                     output
                         .session(&cap)

@@ -26,7 +26,7 @@ use std::time::Duration;
 use vitalflow_connectors::kafka::{ClientSettings, KafkaError, OutMessage, TransactionWriter};
 use vitalflow_model::Time;
 
-use super::checkpoint::{CHECKPOINT, Checkpoint};
+use super::checkpoint::{CHECKPOINT, Checkpoint, rename_durably};
 use super::error::Fault;
 
 /// The pending checkpoint, relative to the output folder.
@@ -192,16 +192,8 @@ impl Transactions {
 /// # Errors
 /// A message naming the file.
 pub fn promote(out: &Path) -> Result<(), String> {
-    let from = out.join(PENDING);
     let to = out.join(CHECKPOINT);
-    let rename = || -> std::io::Result<()> {
-        std::fs::rename(&from, &to)?;
-        if let Some(dir) = to.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    rename().map_err(|e| format!("{}: {e}", to.display()))
+    rename_durably(&out.join(PENDING), &to).map_err(|e| format!("{}: {e}", to.display()))
 }
 
 /// Removes a pending checkpoint, if there is one.
